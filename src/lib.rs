@@ -1,0 +1,3 @@
+//! otagw: an over-the-air gateway for SIM cards.
+pub mod script;
+pub mod security;

@@ -1,0 +1,1 @@
+//! Remote APDU scripts (ETSI TS 102 226).

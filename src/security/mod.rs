@@ -1,0 +1,1 @@
+//! SCP80 (ETSI TS 102 225) secured packets, sans-IO.

@@ -1,0 +1,1 @@
+//! SMS-PP framing (TS 23.040, TS 31.115, TS 102 223): sans-IO.
