@@ -389,3 +389,8 @@ impl Address {
 pub fn parse_address(input: &[u8]) -> Result<(Address, &[u8])> {
     Address::decode(input)
 }
+
+/// Parses the value of a CAT address TLV (type of address, then BCD digits).
+pub fn parse_dialling_number(value: &[u8]) -> Result<Address> {
+    Address::decode_dialling_number(value)
+}

@@ -320,3 +320,79 @@ pub fn parse_segment(user_data: &[u8]) -> Result<(UserDataHeader, Option<Concate
     let concat = header.concatenation()?;
     Ok((header, concat, tail))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_sms_layout() {
+        let segments = split_packet(
+            PacketKind::Command,
+            &[0xAB; 137],
+            ConcatReference::EightBit(1),
+        )
+        .unwrap();
+        assert_eq!(segments.len(), 1);
+        assert_eq!(&segments[0][..3], &[0x02, 0x70, 0x00]);
+        assert_eq!(segments[0].len(), 140);
+        let por =
+            split_packet(PacketKind::Response, &[1, 2], ConcatReference::EightBit(1)).unwrap();
+        assert_eq!(por, vec![vec![0x02, 0x71, 0x00, 1, 2]]);
+    }
+
+    #[test]
+    fn concatenated_layout_8bit() {
+        let packet: Vec<u8> = (0..=137u8).collect();
+        let segments = split_packet(
+            PacketKind::Command,
+            &packet,
+            ConcatReference::EightBit(0x42),
+        )
+        .unwrap();
+        assert_eq!(segments.len(), 2);
+        // GSM 03.48 table 7: concatenation IE first, then the CPI.
+        assert_eq!(
+            &segments[0][..8],
+            &[0x07, 0x00, 0x03, 0x42, 0x02, 0x01, 0x70, 0x00]
+        );
+        assert_eq!(segments[0].len(), 140);
+        assert_eq!(&segments[1][..6], &[0x05, 0x00, 0x03, 0x42, 0x02, 0x02]);
+        assert_eq!(&segments[1][6..], &packet[132..]);
+    }
+
+    #[test]
+    fn concatenated_layout_16bit() {
+        let packet = vec![0x55; 300];
+        let segments = split_packet(
+            PacketKind::Response,
+            &packet,
+            ConcatReference::SixteenBit(0xBEEF),
+        )
+        .unwrap();
+        assert_eq!(segments.len(), 3);
+        assert_eq!(
+            &segments[0][..9],
+            &[0x08, 0x08, 0x04, 0xBE, 0xEF, 0x03, 0x01, 0x71, 0x00]
+        );
+        assert_eq!(
+            &segments[2][..7],
+            &[0x06, 0x08, 0x04, 0xBE, 0xEF, 0x03, 0x03]
+        );
+        assert_eq!(segments[0].len() - 9 + segments[1].len() - 7, 131 + 133);
+    }
+
+    #[test]
+    fn segment_count_boundaries() {
+        let r8 = ConcatReference::EightBit(0);
+        let r16 = ConcatReference::SixteenBit(0);
+        assert_eq!(segment_count(137, r8), Ok(1));
+        assert_eq!(segment_count(138, r8), Ok(2));
+        assert_eq!(segment_count(132 + 134, r8), Ok(2));
+        assert_eq!(segment_count(132 + 134 + 1, r8), Ok(3));
+        assert_eq!(segment_count(131 + 133, r16), Ok(2));
+        assert_eq!(segment_count(131 + 133 + 1, r16), Ok(3));
+        assert_eq!(max_packet_len(r8), 132 + 254 * 134);
+        assert_eq!(max_packet_len(r16), 131 + 254 * 133);
+    }
+}

@@ -1,7 +1,7 @@
 //! SMS-PP framing for otagw, sans-IO: bytes in, bytes out, no I/O, no clock, no randomness.
 //!
 //! - [`udh`]: User Data Header (TS 23.040 9.2.3.24) and its information elements;
-//! - [`concat`]: splitting an SCP80 packet into SMS user data (TS 31.115) and reassembly;
+//! - [`concat`](mod@concat): splitting an SCP80 packet into SMS user data (TS 31.115) and reassembly;
 //! - [`tpdu`]: SMS-DELIVER and SMS-SUBMIT (TS 23.040 9.2.2);
 //! - [`address`]: TP address fields (TS 23.040 9.1.2.5) and CAT dialling numbers;
 //! - [`cat`]: the SMS-PP download ENVELOPE and the proactive SEND SHORT MESSAGE (TS 102 223).
@@ -21,7 +21,8 @@ pub mod tpdu;
 pub mod udh;
 
 pub use address::{
-    parse_address, Address, AddressValue, NumberingPlan, TypeOfAddress, TypeOfNumber,
+    parse_address, parse_dialling_number, Address, AddressValue, NumberingPlan, TypeOfAddress,
+    TypeOfNumber,
 };
 pub use cat::{parse_send_short_message, parse_sms_pp_download, SendShortMessage, SmsPpDownload};
 pub use concat::{

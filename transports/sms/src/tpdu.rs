@@ -459,3 +459,61 @@ pub fn parse_sms_deliver(tpdu: &[u8]) -> Result<SmsDeliver> {
 pub fn parse_sms_submit(tpdu: &[u8]) -> Result<SmsSubmit> {
     SmsSubmit::decode(tpdu)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dcs_alphabets() {
+        let cases = [
+            (0x00, Alphabet::Gsm7Bit, true),
+            (0x04, Alphabet::EightBit, false),
+            (0x08, Alphabet::Ucs2, false),
+            (0x0C, Alphabet::Gsm7Bit, true), // reserved alphabet: read as 7-bit
+            (0x16, Alphabet::EightBit, false),
+            (0x20, Alphabet::Gsm7Bit, false), // compressed: UDL counts octets
+            (0x56, Alphabet::EightBit, false),
+            (0x80, Alphabet::Gsm7Bit, true), // reserved group
+            (0xC0, Alphabet::Gsm7Bit, true),
+            (0xD8, Alphabet::Gsm7Bit, true),
+            (0xE0, Alphabet::Ucs2, false),
+            (0xF0, Alphabet::Gsm7Bit, true),
+            (0xF5, Alphabet::EightBit, false),
+            (0xF6, Alphabet::EightBit, false),
+        ];
+        for (dcs, alphabet, septets) in cases {
+            let dcs = DataCodingScheme(dcs);
+            assert_eq!(dcs.alphabet(), alphabet, "{dcs:?}");
+            assert_eq!(dcs.udl_counts_septets(), septets, "{dcs:?}");
+        }
+    }
+
+    #[test]
+    fn validity_period_formats() {
+        use crate::address::Address;
+        for (vp, first, extra) in [
+            (ValidityPeriod::None, 0x01, 0),
+            (ValidityPeriod::Relative(0xA7), 0x11, 1),
+            (ValidityPeriod::Enhanced([1; 7]), 0x09, 7),
+            (ValidityPeriod::Absolute([2; 7]), 0x19, 7),
+        ] {
+            let submit = SmsSubmit {
+                reject_duplicates: false,
+                status_report_request: false,
+                user_data_header_indicator: false,
+                reply_path: false,
+                message_reference: 7,
+                destination_address: Address::international("1").unwrap(),
+                protocol_identifier: 0,
+                data_coding_scheme: DataCodingScheme::CLASS2_8BIT,
+                validity_period: vp,
+                user_data: UserData::Octets(vec![9]),
+            };
+            let bytes = submit.encode().unwrap();
+            assert_eq!(bytes[0], first);
+            assert_eq!(bytes.len(), 1 + 1 + 3 + 2 + extra + 2);
+            assert_eq!(SmsSubmit::decode(&bytes).unwrap(), submit);
+        }
+    }
+}

@@ -251,18 +251,20 @@ impl UserDataHeader {
     }
 
     fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        // The most specific complaint first: an element too long for its length octet.
+        if let Some(element) = self.elements.iter().find(|e| e.value.len() > 255) {
+            return Err(Error::InformationElementTooLong {
+                iei: element.iei,
+                length: element.value.len(),
+            });
+        }
         let body_len = self.encoded_len() - 1;
         let udhl = u8::try_from(body_len).map_err(|_| Error::UdhTooLong { length: body_len })?;
         out.push(udhl);
         for element in &self.elements {
-            let length = u8::try_from(element.value.len()).map_err(|_| {
-                Error::InformationElementTooLong {
-                    iei: element.iei,
-                    length: element.value.len(),
-                }
-            })?;
             out.push(element.iei);
-            out.push(length);
+            // Checked above: at most 255.
+            out.push(element.value.len() as u8);
             out.extend_from_slice(&element.value);
         }
         Ok(())
