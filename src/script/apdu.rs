@@ -344,7 +344,7 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     pub(crate) fn h(s: &str) -> Vec<u8> {
-        hex::decode(s.replace(' ', "")).unwrap()
+        hex::decode(s.split_whitespace().collect::<String>()).unwrap()
     }
 
     #[test]

@@ -11,17 +11,23 @@
 
 pub mod apdu;
 pub mod ber;
+pub mod cap;
 pub mod command;
 pub mod error;
+pub mod ram;
 pub mod response;
+pub mod rfm;
 
 pub use apdu::{parse_c_apdu, parse_r_apdu, ApduCase, CApdu, RApdu};
 pub use ber::{encode_ber_length, parse_ber_length};
+pub use cap::{CapFile, Component, HeaderInfo, LoadFile};
 pub use command::{
     pack_scripts, parse_command_script, CommandScript, PackedScript, ScriptFormat, ScriptItem,
 };
 pub use error::ScriptError;
+pub use ram::{Aid, InstallParameters, MenuEntry, Privileges, StatusSubset, ToolkitParameters};
 pub use response::{
     parse_compact_response, parse_expanded_response, parse_script_response, parse_status_words,
     BadFormat, ScriptResponse,
 };
+pub use rfm::{CardClass, RecordMode};
