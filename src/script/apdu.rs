@@ -213,7 +213,7 @@ impl CApdu {
 
     /// Reads one compact-format C-APDU (see [`CApdu::to_compact_bytes`]) from the reader.
     ///
-    /// Whether P3 is Le or Lc is decided from CLA/INS/P1 with [`p3_is_le`], as the card does.
+    /// Whether P3 is Le or Lc is decided from INS/P1 with [`p3_is_le`], as the card does.
     pub(crate) fn read_compact(r: &mut Reader<'_>) -> Result<Self, ScriptError> {
         let rest = r.remaining();
         if rest.len() == 4 {
@@ -232,7 +232,7 @@ impl CApdu {
             [a, b, c, d, e] => [a, b, c, d, e],
             _ => return Err(ScriptError::ApduTooShort(h.len())),
         };
-        if p3_is_le(cla, ins, p1) {
+        if p3_is_le(ins, p1) {
             return Ok(CApdu::case2(cla, ins, p1, p2, p3));
         }
         if p3 == 0 {
@@ -255,8 +255,7 @@ impl CApdu {
 /// READ RECORD (B2), GET RESPONSE (C0), STATUS (F2, but not GP GET STATUS whose P1 is 10, 20, 40
 /// or 80), FETCH (12), GET CHALLENGE (84), GET DATA (CA), MANAGE CHANNEL open (70 with P1 00).
 /// Everything else takes P3 as Lc.
-pub fn p3_is_le(cla: u8, ins: u8, p1: u8) -> bool {
-    let _ = cla;
+pub fn p3_is_le(ins: u8, p1: u8) -> bool {
     match ins {
         0xB0 | 0xB2 | 0xC0 | 0x12 | 0x84 | 0xCA => true,
         0x70 => p1 == 0x00,
@@ -300,9 +299,15 @@ impl RApdu {
         self.sw as u8
     }
 
-    /// True for 9000 and the 91xx / 92xx "normal processing" family (TS 102 221 clause 10.2.1.1).
+    /// True for normal processing (TS 102 221 clause 10.2.1.1, TS 51.011 clause 9.4.1): 9000,
+    /// 91xx (proactive command pending), 920x (done after retries), 61xx / 9Fxx (response
+    /// data waiting for GET RESPONSE).
     pub fn is_success(&self) -> bool {
-        matches!(self.sw1(), 0x90..=0x92)
+        match self.sw1() {
+            0x90 | 0x91 | 0x61 | 0x9F => true,
+            0x92 => self.sw2() & 0xF0 == 0x00,
+            _ => false,
+        }
     }
 
     /// Encoding: data followed by SW1 SW2.
@@ -410,6 +415,8 @@ pub(crate) mod tests {
         assert_eq!(r.to_bytes(), h("01029000"));
         assert_eq!(RApdu::parse(&h("6A82")).unwrap().data, Vec::<u8>::new());
         assert!(!RApdu::new(vec![], 0x6A82).is_success());
+        assert!(!RApdu::new(vec![], 0x9240).is_success());
+        assert!(RApdu::new(vec![], 0x9F16).is_success());
         assert_eq!(RApdu::parse(&h("90")), Err(ScriptError::RApduTooShort(1)));
     }
 

@@ -540,7 +540,7 @@ mod tests {
     fn arb_compact_capdu() -> impl Strategy<Value = CApdu> {
         arb_capdu().prop_map(|c| {
             let (cla, ins, p1, p2) = (c.cla(), c.ins(), c.p1(), c.p2());
-            if super::super::apdu::p3_is_le(cla, ins, p1) {
+            if super::super::apdu::p3_is_le(ins, p1) {
                 CApdu::case2(cla, ins, p1, p2, c.le().unwrap_or(0))
             } else {
                 c.without_le()
