@@ -1,1 +1,282 @@
-fn main() {}
+//! SCP80 packet cost, with a fresh key schedule per card as a campaign has it.
+//!
+//! For a one-SMS RFM command (96 octets of APDUs): build the command packet and verify the
+//! card's PoR, with AES-128 (CBC + CMAC) and 3DES two-key (CBC + CBC-MAC). In the same run, the
+//! raw crypto of the same bytes straight on the libraries (the baseline the README's ratios use),
+//! the RustCrypto `des` crate on the same 3DES work (why 3DES runs on OpenSSL), and the
+//! segmentation of a 2 KB RAM script into SMS.
+//!
+//! Run: `cargo bench --bench scp80`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use otagw::security::command::encode_command_packet;
+use otagw::security::response::encode_response_packet;
+use otagw::security::*;
+use otagw_sms::{split_packet, ConcatReference, PacketKind};
+
+/// 96 octets of RFM APDUs (the most that fits one SMS with AES padding): SELECT 3F00 / 7F20 /
+/// 6F46, UPDATE BINARY of 17 octets, and an UPDATE RECORD filling up to 96.
+fn rfm_apdus() -> Vec<u8> {
+    let mut d = hex::decode(concat!(
+        "a0a40000023f00",
+        "a0a40000027f20",
+        "a0a40000026f46",
+        "a0d6000011016f746167772064656d6f20202020ffff",
+    ))
+    .expect("hex");
+    d.extend_from_slice(&[0xA0, 0xDC, 0x01, 0x04]);
+    let filler = 96 - d.len() - 1;
+    d.push(filler as u8);
+    d.resize(96, 0x55);
+    d
+}
+
+struct Case {
+    name: &'static str,
+    spi: Spi,
+    kic: u8,
+    kid: u8,
+    kic_key: Vec<u8>,
+    kid_key: Vec<u8>,
+}
+
+fn cases() -> [Case; 2] {
+    // SPI 16 39: ciphered + CC + counter must be higher; PoR always, ciphered + CC, by SMS-SUBMIT.
+    let spi = Spi::from_bytes([0x16, 0x39]);
+    [
+        Case {
+            name: "aes128",
+            spi,
+            kic: 0x12,
+            kid: 0x12,
+            kic_key: (0u8..16).collect(),
+            kid_key: (16u8..32).collect(),
+        },
+        Case {
+            name: "3des2k",
+            spi,
+            kic: 0x15,
+            kid: 0x15,
+            kic_key: (0u8..16).collect(),
+            kid_key: (16u8..32).collect(),
+        },
+    ]
+}
+
+fn resolve(c: &Case) -> Scp80Keys {
+    let cfg = KeyConfig {
+        kic_key: Some(&c.kic_key),
+        kid_key: Some(&c.kid_key),
+        ..Default::default()
+    };
+    Scp80Keys::resolve(&c.spi, c.kic, c.kid, &cfg).expect("keys")
+}
+
+fn scp80(c: &mut Criterion) {
+    let data = rfm_apdus();
+    let mut g = c.benchmark_group("scp80_one_sms_rfm");
+    g.throughput(Throughput::Elements(1));
+    for case in cases() {
+        let keys = resolve(&case);
+        let header = CommandHeader {
+            spi: case.spi,
+            kic: KeyIdentifier(case.kic),
+            kid: KeyIdentifier(case.kid),
+            tar: [0xB0, 0x00, 0x10],
+            counter: Counter::new(0x42).expect("counter"),
+        };
+        // The card's PoR: compact response, 1 command executed, SW 9000.
+        let por = encode_response_packet(
+            &ResponseHeader {
+                tar: header.tar,
+                counter: header.counter,
+                status: PorStatus::Ok,
+            },
+            &case.spi,
+            &keys,
+            &[0x01, 0x90, 0x00],
+            CcScope::SmsUdh,
+        )
+        .expect("por");
+        let packet = encode_command_packet(&header, &keys, &data).expect("packet");
+        assert!(packet.len() <= 137, "one SMS: {} octets", packet.len());
+
+        g.bench_function(format!("{}/build+verify_por", case.name), |b| {
+            b.iter(|| {
+                let keys = resolve(black_box(&case));
+                let p = encode_command_packet(black_box(&header), &keys, black_box(&data))
+                    .expect("packet");
+                let r = ResponsePacketView::parse(black_box(&por))
+                    .and_then(|v| v.open(&case.spi, &keys, CcScope::SmsUdh))
+                    .expect("por");
+                black_box((p, r))
+            })
+        });
+
+        // The same crypto on the same byte counts, straight on the libraries: key schedules,
+        // CBC over the ciphered part, MAC over the CC input, PoR decipher and MAC.
+        let ciphered_len = packet.len() - 10;
+        let cc_input_len = packet.len() - 8;
+        let por_ciphered_len = por.len() - 6;
+        let por_cc_input_len = 3 + por.len() - 8;
+        g.bench_function(format!("{}/raw_crypto_baseline", case.name), |b| {
+            let mut buf = vec![0u8; 256];
+            b.iter(|| {
+                black_box(raw_crypto(
+                    &case,
+                    &mut buf,
+                    ciphered_len,
+                    cc_input_len,
+                    por_ciphered_len,
+                    por_cc_input_len,
+                ))
+            })
+        });
+        if case.name == "3des2k" {
+            g.bench_function("3des2k/raw_crypto_rustcrypto_des", |b| {
+                let mut buf = vec![0u8; 256];
+                b.iter(|| {
+                    black_box(rustcrypto_3des(
+                        &case,
+                        &mut buf,
+                        ciphered_len,
+                        cc_input_len,
+                        por_ciphered_len,
+                        por_cc_input_len,
+                    ))
+                })
+            });
+        }
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("sms_segmentation");
+    let ram = vec![0xC4u8; 2048];
+    g.throughput(Throughput::Bytes(ram.len() as u64));
+    g.bench_function("split_2kb_ram_script", |b| {
+        b.iter(|| {
+            split_packet(
+                PacketKind::Command,
+                black_box(&ram),
+                ConcatReference::SixteenBit(7),
+            )
+            .expect("split")
+        })
+    });
+    g.finish();
+}
+
+/// The raw library work behind one build + PoR verify, with fresh key schedules.
+fn raw_crypto(
+    c: &Case,
+    buf: &mut [u8],
+    enc: usize,
+    mac: usize,
+    por_dec: usize,
+    por_mac: usize,
+) -> u8 {
+    use openssl::cipher::Cipher;
+    use openssl::cipher_ctx::CipherCtx;
+    if c.name == "aes128" {
+        use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
+        use cmac::Mac;
+        let kic = aes::Aes128::new_from_slice(&c.kic_key).expect("key");
+        let kid = <cmac::Cmac<aes::Aes128> as Mac>::new_from_slice(&c.kid_key).expect("key");
+        let mut m = kid.clone();
+        m.update(&buf[..mac]);
+        let cc = m.finalize().into_bytes();
+        let mut chain = aes::Block::default();
+        for blk in buf[..enc].chunks_exact_mut(16) {
+            for (x, y) in chain.iter_mut().zip(blk.iter()) {
+                *x ^= y;
+            }
+            kic.encrypt_block(&mut chain);
+            blk.copy_from_slice(&chain);
+        }
+        let mut prev = aes::Block::default();
+        for blk in buf[..por_dec].chunks_exact_mut(16) {
+            let mut b = aes::Block::clone_from_slice(blk);
+            let cur = b;
+            kic.decrypt_block(&mut b);
+            for ((o, p), q) in blk.iter_mut().zip(b.iter()).zip(prev.iter()) {
+                *o = p ^ q;
+            }
+            prev = cur;
+        }
+        let mut m = kid;
+        m.update(&buf[..por_mac]);
+        cc[0] ^ m.finalize().into_bytes()[0]
+    } else {
+        let mut k1 = [0u8; 24];
+        k1[..16].copy_from_slice(&c.kic_key);
+        k1[16..].copy_from_slice(&c.kic_key[..8]);
+        let mut k2 = [0u8; 24];
+        k2[..16].copy_from_slice(&c.kid_key);
+        k2[16..].copy_from_slice(&c.kid_key[..8]);
+        let iv = [0u8; 8];
+        let run = |key: &[u8; 24], encrypt: bool, len: usize| {
+            let len = len.div_ceil(8) * 8;
+            let mut ctx = CipherCtx::new().expect("ctx");
+            if encrypt {
+                ctx.encrypt_init(Some(Cipher::des_ede3_cbc()), Some(key), Some(&iv))
+            } else {
+                ctx.decrypt_init(Some(Cipher::des_ede3_cbc()), Some(key), Some(&iv))
+            }
+            .expect("init");
+            ctx.set_padding(false);
+            let mut out = vec![0u8; len + 8];
+            ctx.cipher_update(&buf[..len], Some(&mut out))
+                .expect("update");
+            out[len - 1]
+        };
+        run(&k2, true, mac)
+            ^ run(&k1, true, enc)
+            ^ run(&k1, false, por_dec)
+            ^ run(&k2, true, por_mac)
+    }
+}
+
+/// The same 3DES work on RustCrypto's `des` crate, for comparison.
+fn rustcrypto_3des(
+    c: &Case,
+    buf: &mut [u8],
+    enc: usize,
+    mac: usize,
+    por_dec: usize,
+    por_mac: usize,
+) -> u8 {
+    use des::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
+    let kic = des::TdesEde2::new_from_slice(&c.kic_key).expect("key");
+    let kid = des::TdesEde2::new_from_slice(&c.kid_key).expect("key");
+    let cbc = |k: &des::TdesEde2, data: &mut [u8]| {
+        let mut chain = des::cipher::Block::<des::TdesEde2>::default();
+        for blk in data.chunks_exact_mut(8) {
+            for (x, y) in chain.iter_mut().zip(blk.iter()) {
+                *x ^= y;
+            }
+            k.encrypt_block(&mut chain);
+            blk.copy_from_slice(&chain);
+        }
+    };
+    let r8 = |n: usize| n.div_ceil(8) * 8;
+    cbc(&kid, &mut buf[..r8(mac)]);
+    cbc(&kic, &mut buf[..r8(enc)]);
+    let mut prev = des::cipher::Block::<des::TdesEde2>::default();
+    for blk in buf[..r8(por_dec)].chunks_exact_mut(8) {
+        let mut b = des::cipher::Block::<des::TdesEde2>::clone_from_slice(blk);
+        let cur = b;
+        kic.decrypt_block(&mut b);
+        for ((o, p), q) in blk.iter_mut().zip(b.iter()).zip(prev.iter()) {
+            *o = p ^ q;
+        }
+        prev = cur;
+    }
+    cbc(&kid, &mut buf[..r8(por_mac)]);
+    buf[0]
+}
+
+criterion_group!(benches, scp80);
+criterion_main!(benches);
