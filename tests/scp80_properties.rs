@@ -267,8 +267,8 @@ fn degenerate_keys_work_and_match_single_des() {
     let zero = IntegrityKey::new(IntegrityAlgorithm::TripleDes3KeyCbcMac, &[0u8; 24], None)
         .expect("all-zero 3DES");
     let input = b"otagw degenerate keys";
-    assert_eq!(des.compute(input).ok(), tdes.compute(input).ok());
-    assert_eq!(zero.compute(input).map(|v| v.len()), Ok(8));
+    assert_eq!(des.compute(input), tdes.compute(input));
+    assert_eq!(zero.compute(input).as_slice().len(), 8);
     let c = CipherKey::new(CipherAlgorithm::AesCbc, &[0u8; 16]).expect("all-zero AES");
     let mut block = [0u8; 16];
     c.encrypt(&mut block).expect("encrypt");

@@ -62,10 +62,10 @@ fn keys_for(inputs: &Value, spi: &Spi) -> Scp80Keys {
         &cfg,
     )
     .expect("keys resolve");
-    if let Some(c) = &keys.cipher {
+    if let Some(c) = keys.cipher() {
         assert_eq!(c.algorithm(), cipher_algo(s(inputs, "kic_algo")));
     }
-    if let Some(i) = &keys.integrity {
+    if let Some(i) = keys.integrity() {
         assert_eq!(i.algorithm(), integrity_algo(s(inputs, "kid_algo")));
     }
     keys

@@ -16,6 +16,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// SCP80 (ETSI TS 102 225) packet tools: encode commands, decode PoRs and commands.
     Scp80 {

@@ -61,7 +61,7 @@ fn check_key_coding(
     ciphered: bool,
 ) -> Result<(), SecurityError> {
     if ciphered {
-        let key = keys.cipher.as_ref().ok_or(SecurityError::MissingKey {
+        let key = keys.cipher().ok_or(SecurityError::MissingKey {
             field: "KIc",
             what: "ciphering",
         })?;
@@ -112,12 +112,11 @@ pub fn encode_command_packet_into(
 ) -> Result<(), SecurityError> {
     let spi = &header.spi;
     let mac = keys
-        .integrity
-        .as_ref()
+        .integrity()
         .filter(|_| spi.integrity != Integrity::None);
     check_key_coding(header, spi.integrity, keys, mac, spi.ciphered)?;
     let cc_len = mac.map_or(0, IntegrityKey::len);
-    let cipher = keys.cipher.as_ref().filter(|_| spi.ciphered);
+    let cipher = keys.cipher().filter(|_| spi.ciphered);
     let pad = cipher.map_or(0, |c| padding(6 + cc_len + data.len(), c.block_len()));
     let chl = CHL_BASE + cc_len;
     let cpl = 1 + chl + data.len() + pad;
@@ -138,12 +137,13 @@ pub fn encode_command_packet_into(
     out.extend_from_slice(&header.tar);
     out.extend_from_slice(&header.counter.to_bytes());
     out.push(pad as u8);
+    out.resize(CLEAR_PREFIX + cc_len, 0);
     out.extend_from_slice(data);
     out.resize(out.len() + pad, 0);
     if let Some(mac) = mac {
-        // The RC/CC input is exactly what is in `out` now; the value goes in after PCNTR.
-        let value = mac.compute(out)?;
-        out.splice(CLEAR_PREFIX..CLEAR_PREFIX, value);
+        // The RC/CC covers everything but its own field, which goes in after PCNTR.
+        let value = mac.compute_parts(&[&out[..CLEAR_PREFIX], &out[CLEAR_PREFIX + cc_len..]]);
+        out[CLEAR_PREFIX..CLEAR_PREFIX + cc_len].copy_from_slice(value.as_slice());
     }
     if let Some(cipher) = cipher {
         cipher.encrypt(&mut out[CNTR_AT..])?;
@@ -238,8 +238,7 @@ impl<'a> CommandPacketView<'a> {
     pub fn open(&self, keys: &Scp80Keys) -> Result<DecodedCommand, SecurityError> {
         let spi = self.spi;
         let mac = keys
-            .integrity
-            .as_ref()
+            .integrity()
             .filter(|_| spi.integrity != Integrity::None);
         let header_stub = CommandHeader {
             spi,
@@ -262,7 +261,7 @@ impl<'a> CommandPacketView<'a> {
         }
 
         let mut secured = self.packet[CNTR_AT..].to_vec();
-        if let Some(cipher) = keys.cipher.as_ref().filter(|_| spi.ciphered) {
+        if let Some(cipher) = keys.cipher().filter(|_| spi.ciphered) {
             cipher.decrypt(&mut secured)?;
         }
         // secured = CNTR(5) PCNTR(1) RC/CC(n) data+padding
@@ -279,11 +278,7 @@ impl<'a> CommandPacketView<'a> {
         let body = &secured[6 + cc_len..];
 
         if let Some(mac) = mac {
-            let mut input = Vec::with_capacity(CLEAR_PREFIX + body.len());
-            input.extend_from_slice(&self.packet[..CNTR_AT]);
-            input.extend_from_slice(&secured[..6]);
-            input.extend_from_slice(body);
-            verify(mac, &input, &value)?;
+            verify(mac, &[&self.packet[..CNTR_AT], &secured[..6], body], &value)?;
         }
         let data_len =
             body.len()
@@ -305,13 +300,14 @@ impl<'a> CommandPacketView<'a> {
     }
 }
 
-/// Compares a carried RC/CC with the one computed over `input`.
+/// Compares a carried RC/CC with the one computed over the concatenated `parts`.
 pub(crate) fn verify(
     mac: &IntegrityKey,
-    input: &[u8],
+    parts: &[&[u8]],
     carried: &[u8],
 ) -> Result<(), SecurityError> {
-    let computed = mac.compute(input)?;
+    let computed = mac.compute_parts(parts);
+    let computed = computed.as_slice();
     // Constant-time compare: a CC check is an authentication decision.
     let diff = computed
         .iter()
@@ -321,7 +317,7 @@ pub(crate) fn verify(
         return Err(SecurityError::IntegrityMismatch {
             kind: if mac.algorithm().is_rc() { "RC" } else { "CC" },
             received: hex::encode(carried),
-            computed: hex::encode(&computed),
+            computed: hex::encode(computed),
         });
     }
     Ok(())

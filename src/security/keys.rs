@@ -23,12 +23,11 @@ pub struct KeyConfig<'a> {
 /// Expanded keys for one exchange: ciphering, command integrity and PoR integrity.
 #[derive(Clone, Debug, Default)]
 pub struct Scp80Keys {
-    /// KIc key, present when the command or the PoR is ciphered.
-    pub cipher: Option<CipherKey>,
-    /// KID key for the command's RC/CC.
-    pub integrity: Option<IntegrityKey>,
-    /// KID key for the PoR's RC/CC (the same key, read as RC or CC per the PoR's SPI bits).
-    pub por_integrity: Option<IntegrityKey>,
+    cipher: Option<CipherKey>,
+    integrity: Option<IntegrityKey>,
+    /// Only where the PoR's integrity kind differs from the command's (RC vs CC).
+    por_integrity: Option<IntegrityKey>,
+    por_shares_integrity: bool,
 }
 
 /// A missing key is no error when only the PoR needs it.
@@ -83,8 +82,9 @@ impl Scp80Keys {
             IntegrityKey::new(algorithm, key, cfg.cc_len).map(Some)
         };
         let integrity = integrity_key(spi.integrity)?;
-        let por_integrity = if spi.por_integrity == spi.integrity {
-            integrity.clone()
+        let por_shares_integrity = spi.por_integrity == spi.integrity;
+        let por_integrity = if por_shares_integrity {
+            None
         } else {
             por_only(integrity_key(spi.por_integrity))?
         };
@@ -92,6 +92,40 @@ impl Scp80Keys {
             cipher,
             integrity,
             por_integrity,
+            por_shares_integrity,
         })
+    }
+
+    /// Keys built directly, for callers that resolved algorithms themselves.
+    pub fn from_parts(
+        cipher: Option<CipherKey>,
+        integrity: Option<IntegrityKey>,
+        por_integrity: Option<IntegrityKey>,
+    ) -> Self {
+        Self {
+            cipher,
+            integrity,
+            por_integrity,
+            por_shares_integrity: false,
+        }
+    }
+
+    /// KIc key, present when the command (or, if given, the PoR) is ciphered.
+    pub fn cipher(&self) -> Option<&CipherKey> {
+        self.cipher.as_ref()
+    }
+
+    /// KID key for the command's RC/CC.
+    pub fn integrity(&self) -> Option<&IntegrityKey> {
+        self.integrity.as_ref()
+    }
+
+    /// KID key for the PoR's RC/CC (the same key, read as RC or CC per the PoR's SPI bits).
+    pub fn por_integrity(&self) -> Option<&IntegrityKey> {
+        if self.por_shares_integrity {
+            self.integrity.as_ref()
+        } else {
+            self.por_integrity.as_ref()
+        }
     }
 }

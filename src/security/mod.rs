@@ -6,6 +6,7 @@ pub mod algorithm;
 pub mod command;
 pub mod counter;
 pub mod crypto;
+mod des;
 pub mod keys;
 pub mod response;
 pub mod spi;

@@ -114,13 +114,10 @@ fn por_mac<'k>(spi: &Spi, keys: &'k Scp80Keys) -> Result<Option<&'k IntegrityKey
             "digital signatures (SPI b2b1 = 11) are not supported",
         )),
         kind => {
-            let key = keys
-                .por_integrity
-                .as_ref()
-                .ok_or(SecurityError::MissingKey {
-                    field: "KID",
-                    what: "an integrity value on the PoR",
-                })?;
+            let key = keys.por_integrity().ok_or(SecurityError::MissingKey {
+                field: "KID",
+                what: "an integrity value on the PoR",
+            })?;
             if key.algorithm().is_rc() != (kind == Integrity::Rc) {
                 return Err(SecurityError::AlgorithmConflict {
                     field: "KID",
@@ -148,7 +145,7 @@ pub fn encode_response_packet(
 ) -> Result<Vec<u8>, SecurityError> {
     let mac = por_mac(spi, keys)?;
     let cipher = if spi.por_ciphered {
-        Some(keys.cipher.as_ref().ok_or(SecurityError::MissingKey {
+        Some(keys.cipher().ok_or(SecurityError::MissingKey {
             field: "KIc",
             what: "a ciphered PoR",
         })?)
@@ -166,22 +163,22 @@ pub fn encode_response_packet(
         });
     }
     let prefix = scope.prefix();
-    let mut out = Vec::with_capacity(prefix.len() + 2 + rpl);
-    out.extend_from_slice(prefix);
+    let mut out = Vec::with_capacity(2 + rpl);
     out.extend_from_slice(&(rpl as u16).to_be_bytes());
     out.push(rhl as u8);
     out.extend_from_slice(&header.tar);
     out.extend_from_slice(&header.counter.to_bytes());
     out.push(pad as u8);
     out.push(header.status.to_byte());
+    let cc_at = out.len();
+    out.resize(cc_at + cc_len, 0);
     out.extend_from_slice(data);
     out.resize(out.len() + pad, 0);
     if let Some(mac) = mac {
-        let value = mac.compute(&out)?;
-        let at = prefix.len() + CNTR_AT + 7;
-        out.splice(at..at, value);
+        // The RC/CC covers the prefix and everything but its own field.
+        let value = mac.compute_parts(&[prefix, &out[..cc_at], &out[cc_at + cc_len..]]);
+        out[cc_at..cc_at + cc_len].copy_from_slice(value.as_slice());
     }
-    out.drain(..prefix.len());
     if let Some(cipher) = cipher {
         cipher.encrypt(&mut out[CNTR_AT..])?;
     }
@@ -270,7 +267,7 @@ impl<'a> ResponsePacketView<'a> {
         let carried_cc = usize::from(self.rhl) - RHL_BASE;
         let expected_cc = mac.map_or(0, IntegrityKey::len);
         let cipher = if spi.por_ciphered {
-            Some(keys.cipher.as_ref().ok_or(SecurityError::MissingKey {
+            Some(keys.cipher().ok_or(SecurityError::MissingKey {
                 field: "KIc",
                 what: "a ciphered PoR",
             })?)
@@ -307,20 +304,30 @@ impl<'a> ResponsePacketView<'a> {
             });
         }
 
-        let mut secured = self.packet[CNTR_AT..].to_vec();
+        // PoRs are short: decipher on the stack, on the heap only past 256 octets.
+        let mut stack = [0u8; 256];
+        let mut heap = Vec::new();
+        let secured: &mut [u8] = if region_len <= stack.len() {
+            let s = &mut stack[..region_len];
+            s.copy_from_slice(&self.packet[CNTR_AT..]);
+            s
+        } else {
+            heap.extend_from_slice(&self.packet[CNTR_AT..]);
+            &mut heap
+        };
         if let Some(c) = cipher {
-            c.decrypt(&mut secured)?;
+            c.decrypt(secured)?;
         }
-        let decoded = self.fields(&secured, carried_cc, scope, PorProtection::AsRequested)?;
+        let secured = &*secured;
+        let decoded = self.fields(secured, carried_cc, scope, PorProtection::AsRequested)?;
         if let Some(mac) = mac {
-            let prefix = scope.prefix();
-            let body_at = 7 + carried_cc;
-            let mut input = Vec::with_capacity(prefix.len() + self.packet.len());
-            input.extend_from_slice(prefix);
-            input.extend_from_slice(&self.packet[..CNTR_AT]);
-            input.extend_from_slice(&secured[..7]);
-            input.extend_from_slice(&secured[body_at..]);
-            verify(mac, &input, &decoded.rc_cc_ds)?;
+            let parts: [&[u8]; 4] = [
+                scope.prefix(),
+                &self.packet[..CNTR_AT],
+                &secured[..7],
+                &secured[7 + carried_cc..],
+            ];
+            verify(mac, &parts, &decoded.rc_cc_ds)?;
         }
         Ok(decoded)
     }
