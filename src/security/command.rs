@@ -14,7 +14,7 @@ use super::counter::Counter;
 use super::crypto::IntegrityKey;
 use super::keys::Scp80Keys;
 use super::spi::{Integrity, Spi};
-use super::{take, SecurityError, Tar};
+use super::{check_framing, take, SecurityError, Tar};
 
 /// Length of CPL through PCNTR, the part of the RC/CC input before the data.
 const CLEAR_PREFIX: usize = 16;
@@ -194,35 +194,11 @@ pub(crate) fn ser_bytes<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S
 impl<'a> CommandPacketView<'a> {
     /// Parses the clear header of a command packet that starts at CPL; checks CPL and CHL.
     pub fn parse(packet: &'a [u8]) -> Result<Self, SecurityError> {
-        let cpl = u16::from_be_bytes(take(packet, 0, "CPL")?);
-        let actual = packet.len() - 2;
-        if usize::from(cpl) != actual {
-            return Err(SecurityError::LengthMismatch {
-                field: "CPL",
-                declared: usize::from(cpl),
-                actual,
-            });
-        }
-        let [chl] = take(packet, 2, "CHL")?;
+        let (cpl, chl) = check_framing(packet, ("CPL", "CHL"), CHL_BASE, "SPI through PCNTR")?;
         let [spi0, spi1] = take(packet, 3, "SPI")?;
         let [kic] = take(packet, 5, "KIc")?;
         let [kid] = take(packet, 6, "KID")?;
         let tar = take(packet, 7, "TAR")?;
-        let chl_usize = usize::from(chl);
-        if chl_usize < CHL_BASE {
-            return Err(SecurityError::HeaderLength {
-                field: "CHL",
-                value: chl_usize,
-                reason: format!("below the {CHL_BASE} octets of SPI through PCNTR"),
-            });
-        }
-        if 3 + chl_usize > packet.len() {
-            return Err(SecurityError::HeaderLength {
-                field: "CHL",
-                value: chl_usize,
-                reason: format!("runs past the {}-octet packet", packet.len()),
-            });
-        }
         Ok(Self {
             cpl,
             chl,

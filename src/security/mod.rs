@@ -127,3 +127,40 @@ pub(crate) fn take<const N: usize>(
             available: buf.len().saturating_sub(at),
         })
 }
+
+/// Checks the framing every SCP80 packet shares: a 2-octet length (CPL/RPL) counting the rest of
+/// the packet, then a 1-octet header length (CHL/RHL) of at least `min` octets (`min_what`)
+/// that stays inside the packet.
+pub(crate) fn check_framing(
+    packet: &[u8],
+    (length_field, header_field): (&'static str, &'static str),
+    min: usize,
+    min_what: &str,
+) -> Result<(u16, u8), SecurityError> {
+    let length = u16::from_be_bytes(take(packet, 0, length_field)?);
+    let actual = packet.len() - 2;
+    if usize::from(length) != actual {
+        return Err(SecurityError::LengthMismatch {
+            field: length_field,
+            declared: usize::from(length),
+            actual,
+        });
+    }
+    let [header] = take(packet, 2, header_field)?;
+    let value = usize::from(header);
+    if value < min {
+        return Err(SecurityError::HeaderLength {
+            field: header_field,
+            value,
+            reason: format!("below the {min} octets of {min_what}"),
+        });
+    }
+    if 3 + value > packet.len() {
+        return Err(SecurityError::HeaderLength {
+            field: header_field,
+            value,
+            reason: format!("runs past the {}-octet packet", packet.len()),
+        });
+    }
+    Ok((length, header))
+}

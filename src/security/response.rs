@@ -10,11 +10,11 @@ use serde::Serialize;
 
 use super::command::{padding, ser_bytes, verify};
 use super::counter::Counter;
-use super::crypto::IntegrityKey;
+use super::crypto::{CipherKey, IntegrityKey};
 use super::keys::Scp80Keys;
 use super::spi::{Integrity, Spi};
 use super::status::PorStatus;
-use super::{take, SecurityError, Tar};
+use super::{check_framing, take, SecurityError, Tar};
 
 /// The UDH of an SMS carrying a response packet.
 pub const SMS_RESPONSE_UDH: [u8; 3] = [0x02, 0x71, 0x00];
@@ -135,6 +135,17 @@ fn por_mac<'k>(spi: &Spi, keys: &'k Scp80Keys) -> Result<Option<&'k IntegrityKey
     }
 }
 
+/// The KIc key where the SPI asks for a ciphered PoR.
+fn por_cipher<'k>(spi: &Spi, keys: &'k Scp80Keys) -> Result<Option<&'k CipherKey>, SecurityError> {
+    if !spi.por_ciphered {
+        return Ok(None);
+    }
+    keys.cipher().map(Some).ok_or(SecurityError::MissingKey {
+        field: "KIc",
+        what: "a ciphered PoR",
+    })
+}
+
 /// Card side: builds a PoR from RPL on, protected as the command's SPI asks.
 pub fn encode_response_packet(
     header: &ResponseHeader,
@@ -144,14 +155,7 @@ pub fn encode_response_packet(
     scope: CcScope,
 ) -> Result<Vec<u8>, SecurityError> {
     let mac = por_mac(spi, keys)?;
-    let cipher = if spi.por_ciphered {
-        Some(keys.cipher().ok_or(SecurityError::MissingKey {
-            field: "KIc",
-            what: "a ciphered PoR",
-        })?)
-    } else {
-        None
-    };
+    let cipher = por_cipher(spi, keys)?;
     let cc_len = mac.map_or(0, IntegrityKey::len);
     let pad = cipher.map_or(0, |c| padding(7 + cc_len + data.len(), c.block_len()));
     let rhl = RHL_BASE + cc_len;
@@ -200,32 +204,8 @@ pub struct ResponsePacketView<'a> {
 impl<'a> ResponsePacketView<'a> {
     /// Parses a PoR that starts at RPL; checks RPL and RHL.
     pub fn parse(packet: &'a [u8]) -> Result<Self, SecurityError> {
-        let rpl = u16::from_be_bytes(take(packet, 0, "RPL")?);
-        let actual = packet.len() - 2;
-        if usize::from(rpl) != actual {
-            return Err(SecurityError::LengthMismatch {
-                field: "RPL",
-                declared: usize::from(rpl),
-                actual,
-            });
-        }
-        let [rhl] = take(packet, 2, "RHL")?;
+        let (rpl, rhl) = check_framing(packet, ("RPL", "RHL"), RHL_BASE, "TAR through STATUS")?;
         let tar = take(packet, 3, "TAR")?;
-        let rhl_usize = usize::from(rhl);
-        if rhl_usize < RHL_BASE {
-            return Err(SecurityError::HeaderLength {
-                field: "RHL",
-                value: rhl_usize,
-                reason: format!("below the {RHL_BASE} octets of TAR through STATUS"),
-            });
-        }
-        if 3 + rhl_usize > packet.len() {
-            return Err(SecurityError::HeaderLength {
-                field: "RHL",
-                value: rhl_usize,
-                reason: format!("runs past the {}-octet packet", packet.len()),
-            });
-        }
         Ok(Self {
             rpl,
             rhl,
@@ -266,14 +246,7 @@ impl<'a> ResponsePacketView<'a> {
         let mac = por_mac(spi, keys)?;
         let carried_cc = usize::from(self.rhl) - RHL_BASE;
         let expected_cc = mac.map_or(0, IntegrityKey::len);
-        let cipher = if spi.por_ciphered {
-            Some(keys.cipher().ok_or(SecurityError::MissingKey {
-                field: "KIc",
-                what: "a ciphered PoR",
-            })?)
-        } else {
-            None
-        };
+        let cipher = por_cipher(spi, keys)?;
         let region_len = self.packet.len() - CNTR_AT;
 
         if carried_cc == 0 && expected_cc > 0 {
