@@ -46,7 +46,8 @@ const DECRYPT: c_int = 0;
 /// A DES (8-octet key) or 3DES (16 or 24) key, scheduled.
 #[derive(Clone)]
 pub(crate) struct DesKey {
-    ks: [KeySchedule; 3],
+    // Boxed: 384 octets that would otherwise move with every key set.
+    ks: Box<[KeySchedule; 3]>,
     triple: bool,
 }
 
@@ -60,7 +61,7 @@ impl DesKey {
             24 => (part(0)?, part(1)?, part(2)?, true),
             _ => return None,
         };
-        let mut ks = [KeySchedule([0; 32]); 3];
+        let mut ks = Box::new([KeySchedule([0; 32]); 3]);
         for (schedule, k) in ks.iter_mut().zip([k1, k2, k3]) {
             // SAFETY: `k` is 8 readable octets and `schedule` a writable DES_key_schedule.
             unsafe { DES_set_key_unchecked(&k, schedule) };
@@ -76,16 +77,16 @@ impl DesKey {
             unreachable!("slice length fits c_long")
         };
         let enc = if encrypt { ENCRYPT } else { DECRYPT };
-        // libcrypto takes `DES_key_schedule *` for historical reasons but only reads it; it
-        // works in place (input == output) for CBC; `len` octets are readable and writable.
-        let mut ks = self.ks;
+        // libcrypto takes `DES_key_schedule *` for historical reasons but only reads it, so a
+        // pointer to the shared schedules is never written through; CBC works in place
+        // (input == output); `len` octets of `data` are readable and writable.
+        let ks = self.ks.as_ptr().cast_mut();
         let p = data.as_mut_ptr();
         unsafe {
             if self.triple {
-                let [k1, k2, k3] = &mut ks;
-                DES_ede3_cbc_encrypt(p, p, len, k1, k2, k3, iv, enc);
+                DES_ede3_cbc_encrypt(p, p, len, ks, ks.add(1), ks.add(2), iv, enc);
             } else {
-                DES_ncbc_encrypt(p, p, len, &mut ks[0], iv, enc);
+                DES_ncbc_encrypt(p, p, len, ks, iv, enc);
             }
         }
     }
