@@ -175,21 +175,24 @@ fn decode_response(a: DecodeArgs) -> anyhow::Result<ExitCode> {
         view.open(&spi, &keys, CcScope::SmsUdh)
     } else {
         // From RPL on, the transport is unknown: PoRs over SMS have the UDH 027100 in their CC
-        // (TS 31.115); some implementations compute it from RPL. Accept either, and say which.
+        // (TS 31.115); some implementations compute it from RPL, or from TAR. Try each, in
+        // that order, and say which matched (`cc_scope`).
         let view = ResponsePacketView::parse(&input).context("PoR")?;
-        match view.open(&spi, &keys, CcScope::SmsUdh) {
-            Err(SecurityError::IntegrityMismatch { .. }) => {
-                view.open(&spi, &keys, CcScope::FromRpl)
+        let mut result = view.open(&spi, &keys, CcScope::SmsUdh);
+        for scope in &CcScope::ALL[1..] {
+            if !matches!(result, Err(SecurityError::IntegrityMismatch { .. })) {
+                break;
             }
-            other => other,
+            result = view.open(&spi, &keys, *scope);
         }
+        result
     };
     let decoded = match decoded {
         Ok(d) => d,
         Err(e) if a.sms || !matches!(e, SecurityError::IntegrityMismatch { .. }) => {
             return Err(e).context("PoR")
         }
-        Err(e) => bail!("PoR: {e} (tried the CC over 027100 + RPL.. and over RPL.. alone)"),
+        Err(e) => bail!("PoR: {e} (tried the CC over 027100 + RPL.., over RPL.. and over TAR..)"),
     };
     let mut json = serde_json::to_value(&decoded)?;
     if let Some(resp) = compact_response(&decoded.data) {

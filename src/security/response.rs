@@ -31,13 +31,26 @@ pub enum CcScope {
     SmsUdh,
     /// RPL onwards only (some implementations, and packets whose transport has no UDH).
     FromRpl,
+    /// TAR onwards, without RPL and RHL (what the opentelecoms gsm0348 library calls NORMAL).
+    FromTar,
 }
 
 impl CcScope {
+    /// Every scope, the standard one (TS 31.115, SMS) first.
+    pub const ALL: [CcScope; 3] = [Self::SmsUdh, Self::FromRpl, Self::FromTar];
+
     fn prefix(self) -> &'static [u8] {
         match self {
             Self::SmsUdh => &SMS_RESPONSE_UDH,
-            Self::FromRpl => &[],
+            Self::FromRpl | Self::FromTar => &[],
+        }
+    }
+
+    /// Where in the packet (from RPL on) the RC/CC input starts.
+    fn start(self) -> usize {
+        match self {
+            Self::SmsUdh | Self::FromRpl => 0,
+            Self::FromTar => 3,
         }
     }
 }
@@ -180,7 +193,8 @@ pub fn encode_response_packet(
     out.resize(out.len() + pad, 0);
     if let Some(mac) = mac {
         // The RC/CC covers the prefix and everything but its own field.
-        let value = mac.compute_parts(&[prefix, &out[..cc_at], &out[cc_at + cc_len..]]);
+        let value =
+            mac.compute_parts(&[prefix, &out[scope.start()..cc_at], &out[cc_at + cc_len..]]);
         out[cc_at..cc_at + cc_len].copy_from_slice(value.as_slice());
     }
     if let Some(cipher) = cipher {
@@ -296,7 +310,7 @@ impl<'a> ResponsePacketView<'a> {
         if let Some(mac) = mac {
             let parts: [&[u8]; 4] = [
                 scope.prefix(),
-                &self.packet[..CNTR_AT],
+                &self.packet[scope.start()..CNTR_AT],
                 &secured[..7],
                 &secured[7 + carried_cc..],
             ];

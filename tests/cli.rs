@@ -1,0 +1,305 @@
+//! The `otagw scp80` CLI, run as a process, against the shared pySim vectors: output bytes,
+//! JSON fields and exit status.
+
+use std::process::Command;
+
+use otagw::security::response::encode_response_packet;
+use otagw::security::*;
+use serde_json::Value;
+
+fn otagw(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_otagw"))
+        .args(args)
+        .output()
+        .expect("run otagw");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+fn vectors() -> Vec<Value> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/vectors/scp80-pysim.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json")
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or_else(|| panic!("{k}"))
+}
+
+fn key_args(i: &Value) -> Vec<String> {
+    vec![
+        "--kic".into(),
+        s(i, "kic_byte").into(),
+        "--kid".into(),
+        s(i, "kid_byte").into(),
+        "--kic-key".into(),
+        s(i, "kic_key").into(),
+        "--kid-key".into(),
+        s(i, "kid_key").into(),
+    ]
+}
+
+#[test]
+fn encode_command_prints_every_vector_to_the_byte() {
+    for v in vectors()
+        .iter()
+        .filter(|v| v["direction"] == "command_encode")
+    {
+        let (i, e) = (&v["inputs"], &v["expected"]);
+        let mut args: Vec<String> = vec![
+            "scp80".into(),
+            "encode-command".into(),
+            "--spi".into(),
+            s(i, "spi").into(),
+        ];
+        args.extend(key_args(i));
+        args.extend([
+            "--tar".into(),
+            s(i, "tar").into(),
+            "--counter".into(),
+            s(i, "cntr").into(),
+        ]);
+        let mut plain = args.clone();
+        plain.push(s(i, "apdu").into());
+        let refs: Vec<&str> = plain.iter().map(String::as_str).collect();
+        let (code, out, err) = otagw(&refs);
+        assert_eq!(
+            (code, out.as_str()),
+            (0, s(e, "secured_packet_with_cpl")),
+            "{} {err}",
+            v["name"]
+        );
+
+        let mut sms = args;
+        sms.extend(["--sms".into(), s(i, "apdu").into()]);
+        let refs: Vec<&str> = sms.iter().map(String::as_str).collect();
+        let (code, out, _) = otagw(&refs);
+        assert_eq!((code, out.as_str()), (0, s(e, "sms_user_data")));
+
+        // And the card side reads it back.
+        let mut dec: Vec<String> = vec!["scp80".into(), "decode-command".into()];
+        dec.extend(key_args(i).into_iter().skip(4));
+        dec.push(s(e, "secured_packet_with_cpl").into());
+        let refs: Vec<&str> = dec.iter().map(String::as_str).collect();
+        let (code, out, err) = otagw(&refs);
+        assert_eq!(code, 0, "{err}");
+        let json: Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(json["data"], i["apdu"]);
+        assert_eq!(json["tar"], i["tar"]);
+        assert_eq!(json["counter"], i["cntr"]);
+    }
+}
+
+#[test]
+fn decode_response_prints_the_fields_and_exits_by_verification() {
+    for v in vectors()
+        .iter()
+        .filter(|v| v["direction"] == "response_decode")
+    {
+        let (i, e) = (&v["inputs"], &v["expected"]);
+        let ud = s(i, "sms_user_data");
+        for (sms, input) in [(true, ud), (false, &ud[6..])] {
+            let mut args: Vec<String> = vec![
+                "scp80".into(),
+                "decode-response".into(),
+                "--spi".into(),
+                s(i, "spi").into(),
+            ];
+            args.extend(key_args(i));
+            if sms {
+                args.push("--sms".into());
+            }
+            args.push(input.into());
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, out, err) = otagw(&refs);
+            if e.get("error").is_some() {
+                assert_eq!(code, 1, "{}", v["name"]);
+                assert!(err.contains("CC mismatch"), "{err}");
+                assert!(out.is_empty());
+                continue;
+            }
+            assert_eq!(code, 0, "{} {err}", v["name"]);
+            let json: Value = serde_json::from_str(&out).expect("json");
+            assert_eq!(json["tar"], e["tar"]);
+            assert_eq!(json["counter"], e["cntr"]);
+            assert_eq!(json["pcntr"], e["pcntr"]);
+            assert_eq!(json["status"], e["response_status"]);
+            assert_eq!(json["status_name"], e["response_status_name"]);
+            assert_eq!(json["rc_cc_ds"], e["rc_cc_ds"]);
+            assert_eq!(json["data"], e["additional_response_data"]);
+            assert_eq!(json["cc_scope"], "sms_udh");
+        }
+    }
+}
+
+#[test]
+fn unprotected_error_por_prints_json_and_exits_3() {
+    let (code, out, err) = otagw(&[
+        "scp80",
+        "decode-response",
+        "--spi",
+        "1619",
+        "--kic",
+        "15",
+        "--kid",
+        "15",
+        "--kic-key",
+        "f09c43ee1a0391665cc9f05af4e0bd10",
+        "--kid-key",
+        "01981f4a20999f62af99988107baf6ca",
+        "--sms",
+        "027100000b0ab0001000000000000006",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    let json: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(json["status"], "06");
+    assert_eq!(json["protection"], "unprotected_error");
+    assert!(err.contains("unprotected"), "{err}");
+}
+
+#[test]
+fn bad_input_names_the_field() {
+    let base = [
+        "scp80",
+        "encode-command",
+        "--kic",
+        "15",
+        "--kid",
+        "15",
+        "--tar",
+        "b00010",
+        "--counter",
+        "0000000001",
+    ];
+    let run = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        otagw(&a)
+    };
+    let (code, _, err) = run(&["--spi", "16", "--kic-key", "00", "a0a4"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "otagw: --spi: must be 2 octets (4 hex digits), got 1")
+    );
+    let (code, _, err) = run(&[
+        "--spi",
+        "1619",
+        "--kic-key",
+        "0011",
+        "--kid-key",
+        "00112233445566778899aabbccddeeff",
+        "a0a4",
+    ]);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "otagw: KIc key for 3des-2key must be 16 octets, got 2")
+    );
+    let (code, _, err) = run(&[
+        "--spi",
+        "1619",
+        "--kid-key",
+        "00112233445566778899aabbccddeeff",
+        "a0a4",
+    ]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "otagw: the SPI asks for ciphering but no KIc key was given"
+        )
+    );
+    let (code, _, err) = run(&[
+        "--spi",
+        "1200",
+        "--kid-key",
+        "00112233445566778899aabbccddeeff",
+        "zz",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("otagw: DATA_HEX: \"zz\" is not hex"),
+        "{err}"
+    );
+    let (code, _, err) = otagw(&[
+        "scp80",
+        "decode-response",
+        "--spi",
+        "0000",
+        "--kic",
+        "15",
+        "--kid",
+        "15",
+        "0010",
+    ]);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "otagw: PoR: RPL says 16 octets follow but 0 do")
+    );
+}
+
+/// PoRs whose CC another implementation computed from RPL, or from TAR (gsm0348 "NORMAL"),
+/// verify without --sms and say which scope matched; with --sms only the standard one does.
+#[test]
+fn every_cc_scope_is_recognised_from_rpl_on() {
+    let spi = Spi::from_bytes([0x12, 0x09]); // CC + counter; PoR with CC, in clear.
+    let kid_key = hex::decode("00112233445566778899aabbccddeeff").expect("hex");
+    let cfg = KeyConfig {
+        kid_key: Some(&kid_key),
+        ..Default::default()
+    };
+    let keys = Scp80Keys::resolve(&spi, 0x15, 0x15, &cfg).expect("keys");
+    for (scope, name) in [
+        (CcScope::SmsUdh, "sms_udh"),
+        (CcScope::FromRpl, "from_rpl"),
+        (CcScope::FromTar, "from_tar"),
+    ] {
+        let header = ResponseHeader {
+            tar: [0xB0, 0, 0x10],
+            counter: Counter::new(5).expect("counter"),
+            status: PorStatus::Ok,
+        };
+        let por =
+            encode_response_packet(&header, &spi, &keys, &[0x01, 0x90, 0x00], scope).expect("por");
+        let args = [
+            "scp80",
+            "decode-response",
+            "--spi",
+            "1209",
+            "--kic",
+            "15",
+            "--kid",
+            "15",
+            "--kid-key",
+            "00112233445566778899aabbccddeeff",
+        ];
+        let mut plain = args.to_vec();
+        let hex_por = hex::encode(&por);
+        plain.push(&hex_por);
+        let (code, out, err) = otagw(&plain);
+        assert_eq!(code, 0, "{name}: {err}");
+        let json: Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(json["cc_scope"], name);
+        assert_eq!(json["data"], "019000");
+
+        let mut sms = args.to_vec();
+        let hex_ud = format!("027100{hex_por}");
+        sms.extend(["--sms", &hex_ud]);
+        let (code, _, _) = otagw(&sms);
+        assert_eq!(code == 0, scope == CcScope::SmsUdh, "{name} with --sms");
+    }
+}
+
+/// CRC check values ("123456789") from the CRC catalogue: CRC-16/X-25 and CRC-32/ISO-HDLC, the
+/// RC algorithms of TS 102 225 (ISO/IEC 13239), output big-endian as gsm0348 does.
+#[test]
+fn rc_check_values() {
+    let crc16 = IntegrityKey::new(IntegrityAlgorithm::Crc16, &[], None).expect("crc16");
+    let crc32 = IntegrityKey::new(IntegrityAlgorithm::Crc32, &[], None).expect("crc32");
+    assert_eq!(hex::encode(crc16.compute(b"123456789")), "906e");
+    assert_eq!(hex::encode(crc32.compute(b"123456789")), "cbf43926");
+}
