@@ -116,6 +116,23 @@ fn scp80(c: &mut Criterion) {
             })
         });
 
+        // The parts of the packet path, to see where the time goes.
+        g.bench_function(format!("{}/part_resolve_keys", case.name), |b| {
+            b.iter(|| resolve(black_box(&case)))
+        });
+        g.bench_function(format!("{}/part_build", case.name), |b| {
+            b.iter(|| {
+                encode_command_packet(black_box(&header), &keys, black_box(&data)).expect("packet")
+            })
+        });
+        g.bench_function(format!("{}/part_verify_por", case.name), |b| {
+            b.iter(|| {
+                ResponsePacketView::parse(black_box(&por))
+                    .and_then(|v| v.open(&case.spi, &keys, CcScope::SmsUdh))
+                    .expect("por")
+            })
+        });
+
         // The same crypto on the same byte counts, straight on the libraries: key schedules,
         // CBC over the ciphered part, MAC over the CC input, PoR decipher and MAC.
         let ciphered_len = packet.len() - 10;

@@ -262,9 +262,25 @@ pub struct MacValue {
 }
 
 impl MacValue {
+    /// A value of up to 16 octets; `None` if longer.
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        let mut bytes = [0u8; 16];
+        bytes.get_mut(..b.len())?.copy_from_slice(b);
+        Some(Self {
+            bytes,
+            len: b.len() as u8,
+        })
+    }
+
     /// The value's octets.
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl serde::Serialize for MacValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.as_slice()))
     }
 }
 
@@ -317,10 +333,22 @@ enum AesEncKey {
 
 impl AesEncKey {
     fn new(key: &[u8]) -> Option<Self> {
+        // Expanded straight into the box: going through Result/Option and Box::new copied the
+        // ~700-octet schedule three times (seen as memmove in the profile).
+        fn boxed<C: KeyInit>(key: &[u8]) -> Option<Box<C>> {
+            if key.len() != C::key_size() {
+                return None;
+            }
+            let b = Box::<C>::new_uninit();
+            Some(Box::write(
+                b,
+                C::new(aes::cipher::Key::<C>::from_slice(key)),
+            ))
+        }
         Some(match key.len() {
-            16 => Self::Aes128(Box::new(aes::Aes128Enc::new_from_slice(key).ok()?)),
-            24 => Self::Aes192(Box::new(aes::Aes192Enc::new_from_slice(key).ok()?)),
-            32 => Self::Aes256(Box::new(aes::Aes256Enc::new_from_slice(key).ok()?)),
+            16 => Self::Aes128(boxed(key)?),
+            24 => Self::Aes192(boxed(key)?),
+            32 => Self::Aes256(boxed(key)?),
             _ => return None,
         })
     }

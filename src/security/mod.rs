@@ -15,7 +15,7 @@ pub mod status;
 pub use algorithm::{CipherAlgorithm, IntegrityAlgorithm, KeyIdentifier};
 pub use command::{CommandHeader, CommandPacketView, DecodedCommand};
 pub use counter::{check_counter, Counter};
-pub use crypto::{CipherKey, IntegrityKey};
+pub use crypto::{CipherKey, IntegrityKey, MacValue};
 pub use keys::{KeyConfig, Scp80Keys};
 pub use response::{CcScope, DecodedResponse, PorProtection, ResponseHeader, ResponsePacketView};
 pub use spi::{CounterMode, Integrity, PorRequirement, Spi};

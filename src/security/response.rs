@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::command::{padding, ser_bytes, verify};
 use super::counter::Counter;
-use super::crypto::{CipherKey, IntegrityKey};
+use super::crypto::{CipherKey, IntegrityKey, MacValue};
 use super::keys::Scp80Keys;
 use super::spi::{Integrity, Spi};
 use super::status::PorStatus;
@@ -99,8 +99,7 @@ pub struct DecodedResponse {
     /// Status name.
     pub status_name: &'static str,
     /// RC/CC/DS as carried.
-    #[serde(serialize_with = "ser_bytes")]
-    pub rc_cc_ds: Vec<u8>,
+    pub rc_cc_ds: MacValue,
     /// Additional response data, padding removed.
     #[serde(serialize_with = "ser_bytes")]
     pub data: Vec<u8>,
@@ -314,7 +313,7 @@ impl<'a> ResponsePacketView<'a> {
                 &secured[..7],
                 &secured[7 + carried_cc..],
             ];
-            verify(mac, &parts, &decoded.rc_cc_ds)?;
+            verify(mac, &parts, decoded.rc_cc_ds.as_slice())?;
         }
         Ok(decoded)
     }
@@ -358,8 +357,14 @@ impl<'a> ResponsePacketView<'a> {
                 field: "RC/CC/DS",
                 needed: cc_len,
                 available: secured.len().saturating_sub(7),
-            })?
-            .to_vec();
+            })
+            .and_then(|v| {
+                MacValue::from_slice(v).ok_or(SecurityError::HeaderLength {
+                    field: "RHL",
+                    value: usize::from(self.rhl),
+                    reason: format!("leaves {cc_len} octets for the RC/CC/DS, more than 16"),
+                })
+            })?;
         let body = &secured[7 + cc_len..];
         let data_len =
             body.len()
