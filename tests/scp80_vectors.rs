@@ -153,7 +153,7 @@ fn response_vectors_verify_and_reencode_to_the_byte() {
             s(e, "response_status")
         );
         assert_eq!(por.status_name, s(e, "response_status_name"));
-        assert_eq!(hex::encode(&por.rc_cc_ds), s(e, "rc_cc_ds"));
+        assert_eq!(hex::encode(por.rc_cc_ds), s(e, "rc_cc_ds"));
         assert_eq!(hex::encode(&por.data), s(e, "additional_response_data"));
         assert_eq!(por.protection, PorProtection::AsRequested);
 

@@ -123,7 +123,7 @@ impl CipherKey {
 
     fn check_blocks(&self, len: usize) -> Result<(), SecurityError> {
         let block = self.block_len();
-        if len % block != 0 {
+        if !len.is_multiple_of(block) {
             return Err(SecurityError::NotBlockMultiple { length: len, block });
         }
         Ok(())

@@ -72,7 +72,11 @@ impl DesKey {
     /// CBC over `data` in place, chaining from `iv` (updated to the last ciphertext block).
     /// `data.len()` must be a multiple of 8: callers check, and this asserts it before FFI.
     pub(crate) fn cbc(&self, data: &mut [u8], iv: &mut [u8; 8], encrypt: bool) {
-        assert!(data.len() % 8 == 0, "DES CBC on {} octets", data.len());
+        assert!(
+            data.len().is_multiple_of(8),
+            "DES CBC on {} octets",
+            data.len()
+        );
         let Ok(len) = c_long::try_from(data.len()) else {
             unreachable!("slice length fits c_long")
         };
@@ -143,7 +147,7 @@ impl<'k> CbcMac<'k> {
     }
 
     pub(crate) fn finalize(mut self) -> [u8; 8] {
-        if self.pending_len % 8 != 0 || self.total == 0 {
+        if !self.pending_len.is_multiple_of(8) || self.total == 0 {
             let padded = (self.pending_len / 8 + 1) * 8;
             self.pending[self.pending_len..padded].fill(0);
             self.pending_len = padded;

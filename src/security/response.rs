@@ -268,7 +268,7 @@ impl<'a> ResponsePacketView<'a> {
             return self.open_unprotected(scope, "RC/CC");
         }
         if let Some(c) = cipher {
-            if carried_cc == expected_cc && region_len % c.block_len() != 0 {
+            if carried_cc == expected_cc && !region_len.is_multiple_of(c.block_len()) {
                 return self
                     .open_unprotected(scope, "ciphering")
                     .map_err(|e| match e {
