@@ -1,3 +1,4 @@
 //! otagw: an over-the-air gateway for SIM cards.
 pub mod script;
 pub mod security;
+pub mod sim;

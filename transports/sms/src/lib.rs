@@ -18,6 +18,8 @@ mod error;
 mod gsm7;
 mod reader;
 pub mod tpdu;
+pub mod smpp;
+pub mod smsc_sim;
 pub mod udh;
 
 pub use address::{
