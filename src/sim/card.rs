@@ -1,0 +1,696 @@
+//! A virtual UICC: identity, SCP80 key sets with their counters, the file system overlay and the
+//! GlobalPlatform registry, and the card side of a secured command packet.
+
+use std::fmt;
+
+use otagw_sms::smsc_sim::PorReply;
+
+use crate::security::response::{encode_response_packet, SMS_RESPONSE_UDH};
+use crate::security::{
+    check_counter, CcScope, CipherAlgorithm, CommandPacketView, Counter, Integrity,
+    IntegrityAlgorithm, KeyConfig, PorRequirement, PorStatus, ResponseHeader, Scp80Keys,
+    SecurityError, Spi, Tar,
+};
+
+use super::digits::Digits;
+use super::exec::{run_script, ScriptRun};
+use super::fs::{FileSystem, NodeKind, Template};
+use super::ram::{Ram, Registry};
+use super::rfm::{Rfm, RfmView};
+use super::CardError;
+
+/// TAR of the RFM applet with the SIM / GSM file system view (MF selected at start).
+pub const TAR_RFM_GSM: Tar = [0xB0, 0x00, 0x10];
+/// TAR of the RFM applet with the USIM view (ADF USIM selected at start).
+pub const TAR_RFM_USIM: Tar = [0xB0, 0x00, 0x11];
+/// TAR of the Issuer Security Domain, which runs RAM commands.
+pub const TAR_RAM_ISD: Tar = [0x00, 0x00, 0x00];
+
+/// A key value of up to 32 octets, stored inline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct KeyValue {
+    len: u8,
+    bytes: [u8; 32],
+}
+
+impl KeyValue {
+    fn new(field: &'static str, key: &[u8]) -> Result<Self, CardError> {
+        if !matches!(key.len(), 0 | 8 | 16 | 24 | 32) {
+            return Err(CardError::KeyLength {
+                field,
+                len: key.len(),
+            });
+        }
+        let mut bytes = [0u8; 32];
+        if let Some(dst) = bytes.get_mut(..key.len()) {
+            dst.copy_from_slice(key);
+        }
+        Ok(KeyValue {
+            len: key.len() as u8,
+            bytes,
+        })
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+}
+
+/// One key set of a card: the KIc and KID of one key version, the algorithms for implicit
+/// KIc/KID codings, and the card's counter for this key set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySet {
+    version: u8,
+    kic: KeyValue,
+    kid: KeyValue,
+    kic_algorithm: Option<CipherAlgorithm>,
+    kid_algorithm: Option<IntegrityAlgorithm>,
+    counter: Counter,
+}
+
+impl fmt::Debug for KeySet {
+    // Key values are never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySet")
+            .field("version", &self.version)
+            .field("kic_len", &self.kic.len)
+            .field("kid_len", &self.kid.len)
+            .field("kic_algorithm", &self.kic_algorithm)
+            .field("kid_algorithm", &self.kid_algorithm)
+            .field("counter", &self.counter.value())
+            .finish()
+    }
+}
+
+impl KeySet {
+    /// A key set for key version `version` (the high nibble of KIc/KID, 0..=15). Keys are 8,
+    /// 16, 24 or 32 octets, or empty when the card has no such key.
+    pub fn new(version: u8, kic: &[u8], kid: &[u8]) -> Result<Self, CardError> {
+        if version > 15 {
+            return Err(CardError::KeyVersion(version));
+        }
+        Ok(KeySet {
+            version,
+            kic: KeyValue::new("KIc", kic)?,
+            kid: KeyValue::new("KID", kid)?,
+            kic_algorithm: None,
+            kid_algorithm: None,
+            counter: Counter::default(),
+        })
+    }
+
+    /// Sets the algorithms used where the KIc/KID coding is implicit (and which an explicit
+    /// coding must agree with); checks the key lengths against them.
+    pub fn with_algorithms(
+        mut self,
+        kic: Option<CipherAlgorithm>,
+        kid: Option<IntegrityAlgorithm>,
+    ) -> Result<Self, CardError> {
+        if let Some(a) = kic.filter(|a| {
+            !self.kic.as_slice().is_empty() && !a.accepts_key_len(self.kic.as_slice().len())
+        }) {
+            return Err(CardError::KeyAlgorithm {
+                field: "KIc",
+                len: self.kic.as_slice().len(),
+                algorithm: a.name(),
+                expected: a.key_lengths(),
+            });
+        }
+        if let Some(a) = kid.filter(|a| {
+            !self.kid.as_slice().is_empty() && !a.accepts_key_len(self.kid.as_slice().len())
+        }) {
+            return Err(CardError::KeyAlgorithm {
+                field: "KID",
+                len: self.kid.as_slice().len(),
+                algorithm: a.name(),
+                expected: a.key_lengths(),
+            });
+        }
+        self.kic_algorithm = kic;
+        self.kid_algorithm = kid;
+        Ok(self)
+    }
+
+    /// Sets the card's stored counter for this key set.
+    pub fn with_counter(mut self, counter: Counter) -> Self {
+        self.counter = counter;
+        self
+    }
+
+    /// Key version (0..=15).
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    /// KIc value (empty if none).
+    pub fn kic(&self) -> &[u8] {
+        self.kic.as_slice()
+    }
+
+    /// KID value (empty if none).
+    pub fn kid(&self) -> &[u8] {
+        self.kid.as_slice()
+    }
+
+    /// Algorithm for implicit KIc codings.
+    pub fn kic_algorithm(&self) -> Option<CipherAlgorithm> {
+        self.kic_algorithm
+    }
+
+    /// Algorithm for implicit KID codings.
+    pub fn kid_algorithm(&self) -> Option<IntegrityAlgorithm> {
+        self.kid_algorithm
+    }
+
+    /// The card's stored counter for this key set.
+    pub fn counter(&self) -> Counter {
+        self.counter
+    }
+}
+
+/// What the card did with one command packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardOutcome {
+    /// The PoR status the card reached; `None` when the packet was discarded unread (its
+    /// CPL/CHL framing is broken, so not even the TAR or SPI can be trusted to answer).
+    pub status: Option<PorStatus>,
+    /// Commands executed.
+    pub executed: usize,
+    /// Status word of the last command executed.
+    pub last_sw: Option<u16>,
+    /// The PoR the card sends, if the SPI asks for one.
+    pub por: Option<PorReply>,
+    /// Whether that PoR is protected (ciphered / RC / CC) as the SPI asks, rather than sent in
+    /// clear as an error report.
+    pub por_protected: bool,
+    /// Why the card refused or discarded the packet.
+    pub detail: Option<String>,
+}
+
+/// Card behaviours that differ between real cards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CardPolicy {
+    /// Protect PoRs reporting counter errors (02 low, 03 high, 04 blocked) as the SPI asks; the
+    /// packet itself was authentic. Off (the default): they go in clear like the other security
+    /// errors, as PROTOCOL-NOTES reports of real cards on a replayed counter.
+    pub protect_counter_errors: bool,
+}
+
+/// A virtual UICC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualCard {
+    iccid: Digits,
+    imsi: Digits,
+    msisdn: Digits,
+    keys: Vec<KeySet>,
+    fs: FileSystem,
+    ram: Option<Box<Registry>>,
+    policy: CardPolicy,
+}
+
+static EMPTY_REGISTRY: Registry = Registry::EMPTY;
+
+/// Which applet a TAR reaches.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Rfm(RfmView),
+    Ram,
+}
+
+/// A refusal: the status and why.
+type Refusal = (PorStatus, String);
+
+/// Maps a failure to open a packet onto a PoR status (TS 102 225 table 5.5): 01 for an RC/CC
+/// mismatch, 05 where ciphering is the trouble, 06 for everything else.
+fn classify(e: &SecurityError, spi: &Spi) -> PorStatus {
+    use SecurityError as E;
+    match e {
+        E::IntegrityMismatch { .. } => PorStatus::RcCcDsFailed,
+        E::NotBlockMultiple { .. } => PorStatus::CipheringError,
+        E::InvalidPadding { .. } | E::Crypto(_) if spi.ciphered => PorStatus::CipheringError,
+        E::KeyLength { field: "KIc", .. }
+        | E::UnknownAlgorithm { field: "KIc", .. }
+        | E::ImplicitAlgorithm { field: "KIc", .. }
+        | E::AlgorithmConflict { field: "KIc", .. }
+        | E::MissingKey { field: "KIc", .. } => PorStatus::CipheringError,
+        _ => PorStatus::UndefinedSecurityError,
+    }
+}
+
+fn por_reply(packet: Vec<u8>, spi: &Spi) -> PorReply {
+    let mut user_data = Vec::with_capacity(3 + packet.len());
+    user_data.extend_from_slice(&SMS_RESPONSE_UDH);
+    user_data.extend_from_slice(&packet);
+    PorReply {
+        user_data,
+        via_submit: spi.por_via_submit,
+    }
+}
+
+/// Whether the SPI asks for a PoR given whether something went wrong.
+fn por_wanted(spi: &Spi, error: bool) -> bool {
+    match spi.por {
+        PorRequirement::Always => true,
+        PorRequirement::OnError => error,
+        PorRequirement::None | PorRequirement::Reserved => false,
+    }
+}
+
+/// A PoR in clear: no ciphering, no RC/CC, no data.
+fn unprotected_por(spi: &Spi, tar: Tar, counter: Counter, status: PorStatus) -> Option<PorReply> {
+    let clear = Spi {
+        por_integrity: Integrity::None,
+        por_ciphered: false,
+        ..*spi
+    };
+    encode_response_packet(
+        &ResponseHeader {
+            tar,
+            counter,
+            status,
+        },
+        &clear,
+        &Scp80Keys::default(),
+        &[],
+        CcScope::SmsUdh,
+    )
+    .ok()
+    .map(|p| por_reply(p, spi))
+}
+
+/// The command's counter as far as the card can read it: in clear, or from the first
+/// deciphered block if the KIc key is usable; zero otherwise.
+fn recover_counter(packet: &[u8], spi: &Spi, keys: Option<&Scp80Keys>) -> Counter {
+    let region = packet.get(10..).unwrap_or_default();
+    let bytes: Option<[u8; 5]> = if spi.ciphered {
+        keys.and_then(Scp80Keys::cipher).and_then(|key| {
+            let mut block = region.get(..key.block_len())?.to_vec();
+            key.decrypt(&mut block).ok()?;
+            block.get(..5)?.try_into().ok()
+        })
+    } else {
+        region.get(..5).and_then(|b| b.try_into().ok())
+    };
+    bytes.map(Counter::from_bytes).unwrap_or_default()
+}
+
+/// Whether the PoR can be protected as the SPI asks with these keys.
+fn por_protectable(spi: &Spi, keys: &Scp80Keys) -> Result<(), String> {
+    if spi.por_ciphered && keys.cipher().is_none() {
+        return Err("the SPI asks for a ciphered PoR but the card has no KIc key for it".into());
+    }
+    match spi.por_integrity {
+        Integrity::None => Ok(()),
+        Integrity::Ds => Err("the SPI asks for a digital signature on the PoR".into()),
+        kind => match keys.por_integrity() {
+            Some(k) if k.algorithm().is_rc() == (kind == Integrity::Rc) => Ok(()),
+            _ => Err("the SPI asks for an RC/CC on the PoR that the card's KID cannot give".into()),
+        },
+    }
+}
+
+pub(crate) fn parse_identity(field: &'static str, value: &str) -> Result<Digits, CardError> {
+    let bad = |reason: &'static str| CardError::Identity {
+        field,
+        value: value.to_string(),
+        reason,
+    };
+    let (digits, range, what) = match field {
+        "ICCID" => {
+            let v = if value.len() == 20 {
+                value.strip_suffix(['F', 'f']).unwrap_or(value)
+            } else {
+                value
+            };
+            (v, 19..=20, "19 or 20 digits (20 characters when F-padded)")
+        }
+        "IMSI" => (value, 6..=15, "6 to 15 digits"),
+        _ => (
+            value.strip_prefix('+').unwrap_or(value),
+            1..=15,
+            "1 to 15 digits, optionally after '+'",
+        ),
+    };
+    if !range.contains(&digits.len()) {
+        return Err(bad(what));
+    }
+    Digits::parse(digits).ok_or_else(|| bad(what))
+}
+
+impl VirtualCard {
+    /// A card with this identity, the template file system, an empty GlobalPlatform registry
+    /// and no keys. ICCID: 19 or 20 digits, possibly F-padded to 20; IMSI 6 to 15 digits;
+    /// MSISDN up to 15 digits with an optional '+'.
+    pub fn new(iccid: &str, imsi: &str, msisdn: &str) -> Result<Self, CardError> {
+        Ok(VirtualCard {
+            iccid: parse_identity("ICCID", iccid)?,
+            imsi: parse_identity("IMSI", imsi)?,
+            msisdn: parse_identity("MSISDN", msisdn)?,
+            keys: Vec::new(),
+            fs: FileSystem::default(),
+            ram: None,
+            policy: CardPolicy::default(),
+        })
+    }
+
+    pub(crate) fn from_parts(
+        iccid: Digits,
+        imsi: Digits,
+        msisdn: Digits,
+        keys: Vec<KeySet>,
+    ) -> Self {
+        VirtualCard {
+            iccid,
+            imsi,
+            msisdn,
+            keys,
+            fs: FileSystem::default(),
+            ram: None,
+            policy: CardPolicy::default(),
+        }
+    }
+
+    /// Adds a key set, replacing any of the same version.
+    pub fn with_key_set(mut self, keys: KeySet) -> Self {
+        self.set_key_set(keys);
+        self
+    }
+
+    /// Adds a key set, replacing any of the same version.
+    pub fn set_key_set(&mut self, keys: KeySet) {
+        match self.keys.iter_mut().find(|k| k.version == keys.version) {
+            Some(slot) => *slot = keys,
+            None => {
+                self.keys.push(keys);
+                self.keys.sort_by_key(|k| k.version);
+            }
+        }
+    }
+
+    /// Sets the card's policy.
+    pub fn with_policy(mut self, policy: CardPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The card's policy.
+    pub fn policy(&self) -> CardPolicy {
+        self.policy
+    }
+
+    /// ICCID digits (no F padding).
+    pub fn iccid(&self) -> String {
+        self.iccid.to_string()
+    }
+
+    /// IMSI digits.
+    pub fn imsi(&self) -> String {
+        self.imsi.to_string()
+    }
+
+    /// MSISDN digits (no '+').
+    pub fn msisdn(&self) -> String {
+        self.msisdn.to_string()
+    }
+
+    pub(crate) fn msisdn_digits(&self) -> Digits {
+        self.msisdn
+    }
+
+    pub(crate) fn iccid_digits(&self) -> Digits {
+        self.iccid
+    }
+
+    /// Key sets, by version.
+    pub fn key_sets(&self) -> &[KeySet] {
+        &self.keys
+    }
+
+    /// The key set of a version.
+    pub fn key_set(&self, version: u8) -> Option<&KeySet> {
+        self.keys.iter().find(|k| k.version == version)
+    }
+
+    /// Sets the stored counter of a key set; false if the card has no such version.
+    pub fn set_counter(&mut self, version: u8, counter: Counter) -> bool {
+        match self.keys.iter_mut().find(|k| k.version == version) {
+            Some(k) => {
+                k.counter = counter;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The content of the EF at `path` (FIDs from the MF, `7FFF` for the ADF USIM), e.g.
+    /// `[0x7F20, 0x6F46]`; `None` if there is no such EF.
+    pub fn read_file(&self, path: &[u16]) -> Option<Vec<u8>> {
+        let t = Template::get();
+        let id = t.resolve_path(path)?;
+        matches!(t.node(id)?.kind, NodeKind::Ef(_))
+            .then(|| self.fs.content(id, self.iccid, self.imsi).into_owned())
+    }
+
+    /// Number of EFs this card changed from the template.
+    pub fn changed_files(&self) -> usize {
+        self.fs.changed_files()
+    }
+
+    /// The GlobalPlatform registry (load files and applet instances).
+    pub fn registry(&self) -> &Registry {
+        self.ram.as_deref().unwrap_or(&EMPTY_REGISTRY)
+    }
+
+    /// Heap octets this card holds beyond its own struct (for memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.keys.capacity() * std::mem::size_of::<KeySet>()
+            + self.fs.heap_bytes()
+            + self
+                .ram
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<Registry>())
+    }
+
+    /// The card receives a command packet (from CPL on, reassembled); the PoR it sends, if any.
+    pub fn process_command_packet(&mut self, packet: &[u8]) -> Option<PorReply> {
+        self.process(packet).por
+    }
+
+    /// Runs `script` (compact or expanded) on the applet behind `tar` without SCP80, as if it
+    /// had arrived in an authentic packet; returns the script response. `None` for an unknown
+    /// TAR.
+    pub fn run_script(&mut self, tar: Tar, script: &[u8]) -> Option<Vec<u8>> {
+        let target = Self::target(tar)?;
+        Some(self.execute(target, script).response)
+    }
+
+    fn target(tar: Tar) -> Option<Target> {
+        match tar {
+            TAR_RFM_GSM => Some(Target::Rfm(RfmView::Gsm)),
+            TAR_RFM_USIM => Some(Target::Rfm(RfmView::Usim)),
+            TAR_RAM_ISD => Some(Target::Ram),
+            _ => None,
+        }
+    }
+
+    fn execute(&mut self, target: Target, script: &[u8]) -> ScriptRun {
+        match target {
+            Target::Rfm(view) => {
+                let mut rfm = Rfm::new(&mut self.fs, self.iccid, self.imsi, view);
+                run_script(&mut rfm, script)
+            }
+            Target::Ram => {
+                let reg = self.ram.get_or_insert_with(Default::default);
+                let run = run_script(&mut Ram::new(reg), script);
+                if **reg == Registry::EMPTY {
+                    self.ram = None;
+                }
+                run
+            }
+        }
+    }
+
+    /// Picks the key sets named by the KIc/KID key versions and expands the keys.
+    fn resolve_keys(&self, view: &CommandPacketView<'_>) -> Result<Scp80Keys, Refusal> {
+        let spi = &view.spi;
+        let kic_set = self.key_set(view.kic.version());
+        let kid_set = self.key_set(view.kid.version());
+        if spi.ciphered && kic_set.is_none_or(|k| k.kic().is_empty()) {
+            return Err((
+                PorStatus::UndefinedSecurityError,
+                format!("no KIc key of version {}", view.kic.version()),
+            ));
+        }
+        if spi.integrity == Integrity::Cc && kid_set.is_none_or(|k| k.kid().is_empty()) {
+            return Err((
+                PorStatus::UndefinedSecurityError,
+                format!("no KID key of version {}", view.kid.version()),
+            ));
+        }
+        let nonempty = |k: &[u8]| -> Option<Vec<u8>> { (!k.is_empty()).then(|| k.to_vec()) };
+        let kic_key = kic_set.and_then(|k| nonempty(k.kic()));
+        let kid_key = kid_set.and_then(|k| nonempty(k.kid()));
+        let cfg = KeyConfig {
+            kic_key: kic_key.as_deref(),
+            kid_key: kid_key.as_deref(),
+            kic_algorithm: kic_set.and_then(|k| k.kic_algorithm),
+            kid_algorithm: kid_set.and_then(|k| k.kid_algorithm),
+            cc_len: None,
+        };
+        Scp80Keys::resolve(spi, view.kic.0, view.kid.0, &cfg)
+            .map_err(|e| (classify(&e, spi), e.to_string()))
+    }
+
+    /// The key set whose counter the packet is checked against: the KID's with integrity, else
+    /// the KIc's.
+    fn counter_slot(&self, view: &CommandPacketView<'_>) -> Option<usize> {
+        let version = if view.spi.integrity == Integrity::None {
+            view.kic.version()
+        } else {
+            view.kid.version()
+        };
+        self.keys.iter().position(|k| k.version == version)
+    }
+
+    fn refuse(
+        &self,
+        view: &CommandPacketView<'_>,
+        packet: &[u8],
+        keys: Option<&Scp80Keys>,
+        (status, detail): Refusal,
+    ) -> CardOutcome {
+        let spi = &view.spi;
+        let por = por_wanted(spi, true)
+            .then(|| unprotected_por(spi, view.tar, recover_counter(packet, spi, keys), status))
+            .flatten();
+        CardOutcome {
+            status: Some(status),
+            executed: 0,
+            last_sw: None,
+            por,
+            por_protected: false,
+            detail: Some(detail),
+        }
+    }
+
+    /// The card receives a command packet: the full account of what it did.
+    ///
+    /// 1. CPL/CHL framing broken: discarded, no PoR.
+    /// 2. TAR unknown: 09. Keys missing for the KIc/KID versions, unusable, or refused by the
+    ///    coding: 05 (KIc side) or 06. RC/CC mismatch: 01; deciphering trouble: 05. These PoRs
+    ///    go in clear (no ciphering, no RC/CC), with the command's counter where readable.
+    /// 3. Counter check per the SPI against the key set's stored counter: 02 / 03 / 04 (in
+    ///    clear unless [`CardPolicy::protect_counter_errors`]).
+    /// 4. The new counter is stored, the script runs, and the PoR (status 00, the script
+    ///    response as additional data) is protected as the SPI asks; with "PoR on error" only
+    ///    if the last command failed.
+    pub fn process(&mut self, packet: &[u8]) -> CardOutcome {
+        let view = match CommandPacketView::parse(packet) {
+            Ok(v) => v,
+            Err(e) => {
+                return CardOutcome {
+                    status: None,
+                    executed: 0,
+                    last_sw: None,
+                    por: None,
+                    por_protected: false,
+                    detail: Some(format!("discarded: {e}")),
+                }
+            }
+        };
+        let spi = view.spi;
+        let Some(target) = Self::target(view.tar) else {
+            let refusal = (
+                PorStatus::TarUnknown,
+                format!("TAR {} unknown", hex::encode_upper(view.tar)),
+            );
+            let keys = self.resolve_keys(&view).ok();
+            return self.refuse(&view, packet, keys.as_ref(), refusal);
+        };
+        let keys = match self.resolve_keys(&view) {
+            Ok(k) => k,
+            Err(refusal) => return self.refuse(&view, packet, None, refusal),
+        };
+        let opened = match view.open(&keys) {
+            Ok(o) => o,
+            Err(e) => {
+                let refusal = (classify(&e, &spi), e.to_string());
+                return self.refuse(&view, packet, Some(&keys), refusal);
+            }
+        };
+        let counter = opened.header.counter;
+        if por_wanted(&spi, true) {
+            if let Err(detail) = por_protectable(&spi, &keys) {
+                let refusal = (PorStatus::UndefinedSecurityError, detail);
+                return self.refuse(&view, packet, Some(&keys), refusal);
+            }
+        }
+        let slot = self.counter_slot(&view);
+        let stored = slot
+            .and_then(|i| self.keys.get(i))
+            .map_or(Counter::default(), |k| k.counter);
+        match check_counter(spi.counter, counter, stored) {
+            Ok(Some(new)) => {
+                if let Some(k) = slot.and_then(|i| self.keys.get_mut(i)) {
+                    k.counter = new;
+                }
+            }
+            Ok(None) => {}
+            Err(status) => {
+                let detail = format!(
+                    "counter {:010x} against the card's {:010x}",
+                    counter.value(),
+                    stored.value()
+                );
+                if !self.policy.protect_counter_errors {
+                    return self.refuse(&view, packet, Some(&keys), (status, detail));
+                }
+                let por = por_wanted(&spi, true)
+                    .then(|| self.protected_por(&spi, &keys, view.tar, counter, status, &[]))
+                    .flatten();
+                return CardOutcome {
+                    status: Some(status),
+                    executed: 0,
+                    last_sw: None,
+                    por_protected: por.is_some(),
+                    por,
+                    detail: Some(detail),
+                };
+            }
+        }
+
+        let run = self.execute(target, &opened.data);
+        let por = por_wanted(&spi, run.failed)
+            .then(|| {
+                self.protected_por(&spi, &keys, view.tar, counter, PorStatus::Ok, &run.response)
+            })
+            .flatten();
+        CardOutcome {
+            status: Some(PorStatus::Ok),
+            executed: run.executed,
+            last_sw: run.last_sw,
+            por_protected: por.is_some(),
+            por,
+            detail: None,
+        }
+    }
+
+    fn protected_por(
+        &self,
+        spi: &Spi,
+        keys: &Scp80Keys,
+        tar: Tar,
+        counter: Counter,
+        status: PorStatus,
+        data: &[u8],
+    ) -> Option<PorReply> {
+        let header = ResponseHeader {
+            tar,
+            counter,
+            status,
+        };
+        encode_response_packet(&header, spi, keys, data, CcScope::SmsUdh)
+            .ok()
+            .map(|p| por_reply(p, spi))
+    }
+}
