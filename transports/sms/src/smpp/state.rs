@@ -1,0 +1,618 @@
+//! What all binds share: the messages taken by `send`, the queue of segments ready to go, the
+//! index from SMSC message ids to segments (for receipts), PoR reassembly, and the event sink.
+//!
+//! One mutex, held for short, synchronous steps only; events are handed to the sink while it is
+//! held so that they reach it in the order they happened (the sink must not block).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use otagw_transport::{DeliveryEvent, EventSink, MessageId, TransportError};
+use rusmpp::pdus::SubmitSm;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tracing::{debug, trace, warn};
+
+use super::inbound::{
+    decimal_id_as_hex, normalise_id, parse_receipt, InboundSm, Receipt, ReceiptOutcome,
+};
+use super::{SmppConfig, SmppStatus};
+use crate::concat::{parse_segment, Accepted, Reassembler};
+use crate::udh::{ConcatReference, PacketKind};
+
+/// A segment: the message and its index (0-based).
+pub(crate) type SegKey = (MessageId, u8);
+
+/// Events kept while no sink is set, at most.
+const BACKLOG_LIMIT: usize = 100_000;
+/// Receipts that arrived before their `submit_sm_resp`, at most, and for how long.
+const ORPHAN_LIMIT: usize = 10_000;
+const ORPHAN_TTL: Duration = Duration::from_secs(120);
+
+/// State shared by the transport handle and every bind.
+pub(crate) struct Shared {
+    pub config: SmppConfig,
+    core: Mutex<Core>,
+    /// Woken when segments are queued.
+    pub work: Notify,
+    /// One permit per message taken and not yet accepted or failed.
+    pub permits: Arc<Semaphore>,
+    /// Concatenation reference counter.
+    pub next_reference: AtomicU32,
+}
+
+impl Shared {
+    pub fn new(config: SmppConfig) -> Self {
+        let permits = Arc::new(Semaphore::new(config.queue_capacity));
+        Self {
+            config,
+            core: Mutex::new(Core::default()),
+            work: Notify::new(),
+            permits,
+            next_reference: AtomicU32::new(0),
+        }
+    }
+
+    /// The core, even if a thread panicked while holding it (its state stays consistent:
+    /// every step leaves it valid before it can panic).
+    pub fn core(&self) -> MutexGuard<'_, Core> {
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SegState {
+    /// Sequential mode: waiting for the previous segment's receipt.
+    Held,
+    Queued,
+    InFlight,
+    Accepted,
+    Delivered,
+}
+
+struct Seg {
+    /// The `submit_sm` as built once by `send`; every attempt sends a clone of it.
+    pdu: SubmitSm,
+    state: SegState,
+    network_id: Option<String>,
+    attempts: u32,
+}
+
+/// A message taken by `send`.
+pub(crate) struct Msg {
+    segments: Vec<Seg>,
+    wants_receipts: bool,
+    sequential: bool,
+    accepted: usize,
+    delivered: usize,
+    /// Released when the message is accepted or fails (bounds `send`).
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Msg {
+    pub fn new(
+        pdus: Vec<SubmitSm>,
+        wants_receipts: bool,
+        sequential: bool,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        let segments = pdus
+            .into_iter()
+            .enumerate()
+            .map(|(i, pdu)| Seg {
+                pdu,
+                state: if sequential && i > 0 {
+                    SegState::Held
+                } else {
+                    SegState::Queued
+                },
+                network_id: None,
+                attempts: 0,
+            })
+            .collect();
+        Self {
+            segments,
+            wants_receipts,
+            sequential,
+            accepted: 0,
+            delivered: 0,
+            permit: Some(permit),
+        }
+    }
+}
+
+/// Where a segment goes back in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Requeue {
+    /// Session dropped with the segment outstanding: first in line, attempt counted.
+    Dropped,
+    /// No response in time: end of the line, attempt counted.
+    TimedOut,
+    /// Throttled (0x58 / 0x14): first in line, attempt not counted.
+    Throttled,
+}
+
+#[derive(Default)]
+pub(crate) struct Core {
+    messages: HashMap<MessageId, Msg>,
+    queue: VecDeque<SegKey>,
+    /// Normalised SMSC message id -> segment waiting for its receipt.
+    receipts: HashMap<String, SegKey>,
+    receipt_expiry: VecDeque<(Instant, String)>,
+    /// Sequential mode: (deadline, segment whose receipt releases the next one).
+    sequential_gates: VecDeque<(Instant, SegKey)>,
+    orphans: HashMap<String, (Instant, Receipt)>,
+    reassembler: Reassembler<String>,
+    reassembly_started: HashMap<(String, ConcatReference), Instant>,
+    sink: Option<Arc<dyn EventSink>>,
+    backlog: Vec<DeliveryEvent>,
+    closed: bool,
+}
+
+impl Core {
+    fn emit(&mut self, event: DeliveryEvent) {
+        match &self.sink {
+            Some(sink) => sink.deliver(event),
+            None if self.backlog.len() < BACKLOG_LIMIT => self.backlog.push(event),
+            None => warn!(?event, "no event sink set and backlog full: event dropped"),
+        }
+    }
+
+    pub fn set_sink(&mut self, sink: Arc<dyn EventSink>) {
+        for event in self.backlog.drain(..) {
+            sink.deliver(event);
+        }
+        self.sink = Some(sink);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Takes a message; its first (or every) segment is queued.
+    pub fn add(&mut self, id: MessageId, msg: Msg) -> Result<(), TransportError> {
+        if self.closed {
+            return Err(TransportError::NotConnected(
+                "SMPP transport shut down".into(),
+            ));
+        }
+        if self.messages.contains_key(&id) {
+            return Err(TransportError::Rejected(format!(
+                "message {id} is already in progress"
+            )));
+        }
+        for (i, seg) in msg.segments.iter().enumerate() {
+            if seg.state == SegState::Queued {
+                self.queue.push_back((id, i as u8));
+            }
+        }
+        self.messages.insert(id, msg);
+        Ok(())
+    }
+
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Number of messages in progress (tests, metrics).
+    pub fn in_progress(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// The next segment to submit, marked in flight.
+    pub fn take_next(&mut self) -> Option<(SegKey, SubmitSm)> {
+        while let Some(key) = self.queue.pop_front() {
+            let Some(seg) = self
+                .messages
+                .get_mut(&key.0)
+                .and_then(|m| m.segments.get_mut(usize::from(key.1)))
+            else {
+                continue;
+            };
+            if seg.state != SegState::Queued {
+                continue;
+            }
+            seg.state = SegState::InFlight;
+            seg.attempts += 1;
+            return Some((key, seg.pdu.clone()));
+        }
+        None
+    }
+
+    /// `submit_sm_resp` with ESME_ROK. Returns true if a segment was released (sequential).
+    pub fn on_accepted(
+        &mut self,
+        key: SegKey,
+        network_id: String,
+        now: Instant,
+        config: &SmppConfig,
+    ) -> bool {
+        let Some(msg) = self.messages.get_mut(&key.0) else {
+            debug!(message = %key.0, "submit_sm_resp for a message no longer in progress");
+            return false;
+        };
+        let total = msg.segments.len();
+        let Some(seg) = msg.segments.get_mut(usize::from(key.1)) else {
+            return false;
+        };
+        if seg.state != SegState::InFlight {
+            return false;
+        }
+        seg.state = SegState::Accepted;
+        seg.network_id = Some(network_id.clone());
+        msg.accepted += 1;
+        let wants_receipts = msg.wants_receipts;
+        let gate = msg.sequential && usize::from(key.1) + 1 < total;
+        let all_accepted = msg.accepted == total;
+        let mut released = false;
+        if gate && !wants_receipts {
+            released = self.release_next(key);
+        } else if gate {
+            self.sequential_gates
+                .push_back((now + config.sequential_receipt_timeout, key));
+        }
+        if wants_receipts {
+            let norm = normalise_id(&network_id);
+            self.receipts.insert(norm.clone(), key);
+            self.receipt_expiry
+                .push_back((now + config.receipt_wait, norm.clone()));
+            if let Some((_, receipt)) = self.orphans.remove(&norm) {
+                debug!(message = %key.0, id = %network_id, "receipt arrived before submit_sm_resp");
+                released |= self.on_receipt(receipt);
+            }
+        }
+        if all_accepted {
+            if let Some(msg) = self.messages.get_mut(&key.0) {
+                msg.permit = None;
+                let network_refs = msg
+                    .segments
+                    .iter()
+                    .map(|s| s.network_id.clone().unwrap_or_default())
+                    .collect();
+                self.emit(DeliveryEvent::Accepted {
+                    id: key.0,
+                    network_refs,
+                });
+                if !wants_receipts {
+                    self.remove(key.0);
+                }
+            }
+        }
+        released
+    }
+
+    /// Releases the segment after `key` (sequential mode); true if one was queued.
+    fn release_next(&mut self, key: SegKey) -> bool {
+        let next = key.1.wrapping_add(1);
+        let Some(seg) = self
+            .messages
+            .get_mut(&key.0)
+            .and_then(|m| m.segments.get_mut(usize::from(next)))
+        else {
+            return false;
+        };
+        if seg.state != SegState::Held {
+            return false;
+        }
+        seg.state = SegState::Queued;
+        self.queue.push_back((key.0, next));
+        true
+    }
+
+    /// A final error status for a segment: the whole message fails.
+    pub fn on_rejected(&mut self, key: SegKey, error: TransportError) {
+        let in_flight = self
+            .messages
+            .get(&key.0)
+            .and_then(|m| m.segments.get(usize::from(key.1)))
+            .is_some_and(|s| s.state == SegState::InFlight);
+        if in_flight {
+            self.fail(key.0, error);
+        }
+    }
+
+    /// Puts an in-flight segment back in the queue, unchanged; fails the message if it has had
+    /// its `max_attempts`. Returns true if it was queued.
+    pub fn requeue(&mut self, key: SegKey, how: Requeue, max_attempts: u32, why: &str) -> bool {
+        let Some(seg) = self
+            .messages
+            .get_mut(&key.0)
+            .and_then(|m| m.segments.get_mut(usize::from(key.1)))
+        else {
+            return false;
+        };
+        if seg.state != SegState::InFlight {
+            return false;
+        }
+        if how == Requeue::Throttled {
+            seg.attempts = seg.attempts.saturating_sub(1);
+        }
+        if seg.attempts >= max_attempts {
+            let attempts = seg.attempts;
+            let error = match how {
+                Requeue::TimedOut => TransportError::Timeout(format!(
+                    "{why}, segment {} after {attempts} attempts",
+                    key.1 + 1
+                )),
+                _ => TransportError::NotConnected(format!(
+                    "{why}, segment {} after {attempts} attempts",
+                    key.1 + 1
+                )),
+            };
+            self.fail(key.0, error);
+            return false;
+        }
+        seg.state = SegState::Queued;
+        match how {
+            Requeue::TimedOut => self.queue.push_back(key),
+            Requeue::Dropped | Requeue::Throttled => self.queue.push_front(key),
+        }
+        true
+    }
+
+    /// Emits `Failed` and forgets the message.
+    fn fail(&mut self, id: MessageId, error: TransportError) {
+        if self.messages.contains_key(&id) {
+            self.emit(DeliveryEvent::Failed { id, error });
+            self.remove(id);
+        }
+    }
+
+    fn remove(&mut self, id: MessageId) {
+        if let Some(msg) = self.messages.remove(&id) {
+            for seg in &msg.segments {
+                if let Some(network_id) = &seg.network_id {
+                    let norm = normalise_id(network_id);
+                    if self.receipts.get(&norm).is_some_and(|k| k.0 == id) {
+                        self.receipts.remove(&norm);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A `deliver_sm`: receipt, PoR, or an MO we do not care about. Returns true if a
+    /// sequential segment was released.
+    pub fn on_deliver(&mut self, sm: &InboundSm, now: Instant) -> bool {
+        if sm.is_receipt() {
+            if sm.has_udh() {
+                // Our simulator's convention: a PoR carried in the RP-ACK comes back inside the
+                // receipt, UDH 02 71 00 + packet in message_payload.
+                if let Some(payload) = &sm.message_payload {
+                    self.on_user_data(&sm.source_addr, payload, now);
+                }
+            }
+            return match parse_receipt(sm) {
+                Some(receipt) => self.on_receipt(receipt),
+                None => {
+                    debug!(from = %sm.source_addr, "delivery receipt without id or state ignored");
+                    false
+                }
+            };
+        }
+        if sm.has_udh() {
+            self.on_user_data(&sm.source_addr, sm.user_data(), now);
+        } else {
+            trace!(from = %sm.source_addr, "MO without UDH ignored");
+        }
+        false
+    }
+
+    fn find_receipt_key(&self, message_id: &str) -> Option<(String, SegKey)> {
+        let norm = normalise_id(message_id);
+        if let Some(key) = self.receipts.get(&norm) {
+            return Some((norm, *key));
+        }
+        let hex = normalise_id(&decimal_id_as_hex(message_id)?);
+        self.receipts.get(&hex).map(|key| (hex, *key))
+    }
+
+    /// A delivery receipt. Returns true if a sequential segment was released.
+    fn on_receipt(&mut self, receipt: Receipt) -> bool {
+        if receipt.outcome == ReceiptOutcome::Pending {
+            trace!(id = %receipt.message_id, "intermediate receipt ignored");
+            return false;
+        }
+        let Some((norm, key)) = self.find_receipt_key(&receipt.message_id) else {
+            // Maybe its submit_sm_resp is still on its way.
+            if self.orphans.len() < ORPHAN_LIMIT {
+                self.orphans.insert(
+                    normalise_id(&receipt.message_id),
+                    (Instant::now() + ORPHAN_TTL, receipt),
+                );
+            } else {
+                debug!(id = %receipt.message_id, "receipt for an unknown message ignored");
+            }
+            return false;
+        };
+        self.receipts.remove(&norm);
+        let Some(msg) = self.messages.get_mut(&key.0) else {
+            return false;
+        };
+        let total = msg.segments.len();
+        match receipt.outcome {
+            ReceiptOutcome::Delivered => {
+                let Some(seg) = msg.segments.get_mut(usize::from(key.1)) else {
+                    return false;
+                };
+                if seg.state != SegState::Accepted {
+                    return false;
+                }
+                seg.state = SegState::Delivered;
+                msg.delivered += 1;
+                if msg.delivered == total {
+                    self.emit(DeliveryEvent::Delivered { id: key.0 });
+                    self.remove(key.0);
+                    return false;
+                }
+                msg.sequential && self.release_next(key)
+            }
+            ReceiptOutcome::Failed { stat, err } => {
+                let err = err.map(|e| format!(" err:{e}")).unwrap_or_default();
+                let what = format!(
+                    "delivery receipt stat:{stat}{err} for segment {}/{total} (SMSC id {})",
+                    key.1 + 1,
+                    receipt.message_id
+                );
+                // An expired message may well get through later; the others are final.
+                let error = if stat == "EXPIRED" {
+                    TransportError::Timeout(what)
+                } else {
+                    TransportError::Rejected(what)
+                };
+                self.fail(key.0, error);
+                false
+            }
+            ReceiptOutcome::Pending => false,
+        }
+    }
+
+    /// User data with a UDH from `from`: a PoR (IEI 0x71), possibly concatenated, becomes a
+    /// `ResponsePacket`; anything else is ignored.
+    fn on_user_data(&mut self, from: &str, user_data: &[u8], now: Instant) {
+        let concat = match parse_segment(user_data) {
+            Ok((header, None, tail)) => {
+                if header.packet_kind() == Some(PacketKind::Response) {
+                    self.emit(DeliveryEvent::ResponsePacket {
+                        from: from.to_string(),
+                        packet: tail.to_vec(),
+                        sms_framing: true,
+                    });
+                } else {
+                    trace!(%from, "MO with a UDH but no response packet IEI ignored");
+                }
+                return;
+            }
+            Ok((_, Some(concat), _)) => concat,
+            Err(e) => {
+                debug!(%from, error = %e, "MO user data header unreadable; ignored");
+                return;
+            }
+        };
+        match self.reassembler.accept(from.to_string(), user_data) {
+            Ok(Accepted::Complete(packet)) => {
+                if let Some(reference) = packet.reference {
+                    self.reassembly_started
+                        .remove(&(from.to_string(), reference));
+                }
+                if packet.kind == Some(PacketKind::Response) {
+                    self.emit(DeliveryEvent::ResponsePacket {
+                        from: from.to_string(),
+                        packet: packet.data,
+                        sms_framing: true,
+                    });
+                } else {
+                    trace!(%from, "concatenated MO without response packet IEI ignored");
+                }
+            }
+            Ok(Accepted::Pending { reference, .. }) => {
+                self.reassembly_started
+                    .entry((from.to_string(), reference))
+                    .or_insert(now);
+            }
+            Ok(Accepted::Duplicate { .. }) => {
+                trace!(%from, sequence = concat.sequence, "duplicate MO segment ignored")
+            }
+            Err(e) => {
+                warn!(%from, error = %e, "MO segment does not fit its message; partial message dropped");
+                let key = from.to_string();
+                self.reassembler.drop_pending(&key, concat.reference);
+                self.reassembly_started.remove(&(key, concat.reference));
+            }
+        }
+    }
+
+    /// Expires receipts waited for too long, sequential gates, early receipts and partial MOs.
+    pub fn sweep(&mut self, now: Instant, config: &SmppConfig) {
+        while let Some((deadline, _)) = self.receipt_expiry.front() {
+            if *deadline > now {
+                break;
+            }
+            let Some((_, norm)) = self.receipt_expiry.pop_front() else {
+                break;
+            };
+            if let Some(key) = self.receipts.remove(&norm) {
+                let sequential_waiting = self
+                    .messages
+                    .get(&key.0)
+                    .is_some_and(|m| m.accepted < m.segments.len());
+                if !sequential_waiting {
+                    debug!(message = %key.0, "no delivery receipt in time; message forgotten");
+                    self.remove(key.0);
+                }
+            }
+        }
+        while let Some((deadline, key)) = self.sequential_gates.front().copied() {
+            if deadline > now {
+                break;
+            }
+            self.sequential_gates.pop_front();
+            let still_held = self
+                .messages
+                .get(&key.0)
+                .and_then(|m| m.segments.get(usize::from(key.1) + 1))
+                .is_some_and(|s| s.state == SegState::Held);
+            if still_held {
+                self.fail(
+                    key.0,
+                    TransportError::Timeout(format!(
+                        "no delivery receipt for segment {} within {:?} (sequential segments)",
+                        key.1 + 1,
+                        config.sequential_receipt_timeout
+                    )),
+                );
+            }
+        }
+        self.orphans.retain(|_, (deadline, _)| *deadline > now);
+        let expired: Vec<(String, ConcatReference)> = self
+            .reassembly_started
+            .iter()
+            .filter(|(_, started)| **started + config.reassembly_timeout <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (from, reference) in expired {
+            debug!(%from, reference = reference.number(), "partial MO expired");
+            self.reassembler.drop_pending(&from, reference);
+            self.reassembly_started.remove(&(from, reference));
+        }
+    }
+
+    /// Shutdown: no more sends; messages not yet accepted fail, the others are forgotten.
+    pub fn close(&mut self) {
+        self.closed = true;
+        let ids: Vec<MessageId> = self.messages.keys().copied().collect();
+        let mut pending: Vec<MessageId> = ids
+            .into_iter()
+            .filter(|id| {
+                self.messages
+                    .get(id)
+                    .is_some_and(|m| m.accepted < m.segments.len())
+            })
+            .collect();
+        pending.sort();
+        for id in pending {
+            self.fail(
+                id,
+                TransportError::NotConnected("SMPP transport shut down".into()),
+            );
+        }
+        self.messages.clear();
+        self.queue.clear();
+        self.receipts.clear();
+        self.receipt_expiry.clear();
+        self.sequential_gates.clear();
+    }
+}
+
+/// The error for a final `submit_sm_resp` / `generic_nack` status.
+pub(crate) fn rejection(status: SmppStatus, generic_nack: bool) -> TransportError {
+    if generic_nack {
+        TransportError::Rejected(format!("generic_nack {status}"))
+    } else {
+        TransportError::Rejected(status.to_string())
+    }
+}
