@@ -35,3 +35,18 @@ pub trait HandsetNetwork: Send + Sync + 'static {
     /// delivered, never answered).
     fn knows(&self, msisdn: &str) -> bool;
 }
+
+mod config;
+mod delivery;
+pub mod pdu;
+mod rng;
+mod router;
+mod server;
+mod session;
+mod stats;
+
+pub use config::{Credentials, FaultConfig, SmscConfig};
+pub use pdu::{receipt_date, receipt_text, ReceiptState};
+pub use rng::XorShift64;
+pub use server::{SmscHandle, SmscSimulator};
+pub use stats::SmscStats;

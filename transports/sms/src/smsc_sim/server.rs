@@ -1,0 +1,187 @@
+//! The listener, the state shared by the sessions, and the handle.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::config::SmscConfig;
+use super::delivery::Concat;
+use super::rng::FaultPlan;
+use super::router::{lock, Router};
+use super::session;
+use super::stats::{Counters, SmscStats};
+use super::HandsetNetwork;
+
+/// State shared by every session of one simulator.
+pub(crate) struct Shared {
+    pub config: SmscConfig,
+    pub network: Arc<dyn HandsetNetwork>,
+    pub counters: Counters,
+    pub faults: FaultPlan,
+    pub router: Router,
+    pub concat: Mutex<Concat>,
+    pub root: CancellationToken,
+    message_ids: AtomicU64,
+    concat_refs: AtomicU32,
+    session_ids: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn next_message_id(&self) -> u64 {
+        self.message_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn next_concat_reference(&self) -> u8 {
+        self.concat_refs.fetch_add(1, Ordering::Relaxed) as u8
+    }
+
+    pub(crate) fn next_session_id(&self) -> u64 {
+        self.session_ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The SMSC simulator: an SMPP 3.4 server in front of a [`HandsetNetwork`].
+#[derive(Debug)]
+pub struct SmscSimulator;
+
+impl SmscSimulator {
+    /// Binds the listener and starts serving on the current tokio runtime.
+    ///
+    /// Fails only if the listen address cannot be bound.
+    pub async fn start(
+        config: SmscConfig,
+        network: Arc<dyn HandsetNetwork>,
+    ) -> io::Result<SmscHandle> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let base = config.message_id_base.unwrap_or_else(|| {
+            // Seconds since the epoch in the high bits: ids stay unique across restarts.
+            super::pdu::unix_now() << 20
+        });
+        let root = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            faults: FaultPlan::new(&config.faults),
+            router: Router::new(config.backlog_limit),
+            counters: Counters::default(),
+            concat: Mutex::new(Concat::default()),
+            root: root.clone(),
+            message_ids: AtomicU64::new(base.max(1)),
+            concat_refs: AtomicU32::new(1),
+            session_ids: AtomicU64::new(1),
+            network,
+            config,
+        });
+        let (done_tx, done_rx) = mpsc::channel::<()>(1);
+
+        tokio::spawn(accept_loop(shared.clone(), listener, done_tx.clone()));
+        tokio::spawn(sweep_loop(shared.clone(), done_tx));
+
+        tracing::info!(%local_addr, "SMSC simulator listening");
+        Ok(SmscHandle {
+            local_addr,
+            shared,
+            done: tokio::sync::Mutex::new(Some(done_rx)),
+        })
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, done: mpsc::Sender<()>) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.root.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracing::debug!(%peer, "ESME connected");
+                    tokio::spawn(session::run(shared.clone(), stream, done.clone()));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn sweep_loop(shared: Arc<Shared>, _done: mpsc::Sender<()>) {
+    let timeout = shared.config.reassembly_timeout;
+    let period = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.root.cancelled() => break,
+            _ = tick.tick() => shared.expire_concat(Instant::now(), timeout),
+        }
+    }
+}
+
+/// A running simulator. Dropping it stops the simulator without waiting; [`shutdown`]
+/// (Self::shutdown) unbinds the sessions and waits for them.
+#[derive(Debug)]
+pub struct SmscHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    done: tokio::sync::Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl SmscHandle {
+    /// The address the simulator listens on (with the port picked when configured as 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SmscStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Concatenated messages still waiting for segments.
+    pub fn pending_reassemblies(&self) -> usize {
+        lock(&self.shared.concat).len()
+    }
+
+    /// deliver_sm (receipts, MO) waiting for a receiving bind of `system_id`.
+    pub fn backlog(&self, system_id: &str) -> usize {
+        self.shared.router.backlog_len(system_id)
+    }
+
+    /// The configuration the simulator runs with.
+    pub fn config(&self) -> &SmscConfig {
+        &self.shared.config
+    }
+
+    /// Stops accepting, sends unbind on every bound session, closes the connections and waits
+    /// (at most 2 s) for every task to end. Idempotent.
+    pub async fn shutdown(&self) {
+        self.shared.root.cancel();
+        let Some(mut done) = self.done.lock().await.take() else {
+            return;
+        };
+        // Every task holds a sender; recv() returns None once the last one is gone.
+        let _ = tokio::time::timeout(Duration::from_secs(2), done.recv()).await;
+    }
+}
+
+impl Drop for SmscHandle {
+    fn drop(&mut self) {
+        self.shared.root.cancel();
+    }
+}
