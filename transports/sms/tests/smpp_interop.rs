@@ -1,0 +1,521 @@
+//! Interop with an SMSC we did not write: the `smpp34` crate's server.
+//!
+//! Our `submit_sm`s must decode there as intended (esm_class, protocol_id, data_coding, UDH,
+//! concatenation, bytes), and its `deliver_sm`s (an MO PoR, a delivery receipt, a PoR carried
+//! in a receipt) must come out as the right events.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use otagw_sms::smpp::{SmppConfig, SmppTransport};
+use otagw_sms::{Accepted, Reassembler};
+use otagw_transport::{
+    DeliveryEvent, Destination, EventSink, MessageId, OutboundMessage, Payload, SendOptions,
+    Transport,
+};
+use smpp34::server::ESME;
+use smpp34::{
+    bind_transceiver, bind_transceiver_resp, submit_sm, submit_sm_resp, SmppConnectionInformation,
+    SmppServer, SmppServerListener, TlvTag,
+};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The SMSC side: accepts esme1/secret, answers every submit_sm with "smsc-<n>", hands the
+/// submit_sm to the test and keeps the bound ESME to push deliver_sm back.
+struct Smsc {
+    submits: mpsc::UnboundedSender<submit_sm>,
+    binds: Mutex<Vec<bind_transceiver>>,
+    esme: Mutex<Option<Arc<ESME>>>,
+    counter: Mutex<u32>,
+}
+
+// smpp34's listener is an `async_trait`; this is what the attribute would expand to.
+impl SmppServerListener for Smsc {
+    fn on_bind_transceiver<'a, 'b, 'c, 'r>(
+        &'a self,
+        req: bind_transceiver,
+        _c: &'b SmppConnectionInformation,
+        _s: &'c String,
+    ) -> Boxed<'r, bind_transceiver_resp>
+    where
+        'a: 'r,
+        'b: 'r,
+        'c: 'r,
+        Self: 'r,
+    {
+        Box::pin(async move {
+            self.binds.lock().unwrap().push(req.clone());
+            if req.system_id == "esme1" && req.password == "secret" {
+                req.accept("smpp34".to_string(), Some(0x34))
+            } else {
+                req.reject(smpp34::SmppError::ESME_RINVPASWD)
+            }
+        })
+    }
+
+    fn on_submit_sm<'a, 'b, 'c, 'r>(
+        &'a self,
+        req: submit_sm,
+        _c: &'b SmppConnectionInformation,
+        _s: &'c String,
+    ) -> Boxed<'r, submit_sm_resp>
+    where
+        'a: 'r,
+        'b: 'r,
+        'c: 'r,
+        Self: 'r,
+    {
+        Box::pin(async move {
+            let n = {
+                let mut counter = self.counter.lock().unwrap();
+                *counter += 1;
+                *counter
+            };
+            let _ = self.submits.send(req.clone());
+            req.accept(format!("smsc-{n}"))
+        })
+    }
+
+    fn on_esme_bound<'a, 'b, 'r>(&'a self, esme: ESME, _s: &'b String) -> Boxed<'r, ()>
+    where
+        'a: 'r,
+        'b: 'r,
+        Self: 'r,
+    {
+        Box::pin(async move {
+            *self.esme.lock().unwrap() = Some(Arc::new(esme));
+        })
+    }
+}
+
+#[derive(Default)]
+struct Sink {
+    events: Mutex<Vec<DeliveryEvent>>,
+    notify: Notify,
+}
+
+impl EventSink for Sink {
+    fn deliver(&self, event: DeliveryEvent) {
+        self.events.lock().unwrap().push(event);
+        self.notify.notify_waiters();
+    }
+}
+
+impl Sink {
+    /// Waits until `pred` holds for the events so far; returns them.
+    async fn wait(
+        &self,
+        what: &str,
+        pred: impl Fn(&[DeliveryEvent]) -> bool,
+    ) -> Vec<DeliveryEvent> {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            let notified = self.notify.notified();
+            {
+                let events = self.events.lock().unwrap();
+                if pred(&events) {
+                    return events.clone();
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "timed out waiting for {what}; events: {:?}",
+                    self.events.lock().unwrap()
+                );
+            }
+        }
+    }
+}
+
+struct Harness {
+    transport: SmppTransport,
+    sink: Arc<Sink>,
+    smsc: Arc<Smsc>,
+    server: SmppServer,
+    submits: mpsc::UnboundedReceiver<submit_sm>,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let (tx, submits) = mpsc::unbounded_channel();
+        let smsc = Arc::new(Smsc {
+            submits: tx,
+            binds: Mutex::new(Vec::new()),
+            esme: Mutex::new(None),
+            counter: Mutex::new(0),
+        });
+        let mut server = SmppServer::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port, smsc.clone());
+        server.start().await;
+        assert!(server.is_alive(), "smpp34 server did not start");
+
+        let mut config = SmppConfig::new(format!("127.0.0.1:{port}"), "esme1", "secret");
+        config.response_timeout = Duration::from_secs(2);
+        config.reconnect.initial = Duration::from_millis(20);
+        config.reconnect.max = Duration::from_millis(200);
+        let transport = SmppTransport::start(config).unwrap();
+        let sink = Arc::new(Sink::default());
+        transport.set_event_sink(sink.clone());
+        assert!(
+            transport.wait_bound(LIMIT).await,
+            "{:?}",
+            transport.bind_status()
+        );
+        timeout(LIMIT, async {
+            while smsc.esme.lock().unwrap().is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("on_esme_bound");
+        Harness {
+            transport,
+            sink,
+            smsc,
+            server,
+            submits,
+        }
+    }
+
+    fn esme(&self) -> Arc<ESME> {
+        self.smsc.esme.lock().unwrap().clone().expect("bound ESME")
+    }
+
+    async fn next_submit(&mut self) -> submit_sm {
+        timeout(LIMIT, self.submits.recv())
+            .await
+            .expect("submit_sm in time")
+            .expect("server alive")
+    }
+
+    async fn stop(mut self) {
+        timeout(LIMIT, self.transport.shutdown())
+            .await
+            .expect("shutdown");
+        self.server.stop().await;
+    }
+}
+
+fn secured(id: u64, msisdn: &str, packet: Vec<u8>, options: SendOptions) -> OutboundMessage {
+    OutboundMessage {
+        id: MessageId(id),
+        destination: Destination {
+            msisdn: msisdn.into(),
+            iccid: None,
+        },
+        payload: Payload::SecuredPacket {
+            packet,
+            tar: [0xB0, 0x00, 0x10],
+            counter: [0, 0, 0, 0, 1],
+        },
+        options,
+    }
+}
+
+fn packet(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test]
+async fn submit_sm_decodes_as_intended_in_smpp34() {
+    let mut h = Harness::start().await;
+    {
+        let binds = h.smsc.binds.lock().unwrap();
+        assert_eq!(binds.len(), 1);
+        assert_eq!(binds[0].system_id, "esme1");
+        assert_eq!(binds[0].interface_version, 0x34);
+    }
+
+    // One SMS.
+    let single = packet(100, 1);
+    let options = SendOptions {
+        validity_minutes: Some(90),
+        delivery_report: true,
+        sequential_segments: false,
+    };
+    h.transport
+        .send(secured(1, "+491700000001", single.clone(), options))
+        .await
+        .unwrap();
+    let s = h.next_submit().await;
+    assert_eq!(s.esm_class, 0x40);
+    assert_eq!(s.protocol_id, 0x7F);
+    assert_eq!(s.data_coding, 0xF6);
+    assert_eq!((s.dest_addr_ton, s.dest_addr_npi), (1, 1));
+    assert_eq!(s.destination_addr, "491700000001");
+    assert_eq!(s.registered_delivery, 1);
+    assert_eq!(s.validity_period, "000000013000000R");
+    assert_eq!(&s.short_message[..3], &[0x02, 0x70, 0x00]);
+    assert_eq!(&s.short_message[3..], &single[..]);
+
+    // Three SMS.
+    let long = packet(300, 2);
+    h.transport
+        .send(secured(
+            2,
+            "491700000002",
+            long.clone(),
+            SendOptions::default(),
+        ))
+        .await
+        .unwrap();
+    let mut parts = Vec::new();
+    for _ in 0..3 {
+        parts.push(h.next_submit().await);
+    }
+    parts.sort_by_key(|p| p.short_message[5]);
+    let reference = parts[0].short_message[3];
+    assert_eq!(
+        &parts[0].short_message[..8],
+        &[0x07, 0x00, 0x03, reference, 0x03, 0x01, 0x70, 0x00],
+        "first segment: concatenation IE then the command packet IEI"
+    );
+    for (i, p) in parts.iter().enumerate() {
+        assert_eq!(
+            (p.esm_class, p.protocol_id, p.data_coding),
+            (0x40, 0x7F, 0xF6)
+        );
+        assert_eq!(p.registered_delivery, 0);
+        assert_eq!(p.validity_period, "");
+        assert!(p.short_message.len() <= 140);
+        if i > 0 {
+            assert_eq!(
+                &p.short_message[..6],
+                &[0x05, 0x00, 0x03, reference, 0x03, i as u8 + 1],
+                "later segments: only the concatenation IE"
+            );
+        }
+    }
+    let mut reassembler = Reassembler::new();
+    let mut done = None;
+    for p in &parts {
+        if let Accepted::Complete(whole) = reassembler.accept("x", &p.short_message).unwrap() {
+            done = Some(whole);
+        }
+    }
+    let whole = done.expect("complete");
+    assert_eq!(whole.data, long);
+    assert_eq!(whole.kind, Some(otagw_sms::PacketKind::Command));
+
+    let events = h
+        .sink
+        .wait("two Accepted", |e| {
+            e.iter()
+                .filter(|e| matches!(e, DeliveryEvent::Accepted { .. }))
+                .count()
+                == 2
+        })
+        .await;
+    for event in events {
+        match event {
+            DeliveryEvent::Accepted { id, network_refs } if id == MessageId(1) => {
+                assert_eq!(network_refs, vec!["smsc-1".to_string()])
+            }
+            DeliveryEvent::Accepted { id, network_refs } if id == MessageId(2) => {
+                assert_eq!(network_refs.len(), 3);
+                assert!(network_refs.iter().all(|r| r.starts_with("smsc-")));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn deliver_sm_from_smpp34_becomes_events() {
+    let mut h = Harness::start().await;
+    let esme = h.esme();
+
+    // MO SMS-SUBMIT from the card: UDH 02 71 00 + PoR.
+    let por = vec![
+        0x00, 0x0E, 0x0A, 0xB0, 0x00, 0x10, 0, 0, 0, 0, 1, 0, 0x00, 0x90, 0x00, 0x01,
+    ];
+    let mut ud = vec![0x02, 0x71, 0x00];
+    ud.extend_from_slice(&por);
+    let resp = esme
+        .deliver_sm()
+        .source_addr("491700000001")
+        .source_addr_ton(1)
+        .source_addr_npi(1)
+        .esm_class(0x40)
+        .protocol_id(0x7F)
+        .data_coding(0xF6)
+        .short_message(ud)
+        .send()
+        .await
+        .expect("deliver_sm_resp");
+    assert!(resp.is_success(), "status {:#x}", resp.command_status());
+    let events = h
+        .sink
+        .wait("ResponsePacket", |e| {
+            e.iter()
+                .any(|e| matches!(e, DeliveryEvent::ResponsePacket { .. }))
+        })
+        .await;
+    assert_eq!(
+        events,
+        vec![DeliveryEvent::ResponsePacket {
+            from: "491700000001".into(),
+            packet: por.clone(),
+            sms_framing: true,
+        }]
+    );
+
+    // A concatenated PoR in two MOs, second one first.
+    let big_por = packet(200, 9);
+    let parts = otagw_sms::split_packet(
+        otagw_sms::PacketKind::Response,
+        &big_por,
+        otagw_sms::ConcatReference::EightBit(0x33),
+    )
+    .unwrap();
+    assert_eq!(parts.len(), 2);
+    for part in parts.iter().rev() {
+        let resp = esme
+            .deliver_sm()
+            .source_addr("491700000009")
+            .esm_class(0x40)
+            .protocol_id(0x7F)
+            .data_coding(0xF6)
+            .short_message(part.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.is_success());
+    }
+    h.sink
+        .wait("reassembled PoR", |e| {
+            e.contains(&DeliveryEvent::ResponsePacket {
+                from: "491700000009".into(),
+                packet: big_por.clone(),
+                sms_framing: true,
+            })
+        })
+        .await;
+
+    // A message with a receipt, then its receipt.
+    h.transport
+        .send(secured(
+            7,
+            "491700000001",
+            packet(50, 3),
+            SendOptions {
+                delivery_report: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let submit = h.next_submit().await;
+    assert_eq!(submit.registered_delivery, 1);
+    let events = h
+        .sink
+        .wait("Accepted", |e| {
+            e.iter()
+                .any(|e| matches!(e, DeliveryEvent::Accepted { id, .. } if *id == MessageId(7)))
+        })
+        .await;
+    let network_id = events
+        .iter()
+        .find_map(|e| match e {
+            DeliveryEvent::Accepted { network_refs, .. } => Some(network_refs[0].clone()),
+            _ => None,
+        })
+        .unwrap();
+    let text = format!(
+        "id:{network_id} sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:DELIVRD err:000 text:"
+    );
+    let resp = esme
+        .deliver_sm()
+        .source_addr("491700000001")
+        .esm_class(0x04)
+        .short_message(text.into_bytes())
+        .tlv(
+            TlvTag::ReceiptedMessageId,
+            format!("{network_id}\0").into_bytes(),
+        )
+        .tlv(TlvTag::MessageStateTlv, [2])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.is_success());
+    h.sink
+        .wait("Delivered", |e| {
+            e.contains(&DeliveryEvent::Delivered { id: MessageId(7) })
+        })
+        .await;
+
+    // Our simulator's convention: PoR in the RP-ACK, carried by the receipt (esm_class 0x44,
+    // user data in message_payload), here with the classic text only.
+    h.transport
+        .send(secured(
+            8,
+            "491700000002",
+            packet(60, 4),
+            SendOptions {
+                delivery_report: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let _ = h.next_submit().await;
+    let events = h
+        .sink
+        .wait("Accepted 8", |e| {
+            e.iter()
+                .any(|e| matches!(e, DeliveryEvent::Accepted { id, .. } if *id == MessageId(8)))
+        })
+        .await;
+    let network_id = events
+        .iter()
+        .find_map(|e| match e {
+            DeliveryEvent::Accepted { id, network_refs } if *id == MessageId(8) => {
+                Some(network_refs[0].clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    let rp_ack_por = vec![
+        0x00, 0x0D, 0x0A, 0xB0, 0x00, 0x10, 0, 0, 0, 0, 2, 0, 0x00, 0x6A, 0x82,
+    ];
+    let mut payload = vec![0x02, 0x71, 0x00];
+    payload.extend_from_slice(&rp_ack_por);
+    let resp = esme
+        .deliver_sm()
+        .source_addr("491700000002")
+        .esm_class(0x44)
+        .short_message(
+            format!("id:{network_id} sub:001 dlvrd:001 stat:DELIVRD err:000").into_bytes(),
+        )
+        .tlv(TlvTag::MessagePayload, payload)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.is_success());
+    let events = h
+        .sink
+        .wait("PoR in receipt", |e| {
+            e.contains(&DeliveryEvent::Delivered { id: MessageId(8) })
+        })
+        .await;
+    assert!(events.contains(&DeliveryEvent::ResponsePacket {
+        from: "491700000002".into(),
+        packet: rp_ack_por,
+        sms_framing: true,
+    }));
+    h.stop().await;
+}
