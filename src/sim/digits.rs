@@ -26,6 +26,15 @@ impl Digits {
         Some(Self(v))
     }
 
+    /// `value` written on exactly `width` digits (leading zeros kept); `None` if it does not fit.
+    pub fn from_number(value: u64, width: u32) -> Option<Self> {
+        let base = 10u128
+            .checked_pow(width)
+            .filter(|_| width as usize <= Self::MAX_LEN)?;
+        let value = u128::from(value);
+        (value < base).then_some(Self(base + value))
+    }
+
     /// The digits as values 0..=9, most significant first.
     pub fn values(self) -> Vec<u8> {
         let mut out = Vec::with_capacity(20);
@@ -86,7 +95,30 @@ pub(crate) fn iccid_ef(iccid: Digits) -> [u8; 10] {
     out
 }
 
+/// The Luhn check digit for the decimal digits of `number` (ISO/IEC 7812).
+pub(crate) fn luhn_digit_of(mut number: u64) -> u8 {
+    let mut sum = 0u32;
+    let mut double = true;
+    while number > 0 {
+        let d = (number % 10) as u32;
+        number /= 10;
+        sum += if double {
+            let x = d * 2;
+            if x > 9 {
+                x - 9
+            } else {
+                x
+            }
+        } else {
+            d
+        };
+        double = !double;
+    }
+    ((10 - sum % 10) % 10) as u8
+}
+
 /// The Luhn check digit for `digits` (ISO/IEC 7812, as ICCIDs carry it).
+#[cfg(test)]
 pub(crate) fn luhn_digit(digits: &[u8]) -> u8 {
     let sum: u32 = digits
         .iter()
@@ -167,5 +199,13 @@ mod tests {
         // 7992739871 -> 3 (the textbook example).
         assert_eq!(luhn_digit(&[7, 9, 9, 2, 7, 3, 9, 8, 7, 1]), 3);
         assert_eq!(luhn_digit(&[0]), 0);
+        assert_eq!(luhn_digit_of(7992739871), 3);
+        assert_eq!(
+            luhn_digit_of(894900000000000123),
+            luhn_digit(&d("894900000000000123").values())
+        );
+        assert_eq!(Digits::from_number(12, 4), Some(d("0012")));
+        assert_eq!(Digits::from_number(12345, 4), None);
+        assert_eq!(Digits::from_number(0, 40), None);
     }
 }

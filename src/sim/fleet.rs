@@ -27,7 +27,7 @@ use otagw_sms::smsc_sim::{HandsetNetwork, HandsetReply};
 use crate::security::{CipherAlgorithm, Counter, IntegrityAlgorithm};
 
 use super::card::{parse_identity, CardOutcome, CardPolicy, KeySet, VirtualCard};
-use super::digits::{luhn_digit, Digits};
+use super::digits::{luhn_digit_of, Digits};
 use super::CardError;
 
 /// Number of locks the cards are spread over.
@@ -404,14 +404,13 @@ impl Fleet {
     }
 
     fn generated_card(i: u64, seed: u64, d: &FleetDefaults) -> Result<VirtualCard, FleetError> {
-        let digits = |s: String| {
-            Digits::parse(&s).ok_or(FleetError::TooMany(usize::try_from(i).unwrap_or(0)))
-        };
-        let msisdn = digits(format!("4915{i:08}"))?;
-        let body = format!("894900{i:012}");
-        let values: Vec<u8> = body.bytes().map(|b| b - b'0').collect();
-        let iccid = digits(format!("{body}{}", luhn_digit(&values)))?;
-        let imsi = digits(format!("26201{i:010}"))?;
+        const ICCID_PREFIX: u64 = 894_900_000_000_000_000;
+        let too_many = || FleetError::TooMany(usize::try_from(i).unwrap_or(usize::MAX));
+        let msisdn = Digits::from_number(491_500_000_000 + i, 12).ok_or_else(too_many)?;
+        let body = ICCID_PREFIX + i;
+        let iccid = Digits::from_number(body * 10 + u64::from(luhn_digit_of(body)), 19)
+            .ok_or_else(too_many)?;
+        let imsi = Digits::from_number(262_010_000_000_000 + i, 15).ok_or_else(too_many)?;
         let mut state = seed ^ i.wrapping_mul(0xD6E8_FEB8_6659_FD93);
         let kic = random_key(&mut state);
         let kid = random_key(&mut state);
@@ -478,7 +477,8 @@ impl Fleet {
         }
 
         let mut fleet = Fleet::with_capacity(0, defaults.key_version);
-        let mut first_line: HashMap<(bool, Digits), usize> = HashMap::new();
+        // Line of each card, by index, to name the first line of a duplicate.
+        let mut row_lines: Vec<usize> = Vec::new();
         for (n, line) in lines {
             if line.is_empty() {
                 continue;
@@ -492,21 +492,28 @@ impl Fleet {
                 });
             }
             let card = Self::vendor_row(n, &columns, &kinds, &fields, &defaults)?;
-            for (is_iccid, name, key) in [
-                (false, "MSISDN", card.msisdn_digits()),
-                (true, "ICCID", card.iccid_digits()),
-            ] {
-                if let Some(&first) = first_line.get(&(is_iccid, key)) {
-                    return Err(FleetError::DuplicateLine {
-                        line: n,
-                        field: name,
-                        value: key.to_string(),
-                        first,
-                    });
-                }
-                first_line.insert((is_iccid, key), n);
+            let (msisdn, iccid) = (card.msisdn_digits(), card.iccid_digits());
+            if let Err(e) = fleet.insert(card) {
+                let first = match &e {
+                    FleetError::Duplicate {
+                        field: "MSISDN", ..
+                    } => fleet.by_msisdn.get(&msisdn),
+                    FleetError::Duplicate { .. } => fleet.by_iccid.get(&iccid),
+                    _ => None,
+                };
+                return Err(match (e, first) {
+                    (FleetError::Duplicate { field, value }, Some(&i)) => {
+                        FleetError::DuplicateLine {
+                            line: n,
+                            field,
+                            value,
+                            first: row_lines.get(i as usize).copied().unwrap_or_default(),
+                        }
+                    }
+                    (e, _) => e,
+                });
             }
-            fleet.insert(card)?;
+            row_lines.push(n);
         }
         Ok(fleet)
     }
@@ -850,7 +857,7 @@ VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIC2,KID2,CNTR,CNTR2
         assert_eq!(imsi, "262010000000123");
         assert_eq!(iccid.len(), 19);
         let digits: Vec<u8> = iccid.bytes().map(|b| b - b'0').collect();
-        assert_eq!(luhn_digit(&digits[..18]), digits[18]);
+        assert_eq!(super::super::digits::luhn_digit(&digits[..18]), digits[18]);
         // Deterministic per seed, different across seeds and cards.
         let key = |f: &Fleet, m: &str| f.with_card(m, |c| c.key_set(1).unwrap().kic().to_vec());
         let again = Fleet::generate(2, 7, FleetDefaults::default()).unwrap();
