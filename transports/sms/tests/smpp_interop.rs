@@ -321,10 +321,16 @@ async fn submit_sm_decodes_as_intended_in_smpp34() {
         .await;
     for event in events {
         match event {
-            DeliveryEvent::Accepted { id, network_refs } if id == MessageId(1) => {
+            DeliveryEvent::Accepted {
+                id: MessageId(1),
+                network_refs,
+            } => {
                 assert_eq!(network_refs, vec!["smsc-1".to_string()])
             }
-            DeliveryEvent::Accepted { id, network_refs } if id == MessageId(2) => {
+            DeliveryEvent::Accepted {
+                id: MessageId(2),
+                network_refs,
+            } => {
                 assert_eq!(network_refs.len(), 3);
                 assert!(network_refs.iter().all(|r| r.starts_with("smsc-")));
             }
