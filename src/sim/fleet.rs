@@ -227,7 +227,7 @@ fn column(name: &str, main_version: u8) -> Column {
 }
 
 fn parse_key(value: &str) -> Result<Vec<u8>, String> {
-    if value.len() % 2 != 0 {
+    if !value.len().is_multiple_of(2) {
         return Err(format!(
             "{} hex digits, but a key is whole octets (16, 32, 48 or 64 hex digits)",
             value.len()

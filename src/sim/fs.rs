@@ -339,8 +339,12 @@ impl Template {
 /// A card's changes to the template: nothing until the first UPDATE, then only the files changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct FileSystem {
-    changed: Option<Box<BTreeMap<NodeId, Box<[u8]>>>>,
+    changed: Option<Box<Changes>>,
 }
+
+/// Changed files by storage node; boxed so that an unchanged card pays one pointer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Changes(BTreeMap<NodeId, Box<[u8]>>);
 
 impl FileSystem {
     /// The content of EF `id` (whole file, records back to back).
@@ -349,7 +353,7 @@ impl FileSystem {
         let Some(node) = t.node(id) else {
             return Cow::Borrowed(&[]);
         };
-        if let Some(c) = self.changed.as_ref().and_then(|m| m.get(&node.storage)) {
+        if let Some(c) = self.changed.as_ref().and_then(|m| m.0.get(&node.storage)) {
             return Cow::Borrowed(c);
         }
         let NodeKind::Ef(structure) = node.kind else {
@@ -379,6 +383,7 @@ impl FileSystem {
         let current = self.content(id, iccid, imsi).into_owned();
         let map = self.changed.get_or_insert_with(Default::default);
         let entry = map
+            .0
             .entry(storage)
             .or_insert_with(|| current.into_boxed_slice());
         if let Some(dst) = entry.get_mut(offset..offset.saturating_add(data.len())) {
@@ -388,13 +393,13 @@ impl FileSystem {
 
     /// Number of files this card has changed.
     pub fn changed_files(&self) -> usize {
-        self.changed.as_ref().map_or(0, |m| m.len())
+        self.changed.as_ref().map_or(0, |m| m.0.len())
     }
 
     /// Octets held for changed files (for memory accounting).
     pub fn heap_bytes(&self) -> usize {
         self.changed.as_ref().map_or(0, |m| {
-            m.values().map(|v| v.len() + 48).sum::<usize>() + std::mem::size_of_val(&**m)
+            m.0.values().map(|v| v.len() + 48).sum::<usize>() + std::mem::size_of_val(&**m)
         })
     }
 }

@@ -210,7 +210,7 @@ impl<'a> Rfm<'a> {
                     0x03 => self.t.node(self.df).and_then(|n| n.parent),
                     0x04 => self.t.usim_matches(data).then_some(self.t.adf_usim),
                     0x08 | 0x09 => {
-                        if data.is_empty() || data.len() % 2 != 0 {
+                        if data.is_empty() || !data.len().is_multiple_of(2) {
                             return Err(Fail::WrongLc(None));
                         }
                         let fids: Vec<u16> = data
