@@ -1287,3 +1287,58 @@ async fn many_concurrent_binds() {
     assert_eq!(s.submits_accepted as usize, SESSIONS * PER_SESSION);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn random_bodies_in_valid_frames_never_kill_the_session() {
+    let msisdn = "491700000060";
+    let net = Arc::new(Net::default().with_card(msisdn, Some(por(true, POR_PACKET))));
+    let sim = start(net, |_| {}).await;
+    let mut esme = Esme::bind_ok(sim.local_addr(), "trx").await;
+    // Every command id but unbind (which ends the session by design).
+    let ids: [u32; 13] = [
+        0x01,
+        0x02,
+        0x03,
+        0x04,
+        0x05,
+        0x09,
+        0x0B,
+        0x15,
+        0x21,
+        0x103,
+        0x112,
+        0x8000_0005,
+        0x8000_0015,
+    ];
+    let mut rng = otagw_sms::smsc_sim::XorShift64::new(99);
+    for round in 0..5000u32 {
+        let id = ids[(rng.next_u64() % ids.len() as u64) as usize];
+        let len = (rng.next_u64() % 200) as usize;
+        let mut body: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        // Often make the strings plausible so decoding gets deeper.
+        if round % 3 == 0 {
+            for b in body.iter_mut() {
+                if *b > 0x7F {
+                    *b &= 0x3F;
+                }
+            }
+        }
+        let mut pdu = Vec::new();
+        pdu.extend_from_slice(&((16 + body.len()) as u32).to_be_bytes());
+        pdu.extend_from_slice(&id.to_be_bytes());
+        pdu.extend_from_slice(&0u32.to_be_bytes());
+        pdu.extend_from_slice(&(0x1000 + round).to_be_bytes());
+        pdu.extend_from_slice(&body);
+        esme.send_raw(&pdu).await;
+    }
+    // Whatever the simulator made of all that, the session still answers.
+    let seq = esme.send(rusmpp::Pdu::EnquireLink).await;
+    loop {
+        let p = esme.expect_other().await;
+        if p.id == 0x8000_0015 && p.seq == seq {
+            break;
+        }
+    }
+    assert_eq!(sim.stats().sessions_open, 1);
+    sim.shutdown().await;
+}

@@ -98,10 +98,7 @@ pub(crate) fn encode_into(command: &Command, buf: &mut BytesMut) {
 /// A header-only PDU (SMPP 3.4: responses with a non-zero status carry no body).
 pub(crate) fn header_only(command_id: u32, status: u32, sequence: u32) -> Bytes {
     let mut buf = BytesMut::with_capacity(16);
-    buf.extend_from_slice(&16u32.to_be_bytes());
-    buf.extend_from_slice(&command_id.to_be_bytes());
-    buf.extend_from_slice(&status.to_be_bytes());
-    buf.extend_from_slice(&sequence.to_be_bytes());
+    put_header(&mut buf, 16, command_id, status, sequence);
     buf.freeze()
 }
 
@@ -221,10 +218,27 @@ fn message_id_cstring(id: u64) -> COctetString<1, 65> {
     COctetString::from_vec(v).unwrap_or_else(|_| COctetString::empty())
 }
 
-/// The submit_sm_resp body of an accepted message.
-pub(crate) fn submit_sm_resp(sequence: u32, message_id: u64) -> Command {
-    let body = rusmpp::pdus::SubmitSmResp::new(message_id_cstring(message_id), Vec::new());
-    Command::new(CommandStatus::EsmeRok, sequence, body)
+/// Writes a PDU header at the end of `buf`.
+pub(crate) fn put_header(buf: &mut BytesMut, length: u32, id: u32, status: u32, sequence: u32) {
+    buf.extend_from_slice(&length.to_be_bytes());
+    buf.extend_from_slice(&id.to_be_bytes());
+    buf.extend_from_slice(&status.to_be_bytes());
+    buf.extend_from_slice(&sequence.to_be_bytes());
+}
+
+/// Writes a submit_sm_resp with status 0 and `message_id` (lowercase hex) at the end of `buf`.
+pub(crate) fn put_submit_sm_resp(buf: &mut BytesMut, sequence: u32, message_id: u64) {
+    let digits = if message_id == 0 {
+        1
+    } else {
+        (64 - message_id.leading_zeros()).div_ceil(4)
+    };
+    put_header(buf, 16 + digits + 1, 0x8000_0004, 0, sequence);
+    for i in (0..digits).rev() {
+        let nibble = ((message_id >> (4 * i)) & 0xF) as u8;
+        buf.extend_from_slice(&[b"0123456789abcdef"[usize::from(nibble)]]);
+    }
+    buf.extend_from_slice(&[0]);
 }
 
 /// The classic receipt text:
@@ -306,12 +320,9 @@ pub(crate) struct Receipt<'a> {
 /// - with PoR: esm_class 0x44, PID 0x7F, DCS 0xF6, short_message empty (or the receipt text if
 ///   configured), TLVs receipted_message_id, message_state and message_payload = PoR user data.
 pub(crate) fn receipt(sequence: u32, r: &Receipt<'_>) -> Bytes {
-    let mut id = Vec::with_capacity(17);
-    message_id_text(r.message_id, &mut id);
-    id.push(0);
     let mut tlvs = Vec::with_capacity(3);
     tlvs.push(MessageDeliveryRequestTlvValue::ReceiptedMessageId(
-        COctetString::from_vec(id).unwrap_or_else(|_| COctetString::empty()),
+        message_id_cstring(r.message_id),
     ));
     tlvs.push(MessageDeliveryRequestTlvValue::MessageState(
         r.state.message_state(),
@@ -434,6 +445,20 @@ mod tests {
             next_frame(&mut bad, 100),
             Framing::Invalid { sequence: 0 }
         ));
+    }
+
+    #[test]
+    fn submit_sm_resp_layout() {
+        for id in [0u64, 1, 0xf, 0x10, 0x1000, 0xdead_beef, u64::MAX] {
+            let mut buf = BytesMut::new();
+            put_submit_sm_resp(&mut buf, 7, id);
+            let text = format!("{id:x}");
+            assert_eq!(be_u32(&buf, 0) as usize, buf.len());
+            assert_eq!(be_u32(&buf, 4), 0x8000_0004);
+            assert_eq!(be_u32(&buf, 12), 7);
+            assert_eq!(&buf[16..buf.len() - 1], text.as_bytes());
+            assert_eq!(buf[buf.len() - 1], 0);
+        }
     }
 
     #[test]

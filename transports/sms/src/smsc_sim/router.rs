@@ -15,6 +15,10 @@ use super::stats::Counters;
 pub(crate) enum Out {
     /// An encoded PDU.
     Raw(Bytes),
+    /// A header-only PDU: command_id, command_status, sequence_number.
+    Header(u32, u32, u32),
+    /// submit_sm_resp with status 0: sequence_number, message_id.
+    SubmitResp(u32, u64),
     /// A PDU to encode.
     Cmd(Box<rusmpp::Command>),
     /// Flush and close the connection.

@@ -170,7 +170,7 @@ async fn write_loop(
                     break 'write;
                 }
                 if idle >= interval {
-                    Some(Out::Raw(pdu::header_only(0x0000_0015, 0, out.next_sequence())))
+                    Some(Out::Header(0x0000_0015, 0, out.next_sequence()))
                 } else {
                     continue;
                 }
@@ -186,6 +186,10 @@ async fn write_loop(
         while let Some(msg) = next.take() {
             match msg {
                 Out::Raw(bytes) => buf.extend_from_slice(&bytes),
+                Out::Header(id, status, seq) => pdu::put_header(&mut buf, 16, id, status, seq),
+                Out::SubmitResp(seq, message_id) => {
+                    pdu::put_submit_sm_resp(&mut buf, seq, message_id)
+                }
                 Out::Cmd(cmd) => pdu::encode_into(&cmd, &mut buf),
                 Out::Close => {
                     close = true;
@@ -227,20 +231,16 @@ impl Session {
 
     fn nack(&self, sequence: u32, status: CommandStatus) {
         Counters::inc(&self.shared.counters.generic_nacks);
-        self.send(Out::Raw(pdu::header_only(
-            ids::GENERIC_NACK,
-            u32::from(status),
-            sequence,
-        )));
+        self.send(Out::Header(ids::GENERIC_NACK, u32::from(status), sequence));
     }
 
     /// A response with no body (error statuses, SMPP 3.4).
     fn respond_status(&self, header: &Header, status: CommandStatus) {
-        self.send(Out::Raw(pdu::header_only(
+        self.send(Out::Header(
             header.id | ids::RESPONSE_BIT,
             u32::from(status),
             header.sequence,
-        )));
+        ));
     }
 
     fn handle(&mut self, header: Header, mut frame: BytesMut) -> Flow {
@@ -249,10 +249,19 @@ impl Session {
         }
         frame.advance(4);
         let length = frame.len();
-        let parts = match Command::decode(&mut frame, length) {
-            Ok((command, _)) => command.into_parts(),
-            Err(e) => {
+        // The decoder is not ours: a panic in it must not take the session down.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Command::decode(&mut frame, length)
+        }));
+        let parts = match decoded {
+            Ok(Ok((command, _))) => command.into_parts(),
+            Ok(Err(e)) => {
                 tracing::debug!(error = %e, id = header.id, "undecodable PDU");
+                self.nack(header.sequence, CommandStatus::EsmeRinvcmdlen);
+                return Flow::Continue;
+            }
+            Err(_) => {
+                tracing::warn!(id = header.id, "PDU decoder panicked");
                 self.nack(header.sequence, CommandStatus::EsmeRinvcmdlen);
                 return Flow::Continue;
             }
@@ -331,20 +340,12 @@ impl Session {
 
     fn enquire_link(&self, header: &Header) -> Flow {
         Counters::inc(&self.shared.counters.enquire_links);
-        self.send(Out::Raw(pdu::header_only(
-            ids::ENQUIRE_LINK_RESP,
-            0,
-            header.sequence,
-        )));
+        self.send(Out::Header(ids::ENQUIRE_LINK_RESP, 0, header.sequence));
         Flow::Continue
     }
 
     fn unbind(&self, header: &Header) -> Flow {
-        self.send(Out::Raw(pdu::header_only(
-            ids::UNBIND_RESP,
-            0,
-            header.sequence,
-        )));
+        self.send(Out::Header(ids::UNBIND_RESP, 0, header.sequence));
         Flow::Close
     }
 
@@ -414,10 +415,7 @@ impl Session {
             return Flow::Continue;
         }
         let message_id = shared.next_message_id();
-        self.send(Out::Cmd(Box::new(pdu::submit_sm_resp(
-            header.sequence,
-            message_id,
-        ))));
+        self.send(Out::SubmitResp(header.sequence, message_id));
         Counters::inc(&c.submits_accepted);
 
         let mut data = s.short_message().clone().into_bytes();
