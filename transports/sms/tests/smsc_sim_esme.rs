@@ -1342,3 +1342,48 @@ async fn random_bodies_in_valid_frames_never_kill_the_session() {
     assert_eq!(sim.stats().sessions_open, 1);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn disconnect_all_drops_sessions_and_keeps_listening() {
+    let msisdn = "491700000070";
+    let net = Arc::new(Net::default().with_card(msisdn, Some(por(true, POR_PACKET))));
+    let sim = start(net, |_| {}).await;
+    let mut lazy = Esme::bind_ok(sim.local_addr(), "trx").await;
+    lazy.ack = false;
+    let id = lazy
+        .submit_ok(ota(msisdn, &single_sms(&command_packet(20)), 1))
+        .await;
+    lazy.expect_deliver().await;
+    lazy.expect_deliver().await;
+
+    sim.disconnect_all();
+    assert!(
+        lazy.next_other(STEP).await.is_none(),
+        "closed without unbind"
+    );
+
+    // Reconnect: the unacknowledged receipt and MO come again.
+    let mut again = Esme::bind_ok(sim.local_addr(), "trx").await;
+    let r = again.expect_deliver().await;
+    assert_eq!(r.receipted_id(), id);
+    again.expect_deliver().await;
+    again
+        .submit_ok(ota(msisdn, &single_sms(&command_packet(20)), 0))
+        .await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn inject_writes_raw_bytes_to_a_receiver() {
+    let sim = start(Arc::new(Net::default()), |_| {}).await;
+    assert!(!sim.inject("esme1", &[0, 0, 0, 16]), "nobody bound");
+    let mut esme = Esme::bind_ok(sim.local_addr(), "trx").await;
+    // A deliver_sm_resp nobody asked for, then an enquire_link.
+    let mut bytes = vec![0, 0, 0, 16, 0x80, 0, 0, 0x05, 0, 0, 0, 0, 0, 0, 0, 9];
+    bytes.extend_from_slice(&[0, 0, 0, 16, 0, 0, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 10]);
+    assert!(sim.inject("esme1", &bytes));
+    let a = esme.expect_other().await;
+    let b = esme.expect_other().await;
+    assert_eq!((a.id, a.seq, b.id, b.seq), (0x8000_0005, 9, 0x15, 10));
+    sim.shutdown().await;
+}

@@ -193,6 +193,14 @@ impl Router {
         }
     }
 
+    /// Raw bytes to the next receiving bind of `system_id`, untracked.
+    pub(crate) fn send_raw(&self, system_id: &str, bytes: Bytes) -> bool {
+        match self.pick(system_id) {
+            Some(s) => s.tx.send(Out::Raw(bytes)).is_ok(),
+            None => false,
+        }
+    }
+
     /// A bind that can receive: joins the rotation and gets the backlog.
     pub(crate) fn register(
         &self,

@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub router: Router,
     pub concat: Mutex<Concat>,
     pub root: CancellationToken,
+    /// Parent of every session's token (a child of `root`); replaced by `disconnect_all`.
+    pub sessions: Mutex<CancellationToken>,
     message_ids: AtomicU64,
     concat_refs: AtomicU32,
     session_ids: AtomicU64,
@@ -78,6 +80,7 @@ impl SmscSimulator {
             router: Router::new(config.backlog_limit),
             counters: Counters::default(),
             concat: Mutex::new(Concat::default()),
+            sessions: Mutex::new(root.child_token()),
             root: root.clone(),
             message_ids: AtomicU64::new(base.max(1)),
             concat_refs: AtomicU32::new(1),
@@ -161,6 +164,23 @@ impl SmscHandle {
     /// deliver_sm (receipts, MO) waiting for a receiving bind of `system_id`.
     pub fn backlog(&self, system_id: &str) -> usize {
         self.shared.router.backlog_len(system_id)
+    }
+
+    /// Drops every connection at once, without unbind (a crashed or restarted SMSC, as seen by
+    /// the ESME). Unacknowledged deliver_sm go to the next receiving bind of their system_id.
+    /// The listener keeps accepting.
+    pub fn disconnect_all(&self) {
+        let mut sessions = lock(&self.shared.sessions);
+        sessions.cancel();
+        *sessions = self.shared.root.child_token();
+    }
+
+    /// Writes `bytes` as they are (for example a malformed PDU) to the next receiving bind of
+    /// `system_id`; false if none is bound. Nothing is tracked for them.
+    pub fn inject(&self, system_id: &str, bytes: &[u8]) -> bool {
+        self.shared
+            .router
+            .send_raw(system_id, bytes::Bytes::copy_from_slice(bytes))
     }
 
     /// The configuration the simulator runs with.

@@ -65,7 +65,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, _done: mpsc::Sen
     let (mut reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
     let out = Arc::new(SessionOut::new(id, tx));
-    let token = shared.root.child_token();
+    let token = super::router::lock(&shared.sessions).child_token();
     let epoch = Instant::now();
     let last_rx = Arc::new(AtomicU64::new(0));
     let writer_task = tokio::spawn(write_loop(
