@@ -136,8 +136,8 @@ async fn sweep_loop(shared: Arc<Shared>, _done: mpsc::Sender<()>) {
     }
 }
 
-/// A running simulator. Dropping it stops the simulator without waiting; [`shutdown`]
-/// (Self::shutdown) unbinds the sessions and waits for them.
+/// A running simulator. Dropping it stops the simulator without waiting;
+/// [`shutdown`](Self::shutdown) unbinds the sessions and waits for them.
 #[derive(Debug)]
 pub struct SmscHandle {
     local_addr: SocketAddr,
