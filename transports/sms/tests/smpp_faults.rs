@@ -850,6 +850,36 @@ async fn transmitter_and_receiver_binds() {
         e.contains(&DeliveryEvent::Delivered { id: MessageId(1) })
     })
     .await;
+
+    // The receipt may overtake the submit_sm_resp (two connections): it is kept a while.
+    let options = SendOptions {
+        delivery_report: true,
+        ..Default::default()
+    };
+    transport.send(secured(2, 30, options)).await.unwrap();
+    let (sequence, _) = recv_submit(&mut tx).await;
+    send_deliver(
+        &mut rx,
+        10,
+        receipt("4917000000002", "early", MessageState::Delivered, "DELIVRD"),
+    )
+    .await;
+    accept_submit(&mut tx, sequence, "early").await;
+    let events = sink
+        .wait("Delivered 2", |e| {
+            e.contains(&DeliveryEvent::Delivered { id: MessageId(2) })
+        })
+        .await;
+    assert_eq!(
+        &events[2..],
+        &[
+            DeliveryEvent::Accepted {
+                id: MessageId(2),
+                network_refs: vec!["early".into()]
+            },
+            DeliveryEvent::Delivered { id: MessageId(2) }
+        ]
+    );
     drop((tx, rx));
     stop(transport).await;
 }

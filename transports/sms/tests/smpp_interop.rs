@@ -525,3 +525,65 @@ async fn deliver_sm_from_smpp34_becomes_events() {
     }));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn text_and_flash_messages_decode_in_smpp34() {
+    let mut h = Harness::start().await;
+    let text = |id: u64, text: String, flash: bool| OutboundMessage {
+        id: MessageId(id),
+        destination: Destination {
+            msisdn: "491700000003".into(),
+            iccid: None,
+        },
+        payload: Payload::Text { text, flash },
+        options: SendOptions::default(),
+    };
+
+    // GSM 7-bit, one SMS: septets unpacked, data_coding 0, no UDH.
+    h.transport
+        .send(text(1, "Hello @ world".into(), false))
+        .await
+        .unwrap();
+    let s = h.next_submit().await;
+    assert_eq!(
+        (s.esm_class, s.protocol_id, s.data_coding),
+        (0x00, 0x00, 0x00)
+    );
+    assert_eq!(s.short_message, b"Hello \x00 world".to_vec());
+
+    // Flash UCS2: class 0, data_coding 0x18.
+    h.transport
+        .send(text(2, "Привет".into(), true))
+        .await
+        .unwrap();
+    let s = h.next_submit().await;
+    assert_eq!(s.data_coding, 0x18);
+    let utf16: Vec<u16> = s
+        .short_message
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
+    assert_eq!(String::from_utf16(&utf16).unwrap(), "Привет");
+
+    // A long GSM text: concatenated with the 8-bit concatenation IE, 153 septets each.
+    let long = "x".repeat(200);
+    h.transport.send(text(3, long, false)).await.unwrap();
+    let mut parts = vec![h.next_submit().await, h.next_submit().await];
+    parts.sort_by_key(|p| p.short_message[5]);
+    for (i, p) in parts.iter().enumerate() {
+        assert_eq!((p.esm_class, p.data_coding), (0x40, 0x00));
+        assert_eq!(&p.short_message[..3], &[0x05, 0x00, 0x03]);
+        assert_eq!(&p.short_message[4..6], &[0x02, i as u8 + 1]);
+    }
+    assert_eq!(parts[0].short_message.len() - 6, 153);
+    assert_eq!(parts[1].short_message.len() - 6, 47);
+    h.sink
+        .wait("three Accepted", |e| {
+            e.iter()
+                .filter(|e| matches!(e, DeliveryEvent::Accepted { .. }))
+                .count()
+                == 3
+        })
+        .await;
+    h.stop().await;
+}

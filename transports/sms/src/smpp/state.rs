@@ -75,8 +75,9 @@ enum SegState {
 }
 
 struct Seg {
-    /// The `submit_sm` as built once by `send`; every attempt sends a clone of it.
-    pdu: SubmitSm,
+    /// The `submit_sm` as built once by `send`; every attempt sends a clone of it. Dropped
+    /// once the SMSC has accepted the segment (a message waiting for receipts keeps little).
+    pdu: Option<SubmitSm>,
     state: SegState,
     network_id: Option<String>,
     attempts: u32,
@@ -104,7 +105,7 @@ impl Msg {
             .into_iter()
             .enumerate()
             .map(|(i, pdu)| Seg {
-                pdu,
+                pdu: Some(pdu),
                 state: if sequential && i > 0 {
                     SegState::Held
                 } else {
@@ -216,9 +217,12 @@ impl Core {
             if seg.state != SegState::Queued {
                 continue;
             }
+            let Some(pdu) = seg.pdu.clone() else {
+                continue;
+            };
             seg.state = SegState::InFlight;
             seg.attempts += 1;
-            return Some((key, seg.pdu.clone()));
+            return Some((key, pdu));
         }
         None
     }
@@ -243,6 +247,7 @@ impl Core {
             return false;
         }
         seg.state = SegState::Accepted;
+        seg.pdu = None;
         seg.network_id = Some(network_id.clone());
         msg.accepted += 1;
         let wants_receipts = msg.wants_receipts;
@@ -255,15 +260,11 @@ impl Core {
             self.sequential_gates
                 .push_back((now + config.sequential_receipt_timeout, key));
         }
+        let norm = normalise_id(&network_id);
         if wants_receipts {
-            let norm = normalise_id(&network_id);
             self.receipts.insert(norm.clone(), key);
             self.receipt_expiry
                 .push_back((now + config.receipt_wait, norm.clone()));
-            if let Some((_, receipt)) = self.orphans.remove(&norm) {
-                debug!(message = %key.0, id = %network_id, "receipt arrived before submit_sm_resp");
-                released |= self.on_receipt(receipt);
-            }
         }
         if all_accepted {
             if let Some(msg) = self.messages.get_mut(&key.0) {
@@ -280,6 +281,14 @@ impl Core {
                 if !wants_receipts {
                     self.remove(key.0);
                 }
+            }
+        }
+        // A receipt that overtook this submit_sm_resp (transmitter + receiver binds) is
+        // applied now, after `Accepted`.
+        if wants_receipts {
+            if let Some((_, receipt)) = self.orphans.remove(&norm) {
+                debug!(message = %key.0, id = %network_id, "receipt arrived before submit_sm_resp");
+                released |= self.on_receipt(receipt);
             }
         }
         released
