@@ -568,7 +568,7 @@ async fn text_and_flash_messages_decode_in_smpp34() {
     // A long GSM text: concatenated with the 8-bit concatenation IE, 153 septets each.
     let long = "x".repeat(200);
     h.transport.send(text(3, long, false)).await.unwrap();
-    let mut parts = vec![h.next_submit().await, h.next_submit().await];
+    let mut parts = [h.next_submit().await, h.next_submit().await];
     parts.sort_by_key(|p| p.short_message[5]);
     for (i, p) in parts.iter().enumerate() {
         assert_eq!((p.esm_class, p.data_coding), (0x40, 0x00));
