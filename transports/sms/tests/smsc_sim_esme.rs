@@ -1387,3 +1387,28 @@ async fn inject_writes_raw_bytes_to_a_receiver() {
     assert_eq!((a.id, a.seq, b.id, b.seq), (0x8000_0005, 9, 0x15, 10));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn segments_over_two_binds_of_one_account_are_reassembled() {
+    let msisdn = "491700000080";
+    let net = Arc::new(Net::default().with_card(msisdn, Some(por(true, POR_PACKET))));
+    let sim = start(net.clone(), |_| {}).await;
+    let mut a = Esme::bind_ok(sim.local_addr(), "tx").await;
+    let mut b = Esme::bind_ok(sim.local_addr(), "tx").await;
+    let mut other = Esme::bind_as(sim.local_addr(), "tx", "esme2").await;
+    let mut rx = Esme::bind_ok(sim.local_addr(), "rx").await;
+    let packet = command_packet(300);
+    let segments =
+        split_packet(PacketKind::Command, &packet, ConcatReference::EightBit(3)).unwrap();
+    a.submit_ok(ota(msisdn, &segments[0], 0)).await;
+    // Another account's segment with the same reference and MSISDN is another message.
+    other.submit_ok(ota(msisdn, &segments[1], 0)).await;
+    b.submit_ok(ota(msisdn, &segments[2], 0)).await;
+    assert!(net.seen().is_empty());
+    a.submit_ok(ota(msisdn, &segments[1], 0)).await;
+    let mo = rx.expect_deliver().await;
+    assert_eq!(mo.short_message, por(true, POR_PACKET).user_data);
+    assert_eq!(net.seen(), vec![(msisdn.to_string(), packet)]);
+    assert_eq!(sim.pending_reassemblies(), 1, "esme2's lone segment");
+    sim.shutdown().await;
+}
