@@ -1,4 +1,5 @@
 //! otagw: an over-the-air gateway for SIM cards.
+pub mod correlation;
 pub mod script;
 pub mod security;
 pub mod sim;

@@ -442,17 +442,10 @@ pub fn script_parse(data: &[u8]) {
                 (_, Some(0xAF)) => ScriptFormat::ExpandedIndefinite,
                 _ => ScriptFormat::ExpandedDefinite,
             };
-            // Known finding (tests/fuzz-regressions/script_parse/indefinite-other-tag-00.bin,
-            // `af 80 00 81 00 00 00`): the parser keeps a TLV with tag 00 and a long-form zero
-            // length (`00 81 00`) as an "other" TLV, and encode writes it back as `00 00`,
-            // which in an indefinite template is end-of-contents. Not a panic; skipped here so
-            // the fuzzer can look past it.
-            let eoc_like = same == ScriptFormat::ExpandedIndefinite
-                && response
-                    .other
-                    .iter()
-                    .any(|(tag, value)| *tag == 0 && value.is_empty());
-            if let (false, Ok(encoded)) = (eoc_like, response.encode(same)) {
+            // tests/fuzz-regressions/script_parse/indefinite-other-tag-00.bin (`af 80 00 81 00
+            // 00 00`) once parsed a tag-00 TLV that re-encoded as end-of-contents; the parser
+            // now refuses tag 00, so the round trip is checked for every response.
+            if let Ok(encoded) = response.encode(same) {
                 let again = parse_script_response(&encoded, format)
                     .unwrap_or_else(|e| panic!("re-encoded {same:?} response: {e}"));
                 assert_eq!(again, response);

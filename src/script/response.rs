@@ -262,6 +262,13 @@ fn read_response_item(
             };
             resp.bad_format = Some(BadFormat::from_octet(v));
         }
+        // Tag 00 is BER's end-of-contents, never a data object: kept as "other", it would
+        // re-encode as `00 00` and end an indefinite template early (found by fuzzing).
+        0x00 => {
+            return Err(ScriptError::Unsupported(
+                "tag 00 inside a Response Scripting template (reserved for end-of-contents)",
+            ))
+        }
         tag => resp.other.push((tag, tlv.value.to_vec())),
     }
     Ok(())
