@@ -998,3 +998,31 @@ async fn configuration_errors_are_typed() {
     ));
     stop(transport).await;
 }
+
+#[tokio::test]
+async fn rate_limit_spaces_the_submits() {
+    let (listener, address) = listen().await;
+    let mut c = config(&address);
+    c.rate_limit = Some(40.0);
+    c.window = 100;
+    let (transport, sink) = start(c);
+    let mut conn = accept_bound(&listener).await;
+    for id in 1..=9 {
+        transport
+            .send(secured(id, 20, SendOptions::default()))
+            .await
+            .unwrap();
+    }
+    let mut times = Vec::new();
+    for n in 0..9 {
+        let (sequence, _) = recv_submit(&mut conn).await;
+        times.push(Instant::now());
+        accept_submit(&mut conn, sequence, &format!("r{n}")).await;
+    }
+    let spread = times[8] - times[0];
+    // 8 intervals of 25 ms.
+    assert!(spread >= Duration::from_millis(180), "{spread:?}");
+    sink.wait("nine Accepted", |e| e.len() == 9).await;
+    drop(conn);
+    stop(transport).await;
+}

@@ -413,15 +413,20 @@ impl<'a> Session<'a> {
             if let Some((_, sent)) = self.enquire {
                 wake = wake.min(sent + config.response_timeout);
             }
+            // New work only matters when it could go out now: room in the window, no
+            // throttling pause, no rate-limit wait (those have their own wake-up).
             let room = self.role.transmits()
                 && self.draining.is_none()
-                && self.outstanding.len() < self.window();
+                && self.outstanding.len() < self.window()
+                && self.paused_until.is_none()
+                && (config.rate_limit.is_none() || self.next_send_at <= now);
             tokio::select! {
                 biased;
                 _ = shutdown.changed(), if self.draining.is_none() => {
                     self.draining = Some(Instant::now() + config.response_timeout);
                 }
                 frame = self.link.reader.next() => match frame {
+                    None if self.unbind.is_some() => return End::Shutdown,
                     None => return End::Dropped(SmppError::Closed("connection closed".into())),
                     Some(Err(e)) => return End::Dropped(io_error(e)),
                     Some(Ok(raw)) => {
