@@ -146,7 +146,10 @@ pub(crate) struct Core {
     receipt_expiry: VecDeque<(Instant, String)>,
     /// Sequential mode: (deadline, segment whose receipt releases the next one).
     sequential_gates: VecDeque<(Instant, SegKey)>,
+    /// Receipts for no known segment, newest kept: maybe their `submit_sm_resp` is still on
+    /// its way (transmitter + receiver binds). Also receives receipts nobody asked for.
     orphans: HashMap<String, (Instant, Receipt)>,
+    orphan_order: VecDeque<(Instant, String)>,
     reassembler: Reassembler<String>,
     reassembly_started: HashMap<(String, ConcatReference), Instant>,
     sink: Option<Arc<dyn EventSink>>,
@@ -427,15 +430,16 @@ impl Core {
             return false;
         }
         let Some((norm, key)) = self.find_receipt_key(&receipt.message_id) else {
-            // Maybe its submit_sm_resp is still on its way.
-            if self.orphans.len() < ORPHAN_LIMIT {
-                self.orphans.insert(
-                    normalise_id(&receipt.message_id),
-                    (Instant::now() + ORPHAN_TTL, receipt),
-                );
-            } else {
-                debug!(id = %receipt.message_id, "receipt for an unknown message ignored");
+            // Maybe its submit_sm_resp is still on its way; the oldest such receipt goes when
+            // there are too many.
+            trace!(id = %receipt.message_id, "receipt for no known segment kept for a while");
+            while self.orphan_order.len() >= ORPHAN_LIMIT {
+                self.forget_oldest_orphan();
             }
+            let deadline = Instant::now() + ORPHAN_TTL;
+            let norm = normalise_id(&receipt.message_id);
+            self.orphan_order.push_back((deadline, norm.clone()));
+            self.orphans.insert(norm, (deadline, receipt));
             return false;
         };
         self.receipts.remove(&norm);
@@ -576,7 +580,13 @@ impl Core {
                 );
             }
         }
-        self.orphans.retain(|_, (deadline, _)| *deadline > now);
+        while self
+            .orphan_order
+            .front()
+            .is_some_and(|(deadline, _)| *deadline <= now)
+        {
+            self.forget_oldest_orphan();
+        }
         let expired: Vec<(String, ConcatReference)> = self
             .reassembly_started
             .iter()
@@ -587,6 +597,15 @@ impl Core {
             debug!(%from, reference = reference.number(), "partial MO expired");
             self.reassembler.drop_pending(&from, reference);
             self.reassembly_started.remove(&(from, reference));
+        }
+    }
+
+    fn forget_oldest_orphan(&mut self) {
+        if let Some((deadline, norm)) = self.orphan_order.pop_front() {
+            // Only if it was not replaced by a newer receipt with the same id.
+            if self.orphans.get(&norm).is_some_and(|(d, _)| *d == deadline) {
+                self.orphans.remove(&norm);
+            }
         }
     }
 
@@ -623,5 +642,140 @@ pub(crate) fn rejection(status: SmppStatus, generic_nack: bool) -> TransportErro
         TransportError::Rejected(format!("generic_nack {status}"))
     } else {
         TransportError::Rejected(status.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::udh::ConcatReference;
+    use crate::{split_packet, PacketKind};
+    use rusmpp::types::OctetString;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<DeliveryEvent>>);
+
+    impl EventSink for Collect {
+        fn deliver(&self, event: DeliveryEvent) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    fn core() -> (Core, Arc<Collect>) {
+        let mut core = Core::default();
+        let sink = Arc::new(Collect::default());
+        core.set_sink(sink.clone());
+        (core, sink)
+    }
+
+    fn msg(segments: usize, receipts: bool, sequential: bool) -> Msg {
+        let pdus = (0..segments)
+            .map(|i| {
+                SubmitSm::builder()
+                    .short_message(OctetString::from_vec(vec![i as u8; 10]).unwrap())
+                    .build()
+            })
+            .collect();
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        Msg::new(pdus, receipts, sequential, permit)
+    }
+
+    fn config() -> SmppConfig {
+        SmppConfig {
+            sequential_receipt_timeout: Duration::from_secs(1),
+            reassembly_timeout: Duration::from_secs(1),
+            ..SmppConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn sequential_gate_times_out() {
+        let (mut core, sink) = core();
+        let cfg = config();
+        core.add(MessageId(1), msg(2, true, true)).unwrap();
+        let (key, _) = core.take_next().unwrap();
+        assert!(core.take_next().is_none(), "segment 2 is held");
+        let t0 = Instant::now();
+        core.on_accepted(key, "a".into(), t0, &cfg);
+        core.sweep(t0 + Duration::from_millis(500), &cfg);
+        assert!(sink.0.lock().unwrap().is_empty());
+        core.sweep(t0 + Duration::from_secs(2), &cfg);
+        let events = sink.0.lock().unwrap().clone();
+        assert!(
+            matches!(
+                &events[..],
+                [DeliveryEvent::Failed {
+                    id: MessageId(1),
+                    error: TransportError::Timeout(_)
+                }]
+            ),
+            "{events:?}"
+        );
+        assert_eq!(core.in_progress(), 0);
+    }
+
+    #[tokio::test]
+    async fn attempts_are_bounded_but_throttling_is_not_counted() {
+        let (mut core, sink) = core();
+        core.add(MessageId(1), msg(1, false, false)).unwrap();
+        for _ in 0..10 {
+            let (key, _) = core.take_next().unwrap();
+            assert!(core.requeue(key, Requeue::Throttled, 2, "throttled"));
+        }
+        let (key, _) = core.take_next().unwrap();
+        assert!(core.requeue(key, Requeue::TimedOut, 2, "timeout"));
+        let (key, _) = core.take_next().unwrap();
+        assert!(!core.requeue(key, Requeue::TimedOut, 2, "no answer"));
+        let events = sink.0.lock().unwrap().clone();
+        assert!(
+            matches!(&events[..], [DeliveryEvent::Failed { error: TransportError::Timeout(why), .. }] if why.contains("after 2 attempts")),
+            "{events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_receipts_are_bounded_and_expire() {
+        let (mut core, _sink) = core();
+        for n in 0..ORPHAN_LIMIT + 10 {
+            core.on_receipt(Receipt {
+                message_id: format!("{n:x}"),
+                outcome: ReceiptOutcome::Delivered,
+            });
+        }
+        assert!(core.orphans.len() <= ORPHAN_LIMIT);
+        assert!(core
+            .orphans
+            .contains_key(&format!("{:x}", ORPHAN_LIMIT + 9)));
+        core.sweep(
+            Instant::now() + ORPHAN_TTL + Duration::from_secs(1),
+            &config(),
+        );
+        assert!(core.orphans.is_empty() && core.orphan_order.is_empty());
+    }
+
+    #[tokio::test]
+    async fn partial_mo_expires() {
+        let (mut core, sink) = core();
+        let parts = split_packet(
+            PacketKind::Response,
+            &[7; 200],
+            ConcatReference::EightBit(1),
+        )
+        .unwrap();
+        let mo = |ud: &[u8]| InboundSm {
+            source_addr: "49170".into(),
+            esm_class: 0x40,
+            short_message: ud.to_vec(),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        core.on_deliver(&mo(&parts[1]), t0);
+        assert_eq!(core.reassembler.len(), 1);
+        core.sweep(t0 + Duration::from_secs(2), &config());
+        assert!(core.reassembler.is_empty() && core.reassembly_started.is_empty());
+        // The first segment alone now waits for a new second one.
+        core.on_deliver(&mo(&parts[0]), t0);
+        core.on_deliver(&mo(&parts[1]), t0);
+        assert_eq!(sink.0.lock().unwrap().len(), 1);
     }
 }
