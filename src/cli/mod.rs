@@ -2,6 +2,7 @@
 
 mod demo;
 mod scp80;
+mod smsc_sim;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,8 @@ enum Command {
     },
     /// Walk one RFM command from the gateway to a card and back, on embedded defaults.
     Demo(demo::DemoArgs),
+    /// SMSC simulator: an SMPP server routing to a fleet of virtual UICCs.
+    SmscSim(smsc_sim::SmscSimArgs),
 }
 
 /// Runs a parsed command line.
@@ -32,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Scp80 { command } => scp80::run(command),
         Command::Demo(args) => demo::run(args),
+        Command::SmscSim(args) => smsc_sim::run(args),
     }
 }
 
