@@ -19,8 +19,8 @@
 //!   so the card sees the same counter.
 //! - **window and rate**: at most [`SmppConfig::window`] `submit_sm` without a response per
 //!   bind, optionally at most [`SmppConfig::rate_limit`] per second; responses are matched by
-//!   sequence number. Idle binds pull the next segment from one shared queue, so the load goes
-//!   to whichever bind has room (least outstanding first).
+//!   sequence number. The binds pull segments from one shared queue whenever their window has
+//!   room, so the load spreads over them and a slow or throttled bind takes less.
 //! - **answers**: ESME_RTHROTTLED (0x58) and ESME_RMSGQFUL (0x14) pause the bind, halve its
 //!   window and rate for a while and resend unchanged; ESME_RINVBNDSTS (0x04) drops and rebinds
 //!   the session and resends; any other error status fails the message with
