@@ -1,5 +1,6 @@
 //! otagw: an over-the-air gateway for SIM cards.
 pub mod correlation;
+pub mod dispatch;
 pub mod script;
 pub mod security;
 pub mod sim;

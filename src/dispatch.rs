@@ -1,0 +1,178 @@
+//! Runtime glue: send secured commands over a [`Transport`] and resolve each with the card's
+//! PoR (matched by [`PorCorrelator`]) or with the transport's failure.
+//!
+//! A PoR that fails verification is counted as rejected and the command keeps waiting (the real
+//! PoR may follow); a PoR that matches nothing is counted as unmatched. Neither is ever taken
+//! for the card's answer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use otagw_transport::{
+    DeliveryEvent, EventSink, MessageId, OutboundMessage, Transport, TransportError,
+};
+use tokio::sync::oneshot;
+
+use crate::correlation::{CorrelationError, PendingCommand, PorCorrelator};
+use crate::security::{CcScope, DecodedResponse};
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OtaOutcome {
+    /// The card's PoR, verified.
+    Por(DecodedResponse),
+    /// The transport gave up on it.
+    Failed(TransportError),
+}
+
+/// Counts of what came back that resolved nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchStats {
+    /// PoRs that failed verification against a pending command (bad CC, wrong keys, ...).
+    pub rejected_pors: u64,
+    /// PoRs matching no pending command.
+    pub unmatched_pors: u64,
+    /// Delivery reports seen.
+    pub delivered: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    correlator: Mutex<PorCorrelator<MessageId>>,
+    waiters: Mutex<HashMap<MessageId, oneshot::Sender<OtaOutcome>>>,
+    rejected: AtomicU64,
+    unmatched: AtomicU64,
+    delivered: AtomicU64,
+    last_rejection: Mutex<Option<String>>,
+}
+
+impl Inner {
+    fn resolve(&self, id: MessageId, outcome: OtaOutcome) {
+        let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(&id));
+        if let Some(w) = waiter {
+            let _ = w.send(outcome);
+        }
+    }
+}
+
+impl EventSink for Inner {
+    fn deliver(&self, event: DeliveryEvent) {
+        match event {
+            DeliveryEvent::ResponsePacket {
+                from,
+                packet,
+                sms_framing,
+            } => {
+                let scope = if sms_framing {
+                    CcScope::SmsUdh
+                } else {
+                    CcScope::FromRpl
+                };
+                let matched = match self.correlator.lock() {
+                    Ok(mut c) => c.on_response(&from, &packet, scope),
+                    Err(_) => return,
+                };
+                match matched {
+                    Ok((command, decoded)) => self.resolve(command.id, OtaOutcome::Por(decoded)),
+                    Err(e @ CorrelationError::Security { .. }) => {
+                        self.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("PoR rejected: {e}");
+                        if let Ok(mut l) = self.last_rejection.lock() {
+                            *l = Some(e.to_string());
+                        }
+                    }
+                    Err(e) => {
+                        self.unmatched.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("PoR unmatched: {e}");
+                    }
+                }
+            }
+            DeliveryEvent::Failed { id, error } => {
+                if let Ok(mut c) = self.correlator.lock() {
+                    c.remove(&id);
+                }
+                self.resolve(id, OtaOutcome::Failed(error));
+            }
+            DeliveryEvent::Delivered { .. } => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            DeliveryEvent::Accepted { .. } => {}
+        }
+    }
+}
+
+/// Sends commands and waits for their PoRs.
+pub struct OtaDispatcher {
+    transport: Arc<dyn Transport>,
+    inner: Arc<Inner>,
+}
+
+impl OtaDispatcher {
+    /// Takes over the transport's event sink.
+    pub fn new(transport: Arc<dyn Transport>) -> Self {
+        let inner = Arc::new(Inner::default());
+        transport.set_event_sink(inner.clone());
+        Self { transport, inner }
+    }
+
+    /// Sends `message` (whose payload is the secured packet of `pending`) and returns a receiver
+    /// for its outcome. The command waits for its PoR from the moment it is handed over.
+    pub async fn send(
+        &self,
+        message: OutboundMessage,
+        pending: PendingCommand<MessageId>,
+    ) -> Result<oneshot::Receiver<OtaOutcome>, TransportError> {
+        let id = message.id;
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.inner.waiters.lock() {
+            w.insert(id, tx);
+        }
+        if let Ok(mut c) = self.inner.correlator.lock() {
+            c.register(pending);
+        }
+        if let Err(e) = self.transport.send(message).await {
+            if let Ok(mut c) = self.inner.correlator.lock() {
+                c.remove(&id);
+            }
+            if let Ok(mut w) = self.inner.waiters.lock() {
+                w.remove(&id);
+            }
+            return Err(e);
+        }
+        Ok(rx)
+    }
+
+    /// Stops waiting for a command (timed out at the caller).
+    pub fn forget(&self, id: MessageId) {
+        if let Ok(mut c) = self.inner.correlator.lock() {
+            c.remove(&id);
+        }
+        if let Ok(mut w) = self.inner.waiters.lock() {
+            w.remove(&id);
+        }
+    }
+
+    /// Commands still waiting.
+    pub fn pending(&self) -> usize {
+        self.inner.correlator.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// What came back unresolved.
+    pub fn stats(&self) -> DispatchStats {
+        DispatchStats {
+            rejected_pors: self.inner.rejected.load(Ordering::Relaxed),
+            unmatched_pors: self.inner.unmatched.load(Ordering::Relaxed),
+            delivered: self.inner.delivered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The last rejected PoR's reason, for reports.
+    pub fn last_rejection(&self) -> Option<String> {
+        self.inner
+            .last_rejection
+            .lock()
+            .ok()
+            .and_then(|l| l.clone())
+    }
+}
