@@ -72,6 +72,9 @@ impl HandsetNetwork for CorruptPor {
     }
 }
 
+/// Builds the network behind the SMSC from the generated fleet.
+type NetworkOf = Box<dyn FnOnce(Fleet) -> Arc<dyn HandsetNetwork>>;
+
 struct Harness {
     smsc: SmscHandle,
     transport: Arc<SmppTransport>,
@@ -82,7 +85,7 @@ struct Harness {
 async fn harness(
     n: usize,
     faults: FaultConfig,
-    network: Option<Box<dyn FnOnce(Fleet) -> Arc<dyn HandsetNetwork>>>,
+    network: Option<NetworkOf>,
 ) -> Harness {
     let fleet = Fleet::generate(n, 7, FleetDefaults::default()).expect("fleet");
     let cards = cards_of(&fleet);
