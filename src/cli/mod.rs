@@ -2,6 +2,7 @@
 
 mod demo;
 mod scp80;
+mod sms_load;
 mod smsc_sim;
 
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// SMSC simulator: an SMPP server routing to a fleet of virtual UICCs.
     SmscSim(smsc_sim::SmscSimArgs),
+    /// End-to-end load: gateway -> SMSC simulator -> virtual cards -> PoR, per send window.
+    SmsLoad(sms_load::SmsLoadArgs),
 }
 
 /// Runs a parsed command line.
@@ -36,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scp80 { command } => scp80::run(command),
         Command::Demo(args) => demo::run(args),
         Command::SmscSim(args) => smsc_sim::run(args),
+        Command::SmsLoad(args) => sms_load::run(args),
     }
 }
 
