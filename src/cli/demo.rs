@@ -1,14 +1,19 @@
-//! `otagw demo`: one RFM command from the gateway to a card and its PoR back, on embedded
-//! defaults, through the real codecs (script, SCP80, SMS-PP framing, ENVELOPE, PoR). No network:
-//! the SMSC and the card are played in-process. The card's file system (the virtual UICC) comes
-//! with the SMPP transport; here the card side verifies, deciphers, checks the counter, parses
-//! the script and answers each command with 9000.
+//! `otagw demo`: RFM commands from the gateway to cards and their PoRs back, on embedded
+//! defaults. First through the codecs step by step (script, SCP80, SMS-PP framing, ENVELOPE,
+//! PoR) with the card side played inline; then over real SMPP sockets on loopback: the gateway's
+//! SMPP session -> the SMSC simulator -> virtual UICCs with file systems -> PoR as an MO.
 
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use otagw::correlation::PendingCommand;
+use otagw::dispatch::{OtaDispatcher, OtaOutcome};
 use otagw::script::{self, rfm, CardClass, RApdu, ScriptFormat, ScriptResponse};
 use otagw::security::command::encode_command_packet;
 use otagw::security::response::encode_response_packet;
@@ -16,10 +21,14 @@ use otagw::security::{
     check_counter, CcScope, CommandHeader, CommandPacketView, Counter, KeyConfig, KeyIdentifier,
     PorStatus, ResponseHeader, ResponsePacketView, Scp80Keys, Spi,
 };
+use otagw::sim::{Fleet, FleetDefaults};
+use otagw_sms::smpp::{SmppConfig, SmppTransport};
+use otagw_sms::smsc_sim::{SmscConfig, SmscSimulator};
 use otagw_sms::{
     split_packet, Accepted, Address, ConcatReference, PacketKind, Reassembler, SmsDeliver,
     SmsPpDownload,
 };
+use otagw_transport::{Destination, MessageId, OutboundMessage, Payload, SendOptions, Transport};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DemoAlgorithm {
@@ -216,8 +225,128 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // A replayed packet is refused by the card's counter check.
     let replay = check_counter(spi.counter, Counter::new(0x42)?, card_counter);
     println!(
-        "replay of counter 42 -> card answers {}",
+        "replay of counter 42 -> card answers {}\n",
         replay.err().map_or("accepted?!", PorStatus::name)
     );
+
+    over_smpp(&args, spi, kic)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The same over real sockets: the gateway's SMPP session -> the SMSC simulator (in-process, on
+/// loopback) -> virtual UICCs -> PoR back as an MO -> matched to its command and verified.
+fn over_smpp(args: &DemoArgs, spi: Spi, kic_kid: u8) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let fleet = Fleet::generate(3, 5, FleetDefaults::default())?;
+        let cards = super::sms_load::gateway_cards(&fleet, &spi, kic_kid)?;
+        let smsc = SmscSimulator::start(
+            SmscConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))),
+            Arc::new(fleet),
+        )
+        .await?;
+        let transport = Arc::new(SmppTransport::start(SmppConfig::new(
+            smsc.local_addr().to_string(),
+            "demo",
+            "demo",
+        ))?);
+        if !transport.wait_bound(Duration::from_secs(5)).await {
+            bail!("the gateway could not bind to the SMSC simulator");
+        }
+        println!(
+            "== over SMPP: gateway bound to the SMSC simulator on {}, 3 virtual cards",
+            smsc.local_addr()
+        );
+        let dyn_t: Arc<dyn Transport> = transport.clone();
+        let dispatcher = OtaDispatcher::new(dyn_t);
+        let mut spn = vec![0x01];
+        spn.extend_from_slice(args.spn.as_bytes());
+        spn.resize(17, 0xFF);
+        let update = vec![
+            rfm::select_fid(CardClass::Gsm, 0x3F00),
+            rfm::select_fid(CardClass::Gsm, 0x7F20),
+            rfm::select_fid(CardClass::Gsm, 0x6F46),
+            rfm::update_binary(CardClass::Gsm, 0, &spn)?,
+        ];
+        let read = vec![
+            rfm::select_fid(CardClass::Gsm, 0x3F00),
+            rfm::select_fid(CardClass::Gsm, 0x7F20),
+            rfm::select_fid(CardClass::Gsm, 0x6F46),
+            rfm::read_binary(CardClass::Gsm, 0, 17)?,
+        ];
+        let mut id = 0;
+        for card in &cards {
+            for (counter, (what, apdus)) in [("UPDATE EF SPN", &update), ("READ EF SPN", &read)]
+                .into_iter()
+                .enumerate()
+            {
+                id += 1;
+                let data = script::CommandScript::from_commands(apdus.clone())
+                    .encode(ScriptFormat::Compact)?;
+                let header = CommandHeader {
+                    spi,
+                    kic: KeyIdentifier(kic_kid),
+                    kid: KeyIdentifier(kic_kid),
+                    tar: [0xB0, 0x00, 0x10],
+                    counter: Counter::new(counter as u64 + 1)?,
+                };
+                let packet = encode_command_packet(&header, &card.keys, &data)?;
+                let message = OutboundMessage {
+                    id: MessageId(id),
+                    destination: Destination {
+                        msisdn: card.msisdn.clone(),
+                        iccid: None,
+                    },
+                    payload: Payload::SecuredPacket {
+                        packet,
+                        tar: header.tar,
+                        counter: header.counter.to_bytes(),
+                    },
+                    options: SendOptions {
+                        delivery_report: true,
+                        ..SendOptions::default()
+                    },
+                };
+                let pending = PendingCommand {
+                    id: MessageId(id),
+                    msisdn: card.msisdn.clone(),
+                    tar: header.tar,
+                    counter: header.counter,
+                    spi,
+                    keys: card.keys.clone(),
+                };
+                let rx = dispatcher.send(message, pending).await?;
+                let outcome = tokio::time::timeout(Duration::from_secs(10), rx)
+                    .await
+                    .context("no PoR within 10 s")??;
+                let OtaOutcome::Por(por) = outcome else {
+                    bail!("command {id} failed: {outcome:?}");
+                };
+                let resp = script::parse_compact_response(&por.data)?;
+                let last = resp.last();
+                println!(
+                    "+{} {what:<13} -> PoR {} ({}), {} executed, last SW {:04X} {}",
+                    card.msisdn,
+                    hex::encode([por.status.to_byte()]),
+                    por.status_name,
+                    resp.executed,
+                    last.map_or(0, |r| r.sw),
+                    last.map(|r| hex::encode(&r.data)).unwrap_or_default()
+                );
+            }
+        }
+        println!(
+            "SMSC: {} submits, {} command packets, {} MO PoRs, {} receipts",
+            smsc.stats().submits_received,
+            smsc.stats().command_packets,
+            smsc.stats().mo_sent,
+            smsc.stats().dlrs_sent
+        );
+        transport.shutdown().await;
+        smsc.shutdown().await;
+        Ok(())
+    })
 }

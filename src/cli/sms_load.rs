@@ -42,13 +42,17 @@ pub struct SmsLoadArgs {
     algorithm: String,
 }
 
-struct GatewayCard {
-    msisdn: String,
-    keys: Scp80Keys,
+pub(crate) struct GatewayCard {
+    pub(crate) msisdn: String,
+    pub(crate) keys: Scp80Keys,
 }
 
 /// The gateway's view of the fleet: the vendor file the simulator's cards come from.
-fn gateway_cards(fleet: &Fleet, spi: &Spi, kic_kid: u8) -> anyhow::Result<Vec<GatewayCard>> {
+pub(crate) fn gateway_cards(
+    fleet: &Fleet,
+    spi: &Spi,
+    kic_kid: u8,
+) -> anyhow::Result<Vec<GatewayCard>> {
     let text = fleet.to_vendor_file();
     let mut lines = text.lines();
     let header: Vec<&str> = lines
