@@ -602,3 +602,53 @@ fn fleet_card() -> VirtualCard {
         .unwrap()
         .with_key_set(otagw::sim::KeySet::new(1, &gw.kic_key, &gw.kid_key).unwrap())
 }
+
+#[test]
+fn implicit_codings_use_the_fleet_defaults() {
+    use otagw::security::{CipherAlgorithm, IntegrityAlgorithm};
+    let defaults = FleetDefaults {
+        kic_algorithm: Some(CipherAlgorithm::AesCbc),
+        kid_algorithm: Some(IntegrityAlgorithm::AesCmac),
+        ..FleetDefaults::default()
+    };
+    let fleet = Fleet::from_vendor_file(&vendor_file(), defaults).unwrap();
+    let gw = Gateway::new(0x10, 0x10);
+    let spi = Spi::from_bytes(SPI_FULL);
+    let cfg = KeyConfig {
+        kic_key: Some(&gw.kic_key),
+        kid_key: Some(&gw.kid_key),
+        kic_algorithm: defaults.kic_algorithm,
+        kid_algorithm: defaults.kid_algorithm,
+        cc_len: None,
+    };
+    let keys = Scp80Keys::resolve(&spi, 0x10, 0x10, &cfg).unwrap();
+    let header = CommandHeader {
+        spi,
+        kic: KeyIdentifier(0x10),
+        kid: KeyIdentifier(0x10),
+        tar: TAR_RFM_GSM,
+        counter: Counter::new(1).unwrap(),
+    };
+    let script = compact(vec![rfm::select_fid(CardClass::Gsm, 0x7F20)]);
+    let packet = encode_command_packet(&header, &keys, &script).unwrap();
+    let por = send(&fleet, &packet).unwrap();
+    let d = ResponsePacketView::parse_sms(&por.user_data)
+        .unwrap()
+        .open(&spi, &keys, CcScope::SmsUdh)
+        .unwrap();
+    assert_eq!(
+        (d.status, d.protection),
+        (PorStatus::Ok, PorProtection::AsRequested)
+    );
+    // Without the defaults the card cannot tell the algorithm: 05 in clear.
+    let plain = self::fleet();
+    let por = send(&plain, &packet).unwrap();
+    let d = ResponsePacketView::parse_sms(&por.user_data)
+        .unwrap()
+        .open(&spi, &keys, CcScope::SmsUdh)
+        .unwrap();
+    assert_eq!(
+        (d.status, d.protection),
+        (PorStatus::CipheringError, PorProtection::UnprotectedError)
+    );
+}

@@ -694,3 +694,127 @@ impl VirtualCard {
             .map(|p| por_reply(p, spi))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_checks() {
+        let c =
+            VirtualCard::new("8949000000000000001F", "262011234567890", "+491700000001").unwrap();
+        assert_eq!(
+            (c.iccid(), c.imsi(), c.msisdn()),
+            (
+                "8949000000000000001".to_string(),
+                "262011234567890".to_string(),
+                "491700000001".to_string()
+            )
+        );
+        let e = VirtualCard::new("894900000000000000", "262011234567890", "1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ICCID \"894900000000000000\" is not valid: expected 19 or 20 digits (20 characters when F-padded)"
+        );
+        assert!(VirtualCard::new("8949000000000000001", "26201", "1").is_err());
+        assert!(VirtualCard::new("8949000000000000001", "2620112345678901", "1").is_err());
+        assert!(VirtualCard::new("8949000000000000001", "262011234567890", "").is_err());
+        assert!(
+            VirtualCard::new("8949000000000000001", "262011234567890", "1234567890123456").is_err()
+        );
+        assert!(VirtualCard::new("894900000000000000FF", "262011234567890", "1").is_err());
+    }
+
+    #[test]
+    fn key_sets() {
+        assert_eq!(
+            KeySet::new(16, &[], &[]).unwrap_err(),
+            CardError::KeyVersion(16)
+        );
+        assert_eq!(
+            KeySet::new(1, &[0; 15], &[]).unwrap_err().to_string(),
+            "KIc key of 15 octets: SCP80 keys are 8, 16, 24 or 32 octets"
+        );
+        assert_eq!(
+            KeySet::new(1, &[0; 16], &[0; 32])
+                .unwrap()
+                .with_algorithms(None, Some(IntegrityAlgorithm::TripleDes2KeyCbcMac))
+                .unwrap_err()
+                .to_string(),
+            "KID key of 32 octets does not fit 3des-2key (16 octets)"
+        );
+        let ks = KeySet::new(2, &[1; 16], &[2; 16])
+            .unwrap()
+            .with_counter(Counter::new(7).unwrap());
+        assert!(!format!("{ks:?}").contains("0101"), "keys never printed");
+        let mut card = VirtualCard::new("8949000000000000001", "262011234567890", "1")
+            .unwrap()
+            .with_key_set(ks)
+            .with_key_set(KeySet::new(1, &[3; 8], &[]).unwrap());
+        assert_eq!(
+            card.key_sets()
+                .iter()
+                .map(KeySet::version)
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        card.set_key_set(KeySet::new(2, &[4; 16], &[]).unwrap());
+        assert_eq!(card.key_set(2).unwrap().kic(), &[4; 16]);
+        assert_eq!(card.key_set(2).unwrap().counter().value(), 0);
+        assert!(card.set_counter(2, Counter::new(9).unwrap()));
+        assert!(!card.set_counter(3, Counter::new(9).unwrap()));
+    }
+
+    #[test]
+    fn scripts_without_scp80() {
+        let mut card = VirtualCard::new("8949000000000000001", "262011234567890", "1").unwrap();
+        assert_eq!(card.run_script([1, 2, 3], &[]), None);
+        // A read-only RAM script leaves no registry behind.
+        let r = card
+            .run_script(TAR_RAM_ISD, &hex::decode("80F24002024F00").unwrap())
+            .unwrap();
+        assert_eq!(r, vec![1, 0x6A, 0x88]);
+        assert!(card.ram.is_none());
+        assert!(card.registry().applets().is_empty());
+        let r = card
+            .run_script(
+                TAR_RFM_USIM,
+                &hex::decode("00A4000C026F0700B0000009").unwrap(),
+            )
+            .unwrap();
+        assert_eq!(hex::encode(r), "029000082926102143658709");
+        assert_eq!(card.read_file(&[0x7F20]), None);
+        assert_eq!(card.read_file(&[0x2FE2]).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn classification() {
+        let spi = Spi::from_bytes([0x16, 0x39]);
+        let clear = Spi::from_bytes([0x12, 0x29]);
+        let mismatch = SecurityError::IntegrityMismatch {
+            kind: "CC",
+            received: String::new(),
+            computed: String::new(),
+        };
+        assert_eq!(classify(&mismatch, &spi), PorStatus::RcCcDsFailed);
+        let padding = SecurityError::InvalidPadding {
+            pcntr: 9,
+            available: 1,
+        };
+        assert_eq!(classify(&padding, &spi), PorStatus::CipheringError);
+        assert_eq!(
+            classify(&padding, &clear),
+            PorStatus::UndefinedSecurityError
+        );
+        let kic = SecurityError::ImplicitAlgorithm {
+            field: "KIc",
+            value: 0x10,
+        };
+        assert_eq!(classify(&kic, &spi), PorStatus::CipheringError);
+        let kid = SecurityError::ImplicitAlgorithm {
+            field: "KID",
+            value: 0x10,
+        };
+        assert_eq!(classify(&kid, &spi), PorStatus::UndefinedSecurityError);
+    }
+}

@@ -3,7 +3,9 @@
 //!
 //! Vendor file format: any lines before the header are ignored (vendors put a description
 //! block there); the header is `VAR_OUT:` followed by comma-separated column names; each later
-//! non-blank line is one card with as many comma-separated fields.
+//! non-blank line is one card with as many comma-separated fields. (Files whose header
+//! separates names with `/` or spaces, and whose rows separate fields with spaces, as some
+//! vendors write them, are read too.)
 //!
 //! | column | meaning |
 //! |---|---|
@@ -432,9 +434,16 @@ impl Fleet {
             let Some((n, line)) = lines.next() else {
                 return Err(FleetError::MissingHeader);
             };
-            let upper = line.to_ascii_uppercase();
+            let upper = line.trim_start_matches('\u{feff}').to_ascii_uppercase();
             if let Some(rest) = upper.strip_prefix("VAR_OUT:") {
-                let names: Vec<String> = rest.split(',').map(|c| c.trim().to_string()).collect();
+                let names: Vec<String> = if rest.contains(',') {
+                    rest.split(',').map(|c| c.trim().to_string()).collect()
+                } else {
+                    rest.split(|c: char| c == '/' || c.is_whitespace())
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                };
                 break (n, names);
             }
         };
@@ -483,7 +492,11 @@ impl Fleet {
             if line.is_empty() {
                 continue;
             }
-            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            let fields: Vec<&str> = if line.contains(',') {
+                line.split(',').map(str::trim).collect()
+            } else {
+                line.split_whitespace().collect()
+            };
             if fields.len() != kinds.len() {
                 return Err(FleetError::FieldCount {
                     line: n,
@@ -810,6 +823,17 @@ VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID
             .unwrap_err()
             .to_string(),
             "line 4, field KIC: 8 octets do not fit 3des-2key (16 octets)"
+        );
+    }
+
+    #[test]
+    fn slash_and_space_separated_files() {
+        let text = "\u{feff}var_out: ICCID/IMSI/MSISDN/PIN1/KIC/KID\r\n\
+8949000000000000001F 262010000000001 491700000001 1234 00112233445566778899AABBCCDDEEFF FFEEDDCCBBAA99887766554433221100\r\n";
+        let fleet = Fleet::from_vendor_file(text, FleetDefaults::default()).unwrap();
+        assert_eq!(
+            fleet.with_card("491700000001", |c| hex::encode(c.key_set(1).unwrap().kid())),
+            Some("ffeeddccbbaa99887766554433221100".to_string())
         );
     }
 
