@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use otagw_sms::smpp::{BindMode, SmppConfig, SmppError, SmppStatus, SmppTransport};
+use otagw_sms::smpp::{
+    BindMode, PemSource, SmppConfig, SmppError, SmppStatus, SmppTls, SmppTransport,
+};
 use otagw_transport::{
     DeliveryEvent, Destination, EventSink, MessageId, OutboundMessage, Payload, SendOptions,
     Transport, TransportError,
@@ -965,11 +967,11 @@ async fn sequential_segments_wait_for_each_receipt() {
 #[tokio::test]
 async fn configuration_errors_are_typed() {
     let mut c = config("127.0.0.1:1");
-    c.tls = true;
-    assert_eq!(
-        SmppTransport::start(c).unwrap_err(),
-        SmppError::TlsNotSupported
-    );
+    c.tls = Some(SmppTls::new(PemSource::pem("no certificate here")));
+    assert!(matches!(
+        SmppTransport::start(c),
+        Err(SmppError::InvalidConfig(why)) if why.contains("tls.ca")
+    ));
     let mut c = config("127.0.0.1:1");
     c.password = "ninechars".into();
     assert!(matches!(

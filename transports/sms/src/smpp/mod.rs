@@ -10,6 +10,16 @@
 //!   [`SmppConfig::enquire_link_interval`] (section 4.11) and is dropped when one goes unanswered,
 //!   reconnects with exponential backoff and jitter ([`ReconnectBackoff`]), and is closed with
 //!   `unbind` by [`SmppTransport::shutdown`] (section 4.2).
+//! - **TLS** (optional, [`SmppConfig::tls`], rustls on ring): each connection runs the TLS
+//!   handshake right after the TCP connect and before the bind, trusting only the configured
+//!   CA certificates, checking the configured server name (default: the host part of
+//!   [`SmppConfig::address`]) and presenting a client certificate when one is given (mutual
+//!   TLS). A failed handshake, or a TLS alert from the SMSC before the bind completes, is a
+//!   typed [`SmppError::Tls`] naming the reason ([`TlsFailure`]: unknown CA, name mismatch,
+//!   expired, alert, not TLS, ...) in the bind's [`BindStatus::last_error`], and is retried
+//!   with the reconnect backoff like a failed connect. Unusable settings (unreadable PEM, no
+//!   certificate, a key that does not fit) are refused by [`SmppTransport::start`] as
+//!   [`SmppError::InvalidConfig`]. The session itself is the same over TCP and TLS.
 //! - **send**: a secured packet is framed by [`crate::split_packet`] (UDH `02 70 00`, or the
 //!   concatenation IE + `70 00` then the concatenation IE alone) and each segment becomes one
 //!   `submit_sm` with esm_class 0x40 (UDHI), protocol_id 0x7F (SIM data download) and the
@@ -36,11 +46,13 @@ mod inbound;
 mod session;
 mod state;
 mod status;
+pub(crate) mod tls;
 mod transport;
 
 use std::time::Duration;
 
 pub use status::SmppStatus;
+pub use tls::{PemSource, SmppTls, TlsFailure, TlsIdentity};
 pub use transport::{BindRole, BindStatus, SmppTransport};
 
 /// How each bind connects to the SMSC (SMPP 3.4 section 2.2).
@@ -139,7 +151,7 @@ pub struct SmppConfig {
     pub enquire_link_interval: Duration,
     /// How long to wait for any response (`bind_resp`, `submit_sm_resp`, `enquire_link_resp`).
     pub response_timeout: Duration,
-    /// TCP connect timeout.
+    /// TCP connect timeout; with [`SmppConfig::tls`] the TLS handshake gets as long again.
     pub connect_timeout: Duration,
     /// Reconnect delays after a failed connect / bind or a dropped session.
     pub reconnect: ReconnectBackoff,
@@ -169,9 +181,10 @@ pub struct SmppConfig {
     pub queue_capacity: usize,
     /// Largest PDU accepted from the SMSC (command_length); a larger one drops the session.
     pub max_pdu_len: usize,
-    /// SMPP over TLS. Not supported yet: `SmppTransport::start` answers
-    /// [`SmppError::TlsNotSupported`].
-    pub tls: bool,
+    /// SMPP over TLS: `None` (the default) is plain TCP; `Some` runs a TLS handshake on
+    /// each connection before the bind ([`SmppTls`]: CA, server name, client certificate).
+    /// A failed handshake is a [`SmppError::Tls`] and is retried like a failed connect.
+    pub tls: Option<SmppTls>,
 }
 
 impl SmppConfig {
@@ -216,7 +229,7 @@ impl Default for SmppConfig {
             reassembly_timeout: Duration::from_secs(600),
             queue_capacity: 100_000,
             max_pdu_len: 65_536,
-            tls: false,
+            tls: None,
         }
     }
 }
@@ -224,9 +237,6 @@ impl Default for SmppConfig {
 /// What goes wrong with the SMPP session itself (not with one message).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SmppError {
-    /// `tls: true` was asked for; there is no TLS stack in this crate yet.
-    #[error("SMPP over TLS is not supported yet (no TLS stack in otagw-sms)")]
-    TlsNotSupported,
     /// A configuration value is out of range.
     #[error("invalid SMPP configuration: {0}")]
     InvalidConfig(String),
@@ -240,6 +250,15 @@ pub enum SmppError {
         address: String,
         /// Why.
         reason: String,
+    },
+    /// The TLS handshake with the SMSC failed (or the SMSC ended the TLS session with an
+    /// alert): unknown CA, name mismatch, ... ([`TlsFailure`]).
+    #[error("TLS with {address} failed: {failure}")]
+    Tls {
+        /// The SMSC address.
+        address: String,
+        /// Why.
+        failure: TlsFailure,
     },
     /// The SMSC answered the bind with an error status.
     #[error("bind rejected by the SMSC: {0}")]

@@ -11,8 +11,7 @@ use rusmpp::pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSmResp
 use rusmpp::types::COctetString;
 use rusmpp::values::{InterfaceVersion, Npi, Ton};
 use rusmpp::{Command, CommandStatus, Pdu};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -23,6 +22,7 @@ use tracing::{debug, info, trace, warn};
 use super::frame::{self, id, RawCodec, RawPdu};
 use super::inbound::InboundSm;
 use super::state::{rejection, Requeue, SegKey, Shared};
+use super::tls::TlsFailure;
 use super::transport::{BindRole, BindStatus};
 use super::{SmppError, SmppStatus};
 
@@ -133,15 +133,34 @@ impl Backoff {
     }
 }
 
-/// A connected socket: frames in, a writer task out.
+/// The read half of a connection, plain TCP or TLS.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A connected socket (plain or TLS): frames in, a writer task out.
 struct Link {
-    reader: FramedRead<OwnedReadHalf, RawCodec>,
+    reader: FramedRead<ReadHalf, RawCodec>,
     out: mpsc::UnboundedSender<Bytes>,
     writer: JoinHandle<()>,
     sequence: u32,
 }
 
 impl Link {
+    /// Frames `read` and starts the writer task on `write`: the session above does not know
+    /// which stream it runs on.
+    fn new<R, W>(read: R, write: W, max_pdu_len: usize) -> Self
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let (out, rx) = mpsc::unbounded_channel();
+        Self {
+            reader: FramedRead::new(Box::new(read) as ReadHalf, RawCodec::new(max_pdu_len)),
+            out,
+            writer: tokio::spawn(write_loop(write, rx)),
+            sequence: 0,
+        }
+    }
+
     /// sequence_number 1 to 0x7FFFFFFF, then again from 1 (SMPP 3.4 section 3.2).
     fn next_sequence(&mut self) -> u32 {
         self.sequence = if self.sequence >= 0x7FFF_FFFF {
@@ -175,7 +194,7 @@ impl Link {
     }
 }
 
-async fn write_loop(mut socket: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut socket: W, mut rx: mpsc::UnboundedReceiver<Bytes>) {
     let mut buffer = BytesMut::new();
     while let Some(first) = rx.recv().await {
         buffer.extend_from_slice(&first);
@@ -185,7 +204,12 @@ async fn write_loop(mut socket: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<
                 Err(_) => break,
             }
         }
-        if let Err(e) = socket.write_all(&buffer).await {
+        // flush: a TLS stream may keep records buffered after write_all (no-op for TCP).
+        let written = match socket.write_all(&buffer).await {
+            Ok(()) => socket.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             debug!(error = %e, "SMPP write failed");
             return;
         }
@@ -231,14 +255,48 @@ fn expected_bind_resp(role: BindRole) -> u32 {
     }
 }
 
-fn io_error(e: frame::FrameError) -> SmppError {
+/// A read failure: a TLS failure when rustls reports one (for example the SMSC's alert after a
+/// TLS 1.3 handshake that refused our client certificate), otherwise I/O or framing.
+fn read_error(shared: &Shared, e: frame::FrameError) -> SmppError {
     match e {
-        frame::FrameError::Io(e) => SmppError::Io(e.to_string()),
+        frame::FrameError::Io(e) => {
+            let failure = shared
+                .tls
+                .as_ref()
+                .and_then(|tls| TlsFailure::from_rustls_io(&e, &tls.name));
+            match failure {
+                Some(failure) => SmppError::Tls {
+                    address: shared.config.address.clone(),
+                    failure,
+                },
+                None => SmppError::Io(e.to_string()),
+            }
+        }
+        frame::FrameError::BadLength { length, .. }
+            if shared.tls.is_none() && looks_like_tls_record(length) =>
+        {
+            SmppError::Protocol(format!(
+                "{e} (that is a TLS record: the SMSC expects TLS, see SmppConfig::tls)"
+            ))
+        }
         other => SmppError::Protocol(other.to_string()),
     }
 }
 
-async fn connect_and_bind(shared: &Shared, role: BindRole) -> Result<Link, SmppError> {
+/// Whether the 4 octets read as command_length start a TLS record (handshake or alert,
+/// version 3.x): what a plain ESME gets from a TLS port.
+fn looks_like_tls_record(length: u32) -> bool {
+    let [content_type, major, minor, _] = length.to_be_bytes();
+    matches!(content_type, 0x15 | 0x16) && major == 0x03 && minor <= 0x04
+}
+
+/// A TLS peer that closed the TCP connection without close_notify: as good as closed.
+fn is_unclean_close(e: &frame::FrameError) -> bool {
+    matches!(e, frame::FrameError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof)
+}
+
+/// TCP connect, then the TLS handshake when configured.
+async fn connect(shared: &Shared) -> Result<Link, SmppError> {
     let config = &shared.config;
     let stream = match timeout(config.connect_timeout, TcpStream::connect(&config.address)).await {
         Err(_) => return Err(SmppError::Timeout("TCP connect")),
@@ -251,14 +309,28 @@ async fn connect_and_bind(shared: &Shared, role: BindRole) -> Result<Link, SmppE
         Ok(Ok(stream)) => stream,
     };
     let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
-    let (out, rx) = mpsc::unbounded_channel();
-    let mut link = Link {
-        reader: FramedRead::new(read, RawCodec::new(config.max_pdu_len)),
-        out,
-        writer: tokio::spawn(write_loop(write, rx)),
-        sequence: 0,
+    let Some(tls) = &shared.tls else {
+        let (read, write) = stream.into_split();
+        return Ok(Link::new(read, write, config.max_pdu_len));
     };
+    let handshake = tls.connector.connect(tls.server_name.clone(), stream);
+    match timeout(config.connect_timeout, handshake).await {
+        Err(_) => Err(SmppError::Timeout("TLS handshake")),
+        Ok(Err(e)) => Err(SmppError::Tls {
+            address: config.address.clone(),
+            failure: TlsFailure::from_handshake_io(&e, &tls.name),
+        }),
+        Ok(Ok(stream)) => {
+            debug!(server_name = %tls.name, "TLS handshake done");
+            let (read, write) = tokio::io::split(stream);
+            Ok(Link::new(read, write, config.max_pdu_len))
+        }
+    }
+}
+
+async fn connect_and_bind(shared: &Shared, role: BindRole) -> Result<Link, SmppError> {
+    let config = &shared.config;
+    let mut link = connect(shared).await?;
     let sequence = link.next_sequence();
     let bind = match bind_command(shared, role, sequence) {
         Ok(bind) => bind,
@@ -274,7 +346,10 @@ async fn connect_and_bind(shared: &Shared, role: BindRole) -> Result<Link, SmppE
         let raw = match timeout_at(deadline, link.reader.next()).await {
             Err(_) => break Err(SmppError::Timeout("bind response")),
             Ok(None) => break Err(SmppError::Closed("connection closed during bind".into())),
-            Ok(Some(Err(e))) => break Err(io_error(e)),
+            Ok(Some(Err(e))) if is_unclean_close(&e) => {
+                break Err(SmppError::Closed("connection closed during bind".into()))
+            }
+            Ok(Some(Err(e))) => break Err(read_error(shared, e)),
             Ok(Some(Ok(raw))) => raw,
         };
         if raw.sequence == sequence
@@ -428,7 +503,13 @@ impl<'a> Session<'a> {
                 frame = self.link.reader.next() => match frame {
                     None if self.unbind.is_some() => return End::Shutdown,
                     None => return End::Dropped(SmppError::Closed("connection closed".into())),
-                    Some(Err(e)) => return End::Dropped(io_error(e)),
+                    Some(Err(e)) if is_unclean_close(&e) && self.unbind.is_some() => {
+                        return End::Shutdown
+                    }
+                    Some(Err(e)) if is_unclean_close(&e) => {
+                        return End::Dropped(SmppError::Closed("connection closed".into()))
+                    }
+                    Some(Err(e)) => return End::Dropped(read_error(self.shared, e)),
                     Some(Ok(raw)) => {
                         if let Some(end) = self.on_pdu(raw) {
                             return end;

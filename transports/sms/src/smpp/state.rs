@@ -18,6 +18,7 @@ use tracing::{debug, trace, warn};
 use super::inbound::{
     decimal_id_as_hex, normalise_id, parse_receipt, InboundSm, Receipt, ReceiptOutcome,
 };
+use super::tls::ClientTls;
 use super::{SmppConfig, SmppStatus};
 use crate::concat::{parse_segment, Accepted, Reassembler};
 use crate::udh::{ConcatReference, PacketKind};
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     pub permits: Arc<Semaphore>,
     /// Concatenation reference counter.
     pub next_reference: AtomicU32,
+    /// TLS settings when [`SmppConfig::tls`] is set, loaded once at start.
+    pub tls: Option<ClientTls>,
 }
 
 impl Shared {
@@ -52,6 +55,7 @@ impl Shared {
             work: Notify::new(),
             permits,
             next_reference: AtomicU32::new(0),
+            tls: None,
         }
     }
 

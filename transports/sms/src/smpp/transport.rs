@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::encode::{destination, relative_validity, segments};
 use super::session::{run_bind, StatusSlot};
 use super::state::{Msg, Shared};
+use super::tls::ClientTls;
 use super::{BindMode, ConcatWidth, SmppConfig, SmppError};
 use crate::udh::ConcatReference;
 
@@ -69,9 +70,6 @@ impl std::fmt::Debug for SmppTransport {
 
 fn validate(config: &SmppConfig) -> Result<(), SmppError> {
     let invalid = |what: String| Err(SmppError::InvalidConfig(what));
-    if config.tls {
-        return Err(SmppError::TlsNotSupported);
-    }
     let ascii_max =
         |value: &str, max: usize| value.is_ascii() && !value.contains('\0') && value.len() <= max;
     if !ascii_max(&config.system_id, 15) {
@@ -124,7 +122,15 @@ impl SmppTransport {
         let housekeeping_every = (config.reassembly_timeout / 4)
             .min(config.sequential_receipt_timeout / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
-        let shared = Arc::new(Shared::new(config));
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| ClientTls::new(tls, &config.address))
+            .transpose()
+            .map_err(SmppError::InvalidConfig)?;
+        let mut shared = Shared::new(config);
+        shared.tls = tls;
+        let shared = Arc::new(shared);
         let (shutdown, _) = watch::channel(false);
         let mut statuses = Vec::new();
         let mut tasks = Vec::new();

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::smpp::{PemSource, TlsIdentity};
+
 /// An accepted ESME account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -55,6 +57,36 @@ impl Default for FaultConfig {
     }
 }
 
+/// TLS on the simulator's listener ([`SmscConfig::tls`]): every connection
+/// must complete a TLS handshake before its first PDU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmscTls {
+    /// The simulator's certificate chain and key.
+    pub identity: TlsIdentity,
+    /// When set, ESMEs must present a certificate that chains to these CA certificates
+    /// (mutual TLS); otherwise none is asked for.
+    pub client_ca: Option<PemSource>,
+    /// A connection whose handshake has not completed in this time is closed.
+    pub handshake_timeout: Duration,
+}
+
+impl SmscTls {
+    /// Serves `identity`, asks for no client certificate, 10 s handshake timeout.
+    pub fn new(identity: TlsIdentity) -> Self {
+        Self {
+            identity,
+            client_ca: None,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Requires client certificates issued by `ca`.
+    pub fn with_client_ca(mut self, ca: PemSource) -> Self {
+        self.client_ca = Some(ca);
+        self
+    }
+}
+
 /// How the simulator listens, authenticates and behaves.
 #[derive(Debug, Clone)]
 pub struct SmscConfig {
@@ -93,6 +125,9 @@ pub struct SmscConfig {
     /// Also put the classic receipt text in short_message of a receipt that carries a PoR in
     /// message_payload. Off by default: SMPP 3.4 wants sm_length 0 when message_payload is used.
     pub receipt_text_with_payload: bool,
+    /// TLS on the listener: `None` (the default) serves plain SMPP; `Some` serves only TLS
+    /// connections (a plain client is dropped when its handshake fails).
+    pub tls: Option<SmscTls>,
 }
 
 impl Default for SmscConfig {
@@ -111,6 +146,7 @@ impl Default for SmscConfig {
             backlog_limit: 100_000,
             redeliver_unacked: true,
             receipt_text_with_payload: false,
+            tls: None,
         }
     }
 }

@@ -8,6 +8,12 @@
 //! inline (the network is called there) and one writer task fed by a channel, which batches
 //! whatever is queued into one write.
 //!
+//! With [`SmscConfig::tls`] ([`SmscTls`]: certificate chain and key, optionally the CA that
+//! client certificates must chain to) the listener serves only TLS: each connection completes
+//! a TLS handshake (bounded by [`SmscTls::handshake_timeout`]) and then runs the same session
+//! as over plain TCP; failed or timed-out handshakes are counted in
+//! [`SmscStats::tls_handshake_failures`] and the connection is dropped.
+//!
 //! Conventions (SMPP 3.4):
 //! - binds: bind_transmitter / bind_receiver / bind_transceiver answered with the SMSC's
 //!   system_id and sc_interface_version 0x34; refused with ESME_RINVPASWD (wrong password),
@@ -85,7 +91,8 @@ mod server;
 mod session;
 mod stats;
 
-pub use config::{Credentials, FaultConfig, SmscConfig};
+pub use crate::smpp::{PemSource, TlsIdentity};
+pub use config::{Credentials, FaultConfig, SmscConfig, SmscTls};
 pub use pdu::{receipt_date, receipt_text, ReceiptState};
 pub use rng::XorShift64;
 pub use server::{SmscHandle, SmscSimulator};

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::config::SmscConfig;
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     pub root: CancellationToken,
     /// Parent of every session's token (a child of `root`); replaced by `disconnect_all`.
     pub sessions: Mutex<CancellationToken>,
+    /// The TLS acceptor when [`SmscConfig::tls`] is set.
+    tls: Option<TlsAcceptor>,
     message_ids: AtomicU64,
     concat_refs: AtomicU32,
     session_ids: AtomicU64,
@@ -63,11 +66,19 @@ pub struct SmscSimulator;
 impl SmscSimulator {
     /// Binds the listener and starts serving on the current tokio runtime.
     ///
-    /// Fails only if the listen address cannot be bound.
+    /// Fails if the TLS settings cannot be loaded (`InvalidInput`, saying what is wrong) or if
+    /// the listen address cannot be bound.
     pub async fn start(
         config: SmscConfig,
         network: Arc<dyn HandsetNetwork>,
     ) -> io::Result<SmscHandle> {
+        let tls = match &config.tls {
+            None => None,
+            Some(tls) => Some(
+                crate::smpp::tls::acceptor(tls)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            ),
+        };
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let base = config.message_id_base.unwrap_or_else(|| {
@@ -85,6 +96,7 @@ impl SmscSimulator {
             message_ids: AtomicU64::new(base.max(1)),
             concat_refs: AtomicU32::new(1),
             session_ids: AtomicU64::new(1),
+            tls,
             network,
             config,
         });
@@ -93,7 +105,7 @@ impl SmscSimulator {
         tokio::spawn(accept_loop(shared.clone(), listener, done_tx.clone()));
         tokio::spawn(sweep_loop(shared.clone(), done_tx));
 
-        tracing::info!(%local_addr, "SMSC simulator listening");
+        tracing::info!(%local_addr, tls = shared.tls.is_some(), "SMSC simulator listening");
         Ok(SmscHandle {
             local_addr,
             shared,
@@ -110,7 +122,16 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, done: mpsc::Sen
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tracing::debug!(%peer, "ESME connected");
-                    tokio::spawn(session::run(shared.clone(), stream, done.clone()));
+                    let _ = stream.set_nodelay(true);
+                    match shared.tls.clone() {
+                        None => {
+                            let (reader, writer) = stream.into_split();
+                            tokio::spawn(session::run(shared.clone(), reader, writer, done.clone()));
+                        }
+                        Some(acceptor) => {
+                            tokio::spawn(accept_tls(shared.clone(), acceptor, stream, peer, done.clone()));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
@@ -118,6 +139,42 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, done: mpsc::Sen
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+        }
+    }
+}
+
+/// The TLS handshake (bounded by the configured timeout and by shutdown), then the same
+/// session as over plain TCP.
+async fn accept_tls(
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    done: mpsc::Sender<()>,
+) {
+    let limit = shared
+        .config
+        .tls
+        .as_ref()
+        .map_or(Duration::from_secs(10), |t| t.handshake_timeout);
+    let outcome = tokio::select! {
+        biased;
+        _ = shared.root.cancelled() => return,
+        r = tokio::time::timeout(limit, acceptor.accept(stream)) => r,
+    };
+    match outcome {
+        Ok(Ok(stream)) => {
+            tracing::debug!(%peer, "TLS handshake done");
+            let (reader, writer) = tokio::io::split(stream);
+            session::run(shared, reader, writer, done).await;
+        }
+        Ok(Err(e)) => {
+            Counters::inc(&shared.counters.tls_handshake_failures);
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            Counters::inc(&shared.counters.tls_handshake_failures);
+            tracing::debug!(%peer, "TLS handshake timed out");
         }
     }
 }

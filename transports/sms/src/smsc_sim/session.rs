@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use rusmpp::decode::DecodeWithLength;
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -56,13 +54,19 @@ struct Session {
     state: State,
 }
 
-/// Serves one connection until the peer leaves, unbinds, sends unframeable bytes, goes silent,
-/// or the simulator shuts down.
-pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, _done: mpsc::Sender<()>) {
-    let _ = stream.set_nodelay(true);
+/// Serves one connection (the two halves of a TCP or TLS stream) until the peer leaves,
+/// unbinds, sends unframeable bytes, goes silent, or the simulator shuts down.
+pub(crate) async fn run<R, W>(
+    shared: Arc<Shared>,
+    mut reader: R,
+    writer: W,
+    _done: mpsc::Sender<()>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     Counters::inc(&shared.counters.sessions_open);
     let id = shared.next_session_id();
-    let (mut reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
     let out = Arc::new(SessionOut::new(id, tx));
     let token = super::router::lock(&shared.sessions).child_token();
@@ -139,9 +143,9 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, _done: mpsc::Sen
     tracing::debug!(session = id, "session closed");
 }
 
-async fn write_loop(
+async fn write_loop<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
-    mut writer: OwnedWriteHalf,
+    mut writer: W,
     mut rx: mpsc::UnboundedReceiver<Out>,
     out: Arc<SessionOut>,
     token: CancellationToken,
@@ -202,7 +206,12 @@ async fn write_loop(
             next = rx.try_recv().ok();
         }
         if !buf.is_empty() {
-            if writer.write_all(&buf).await.is_err() {
+            // flush: a TLS stream may keep records buffered after write_all (no-op for TCP).
+            let written = match writer.write_all(&buf).await {
+                Ok(()) => writer.flush().await,
+                Err(e) => Err(e),
+            };
+            if written.is_err() {
                 token.cancel();
                 broken = true;
                 break;
@@ -216,7 +225,9 @@ async fn write_loop(
     if shared.root.is_cancelled() && out.bound.load(Ordering::Relaxed) && !broken {
         // The simulator shuts down: say so before closing.
         let unbind = pdu::header_only(0x0000_0006, 0, out.next_sequence());
-        let _ = writer.write_all(&unbind).await;
+        if writer.write_all(&unbind).await.is_ok() {
+            let _ = writer.flush().await;
+        }
     }
     let _ = writer.shutdown().await;
     // Anything still queued is not written; outstanding deliver_sm are re-routed by the

@@ -70,6 +70,8 @@ counters! {
     reassembly_expired,
     /// Segments refused by reassembly (inconsistent total, conflicting duplicate, bad UDH).
     reassembly_errors,
+    /// Connections dropped because their TLS handshake failed or timed out (TLS listener).
+    tls_handshake_failures,
 }
 
 impl Counters {
