@@ -82,11 +82,7 @@ struct Harness {
     cards: Vec<Card>,
 }
 
-async fn harness(
-    n: usize,
-    faults: FaultConfig,
-    network: Option<NetworkOf>,
-) -> Harness {
+async fn harness(n: usize, faults: FaultConfig, network: Option<NetworkOf>) -> Harness {
     let fleet = Fleet::generate(n, 7, FleetDefaults::default()).expect("fleet");
     let cards = cards_of(&fleet);
     let network: Arc<dyn HandsetNetwork> = match network {

@@ -17,9 +17,9 @@ pub mod concat;
 mod error;
 mod gsm7;
 mod reader;
-pub mod tpdu;
 pub mod smpp;
 pub mod smsc_sim;
+pub mod tpdu;
 pub mod udh;
 
 pub use address::{
