@@ -10,7 +10,9 @@ use anyhow::Context;
 use clap::Args;
 
 use otagw::sim::{Fleet, FleetDefaults};
-use otagw_sms::smsc_sim::{Credentials, FaultConfig, SmscConfig, SmscSimulator};
+use otagw_sms::smsc_sim::{
+    Credentials, FaultConfig, PemSource, SmscConfig, SmscSimulator, SmscTls, TlsIdentity,
+};
 
 #[derive(Debug, Args)]
 pub struct SmscSimArgs {
@@ -47,6 +49,15 @@ pub struct SmscSimArgs {
     /// Send no plain delivery receipts (PoRs in receipts still go out).
     #[arg(long)]
     no_receipts: bool,
+    /// Serve SMPP over TLS with this certificate chain (PEM); requires --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key for --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// With TLS: require client certificates issued by this CA (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Stop after this many seconds (default: run until interrupted).
     #[arg(long)]
     duration_secs: Option<u64>,
@@ -88,9 +99,23 @@ pub fn run(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
             ..FaultConfig::default()
         },
         receipts: !a.no_receipts,
+        tls: match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = SmscTls::new(TlsIdentity::new(
+                    PemSource::file(cert.clone()),
+                    PemSource::file(key.clone()),
+                ));
+                Some(match &a.tls_client_ca {
+                    Some(ca) => tls.with_client_ca(PemSource::file(ca.clone())),
+                    None => tls,
+                })
+            }
+            _ => None,
+        },
         ..SmscConfig::default()
     };
     let cards = fleet.len();
+    let tls_on = config.tls.is_some();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,10 +123,11 @@ pub fn run(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let handle = SmscSimulator::start(config, Arc::new(fleet))
             .await
-            .with_context(|| format!("--listen {}", a.listen))?;
+            .with_context(|| format!("starting the SMSC simulator on {}", a.listen))?;
         eprintln!(
-            "otagw smsc-sim: listening on {} with {cards} virtual cards",
-            handle.local_addr()
+            "otagw smsc-sim: listening on {}{} with {cards} virtual cards",
+            handle.local_addr(),
+            if tls_on { " (TLS)" } else { "" }
         );
         match a.duration_secs {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
