@@ -176,3 +176,48 @@ impl OtaDispatcher {
             .and_then(|l| l.clone())
     }
 }
+
+/// A command secured for one card: the message to hand to a transport, and the record the
+/// dispatcher waits on.
+#[derive(Debug)]
+pub struct SecuredCommand {
+    /// What the transport carries.
+    pub message: OutboundMessage,
+    /// What the PoR is matched against.
+    pub pending: PendingCommand<MessageId>,
+}
+
+/// Secures `data` (a remote APDU script) with `header` and `keys` for the card at `msisdn`.
+pub fn secure_command(
+    id: MessageId,
+    msisdn: &str,
+    header: &crate::security::CommandHeader,
+    keys: &crate::security::Scp80Keys,
+    data: &[u8],
+    options: otagw_transport::SendOptions,
+) -> Result<SecuredCommand, crate::security::SecurityError> {
+    let packet = crate::security::command::encode_command_packet(header, keys, data)?;
+    Ok(SecuredCommand {
+        message: OutboundMessage {
+            id,
+            destination: otagw_transport::Destination {
+                msisdn: msisdn.to_string(),
+                iccid: None,
+            },
+            payload: otagw_transport::Payload::SecuredPacket {
+                packet,
+                tar: header.tar,
+                counter: header.counter.to_bytes(),
+            },
+            options,
+        },
+        pending: PendingCommand {
+            id,
+            msisdn: msisdn.to_string(),
+            tar: header.tar,
+            counter: header.counter,
+            spi: header.spi,
+            keys: keys.clone(),
+        },
+    })
+}

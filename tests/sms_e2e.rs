@@ -7,16 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otagw::correlation::PendingCommand;
-use otagw::dispatch::{OtaDispatcher, OtaOutcome};
+use otagw::dispatch::{secure_command, OtaDispatcher, OtaOutcome};
 use otagw::script::{self, rfm, CardClass, ScriptFormat};
-use otagw::security::command::encode_command_packet;
 use otagw::security::*;
 use otagw::sim::{Fleet, FleetDefaults};
 use otagw_sms::smpp::{SmppConfig, SmppTransport};
 use otagw_sms::smsc_sim::{
     FaultConfig, HandsetNetwork, HandsetReply, SmscConfig, SmscHandle, SmscSimulator,
 };
-use otagw_transport::{Destination, MessageId, OutboundMessage, Payload, SendOptions, Transport};
+use otagw_transport::{MessageId, OutboundMessage, Payload, SendOptions, Transport};
 
 /// One card as the gateway knows it: from the vendor file the simulator's fleet wrote.
 #[derive(Clone, Debug)]
@@ -158,32 +157,13 @@ fn command(
         tar: [0xB0, 0x00, 0x10],
         counter: Counter::new(counter).expect("counter"),
     };
-    let packet = encode_command_packet(&header, &keys, data).expect("packet");
-    let message = OutboundMessage {
-        id: MessageId(id),
-        destination: Destination {
-            msisdn: card.msisdn.clone(),
-            iccid: None,
-        },
-        payload: Payload::SecuredPacket {
-            packet,
-            tar: header.tar,
-            counter: header.counter.to_bytes(),
-        },
-        options: SendOptions {
-            delivery_report: true,
-            ..SendOptions::default()
-        },
+    let options = SendOptions {
+        delivery_report: true,
+        ..SendOptions::default()
     };
-    let pending = PendingCommand {
-        id: MessageId(id),
-        msisdn: card.msisdn.clone(),
-        tar: header.tar,
-        counter: header.counter,
-        spi,
-        keys,
-    };
-    (message, pending)
+    let c =
+        secure_command(MessageId(id), &card.msisdn, &header, &keys, data, options).expect("packet");
+    (c.message, c.pending)
 }
 
 async fn outcome(rx: tokio::sync::oneshot::Receiver<OtaOutcome>) -> OtaOutcome {

@@ -12,8 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use otagw::correlation::PendingCommand;
-use otagw::dispatch::{OtaDispatcher, OtaOutcome};
+use otagw::dispatch::{secure_command, OtaDispatcher, OtaOutcome};
 use otagw::script::{self, rfm, CardClass, RApdu, ScriptFormat, ScriptResponse};
 use otagw::security::command::encode_command_packet;
 use otagw::security::response::encode_response_packet;
@@ -28,7 +27,7 @@ use otagw_sms::{
     split_packet, Accepted, Address, ConcatReference, PacketKind, Reassembler, SmsDeliver,
     SmsPpDownload,
 };
-use otagw_transport::{Destination, MessageId, OutboundMessage, Payload, SendOptions, Transport};
+use otagw_transport::{MessageId, SendOptions, Transport};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DemoAlgorithm {
@@ -293,32 +292,19 @@ fn over_smpp(args: &DemoArgs, spi: Spi, kic_kid: u8) -> anyhow::Result<()> {
                     tar: [0xB0, 0x00, 0x10],
                     counter: Counter::new(counter as u64 + 1)?,
                 };
-                let packet = encode_command_packet(&header, &card.keys, &data)?;
-                let message = OutboundMessage {
-                    id: MessageId(id),
-                    destination: Destination {
-                        msisdn: card.msisdn.clone(),
-                        iccid: None,
-                    },
-                    payload: Payload::SecuredPacket {
-                        packet,
-                        tar: header.tar,
-                        counter: header.counter.to_bytes(),
-                    },
-                    options: SendOptions {
-                        delivery_report: true,
-                        ..SendOptions::default()
-                    },
+                let options = SendOptions {
+                    delivery_report: true,
+                    ..SendOptions::default()
                 };
-                let pending = PendingCommand {
-                    id: MessageId(id),
-                    msisdn: card.msisdn.clone(),
-                    tar: header.tar,
-                    counter: header.counter,
-                    spi,
-                    keys: card.keys.clone(),
-                };
-                let rx = dispatcher.send(message, pending).await?;
+                let c = secure_command(
+                    MessageId(id),
+                    &card.msisdn,
+                    &header,
+                    &card.keys,
+                    &data,
+                    options,
+                )?;
+                let rx = dispatcher.send(c.message, c.pending).await?;
                 let outcome = tokio::time::timeout(Duration::from_secs(10), rx)
                     .await
                     .context("no PoR within 10 s")??;

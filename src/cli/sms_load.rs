@@ -11,17 +11,15 @@ use anyhow::{bail, Context};
 use clap::Args;
 use tokio::sync::Semaphore;
 
-use otagw::correlation::PendingCommand;
-use otagw::dispatch::{OtaDispatcher, OtaOutcome};
+use otagw::dispatch::{secure_command, OtaDispatcher, OtaOutcome};
 use otagw::script::{self, rfm, CardClass, ScriptFormat};
-use otagw::security::command::encode_command_packet;
 use otagw::security::{
     CommandHeader, Counter, KeyConfig, KeyIdentifier, PorStatus, Scp80Keys, Spi,
 };
 use otagw::sim::{Fleet, FleetDefaults};
 use otagw_sms::smpp::{SmppConfig, SmppTransport};
 use otagw_sms::smsc_sim::{SmscConfig, SmscSimulator};
-use otagw_transport::{Destination, MessageId, OutboundMessage, Payload, SendOptions, Transport};
+use otagw_transport::{MessageId, SendOptions, Transport};
 
 #[derive(Debug, Args)]
 pub struct SmsLoadArgs {
@@ -157,30 +155,16 @@ async fn load(a: SmsLoadArgs) -> anyhow::Result<ExitCode> {
                 tar: [0xB0, 0x00, 0x10],
                 counter: Counter::new(counters[c])?,
             };
-            let packet = encode_command_packet(&header, &card.keys, &data)?;
-            let message = OutboundMessage {
-                id: MessageId(next_id),
-                destination: Destination {
-                    msisdn: card.msisdn.clone(),
-                    iccid: None,
-                },
-                payload: Payload::SecuredPacket {
-                    packet,
-                    tar: header.tar,
-                    counter: header.counter.to_bytes(),
-                },
-                options: SendOptions::default(),
-            };
-            let pending = PendingCommand {
-                id: MessageId(next_id),
-                msisdn: card.msisdn.clone(),
-                tar: header.tar,
-                counter: header.counter,
-                spi,
-                keys: card.keys.clone(),
-            };
+            let c = secure_command(
+                MessageId(next_id),
+                &card.msisdn,
+                &header,
+                &card.keys,
+                &data,
+                SendOptions::default(),
+            )?;
             let permit = in_flight.clone().acquire_owned().await?;
-            let rx = dispatcher.send(message, pending).await?;
+            let rx = dispatcher.send(c.message, c.pending).await?;
             let sent = Instant::now();
             tasks.spawn(async move {
                 let outcome = tokio::time::timeout(Duration::from_secs(30), rx).await;
