@@ -45,10 +45,10 @@ pub struct CommandHeader {
 fn ser_kid<S: serde::Serializer>(k: &KeyIdentifier, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{:02x}", k.0))
 }
-fn ser_hex<S: serde::Serializer>(b: &Tar, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_hex<S: serde::Serializer>(b: &Tar, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(b))
 }
-fn ser_counter<S: serde::Serializer>(c: &Counter, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_counter<S: serde::Serializer>(c: &Counter, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(c.to_bytes()))
 }
 

@@ -38,20 +38,15 @@ impl std::fmt::Debug for CipherKey {
 impl CipherKey {
     /// Checks the key length against the algorithm and expands the key.
     pub fn new(algorithm: CipherAlgorithm, key: &[u8]) -> Result<Self, SecurityError> {
-        if !algorithm.accepts_key_len(key.len()) {
-            return Err(SecurityError::KeyLength {
-                field: "KIc",
-                algorithm: algorithm.name(),
-                expected: algorithm.key_lengths(),
-                actual: key.len(),
-            });
-        }
         let bad_len = || SecurityError::KeyLength {
             field: "KIc",
             algorithm: algorithm.name(),
             expected: algorithm.key_lengths(),
             actual: key.len(),
         };
+        if !algorithm.accepts_key_len(key.len()) {
+            return Err(bad_len());
+        }
         let imp = match algorithm {
             CipherAlgorithm::AesCbc => CipherImpl::Aes(AesEncKey::new(key).ok_or_else(bad_len)?),
             CipherAlgorithm::DesEcb | CipherAlgorithm::TripleDesEcb => CipherImpl::Des {
@@ -164,13 +159,14 @@ impl IntegrityKey {
         key: &[u8],
         cc_len: Option<usize>,
     ) -> Result<Self, SecurityError> {
+        let bad_len = || SecurityError::KeyLength {
+            field: "KID",
+            algorithm: algorithm.name(),
+            expected: algorithm.key_lengths(),
+            actual: key.len(),
+        };
         if !algorithm.accepts_key_len(key.len()) {
-            return Err(SecurityError::KeyLength {
-                field: "KID",
-                algorithm: algorithm.name(),
-                expected: algorithm.key_lengths(),
-                actual: key.len(),
-            });
+            return Err(bad_len());
         }
         let len = match (algorithm, cc_len) {
             (IntegrityAlgorithm::AesCmac, Some(n @ (4 | 8))) => n,
@@ -183,12 +179,6 @@ impl IntegrityKey {
                     requested: n,
                 })
             }
-        };
-        let bad_len = || SecurityError::KeyLength {
-            field: "KID",
-            algorithm: algorithm.name(),
-            expected: algorithm.key_lengths(),
-            actual: key.len(),
         };
         let imp = match algorithm {
             IntegrityAlgorithm::Crc16 => IntegrityImpl::Crc16,

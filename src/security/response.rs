@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use super::command::{padding, ser_bytes, verify};
+use super::command::{padding, ser_bytes, ser_counter, ser_hex, verify};
 use super::counter::Counter;
 use super::crypto::{CipherKey, IntegrityKey, MacValue};
 use super::keys::Scp80Keys;
@@ -86,7 +86,7 @@ pub struct DecodedResponse {
     /// Response header length.
     pub rhl: u8,
     /// TAR.
-    #[serde(serialize_with = "ser_tar")]
+    #[serde(serialize_with = "ser_hex")]
     pub tar: Tar,
     /// Counter.
     #[serde(serialize_with = "ser_counter")]
@@ -109,12 +109,6 @@ pub struct DecodedResponse {
     pub cc_scope: CcScope,
 }
 
-fn ser_tar<S: serde::Serializer>(b: &Tar, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&hex::encode(b))
-}
-fn ser_counter<S: serde::Serializer>(c: &Counter, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&hex::encode(c.to_bytes()))
-}
 fn ser_status<S: serde::Serializer>(st: &PorStatus, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{:02x}", st.to_byte()))
 }
