@@ -6,6 +6,25 @@ use std::str::FromStr;
 use super::spi::Integrity;
 use super::SecurityError;
 
+/// Finds the algorithm whose CLI name is `s` (any case), or says which names exist.
+fn by_name<T: Copy>(
+    all: &[T],
+    name: fn(T) -> &'static str,
+    kind: &str,
+    s: &str,
+) -> Result<T, String> {
+    all.iter()
+        .copied()
+        .find(|a| name(*a).eq_ignore_ascii_case(s))
+        .ok_or_else(|| {
+            let names: Vec<_> = all.iter().map(|a| name(*a)).collect();
+            format!(
+                "unknown {kind} algorithm {s:?}: expected one of {}",
+                names.join(", ")
+            )
+        })
+}
+
 /// A ciphering algorithm (KIc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CipherAlgorithm {
@@ -140,16 +159,7 @@ impl fmt::Display for CipherAlgorithm {
 impl FromStr for CipherAlgorithm {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|a| a.name()).collect();
-                format!(
-                    "unknown ciphering algorithm {s:?}: expected one of {}",
-                    names.join(", ")
-                )
-            })
+        by_name(&Self::ALL, Self::name, "ciphering", s)
     }
 }
 
@@ -336,16 +346,7 @@ impl fmt::Display for IntegrityAlgorithm {
 impl FromStr for IntegrityAlgorithm {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|a| a.name()).collect();
-                format!(
-                    "unknown integrity algorithm {s:?}: expected one of {}",
-                    names.join(", ")
-                )
-            })
+        by_name(&Self::ALL, Self::name, "integrity", s)
     }
 }
 
