@@ -40,6 +40,25 @@ fn encode_length(length: usize, context: &'static str, out: &mut Vec<u8>) -> Res
     Ok(())
 }
 
+/// The optional address TLV (86) then the SMS TPDU TLV (8B), as both the SMS-PP download
+/// ENVELOPE and SEND SHORT MESSAGE end (TS 102 223 7.1.1 and 6.6.9).
+fn push_address_and_tpdu(
+    address: Option<&Address>,
+    tpdu: &[u8],
+    context: &'static str,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    if let Some(address) = address {
+        push_tlv(
+            TAG_ADDRESS | COMPREHENSION_REQUIRED,
+            &address.encode_dialling_number()?,
+            context,
+            out,
+        )?;
+    }
+    push_tlv(TAG_SMS_TPDU | COMPREHENSION_REQUIRED, tpdu, context, out)
+}
+
 fn push_tlv(tag: u8, value: &[u8], context: &'static str, out: &mut Vec<u8>) -> Result<()> {
     out.push(tag);
     encode_length(value.len(), context, out)?;
@@ -183,16 +202,8 @@ impl SmsPpDownload {
             DEVICE_NETWORK,
             DEVICE_UICC,
         ];
-        if let Some(address) = &self.address {
-            push_tlv(
-                TAG_ADDRESS | COMPREHENSION_REQUIRED,
-                &address.encode_dialling_number()?,
-                CONTEXT,
-                &mut body,
-            )?;
-        }
-        push_tlv(
-            TAG_SMS_TPDU | COMPREHENSION_REQUIRED,
+        push_address_and_tpdu(
+            self.address.as_ref(),
             &self.deliver.encode()?,
             CONTEXT,
             &mut body,
@@ -263,16 +274,8 @@ impl SendShortMessage {
         if let Some(alpha) = &self.alpha_identifier {
             push_tlv(TAG_ALPHA_IDENTIFIER, alpha, CONTEXT, &mut body)?;
         }
-        if let Some(address) = &self.address {
-            push_tlv(
-                TAG_ADDRESS | COMPREHENSION_REQUIRED,
-                &address.encode_dialling_number()?,
-                CONTEXT,
-                &mut body,
-            )?;
-        }
-        push_tlv(
-            TAG_SMS_TPDU | COMPREHENSION_REQUIRED,
+        push_address_and_tpdu(
+            self.address.as_ref(),
             &self.submit.encode()?,
             CONTEXT,
             &mut body,
