@@ -1,0 +1,453 @@
+//! The OTA command model integrators already know (command types, states, error codes), as the
+//! REST API and the store see it. Key values are never part of a command: they come from the
+//! card's stored key sets.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// What a command does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CommandType {
+    /// RFM script built from typed profile parameters (service provider name, PLMN lists).
+    ProfileUpdate,
+    /// GlobalPlatform PUT KEY; the new keys are stored once the card's PoR confirms.
+    KeyUpdate,
+    /// RAM: load and install an uploaded applet.
+    AppInstall,
+    /// RAM: delete an applet instance or package.
+    AppDelete,
+    /// RFM: update a file's content.
+    FileUpdate,
+    /// A raw RFM script (C-APDUs given by the caller).
+    Rfm,
+    /// A raw RAM script (C-APDUs given by the caller).
+    Ram,
+}
+
+/// Where a command is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CommandStatus {
+    /// Stored, not yet handed to a transport.
+    Pending,
+    /// Handed to a transport (the packet is built and its counter used).
+    Sent,
+    /// The network reports it reached the handset; no PoR yet.
+    Delivered,
+    /// The card's PoR says it ran, with a success status word.
+    Success,
+    /// It ended without success: see the error.
+    Failed,
+    /// Cancelled before it was sent.
+    Cancelled,
+    /// Its validity period ran out before it was sent.
+    Expired,
+}
+
+impl CommandStatus {
+    /// Every status, in life order.
+    pub const ALL: [CommandStatus; 7] = [
+        Self::Pending,
+        Self::Sent,
+        Self::Delivered,
+        Self::Success,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Expired,
+    ];
+
+    /// Whether nothing more happens to a command in this status.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Success | Self::Failed | Self::Cancelled | Self::Expired
+        )
+    }
+
+    /// The name as the API and the store write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Sent => "SENT",
+            Self::Delivered => "DELIVERED",
+            Self::Success => "SUCCESS",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+            Self::Expired => "EXPIRED",
+        }
+    }
+}
+
+impl fmt::Display for CommandStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of the model's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}")]
+pub struct UnknownName {
+    /// Which enumeration.
+    pub what: &'static str,
+    /// The value given.
+    pub value: String,
+}
+
+impl FromStr for CommandStatus {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                what: "command status",
+                value: s.to_string(),
+            })
+    }
+}
+
+impl CommandType {
+    /// Every type.
+    pub const ALL: [CommandType; 7] = [
+        Self::ProfileUpdate,
+        Self::KeyUpdate,
+        Self::AppInstall,
+        Self::AppDelete,
+        Self::FileUpdate,
+        Self::Rfm,
+        Self::Ram,
+    ];
+
+    /// The name as the API and the store write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProfileUpdate => "PROFILE_UPDATE",
+            Self::KeyUpdate => "KEY_UPDATE",
+            Self::AppInstall => "APP_INSTALL",
+            Self::AppDelete => "APP_DELETE",
+            Self::FileUpdate => "FILE_UPDATE",
+            Self::Rfm => "RFM",
+            Self::Ram => "RAM",
+        }
+    }
+}
+
+impl fmt::Display for CommandType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CommandType {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                what: "command type",
+                value: s.to_string(),
+            })
+    }
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// The card ran the script and a command answered an error status word.
+    CommandFailed,
+    /// The card refused the packet's security (PoR status 01-0A), or the PoR did not verify.
+    SecurityError,
+    /// The network refused or lost the message.
+    TransportError,
+    /// No PoR came back within the timeout, after the retries.
+    Timeout,
+    /// The command cannot run in the state it or its card is in.
+    InvalidState,
+}
+
+impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 5] = [
+        Self::CommandFailed,
+        Self::SecurityError,
+        Self::TransportError,
+        Self::Timeout,
+        Self::InvalidState,
+    ];
+
+    /// The name as the API and the store write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CommandFailed => "COMMAND_FAILED",
+            Self::SecurityError => "SECURITY_ERROR",
+            Self::TransportError => "TRANSPORT_ERROR",
+            Self::Timeout => "TIMEOUT",
+            Self::InvalidState => "INVALID_STATE",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ErrorCode {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                what: "error code",
+                value: s.to_string(),
+            })
+    }
+}
+
+/// How urgent a command is: an urgent single command overtakes bulk work in the queue.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Priority {
+    /// Campaign and batch work.
+    Bulk,
+    /// The default.
+    #[default]
+    Normal,
+    /// Goes first.
+    Urgent,
+}
+
+impl Priority {
+    /// Stored as a small integer, higher first.
+    pub fn rank(self) -> i64 {
+        match self {
+            Self::Bulk => 0,
+            Self::Normal => 1,
+            Self::Urgent => 2,
+        }
+    }
+
+    /// From the stored integer.
+    pub fn from_rank(rank: i64) -> Self {
+        match rank {
+            i64::MIN..=0 => Self::Bulk,
+            1 => Self::Normal,
+            _ => Self::Urgent,
+        }
+    }
+}
+
+/// The card a command is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Target {
+    /// ICCID (digits).
+    pub iccid: String,
+    /// IMSI, checked against the stored card when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imsi: Option<String>,
+    /// MSISDN, checked against the stored card when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msisdn: Option<String>,
+}
+
+/// Security settings: key identifiers, never key values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// SPI, 2 octets: a number (0x1621 = 5665) or 4 hex digits.
+    #[schema(value_type = String, example = "1621")]
+    pub spi: HexOrNumber,
+    /// KIc octet (algorithm in the low nibble, key version in the high nibble), 2 hex digits.
+    #[schema(example = "12")]
+    pub kic: String,
+    /// KID octet, 2 hex digits.
+    #[schema(example = "12")]
+    pub kid: String,
+    /// TAR, 6 hex digits.
+    #[schema(example = "B00010")]
+    pub tar: String,
+}
+
+/// A value the API accepts as a JSON number or as a hex string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HexOrNumber {
+    /// A number.
+    Number(u64),
+    /// Hex digits.
+    Hex(String),
+}
+
+/// What a command carries: typed parameters, or APDUs for RFM / RAM.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommandData {
+    /// A name for the operation (free text, kept for the caller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Typed parameters of FILE_UPDATE, PROFILE_UPDATE, KEY_UPDATE, APP_INSTALL, APP_DELETE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub parameters: Option<serde_json::Value>,
+    /// C-APDUs in hex, for RFM and RAM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apdus: Vec<String>,
+    /// Script format: `compact` (default) or `expanded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+/// A command as an integrator posts it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OtaCommandRequest {
+    /// The caller's id for the command; generated when absent. Unique per account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// What the command does.
+    #[serde(rename = "type")]
+    pub command_type: CommandType,
+    /// The card.
+    pub target: Target,
+    /// Key identifiers, SPI and TAR.
+    pub security: SecuritySettings,
+    /// The command's content.
+    #[serde(default)]
+    pub data: CommandData,
+    /// Preferred transport (`sms`; `catp`, `https` when configured). Default `sms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    /// Default NORMAL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Seconds the command may wait before it is sent; EXPIRED after that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity_period: Option<u32>,
+}
+
+/// One status word and the data before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusWordData {
+    /// SW1SW2, 4 hex digits.
+    pub sw: String,
+    /// Response data, hex.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub data: String,
+}
+
+/// The card's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CardResponse {
+    /// PoR status code, 2 hex digits (00 = OK).
+    pub por_status: String,
+    /// Its name (TS 102 225 table 5.2).
+    pub por_status_name: String,
+    /// The last status word as a number (0x9000 = 36864), when the card ran the script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    /// The last response data, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// Number of commands the card executed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executed: Option<u32>,
+    /// Every status word the card returned, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status_words: Vec<StatusWordData>,
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandError {
+    /// The code.
+    pub code: ErrorCode,
+    /// What happened, for people.
+    pub message: String,
+}
+
+/// One entry of a command's history (the audit trail).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandEvent {
+    /// When, milliseconds since the Unix epoch.
+    pub at: i64,
+    /// What: CREATED, CLAIMED, SECURED, SENT, ACCEPTED, DELIVERED, POR, RETRY, SUCCESS, FAILED, ...
+    pub kind: String,
+    /// Details (a counter, a network reference, a reason).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// A command's result, as `GET /api/v1/ota/commands/{id}` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OtaResult {
+    /// The command.
+    pub command_id: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub command_type: CommandType,
+    /// Where it is.
+    pub status: CommandStatus,
+    /// The card.
+    pub target: Target,
+    /// Transport used.
+    pub transport: String,
+    /// Priority.
+    pub priority: Priority,
+    /// Batch it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+    /// Last change, milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Created, ms.
+    pub created_at: i64,
+    /// Handed to the transport, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<i64>,
+    /// Delivery report, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<i64>,
+    /// Terminal state reached, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<i64>,
+    /// Sends so far (a resend reuses the packet).
+    pub attempts: u32,
+    /// Counter the packet carries, once secured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<u64>,
+    /// The card's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<CardResponse>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<CommandError>,
+    /// History.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<CommandEvent>,
+}

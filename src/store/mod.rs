@@ -1,0 +1,506 @@
+//! The durable store: accounts and tokens, cards and their key sets (sealed at rest), counters,
+//! commands with their event history, batches, webhooks and uploaded applets.
+//!
+//! One [`Store`] trait; the SQL backend serves SQLite (embedded default) and PostgreSQL (shared
+//! by several gateways). Every state change of a command is a conditional update plus an event
+//! row in one transaction, so whoever changes a command first wins and each command reaches
+//! exactly one terminal state, whichever gateway or restart handles it.
+
+pub mod sealing;
+pub mod sql;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::command::{
+    CardResponse, CommandError, CommandEvent, CommandStatus, CommandType, ErrorCode, Priority,
+};
+use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
+
+pub use sealing::{MasterKey, SealingError};
+pub use sql::SqlStore;
+
+/// Milliseconds since the Unix epoch. The store never reads the clock: callers pass `now`.
+pub type Millis = i64;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed (connection, SQL).
+    #[error("database: {0}")]
+    Database(String),
+    /// A unique key already exists (names what and which).
+    #[error("{what} {key} already exists")]
+    Duplicate {
+        /// Which kind of thing.
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// A referenced thing does not exist (for this account).
+    #[error("{what} {key} not found")]
+    NotFound {
+        /// Which kind of thing.
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// Input the store refuses (names the field).
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// The problem.
+        problem: String,
+    },
+    /// A sealed key could not be opened (wrong master key, corrupted row).
+    #[error("key material: {0}")]
+    Sealing(#[from] SealingError),
+}
+
+/// An account: tokens, cards, commands and webhooks belong to one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Stable id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Created, ms.
+    pub created_at: Millis,
+}
+
+/// Key material of one key set, in clear (only in memory; sealed in the store).
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyMaterial {
+    /// KIc value (may be empty when the card has none).
+    pub kic: Vec<u8>,
+    /// KID value.
+    pub kid: Vec<u8>,
+    /// Key-encryption key used by PUT KEY (KIK / DEK), when known.
+    pub kik: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    // Key values are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyMaterial")
+            .field("kic_len", &self.kic.len())
+            .field("kid_len", &self.kid.len())
+            .field("kik_len", &self.kik.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// One key set of a card (one key version, 1..=15).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySetRecord {
+    /// Key version (high nibble of KIc/KID).
+    pub version: u8,
+    /// Algorithm for implicit KIc codings.
+    pub kic_algorithm: Option<CipherAlgorithm>,
+    /// Algorithm for implicit KID codings.
+    pub kid_algorithm: Option<IntegrityAlgorithm>,
+    /// The keys.
+    pub keys: KeyMaterial,
+    /// Last counter value used with this key set (the next command uses a higher one).
+    pub counter: u64,
+    /// Last successful KEY_UPDATE, ms.
+    pub rotated_at: Option<Millis>,
+}
+
+/// A card to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCard {
+    /// ICCID, digits (validated by the caller).
+    pub iccid: String,
+    /// IMSI.
+    pub imsi: Option<String>,
+    /// MSISDN, digits, international format.
+    pub msisdn: Option<String>,
+    /// Other vendor-file columns, kept as attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Its OTA key sets.
+    pub key_sets: Vec<KeySetRecord>,
+}
+
+/// A stored card (without key values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardRecord {
+    /// Owner.
+    pub account_id: String,
+    /// ICCID.
+    pub iccid: String,
+    /// IMSI.
+    pub imsi: Option<String>,
+    /// MSISDN.
+    pub msisdn: Option<String>,
+    /// Other attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Key versions with their counters and last rotation (no key values).
+    pub key_versions: Vec<KeyVersionStatus>,
+    /// Added, ms.
+    pub created_at: Millis,
+}
+
+/// A key set's public state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVersionStatus {
+    /// Key version.
+    pub version: u8,
+    /// Last counter used.
+    pub counter: u64,
+    /// Last successful KEY_UPDATE, ms.
+    pub rotated_at: Option<Millis>,
+}
+
+/// A command to store, as the API validated it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCommand {
+    /// Unique per account.
+    pub id: String,
+    /// Owner.
+    pub account_id: String,
+    /// Batch it belongs to.
+    pub batch_id: Option<String>,
+    /// Type.
+    pub command_type: CommandType,
+    /// Card.
+    pub iccid: String,
+    /// Transport asked for (`sms`, ...).
+    pub transport: String,
+    /// Priority.
+    pub priority: Priority,
+    /// The whole request as posted (JSON): the pipeline builds the script from it.
+    pub request: serde_json::Value,
+    /// Not sent after this, ms (EXPIRED instead).
+    pub expires_at: Option<Millis>,
+    /// Created, ms.
+    pub created_at: Millis,
+}
+
+/// The secured packet of a command, recorded before it is first handed to a transport so that
+/// a resend (after a timeout, a crash or on another gateway) reuses the same bytes and counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecuredPacket {
+    /// The command packet from CPL on.
+    pub packet: Vec<u8>,
+    /// Counter it carries.
+    pub counter: u64,
+    /// Key version used.
+    pub key_version: u8,
+    /// MSISDN it goes to.
+    pub msisdn: String,
+    /// TAR.
+    pub tar: [u8; 3],
+    /// SPI.
+    pub spi: [u8; 2],
+    /// KIc octet.
+    pub kic: u8,
+    /// KID octet.
+    pub kid: u8,
+    /// KEY_UPDATE: the new keys the packet carries, stored (sealed) with the command and moved
+    /// into the key set only when the card's PoR confirms.
+    pub pending_keys: Option<KeyMaterial>,
+}
+
+/// A stored command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandRecord {
+    /// Id.
+    pub id: String,
+    /// Owner account.
+    pub account_id: String,
+    /// Batch.
+    pub batch_id: Option<String>,
+    /// Type.
+    pub command_type: CommandType,
+    /// Card.
+    pub iccid: String,
+    /// Transport.
+    pub transport: String,
+    /// Priority.
+    pub priority: Priority,
+    /// The request as posted.
+    pub request: serde_json::Value,
+    /// Status.
+    pub status: CommandStatus,
+    /// Created, ms.
+    pub created_at: Millis,
+    /// Last change, ms.
+    pub updated_at: Millis,
+    /// Validity end, ms.
+    pub expires_at: Option<Millis>,
+    /// First handed to a transport, ms.
+    pub sent_at: Option<Millis>,
+    /// Delivery report, ms.
+    pub delivered_at: Option<Millis>,
+    /// Terminal, ms.
+    pub completed_at: Option<Millis>,
+    /// Sends so far.
+    pub attempts: u32,
+    /// The secured packet, once built.
+    pub secured: Option<SecuredPacket>,
+    /// The card's answer.
+    pub response: Option<CardResponse>,
+    /// The error.
+    pub error: Option<CommandError>,
+    /// Gateway working on it.
+    pub owner: Option<String>,
+    /// Its claim is good until, ms.
+    pub lease_until: Option<Millis>,
+}
+
+/// How a state change ends a command (or not).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// Only if the command is in one of these statuses now.
+    pub from: Vec<CommandStatus>,
+    /// New status.
+    pub to: CommandStatus,
+    /// Event kind for the history.
+    pub event: String,
+    /// Event detail.
+    pub detail: String,
+    /// The card's answer, when it came.
+    pub response: Option<CardResponse>,
+    /// The error, when it failed.
+    pub error: Option<CommandError>,
+    /// When.
+    pub at: Millis,
+}
+
+/// Result of a cancel request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was still pending: now CANCELLED.
+    Cancelled,
+    /// Too late: it is in this status.
+    NotCancellable(CommandStatus),
+}
+
+/// A batch of commands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRecord {
+    /// Id.
+    pub id: String,
+    /// Owner.
+    pub account_id: String,
+    /// Options as posted (JSON).
+    pub options: serde_json::Value,
+    /// Created, ms.
+    pub created_at: Millis,
+    /// Its commands' ids, in the order posted.
+    pub command_ids: Vec<String>,
+}
+
+/// A webhook subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Id.
+    pub id: String,
+    /// Owner.
+    pub account_id: String,
+    /// Where to POST.
+    pub url: String,
+    /// HMAC-SHA256 secret (stored sealed).
+    pub secret: Vec<u8>,
+}
+
+/// An uploaded applet (CAP or IJC), for APP_INSTALL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppletRecord {
+    /// Id.
+    pub id: String,
+    /// Owner.
+    pub account_id: String,
+    /// Name given at upload.
+    pub name: String,
+    /// The file as uploaded.
+    pub content: Vec<u8>,
+    /// Uploaded, ms.
+    pub created_at: Millis,
+}
+
+/// Counts for the metrics endpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommandStats {
+    /// Commands per status.
+    pub by_status: BTreeMap<String, u64>,
+    /// Failed commands per error code.
+    pub by_error: BTreeMap<String, u64>,
+    /// Per transport: (commands, successes).
+    pub by_transport: BTreeMap<String, (u64, u64)>,
+    /// Mean time from sent to terminal for SUCCESS commands, ms.
+    pub mean_completion_ms: Option<f64>,
+    /// Mean time from sent to delivered, ms.
+    pub mean_delivery_ms: Option<f64>,
+}
+
+/// The store.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Which backend (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+    /// Checks the database answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    // Accounts and tokens.
+    /// Creates an account; its name is unique.
+    async fn create_account(&self, name: &str, now: Millis) -> Result<Account, StoreError>;
+    /// Finds an account by name.
+    async fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError>;
+    /// Makes a new bearer token for an account and returns it; only its hash is stored.
+    async fn create_token(
+        &self,
+        account_id: &str,
+        label: &str,
+        now: Millis,
+    ) -> Result<String, StoreError>;
+    /// The account a bearer token belongs to.
+    async fn account_for_token(&self, token: &str) -> Result<Option<Account>, StoreError>;
+
+    // Cards and keys.
+    /// Adds cards, all or none (a duplicate ICCID fails the whole call, naming it).
+    async fn insert_cards(
+        &self,
+        account_id: &str,
+        cards: &[NewCard],
+        now: Millis,
+    ) -> Result<(), StoreError>;
+    /// A card of this account.
+    async fn card(&self, account_id: &str, iccid: &str) -> Result<Option<CardRecord>, StoreError>;
+    /// A card's key set with its keys unsealed (for the pipeline only).
+    async fn key_set(&self, iccid: &str, version: u8)
+        -> Result<Option<KeySetRecord>, StoreError>;
+    /// Reserves the next counter of a key set, durably, before anything is sent with it: it is
+    /// never handed out again, across crashes and gateways.
+    async fn reserve_counter(&self, iccid: &str, version: u8) -> Result<u64, StoreError>;
+    /// Replaces a key set's keys (after the card confirmed a KEY_UPDATE); keeps its counter.
+    async fn replace_keys(
+        &self,
+        iccid: &str,
+        version: u8,
+        keys: &KeyMaterial,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+    /// Cards of an account with their key versions (security status), up to `limit`.
+    async fn cards(&self, account_id: &str, limit: u32) -> Result<Vec<CardRecord>, StoreError>;
+
+    // Commands.
+    /// Stores a new PENDING command (event CREATED). A duplicate id fails naming it.
+    async fn insert_command(&self, command: &NewCommand) -> Result<(), StoreError>;
+    /// A command of this account with its history.
+    async fn command(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Option<(CommandRecord, Vec<CommandEvent>)>, StoreError>;
+    /// A command's record without its history (for the pipeline).
+    async fn command_by_id(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError>;
+    /// Cancels a command if it is still PENDING.
+    async fn cancel_command(
+        &self,
+        account_id: &str,
+        id: &str,
+        now: Millis,
+    ) -> Result<CancelOutcome, StoreError>;
+    /// Claims up to `limit` commands for gateway `owner` until `lease_until`: PENDING ones
+    /// nobody holds, and non-terminal ones whose holder's lease ran out. Highest priority
+    /// first, then oldest. Two gateways never claim the same command at once.
+    async fn claim_commands(
+        &self,
+        owner: &str,
+        limit: u32,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<CommandRecord>, StoreError>;
+    /// Extends the leases of every non-terminal command `owner` holds.
+    async fn renew_leases(&self, owner: &str, lease_until: Millis) -> Result<u64, StoreError>;
+    /// Lets go of a command (it goes back to whoever claims next).
+    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError>;
+    /// Records the secured packet of a PENDING command held by `owner` (event SECURED).
+    /// Returns false if the command is no longer PENDING or no longer held by `owner`.
+    async fn record_secured(
+        &self,
+        account_id: &str,
+        id: &str,
+        owner: &str,
+        secured: &SecuredPacket,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+    /// Counts one more send attempt and moves PENDING to SENT (first send sets sent_at;
+    /// event SENT with the attempt number). False if the command is terminal or not held
+    /// by `owner` any more: then nothing must be sent.
+    async fn record_send(
+        &self,
+        account_id: &str,
+        id: &str,
+        owner: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+    /// Applies a state change if the command is in one of `t.from`, appending the event in
+    /// the same transaction. Returns whether it applied. Terminal statuses set completed_at
+    /// and drop the owner; DELIVERED sets delivered_at.
+    async fn transition(
+        &self,
+        account_id: &str,
+        id: &str,
+        t: &Transition,
+    ) -> Result<bool, StoreError>;
+    /// Appends an event without changing the status (ACCEPTED, RETRY, a rejected PoR, ...).
+    async fn add_event(
+        &self,
+        account_id: &str,
+        id: &str,
+        kind: &str,
+        detail: &str,
+        at: Millis,
+    ) -> Result<(), StoreError>;
+    /// Commands sent to `msisdn` and `tar` still waiting for their PoR (SENT or DELIVERED),
+    /// any owner: a PoR that reaches another gateway, or arrives after a restart, finds them.
+    async fn awaiting_por(
+        &self,
+        msisdn: &str,
+        tar: [u8; 3],
+    ) -> Result<Vec<CommandRecord>, StoreError>;
+    /// Expires PENDING commands whose validity ended (event EXPIRED); returns their ids.
+    async fn expire_commands(&self, now: Millis) -> Result<Vec<(String, String)>, StoreError>;
+    /// Counts for metrics, for one account.
+    async fn command_stats(&self, account_id: &str) -> Result<CommandStats, StoreError>;
+
+    // Batches.
+    /// Stores a batch and its commands (all PENDING), all or none.
+    async fn insert_batch(
+        &self,
+        batch: &BatchRecord,
+        commands: &[NewCommand],
+    ) -> Result<(), StoreError>;
+    /// A batch of this account.
+    async fn batch(&self, account_id: &str, id: &str) -> Result<Option<BatchRecord>, StoreError>;
+    /// Its commands' records.
+    async fn batch_commands(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Vec<CommandRecord>, StoreError>;
+
+    // Webhooks and applets.
+    /// Adds a webhook for an account.
+    async fn add_webhook(&self, webhook: &Webhook) -> Result<(), StoreError>;
+    /// An account's webhooks.
+    async fn webhooks(&self, account_id: &str) -> Result<Vec<Webhook>, StoreError>;
+    /// Stores an uploaded applet.
+    async fn insert_applet(&self, applet: &AppletRecord) -> Result<(), StoreError>;
+    /// An applet of this account.
+    async fn applet(&self, account_id: &str, id: &str) -> Result<Option<AppletRecord>, StoreError>;
+}
+
+/// Parses a stored error code, tolerating an unknown one as COMMAND_FAILED.
+pub fn error_code_or_default(s: &str) -> ErrorCode {
+    s.parse().unwrap_or(ErrorCode::CommandFailed)
+}
