@@ -1,0 +1,890 @@
+//! Webhook delivery: the gateway POSTs command (and campaign) events to the URLs an account
+//! registered, signed with the webhook's secret.
+//!
+//! # What an integrator receives
+//!
+//! ```text
+//! POST <url>
+//! Content-Type: application/json
+//! X-Otagw-Event: command.delivered
+//! X-Otagw-Delivery: 2f0c6c1e-…          (same on every attempt of one delivery)
+//! X-Otagw-Timestamp: 1718000000123       (ms since the epoch, when this attempt was signed)
+//! X-Otagw-Signature: sha256=<hex HMAC-SHA256(secret, "<X-Otagw-Timestamp>.<body>")>
+//!
+//! {"event":"command.delivered","timestamp":1718000000000,"data":{…}}
+//! ```
+//!
+//! The body's `timestamp` is when the event happened; the header's is when the attempt was
+//! signed, so a receiver can refuse stale (replayed) requests. Check the signature with
+//! [`verify`] (or its equivalent) over the raw body bytes, before parsing them.
+//!
+//! # Delivery
+//!
+//! Any 2xx answer is a delivery. Anything else (including a redirect: redirects are not
+//! followed), a connection error or a timeout is retried with exponential backoff and jitter
+//! (±20 %) up to [`RetryPolicy::attempts`]; then the delivery is given up (logged, counted).
+//! A `Retry-After` (seconds) on 429/503 lengthens the wait, up to the policy's maximum.
+//!
+//! Events go through one bounded queue ([`Webhooks::publish`] never waits: when the queue is
+//! full the oldest event is dropped and counted). Each webhook then has its own bounded queue
+//! and at most [`WebhookLimits::per_webhook_concurrency`] deliveries in progress, so a slow or
+//! dead URL only delays (and eventually drops) its own deliveries, never another webhook's.
+//! Events are not guaranteed to arrive in order; receivers order them by the body's timestamp.
+//!
+//! Secrets are never logged; URLs are logged without their query and credentials.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use futures::future::BoxFuture;
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use sha2::Sha256;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::store::{Store, StoreError, Webhook};
+
+/// Event names.
+pub mod events {
+    /// The gateway accepted the command (it passed validation and was stored).
+    pub const COMMAND_ACCEPTED: &str = "command.accepted";
+    /// The network reported the command's message delivered to the card.
+    pub const COMMAND_DELIVERED: &str = "command.delivered";
+    /// The card's proof of receipt arrived.
+    pub const COMMAND_POR: &str = "command.por";
+    /// The command reached a terminal status.
+    pub const COMMAND_COMPLETED: &str = "command.completed";
+    /// Progress of a campaign (batch).
+    pub const CAMPAIGN_PROGRESS: &str = "campaign.progress";
+}
+
+/// Header naming the event.
+pub const HEADER_EVENT: &str = "X-Otagw-Event";
+/// Header with the delivery's unique id (the same on every attempt of one delivery).
+pub const HEADER_DELIVERY: &str = "X-Otagw-Delivery";
+/// Header with the time the attempt was signed, ms since the Unix epoch.
+pub const HEADER_TIMESTAMP: &str = "X-Otagw-Timestamp";
+/// Header with the signature, `sha256=<hex>`.
+pub const HEADER_SIGNATURE: &str = "X-Otagw-Signature";
+
+/// One event for an account's webhooks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookEvent {
+    /// Whose webhooks get it.
+    pub account_id: String,
+    /// Event name (see [`events`]).
+    pub event: String,
+    /// Event payload (the body's `data`).
+    pub data: serde_json::Value,
+    /// When it happened, ms since the Unix epoch (the body's `timestamp`).
+    pub at: i64,
+}
+
+impl WebhookEvent {
+    /// An event.
+    pub fn new(
+        account_id: impl Into<String>,
+        event: impl Into<String>,
+        data: serde_json::Value,
+        at: i64,
+    ) -> Self {
+        Self {
+            account_id: account_id.into(),
+            event: event.into(),
+            data,
+            at,
+        }
+    }
+}
+
+/// How often and how patiently a delivery is attempted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all (the first one included); 0 counts as 1.
+    pub attempts: u32,
+    /// Wait after the first failed attempt; doubles after each further one.
+    pub initial_backoff: Duration,
+    /// Longest wait between two attempts.
+    pub max_backoff: Duration,
+    /// Limit for one attempt (connect, send, answer).
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 6 attempts, waits of 0.5 s doubling up to 30 s, 5 s per attempt.
+    fn default() -> Self {
+        Self {
+            attempts: 6,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait (before jitter) after failed attempt number `attempt` (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(31);
+        self.initial_backoff
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_backoff)
+    }
+}
+
+/// Sizes of the queues and concurrency limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookLimits {
+    /// Events waiting to be fanned out to their webhooks; when full, the oldest is dropped.
+    pub queue: usize,
+    /// Deliveries waiting for one webhook; when full, its oldest is dropped.
+    pub per_webhook_queue: usize,
+    /// Deliveries (with their retries) in progress for one webhook.
+    pub per_webhook_concurrency: usize,
+    /// HTTP requests in flight, all webhooks together.
+    pub max_in_flight: usize,
+    /// Events being fanned out at once (webhook look-ups in progress).
+    pub max_lookups: usize,
+    /// How long an account's webhook list is reused before it is looked up again (zero: never).
+    pub cache_ttl: Duration,
+}
+
+impl Default for WebhookLimits {
+    fn default() -> Self {
+        Self {
+            queue: 10_000,
+            per_webhook_queue: 1_000,
+            per_webhook_concurrency: 4,
+            max_in_flight: 64,
+            max_lookups: 16,
+            cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebhookStats {
+    /// Deliveries (one event to one webhook) answered with 2xx.
+    pub delivered: u64,
+    /// Attempts that failed (non-2xx, connection error, timeout).
+    pub failed_attempts: u64,
+    /// Deliveries abandoned: all attempts failed, or the URL is unusable; also events whose
+    /// webhook look-up kept failing.
+    pub given_up: u64,
+    /// Events dropped from the full queue, and deliveries dropped from a webhook's full queue.
+    pub dropped: u64,
+}
+
+/// Looks up an account's webhooks (the simple form of a webhook directory).
+pub type WebhookLookup = Arc<dyn Fn(&str) -> BoxFuture<'static, Vec<Webhook>> + Send + Sync>;
+
+/// Where the webhooks of an account come from.
+#[derive(Clone)]
+pub enum WebhookSource {
+    /// The store ([`Store::webhooks`]); a failing look-up is retried with the retry policy.
+    Store(Arc<dyn Store>),
+    /// A function (tests, or a directory other than the store).
+    Lookup(WebhookLookup),
+}
+
+impl WebhookSource {
+    async fn webhooks(&self, account_id: &str) -> Result<Vec<Webhook>, StoreError> {
+        match self {
+            WebhookSource::Store(store) => store.webhooks(account_id).await,
+            WebhookSource::Lookup(lookup) => Ok(lookup(account_id).await),
+        }
+    }
+}
+
+/// The webhook publisher: cheap to clone; the delivery tasks stop once every clone is dropped
+/// and what was queued has been handed out.
+#[derive(Clone)]
+pub struct Webhooks {
+    shared: Arc<Shared>,
+    _open: Arc<OpenGuard>,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Webhooks {
+    /// Starts delivering events to the webhooks the store lists for each account.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (it spawns its tasks on the current one).
+    pub fn start(store: Arc<dyn Store>, policy: RetryPolicy) -> Self {
+        Self::start_configured(
+            WebhookSource::Store(store),
+            policy,
+            WebhookLimits::default(),
+        )
+    }
+
+    /// Starts delivering events to the webhooks `lookup` returns for each account.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn start_with(lookup: WebhookLookup, policy: RetryPolicy) -> Self {
+        Self::start_configured(
+            WebhookSource::Lookup(lookup),
+            policy,
+            WebhookLimits::default(),
+        )
+    }
+
+    /// Starts with explicit limits.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn start_configured(
+        source: WebhookSource,
+        policy: RetryPolicy,
+        limits: WebhookLimits,
+    ) -> Self {
+        let limits = WebhookLimits {
+            queue: limits.queue.max(1),
+            per_webhook_queue: limits.per_webhook_queue.max(1),
+            per_webhook_concurrency: limits.per_webhook_concurrency.max(1),
+            max_in_flight: limits.max_in_flight.max(1),
+            max_lookups: limits.max_lookups.max(1),
+            cache_ttl: limits.cache_ttl,
+        };
+        let client = http_client(&policy);
+        let shared = Arc::new(Shared {
+            source,
+            client,
+            queue: Mutex::new(VecDeque::new()),
+            queued: Notify::new(),
+            closed: AtomicBool::new(false),
+            lookups: Arc::new(Semaphore::new(limits.max_lookups)),
+            in_flight: Semaphore::new(limits.max_in_flight),
+            destinations: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            policy,
+            limits,
+        });
+        tokio::spawn(dispatch(shared.clone()));
+        Self {
+            _open: Arc::new(OpenGuard(shared.clone())),
+            shared,
+        }
+    }
+
+    /// Queues an event for the account's webhooks. Never waits and never fails: when the
+    /// queue is full the oldest queued event is dropped (counted, logged).
+    pub fn publish(&self, event: WebhookEvent) {
+        let shared = &self.shared;
+        let dropped_one = {
+            let mut queue = lock(&shared.queue);
+            let dropped = if queue.len() >= shared.limits.queue {
+                queue.pop_front()
+            } else {
+                None
+            };
+            queue.push_back(event);
+            dropped
+        };
+        if let Some(old) = dropped_one {
+            let total = shared.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            warn_dropped(
+                total,
+                "webhook event queue full: dropped the oldest event",
+                &old,
+            );
+        }
+        shared.queued.notify_one();
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> WebhookStats {
+        let c = &self.shared.counters;
+        WebhookStats {
+            delivered: c.delivered.load(Ordering::Relaxed),
+            failed_attempts: c.failed_attempts.load(Ordering::Relaxed),
+            given_up: c.given_up.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// `sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`: the `X-Otagw-Signature` value.
+pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    match mac(secret, timestamp, body) {
+        Some(mac) => format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+        None => String::new(),
+    }
+}
+
+/// Checks an `X-Otagw-Signature` value (`sha256=<hex>`) against the secret, the
+/// `X-Otagw-Timestamp` value and the raw body, in constant time. (Whether the timestamp is
+/// recent enough is the receiver's policy, checked separately.)
+pub fn verify(secret: &[u8], timestamp: i64, body: &[u8], signature_header: &str) -> bool {
+    let Some(hex_sig) = signature_header.trim().strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_sig) else {
+        return false;
+    };
+    match mac(secret, timestamp, body) {
+        Some(mac) => mac.verify_slice(&expected).is_ok(),
+        None => false,
+    }
+}
+
+fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Option<Hmac<Sha256>> {
+    // HMAC takes keys of any length: this never fails.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).ok()?;
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    Some(mac)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// How long a webhook's worker waits for more deliveries before it stops.
+const IDLE: Duration = Duration::from_secs(30);
+/// Account entries kept in the look-up cache before expired ones are swept.
+const CACHE_SWEEP_AT: usize = 1_024;
+
+struct Shared {
+    source: WebhookSource,
+    client: reqwest::Client,
+    policy: RetryPolicy,
+    limits: WebhookLimits,
+    queue: Mutex<VecDeque<WebhookEvent>>,
+    queued: Notify,
+    closed: AtomicBool,
+    lookups: Arc<Semaphore>,
+    in_flight: Semaphore,
+    destinations: Mutex<HashMap<DestinationKey, Arc<Destination>>>,
+    cache: Mutex<HashMap<String, CachedHooks>>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    delivered: AtomicU64,
+    failed_attempts: AtomicU64,
+    given_up: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// Closes the queue when the last [`Webhooks`] clone goes.
+struct OpenGuard(Arc<Shared>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.queued.notify_one();
+    }
+}
+
+/// An account's webhooks and when they were looked up.
+type CachedHooks = (Instant, Arc<Vec<Webhook>>);
+
+/// (account id, webhook id).
+type DestinationKey = (String, String);
+
+/// One webhook's queue.
+struct Destination {
+    queue: Mutex<VecDeque<Delivery>>,
+    queued: Notify,
+    slots: Arc<Semaphore>,
+}
+
+/// One event for one webhook.
+struct Delivery {
+    id: String,
+    webhook: Webhook,
+    event: String,
+    body: Bytes,
+}
+
+enum Failure {
+    /// Worth trying again (after at least this long, if the receiver said so).
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Trying again cannot help.
+    Permanent(String),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn http_client(policy: &RetryPolicy) -> reqwest::Client {
+    let built = reqwest::Client::builder()
+        .timeout(policy.request_timeout)
+        .connect_timeout(policy.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("otagw-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build();
+    match built {
+        Ok(client) => client,
+        Err(e) => {
+            // Only a TLS back-end that fails to initialise gets here; the default client
+            // (without the timeouts) is the best left.
+            tracing::error!(error = %e, "webhook HTTP client: falling back to defaults");
+            reqwest::Client::new()
+        }
+    }
+}
+
+/// The first drop and then every 1000th is logged, so a flood does not flood the log.
+fn log_this_drop(total: u64) -> bool {
+    total == 1 || total.is_multiple_of(1000)
+}
+
+fn warn_dropped(total: u64, what: &str, event: &WebhookEvent) {
+    if log_this_drop(total) {
+        tracing::warn!(
+            dropped_total = total,
+            account = %event.account_id,
+            event = %event.event,
+            "{what}"
+        );
+    }
+}
+
+/// A URL for the log: scheme, host, port and path (no credentials, query or fragment).
+fn redacted(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("");
+            match u.port() {
+                Some(port) => format!("{}://{}:{}{}", u.scheme(), host, port, u.path()),
+                None => format!("{}://{}{}", u.scheme(), host, u.path()),
+            }
+        }
+        Err(_) => "<invalid URL>".to_string(),
+    }
+}
+
+/// Takes events off the queue and fans each out (a task per event, bounded).
+async fn dispatch(shared: Arc<Shared>) {
+    loop {
+        let Ok(permit) = shared.lookups.clone().acquire_owned().await else {
+            return;
+        };
+        let event = loop {
+            if let Some(event) = lock(&shared.queue).pop_front() {
+                break Some(event);
+            }
+            if shared.closed.load(Ordering::Acquire) {
+                break None;
+            }
+            shared.queued.notified().await;
+        };
+        let Some(event) = event else {
+            return;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            shared.fan_out(event).await;
+            drop(permit);
+        });
+    }
+}
+
+impl Shared {
+    /// Looks up the event's webhooks and queues one delivery per webhook.
+    async fn fan_out(self: &Arc<Self>, event: WebhookEvent) {
+        let Some(hooks) = self.webhooks_for(&event).await else {
+            return;
+        };
+        if hooks.is_empty() {
+            return;
+        }
+        let body = serde_json::json!({
+            "event": event.event,
+            "timestamp": event.at,
+            "data": event.data,
+        });
+        let body = match serde_json::to_vec(&body) {
+            Ok(body) => Bytes::from(body),
+            Err(e) => {
+                // serde_json::Value always serialises; kept for completeness.
+                tracing::error!(error = %e, event = %event.event, "webhook body: cannot serialise");
+                return;
+            }
+        };
+        for hook in hooks.iter() {
+            self.enqueue(Delivery {
+                id: uuid::Uuid::new_v4().to_string(),
+                webhook: hook.clone(),
+                event: event.event.clone(),
+                body: body.clone(),
+            });
+        }
+    }
+
+    /// The account's webhooks, from the cache or the source (retried while it fails).
+    async fn webhooks_for(&self, event: &WebhookEvent) -> Option<Arc<Vec<Webhook>>> {
+        let account = &event.account_id;
+        let ttl = self.limits.cache_ttl;
+        if !ttl.is_zero() {
+            if let Some((at, hooks)) = lock(&self.cache).get(account) {
+                if at.elapsed() < ttl {
+                    return Some(hooks.clone());
+                }
+            }
+        }
+        let attempts = self.policy.attempts.max(1);
+        let mut attempt = 1;
+        let hooks = loop {
+            match self.source.webhooks(account).await {
+                Ok(hooks) => break Arc::new(hooks),
+                Err(e) if attempt < attempts => {
+                    tracing::warn!(account = %account, attempt, error = %e, "webhook look-up failed; retrying");
+                    tokio::time::sleep(self.wait(attempt, None)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    self.counters.given_up.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        account = %account,
+                        event = %event.event,
+                        attempts,
+                        error = %e,
+                        "webhook look-up kept failing; event not delivered"
+                    );
+                    return None;
+                }
+            }
+        };
+        if !ttl.is_zero() {
+            let mut cache = lock(&self.cache);
+            if cache.len() >= CACHE_SWEEP_AT {
+                cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            }
+            cache.insert(account.clone(), (Instant::now(), hooks.clone()));
+        }
+        Some(hooks)
+    }
+
+    /// Puts a delivery on its webhook's queue, starting the webhook's worker if needed.
+    fn enqueue(self: &Arc<Self>, delivery: Delivery) {
+        let key = (
+            delivery.webhook.account_id.clone(),
+            delivery.webhook.id.clone(),
+        );
+        let dropped = {
+            let mut destinations = lock(&self.destinations);
+            let destination = destinations.entry(key.clone()).or_insert_with(|| {
+                let destination = Arc::new(Destination {
+                    queue: Mutex::new(VecDeque::new()),
+                    queued: Notify::new(),
+                    slots: Arc::new(Semaphore::new(self.limits.per_webhook_concurrency)),
+                });
+                tokio::spawn(run_destination(
+                    self.clone(),
+                    key.clone(),
+                    destination.clone(),
+                ));
+                destination
+            });
+            let dropped = {
+                let mut queue = lock(&destination.queue);
+                let dropped = if queue.len() >= self.limits.per_webhook_queue {
+                    queue.pop_front()
+                } else {
+                    None
+                };
+                queue.push_back(delivery);
+                dropped
+            };
+            destination.queued.notify_one();
+            dropped
+        };
+        if let Some(old) = dropped {
+            let total = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if log_this_drop(total) {
+                tracing::warn!(
+                    dropped_total = total,
+                    webhook = %old.webhook.id,
+                    account = %old.webhook.account_id,
+                    url = %redacted(&old.webhook.url),
+                    "webhook queue full: dropped its oldest delivery"
+                );
+            }
+        }
+    }
+
+    /// Delivers one event to one webhook, with retries.
+    async fn deliver(&self, delivery: Delivery) {
+        let hook = &delivery.webhook;
+        let url_for_log = redacted(&hook.url);
+        let url = match Url::parse(&hook.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+            _ => {
+                self.counters.given_up.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    webhook = %hook.id,
+                    account = %hook.account_id,
+                    url = %url_for_log,
+                    "webhook URL is not an http(s) URL; delivery given up"
+                );
+                return;
+            }
+        };
+        let attempts = self.policy.attempts.max(1);
+        for attempt in 1..=attempts {
+            let outcome = match self.in_flight.acquire().await {
+                Ok(_permit) => self.attempt(&url, &delivery).await,
+                Err(_) => return, // never closed
+            };
+            let (reason, retry_after, permanent) = match outcome {
+                Ok(status) => {
+                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        webhook = %hook.id,
+                        delivery = %delivery.id,
+                        event = %delivery.event,
+                        attempt,
+                        status = status.as_u16(),
+                        "webhook delivered"
+                    );
+                    return;
+                }
+                Err(Failure::Retry {
+                    reason,
+                    retry_after,
+                }) => (reason, retry_after, false),
+                Err(Failure::Permanent(reason)) => (reason, None, true),
+            };
+            self.counters
+                .failed_attempts
+                .fetch_add(1, Ordering::Relaxed);
+            if permanent || attempt == attempts {
+                self.counters.given_up.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    webhook = %hook.id,
+                    account = %hook.account_id,
+                    url = %url_for_log,
+                    delivery = %delivery.id,
+                    event = %delivery.event,
+                    attempts = attempt,
+                    error = %reason,
+                    "webhook delivery given up"
+                );
+                return;
+            }
+            let wait = self.wait(attempt, retry_after);
+            tracing::warn!(
+                webhook = %hook.id,
+                url = %url_for_log,
+                delivery = %delivery.id,
+                event = %delivery.event,
+                attempt,
+                retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                error = %reason,
+                "webhook attempt failed"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One POST.
+    async fn attempt(&self, url: &Url, delivery: &Delivery) -> Result<StatusCode, Failure> {
+        let event = HeaderValue::from_str(&delivery.event)
+            .map_err(|_| Failure::Permanent("event name is not a valid header value".into()))?;
+        let timestamp = now_ms();
+        let signature = sign(&delivery.webhook.secret, timestamp, &delivery.body);
+        let sent = self
+            .client
+            .post(url.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(HEADER_EVENT, event)
+            .header(HEADER_DELIVERY, delivery.id.as_str())
+            .header(HEADER_TIMESTAMP, timestamp.to_string())
+            .header(HEADER_SIGNATURE, signature)
+            .body(delivery.body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                let status = response.status();
+                if status.is_success() {
+                    return Ok(status);
+                }
+                let retry_after = if matches!(
+                    status,
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                ) {
+                    response
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs)
+                } else {
+                    None
+                };
+                Err(Failure::Retry {
+                    reason: format!("HTTP {status}"),
+                    retry_after,
+                })
+            }
+            Err(e) => {
+                let permanent = e.is_builder();
+                // Without the URL: it may carry credentials.
+                let reason = error_chain(&e.without_url());
+                if permanent {
+                    Err(Failure::Permanent(reason))
+                } else {
+                    Err(Failure::Retry {
+                        reason,
+                        retry_after: None,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Backoff after failed attempt `attempt`, with ±20 % jitter, at least what the receiver
+    /// asked for, at most the policy's maximum.
+    fn wait(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let base = self.policy.backoff(attempt);
+        let factor: f64 = rand::thread_rng().gen_range(0.8..=1.2);
+        let jittered = base.mul_f64(factor);
+        let wanted = match retry_after {
+            Some(asked) => jittered.max(asked),
+            None => jittered,
+        };
+        wanted.min(self.policy.max_backoff)
+    }
+}
+
+/// An error with its causes ("error sending request: ...: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// One webhook's worker: starts up to `per_webhook_concurrency` deliveries at a time; stops
+/// after [`IDLE`] without work.
+async fn run_destination(shared: Arc<Shared>, key: DestinationKey, destination: Arc<Destination>) {
+    let slots = shared.limits.per_webhook_concurrency;
+    loop {
+        let Ok(slot) = destination.slots.clone().acquire_owned().await else {
+            return;
+        };
+        let next = lock(&destination.queue).pop_front();
+        match next {
+            Some(delivery) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    shared.deliver(delivery).await;
+                    drop(slot);
+                });
+            }
+            None => {
+                drop(slot);
+                let woken = tokio::time::timeout(IDLE, destination.queued.notified()).await;
+                if woken.is_err() {
+                    // Idle: leave, unless work arrived meanwhile (checked under the map's lock,
+                    // which enqueue holds while it pushes).
+                    let mut destinations = lock(&shared.destinations);
+                    if lock(&destination.queue).is_empty()
+                        && destination.slots.available_permits() == slots
+                    {
+                        if destinations
+                            .get(&key)
+                            .is_some_and(|d| Arc::ptr_eq(d, &destination))
+                        {
+                            destinations.remove(&key);
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_round_trip() {
+        let sig = sign(b"secret", 1_700_000_000_000, b"{\"a\":1}");
+        assert!(sig.starts_with("sha256="));
+        assert_eq!(sig.len(), "sha256=".len() + 64);
+        assert!(verify(b"secret", 1_700_000_000_000, b"{\"a\":1}", &sig));
+        assert!(!verify(b"other", 1_700_000_000_000, b"{\"a\":1}", &sig));
+        assert!(!verify(b"secret", 1_700_000_000_001, b"{\"a\":1}", &sig));
+        assert!(!verify(b"secret", 1_700_000_000_000, b"{\"a\":2}", &sig));
+        assert!(!verify(
+            b"secret",
+            1_700_000_000_000,
+            b"{\"a\":1}",
+            "sha256=zz"
+        ));
+        assert!(!verify(
+            b"secret",
+            1_700_000_000_000,
+            b"{\"a\":1}",
+            &sig[7..]
+        ));
+    }
+
+    #[test]
+    fn known_vector() {
+        // printf '1.body' | openssl dgst -sha256 -hmac key
+        assert_eq!(
+            sign(b"key", 1, b"body"),
+            "sha256=91b5374b153842ad05b2c4eab9349b8321b14703165bd3fb8b034dfb8be98ae5"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.backoff(1), Duration::from_millis(500));
+        assert_eq!(p.backoff(2), Duration::from_secs(1));
+        assert_eq!(p.backoff(3), Duration::from_secs(2));
+        assert_eq!(p.backoff(7), Duration::from_secs(30));
+        assert_eq!(p.backoff(u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn redacts_credentials_and_query() {
+        assert_eq!(
+            redacted("https://user:pw@example.com:8443/hook?token=abc#x"),
+            "https://example.com:8443/hook"
+        );
+        assert_eq!(redacted("not a url"), "<invalid URL>");
+    }
+}
