@@ -2,6 +2,8 @@
 //! REST API and the store see it. Key values are never part of a command: they come from the
 //! card's stored key sets.
 
+pub mod build;
+
 use std::fmt;
 use std::str::FromStr;
 

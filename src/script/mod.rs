@@ -8,12 +8,14 @@
 //! - [`ScriptResponse`]: compact and expanded (`AB` / `AF`) responses.
 //! - [`rfm`]: SELECT, READ/UPDATE BINARY and RECORD for GSM (A0) and UICC (00) classes.
 //! - [`ram`] and [`cap`]: GlobalPlatform INSTALL, LOAD, DELETE, GET STATUS and CAP files.
+//! - [`gp`]: GlobalPlatform PUT KEY for the OTA key sets (KIc, KID, KIK), both sides.
 
 pub mod apdu;
 pub mod ber;
 pub mod cap;
 pub mod command;
 pub mod error;
+pub mod gp;
 pub mod ram;
 pub mod response;
 pub mod rfm;

@@ -15,6 +15,7 @@ use crate::security::{
 use super::digits::Digits;
 use super::exec::{run_script, ScriptRun};
 use super::fs::{FileSystem, NodeKind, Template};
+use super::isd::Isd;
 use super::ram::{Ram, Registry};
 use super::rfm::{Rfm, RfmView};
 use super::CardError;
@@ -56,13 +57,17 @@ impl KeyValue {
     }
 }
 
-/// One key set of a card: the KIc and KID of one key version, the algorithms for implicit
-/// KIc/KID codings, and the card's counter for this key set.
+/// One key set of a card: the KIc, KID and (optionally) KIK of one key version, the algorithms
+/// for implicit KIc/KID codings, and the card's counter for this key set.
+///
+/// The KIK (key identifier 3, the DEK of TS 102 226 clause 8.2.1) deciphers the new keys of a
+/// PUT KEY sent in a packet secured with this key set.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeySet {
     version: u8,
     kic: KeyValue,
     kid: KeyValue,
+    kik: KeyValue,
     kic_algorithm: Option<CipherAlgorithm>,
     kid_algorithm: Option<IntegrityAlgorithm>,
     counter: Counter,
@@ -75,6 +80,7 @@ impl fmt::Debug for KeySet {
             .field("version", &self.version)
             .field("kic_len", &self.kic.len)
             .field("kid_len", &self.kid.len)
+            .field("kik_len", &self.kik.len)
             .field("kic_algorithm", &self.kic_algorithm)
             .field("kid_algorithm", &self.kid_algorithm)
             .field("counter", &self.counter.value())
@@ -93,6 +99,7 @@ impl KeySet {
             version,
             kic: KeyValue::new("KIc", kic)?,
             kid: KeyValue::new("KID", kid)?,
+            kik: KeyValue::new("KIK", &[])?,
             kic_algorithm: None,
             kid_algorithm: None,
             counter: Counter::default(),
@@ -137,6 +144,35 @@ impl KeySet {
         self
     }
 
+    /// Sets the key-encryption key (KIK, 8, 16, 24 or 32 octets; empty for none).
+    pub fn with_kik(mut self, kik: &[u8]) -> Result<Self, CardError> {
+        self.kik = KeyValue::new("KIK", kik)?;
+        Ok(self)
+    }
+
+    /// This key set under another version (PUT KEY with a new key version).
+    pub(crate) fn with_version(mut self, version: u8) -> Result<Self, CardError> {
+        if version > 15 {
+            return Err(CardError::KeyVersion(version));
+        }
+        self.version = version;
+        Ok(self)
+    }
+
+    /// Replaces the key with this PUT KEY identifier (1 KIc, 2 KID, 3 KIK), checking it against
+    /// the configured algorithm of KIc / KID.
+    pub(crate) fn with_key(mut self, id: u8, key: &[u8]) -> Result<Self, CardError> {
+        match id {
+            1 => self.kic = KeyValue::new("KIc", key)?,
+            2 => self.kid = KeyValue::new("KID", key)?,
+            3 => self.kik = KeyValue::new("KIK", key)?,
+            // The ISD refuses other identifiers before it gets here.
+            _ => {}
+        }
+        let (kic, kid) = (self.kic_algorithm, self.kid_algorithm);
+        self.with_algorithms(kic, kid)
+    }
+
     /// Key version (0..=15).
     pub fn version(&self) -> u8 {
         self.version
@@ -150,6 +186,11 @@ impl KeySet {
     /// KID value (empty if none).
     pub fn kid(&self) -> &[u8] {
         self.kid.as_slice()
+    }
+
+    /// KIK value (the key-encryption key of PUT KEY), if the key set has one.
+    pub fn kik(&self) -> Option<&[u8]> {
+        Some(self.kik.as_slice()).filter(|k| !k.is_empty())
     }
 
     /// Algorithm for implicit KIc codings.
@@ -479,9 +520,24 @@ impl VirtualCard {
     /// Runs `script` (compact or expanded) on the applet behind `tar` without SCP80, as if it
     /// had arrived in an authentic packet; returns the script response. `None` for an unknown
     /// TAR.
+    ///
+    /// No key set secures such a run, so a PUT KEY in it is refused (6982); see
+    /// [`VirtualCard::run_secured_script`].
     pub fn run_script(&mut self, tar: Tar, script: &[u8]) -> Option<Vec<u8>> {
         let target = Self::target(tar)?;
-        Some(self.execute(target, script).response)
+        Some(self.execute(target, script, None).response)
+    }
+
+    /// Like [`VirtualCard::run_script`], as if the packet had been secured with the key set of
+    /// `key_version`: a PUT KEY deciphers its keys with that key set's KIK.
+    pub fn run_secured_script(
+        &mut self,
+        tar: Tar,
+        key_version: u8,
+        script: &[u8],
+    ) -> Option<Vec<u8>> {
+        let target = Self::target(tar)?;
+        Some(self.execute(target, script, Some(key_version)).response)
     }
 
     fn target(tar: Tar) -> Option<Target> {
@@ -493,7 +549,9 @@ impl VirtualCard {
         }
     }
 
-    fn execute(&mut self, target: Target, script: &[u8]) -> ScriptRun {
+    /// Runs a script on an applet; `key_version` is the key set that secured the packet (the
+    /// ISD's PUT KEY takes that key set's KIK).
+    fn execute(&mut self, target: Target, script: &[u8], key_version: Option<u8>) -> ScriptRun {
         match target {
             Target::Rfm(view) => {
                 let mut rfm = Rfm::new(&mut self.fs, self.iccid, self.imsi, view);
@@ -501,7 +559,8 @@ impl VirtualCard {
             }
             Target::Ram => {
                 let reg = self.ram.get_or_insert_with(Default::default);
-                let run = run_script(&mut Ram::new(reg), script);
+                let mut isd = Isd::new(Ram::new(reg), &mut self.keys, key_version);
+                let run = run_script(&mut isd, script);
                 if **reg == Registry::EMPTY {
                     self.ram = None;
                 }
@@ -659,7 +718,13 @@ impl VirtualCard {
             }
         }
 
-        let run = self.execute(target, &opened.data);
+        // The key set securing the packet: the KID's with integrity, else the KIc's.
+        let key_version = if spi.integrity == Integrity::None {
+            view.kic.version()
+        } else {
+            view.kid.version()
+        };
+        let run = self.execute(target, &opened.data, Some(key_version));
         let por = por_wanted(&spi, run.failed)
             .then(|| {
                 self.protected_por(&spi, &keys, view.tar, counter, PorStatus::Ok, &run.response)

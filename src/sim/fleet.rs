@@ -14,11 +14,12 @@
 //! | `MSISDN` | up to 15 digits, optional leading `+` (required) |
 //! | `KIC`, `KID` | hex keys (8, 16, 24 or 32 octets) for key version [`FleetDefaults::key_version`] |
 //! | `KIC1`..`KIC15`, `KID1`..`KID15` | hex keys for that key version |
+//! | `KIK`, `KIK1`..`KIK15` | optional key-encryption key (PUT KEY's DEK) of the `KIC`/`KID` key version / of that version |
 //! | `CNTR` / `COUNTER`, `CNTR1`..`CNTR15` | the card's counter (hex, up to 10 digits) for all key sets / one |
 //!
-//! Other columns (KIK, DEK, KVN, PIN, PUK, ACC, ...) are ignored. `KVN` in particular is not
+//! Other columns (DEK, KVN, PIN, PUK, ACC, ...) are ignored. `KVN` in particular is not
 //! read as the SCP80 key version: vendors use it for the GlobalPlatform SCP02/SCP03 key
-//! version.
+//! version. An empty `KIK` field means the card has no KIK for that key set.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -192,6 +193,7 @@ enum Column {
     Msisdn,
     Kic(u8),
     Kid(u8),
+    Kik(u8),
     /// Counter for one key version, or all (None).
     Counter(Option<u8>),
     Ignored,
@@ -215,6 +217,8 @@ fn column(name: &str, main_version: u8) -> Column {
                 Column::Kic(v)
             } else if let Some(v) = numbered("KID") {
                 Column::Kid(v)
+            } else if let Some(v) = numbered("KIK") {
+                Column::Kik(v)
             } else if let Some(v) = name.strip_prefix("CNTR").and_then(|n| n.parse::<u8>().ok()) {
                 if (1..=15).contains(&v) {
                     Column::Counter(Some(v))
@@ -253,8 +257,17 @@ fn parse_counter(value: &str) -> Result<Counter, String> {
     Counter::new(v).map_err(|e| e.to_string())
 }
 
-/// One row's key material per version: (KIc, KID, counter).
-type RowKeys = [(Option<Vec<u8>>, Option<Vec<u8>>, Option<Counter>); 16];
+/// One row's key material of one version.
+#[derive(Default)]
+struct RowKeySet {
+    kic: Option<Vec<u8>>,
+    kid: Option<Vec<u8>>,
+    kik: Option<Vec<u8>>,
+    counter: Option<Counter>,
+}
+
+/// One row's key material per version.
+type RowKeys = [RowKeySet; 16];
 
 impl Fleet {
     /// An empty fleet whose `KIC`/`KID` vendor columns mean key version 1.
@@ -416,8 +429,11 @@ impl Fleet {
         let mut state = seed ^ i.wrapping_mul(0xD6E8_FEB8_6659_FD93);
         let kic = random_key(&mut state);
         let kid = random_key(&mut state);
+        // A KIK as long as the KIc (16 octets), for PUT KEY.
+        let kik = random_key(&mut state);
         let keys = KeySet::new(d.key_version, &kic, &kid)?
             .with_algorithms(d.kic_algorithm, d.kid_algorithm)?
+            .with_kik(&kik)?
             .with_counter(d.initial_counter);
         Ok(VirtualCard::from_parts(iccid, imsi, msisdn, vec![keys]).with_policy(d.policy))
     }
@@ -477,7 +493,7 @@ impl Fleet {
         }
         if !kinds
             .iter()
-            .any(|k| matches!(k, Column::Kic(_) | Column::Kid(_)))
+            .any(|k| matches!(k, Column::Kic(_) | Column::Kid(_) | Column::Kik(_)))
         {
             return Err(FleetError::MissingColumn {
                 line: header_line,
@@ -554,7 +570,7 @@ impl Fleet {
                 Column::Iccid => iccid = value,
                 Column::Imsi => imsi = value,
                 Column::Msisdn => msisdn = value,
-                Column::Kic(_) | Column::Kid(_) if value.is_empty() => {}
+                Column::Kic(_) | Column::Kid(_) | Column::Kik(_) if value.is_empty() => {}
                 Column::Kic(v) => {
                     let key = parse_key(value).map_err(err)?;
                     if let Some(a) = d.kic_algorithm.filter(|a| !a.accepts_key_len(key.len())) {
@@ -564,7 +580,7 @@ impl Fleet {
                             a.key_lengths()
                         )));
                     }
-                    keys[slot(v)].0 = Some(key);
+                    keys[slot(v)].kic = Some(key);
                 }
                 Column::Kid(v) => {
                     let key = parse_key(value).map_err(err)?;
@@ -575,12 +591,13 @@ impl Fleet {
                             a.key_lengths()
                         )));
                     }
-                    keys[slot(v)].1 = Some(key);
+                    keys[slot(v)].kid = Some(key);
                 }
+                Column::Kik(v) => keys[slot(v)].kik = Some(parse_key(value).map_err(err)?),
                 Column::Counter(_) if value.is_empty() => {}
                 Column::Counter(None) => all_counter = Some(parse_counter(value).map_err(err)?),
                 Column::Counter(Some(v)) => {
-                    keys[slot(v)].2 = Some(parse_counter(value).map_err(err)?)
+                    keys[slot(v)].counter = Some(parse_counter(value).map_err(err)?)
                 }
                 Column::Ignored => {}
             }
@@ -604,17 +621,18 @@ impl Fleet {
             Vec::new(),
         )
         .with_policy(d.policy);
-        for (version, (kic, kid, counter)) in keys.iter().enumerate() {
-            if kic.is_none() && kid.is_none() {
+        for (version, k) in keys.iter().enumerate() {
+            if k.kic.is_none() && k.kid.is_none() && k.kik.is_none() {
                 continue;
             }
             let ks = KeySet::new(
                 version as u8,
-                kic.as_deref().unwrap_or_default(),
-                kid.as_deref().unwrap_or_default(),
+                k.kic.as_deref().unwrap_or_default(),
+                k.kid.as_deref().unwrap_or_default(),
             )?
             .with_algorithms(d.kic_algorithm, d.kid_algorithm)?
-            .with_counter(counter.or(all_counter).unwrap_or(d.initial_counter));
+            .with_kik(k.kik.as_deref().unwrap_or_default())?
+            .with_counter(k.counter.or(all_counter).unwrap_or(d.initial_counter));
             card.set_key_set(ks);
         }
         Ok(card)
@@ -622,25 +640,35 @@ impl Fleet {
 
     /// Writes the fleet as a vendor output file that [`Fleet::from_vendor_file`] reads back
     /// (with the same key version for `KIC`/`KID`): `ICCID,IMSI,MSISDN,KIC,KID`, then
-    /// `KICn,KIDn` for other key versions any card has, and `CNTR` / `CNTRn` where a counter is
-    /// not zero. 19-digit ICCIDs are F-padded; keys in upper-case hex.
+    /// `KICn,KIDn` for other key versions any card has, each followed by `KIK` / `KIKn` where
+    /// a card has a KIK of that version, and `CNTR` / `CNTRn` where a counter is not zero.
+    /// 19-digit ICCIDs are F-padded; keys in upper-case hex.
     pub fn to_vendor_file(&self) -> String {
         let main = self.key_version;
         let mut versions = [false; 16];
         let mut counters = [false; 16];
+        let mut kiks = [false; 16];
         self.for_each_card(|c| {
             for k in c.key_sets() {
                 let v = usize::from(k.version()).min(15);
                 versions[v] = true;
                 counters[v] |= k.counter().value() != 0;
+                kiks[v] |= k.kik().is_some();
             }
         });
+        let has_kik = |v: u8| kiks[usize::from(v).min(15)];
         let others: Vec<u8> = (0..16u8)
             .filter(|&v| v != main && v != 0 && versions[usize::from(v)])
             .collect();
         let mut out = String::from("VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID");
-        for v in &others {
+        if has_kik(main) {
+            out.push_str(",KIK");
+        }
+        for &v in &others {
             let _ = write!(out, ",KIC{v},KID{v}");
+            if has_kik(v) {
+                let _ = write!(out, ",KIK{v}");
+            }
         }
         let counter_versions: Vec<u8> = std::iter::once(main)
             .chain(others.iter().copied())
@@ -669,6 +697,12 @@ impl Fleet {
                         );
                     }
                     None => out.push_str(",,"),
+                }
+                if has_kik(v) {
+                    out.push(',');
+                    if let Some(kik) = c.key_set(v).and_then(KeySet::kik) {
+                        out.push_str(&hex::encode_upper(kik));
+                    }
                 }
             }
             for &v in &counter_versions {
@@ -840,11 +874,21 @@ VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID
     #[test]
     fn more_key_versions_and_counters_round_trip() {
         let text = "\
-VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIC2,KID2,CNTR,KIK1
-8949000000000000001F,262010000000001,491700000001,00112233445566778899AABBCCDDEEFF,FFEEDDCCBBAA99887766554433221100,0011223344556677,8899AABBCCDDEEFF,000000002A,AABB
-89490000000000000027,262010000000002,491700000002,0123456789ABCDEF0123456789ABCDEF,0123456789ABCDEF0123456789ABCDEF,,,,
+VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIC2,KID2,CNTR,KIK1,PIN1
+8949000000000000001F,262010000000001,491700000001,00112233445566778899AABBCCDDEEFF,FFEEDDCCBBAA99887766554433221100,0011223344556677,8899AABBCCDDEEFF,000000002A,0F0E0D0C0B0A09080706050403020100,1234
+89490000000000000027,262010000000002,491700000002,0123456789ABCDEF0123456789ABCDEF,0123456789ABCDEF0123456789ABCDEF,,,,,0000
 ";
         let fleet = Fleet::from_vendor_file(text, FleetDefaults::default()).unwrap();
+        let kiks = |m: &str| {
+            fleet
+                .with_card(m, |c| c.key_set(1).unwrap().kik().map(hex::encode_upper))
+                .unwrap()
+        };
+        assert_eq!(
+            kiks("491700000001").as_deref(),
+            Some("0F0E0D0C0B0A09080706050403020100")
+        );
+        assert_eq!(kiks("491700000002"), None);
         let (v, c1, c2) = fleet
             .with_card("491700000001", |c| {
                 (
@@ -859,13 +903,55 @@ VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIC2,KID2,CNTR,KIK1
         assert_eq!(
             out,
             "\
-VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIC2,KID2,CNTR,CNTR2
-8949000000000000001F,262010000000001,491700000001,00112233445566778899AABBCCDDEEFF,FFEEDDCCBBAA99887766554433221100,0011223344556677,8899AABBCCDDEEFF,000000002A,000000002A
-89490000000000000027,262010000000002,491700000002,0123456789ABCDEF0123456789ABCDEF,0123456789ABCDEF0123456789ABCDEF,,,0000000000,
+VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIK,KIC2,KID2,CNTR,CNTR2
+8949000000000000001F,262010000000001,491700000001,00112233445566778899AABBCCDDEEFF,FFEEDDCCBBAA99887766554433221100,0F0E0D0C0B0A09080706050403020100,0011223344556677,8899AABBCCDDEEFF,000000002A,000000002A
+89490000000000000027,262010000000002,491700000002,0123456789ABCDEF0123456789ABCDEF,0123456789ABCDEF0123456789ABCDEF,,,,0000000000,
 "
         );
         let again = Fleet::from_vendor_file(&out, FleetDefaults::default()).unwrap();
         assert_eq!(again.to_vendor_file(), out);
+    }
+
+    #[test]
+    fn kik_columns() {
+        let d = FleetDefaults::default();
+        let k = "00112233445566778899AABBCCDDEEFF";
+        // A KIK for another key version; a file without KIK columns writes none back.
+        let text = format!(
+            "VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIC3,KID3,KIK3\n\
+             89490000000000000017,262010000000001,491700000001,{k},{k},{k},{k},0011223344556677\n"
+        );
+        let fleet = Fleet::from_vendor_file(&text, d).unwrap();
+        let (k1, k3) = fleet
+            .with_card("491700000001", |c| {
+                (
+                    c.key_set(1).unwrap().kik().is_some(),
+                    c.key_set(3).unwrap().kik().map(<[u8]>::len),
+                )
+            })
+            .unwrap();
+        assert_eq!((k1, k3), (false, Some(8)));
+        let out = fleet.to_vendor_file();
+        assert!(out.starts_with("VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIC3,KID3,KIK3\n"));
+        assert_eq!(
+            Fleet::from_vendor_file(&out, d).unwrap().to_vendor_file(),
+            out
+        );
+        let plain = format!(
+            "VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID\n89490000000000000017,262010000000001,491700000001,{k},{k}\n"
+        );
+        assert_eq!(
+            Fleet::from_vendor_file(&plain, d).unwrap().to_vendor_file(),
+            plain
+        );
+        // A bad KIK names its line and column.
+        let bad = format!(
+            "VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIK\n89490000000000000017,262010000000001,491700000001,{k},{k},AABB\n"
+        );
+        assert_eq!(
+            Fleet::from_vendor_file(&bad, d).unwrap_err().to_string(),
+            "line 2, field KIK: 2 octets, but SCP80 keys are 8, 16, 24 or 32 octets"
+        );
     }
 
     #[test]
@@ -890,6 +976,14 @@ VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIC2,KID2,CNTR,CNTR2
         assert_ne!(key(&fleet, "491500000001"), key(&other, "491500000001"));
         assert_ne!(key(&fleet, "491500000001"), key(&fleet, "491500000000"));
         let text = fleet.to_vendor_file();
+        assert!(text.starts_with("VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIK\n"));
+        let kik = |f: &Fleet, m: &str| {
+            f.with_card(m, |c| c.key_set(1).unwrap().kik().map(<[u8]>::to_vec))
+        };
+        let first = kik(&fleet, "491500000001").flatten().unwrap();
+        assert_eq!(first.len(), 16);
+        assert_ne!(Some(first.clone()), key(&fleet, "491500000001"));
+        assert_eq!(kik(&again, "491500000001").flatten(), Some(first));
         let back = Fleet::from_vendor_file(&text, FleetDefaults::default()).unwrap();
         assert_eq!(back.to_vendor_file(), text);
         assert!(matches!(

@@ -8,17 +8,21 @@
 //! │   ├── EF ADN 6F3A          linear fixed 10 x 28
 //! │   └── EF SMS 6F3C          linear fixed 10 x 176
 //! ├── DF GSM 7F20
-//! │   ├── EF IMSI 6F07         transparent 9 (from the card's IMSI)   ─┐ same storage as the
-//! │   ├── EF SPN 6F46          transparent 17                          │ ADF USIM EFs of the
-//! │   ├── EF LOCI 6F7E         transparent 11                         ─┘ same name
+//! │   ├── EF IMSI 6F07         transparent 9 (from the card's IMSI)   ─┐
+//! │   ├── EF SPN 6F46          transparent 17                          │ same storage as the
+//! │   ├── EF LOCI 6F7E         transparent 11                          │ ADF USIM EFs of the
+//! │   ├── EF PLMNwAcT 6F60     transparent 40 (8 entries of 5)         │ same name
+//! │   ├── EF HPPLMN 6F31       transparent 1                          ─┘
 //! │   └── EF FPLMN 6F7B        transparent 12
 //! └── ADF USIM (AID A0000000871002..., FID 7FFF)
-//!     ├── EF IMSI 6F07, EF SPN 6F46, EF LOCI 6F7E
+//!     ├── EF IMSI 6F07, EF SPN 6F46, EF LOCI 6F7E, EF PLMNwAcT 6F60, EF HPPLMN 6F31
 //!     ├── EF PNN 6FC5          linear fixed 8 x 24
 //!     └── EF OPL 6FC6          linear fixed 8 x 8
 //! ```
-//! DF GSM's IMSI, SPN and LOCI share their contents with the ADF USIM's, as on UICCs that offer
-//! GSM access to the USIM's files.
+//! DF GSM's IMSI, SPN, LOCI, PLMNwAcT and HPPLMN share their contents with the ADF USIM's, as
+//! on UICCs that offer GSM access to the USIM's files. EF PLMNwAcT (TS 31.102 4.2.5, TS 51.011
+//! 10.3.35) has the minimum size of 8 entries, each `FFFFFF 0000` (no PLMN) at first; EF
+//! HPPLMN (TS 31.102 4.2.6) starts at 05 (a search every 5 x 6 minutes).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -136,6 +140,14 @@ const LOCI: &[u8] = &[
 ];
 /// Each EF SMS record starts with status 00 "free space" (TS 51.011 10.5.3).
 const SMS_FREE: &[u8] = &[0x00];
+/// Initial EF PLMNwAcT: 8 unused entries, PLMN FFFFFF and no access technology.
+const PLMN_W_ACT: &[u8] = &[
+    0xFF, 0xFF, 0xFF, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0xFF,
+    0xFF, 0xFF, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0xFF, 0xFF,
+    0xFF, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x00, 0x00,
+];
+/// Initial EF HPPLMN: search period 5 (x 6 minutes).
+const HPPLMN: &[u8] = &[0x05];
 
 impl Template {
     fn build() -> Self {
@@ -204,6 +216,22 @@ impl Template {
             Initial::Bytes(LOCI),
             0x11,
         );
+        let u_plmn = t.add(
+            Some(adf),
+            0x6F60,
+            ts(40),
+            "EF PLMNwAcT",
+            Initial::Bytes(PLMN_W_ACT),
+            0x11,
+        );
+        let u_hpplmn = t.add(
+            Some(adf),
+            0x6F31,
+            ts(1),
+            "EF HPPLMN",
+            Initial::Bytes(HPPLMN),
+            0x14,
+        );
         t.add(
             Some(adf),
             0x6FC5,
@@ -245,6 +273,22 @@ impl Template {
             Initial::Bytes(LOCI),
             0x11,
         );
+        let g_plmn = t.add(
+            Some(gsm),
+            0x6F60,
+            ts(40),
+            "EF PLMNwAcT",
+            Initial::Bytes(PLMN_W_ACT),
+            0x11,
+        );
+        let g_hpplmn = t.add(
+            Some(gsm),
+            0x6F31,
+            ts(1),
+            "EF HPPLMN",
+            Initial::Bytes(HPPLMN),
+            0x14,
+        );
         t.add(
             Some(gsm),
             0x6F7B,
@@ -253,7 +297,13 @@ impl Template {
             Initial::Bytes(&[]),
             0x11,
         );
-        for (g, u) in [(g_imsi, u_imsi), (g_spn, u_spn), (g_loci, u_loci)] {
+        for (g, u) in [
+            (g_imsi, u_imsi),
+            (g_spn, u_spn),
+            (g_loci, u_loci),
+            (g_plmn, u_plmn),
+            (g_hpplmn, u_hpplmn),
+        ] {
             if let Some(n) = t.nodes.get_mut(usize::from(g)) {
                 n.storage = u;
             }

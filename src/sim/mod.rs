@@ -8,7 +8,8 @@
 //! - [`card`]: identity, key sets and counters, TAR dispatch, security checks, PoR building.
 //! - [`rfm`]: SELECT / READ / UPDATE BINARY and RECORD in classes `A0` and `00`, on a file
 //!   system shared by all cards as one template, with per-card copy-on-write changes ([`fs`]).
-//! - [`ram`]: a GlobalPlatform registry driven by INSTALL, LOAD, DELETE and GET STATUS.
+//! - [`ram`]: a GlobalPlatform registry driven by INSTALL, LOAD, DELETE and GET STATUS; the
+//!   ISD also runs PUT KEY on the card's key sets (`isd.rs`).
 //! - [`fleet`]: many cards keyed by MSISDN and ICCID, from a vendor output file or generated.
 //!
 //! Nothing here panics on input bytes: every packet a card receives is untrusted.
@@ -18,6 +19,7 @@ mod digits;
 mod exec;
 pub mod fleet;
 pub mod fs;
+mod isd;
 pub mod ram;
 pub mod rfm;
 
