@@ -1,3 +1,1854 @@
-//! Placeholder: replaced by the store work (SQLite and PostgreSQL on sqlx).
-/// The SQL store.
-pub struct SqlStore;
+//! The SQL store: one implementation on sqlx's `Any` driver for SQLite (embedded, the default)
+//! and PostgreSQL (shared by several gateways).
+//!
+//! The SQL is the same on both backends (`$N` placeholders work on both), except for a few
+//! dialect switches: the DDL types (see `schema.sql`), `BEGIN IMMEDIATE` on SQLite (every write
+//! transaction takes the write lock up front, so it never fails upgrading a read lock) and
+//! `FOR UPDATE SKIP LOCKED` when PostgreSQL gateways claim commands.
+//!
+//! The `Any` driver carries only i64, f64, text, bytes (and bool, unused): counters are stored
+//! as 64-bit integers, timestamps as milliseconds, JSON as text, TAR and SPI as hex text, and
+//! key values as AES-256-GCM sealed bytes (see [`super::sealing`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::error::ErrorKind;
+use sqlx::{Any, AnyPool, Executor, Row};
+
+use super::{
+    Account, AppletRecord, BatchRecord, CancelOutcome, CardRecord, CommandRecord, CommandStats,
+    KeyMaterial, KeySetRecord, KeyVersionStatus, MasterKey, Millis, NewCard, NewCommand,
+    SecuredPacket, Store, StoreError, Transition, Webhook,
+};
+use crate::command::{
+    CardResponse, CommandError, CommandEvent, CommandStatus, CommandType, Priority,
+};
+use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
+
+/// The schema, with `{int}`, `{blob}` and `{serial}` for the dialect to fill in.
+const SCHEMA: &str = include_str!("schema.sql");
+
+/// Advisory lock key serializing schema creation between PostgreSQL gateways starting at once.
+const SCHEMA_LOCK_KEY: i64 = 0x6f74_6167_7701;
+
+/// How long a SQLite connection waits for another writer, ms.
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 30_000;
+
+/// Rows per multi-row INSERT (the parameter count stays far below SQLite's 32766).
+const CARD_CHUNK: usize = 500;
+const KEY_SET_CHUNK: usize = 400;
+const COMMAND_CHUNK: usize = 200;
+const EVENT_CHUNK: usize = 500;
+
+/// Status names of the commands a gateway may still work on.
+const LIVE: &str = "('PENDING', 'SENT', 'DELIVERED')";
+
+/// The columns of a command row, in the order [`SqlStore::command_from_row`] reads them.
+const COMMAND_COLUMNS: &str = "account_id, id, batch_id, command_type, iccid, transport, \
+     priority, request, status, created_at, updated_at, expires_at, sent_at, delivered_at, \
+     completed_at, attempts, packet, counter, key_version, msisdn, tar, spi, kic, kid, \
+     pending_kic, pending_kid, pending_kik, response, error, owner, lease_until";
+
+/// Which SQL dialect a store speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+type Tx = sqlx::Transaction<'static, Any>;
+
+/// The SQL store (SQLite or PostgreSQL).
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    key: MasterKey,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlStore {
+    /// Connects to `url` and creates the schema if needed.
+    ///
+    /// `url` is `sqlite://path/to/file.db` (created if missing; its directory must exist),
+    /// `sqlite::memory:` (one connection, gone when the store is dropped) or
+    /// `postgres://user@host:port/database` (`postgresql://` too). Key values are sealed with
+    /// `master_key` before they are written and opened with it when read.
+    pub async fn connect(url: &str, master_key: MasterKey) -> Result<SqlStore, StoreError> {
+        sqlx::any::install_default_drivers();
+        let target = parse_url(url)?;
+        let options = match &target {
+            Target::Postgres(_) => AnyPoolOptions::new().max_connections(10),
+            Target::SqliteMemory => AnyPoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None),
+            Target::SqliteFile(_) => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            conn.execute(
+                                format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str(),
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+            }
+        };
+        let (dialect, connect_url) = match &target {
+            Target::Postgres(u) => (Dialect::Postgres, u.clone()),
+            Target::SqliteMemory => (Dialect::Sqlite, "sqlite::memory:".to_string()),
+            Target::SqliteFile(u) => (Dialect::Sqlite, u.clone()),
+        };
+        let pool = options
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(&connect_url)
+            .await
+            .map_err(|e| StoreError::Database(format!("cannot connect to {}: {e}", redact(url))))?;
+        if matches!(target, Target::SqliteFile(_)) {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .map_err(dbe)?;
+        }
+        let store = SqlStore {
+            pool,
+            dialect,
+            key: master_key,
+        };
+        store.create_schema().await?;
+        Ok(store)
+    }
+
+    /// Closes the connections (waits for those in use to come back).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn backend_name(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// The schema statements for this dialect.
+    fn schema_statements(&self) -> Vec<String> {
+        let (int, blob, serial) = match self.dialect {
+            Dialect::Sqlite => ("INTEGER", "BLOB", "INTEGER PRIMARY KEY"),
+            Dialect::Postgres => ("BIGINT", "BYTEA", "BIGSERIAL PRIMARY KEY"),
+        };
+        let text: String = SCHEMA
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        text.split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.replace("{int}", int)
+                    .replace("{blob}", blob)
+                    .replace("{serial}", serial)
+            })
+            .collect()
+    }
+
+    async fn create_schema(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(SCHEMA_LOCK_KEY)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::Database(format!("schema lock: {e}")))?;
+        }
+        for statement in self.schema_statements() {
+            sqlx::query(&statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::Database(format!("schema: {e}")))?;
+        }
+        tx.commit().await.map_err(dbe)
+    }
+
+    /// Begins a write transaction (on SQLite it takes the write lock at once).
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
+        }
+        .map_err(dbe)
+    }
+
+    // Sealing: the associated data names the row and the field.
+
+    fn seal(&self, value: &[u8], aad: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.key.try_seal(value, aad)?)
+    }
+
+    fn open(&self, sealed: &[u8], aad: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.key.open(sealed, aad)?)
+    }
+
+    fn open_keys(
+        &self,
+        prefix: &str,
+        kic: &[u8],
+        kid: &[u8],
+        kik: Option<&[u8]>,
+    ) -> Result<KeyMaterial, StoreError> {
+        Ok(KeyMaterial {
+            kic: self.open(kic, &format!("{prefix}:kic"))?,
+            kid: self.open(kid, &format!("{prefix}:kid"))?,
+            kik: kik
+                .map(|k| self.open(k, &format!("{prefix}:kik")))
+                .transpose()?,
+        })
+    }
+
+    /// Sealed (kic, kid, kik) of key material.
+    #[allow(clippy::type_complexity)]
+    fn seal_keys(
+        &self,
+        prefix: &str,
+        keys: &KeyMaterial,
+    ) -> Result<(Vec<u8>, Vec<u8>, Option<Vec<u8>>), StoreError> {
+        Ok((
+            self.seal(&keys.kic, &format!("{prefix}:kic"))?,
+            self.seal(&keys.kid, &format!("{prefix}:kid"))?,
+            keys.kik
+                .as_ref()
+                .map(|k| self.seal(k, &format!("{prefix}:kik")))
+                .transpose()?,
+        ))
+    }
+
+    fn command_from_row(&self, row: &AnyRow) -> Result<CommandRecord, StoreError> {
+        let account_id: String = col(row, "account_id")?;
+        let id: String = col(row, "id")?;
+        let command_type: String = col(row, "command_type")?;
+        let command_type: CommandType = command_type
+            .parse()
+            .map_err(|e| bad_column("commands.command_type", e))?;
+        let status: String = col(row, "status")?;
+        let status: CommandStatus = status
+            .parse()
+            .map_err(|e| bad_column("commands.status", e))?;
+        let request: String = col(row, "request")?;
+        let request: serde_json::Value =
+            serde_json::from_str(&request).map_err(|e| bad_column("commands.request", e))?;
+        let response: Option<String> = col(row, "response")?;
+        let response: Option<CardResponse> = response
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| bad_column("commands.response", e))?;
+        let error: Option<String> = col(row, "error")?;
+        let error: Option<CommandError> = error
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| bad_column("commands.error", e))?;
+        let attempts: i64 = col(row, "attempts")?;
+        let attempts = u32::try_from(attempts).map_err(|e| bad_column("commands.attempts", e))?;
+
+        let packet: Option<Vec<u8>> = col(row, "packet")?;
+        let secured = match packet {
+            None => None,
+            Some(packet) => {
+                let counter: Option<i64> = col(row, "counter")?;
+                let key_version: Option<i64> = col(row, "key_version")?;
+                let msisdn: Option<String> = col(row, "msisdn")?;
+                let tar: Option<String> = col(row, "tar")?;
+                let spi: Option<String> = col(row, "spi")?;
+                let kic: Option<i64> = col(row, "kic")?;
+                let kid: Option<i64> = col(row, "kid")?;
+                let pending_kic: Option<Vec<u8>> = col(row, "pending_kic")?;
+                let pending_kid: Option<Vec<u8>> = col(row, "pending_kid")?;
+                let pending_kik: Option<Vec<u8>> = col(row, "pending_kik")?;
+                let pending_keys = match (pending_kic, pending_kid) {
+                    (Some(kic), Some(kid)) => Some(self.open_keys(
+                        &pending_prefix(&account_id, &id),
+                        &kic,
+                        &kid,
+                        pending_kik.as_deref(),
+                    )?),
+                    (None, None) => None,
+                    _ => {
+                        return Err(StoreError::Database(
+                            "column commands.pending_kic/pending_kid: only one of them is set"
+                                .into(),
+                        ))
+                    }
+                };
+                Some(SecuredPacket {
+                    packet,
+                    counter: to_u64(required(counter, "commands.counter")?, "commands.counter")?,
+                    key_version: to_u8(
+                        required(key_version, "commands.key_version")?,
+                        "commands.key_version",
+                    )?,
+                    msisdn: required(msisdn, "commands.msisdn")?,
+                    tar: hex_array(&required(tar, "commands.tar")?, "commands.tar")?,
+                    spi: hex_array(&required(spi, "commands.spi")?, "commands.spi")?,
+                    kic: to_u8(required(kic, "commands.kic")?, "commands.kic")?,
+                    kid: to_u8(required(kid, "commands.kid")?, "commands.kid")?,
+                    pending_keys,
+                })
+            }
+        };
+
+        Ok(CommandRecord {
+            batch_id: col(row, "batch_id")?,
+            command_type,
+            iccid: col(row, "iccid")?,
+            transport: col(row, "transport")?,
+            priority: Priority::from_rank(col(row, "priority")?),
+            request,
+            status,
+            created_at: col(row, "created_at")?,
+            updated_at: col(row, "updated_at")?,
+            expires_at: col(row, "expires_at")?,
+            sent_at: col(row, "sent_at")?,
+            delivered_at: col(row, "delivered_at")?,
+            completed_at: col(row, "completed_at")?,
+            attempts,
+            secured,
+            response,
+            error,
+            owner: col(row, "owner")?,
+            lease_until: col(row, "lease_until")?,
+            account_id,
+            id,
+        })
+    }
+
+    fn commands_from_rows(&self, rows: &[AnyRow]) -> Result<Vec<CommandRecord>, StoreError> {
+        rows.iter().map(|r| self.command_from_row(r)).collect()
+    }
+
+    /// Inserts commands (PENDING) with their CREATED events, in multi-row statements.
+    /// On a unique violation the caller's transaction is unusable: the error says so
+    /// with [`InsertFailure::Duplicate`] so the caller can find which id after rolling back.
+    async fn insert_commands_tx(
+        &self,
+        tx: &mut Tx,
+        commands: &[NewCommand],
+        batch_id: Option<&str>,
+    ) -> Result<(), InsertFailure> {
+        let mut requests = Vec::with_capacity(commands.len());
+        for c in commands {
+            let request = serde_json::to_string(&c.request).map_err(|e| {
+                InsertFailure::Other(StoreError::Invalid {
+                    field: "request".into(),
+                    problem: e.to_string(),
+                })
+            })?;
+            requests.push(request);
+        }
+        const COLS: usize = 12;
+        for (chunk_no, chunk) in commands.chunks(COMMAND_CHUNK).enumerate() {
+            let sql = format!(
+                "INSERT INTO commands (account_id, id, batch_id, command_type, iccid, transport, \
+                 priority, request, status, created_at, updated_at, expires_at) VALUES {}",
+                values_clause(self.dialect, chunk.len(), COLS)
+            );
+            let mut q = sqlx::query(&sql);
+            for (i, c) in chunk.iter().enumerate() {
+                q = q
+                    .bind(c.account_id.as_str())
+                    .bind(c.id.as_str())
+                    .bind(batch_id.map(str::to_string).or_else(|| c.batch_id.clone()))
+                    .bind(c.command_type.as_str())
+                    .bind(c.iccid.as_str())
+                    .bind(c.transport.as_str())
+                    .bind(c.priority.rank())
+                    .bind(requests[chunk_no * COMMAND_CHUNK + i].as_str())
+                    .bind(CommandStatus::Pending.as_str())
+                    .bind(c.created_at)
+                    .bind(c.created_at)
+                    .bind(c.expires_at);
+            }
+            q.execute(&mut **tx).await.map_err(|e| match kind(&e) {
+                Some(ErrorKind::UniqueViolation) => InsertFailure::Duplicate,
+                Some(ErrorKind::ForeignKeyViolation) => InsertFailure::ForeignKey,
+                _ => InsertFailure::Other(dbe(e)),
+            })?;
+        }
+        let events: Vec<EventRow<'_>> = commands
+            .iter()
+            .map(|c| EventRow {
+                account_id: &c.account_id,
+                command_id: &c.id,
+                at: c.created_at,
+                kind: "CREATED",
+                detail: String::new(),
+            })
+            .collect();
+        insert_events(self.dialect, tx, &events)
+            .await
+            .map_err(InsertFailure::Other)?;
+        Ok(())
+    }
+
+    /// Which of `ids` already exist for `account_id` (after a unique violation).
+    async fn existing_command(
+        &self,
+        account_id: &str,
+        ids: &[&str],
+    ) -> Result<Option<String>, StoreError> {
+        for chunk in ids.chunks(EVENT_CHUNK) {
+            let sql = format!(
+                "SELECT id FROM commands WHERE account_id = $1 AND id IN ({}) ORDER BY id",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(account_id);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            if let Some(row) = q.fetch_optional(&self.pool).await.map_err(dbe)? {
+                return Ok(Some(col(&row, "id")?));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn account_exists(&self, tx: &mut Tx, account_id: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT id FROM accounts WHERE id = $1")
+            .bind(account_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(dbe)?
+            .is_some())
+    }
+
+    async fn key_versions(
+        &self,
+        sql: &str,
+        binds: (&str, Option<i64>),
+    ) -> Result<HashMap<String, Vec<KeyVersionStatus>>, StoreError> {
+        let mut q = sqlx::query(sql).bind(binds.0);
+        if let Some(limit) = binds.1 {
+            q = q.bind(limit);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(dbe)?;
+        let mut out: HashMap<String, Vec<KeyVersionStatus>> = HashMap::new();
+        for row in &rows {
+            let iccid: String = col(row, "iccid")?;
+            out.entry(iccid).or_default().push(KeyVersionStatus {
+                version: to_u8(col(row, "version")?, "key_sets.version")?,
+                counter: to_u64(col(row, "counter")?, "key_sets.counter")?,
+                rotated_at: col(row, "rotated_at")?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Why a multi-row insert failed.
+enum InsertFailure {
+    /// A unique key exists already (which one is found afterwards).
+    Duplicate,
+    /// A referenced row (the account) is missing.
+    ForeignKey,
+    /// Anything else.
+    Other(StoreError),
+}
+
+/// One event to append.
+struct EventRow<'a> {
+    account_id: &'a str,
+    command_id: &'a str,
+    at: Millis,
+    kind: &'a str,
+    detail: String,
+}
+
+async fn insert_events(
+    dialect: Dialect,
+    tx: &mut Tx,
+    events: &[EventRow<'_>],
+) -> Result<(), StoreError> {
+    for chunk in events.chunks(EVENT_CHUNK) {
+        let sql = format!(
+            "INSERT INTO command_events (account_id, command_id, at, kind, detail) VALUES {}",
+            values_clause(dialect, chunk.len(), 5)
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(e.account_id)
+                .bind(e.command_id)
+                .bind(e.at)
+                .bind(e.kind)
+                .bind(e.detail.as_str());
+        }
+        q.execute(&mut **tx).await.map_err(|e| match kind(&e) {
+            Some(ErrorKind::ForeignKeyViolation) => StoreError::NotFound {
+                what: "command",
+                key: chunk
+                    .first()
+                    .map(|e| e.command_id.to_string())
+                    .unwrap_or_default(),
+            },
+            _ => dbe(e),
+        })?;
+    }
+    Ok(())
+}
+
+async fn insert_event(
+    dialect: Dialect,
+    tx: &mut Tx,
+    account_id: &str,
+    command_id: &str,
+    at: Millis,
+    kind: &str,
+    detail: String,
+) -> Result<(), StoreError> {
+    insert_events(
+        dialect,
+        tx,
+        &[EventRow {
+            account_id,
+            command_id,
+            at,
+            kind,
+            detail,
+        }],
+    )
+    .await
+}
+
+/// Where a URL leads.
+enum Target {
+    /// `postgres://...` as given.
+    Postgres(String),
+    /// `sqlite::memory:`.
+    SqliteMemory,
+    /// The sqlx URL of a SQLite file (created if missing).
+    SqliteFile(String),
+}
+
+fn parse_url(url: &str) -> Result<Target, StoreError> {
+    let invalid = |problem: String| StoreError::Invalid {
+        field: "database url".into(),
+        problem,
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Target::Postgres(url.to_string()));
+    }
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Err(invalid(format!(
+            "{:?}: expected sqlite://PATH, sqlite::memory: or postgres://USER@HOST/DATABASE",
+            redact(url)
+        )));
+    };
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    if rest == ":memory:" || rest.is_empty() {
+        return Ok(Target::SqliteMemory);
+    }
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if path.is_empty() {
+        return Err(invalid(format!("{url:?}: no file path")));
+    }
+    let file = Path::new(path);
+    if let Some(parent) = file.parent() {
+        if !parent.as_os_str().is_empty() && !parent.is_dir() {
+            return Err(invalid(format!(
+                "{url:?}: directory {} does not exist",
+                parent.display()
+            )));
+        }
+    }
+    if file.is_dir() {
+        return Err(invalid(format!("{url:?}: {path} is a directory")));
+    }
+    let query = match query {
+        Some(q) if q.split('&').any(|kv| kv.starts_with("mode=")) => q.to_string(),
+        Some(q) if !q.is_empty() => format!("{q}&mode=rwc"),
+        _ => "mode=rwc".to_string(),
+    };
+    Ok(Target::SqliteFile(format!("sqlite://{path}?{query}")))
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn dbe(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn kind(e: &sqlx::Error) -> Option<ErrorKind> {
+    match e {
+        sqlx::Error::Database(d) => Some(d.kind()),
+        _ => None,
+    }
+}
+
+/// Maps a unique violation to `Duplicate { what, key }`, a foreign-key violation to
+/// `NotFound { what: "account", key: account_id }`, anything else to `Database`.
+fn map_insert(e: sqlx::Error, what: &'static str, key: &str, account_id: &str) -> StoreError {
+    match kind(&e) {
+        Some(ErrorKind::UniqueViolation) => StoreError::Duplicate {
+            what,
+            key: key.to_string(),
+        },
+        Some(ErrorKind::ForeignKeyViolation) => StoreError::NotFound {
+            what: "account",
+            key: account_id.to_string(),
+        },
+        _ => dbe(e),
+    }
+}
+
+fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    row.try_get::<T, _>(name)
+        .map_err(|e| StoreError::Database(format!("column {name}: {e}")))
+}
+
+fn bad_column(column: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(format!("column {column}: {e}"))
+}
+
+fn required<T>(v: Option<T>, column: &str) -> Result<T, StoreError> {
+    v.ok_or_else(|| bad_column(column, "NULL in a secured command"))
+}
+
+fn to_u64(v: i64, column: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| bad_column(column, format!("negative value {v}")))
+}
+
+fn to_u8(v: i64, column: &str) -> Result<u8, StoreError> {
+    u8::try_from(v).map_err(|_| bad_column(column, format!("value {v} out of range 0..=255")))
+}
+
+fn to_i64(v: u64, field: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid {
+        field: field.to_string(),
+        problem: format!("{v} is too large"),
+    })
+}
+
+fn hex_array<const N: usize>(s: &str, column: &str) -> Result<[u8; N], StoreError> {
+    let bytes = hex::decode(s).map_err(|e| bad_column(column, e))?;
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad_column(column, format!("{} octets, expected {N}", bytes.len())))
+}
+
+fn json_text<T: serde::Serialize>(v: &T, field: &str) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Invalid {
+        field: field.to_string(),
+        problem: e.to_string(),
+    })
+}
+
+/// `$start, $start+1, ...` (`count` of them).
+fn placeholders(start: usize, count: usize) -> String {
+    (start..start + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($1, $2, ...), (...), ...` for `rows` rows of `cols` columns; on SQLite `(?, ?, ...)`:
+/// SQLite looks a named or numbered parameter up in a list (sqlx asks for every parameter's
+/// name), which makes binding a statement with thousands of `$N` quadratic, while anonymous
+/// `?` parameters bind in order at no cost.
+fn values_clause(dialect: Dialect, rows: usize, cols: usize) -> String {
+    let row = |r: usize| match dialect {
+        Dialect::Postgres => format!("({})", placeholders(1 + r * cols, cols)),
+        Dialect::Sqlite => format!("({})", vec!["?"; cols].join(", ")),
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
+}
+
+/// `('A', 'B')` of status names (they come from the enumeration, never from input).
+fn status_list(statuses: &[CommandStatus]) -> String {
+    let names: Vec<String> = statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!("({})", names.join(", "))
+}
+
+fn key_set_prefix(iccid: &str, version: u8) -> String {
+    format!("keyset:{iccid}:{version}")
+}
+
+fn pending_prefix(account_id: &str, id: &str) -> String {
+    format!("command:{account_id}:{id}:pending")
+}
+
+fn webhook_aad(account_id: &str, id: &str) -> String {
+    format!("webhook:{account_id}:{id}:secret")
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn account_from_row(row: &AnyRow) -> Result<Account, StoreError> {
+    Ok(Account {
+        id: col(row, "id")?,
+        name: col(row, "name")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+fn card_from_row(
+    row: &AnyRow,
+    key_versions: Vec<KeyVersionStatus>,
+) -> Result<CardRecord, StoreError> {
+    let attributes: String = col(row, "attributes")?;
+    let attributes: BTreeMap<String, String> =
+        serde_json::from_str(&attributes).map_err(|e| bad_column("cards.attributes", e))?;
+    Ok(CardRecord {
+        account_id: col(row, "account_id")?,
+        iccid: col(row, "iccid")?,
+        imsi: col(row, "imsi")?,
+        msisdn: col(row, "msisdn")?,
+        attributes,
+        key_versions,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+fn sort_claimed(commands: &mut [CommandRecord]) {
+    commands.sort_by(|a, b| {
+        b.priority
+            .rank()
+            .cmp(&a.priority.rank())
+            .then(a.created_at.cmp(&b.created_at))
+            .then(a.id.cmp(&b.id))
+    });
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        self.backend_name()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(dbe)?;
+        Ok(())
+    }
+
+    async fn create_account(&self, name: &str, now: Millis) -> Result<Account, StoreError> {
+        let account = Account {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_string(),
+            created_at: now,
+        };
+        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(account.id.as_str())
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_insert(e, "account", name, name))?;
+        Ok(account)
+    }
+
+    async fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        sqlx::query("SELECT id, name, created_at FROM accounts WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(dbe)?
+            .as_ref()
+            .map(account_from_row)
+            .transpose()
+    }
+
+    async fn create_token(
+        &self,
+        account_id: &str,
+        label: &str,
+        now: Millis,
+    ) -> Result<String, StoreError> {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let token = format!("otagw_{}", hex::encode(secret));
+        let done = sqlx::query(
+            "INSERT INTO tokens (token_hash, account_id, label, created_at) \
+             SELECT $1, id, $3, $4 FROM accounts WHERE id = $2",
+        )
+        .bind(token_hash(&token))
+        .bind(account_id)
+        .bind(label)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_insert(e, "token", label, account_id))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "account",
+                key: account_id.to_string(),
+            });
+        }
+        Ok(token)
+    }
+
+    async fn account_for_token(&self, token: &str) -> Result<Option<Account>, StoreError> {
+        sqlx::query(
+            "SELECT a.id AS id, a.name AS name, a.created_at AS created_at \
+             FROM tokens t JOIN accounts a ON a.id = t.account_id WHERE t.token_hash = $1",
+        )
+        .bind(token_hash(token))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?
+        .as_ref()
+        .map(account_from_row)
+        .transpose()
+    }
+
+    async fn insert_cards(
+        &self,
+        account_id: &str,
+        cards: &[NewCard],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        if cards.is_empty() {
+            return Ok(());
+        }
+        // Check the input before touching the database.
+        let mut seen = HashSet::with_capacity(cards.len());
+        for card in cards {
+            if !seen.insert(card.iccid.as_str()) {
+                return Err(StoreError::Duplicate {
+                    what: "card",
+                    key: card.iccid.clone(),
+                });
+            }
+            let mut versions = HashSet::new();
+            for ks in &card.key_sets {
+                if !(1..=15).contains(&ks.version) {
+                    return Err(StoreError::Invalid {
+                        field: format!("card {} key set version", card.iccid),
+                        problem: format!("{} is not in 1..=15", ks.version),
+                    });
+                }
+                if !versions.insert(ks.version) {
+                    return Err(StoreError::Invalid {
+                        field: format!("card {} key set version", card.iccid),
+                        problem: format!("version {} given twice", ks.version),
+                    });
+                }
+                to_i64(ks.counter, "key set counter")?;
+            }
+        }
+        drop(seen);
+        let attributes: Vec<String> = cards
+            .iter()
+            .map(|c| json_text(&c.attributes, "attributes"))
+            .collect::<Result<_, _>>()?;
+
+        let mut tx = self.begin().await?;
+        if !self.account_exists(&mut tx, account_id).await? {
+            return Err(StoreError::NotFound {
+                what: "account",
+                key: account_id.to_string(),
+            });
+        }
+        let full_chunk_sql = format!(
+            "INSERT INTO cards (iccid, account_id, imsi, msisdn, attributes, created_at) VALUES {}",
+            values_clause(self.dialect, CARD_CHUNK, 6)
+        );
+        let mut failed_chunk = None;
+        for (chunk_no, chunk) in cards.chunks(CARD_CHUNK).enumerate() {
+            let partial_sql;
+            let sql = if chunk.len() == CARD_CHUNK {
+                full_chunk_sql.as_str()
+            } else {
+                partial_sql = format!(
+                    "INSERT INTO cards (iccid, account_id, imsi, msisdn, attributes, created_at) \
+                     VALUES {}",
+                    values_clause(self.dialect, chunk.len(), 6)
+                );
+                partial_sql.as_str()
+            };
+            let mut q = sqlx::query(sql);
+            for (i, card) in chunk.iter().enumerate() {
+                q = q
+                    .bind(card.iccid.as_str())
+                    .bind(account_id)
+                    .bind(card.imsi.as_deref())
+                    .bind(card.msisdn.as_deref())
+                    .bind(attributes[chunk_no * CARD_CHUNK + i].as_str())
+                    .bind(now);
+            }
+            if let Err(e) = q.execute(&mut *tx).await {
+                if kind(&e) == Some(ErrorKind::UniqueViolation) {
+                    failed_chunk = Some(chunk);
+                    break;
+                }
+                return Err(dbe(e));
+            }
+        }
+        if let Some(chunk) = failed_chunk {
+            tx.rollback().await.map_err(dbe)?;
+            // Name the ICCID already stored.
+            let sql = format!(
+                "SELECT iccid FROM cards WHERE iccid IN ({}) ORDER BY iccid",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for card in chunk {
+                q = q.bind(card.iccid.as_str());
+            }
+            let found = q.fetch_optional(&self.pool).await.map_err(dbe)?;
+            let key = match found {
+                Some(row) => col::<String>(&row, "iccid")?,
+                None => chunk.first().map(|c| c.iccid.clone()).unwrap_or_default(),
+            };
+            return Err(StoreError::Duplicate { what: "card", key });
+        }
+
+        // Key sets, sealed.
+        let key_sets: Vec<(&NewCard, &KeySetRecord)> = cards
+            .iter()
+            .flat_map(|c| c.key_sets.iter().map(move |ks| (c, ks)))
+            .collect();
+        let full_chunk_sql = format!(
+            "INSERT INTO key_sets (iccid, version, kic_algorithm, kid_algorithm, kic, kid, kik, \
+             counter, rotated_at) VALUES {}",
+            values_clause(self.dialect, KEY_SET_CHUNK, 9)
+        );
+        for chunk in key_sets.chunks(KEY_SET_CHUNK) {
+            let partial_sql;
+            let sql = if chunk.len() == KEY_SET_CHUNK {
+                full_chunk_sql.as_str()
+            } else {
+                partial_sql = format!(
+                    "INSERT INTO key_sets (iccid, version, kic_algorithm, kid_algorithm, kic, \
+                     kid, kik, counter, rotated_at) VALUES {}",
+                    values_clause(self.dialect, chunk.len(), 9)
+                );
+                partial_sql.as_str()
+            };
+            let mut q = sqlx::query(sql);
+            for (card, ks) in chunk {
+                let (kic, kid, kik) =
+                    self.seal_keys(&key_set_prefix(&card.iccid, ks.version), &ks.keys)?;
+                q = q
+                    .bind(card.iccid.as_str())
+                    .bind(i64::from(ks.version))
+                    .bind(ks.kic_algorithm.map(|a| a.name()))
+                    .bind(ks.kid_algorithm.map(|a| a.name()))
+                    .bind(kic)
+                    .bind(kid)
+                    .bind(kik)
+                    .bind(to_i64(ks.counter, "key set counter")?)
+                    .bind(ks.rotated_at);
+            }
+            q.execute(&mut *tx).await.map_err(dbe)?;
+        }
+        tx.commit().await.map_err(dbe)
+    }
+
+    async fn card(&self, account_id: &str, iccid: &str) -> Result<Option<CardRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT iccid, account_id, imsi, msisdn, attributes, created_at FROM cards \
+             WHERE account_id = $1 AND iccid = $2",
+        )
+        .bind(account_id)
+        .bind(iccid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut versions = self
+            .key_versions(
+                "SELECT iccid, version, counter, rotated_at FROM key_sets WHERE iccid = $1 \
+                 ORDER BY version",
+                (iccid, None),
+            )
+            .await?;
+        let versions = versions.remove(iccid).unwrap_or_default();
+        card_from_row(&row, versions).map(Some)
+    }
+
+    async fn key_set(&self, iccid: &str, version: u8) -> Result<Option<KeySetRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT kic_algorithm, kid_algorithm, kic, kid, kik, counter, rotated_at \
+             FROM key_sets WHERE iccid = $1 AND version = $2",
+        )
+        .bind(iccid)
+        .bind(i64::from(version))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let kic_algorithm: Option<String> = col(&row, "kic_algorithm")?;
+        let kic_algorithm: Option<CipherAlgorithm> =
+            kic_algorithm
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(|e| bad_column("key_sets.kic_algorithm", e))?;
+        let kid_algorithm: Option<String> = col(&row, "kid_algorithm")?;
+        let kid_algorithm: Option<IntegrityAlgorithm> = kid_algorithm
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(|e| bad_column("key_sets.kid_algorithm", e))?;
+        let kic: Vec<u8> = col(&row, "kic")?;
+        let kid: Vec<u8> = col(&row, "kid")?;
+        let kik: Option<Vec<u8>> = col(&row, "kik")?;
+        let keys = self.open_keys(&key_set_prefix(iccid, version), &kic, &kid, kik.as_deref())?;
+        Ok(Some(KeySetRecord {
+            version,
+            kic_algorithm,
+            kid_algorithm,
+            keys,
+            counter: to_u64(col(&row, "counter")?, "key_sets.counter")?,
+            rotated_at: col(&row, "rotated_at")?,
+        }))
+    }
+
+    async fn reserve_counter(&self, iccid: &str, version: u8) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "UPDATE key_sets SET counter = counter + 1 WHERE iccid = $1 AND version = $2 \
+             RETURNING counter",
+        )
+        .bind(iccid)
+        .bind(i64::from(version))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        match row {
+            Some(row) => to_u64(col(&row, "counter")?, "key_sets.counter"),
+            None => Err(StoreError::NotFound {
+                what: "key set",
+                key: format!("{iccid} version {version}"),
+            }),
+        }
+    }
+
+    async fn replace_keys(
+        &self,
+        iccid: &str,
+        version: u8,
+        keys: &KeyMaterial,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let (kic, kid, kik) = self.seal_keys(&key_set_prefix(iccid, version), keys)?;
+        let done = sqlx::query(
+            "UPDATE key_sets SET kic = $3, kid = $4, kik = $5, rotated_at = $6 \
+             WHERE iccid = $1 AND version = $2",
+        )
+        .bind(iccid)
+        .bind(i64::from(version))
+        .bind(kic)
+        .bind(kid)
+        .bind(kik)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(dbe)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "key set",
+                key: format!("{iccid} version {version}"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn cards(&self, account_id: &str, limit: u32) -> Result<Vec<CardRecord>, StoreError> {
+        let limit = i64::from(limit);
+        let rows = sqlx::query(
+            "SELECT iccid, account_id, imsi, msisdn, attributes, created_at FROM cards \
+             WHERE account_id = $1 ORDER BY iccid LIMIT $2",
+        )
+        .bind(account_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        let mut versions = self
+            .key_versions(
+                "SELECT iccid, version, counter, rotated_at FROM key_sets WHERE iccid IN \
+                 (SELECT iccid FROM cards WHERE account_id = $1 ORDER BY iccid LIMIT $2) \
+                 ORDER BY iccid, version",
+                (account_id, Some(limit)),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let iccid: String = col(row, "iccid")?;
+                card_from_row(row, versions.remove(&iccid).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    async fn insert_command(&self, command: &NewCommand) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        match self
+            .insert_commands_tx(&mut tx, std::slice::from_ref(command), None)
+            .await
+        {
+            Ok(()) => tx.commit().await.map_err(dbe),
+            Err(InsertFailure::Duplicate) => Err(StoreError::Duplicate {
+                what: "command",
+                key: command.id.clone(),
+            }),
+            Err(InsertFailure::ForeignKey) => Err(StoreError::NotFound {
+                what: "account",
+                key: command.account_id.clone(),
+            }),
+            Err(InsertFailure::Other(e)) => Err(e),
+        }
+    }
+
+    async fn command(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Option<(CommandRecord, Vec<CommandEvent>)>, StoreError> {
+        let Some(record) = self.command_by_id(account_id, id).await? else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT at, kind, detail FROM command_events WHERE account_id = $1 AND command_id = $2 \
+             ORDER BY seq",
+        )
+        .bind(account_id)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        let events = rows
+            .iter()
+            .map(|row| {
+                Ok(CommandEvent {
+                    at: col(row, "at")?,
+                    kind: col(row, "kind")?,
+                    detail: col(row, "detail")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Some((record, events)))
+    }
+
+    async fn command_by_id(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        let sql =
+            format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE account_id = $1 AND id = $2");
+        sqlx::query(&sql)
+            .bind(account_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(dbe)?
+            .as_ref()
+            .map(|row| self.command_from_row(row))
+            .transpose()
+    }
+
+    async fn cancel_command(
+        &self,
+        account_id: &str,
+        id: &str,
+        now: Millis,
+    ) -> Result<CancelOutcome, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE commands SET status = 'CANCELLED', updated_at = $3, completed_at = $3, \
+             owner = NULL, lease_until = NULL \
+             WHERE account_id = $1 AND id = $2 AND status = 'PENDING'",
+        )
+        .bind(account_id)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe)?;
+        if done.rows_affected() == 1 {
+            insert_event(
+                self.dialect,
+                &mut tx,
+                account_id,
+                id,
+                now,
+                "CANCELLED",
+                String::new(),
+            )
+            .await?;
+            tx.commit().await.map_err(dbe)?;
+            return Ok(CancelOutcome::Cancelled);
+        }
+        let row = sqlx::query("SELECT status FROM commands WHERE account_id = $1 AND id = $2")
+            .bind(account_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(dbe)?;
+        tx.rollback().await.map_err(dbe)?;
+        match row {
+            None => Err(StoreError::NotFound {
+                what: "command",
+                key: id.to_string(),
+            }),
+            Some(row) => {
+                let status: String = col(&row, "status")?;
+                let status: CommandStatus = status
+                    .parse()
+                    .map_err(|e| bad_column("commands.status", e))?;
+                Ok(CancelOutcome::NotCancellable(status))
+            }
+        }
+    }
+
+    async fn claim_commands(
+        &self,
+        owner: &str,
+        limit: u32,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lock = match self.dialect {
+            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        // One statement: atomic on SQLite (it holds the write lock throughout); on PostgreSQL
+        // the subquery locks the rows it picks and skips those another gateway is locking.
+        let sql = format!(
+            "UPDATE commands SET owner = $1, lease_until = $2 \
+             WHERE (account_id, id) IN ( \
+               SELECT account_id, id FROM commands \
+               WHERE status IN {LIVE} \
+                 AND (owner IS NULL OR lease_until IS NULL OR lease_until < $3) \
+                 AND NOT (status = 'PENDING' AND packet IS NULL \
+                          AND expires_at IS NOT NULL AND expires_at < $3) \
+               ORDER BY priority DESC, created_at, id \
+               LIMIT $4 {lock}) \
+             RETURNING {COMMAND_COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(dbe)?;
+        let mut commands = self.commands_from_rows(&rows)?;
+        sort_claimed(&mut commands);
+        Ok(commands)
+    }
+
+    async fn renew_leases(&self, owner: &str, lease_until: Millis) -> Result<u64, StoreError> {
+        let sql =
+            format!("UPDATE commands SET lease_until = $2 WHERE owner = $1 AND status IN {LIVE}");
+        let done = sqlx::query(&sql)
+            .bind(owner)
+            .bind(lease_until)
+            .execute(&self.pool)
+            .await
+            .map_err(dbe)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE commands SET owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(dbe)?;
+        Ok(())
+    }
+
+    async fn record_secured(
+        &self,
+        account_id: &str,
+        id: &str,
+        owner: &str,
+        secured: &SecuredPacket,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let counter = to_i64(secured.counter, "counter")?;
+        let (pending_kic, pending_kid, pending_kik) = match &secured.pending_keys {
+            Some(keys) => {
+                let (kic, kid, kik) = self.seal_keys(&pending_prefix(account_id, id), keys)?;
+                (Some(kic), Some(kid), kik)
+            }
+            None => (None, None, None),
+        };
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE commands SET packet = $4, counter = $5, key_version = $6, msisdn = $7, \
+             tar = $8, spi = $9, kic = $10, kid = $11, pending_kic = $12, pending_kid = $13, \
+             pending_kik = $14, updated_at = $15 \
+             WHERE account_id = $1 AND id = $2 AND owner = $3 AND status = 'PENDING'",
+        )
+        .bind(account_id)
+        .bind(id)
+        .bind(owner)
+        .bind(secured.packet.as_slice())
+        .bind(counter)
+        .bind(i64::from(secured.key_version))
+        .bind(secured.msisdn.as_str())
+        .bind(hex::encode(secured.tar))
+        .bind(hex::encode(secured.spi))
+        .bind(i64::from(secured.kic))
+        .bind(i64::from(secured.kid))
+        .bind(pending_kic)
+        .bind(pending_kid)
+        .bind(pending_kik)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe)?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await.map_err(dbe)?;
+            return Ok(false);
+        }
+        insert_event(
+            self.dialect,
+            &mut tx,
+            account_id,
+            id,
+            now,
+            "SECURED",
+            format!(
+                "counter {} with key version {}",
+                secured.counter, secured.key_version
+            ),
+        )
+        .await?;
+        tx.commit().await.map_err(dbe)?;
+        Ok(true)
+    }
+
+    async fn record_send(
+        &self,
+        account_id: &str,
+        id: &str,
+        owner: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "UPDATE commands SET attempts = attempts + 1, \
+             status = CASE WHEN status = 'PENDING' THEN 'SENT' ELSE status END, \
+             sent_at = COALESCE(sent_at, $4), updated_at = $4 \
+             WHERE account_id = $1 AND id = $2 AND owner = $3 AND status IN {LIVE} \
+             RETURNING attempts"
+        );
+        let row = sqlx::query(&sql)
+            .bind(account_id)
+            .bind(id)
+            .bind(owner)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(dbe)?;
+        let Some(row) = row else {
+            tx.rollback().await.map_err(dbe)?;
+            return Ok(false);
+        };
+        let attempts: i64 = col(&row, "attempts")?;
+        insert_event(
+            self.dialect,
+            &mut tx,
+            account_id,
+            id,
+            now,
+            "SENT",
+            format!("attempt {attempts}"),
+        )
+        .await?;
+        tx.commit().await.map_err(dbe)?;
+        Ok(true)
+    }
+
+    async fn transition(
+        &self,
+        account_id: &str,
+        id: &str,
+        t: &Transition,
+    ) -> Result<bool, StoreError> {
+        if t.from.is_empty() {
+            return Ok(false);
+        }
+        let response = t
+            .response
+            .as_ref()
+            .map(|r| json_text(r, "response"))
+            .transpose()?;
+        let error = t
+            .error
+            .as_ref()
+            .map(|e| json_text(e, "error"))
+            .transpose()?;
+        let error_code = t.error.as_ref().map(|e| e.code.as_str().to_string());
+        let mut set = String::from(
+            "status = $3, updated_at = $4, response = COALESCE($5, response), \
+             error = COALESCE($6, error), error_code = COALESCE($7, error_code)",
+        );
+        if t.to.is_terminal() {
+            set.push_str(", completed_at = $4, owner = NULL, lease_until = NULL");
+        }
+        if t.to == CommandStatus::Delivered {
+            set.push_str(", delivered_at = $4");
+        }
+        let sql = format!(
+            "UPDATE commands SET {set} WHERE account_id = $1 AND id = $2 AND status IN {}",
+            status_list(&t.from)
+        );
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(&sql)
+            .bind(account_id)
+            .bind(id)
+            .bind(t.to.as_str())
+            .bind(t.at)
+            .bind(response)
+            .bind(error)
+            .bind(error_code)
+            .execute(&mut *tx)
+            .await
+            .map_err(dbe)?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await.map_err(dbe)?;
+            return Ok(false);
+        }
+        insert_event(
+            self.dialect,
+            &mut tx,
+            account_id,
+            id,
+            t.at,
+            &t.event,
+            t.detail.clone(),
+        )
+        .await?;
+        tx.commit().await.map_err(dbe)?;
+        Ok(true)
+    }
+
+    async fn add_event(
+        &self,
+        account_id: &str,
+        id: &str,
+        kind: &str,
+        detail: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        insert_event(
+            self.dialect,
+            &mut tx,
+            account_id,
+            id,
+            at,
+            kind,
+            detail.to_string(),
+        )
+        .await?;
+        tx.commit().await.map_err(dbe)
+    }
+
+    async fn awaiting_por(
+        &self,
+        msisdn: &str,
+        tar: [u8; 3],
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE msisdn = $1 AND tar = $2 \
+             AND status IN ('SENT', 'DELIVERED') ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(msisdn)
+            .bind(hex::encode(tar))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(dbe)?;
+        self.commands_from_rows(&rows)
+    }
+
+    async fn expire_commands(&self, now: Millis) -> Result<Vec<(String, String)>, StoreError> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE commands SET status = 'EXPIRED', updated_at = $1, completed_at = $1, \
+             owner = NULL, lease_until = NULL \
+             WHERE status = 'PENDING' AND packet IS NULL AND expires_at IS NOT NULL \
+             AND expires_at < $1 RETURNING account_id, id",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(dbe)?;
+        let mut expired = Vec::with_capacity(rows.len());
+        for row in &rows {
+            expired.push((col::<String>(row, "account_id")?, col::<String>(row, "id")?));
+        }
+        if expired.is_empty() {
+            tx.rollback().await.map_err(dbe)?;
+            return Ok(expired);
+        }
+        expired.sort();
+        let events: Vec<EventRow<'_>> = expired
+            .iter()
+            .map(|(account_id, id)| EventRow {
+                account_id,
+                command_id: id,
+                at: now,
+                kind: "EXPIRED",
+                detail: "validity period ended before it was sent".to_string(),
+            })
+            .collect();
+        insert_events(self.dialect, &mut tx, &events).await?;
+        tx.commit().await.map_err(dbe)?;
+        Ok(expired)
+    }
+
+    async fn command_stats(&self, account_id: &str) -> Result<CommandStats, StoreError> {
+        let mut stats = CommandStats::default();
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM commands WHERE account_id = $1 GROUP BY status",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        for row in &rows {
+            let n: i64 = col(row, "n")?;
+            stats
+                .by_status
+                .insert(col(row, "status")?, to_u64(n, "count")?);
+        }
+        let rows = sqlx::query(
+            "SELECT error_code, COUNT(*) AS n FROM commands \
+             WHERE account_id = $1 AND status = 'FAILED' AND error_code IS NOT NULL \
+             GROUP BY error_code",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        for row in &rows {
+            let code: String = col(row, "error_code")?;
+            let code = super::error_code_or_default(&code).as_str().to_string();
+            let n: i64 = col(row, "n")?;
+            *stats.by_error.entry(code).or_default() += to_u64(n, "count")?;
+        }
+        let rows = sqlx::query(
+            "SELECT transport, COUNT(*) AS n, \
+             CAST(SUM(CASE WHEN status = 'SUCCESS' THEN 1 ELSE 0 END) AS BIGINT) AS ok \
+             FROM commands WHERE account_id = $1 GROUP BY transport",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        for row in &rows {
+            let n: i64 = col(row, "n")?;
+            let ok: Option<i64> = col(row, "ok")?;
+            stats.by_transport.insert(
+                col(row, "transport")?,
+                (to_u64(n, "count")?, to_u64(ok.unwrap_or(0), "count")?),
+            );
+        }
+        let row = sqlx::query(
+            "SELECT \
+             (SELECT CAST(AVG(completed_at - sent_at) AS DOUBLE PRECISION) FROM commands \
+              WHERE account_id = $1 AND status = 'SUCCESS' AND sent_at IS NOT NULL \
+              AND completed_at IS NOT NULL) AS completion, \
+             (SELECT CAST(AVG(delivered_at - sent_at) AS DOUBLE PRECISION) FROM commands \
+              WHERE account_id = $1 AND delivered_at IS NOT NULL AND sent_at IS NOT NULL) \
+              AS delivery",
+        )
+        .bind(account_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(dbe)?;
+        stats.mean_completion_ms = col(&row, "completion")?;
+        stats.mean_delivery_ms = col(&row, "delivery")?;
+        Ok(stats)
+    }
+
+    async fn insert_batch(
+        &self,
+        batch: &BatchRecord,
+        commands: &[NewCommand],
+    ) -> Result<(), StoreError> {
+        let mut seen = HashSet::with_capacity(commands.len());
+        for c in commands {
+            if c.account_id != batch.account_id {
+                return Err(StoreError::Invalid {
+                    field: format!("command {} account", c.id),
+                    problem: format!(
+                        "{} differs from the batch's account {}",
+                        c.account_id, batch.account_id
+                    ),
+                });
+            }
+            if !seen.insert(c.id.as_str()) {
+                return Err(StoreError::Duplicate {
+                    what: "command",
+                    key: c.id.clone(),
+                });
+            }
+        }
+        let options = json_text(&batch.options, "options")?;
+        let command_ids = json_text(&batch.command_ids, "command_ids")?;
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO batches (account_id, id, options, command_ids, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(batch.account_id.as_str())
+        .bind(batch.id.as_str())
+        .bind(options)
+        .bind(command_ids)
+        .bind(batch.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_insert(e, "batch", &batch.id, &batch.account_id))?;
+        match self
+            .insert_commands_tx(&mut tx, commands, Some(&batch.id))
+            .await
+        {
+            Ok(()) => tx.commit().await.map_err(dbe),
+            Err(InsertFailure::Duplicate) => {
+                tx.rollback().await.map_err(dbe)?;
+                let ids: Vec<&str> = commands.iter().map(|c| c.id.as_str()).collect();
+                let key = self
+                    .existing_command(&batch.account_id, &ids)
+                    .await?
+                    .unwrap_or_default();
+                Err(StoreError::Duplicate {
+                    what: "command",
+                    key,
+                })
+            }
+            Err(InsertFailure::ForeignKey) => Err(StoreError::NotFound {
+                what: "account",
+                key: batch.account_id.clone(),
+            }),
+            Err(InsertFailure::Other(e)) => Err(e),
+        }
+    }
+
+    async fn batch(&self, account_id: &str, id: &str) -> Result<Option<BatchRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT account_id, id, options, command_ids, created_at FROM batches \
+             WHERE account_id = $1 AND id = $2",
+        )
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let options: String = col(&row, "options")?;
+        let command_ids: String = col(&row, "command_ids")?;
+        Ok(Some(BatchRecord {
+            id: col(&row, "id")?,
+            account_id: col(&row, "account_id")?,
+            options: serde_json::from_str(&options)
+                .map_err(|e| bad_column("batches.options", e))?,
+            created_at: col(&row, "created_at")?,
+            command_ids: serde_json::from_str(&command_ids)
+                .map_err(|e| bad_column("batches.command_ids", e))?,
+        }))
+    }
+
+    async fn batch_commands(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        let order: HashMap<String, usize> = match self.batch(account_id, id).await? {
+            Some(batch) => batch
+                .command_ids
+                .into_iter()
+                .enumerate()
+                .map(|(i, id)| (id, i))
+                .collect(),
+            None => return Ok(Vec::new()),
+        };
+        let sql = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE account_id = $1 AND batch_id = $2 \
+             ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(account_id)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(dbe)?;
+        let mut commands = self.commands_from_rows(&rows)?;
+        // In the order posted (stable: any not listed keep their creation order, last).
+        commands.sort_by_key(|c| order.get(&c.id).copied().unwrap_or(usize::MAX));
+        Ok(commands)
+    }
+
+    async fn add_webhook(&self, webhook: &Webhook) -> Result<(), StoreError> {
+        let secret = self.seal(
+            &webhook.secret,
+            &webhook_aad(&webhook.account_id, &webhook.id),
+        )?;
+        sqlx::query("INSERT INTO webhooks (account_id, id, url, secret) VALUES ($1, $2, $3, $4)")
+            .bind(webhook.account_id.as_str())
+            .bind(webhook.id.as_str())
+            .bind(webhook.url.as_str())
+            .bind(secret)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_insert(e, "webhook", &webhook.id, &webhook.account_id))?;
+        Ok(())
+    }
+
+    async fn webhooks(&self, account_id: &str) -> Result<Vec<Webhook>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT account_id, id, url, secret FROM webhooks WHERE account_id = $1 ORDER BY id",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = col(row, "id")?;
+                let sealed: Vec<u8> = col(row, "secret")?;
+                let secret = self.open(&sealed, &webhook_aad(account_id, &id))?;
+                Ok(Webhook {
+                    account_id: col(row, "account_id")?,
+                    url: col(row, "url")?,
+                    secret,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_applet(&self, applet: &AppletRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO applets (account_id, id, name, content, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(applet.account_id.as_str())
+        .bind(applet.id.as_str())
+        .bind(applet.name.as_str())
+        .bind(applet.content.as_slice())
+        .bind(applet.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_insert(e, "applet", &applet.id, &applet.account_id))?;
+        Ok(())
+    }
+
+    async fn applet(&self, account_id: &str, id: &str) -> Result<Option<AppletRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT account_id, id, name, content, created_at FROM applets \
+             WHERE account_id = $1 AND id = $2",
+        )
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        row.map(|row| {
+            Ok(AppletRecord {
+                id: col(&row, "id")?,
+                account_id: col(&row, "account_id")?,
+                name: col(&row, "name")?,
+                content: col(&row, "content")?,
+                created_at: col(&row, "created_at")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parsing() {
+        assert!(matches!(
+            parse_url("sqlite::memory:"),
+            Ok(Target::SqliteMemory)
+        ));
+        assert!(matches!(
+            parse_url("postgres://u@h/db"),
+            Ok(Target::Postgres(_))
+        ));
+        match parse_url("sqlite://otagw.db") {
+            Ok(Target::SqliteFile(u)) => assert_eq!(u, "sqlite://otagw.db?mode=rwc"),
+            _ => panic!("sqlite file"),
+        }
+        let err = parse_url("sqlite:///nonexistent-dir-otagw/x.db")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("/nonexistent-dir-otagw"), "{err}");
+        assert!(parse_url("mysql://x").is_err());
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn sql_helpers() {
+        assert_eq!(values_clause(Dialect::Postgres, 2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(values_clause(Dialect::Sqlite, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(
+            status_list(&[CommandStatus::Sent, CommandStatus::Delivered]),
+            "('SENT', 'DELIVERED')"
+        );
+    }
+}

@@ -1,0 +1,133 @@
+-- The otagw schema, shared by SQLite and PostgreSQL. The store substitutes:
+--   {int}    a 64-bit integer (INTEGER on SQLite, BIGINT on PostgreSQL)
+--   {blob}   bytes (BLOB on SQLite, BYTEA on PostgreSQL)
+--   {serial} an auto-increment primary key (INTEGER PRIMARY KEY / BIGSERIAL PRIMARY KEY)
+-- Statements are separated by semicolons (none inside a statement). Every statement is
+-- idempotent: the store runs them all at every start.
+-- Timestamps are milliseconds since the Unix epoch. JSON values are TEXT. Key values
+-- (kic, kid, kik, pending_*, secret) are AES-256-GCM sealed under the master key.
+
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at {int} NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    label TEXT NOT NULL,
+    created_at {int} NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS tokens_account ON tokens (account_id);
+
+CREATE TABLE IF NOT EXISTS cards (
+    iccid TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    imsi TEXT,
+    msisdn TEXT,
+    attributes TEXT NOT NULL,
+    created_at {int} NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS cards_account ON cards (account_id, iccid);
+
+CREATE TABLE IF NOT EXISTS key_sets (
+    iccid TEXT NOT NULL REFERENCES cards (iccid),
+    version {int} NOT NULL,
+    kic_algorithm TEXT,
+    kid_algorithm TEXT,
+    kic {blob} NOT NULL,
+    kid {blob} NOT NULL,
+    kik {blob},
+    counter {int} NOT NULL,
+    rotated_at {int},
+    PRIMARY KEY (iccid, version)
+);
+
+CREATE TABLE IF NOT EXISTS batches (
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    id TEXT NOT NULL,
+    options TEXT NOT NULL,
+    command_ids TEXT NOT NULL,
+    created_at {int} NOT NULL,
+    PRIMARY KEY (account_id, id)
+);
+
+CREATE TABLE IF NOT EXISTS commands (
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    id TEXT NOT NULL,
+    batch_id TEXT,
+    command_type TEXT NOT NULL,
+    iccid TEXT NOT NULL,
+    transport TEXT NOT NULL,
+    priority {int} NOT NULL,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at {int} NOT NULL,
+    updated_at {int} NOT NULL,
+    expires_at {int},
+    sent_at {int},
+    delivered_at {int},
+    completed_at {int},
+    attempts {int} NOT NULL DEFAULT 0,
+    packet {blob},
+    counter {int},
+    key_version {int},
+    msisdn TEXT,
+    tar TEXT,
+    spi TEXT,
+    kic {int},
+    kid {int},
+    pending_kic {blob},
+    pending_kid {blob},
+    pending_kik {blob},
+    response TEXT,
+    error TEXT,
+    error_code TEXT,
+    owner TEXT,
+    lease_until {int},
+    PRIMARY KEY (account_id, id)
+);
+
+CREATE INDEX IF NOT EXISTS commands_queue ON commands (status, priority, created_at);
+
+CREATE INDEX IF NOT EXISTS commands_por ON commands (msisdn, tar);
+
+CREATE INDEX IF NOT EXISTS commands_expiry ON commands (status, expires_at);
+
+CREATE INDEX IF NOT EXISTS commands_owner ON commands (owner);
+
+CREATE INDEX IF NOT EXISTS commands_batch ON commands (account_id, batch_id);
+
+CREATE INDEX IF NOT EXISTS commands_account_status ON commands (account_id, status);
+
+CREATE TABLE IF NOT EXISTS command_events (
+    seq {serial},
+    account_id TEXT NOT NULL,
+    command_id TEXT NOT NULL,
+    at {int} NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    FOREIGN KEY (account_id, command_id) REFERENCES commands (account_id, id)
+);
+
+CREATE INDEX IF NOT EXISTS command_events_command ON command_events (account_id, command_id, seq);
+
+CREATE TABLE IF NOT EXISTS webhooks (
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    secret {blob} NOT NULL,
+    PRIMARY KEY (account_id, id)
+);
+
+CREATE TABLE IF NOT EXISTS applets (
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    content {blob} NOT NULL,
+    created_at {int} NOT NULL,
+    PRIMARY KEY (account_id, id)
+);

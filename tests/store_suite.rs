@@ -1,0 +1,1640 @@
+//! One suite of store tests, run against SQLite (a file in a fresh temporary directory) and
+//! PostgreSQL (a fresh schema per test in the database at `OTAGW_TEST_DATABASE_URL`, by default
+//! `postgres://postgres@127.0.0.1:5432/test`). The PostgreSQL tests fail when the server cannot
+//! be reached: they are not skipped.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use otagw::command::{CardResponse, CommandError, CommandStatus, CommandType, ErrorCode, Priority};
+use otagw::security::{CipherAlgorithm, IntegrityAlgorithm};
+use otagw::store::{
+    AppletRecord, BatchRecord, CancelOutcome, KeyMaterial, KeySetRecord, MasterKey, NewCard,
+    NewCommand, SealingError, SecuredPacket, SqlStore, Store, StoreError, Transition, Webhook,
+};
+use sqlx::Row;
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const MASTER_HEX: &str = "4f5441475720746573742d6d61737465722d6b6579203332206f63746574732e";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database for one test, removed when dropped.
+struct TestDb {
+    /// The URL the store connects to.
+    url: String,
+    /// SQLite: the temporary directory. PostgreSQL: (server URL, schema).
+    sqlite_dir: Option<PathBuf>,
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    async fn new(backend: Backend) -> TestDb {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("otagw-store-{unique}"));
+                std::fs::create_dir_all(&dir).expect("create temp dir");
+                let url = format!("sqlite://{}", dir.join("otagw.db").display());
+                TestDb {
+                    url,
+                    sqlite_dir: Some(dir),
+                    pg: None,
+                }
+            }
+            Backend::Postgres => {
+                let server = std::env::var("OTAGW_TEST_DATABASE_URL")
+                    .unwrap_or_else(|_| DEFAULT_PG_URL.to_string());
+                let schema = format!("t_{unique}");
+                let admin = sqlx::postgres::PgPoolOptions::new()
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect(&server)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("PostgreSQL at {server} is needed for these tests: {e}")
+                    });
+                sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                    .execute(&admin)
+                    .await
+                    .expect("create schema");
+                admin.close().await;
+                let sep = if server.contains('?') { '&' } else { '?' };
+                let url = format!("{server}{sep}options=-c%20search_path%3D{schema}");
+                TestDb {
+                    url,
+                    sqlite_dir: None,
+                    pg: Some((server, schema)),
+                }
+            }
+        }
+    }
+
+    async fn open(&self) -> SqlStore {
+        self.open_with(master()).await
+    }
+
+    async fn open_with(&self, key: MasterKey) -> SqlStore {
+        SqlStore::connect(&self.url, key)
+            .await
+            .unwrap_or_else(|e| panic!("connect {}: {e}", self.url))
+    }
+
+    /// A plain pool on the same database, to look at what the store wrote.
+    async fn raw(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.url).await.expect("raw pool")
+    }
+
+    /// Every byte of the SQLite files (database, WAL, shared memory).
+    fn sqlite_bytes(&self) -> Vec<u8> {
+        let dir = self.sqlite_dir.as_ref().expect("sqlite only");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            out.extend(std::fs::read(&path).expect("read db file"));
+        }
+        out
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.sqlite_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some((server, schema)) = self.pg.take() {
+            // Drop may run inside the test's runtime: use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    if let Ok(pool) = sqlx::PgPool::connect(&server).await {
+                        let _ = sqlx::query("SET lock_timeout = '10s'").execute(&pool).await;
+                        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                            .execute(&pool)
+                            .await;
+                        pool.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+fn master() -> MasterKey {
+    MasterKey::from_hex(MASTER_HEX).expect("master key")
+}
+
+fn keys(seed: u8) -> KeyMaterial {
+    KeyMaterial {
+        kic: (0..16)
+            .map(|i| seed.wrapping_mul(31).wrapping_add(i * 7))
+            .collect(),
+        kid: (0..16)
+            .map(|i| seed.wrapping_mul(17).wrapping_add(i * 13 + 1))
+            .collect(),
+        kik: Some(
+            (0..16)
+                .map(|i| seed.wrapping_mul(11).wrapping_add(i * 5 + 3))
+                .collect(),
+        ),
+    }
+}
+
+fn key_set(version: u8, keys: KeyMaterial, counter: u64) -> KeySetRecord {
+    KeySetRecord {
+        version,
+        kic_algorithm: Some(CipherAlgorithm::TripleDes2KeyCbc),
+        kid_algorithm: Some(IntegrityAlgorithm::TripleDes2KeyCbcMac),
+        keys,
+        counter,
+        rotated_at: None,
+    }
+}
+
+fn card(iccid: &str) -> NewCard {
+    let mut attributes = BTreeMap::new();
+    attributes.insert("PIN1".to_string(), "1234".to_string());
+    NewCard {
+        iccid: iccid.to_string(),
+        imsi: Some(format!("20801{}", &iccid[iccid.len() - 10..])),
+        msisdn: Some(format!("3361{}", &iccid[iccid.len() - 7..])),
+        attributes,
+        key_sets: vec![key_set(1, keys(1), 0)],
+    }
+}
+
+fn iccid(n: u64) -> String {
+    format!("89330123{n:011}")
+}
+
+fn command(account: &str, id: &str, created_at: i64) -> NewCommand {
+    NewCommand {
+        id: id.to_string(),
+        account_id: account.to_string(),
+        batch_id: None,
+        command_type: CommandType::Rfm,
+        iccid: iccid(1),
+        transport: "sms".to_string(),
+        priority: Priority::Normal,
+        request: serde_json::json!({"type": "RFM", "n": id}),
+        expires_at: None,
+        created_at,
+    }
+}
+
+fn secured(
+    counter: u64,
+    msisdn: &str,
+    tar: [u8; 3],
+    pending: Option<KeyMaterial>,
+) -> SecuredPacket {
+    SecuredPacket {
+        packet: vec![0x02, 0x70, 0x00, 0x00, 0x1e, counter as u8],
+        counter,
+        key_version: 1,
+        msisdn: msisdn.to_string(),
+        tar,
+        spi: [0x16, 0x39],
+        kic: 0x15,
+        kid: 0x15,
+        pending_keys: pending,
+    }
+}
+
+fn transition(from: &[CommandStatus], to: CommandStatus, event: &str, at: i64) -> Transition {
+    Transition {
+        from: from.to_vec(),
+        to,
+        event: event.to_string(),
+        detail: String::new(),
+        response: None,
+        error: None,
+        at,
+    }
+}
+
+fn ok_response() -> CardResponse {
+    CardResponse {
+        por_status: "00".into(),
+        por_status_name: "PoR OK".into(),
+        status_code: Some(0x9000),
+        data: None,
+        executed: Some(1),
+        status_words: vec![],
+    }
+}
+
+async fn account(store: &SqlStore, name: &str) -> String {
+    store.create_account(name, 1_000).await.expect("account").id
+}
+
+/// Creates `n` commands `c000..` and claims + sends each, so they are SENT and held by `gw`.
+async fn sent_commands(store: &SqlStore, acct: &str, n: usize, gw: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("c{i:03}");
+        store
+            .insert_command(&command(acct, &id, 10 + i as i64))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let claimed = store
+        .claim_commands(gw, n as u32, 100, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), n);
+    for id in &ids {
+        assert!(store.record_send(acct, id, gw, 200).await.unwrap());
+    }
+    ids
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn accounts_and_tokens(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    assert_eq!(
+        store.backend(),
+        match b {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    );
+    store.ping().await.unwrap();
+    let acme = store.create_account("acme", 5).await.unwrap();
+    assert_eq!(acme.name, "acme");
+    assert_eq!(acme.created_at, 5);
+    match store.create_account("acme", 6).await {
+        Err(StoreError::Duplicate {
+            what: "account",
+            key,
+        }) => assert_eq!(key, "acme"),
+        other => panic!("expected duplicate account, got {other:?}"),
+    }
+    assert_eq!(
+        store.account_by_name("acme").await.unwrap(),
+        Some(acme.clone())
+    );
+    assert_eq!(store.account_by_name("nobody").await.unwrap(), None);
+
+    let token = store.create_token(&acme.id, "ci", 7).await.unwrap();
+    assert!(token.starts_with("otagw_"), "{token}");
+    assert_eq!(token.len(), 6 + 64);
+    let second = store.create_token(&acme.id, "ops", 8).await.unwrap();
+    assert_ne!(token, second);
+    assert_eq!(
+        store.account_for_token(&token).await.unwrap(),
+        Some(acme.clone())
+    );
+    assert_eq!(
+        store.account_for_token(&second).await.unwrap(),
+        Some(acme.clone())
+    );
+    assert_eq!(store.account_for_token("otagw_00").await.unwrap(), None);
+    let mut wrong = token.clone();
+    wrong.pop();
+    wrong.push(if token.ends_with('0') { '1' } else { '0' });
+    assert_eq!(store.account_for_token(&wrong).await.unwrap(), None);
+    assert!(matches!(
+        store.create_token("no-such-account", "x", 9).await,
+        Err(StoreError::NotFound {
+            what: "account",
+            ..
+        })
+    ));
+
+    // Only the hash is stored.
+    let raw = db.raw().await;
+    let hashes: Vec<String> = sqlx::query("SELECT token_hash FROM tokens")
+        .fetch_all(&raw)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("token_hash"))
+        .collect();
+    assert_eq!(hashes.len(), 2);
+    for h in &hashes {
+        assert!(!h.contains(&token[6..]) && !h.contains(&second[6..]));
+    }
+    use sha2::Digest;
+    let expected = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    assert!(hashes.contains(&expected));
+    raw.close().await;
+    if b == Backend::Sqlite {
+        store.close().await;
+        let bytes = db.sqlite_bytes();
+        assert!(
+            find(&bytes, token.as_bytes()).is_none(),
+            "token in clear in the file"
+        );
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn cards_all_or_none(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let other = account(&store, "b").await;
+
+    let mut first = vec![card(&iccid(1)), card(&iccid(2)), card(&iccid(3))];
+    first[1].key_sets.push(KeySetRecord {
+        rotated_at: Some(77),
+        ..key_set(2, keys(9), 41)
+    });
+    store.insert_cards(&a, &first, 2_000).await.unwrap();
+
+    let got = store.card(&a, &iccid(2)).await.unwrap().expect("card 2");
+    assert_eq!(got.account_id, a);
+    assert_eq!(got.imsi, first[1].imsi);
+    assert_eq!(got.msisdn, first[1].msisdn);
+    assert_eq!(got.attributes, first[1].attributes);
+    assert_eq!(got.created_at, 2_000);
+    assert_eq!(got.key_versions.len(), 2);
+    assert_eq!(got.key_versions[1].version, 2);
+    assert_eq!(got.key_versions[1].counter, 41);
+    assert_eq!(got.key_versions[1].rotated_at, Some(77));
+    // Another account does not see it.
+    assert_eq!(store.card(&other, &iccid(2)).await.unwrap(), None);
+    assert_eq!(store.card(&a, &iccid(99)).await.unwrap(), None);
+
+    // One ICCID already stored: nothing of the call is written.
+    let dup = vec![card(&iccid(10)), card(&iccid(11)), card(&iccid(2))];
+    match store.insert_cards(&a, &dup, 3_000).await {
+        Err(StoreError::Duplicate { what: "card", key }) => assert_eq!(key, iccid(2)),
+        other => panic!("expected duplicate card, got {other:?}"),
+    }
+    assert_eq!(store.card(&a, &iccid(10)).await.unwrap(), None);
+    // Already stored for another account: the same (ICCIDs are global).
+    match store
+        .insert_cards(&other, &[card(&iccid(12)), card(&iccid(1))], 3_000)
+        .await
+    {
+        Err(StoreError::Duplicate { what: "card", key }) => assert_eq!(key, iccid(1)),
+        other => panic!("expected duplicate card, got {other:?}"),
+    }
+    assert_eq!(store.card(&other, &iccid(12)).await.unwrap(), None);
+    // Twice in the input.
+    match store
+        .insert_cards(
+            &a,
+            &[card(&iccid(20)), card(&iccid(21)), card(&iccid(20))],
+            3_000,
+        )
+        .await
+    {
+        Err(StoreError::Duplicate { what: "card", key }) => assert_eq!(key, iccid(20)),
+        other => panic!("expected duplicate card, got {other:?}"),
+    }
+    assert_eq!(store.card(&a, &iccid(20)).await.unwrap(), None);
+    // Unknown account.
+    assert!(matches!(
+        store.insert_cards("nobody", &[card(&iccid(30))], 1).await,
+        Err(StoreError::NotFound {
+            what: "account",
+            ..
+        })
+    ));
+
+    // Several multi-row chunks; the duplicate is in the last one: nothing written.
+    let many: Vec<NewCard> = (1000..2300).map(|n| card(&iccid(n))).collect();
+    let mut with_dup = many.clone();
+    with_dup.push(card(&iccid(3)));
+    match store.insert_cards(&a, &with_dup, 4_000).await {
+        Err(StoreError::Duplicate { what: "card", key }) => assert_eq!(key, iccid(3)),
+        other => panic!("expected duplicate card, got {other:?}"),
+    }
+    assert_eq!(store.cards(&a, 100_000).await.unwrap().len(), 3);
+    store.insert_cards(&a, &many, 4_000).await.unwrap();
+    let all = store.cards(&a, 100_000).await.unwrap();
+    assert_eq!(all.len(), 3 + 1300);
+    assert!(all.windows(2).all(|w| w[0].iccid < w[1].iccid));
+    assert!(all.iter().all(|c| !c.key_versions.is_empty()));
+    let limited = store.cards(&a, 2).await.unwrap();
+    assert_eq!(limited.len(), 2);
+    assert_eq!(limited[1].key_versions.len(), 2);
+    assert!(store.cards(&other, 10).await.unwrap().is_empty());
+    let ks = store
+        .key_set(&iccid(2299), 1)
+        .await
+        .unwrap()
+        .expect("key set");
+    assert_eq!(ks.keys, keys(1));
+}
+
+async fn keys_sealed_at_rest(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let mut c1 = card(&iccid(1));
+    let k1 = keys(201);
+    c1.key_sets = vec![key_set(1, k1.clone(), 5), key_set(3, keys(202), 0)];
+    let mut c2 = card(&iccid(2));
+    c2.key_sets = vec![key_set(1, keys(203), 0)];
+    store.insert_cards(&a, &[c1, c2], 1).await.unwrap();
+
+    let ks = store.key_set(&iccid(1), 1).await.unwrap().expect("key set");
+    assert_eq!(ks.keys, k1);
+    assert_eq!(ks.version, 1);
+    assert_eq!(ks.counter, 5);
+    assert_eq!(ks.kic_algorithm, Some(CipherAlgorithm::TripleDes2KeyCbc));
+    assert_eq!(
+        ks.kid_algorithm,
+        Some(IntegrityAlgorithm::TripleDes2KeyCbcMac)
+    );
+    assert_eq!(store.key_set(&iccid(1), 2).await.unwrap(), None);
+    assert_eq!(store.key_set(&iccid(9), 1).await.unwrap(), None);
+    // A key set without a KIK, and an empty KIc.
+    let mut c3 = card(&iccid(3));
+    let bare = KeyMaterial {
+        kic: vec![],
+        kid: vec![0x42; 16],
+        kik: None,
+    };
+    c3.key_sets = vec![KeySetRecord {
+        kic_algorithm: None,
+        kid_algorithm: None,
+        ..key_set(1, bare.clone(), 0)
+    }];
+    store.insert_cards(&a, &[c3], 1).await.unwrap();
+    let ks3 = store.key_set(&iccid(3), 1).await.unwrap().unwrap();
+    assert_eq!(ks3.keys, bare);
+    assert_eq!(ks3.kic_algorithm, None);
+
+    // Pending keys of a KEY_UPDATE and a webhook secret: sealed too.
+    let pending = keys(204);
+    store.insert_command(&command(&a, "ku", 1)).await.unwrap();
+    store.claim_commands("gw", 1, 2, 1_000).await.unwrap();
+    assert!(store
+        .record_secured(
+            &a,
+            "ku",
+            "gw",
+            &secured(6, "33612345678", [1, 2, 3], Some(pending.clone())),
+            3
+        )
+        .await
+        .unwrap());
+    let secret = b"webhook-secret-0123456789-abcdef".to_vec();
+    store
+        .add_webhook(&Webhook {
+            id: "w1".into(),
+            account_id: a.clone(),
+            url: "https://example.invalid/hook".into(),
+            secret: secret.clone(),
+        })
+        .await
+        .unwrap();
+    let got = store.command_by_id(&a, "ku").await.unwrap().unwrap();
+    assert_eq!(got.secured.unwrap().pending_keys, Some(pending.clone()));
+
+    // replace_keys keeps the counter and sets rotated_at.
+    let new_keys = keys(205);
+    store
+        .replace_keys(&iccid(1), 1, &new_keys, 9_999)
+        .await
+        .unwrap();
+    let ks = store.key_set(&iccid(1), 1).await.unwrap().unwrap();
+    assert_eq!(ks.keys, new_keys);
+    assert_eq!(ks.counter, 5);
+    assert_eq!(ks.rotated_at, Some(9_999));
+    assert!(matches!(
+        store.replace_keys(&iccid(1), 9, &new_keys, 1).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // None of the values is in clear in the database.
+    let secrets: Vec<Vec<u8>> = vec![
+        k1.kic.clone(),
+        k1.kid.clone(),
+        k1.kik.clone().unwrap(),
+        keys(202).kic,
+        keys(203).kid,
+        pending.kic.clone(),
+        pending.kid.clone(),
+        pending.kik.clone().unwrap(),
+        new_keys.kic.clone(),
+        new_keys.kik.clone().unwrap(),
+        vec![0x42; 16],
+        secret.clone(),
+    ];
+    let raw = db.raw().await;
+    let mut stored: Vec<Vec<u8>> = Vec::new();
+    for (table, column) in [
+        ("key_sets", "kic"),
+        ("key_sets", "kid"),
+        ("key_sets", "kik"),
+        ("commands", "pending_kic"),
+        ("commands", "pending_kid"),
+        ("commands", "pending_kik"),
+        ("webhooks", "secret"),
+    ] {
+        for row in sqlx::query(&format!("SELECT {column} AS v FROM {table}"))
+            .fetch_all(&raw)
+            .await
+            .unwrap()
+        {
+            if let Some(v) = row.get::<Option<Vec<u8>>, _>("v") {
+                stored.push(v);
+            }
+        }
+    }
+    assert!(stored.len() >= 12, "{}", stored.len());
+    for s in &secrets {
+        for v in &stored {
+            assert!(find(v, s).is_none(), "a key value is stored in clear");
+            assert!(find(v, hex::encode(s).as_bytes()).is_none());
+        }
+    }
+    // A sealed value moved to another row does not open there.
+    let moved: Vec<u8> = sqlx::query("SELECT kic FROM key_sets WHERE iccid = $1 AND version = 1")
+        .bind(iccid(1))
+        .fetch_one(&raw)
+        .await
+        .unwrap()
+        .get("kic");
+    sqlx::query("UPDATE key_sets SET kic = $1 WHERE iccid = $2 AND version = 1")
+        .bind(moved)
+        .bind(iccid(2))
+        .execute(&raw)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.key_set(&iccid(2), 1).await,
+        Err(StoreError::Sealing(SealingError::Open { .. }))
+    ));
+    raw.close().await;
+
+    if b == Backend::Sqlite {
+        store.close().await;
+        let bytes = db.sqlite_bytes();
+        for s in &secrets {
+            assert!(
+                find(&bytes, s).is_none(),
+                "a key value is in the SQLite file"
+            );
+            assert!(find(&bytes, hex::encode(s).as_bytes()).is_none());
+            assert!(find(&bytes, hex::encode_upper(s).as_bytes()).is_none());
+        }
+    }
+
+    // Another master key opens nothing.
+    let wrong = db.open_with(MasterKey::generate()).await;
+    let err = wrong.key_set(&iccid(1), 1).await.unwrap_err();
+    assert!(matches!(err, StoreError::Sealing(_)), "{err}");
+    assert!(err.to_string().contains("wrong master key"), "{err}");
+    assert!(matches!(
+        wrong.webhooks(&a).await,
+        Err(StoreError::Sealing(_))
+    ));
+    assert!(matches!(
+        wrong.command_by_id(&a, "ku").await,
+        Err(StoreError::Sealing(_))
+    ));
+    // Public card state needs no key.
+    assert!(wrong.card(&a, &iccid(1)).await.unwrap().is_some());
+}
+
+async fn counters(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = Arc::new(db.open().await);
+    let a = account(&store, "a").await;
+    let mut c = card(&iccid(1));
+    c.key_sets = vec![key_set(1, keys(1), 10), key_set(2, keys(2), 0)];
+    store.insert_cards(&a, &[c], 1).await.unwrap();
+    assert_eq!(store.reserve_counter(&iccid(1), 1).await.unwrap(), 11);
+    assert_eq!(store.reserve_counter(&iccid(1), 1).await.unwrap(), 12);
+    assert_eq!(store.reserve_counter(&iccid(1), 2).await.unwrap(), 1);
+    assert!(matches!(
+        store.reserve_counter(&iccid(1), 3).await,
+        Err(StoreError::NotFound {
+            what: "key set",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.reserve_counter(&iccid(5), 1).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Many tasks on two stores at once: every value once.
+    let second = Arc::new(db.open().await);
+    let mut tasks = Vec::new();
+    for t in 0..24 {
+        let s = if t % 2 == 0 {
+            store.clone()
+        } else {
+            second.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..5 {
+                got.push(s.reserve_counter(&iccid(1), 1).await.expect("reserve"));
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let distinct: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        all.len(),
+        "a counter value was handed out twice"
+    );
+    assert_eq!(distinct, (13..13 + 120).collect::<HashSet<u64>>());
+    let ks = store.key_set(&iccid(1), 1).await.unwrap().unwrap();
+    assert_eq!(ks.counter, 132);
+    let card = store.card(&a, &iccid(1)).await.unwrap().unwrap();
+    assert_eq!(card.key_versions[0].counter, 132);
+}
+
+async fn commands_basic(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let other = account(&store, "b").await;
+    let mut c = command(&a, "cmd-1", 100);
+    c.priority = Priority::Urgent;
+    c.expires_at = Some(99_999);
+    store.insert_command(&c).await.unwrap();
+    match store.insert_command(&c).await {
+        Err(StoreError::Duplicate {
+            what: "command",
+            key,
+        }) => assert_eq!(key, "cmd-1"),
+        other => panic!("expected duplicate command, got {other:?}"),
+    }
+    // Same id in another account is another command.
+    store
+        .insert_command(&command(&other, "cmd-1", 100))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_command(&command("nobody", "x", 1)).await,
+        Err(StoreError::NotFound {
+            what: "account",
+            ..
+        })
+    ));
+
+    let (rec, events) = store.command(&a, "cmd-1").await.unwrap().expect("command");
+    assert_eq!(rec.id, "cmd-1");
+    assert_eq!(rec.account_id, a);
+    assert_eq!(rec.status, CommandStatus::Pending);
+    assert_eq!(rec.priority, Priority::Urgent);
+    assert_eq!(rec.command_type, CommandType::Rfm);
+    assert_eq!(rec.request, c.request);
+    assert_eq!(rec.created_at, 100);
+    assert_eq!(rec.updated_at, 100);
+    assert_eq!(rec.expires_at, Some(99_999));
+    assert_eq!(rec.attempts, 0);
+    assert_eq!(rec.secured, None);
+    assert_eq!(rec.owner, None);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "CREATED");
+    assert_eq!(events[0].at, 100);
+    assert_eq!(store.command_by_id(&a, "nope").await.unwrap(), None);
+    assert!(store.command(&a, "nope").await.unwrap().is_none());
+
+    store
+        .add_event(&a, "cmd-1", "ACCEPTED", "by the SMSC", 150)
+        .await
+        .unwrap();
+    assert!(store.add_event(&a, "nope", "X", "", 1).await.is_err());
+    let (_, events) = store.command(&a, "cmd-1").await.unwrap().unwrap();
+    assert_eq!(events.last().unwrap().kind, "ACCEPTED");
+    assert_eq!(events.last().unwrap().detail, "by the SMSC");
+
+    // Content the store cannot read is an error naming the column, not a panic.
+    let raw = db.raw().await;
+    sqlx::query("UPDATE commands SET status = 'BOGUS' WHERE account_id = $1 AND id = 'cmd-1'")
+        .bind(&a)
+        .execute(&raw)
+        .await
+        .unwrap();
+    match store.command_by_id(&a, "cmd-1").await {
+        Err(StoreError::Database(m)) => assert!(m.contains("status"), "{m}"),
+        other => panic!("expected a database error, got {other:?}"),
+    }
+    sqlx::query("UPDATE commands SET status = 'PENDING', request = '{oops' WHERE id = 'cmd-1'")
+        .execute(&raw)
+        .await
+        .unwrap();
+    match store.command_by_id(&a, "cmd-1").await {
+        Err(StoreError::Database(m)) => assert!(m.contains("request"), "{m}"),
+        other => panic!("expected a database error, got {other:?}"),
+    }
+    raw.close().await;
+}
+
+async fn secure_send_transition(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    store.insert_command(&command(&a, "c1", 100)).await.unwrap();
+    let packet = secured(42, "33612345678", [0xb0, 0x00, 0x10], Some(keys(7)));
+
+    // Not held by anyone yet.
+    assert!(!store
+        .record_secured(&a, "c1", "gw1", &packet, 110)
+        .await
+        .unwrap());
+    assert!(!store.record_send(&a, "c1", "gw1", 110).await.unwrap());
+    let claimed = store.claim_commands("gw1", 10, 120, 5_000).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].owner.as_deref(), Some("gw1"));
+    assert_eq!(claimed[0].lease_until, Some(5_000));
+    // Held by another.
+    assert!(!store
+        .record_secured(&a, "c1", "gw2", &packet, 130)
+        .await
+        .unwrap());
+    assert!(store
+        .record_secured(&a, "c1", "gw1", &packet, 130)
+        .await
+        .unwrap());
+    let rec = store.command_by_id(&a, "c1").await.unwrap().unwrap();
+    assert_eq!(rec.secured.as_ref(), Some(&packet));
+    assert_eq!(rec.status, CommandStatus::Pending);
+
+    assert!(!store.record_send(&a, "c1", "gw2", 140).await.unwrap());
+    assert!(store.record_send(&a, "c1", "gw1", 140).await.unwrap());
+    let rec = store.command_by_id(&a, "c1").await.unwrap().unwrap();
+    assert_eq!(rec.status, CommandStatus::Sent);
+    assert_eq!(rec.attempts, 1);
+    assert_eq!(rec.sent_at, Some(140));
+    // A resend counts, keeps SENT and the first sent_at.
+    assert!(store.record_send(&a, "c1", "gw1", 150).await.unwrap());
+    let rec = store.command_by_id(&a, "c1").await.unwrap().unwrap();
+    assert_eq!(
+        (rec.status, rec.attempts, rec.sent_at),
+        (CommandStatus::Sent, 2, Some(140))
+    );
+    assert_eq!(rec.updated_at, 150);
+    // No longer PENDING: no new packet.
+    assert!(!store
+        .record_secured(&a, "c1", "gw1", &packet, 160)
+        .await
+        .unwrap());
+
+    // Conditional transitions.
+    let t = transition(
+        &[CommandStatus::Pending],
+        CommandStatus::Failed,
+        "FAILED",
+        170,
+    );
+    assert!(!store.transition(&a, "c1", &t).await.unwrap());
+    assert!(!store
+        .transition(&a, "c1", &transition(&[], CommandStatus::Failed, "X", 1))
+        .await
+        .unwrap());
+    let mut t = transition(
+        &[CommandStatus::Sent],
+        CommandStatus::Delivered,
+        "DELIVERED",
+        180,
+    );
+    t.detail = "network ref 17".into();
+    assert!(store.transition(&a, "c1", &t).await.unwrap());
+    let rec = store.command_by_id(&a, "c1").await.unwrap().unwrap();
+    assert_eq!(rec.status, CommandStatus::Delivered);
+    assert_eq!(rec.delivered_at, Some(180));
+    assert_eq!(rec.owner.as_deref(), Some("gw1"));
+    assert_eq!(rec.completed_at, None);
+    // A resend from DELIVERED is still allowed and keeps the status.
+    assert!(store.record_send(&a, "c1", "gw1", 185).await.unwrap());
+    assert_eq!(
+        store.command_by_id(&a, "c1").await.unwrap().unwrap().status,
+        CommandStatus::Delivered
+    );
+    let mut t = transition(
+        &[CommandStatus::Sent, CommandStatus::Delivered],
+        CommandStatus::Success,
+        "SUCCESS",
+        190,
+    );
+    t.response = Some(ok_response());
+    assert!(store.transition(&a, "c1", &t).await.unwrap());
+    let (rec, events) = store.command(&a, "c1").await.unwrap().unwrap();
+    assert_eq!(rec.status, CommandStatus::Success);
+    assert_eq!(rec.completed_at, Some(190));
+    assert_eq!(rec.response, Some(ok_response()));
+    assert_eq!(rec.owner, None);
+    assert_eq!(rec.lease_until, None);
+    assert_eq!(rec.attempts, 3);
+    // Terminal: nothing more.
+    assert!(!store.record_send(&a, "c1", "gw1", 200).await.unwrap());
+    assert!(!store.transition(&a, "c1", &t).await.unwrap());
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.detail.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("CREATED", ""),
+            ("SECURED", "counter 42 with key version 1"),
+            ("SENT", "attempt 1"),
+            ("SENT", "attempt 2"),
+            ("DELIVERED", "network ref 17"),
+            ("SENT", "attempt 3"),
+            ("SUCCESS", ""),
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].at <= w[1].at));
+
+    // A failure stores the error.
+    store.insert_command(&command(&a, "c2", 300)).await.unwrap();
+    store.claim_commands("gw1", 10, 300, 5_000).await.unwrap();
+    let mut t = transition(
+        &[CommandStatus::Pending],
+        CommandStatus::Failed,
+        "FAILED",
+        310,
+    );
+    t.error = Some(CommandError {
+        code: ErrorCode::TransportError,
+        message: "SMSC refused".into(),
+    });
+    assert!(store.transition(&a, "c2", &t).await.unwrap());
+    let rec = store.command_by_id(&a, "c2").await.unwrap().unwrap();
+    assert_eq!(rec.error, t.error);
+    assert_eq!(rec.status, CommandStatus::Failed);
+    assert_eq!(rec.sent_at, None);
+}
+
+async fn cancel(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let other = account(&store, "b").await;
+    store.insert_command(&command(&a, "p", 1)).await.unwrap();
+    assert_eq!(
+        store.cancel_command(&a, "p", 50).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let (rec, events) = store.command(&a, "p").await.unwrap().unwrap();
+    assert_eq!(rec.status, CommandStatus::Cancelled);
+    assert_eq!(rec.completed_at, Some(50));
+    assert_eq!(events.last().unwrap().kind, "CANCELLED");
+    assert_eq!(
+        store.cancel_command(&a, "p", 60).await.unwrap(),
+        CancelOutcome::NotCancellable(CommandStatus::Cancelled)
+    );
+    // Cancelled commands are not claimed.
+    assert!(store
+        .claim_commands("gw", 10, 70, 1_000)
+        .await
+        .unwrap()
+        .is_empty());
+
+    sent_commands(&store, &a, 1, "gw").await;
+    assert_eq!(
+        store.cancel_command(&a, "c000", 300).await.unwrap(),
+        CancelOutcome::NotCancellable(CommandStatus::Sent)
+    );
+    assert!(matches!(
+        store.cancel_command(&a, "missing", 1).await,
+        Err(StoreError::NotFound {
+            what: "command",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.cancel_command(&other, "p", 1).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn concurrent_terminal_transitions(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s1 = Arc::new(db.open().await);
+    let s2 = Arc::new(db.open().await);
+    let a = account(&s1, "a").await;
+    let ids = sent_commands(&s1, &a, 12, "gw").await;
+    let mut tasks = Vec::new();
+    for id in &ids {
+        for (n, to) in [(0, CommandStatus::Success), (1, CommandStatus::Failed)] {
+            let s = if n == 0 { s1.clone() } else { s2.clone() };
+            let (a, id) = (a.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                let t = transition(
+                    &[CommandStatus::Sent, CommandStatus::Delivered],
+                    to,
+                    to.as_str(),
+                    500,
+                );
+                (
+                    id.clone(),
+                    s.transition(&a, &id, &t).await.expect("transition"),
+                )
+            }));
+        }
+    }
+    let mut applied: BTreeMap<String, usize> = BTreeMap::new();
+    for t in tasks {
+        let (id, ok) = t.await.unwrap();
+        *applied.entry(id).or_default() += usize::from(ok);
+    }
+    for id in &ids {
+        assert_eq!(
+            applied[id], 1,
+            "{id}: exactly one terminal transition applies"
+        );
+        let (rec, events) = s1.command(&a, id).await.unwrap().unwrap();
+        assert!(rec.status.is_terminal());
+        let terminal = events
+            .iter()
+            .filter(|e| e.kind == "SUCCESS" || e.kind == "FAILED")
+            .count();
+        assert_eq!(terminal, 1);
+        assert_eq!(events.last().unwrap().kind, rec.status.as_str());
+    }
+}
+
+async fn concurrent_claims(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s1 = Arc::new(db.open().await);
+    let s2 = Arc::new(db.open().await);
+    let a = account(&s1, "a").await;
+    let total = 80;
+    for i in 0..total {
+        s1.insert_command(&command(&a, &format!("q{i:03}"), i))
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let s = if t % 2 == 0 { s1.clone() } else { s2.clone() };
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("gw{t}");
+            let mut got = Vec::new();
+            loop {
+                let claimed = s
+                    .claim_commands(&owner, 3, 1_000, 60_000)
+                    .await
+                    .expect("claim");
+                if claimed.is_empty() {
+                    break;
+                }
+                for c in claimed {
+                    assert_eq!(c.owner.as_deref(), Some(owner.as_str()));
+                    got.push(c.id);
+                }
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let distinct: HashSet<&String> = all.iter().collect();
+    assert_eq!(distinct.len(), all.len(), "a command was claimed twice");
+    assert_eq!(all.len(), total as usize);
+}
+
+async fn leases_and_order(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let mut bulk = command(&a, "bulk", 10);
+    bulk.priority = Priority::Bulk;
+    let mut urgent = command(&a, "urgent", 30);
+    urgent.priority = Priority::Urgent;
+    store.insert_command(&bulk).await.unwrap();
+    store
+        .insert_command(&command(&a, "normal-old", 5))
+        .await
+        .unwrap();
+    store.insert_command(&urgent).await.unwrap();
+    store
+        .insert_command(&command(&a, "normal-new", 20))
+        .await
+        .unwrap();
+
+    let got = store.claim_commands("gw1", 2, 100, 1_000).await.unwrap();
+    let ids: Vec<&str> = got.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, vec!["urgent", "normal-old"]);
+    let got = store.claim_commands("gw1", 10, 100, 1_000).await.unwrap();
+    let ids: Vec<&str> = got.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, vec!["normal-new", "bulk"]);
+    assert!(store
+        .claim_commands("gw1", 10, 100, 1_000)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .claim_commands("gw1", 0, 100, 1_000)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Send one; the lease runs out: another gateway takes both kinds over.
+    assert!(store.record_send(&a, "urgent", "gw1", 150).await.unwrap());
+    assert!(store
+        .claim_commands("gw2", 10, 999, 5_000)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.renew_leases("gw1", 2_000).await.unwrap(), 4);
+    assert!(store
+        .claim_commands("gw2", 10, 1_500, 5_000)
+        .await
+        .unwrap()
+        .is_empty());
+    let got = store.claim_commands("gw2", 10, 2_001, 5_000).await.unwrap();
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[0].id, "urgent");
+    assert_eq!(got[0].status, CommandStatus::Sent);
+    assert!(got.iter().all(|c| c.owner.as_deref() == Some("gw2")));
+    // The old holder may not send any more.
+    assert!(!store.record_send(&a, "urgent", "gw1", 2_002).await.unwrap());
+    assert!(store.record_send(&a, "urgent", "gw2", 2_002).await.unwrap());
+    assert_eq!(store.renew_leases("gw1", 9_000).await.unwrap(), 0);
+
+    // Released: the next claim gets it whatever the lease said.
+    store.release("bulk", "gw2").await.unwrap();
+    store.release("normal-new", "gw-other").await.unwrap(); // not its holder: no effect
+    let got = store.claim_commands("gw3", 10, 2_100, 5_000).await.unwrap();
+    let ids: Vec<&str> = got.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, vec!["bulk"]);
+    store.release("urgent", "gw2").await.unwrap();
+    let got = store.claim_commands("gw3", 10, 2_100, 5_000).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].status, CommandStatus::Sent);
+
+    // Terminal commands are never claimed.
+    let t = transition(
+        &[CommandStatus::Sent],
+        CommandStatus::Success,
+        "SUCCESS",
+        2_200,
+    );
+    assert!(store.transition(&a, "urgent", &t).await.unwrap());
+    assert!(store
+        .claim_commands("gw4", 10, 1_000_000, 2_000_000)
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| c.id != "urgent"));
+}
+
+async fn awaiting_por(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let tar = [0xb0, 0x00, 0x10];
+    for (i, id) in ["x1", "x2", "x3"].iter().enumerate() {
+        store
+            .insert_command(&command(&a, id, i as i64))
+            .await
+            .unwrap();
+    }
+    store.claim_commands("gw", 10, 10, 10_000).await.unwrap();
+    for (id, msisdn, t) in [
+        ("x1", "33611111111", tar),
+        ("x2", "33611111111", tar),
+        ("x3", "33611111111", [0xb0, 0x00, 0x11]),
+    ] {
+        assert!(store
+            .record_secured(&a, id, "gw", &secured(1, msisdn, t, None), 20)
+            .await
+            .unwrap());
+    }
+    // x2 only secured (PENDING): not waiting for a PoR.
+    assert!(store.record_send(&a, "x1", "gw", 30).await.unwrap());
+    assert!(store.record_send(&a, "x3", "gw", 30).await.unwrap());
+    let found = store.awaiting_por("33611111111", tar).await.unwrap();
+    let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, vec!["x1"]);
+    assert_eq!(found[0].secured.as_ref().unwrap().tar, tar);
+    // Released or held by another gateway: still found.
+    store.release("x1", "gw").await.unwrap();
+    let t = transition(
+        &[CommandStatus::Sent],
+        CommandStatus::Delivered,
+        "DELIVERED",
+        40,
+    );
+    assert!(store.transition(&a, "x1", &t).await.unwrap());
+    assert_eq!(
+        store.awaiting_por("33611111111", tar).await.unwrap().len(),
+        1
+    );
+    assert!(store
+        .awaiting_por("33622222222", tar)
+        .await
+        .unwrap()
+        .is_empty());
+    let t = transition(
+        &[CommandStatus::Delivered],
+        CommandStatus::Success,
+        "SUCCESS",
+        50,
+    );
+    assert!(store.transition(&a, "x1", &t).await.unwrap());
+    assert!(store
+        .awaiting_por("33611111111", tar)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .awaiting_por("33611111111", [0xb0, 0x00, 0x11])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn expiry(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let other = account(&store, "b").await;
+    let with_expiry = |acct: &str, id: &str, exp: Option<i64>| {
+        let mut c = command(acct, id, 1);
+        c.expires_at = exp;
+        c
+    };
+    store
+        .insert_command(&with_expiry(&a, "secured", Some(100)))
+        .await
+        .unwrap();
+    store.claim_commands("gw", 10, 50, 10_000).await.unwrap();
+    assert!(store
+        .record_secured(&a, "secured", "gw", &secured(1, "336", [1, 1, 1], None), 60)
+        .await
+        .unwrap());
+    store
+        .insert_command(&with_expiry(&a, "old", Some(100)))
+        .await
+        .unwrap();
+    store
+        .insert_command(&with_expiry(&other, "old", Some(200)))
+        .await
+        .unwrap();
+    store
+        .insert_command(&with_expiry(&a, "forever", None))
+        .await
+        .unwrap();
+    store
+        .insert_command(&with_expiry(&a, "later", Some(1_000)))
+        .await
+        .unwrap();
+
+    // Past their validity, unsecured: not claimed.
+    let claimed = store.claim_commands("gw2", 10, 500, 10_000).await.unwrap();
+    let ids: HashSet<(String, String)> = claimed
+        .iter()
+        .map(|c| (c.account_id.clone(), c.id.clone()))
+        .collect();
+    assert!(!ids.contains(&(a.clone(), "old".to_string())));
+    assert!(!ids.contains(&(other.clone(), "old".to_string())));
+    assert!(ids.contains(&(a.clone(), "forever".to_string())));
+
+    let mut expired = store.expire_commands(500).await.unwrap();
+    expired.sort();
+    let mut expected = vec![
+        (a.clone(), "old".to_string()),
+        (other.clone(), "old".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(expired, expected);
+    let (rec, events) = store.command(&a, "old").await.unwrap().unwrap();
+    assert_eq!(rec.status, CommandStatus::Expired);
+    assert_eq!(rec.completed_at, Some(500));
+    assert_eq!(events.last().unwrap().kind, "EXPIRED");
+    assert_eq!(
+        store
+            .command_by_id(&a, "secured")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        CommandStatus::Pending
+    );
+    assert_eq!(
+        store
+            .command_by_id(&a, "later")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        CommandStatus::Pending
+    );
+    assert!(store.expire_commands(500).await.unwrap().is_empty());
+    assert_eq!(
+        store.expire_commands(1_001).await.unwrap(),
+        vec![(a.clone(), "later".to_string())]
+    );
+}
+
+async fn batches(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let ids = ["b-3", "b-1", "b-2"];
+    let commands: Vec<NewCommand> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut c = command(&a, id, 100 + i as i64);
+            c.priority = Priority::Bulk;
+            c
+        })
+        .collect();
+    let batch = BatchRecord {
+        id: "batch-1".into(),
+        account_id: a.clone(),
+        options: serde_json::json!({"rate": 10, "name": "campaign"}),
+        created_at: 100,
+        command_ids: ids.iter().map(|s| s.to_string()).collect(),
+    };
+    store.insert_batch(&batch, &commands).await.unwrap();
+    assert_eq!(
+        store.batch(&a, "batch-1").await.unwrap(),
+        Some(batch.clone())
+    );
+    assert_eq!(store.batch(&a, "nope").await.unwrap(), None);
+    let other = account(&store, "b").await;
+    assert_eq!(store.batch(&other, "batch-1").await.unwrap(), None);
+    let got = store.batch_commands(&a, "batch-1").await.unwrap();
+    let got_ids: Vec<&str> = got.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(got_ids, ids.to_vec());
+    assert!(got.iter().all(|c| c.batch_id.as_deref() == Some("batch-1")));
+    assert!(got.iter().all(|c| c.status == CommandStatus::Pending));
+    let (_, events) = store.command(&a, "b-1").await.unwrap().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "CREATED");
+    assert!(store.batch_commands(&a, "nope").await.unwrap().is_empty());
+
+    // Duplicate batch id.
+    let mut again = batch.clone();
+    again.command_ids = vec!["new-1".into()];
+    match store.insert_batch(&again, &[command(&a, "new-1", 1)]).await {
+        Err(StoreError::Duplicate { what: "batch", key }) => assert_eq!(key, "batch-1"),
+        other => panic!("expected duplicate batch, got {other:?}"),
+    }
+    assert_eq!(store.command_by_id(&a, "new-1").await.unwrap(), None);
+    // A command id already stored: nothing written.
+    let b2 = BatchRecord {
+        id: "batch-2".into(),
+        command_ids: vec!["new-2".into(), "b-2".into()],
+        ..batch.clone()
+    };
+    match store
+        .insert_batch(&b2, &[command(&a, "new-2", 1), command(&a, "b-2", 1)])
+        .await
+    {
+        Err(StoreError::Duplicate {
+            what: "command",
+            key,
+        }) => assert_eq!(key, "b-2"),
+        other => panic!("expected duplicate command, got {other:?}"),
+    }
+    assert_eq!(store.batch(&a, "batch-2").await.unwrap(), None);
+    assert_eq!(store.command_by_id(&a, "new-2").await.unwrap(), None);
+    // Twice in the input.
+    let b3 = BatchRecord {
+        id: "batch-3".into(),
+        command_ids: vec!["z".into(), "z".into()],
+        ..batch.clone()
+    };
+    assert!(matches!(
+        store
+            .insert_batch(&b3, &[command(&a, "z", 1), command(&a, "z", 1)])
+            .await,
+        Err(StoreError::Duplicate {
+            what: "command",
+            ..
+        })
+    ));
+    assert_eq!(store.batch(&a, "batch-3").await.unwrap(), None);
+
+    // A large batch (several multi-row statements).
+    let big: Vec<NewCommand> = (0..450)
+        .map(|i| command(&a, &format!("big-{i:04}"), 1_000 + i))
+        .collect();
+    let big_batch = BatchRecord {
+        id: "big".into(),
+        account_id: a.clone(),
+        options: serde_json::json!({}),
+        created_at: 1_000,
+        command_ids: big.iter().map(|c| c.id.clone()).collect(),
+    };
+    store.insert_batch(&big_batch, &big).await.unwrap();
+    assert_eq!(store.batch_commands(&a, "big").await.unwrap().len(), 450);
+}
+
+async fn webhooks_and_applets(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let other = account(&store, "b").await;
+    let w1 = Webhook {
+        id: "w1".into(),
+        account_id: a.clone(),
+        url: "https://hooks.example.invalid/1".into(),
+        secret: vec![1, 2, 3, 4],
+    };
+    let w2 = Webhook {
+        id: "w2".into(),
+        secret: b"another secret".to_vec(),
+        url: "https://hooks.example.invalid/2".into(),
+        ..w1.clone()
+    };
+    store.add_webhook(&w1).await.unwrap();
+    store.add_webhook(&w2).await.unwrap();
+    assert!(matches!(
+        store.add_webhook(&w1).await,
+        Err(StoreError::Duplicate {
+            what: "webhook",
+            ..
+        })
+    ));
+    assert_eq!(
+        store.webhooks(&a).await.unwrap(),
+        vec![w1.clone(), w2.clone()]
+    );
+    assert!(store.webhooks(&other).await.unwrap().is_empty());
+
+    let applet = AppletRecord {
+        id: "app-1".into(),
+        account_id: a.clone(),
+        name: "hello.cap".into(),
+        content: (0..=255u8).cycle().take(70_000).collect(),
+        created_at: 42,
+    };
+    store.insert_applet(&applet).await.unwrap();
+    assert!(matches!(
+        store.insert_applet(&applet).await,
+        Err(StoreError::Duplicate { what: "applet", .. })
+    ));
+    assert_eq!(
+        store.applet(&a, "app-1").await.unwrap(),
+        Some(applet.clone())
+    );
+    assert_eq!(store.applet(&other, "app-1").await.unwrap(), None);
+    assert_eq!(store.applet(&a, "app-2").await.unwrap(), None);
+}
+
+async fn stats(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let other = account(&store, "b").await;
+    let empty = store.command_stats(&a).await.unwrap();
+    assert!(empty.by_status.is_empty());
+    assert_eq!(empty.mean_completion_ms, None);
+    assert_eq!(empty.mean_delivery_ms, None);
+
+    // s1, s2: SUCCESS over sms; f1: FAILED TIMEOUT over sms; f2: FAILED SECURITY_ERROR over
+    // cat_tp; p: PENDING over cat_tp. Another account's command does not count.
+    for (id, transport) in [
+        ("s1", "sms"),
+        ("s2", "sms"),
+        ("f1", "sms"),
+        ("f2", "cat_tp"),
+        ("p", "cat_tp"),
+    ] {
+        let mut c = command(&a, id, 1);
+        c.transport = transport.into();
+        store.insert_command(&c).await.unwrap();
+    }
+    store
+        .insert_command(&command(&other, "s1", 1))
+        .await
+        .unwrap();
+    let claimed = store.claim_commands("gw", 10, 50, 10_000).await.unwrap();
+    assert_eq!(claimed.len(), 6);
+    for id in ["s1", "s2", "f1", "f2"] {
+        assert!(store.record_send(&a, id, "gw", 100).await.unwrap());
+    }
+    assert!(store.record_send(&other, "s1", "gw", 100).await.unwrap());
+    let delivered = transition(
+        &[CommandStatus::Sent],
+        CommandStatus::Delivered,
+        "DELIVERED",
+        150,
+    );
+    assert!(store.transition(&a, "s1", &delivered).await.unwrap());
+    let mut delivered_late = delivered.clone();
+    delivered_late.at = 250;
+    assert!(store.transition(&a, "f1", &delivered_late).await.unwrap());
+    let live = [CommandStatus::Sent, CommandStatus::Delivered];
+    assert!(store
+        .transition(
+            &a,
+            "s1",
+            &transition(&live, CommandStatus::Success, "SUCCESS", 500)
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .transition(
+            &a,
+            "s2",
+            &transition(&live, CommandStatus::Success, "SUCCESS", 300)
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .transition(
+            &other,
+            "s1",
+            &transition(&live, CommandStatus::Success, "SUCCESS", 100_100)
+        )
+        .await
+        .unwrap());
+    for (id, code) in [("f1", ErrorCode::Timeout), ("f2", ErrorCode::SecurityError)] {
+        let mut t = transition(&live, CommandStatus::Failed, "FAILED", 900);
+        t.error = Some(CommandError {
+            code,
+            message: "x".into(),
+        });
+        assert!(store.transition(&a, id, &t).await.unwrap());
+    }
+
+    let stats = store.command_stats(&a).await.unwrap();
+    let by_status: BTreeMap<&str, u64> = stats
+        .by_status
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        by_status,
+        BTreeMap::from([("SUCCESS", 2), ("FAILED", 2), ("PENDING", 1)])
+    );
+    let by_error: BTreeMap<&str, u64> = stats
+        .by_error
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        by_error,
+        BTreeMap::from([("TIMEOUT", 1), ("SECURITY_ERROR", 1)])
+    );
+    let by_transport: BTreeMap<&str, (u64, u64)> = stats
+        .by_transport
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        by_transport,
+        BTreeMap::from([("sms", (3, 2)), ("cat_tp", (2, 0))])
+    );
+    // SUCCESS: (500 - 100) and (300 - 100): mean 300. Delivered: 50 and 150: mean 100.
+    assert_eq!(stats.mean_completion_ms, Some(300.0));
+    assert_eq!(stats.mean_delivery_ms, Some(100.0));
+}
+
+async fn persistence_across_reopen(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    store.insert_cards(&a, &[card(&iccid(1))], 1).await.unwrap();
+    for _ in 0..3 {
+        store.reserve_counter(&iccid(1), 1).await.unwrap();
+    }
+    sent_commands(&store, &a, 2, "gw").await;
+    let token = store.create_token(&a, "t", 1).await.unwrap();
+    store.close().await;
+    drop(store);
+
+    // Reopening runs the schema again (idempotent) and finds everything.
+    let store = db.open().await;
+    assert_eq!(store.reserve_counter(&iccid(1), 1).await.unwrap(), 4);
+    assert_eq!(
+        store.account_for_token(&token).await.unwrap().map(|x| x.id),
+        Some(a.clone())
+    );
+    let (rec, events) = store.command(&a, "c001").await.unwrap().unwrap();
+    assert_eq!(rec.status, CommandStatus::Sent);
+    assert_eq!(rec.owner.as_deref(), Some("gw"));
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        store.key_set(&iccid(1), 1).await.unwrap().unwrap().keys,
+        keys(1)
+    );
+    store.close().await;
+    let store = db.open().await;
+    assert_eq!(store.reserve_counter(&iccid(1), 1).await.unwrap(), 5);
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    accounts_and_tokens,
+    cards_all_or_none,
+    keys_sealed_at_rest,
+    counters,
+    commands_basic,
+    secure_send_transition,
+    cancel,
+    concurrent_terminal_transitions,
+    concurrent_claims,
+    leases_and_order,
+    awaiting_por,
+    expiry,
+    batches,
+    webhooks_and_applets,
+    stats,
+    persistence_across_reopen,
+);
+
+#[tokio::test]
+async fn sqlite_in_memory() {
+    let store = SqlStore::connect("sqlite::memory:", master())
+        .await
+        .unwrap();
+    assert_eq!(store.backend(), "sqlite");
+    let a = account(&store, "a").await;
+    store.insert_cards(&a, &[card(&iccid(1))], 1).await.unwrap();
+    assert_eq!(store.reserve_counter(&iccid(1), 1).await.unwrap(), 1);
+    store.insert_command(&command(&a, "m", 1)).await.unwrap();
+    assert_eq!(
+        store.claim_commands("gw", 5, 2, 100).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn bad_urls_are_explained() {
+    let missing = std::env::temp_dir()
+        .join(format!("otagw-missing-{}", uuid::Uuid::new_v4().simple()))
+        .join("otagw.db");
+    let err = SqlStore::connect(&format!("sqlite://{}", missing.display()), master())
+        .await
+        .unwrap_err();
+    let parent = missing.parent().unwrap().display().to_string();
+    assert!(err.to_string().contains(&parent), "{err}");
+    assert!(matches!(
+        SqlStore::connect("mysql://localhost/x", master()).await,
+        Err(StoreError::Invalid { .. })
+    ));
+}
+
+/// Bulk provisioning speed: 1,000,000 cards with one key set each into SQLite in one call.
+/// Run with `cargo test --release --test store_suite -- --ignored bulk_provisioning`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: run in release mode to check the bulk provisioning budget"]
+async fn bulk_provisioning_one_million_sqlite() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.open().await;
+    let a = account(&store, "bulk").await;
+    let cards: Vec<NewCard> = (0..1_000_000u64).map(|n| card(&iccid(n))).collect();
+    let started = std::time::Instant::now();
+    store.insert_cards(&a, &cards, 1).await.unwrap();
+    let took = started.elapsed();
+    eprintln!("1,000,000 cards inserted in {took:?}");
+    assert_eq!(
+        store
+            .key_set(&iccid(999_999), 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .keys,
+        keys(1)
+    );
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+}
