@@ -53,6 +53,8 @@ pub enum CorrelationError<Id: std::fmt::Debug> {
 #[derive(Debug)]
 pub struct PorCorrelator<Id> {
     pending: HashMap<(String, Tar), Vec<PendingCommand<Id>>>,
+    // Where each command waits, so that removing one is not a scan of everything pending.
+    index: HashMap<Id, (String, Tar)>,
     len: usize,
 }
 
@@ -60,6 +62,7 @@ impl<Id> Default for PorCorrelator<Id> {
     fn default() -> Self {
         Self {
             pending: HashMap::new(),
+            index: HashMap::new(),
             len: 0,
         }
     }
@@ -69,7 +72,7 @@ fn normalize(msisdn: &str) -> String {
     msisdn.trim_start_matches('+').to_string()
 }
 
-impl<Id: Clone + PartialEq + std::fmt::Debug> PorCorrelator<Id> {
+impl<Id: Clone + Eq + std::hash::Hash + std::fmt::Debug> PorCorrelator<Id> {
     /// An empty correlator.
     pub fn new() -> Self {
         Self::default()
@@ -88,20 +91,17 @@ impl<Id: Clone + PartialEq + std::fmt::Debug> PorCorrelator<Id> {
     /// Starts waiting for a command's PoR.
     pub fn register(&mut self, mut command: PendingCommand<Id>) {
         command.msisdn = normalize(&command.msisdn);
-        self.pending
-            .entry((command.msisdn.clone(), command.tar))
-            .or_default()
-            .push(command);
+        let key = (command.msisdn.clone(), command.tar);
+        // Registering an id again replaces its earlier entry.
+        self.remove(&command.id);
+        self.index.insert(command.id.clone(), key.clone());
+        self.pending.entry(key).or_default().push(command);
         self.len += 1;
     }
 
     /// Stops waiting for a command (answered otherwise, cancelled, timed out).
     pub fn remove(&mut self, id: &Id) -> Option<PendingCommand<Id>> {
-        let key = self
-            .pending
-            .iter()
-            .find(|(_, v)| v.iter().any(|c| &c.id == id))
-            .map(|(k, _)| k.clone())?;
+        let key = self.index.remove(id)?;
         let list = self.pending.get_mut(&key)?;
         let at = list.iter().position(|c| &c.id == id)?;
         let command = list.swap_remove(at);
@@ -170,6 +170,7 @@ impl<Id: Clone + PartialEq + std::fmt::Debug> PorCorrelator<Id> {
         if list.is_empty() {
             self.pending.remove(&key);
         }
+        self.index.remove(&command.id);
         self.len -= 1;
         Ok((command, decoded))
     }

@@ -37,8 +37,38 @@ pub struct DispatchStats {
     pub delivered: u64,
 }
 
+/// What the dispatcher passes on besides resolving commands: network acknowledgements and
+/// PoRs it could not match itself (the gateway looks those up in its store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchNote {
+    /// The network took a message.
+    Accepted {
+        /// The message.
+        id: MessageId,
+        /// Its network references.
+        network_refs: Vec<String>,
+    },
+    /// The network reports a message reached the handset.
+    Delivered {
+        /// The message.
+        id: MessageId,
+    },
+    /// A PoR that matched no command waiting here (or failed to verify with their keys).
+    UnmatchedPor {
+        /// The card's MSISDN.
+        from: String,
+        /// The PoR from RPL on.
+        packet: Vec<u8>,
+        /// What its CC covers.
+        scope: CcScope,
+        /// Why it did not match here.
+        reason: String,
+    },
+}
+
 #[derive(Default)]
 struct Inner {
+    observer: Mutex<Option<tokio::sync::mpsc::UnboundedSender<DispatchNote>>>,
     correlator: Mutex<PorCorrelator<MessageId>>,
     waiters: Mutex<HashMap<MessageId, oneshot::Sender<OtaOutcome>>>,
     rejected: AtomicU64,
@@ -48,6 +78,14 @@ struct Inner {
 }
 
 impl Inner {
+    fn note(&self, note: DispatchNote) {
+        if let Ok(o) = self.observer.lock() {
+            if let Some(tx) = o.as_ref() {
+                let _ = tx.send(note);
+            }
+        }
+    }
+
     fn resolve(&self, id: MessageId, outcome: OtaOutcome) {
         let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(&id));
         if let Some(w) = waiter {
@@ -81,10 +119,22 @@ impl EventSink for Inner {
                         if let Ok(mut l) = self.last_rejection.lock() {
                             *l = Some(e.to_string());
                         }
+                        self.note(DispatchNote::UnmatchedPor {
+                            from,
+                            packet,
+                            scope,
+                            reason: e.to_string(),
+                        });
                     }
                     Err(e) => {
                         self.unmatched.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!("PoR unmatched: {e}");
+                        tracing::debug!("PoR unmatched here: {e}");
+                        self.note(DispatchNote::UnmatchedPor {
+                            from,
+                            packet,
+                            scope,
+                            reason: e.to_string(),
+                        });
                     }
                 }
             }
@@ -94,10 +144,13 @@ impl EventSink for Inner {
                 }
                 self.resolve(id, OtaOutcome::Failed(error));
             }
-            DeliveryEvent::Delivered { .. } => {
+            DeliveryEvent::Delivered { id } => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
+                self.note(DispatchNote::Delivered { id });
             }
-            DeliveryEvent::Accepted { .. } => {}
+            DeliveryEvent::Accepted { id, network_refs } => {
+                self.note(DispatchNote::Accepted { id, network_refs });
+            }
         }
     }
 }
@@ -114,6 +167,18 @@ impl OtaDispatcher {
         let inner = Arc::new(Inner::default());
         transport.set_event_sink(inner.clone());
         Self { transport, inner }
+    }
+
+    /// Passes delivery notes and unmatched PoRs to `observer` from now on.
+    pub fn set_observer(&self, observer: tokio::sync::mpsc::UnboundedSender<DispatchNote>) {
+        if let Ok(mut o) = self.inner.observer.lock() {
+            *o = Some(observer);
+        }
+    }
+
+    /// The transport this dispatcher sends over.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
     }
 
     /// Sends `message` (whose payload is the secured packet of `pending`) and returns a receiver
@@ -141,6 +206,19 @@ impl OtaDispatcher {
             return Err(e);
         }
         Ok(rx)
+    }
+
+    /// Waits for the PoR of a packet sent before (by an earlier run or another gateway)
+    /// without sending anything.
+    pub fn expect(&self, pending: PendingCommand<MessageId>) -> oneshot::Receiver<OtaOutcome> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.inner.waiters.lock() {
+            w.insert(pending.id, tx);
+        }
+        if let Ok(mut c) = self.inner.correlator.lock() {
+            c.register(pending);
+        }
+        rx
     }
 
     /// Stops waiting for a command (timed out at the caller).

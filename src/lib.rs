@@ -1,8 +1,14 @@
 //! otagw: an over-the-air gateway for SIM cards.
+pub mod api;
 pub mod command;
+pub mod config;
 pub mod correlation;
+pub mod devkit;
 pub mod dispatch;
+pub mod gateway;
+pub mod pipeline;
 pub mod script;
 pub mod security;
+pub mod server;
 pub mod sim;
 pub mod store;

@@ -1,338 +1,184 @@
-//! `otagw demo`: RFM commands from the gateway to cards and their PoRs back, on embedded
-//! defaults. First through the codecs step by step (script, SCP80, SMS-PP framing, ENVELOPE,
-//! PoR) with the card side played inline; then over real SMPP sockets on loopback: the gateway's
-//! SMPP session -> the SMSC simulator -> virtual UICCs with file systems -> PoR as an MO.
+//! `otagw demo`: the whole gateway on embedded defaults, in one process. It starts the SMSC
+//! simulator with a fleet of virtual UICCs, the gateway (SQLite store in a temporary
+//! directory, engine, REST API on loopback) bound to it over SMPP, adds the cards through the
+//! API, sends commands of different types through the API, and prints what each card answered
+//! and how long it took. No setup; nothing outside loopback.
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use clap::Args;
+use serde_json::json;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-
-use otagw::dispatch::{secure_command, OtaDispatcher, OtaOutcome};
-use otagw::script::{self, rfm, CardClass, RApdu, ScriptFormat, ScriptResponse};
-use otagw::security::command::encode_command_packet;
-use otagw::security::response::encode_response_packet;
-use otagw::security::{
-    check_counter, CcScope, CommandHeader, CommandPacketView, Counter, KeyConfig, KeyIdentifier,
-    PorStatus, ResponseHeader, ResponsePacketView, Scp80Keys, Spi,
-};
-use otagw::sim::{Fleet, FleetDefaults};
-use otagw_sms::smpp::{SmppConfig, SmppTransport};
-use otagw_sms::smsc_sim::{SmscConfig, SmscSimulator};
-use otagw_sms::{
-    split_packet, Accepted, Address, ConcatReference, PacketKind, Reassembler, SmsDeliver,
-    SmsPpDownload,
-};
-use otagw_transport::{MessageId, SendOptions, Transport};
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DemoAlgorithm {
-    /// 3DES two-key CBC + CBC-MAC (KIc/KID 0x15).
-    Tdes,
-    /// AES-128 CBC + CMAC (KIc/KID 0x12).
-    Aes,
-}
+use otagw::devkit::{self, DevOptions};
+use otagw::script::rfm::CardClass;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Card key algorithm.
-    #[arg(long, value_enum, default_value = "tdes")]
-    algorithm: DemoAlgorithm,
-    /// New service provider name written to EF SPN (6F46).
+    /// Virtual cards behind the simulator.
+    #[arg(long, default_value_t = 5)]
+    cards: usize,
+    /// New service provider name (PROFILE_UPDATE).
     #[arg(long, default_value = "otagw demo")]
     spn: String,
 }
 
-const MSISDN: &str = "491700000001";
-const KIC_KEY: &str = "f09c43ee1a0391665cc9f05af4e0bd10";
-const KID_KEY: &str = "01981f4a20999f62af99988107baf6ca";
-
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    // SPI 16 39: CC + ciphering + counter must be higher; PoR always, ciphered + CC, by SMS-SUBMIT.
-    let spi = Spi::from_bytes([0x16, 0x39]);
-    let (kic, kid) = match args.algorithm {
-        DemoAlgorithm::Tdes => (0x15, 0x15),
-        DemoAlgorithm::Aes => (0x12, 0x12),
-    };
-    let kic_key = hex::decode(KIC_KEY)?;
-    let kid_key = hex::decode(KID_KEY)?;
-    let cfg = KeyConfig {
-        kic_key: Some(&kic_key),
-        kid_key: Some(&kid_key),
-        ..Default::default()
-    };
-    let gateway_keys = Scp80Keys::resolve(&spi, kic, kid, &cfg)?;
-    let card_keys = Scp80Keys::resolve(&spi, kic, kid, &cfg)?;
-    let mut card_counter = Counter::new(0x41)?;
-
-    println!(
-        "otagw demo: RFM over SMS-PP, SCP80 {:?}, SPI 1639, TAR B00010, card MSISDN +{MSISDN}\n",
-        args.algorithm
-    );
-
-    // A one-SMS command, then one that needs concatenation.
-    let mut spn = vec![0x01];
-    spn.extend_from_slice(args.spn.as_bytes());
-    spn.resize(17, 0xFF);
-    let small = vec![
-        rfm::select_fid(CardClass::Gsm, 0x3F00),
-        rfm::select_fid(CardClass::Gsm, 0x7F20),
-        rfm::select_fid(CardClass::Gsm, 0x6F46),
-        rfm::update_binary(CardClass::Gsm, 0, &spn)?,
-    ];
-    let mut large = vec![
-        rfm::select_fid(CardClass::Gsm, 0x3F00),
-        rfm::select_fid(CardClass::Gsm, 0x7F20),
-        rfm::select_fid(CardClass::Gsm, 0x6F7B),
-    ];
-    for i in 0..6u16 {
-        large.push(rfm::update_binary(CardClass::Gsm, i * 48, &[0xFF; 48])?);
+    if args.cards < 3 {
+        bail!("--cards: at least 3 (the demo uses three cards)");
     }
-
-    for (n, (title, apdus)) in [
-        ("update EF SPN", small),
-        ("update EF FPLMN in 6 blocks", large),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let counter = Counter::new(0x42 + n as u64)?;
-        println!(
-            "== command {}: {title} ({} APDUs), counter {:010x}",
-            n + 1,
-            apdus.len(),
-            counter.value()
-        );
-        let script = script::CommandScript::from_commands(apdus).encode(ScriptFormat::Compact)?;
-        println!(
-            "gateway  script (compact, TS 102 226): {} octets",
-            script.len()
-        );
-        let header = CommandHeader {
-            spi,
-            kic: KeyIdentifier(kic),
-            kid: KeyIdentifier(kid),
-            tar: [0xB0, 0x00, 0x10],
-            counter,
-        };
-        let packet = encode_command_packet(&header, &gateway_keys, &script)?;
-        println!(
-            "gateway  secured packet: {} octets\n         {}",
-            packet.len(),
-            hex::encode(&packet)
-        );
-        let segments = split_packet(
-            PacketKind::Command,
-            &packet,
-            ConcatReference::EightBit(n as u8),
-        )?;
-        println!("gateway  SMS-PP: {} SMS (class 2, PID 7F)", segments.len());
-
-        // The handset hands each SMS to the card as an ENVELOPE (SMS-PP download), in any order.
-        let mut reassembler = Reassembler::new();
-        let mut received = None;
-        for (i, ud) in segments.iter().enumerate().rev() {
-            let deliver = SmsDeliver::sim_data_download(
-                Address::international(MSISDN)?,
-                [0x62, 0x11, 0x21, 0x90, 0x00, 0x00, 0x00],
-                ud.clone(),
-            );
-            let envelope = SmsPpDownload {
-                address: None,
-                deliver,
-            }
-            .encode()?;
-            println!(
-                "handset  ENVELOPE {} ({} octets): {}...",
-                i + 1,
-                envelope.len(),
-                hex::encode(&envelope[..24.min(envelope.len())])
-            );
-            let got = SmsPpDownload::decode(&envelope)?;
-            let user_data = got.deliver.user_data.as_bytes().to_vec();
-            if let Accepted::Complete(p) = reassembler.accept(MSISDN, &user_data)? {
-                received = Some(p.data);
-            }
-        }
-        let Some(received) = received else {
-            bail!("card: message incomplete")
-        };
-
-        // Card side.
-        let view = CommandPacketView::parse(&received).context("card: command packet")?;
-        let opened = view.open(&card_keys).context("card: command packet")?;
-        let status = match check_counter(spi.counter, opened.header.counter, card_counter) {
-            Ok(next) => {
-                if let Some(c) = next {
-                    card_counter = c;
-                }
-                PorStatus::Ok
-            }
-            Err(status) => status,
-        };
-        let commands = script::parse_command_script(&opened.data, ScriptFormat::Compact)?;
-        let executed = commands.commands().count();
-        println!(
-            "card     CC verified, deciphered, counter check: {}, {executed} APDUs",
-            status.name()
-        );
-        let answer = ScriptResponse {
-            executed,
-            responses: vec![RApdu::new(Vec::new(), 0x9000)],
-            ..Default::default()
-        }
-        .encode(ScriptFormat::Compact)?;
-        let por = encode_response_packet(
-            &ResponseHeader {
-                tar: opened.header.tar,
-                counter: opened.header.counter,
-                status,
-            },
-            &spi,
-            &card_keys,
-            &answer,
-            CcScope::SmsUdh,
-        )?;
-        let mut por_ud = vec![0x02, 0x71, 0x00];
-        por_ud.extend_from_slice(&por);
-        println!(
-            "card     PoR (SMS-SUBMIT user data): {}",
-            hex::encode(&por_ud)
-        );
-
-        // Gateway verifies the PoR.
-        let decoded =
-            ResponsePacketView::parse_sms(&por_ud)?.open(&spi, &gateway_keys, CcScope::SmsUdh)?;
-        let resp = script::parse_compact_response(&decoded.data)?;
-        let last = resp
-            .last()
-            .map(|r| format!("{:04X}", r.sw))
-            .unwrap_or_default();
-        println!(
-            "gateway  PoR verified: status {} ({}), counter {:010x}, {} executed, last SW {last}\n",
-            hex::encode([decoded.status.to_byte()]),
-            decoded.status_name,
-            decoded.counter.value(),
-            resp.executed
-        );
-    }
-
-    // A replayed packet is refused by the card's counter check.
-    let replay = check_counter(spi.counter, Counter::new(0x42)?, card_counter);
-    println!(
-        "replay of counter 42 -> card answers {}\n",
-        replay.err().map_or("accepted?!", PorStatus::name)
-    );
-
-    over_smpp(&args, spi, kic)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The same over real sockets: the gateway's SMPP session -> the SMSC simulator (in-process, on
-/// loopback) -> virtual UICCs -> PoR back as an MO -> matched to its command and verified.
-fn over_smpp(args: &DemoArgs, spi: Spi, kic_kid: u8) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let fleet = Fleet::generate(3, 5, FleetDefaults::default())?;
-        let cards = super::sms_load::gateway_cards(&fleet, &spi, kic_kid)?;
-        let smsc = SmscSimulator::start(
-            SmscConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))),
-            Arc::new(fleet),
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(demo(args))
+}
+
+fn command(kind: &str, iccid: &str, tar: &str, data: serde_json::Value) -> serde_json::Value {
+    json!({
+        "type": kind,
+        "target": {"iccid": iccid},
+        // 16 39: ciphered + CC + counter must be higher; PoR always, ciphered + CC, by SMS-SUBMIT.
+        "security": {"spi": "1639", "kic": "12", "kid": "12", "tar": tar},
+        "data": data,
+    })
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    println!(
+        "otagw demo: starting the SMSC simulator with {} virtual cards, and the gateway",
+        args.cards
+    );
+    let env = devkit::start(DevOptions {
+        cards: args.cards,
+        ..DevOptions::default()
+    })
+    .await?;
+    println!(
+        "  gateway API {} (store {}, SMPP to {}); {} cards added over REST in {:.0} ms",
+        env.server.base_url(),
+        env.server.store.backend(),
+        env.smsc.local_addr(),
+        args.cards,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let iccid = |i: usize| env.iccid(i).context("card");
+    let (c0, c1, c2) = (iccid(0)?, iccid(1)?, iccid(2)?);
+    let class = CardClass::Uicc.cla();
+    let commands = vec![
+        (
+            "read EF ICCID (RFM)",
+            command(
+                "RFM",
+                &c0,
+                "B00010",
+                json!({"apdus": [
+                    format!("{class:02X}A40004023F00"),
+                    format!("{class:02X}A40004022FE2"),
+                    format!("{class:02X}B000000A"),
+                ]}),
+            ),
+        ),
+        (
+            "service provider name (PROFILE_UPDATE)",
+            command(
+                "PROFILE_UPDATE",
+                &c0,
+                "B00010",
+                json!({"command": "UPDATE_SPN", "parameters": {"serviceProviderName": args.spn, "spnDisplayCondition": 1}}),
+            ),
+        ),
+        (
+            "write EF SPN (FILE_UPDATE)",
+            command(
+                "FILE_UPDATE",
+                &c1,
+                "B00010",
+                json!({"parameters": {"path": "3F00/7FFF/6F46", "data": "016F7461677700FFFFFFFFFFFFFFFFFF"}}),
+            ),
+        ),
+        (
+            "read a missing file (RFM, error SW)",
+            command(
+                "RFM",
+                &c2,
+                "B00010",
+                json!({"apdus": [format!("{class:02X}A40004023F00"), format!("{class:02X}A40004026FFF")]}),
+            ),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (label, body) in &commands {
+        let (code, answer) = env.post("/api/v1/ota/commands", body).await?;
+        if code != 202 {
+            bail!("POST {label}: {code} {answer}");
+        }
+        let id = answer["commandId"]
+            .as_str()
+            .context("commandId")?
+            .to_string();
+        ids.push((label.to_string(), id, Instant::now()));
+    }
+    let (code, rotation) = env
+        .post(
+            "/api/v1/ota/security/rotate-keys",
+            &json!({"iccid": c2, "keyVersion": 1}),
         )
         .await?;
-        let transport = Arc::new(SmppTransport::start(SmppConfig::new(
-            smsc.local_addr().to_string(),
-            "demo",
-            "demo",
-        ))?);
-        if !transport.wait_bound(Duration::from_secs(5)).await {
-            bail!("the gateway could not bind to the SMSC simulator");
+    if code != 202 {
+        bail!("POST rotate-keys: {code} {rotation}");
+    }
+    if let Some(id) = rotation["commands"][0]["commandId"].as_str() {
+        ids.push((
+            "new keys for key set 1 (KEY_UPDATE)".into(),
+            id.to_string(),
+            Instant::now(),
+        ));
+    }
+    println!();
+    println!("| command | card | status | PoR | last SW | data | ms |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut failures = 0;
+    for (label, id, posted) in &ids {
+        let r = env.wait_done(id, Duration::from_secs(30)).await?;
+        let ms = posted.elapsed().as_secs_f64() * 1e3;
+        let status = r["status"].as_str().unwrap_or("?");
+        let por = r["response"]["porStatusName"].as_str().unwrap_or("-");
+        let sw = r["response"]["statusCode"]
+            .as_u64()
+            .map(|s| format!("{s:04X}"))
+            .unwrap_or_else(|| "-".into());
+        let data = r["response"]["data"]
+            .as_str()
+            .filter(|d| !d.is_empty())
+            .unwrap_or("-");
+        let card = r["target"]["iccid"].as_str().unwrap_or("?");
+        println!("| {label} | {card} | {status} | {por} | {sw} | {data} | {ms:.0} |");
+        if let Some(e) = r["error"]["message"].as_str() {
+            println!(
+                "|   error: {} {e} | | | | | | |",
+                r["error"]["code"].as_str().unwrap_or("")
+            );
         }
-        println!(
-            "== over SMPP: gateway bound to the SMSC simulator on {}, 3 virtual cards",
-            smsc.local_addr()
-        );
-        let dyn_t: Arc<dyn Transport> = transport.clone();
-        let dispatcher = OtaDispatcher::new(dyn_t);
-        let mut spn = vec![0x01];
-        spn.extend_from_slice(args.spn.as_bytes());
-        spn.resize(17, 0xFF);
-        let update = vec![
-            rfm::select_fid(CardClass::Gsm, 0x3F00),
-            rfm::select_fid(CardClass::Gsm, 0x7F20),
-            rfm::select_fid(CardClass::Gsm, 0x6F46),
-            rfm::update_binary(CardClass::Gsm, 0, &spn)?,
-        ];
-        let read = vec![
-            rfm::select_fid(CardClass::Gsm, 0x3F00),
-            rfm::select_fid(CardClass::Gsm, 0x7F20),
-            rfm::select_fid(CardClass::Gsm, 0x6F46),
-            rfm::read_binary(CardClass::Gsm, 0, 17)?,
-        ];
-        let mut id = 0;
-        for card in &cards {
-            for (counter, (what, apdus)) in [("UPDATE EF SPN", &update), ("READ EF SPN", &read)]
-                .into_iter()
-                .enumerate()
-            {
-                id += 1;
-                let data = script::CommandScript::from_commands(apdus.clone())
-                    .encode(ScriptFormat::Compact)?;
-                let header = CommandHeader {
-                    spi,
-                    kic: KeyIdentifier(kic_kid),
-                    kid: KeyIdentifier(kic_kid),
-                    tar: [0xB0, 0x00, 0x10],
-                    counter: Counter::new(counter as u64 + 1)?,
-                };
-                let options = SendOptions {
-                    delivery_report: true,
-                    ..SendOptions::default()
-                };
-                let c = secure_command(
-                    MessageId(id),
-                    &card.msisdn,
-                    &header,
-                    &card.keys,
-                    &data,
-                    options,
-                )?;
-                let rx = dispatcher.send(c.message, c.pending).await?;
-                let outcome = tokio::time::timeout(Duration::from_secs(10), rx)
-                    .await
-                    .context("no PoR within 10 s")??;
-                let OtaOutcome::Por(por) = outcome else {
-                    bail!("command {id} failed: {outcome:?}");
-                };
-                let resp = script::parse_compact_response(&por.data)?;
-                let last = resp.last();
-                println!(
-                    "+{} {what:<13} -> PoR {} ({}), {} executed, last SW {:04X} {}",
-                    card.msisdn,
-                    hex::encode([por.status.to_byte()]),
-                    por.status_name,
-                    resp.executed,
-                    last.map_or(0, |r| r.sw),
-                    last.map(|r| hex::encode(&r.data)).unwrap_or_default()
-                );
-            }
+        if status != "SUCCESS" && !label.contains("error SW") {
+            failures += 1;
         }
-        println!(
-            "SMSC: {} submits, {} command packets, {} MO PoRs, {} receipts",
-            smsc.stats().submits_received,
-            smsc.stats().command_packets,
-            smsc.stats().mo_sent,
-            smsc.stats().dlrs_sent
-        );
-        transport.shutdown().await;
-        smsc.shutdown().await;
-        Ok(())
-    })
+    }
+    let (_, card) = env.get(&format!("/api/v1/cards/{c2}")).await?;
+    println!();
+    println!(
+        "card {c2} key versions after KEY_UPDATE: {}",
+        card["keyVersions"]
+    );
+    let (_, metrics) = env.get("/api/v1/ota/metrics").await?;
+    println!("metrics: {metrics}");
+    println!("total {:.1} s", started.elapsed().as_secs_f64());
+    env.shutdown().await;
+    if failures > 0 {
+        bail!("{failures} command(s) did not succeed");
+    }
+    Ok(ExitCode::SUCCESS)
 }

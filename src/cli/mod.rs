@@ -1,9 +1,13 @@
 //! Command-line interface (clap). Runtime glue only: protocol work is in the library.
 
+mod account;
+mod api_load;
 mod demo;
 mod scp80;
+mod serve;
 mod sms_load;
 mod smsc_sim;
+mod walk;
 
 use std::process::ExitCode;
 
@@ -25,8 +29,25 @@ enum Command {
         #[command(subcommand)]
         command: scp80::Scp80Command,
     },
-    /// Walk one RFM command from the gateway to a card and back, on embedded defaults.
+    /// The gateway, the SMSC simulator and virtual cards in one process: commands of several
+    /// types through the REST API, and what the cards answered. Embedded defaults, no setup.
     Demo(demo::DemoArgs),
+    /// Run the gateway: REST API, engine, store, SMPP binds.
+    Serve(serve::ServeArgs),
+    /// Accounts (API tenants).
+    Account {
+        #[command(subcommand)]
+        command: account::AccountCommand,
+    },
+    /// API bearer tokens.
+    Token {
+        #[command(subcommand)]
+        command: account::TokenCommand,
+    },
+    /// Load: commands through REST -> pipeline -> SMPP -> simulator -> PoR -> stored result.
+    ApiLoad(api_load::ApiLoadArgs),
+    /// Walk one RFM command through the codecs step by step, then over SMPP (no store, no API).
+    Walk(walk::DemoArgs),
     /// SMSC simulator: an SMPP server routing to a fleet of virtual UICCs.
     SmscSim(smsc_sim::SmscSimArgs),
     /// End-to-end load: gateway -> SMSC simulator -> virtual cards -> PoR, per send window.
@@ -38,6 +59,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Scp80 { command } => scp80::run(command),
         Command::Demo(args) => demo::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Account { command } => account::run_account(command),
+        Command::Token { command } => account::run_token(command),
+        Command::Walk(args) => walk::run(args),
+        Command::ApiLoad(args) => api_load::run(args),
         Command::SmscSim(args) => smsc_sim::run(args),
         Command::SmsLoad(args) => sms_load::run(args),
     }

@@ -61,6 +61,15 @@ pub struct SmscSimArgs {
     /// Stop after this many seconds (default: run until interrupted).
     #[arg(long)]
     duration_secs: Option<u64>,
+    /// Append one line per command packet a card receives: MSISDN, SHA-256 of the packet,
+    /// PoR status (hex, `-` when discarded), commands executed and the card's counter after it.
+    /// Tests read it to check that no card ran a counter twice.
+    #[arg(long, value_name = "FILE")]
+    journal: Option<PathBuf>,
+    /// Keys of generated cards: AES-128 (CBC + CMAC, the gateway demo's choice) or the
+    /// fleet's default (implicit algorithms).
+    #[arg(long, value_parser = ["aes", "default"], default_value = "default")]
+    algorithm: String,
 }
 
 fn share(name: &str, v: f64) -> anyhow::Result<f64> {
@@ -78,8 +87,14 @@ pub fn run(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
             Fleet::from_vendor_file(&text, FleetDefaults::default())
                 .with_context(|| format!("--vendor-file {}", path.display()))?
         }
-        None => Fleet::generate(a.cards, a.seed, FleetDefaults::default())
-            .context("generating the fleet")?,
+        None => {
+            let defaults = if a.algorithm == "aes" {
+                otagw::devkit::fleet_defaults()
+            } else {
+                FleetDefaults::default()
+            };
+            Fleet::generate(a.cards, a.seed, defaults).context("generating the fleet")?
+        }
     };
     if let Some(path) = &a.write_vendor_file {
         std::fs::write(path, fleet.to_vendor_file())
@@ -121,9 +136,24 @@ pub fn run(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("tokio runtime")?;
     runtime.block_on(async move {
-        let handle = SmscSimulator::start(config, Arc::new(fleet))
-            .await
-            .with_context(|| format!("starting the SMSC simulator on {}", a.listen))?;
+        let fleet = Arc::new(fleet);
+        let started = match &a.journal {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("--journal {}", path.display()))?;
+                let network = Journal {
+                    fleet,
+                    out: std::sync::Mutex::new(file),
+                };
+                SmscSimulator::start(config, Arc::new(network)).await
+            }
+            None => SmscSimulator::start(config, fleet).await,
+        };
+        let handle =
+            started.with_context(|| format!("starting the SMSC simulator on {}", a.listen))?;
         eprintln!(
             "otagw smsc-sim: listening on {}{} with {cards} virtual cards",
             handle.local_addr(),
@@ -141,4 +171,47 @@ pub fn run(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The fleet, writing down every command packet its cards receive.
+struct Journal {
+    fleet: Arc<Fleet>,
+    out: std::sync::Mutex<std::fs::File>,
+}
+
+impl otagw_sms::smsc_sim::HandsetNetwork for Journal {
+    fn command_packet(&self, msisdn: &str, packet: &[u8]) -> otagw_sms::smsc_sim::HandsetReply {
+        use sha2::Digest;
+        use std::io::Write;
+        let processed = self.fleet.with_card(msisdn, |card| {
+            let outcome = card.process(packet);
+            let counter = card
+                .key_sets()
+                .iter()
+                .map(|k| k.counter().value())
+                .max()
+                .unwrap_or(0);
+            (outcome, counter)
+        });
+        let Some((outcome, counter)) = processed else {
+            return otagw_sms::smsc_sim::HandsetReply::UnknownSubscriber;
+        };
+        let status = outcome
+            .status
+            .map(|s| format!("{:02x}", s.to_byte()))
+            .unwrap_or_else(|| "-".into());
+        let line = format!(
+            "{msisdn} {} {status} {} {counter}\n",
+            hex::encode(sha2::Sha256::digest(packet)),
+            outcome.executed
+        );
+        if let Ok(mut f) = self.out.lock() {
+            let _ = f.write_all(line.as_bytes());
+        }
+        otagw_sms::smsc_sim::HandsetReply::Delivered { por: outcome.por }
+    }
+
+    fn knows(&self, msisdn: &str) -> bool {
+        otagw_sms::smsc_sim::HandsetNetwork::knows(self.fleet.as_ref(), msisdn)
+    }
 }

@@ -371,8 +371,7 @@ pub trait Store: Send + Sync {
     /// A card of this account.
     async fn card(&self, account_id: &str, iccid: &str) -> Result<Option<CardRecord>, StoreError>;
     /// A card's key set with its keys unsealed (for the pipeline only).
-    async fn key_set(&self, iccid: &str, version: u8)
-        -> Result<Option<KeySetRecord>, StoreError>;
+    async fn key_set(&self, iccid: &str, version: u8) -> Result<Option<KeySetRecord>, StoreError>;
     /// Reserves the next counter of a key set, durably, before anything is sent with it: it is
     /// never handed out again, across crashes and gateways.
     async fn reserve_counter(&self, iccid: &str, version: u8) -> Result<u64, StoreError>;

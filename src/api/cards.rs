@@ -1,0 +1,616 @@
+//! Cards and their keys (`/api/v1/cards`, key rotation and security status), uploaded applets
+//! and webhook subscriptions. Key values go in, never out.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState, JsonBody};
+use crate::command::{
+    CommandData, CommandType, HexOrNumber, OtaCommandRequest, Priority, SecuritySettings, Target,
+};
+use crate::gateway::now_ms;
+use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
+use crate::store::{
+    Account, AppletRecord, CardRecord, KeyMaterial, KeySetRecord, NewCard, Webhook,
+};
+
+/// A key set as posted.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeySetInput {
+    /// Key version 1..15.
+    pub version: u8,
+    /// KIc, hex.
+    pub kic: String,
+    /// KID, hex.
+    pub kid: String,
+    /// KIK (key-encryption key for PUT KEY), hex.
+    #[serde(default)]
+    pub kik: Option<String>,
+    /// Ciphering algorithm for implicit KIc codings (`aes-cbc`, `3des-2key`, ...).
+    #[serde(default)]
+    pub kic_algorithm: Option<String>,
+    /// Integrity algorithm for implicit KID codings (`aes-cmac`, `3des-2key`, ...).
+    #[serde(default)]
+    pub kid_algorithm: Option<String>,
+    /// Last counter the card has seen with this key set (default 0).
+    #[serde(default)]
+    pub counter: u64,
+}
+
+/// A card as posted.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CardInput {
+    /// ICCID, 18 to 20 digits (trailing F padding is removed).
+    pub iccid: String,
+    /// IMSI.
+    #[serde(default)]
+    pub imsi: Option<String>,
+    /// MSISDN, international format, digits.
+    #[serde(default)]
+    pub msisdn: Option<String>,
+    /// Other attributes (`cardClass`: `uicc` or `gsm`).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// OTA key sets.
+    #[serde(default)]
+    pub key_sets: Vec<KeySetInput>,
+}
+
+/// Cards to add.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddCards {
+    /// The cards (all added, or none).
+    pub cards: Vec<CardInput>,
+}
+
+/// Answer to adding cards.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CardsAdded {
+    /// How many.
+    pub added: usize,
+}
+
+fn digits(field: &str, s: &str, min: usize, max: usize) -> Result<String, ApiError> {
+    let d = s.trim().trim_start_matches('+');
+    if d.len() < min || d.len() > max || !d.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid(
+            field,
+            format!("{s:?} must be {min} to {max} digits"),
+        ));
+    }
+    Ok(d.to_string())
+}
+
+fn key_hex(field: &str, s: &str) -> Result<Vec<u8>, ApiError> {
+    let v = hex::decode(s.trim()).map_err(|e| ApiError::invalid(field, format!("not hex: {e}")))?;
+    if ![8, 16, 24, 32].contains(&v.len()) {
+        return Err(ApiError::invalid(
+            field,
+            format!("{} octets: a key is 8, 16, 24 or 32 octets", v.len()),
+        ));
+    }
+    Ok(v)
+}
+
+fn card_of(i: usize, c: CardInput) -> Result<NewCard, ApiError> {
+    let f = |name: &str| format!("cards[{i}].{name}");
+    let iccid = digits(&f("iccid"), c.iccid.trim_end_matches(['F', 'f']), 18, 20)?;
+    let imsi = c
+        .imsi
+        .as_deref()
+        .map(|s| digits(&f("imsi"), s, 6, 15))
+        .transpose()?;
+    let msisdn = c
+        .msisdn
+        .as_deref()
+        .map(|s| digits(&f("msisdn"), s, 3, 15))
+        .transpose()?;
+    let mut key_sets = Vec::new();
+    for (k, ks) in c.key_sets.into_iter().enumerate() {
+        let g = |name: &str| f(&format!("keySets[{k}].{name}"));
+        if !(1..=15).contains(&ks.version) {
+            return Err(ApiError::invalid(g("version"), "must be 1 to 15"));
+        }
+        let kic = key_hex(&g("kic"), &ks.kic)?;
+        let kid = key_hex(&g("kid"), &ks.kid)?;
+        let kik = ks
+            .kik
+            .as_deref()
+            .map(|s| key_hex(&g("kik"), s))
+            .transpose()?;
+        let kic_algorithm = ks
+            .kic_algorithm
+            .as_deref()
+            .map(|s| s.parse::<CipherAlgorithm>())
+            .transpose()
+            .map_err(|e| ApiError::invalid(g("kicAlgorithm"), e))?;
+        let kid_algorithm = ks
+            .kid_algorithm
+            .as_deref()
+            .map(|s| s.parse::<IntegrityAlgorithm>())
+            .transpose()
+            .map_err(|e| ApiError::invalid(g("kidAlgorithm"), e))?;
+        if let Some(a) = kic_algorithm.filter(|a| !a.accepts_key_len(kic.len())) {
+            return Err(ApiError::invalid(
+                g("kic"),
+                format!(
+                    "{} octets do not fit {} ({})",
+                    kic.len(),
+                    a.name(),
+                    a.key_lengths()
+                ),
+            ));
+        }
+        if let Some(a) = kid_algorithm.filter(|a| !a.accepts_key_len(kid.len())) {
+            return Err(ApiError::invalid(
+                g("kid"),
+                format!(
+                    "{} octets do not fit {} ({})",
+                    kid.len(),
+                    a.name(),
+                    a.key_lengths()
+                ),
+            ));
+        }
+        if key_sets
+            .iter()
+            .any(|s: &KeySetRecord| s.version == ks.version)
+        {
+            return Err(ApiError::invalid(g("version"), "key version given twice"));
+        }
+        key_sets.push(KeySetRecord {
+            version: ks.version,
+            kic_algorithm,
+            kid_algorithm,
+            keys: KeyMaterial { kic, kid, kik },
+            counter: ks.counter,
+            rotated_at: None,
+        });
+    }
+    Ok(NewCard {
+        iccid,
+        imsi,
+        msisdn,
+        attributes: c.attributes,
+        key_sets,
+    })
+}
+
+/// Add cards with their key sets (all, or none).
+#[utoipa::path(post, path = "/api/v1/cards", tag = "cards", request_body = AddCards,
+    responses((status = 201, body = CardsAdded), (status = 400, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn add_cards(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    JsonBody(body): JsonBody<AddCards>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cards = body
+        .cards
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| card_of(i, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    state
+        .store
+        .insert_cards(&account.id, &cards, now_ms())
+        .await
+        .map_err(ApiError::store)?;
+    Ok((StatusCode::CREATED, Json(CardsAdded { added: cards.len() })))
+}
+
+/// A key set's public state.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyVersionView {
+    /// Key version.
+    pub version: u8,
+    /// Last counter used.
+    pub counter: u64,
+    /// Last successful KEY_UPDATE, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation: Option<i64>,
+}
+
+/// A card as the API shows it (no key values).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CardView {
+    /// ICCID.
+    pub iccid: String,
+    /// IMSI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imsi: Option<String>,
+    /// MSISDN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msisdn: Option<String>,
+    /// Attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Key versions, counters, rotations.
+    pub key_versions: Vec<KeyVersionView>,
+    /// Added, ms.
+    pub created_at: i64,
+}
+
+fn view(c: CardRecord) -> CardView {
+    CardView {
+        iccid: c.iccid,
+        imsi: c.imsi,
+        msisdn: c.msisdn,
+        attributes: c.attributes,
+        key_versions: c
+            .key_versions
+            .into_iter()
+            .map(|k| KeyVersionView {
+                version: k.version,
+                counter: k.counter,
+                last_rotation: k.rotated_at,
+            })
+            .collect(),
+        created_at: c.created_at,
+    }
+}
+
+/// A card (key versions and counters, never key values).
+#[utoipa::path(get, path = "/api/v1/cards/{iccid}", tag = "cards",
+    params(("iccid" = String, Path, description = "ICCID")),
+    responses((status = 200, body = CardView), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_card(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Path(iccid): Path<String>,
+) -> Result<Json<CardView>, ApiError> {
+    let iccid = iccid.trim_end_matches(['F', 'f']).to_string();
+    let card = state
+        .store
+        .card(&account.id, &iccid)
+        .await
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::not_found(Some("iccid"), format!("card {iccid} not found")))?;
+    Ok(Json(view(card)))
+}
+
+/// Start KEY_UPDATE for one card or several.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RotateKeys {
+    /// One card.
+    #[serde(default)]
+    pub iccid: Option<String>,
+    /// Several cards.
+    #[serde(default)]
+    pub iccids: Vec<String>,
+    /// Key version to replace (default 1); the command is secured with it.
+    #[serde(default)]
+    pub key_version: Option<u8>,
+    /// SPI, 4 hex digits (default 1639: ciphered, CC, counter higher, PoR with CC, ciphered).
+    #[serde(default)]
+    pub spi: Option<String>,
+    /// TAR of the security domain (default 000000, the ISD).
+    #[serde(default)]
+    pub tar: Option<String>,
+    /// Transport (default sms).
+    #[serde(default)]
+    pub transport: Option<String>,
+}
+
+/// One KEY_UPDATE started.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStarted {
+    /// Card.
+    pub iccid: String,
+    /// Its KEY_UPDATE command.
+    pub command_id: String,
+}
+
+/// Answer to rotate-keys.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationsStarted {
+    /// Commands started.
+    pub commands: Vec<RotationStarted>,
+}
+
+/// Start KEY_UPDATE (new random keys, PUT KEY under the card's KIK) for a card or a list.
+#[utoipa::path(post, path = "/api/v1/ota/security/rotate-keys", tag = "security",
+    request_body = RotateKeys,
+    responses((status = 202, body = RotationsStarted), (status = 404, body = super::error::ErrorBody),
+        (status = 422, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rotate_keys(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    JsonBody(body): JsonBody<RotateKeys>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut iccids = body.iccids.clone();
+    iccids.extend(body.iccid.clone());
+    if iccids.is_empty() {
+        return Err(ApiError::invalid(
+            "iccids",
+            "name at least one card (iccid or iccids)",
+        ));
+    }
+    let version = body.key_version.unwrap_or(1);
+    if !(1..=15).contains(&version) {
+        return Err(ApiError::invalid("keyVersion", "must be 1 to 15"));
+    }
+    let mut commands = Vec::new();
+    for (i, iccid) in iccids.iter().enumerate() {
+        let field = if body.iccid.as_deref() == Some(iccid.as_str()) && i == iccids.len() - 1 {
+            "iccid".to_string()
+        } else {
+            format!("iccids[{i}]")
+        };
+        let set = state
+            .store
+            .key_set(iccid, version)
+            .await
+            .map_err(ApiError::store)?;
+        let card = state
+            .store
+            .card(&account.id, iccid)
+            .await
+            .map_err(ApiError::store)?;
+        let (Some(_), Some(set)) = (card, set) else {
+            return Err(ApiError::not_found(
+                Some(&field),
+                format!("card {iccid} with key version {version} not found"),
+            ));
+        };
+        let (Some(c), Some(d)) = (set.kic_algorithm, set.kid_algorithm) else {
+            return Err(ApiError::invalid(
+                field,
+                format!("card {iccid}: key version {version} has no algorithm recorded (kicAlgorithm / kidAlgorithm)"),
+            ));
+        };
+        let req = OtaCommandRequest {
+            command_id: None,
+            command_type: CommandType::KeyUpdate,
+            target: Target {
+                iccid: iccid.clone(),
+                imsi: None,
+                msisdn: None,
+            },
+            security: SecuritySettings {
+                spi: HexOrNumber::Hex(body.spi.clone().unwrap_or_else(|| "1639".into())),
+                kic: format!("{:02X}", version << 4 | c.kic_nibble()),
+                kid: format!("{:02X}", version << 4 | d.kid_nibble()),
+                tar: body.tar.clone().unwrap_or_else(|| "000000".into()),
+            },
+            data: CommandData {
+                command: Some("ROTATE_KEYS".into()),
+                parameters: Some(serde_json::json!({ "keyVersion": version })),
+                ..Default::default()
+            },
+            transport: body.transport.clone(),
+            priority: Some(Priority::Normal),
+            validity_period: None,
+        };
+        commands.push(super::commands::prepare(&state, &account, req, None, "").await?);
+    }
+    let mut started = Vec::new();
+    for c in &commands {
+        state
+            .store
+            .insert_command(c)
+            .await
+            .map_err(ApiError::store)?;
+        started.push(RotationStarted {
+            iccid: c.iccid.clone(),
+            command_id: c.id.clone(),
+        });
+    }
+    state.gateway.notify();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RotationsStarted { commands: started }),
+    ))
+}
+
+/// Query of the security status.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct StatusQuery {
+    /// Most cards listed (default 1000).
+    pub limit: Option<u32>,
+}
+
+/// Key versions and counters per card.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityStatus {
+    /// Cards listed.
+    pub cards: Vec<CardView>,
+}
+
+/// Key versions, last rotation and counters per card.
+#[utoipa::path(get, path = "/api/v1/ota/security/status", tag = "security",
+    params(StatusQuery),
+    responses((status = 200, body = SecurityStatus)),
+    security(("bearer" = [])))]
+pub async fn security_status(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Query(q): Query<StatusQuery>,
+) -> Result<Json<SecurityStatus>, ApiError> {
+    let cards = state
+        .store
+        .cards(&account.id, q.limit.unwrap_or(1000).min(100_000))
+        .await
+        .map_err(ApiError::store)?;
+    Ok(Json(SecurityStatus {
+        cards: cards.into_iter().map(view).collect(),
+    }))
+}
+
+/// Upload query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct UploadQuery {
+    /// A name for the applet.
+    pub name: Option<String>,
+}
+
+/// An uploaded applet.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppletUploaded {
+    /// Id to use as `data.parameters.appletId` of APP_INSTALL.
+    pub applet_id: String,
+    /// Octets.
+    pub size: usize,
+}
+
+/// Upload a CAP file (zip) or a load file (IJC) as the request body.
+#[utoipa::path(post, path = "/api/v1/applets", tag = "applets", params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = AppletUploaded), (status = 422, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn upload_applet(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Query(q): Query<UploadQuery>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::invalid(
+            "body",
+            "empty: send the CAP or IJC file as the body",
+        ));
+    }
+    let parsed = crate::script::cap::CapFile::from_zip(&body)
+        .map(|_| ())
+        .or_else(|_| crate::script::cap::LoadFile::from_ijc(&body).map(|_| ()));
+    if let Err(e) = parsed {
+        return Err(ApiError::invalid(
+            "body",
+            format!("neither a CAP zip nor an IJC load file: {e}"),
+        ));
+    }
+    let applet = AppletRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        account_id: account.id.clone(),
+        name: q.name.unwrap_or_else(|| "applet".into()),
+        content: body.to_vec(),
+        created_at: now_ms(),
+    };
+    state
+        .store
+        .insert_applet(&applet)
+        .await
+        .map_err(ApiError::store)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AppletUploaded {
+            applet_id: applet.id,
+            size: applet.content.len(),
+        }),
+    ))
+}
+
+/// A webhook to add.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddWebhook {
+    /// Where to POST events (http or https).
+    pub url: String,
+    /// HMAC-SHA256 secret (generated when absent; returned only now).
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// A webhook.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookView {
+    /// Id.
+    pub id: String,
+    /// URL.
+    pub url: String,
+    /// The secret, only in the answer that created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// Subscribe a URL to this account's events (receipts, PoRs, final statuses), signed with
+/// HMAC-SHA256 in `X-Otagw-Signature`.
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", request_body = AddWebhook,
+    responses((status = 201, body = WebhookView), (status = 422, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn add_webhook(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    JsonBody(body): JsonBody<AddWebhook>,
+) -> Result<impl IntoResponse, ApiError> {
+    let url = reqwest::Url::parse(&body.url)
+        .map_err(|e| ApiError::invalid("url", format!("{:?} is not a URL: {e}", body.url)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::invalid("url", "must be http or https"));
+    }
+    let secret = match body.secret {
+        Some(s) if s.len() < 16 => {
+            return Err(ApiError::invalid("secret", "at least 16 characters"))
+        }
+        Some(s) => s,
+        None => {
+            use rand::RngCore;
+            let mut b = [0u8; 24];
+            rand::thread_rng().fill_bytes(&mut b);
+            hex::encode(b)
+        }
+    };
+    let hook = Webhook {
+        id: uuid::Uuid::new_v4().to_string(),
+        account_id: account.id.clone(),
+        url: url.to_string(),
+        secret: secret.as_bytes().to_vec(),
+    };
+    state
+        .store
+        .add_webhook(&hook)
+        .await
+        .map_err(ApiError::store)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(WebhookView {
+            id: hook.id,
+            url: hook.url,
+            secret: Some(secret),
+        }),
+    ))
+}
+
+/// This account's webhooks (without secrets).
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks",
+    responses((status = 200, body = Vec<WebhookView>)), security(("bearer" = [])))]
+pub async fn list_webhooks(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+) -> Result<Json<Vec<WebhookView>>, ApiError> {
+    let hooks = state
+        .store
+        .webhooks(&account.id)
+        .await
+        .map_err(ApiError::store)?;
+    Ok(Json(
+        hooks
+            .into_iter()
+            .map(|h| WebhookView {
+                id: h.id,
+                url: h.url,
+                secret: None,
+            })
+            .collect(),
+    ))
+}

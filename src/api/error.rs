@@ -1,0 +1,165 @@
+//! API errors as JSON naming the field and the problem, and a JSON body extractor that says
+//! which field of the body is wrong.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+
+use crate::store::StoreError;
+
+/// An error answer: `{"error": CODE, "message": ..., "field": ..., "commandId": ..., "timestamp": ms}`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Machine-readable code (VALIDATION_ERROR, NOT_FOUND, INVALID_STATE, UNAUTHORIZED, ...).
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// The request field at fault.
+    pub field: Option<String>,
+    /// The command concerned.
+    pub command_id: Option<String>,
+}
+
+/// The error body.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// Code.
+    pub error: String,
+    /// Message.
+    pub message: String,
+    /// Field at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Command concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// When, ms.
+    pub timestamp: i64,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            command_id: None,
+        }
+    }
+
+    /// 400: the body does not parse.
+    pub fn bad_request(field: Option<String>, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            ..Self::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+        }
+    }
+
+    /// 422: well-formed but not acceptable.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.into()),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "VALIDATION_ERROR",
+                message,
+            )
+        }
+    }
+
+    /// 404.
+    pub fn not_found(field: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.map(str::to_string),
+            ..Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+        }
+    }
+
+    /// 409.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    }
+
+    /// 500 from the store (the message names what failed, never key material).
+    pub fn store(e: StoreError) -> Self {
+        match e {
+            StoreError::Duplicate { what, key } => {
+                Self::conflict("DUPLICATE", format!("{what} {key} already exists"))
+            }
+            StoreError::NotFound { what, key } => {
+                Self::not_found(None, format!("{what} {key} not found"))
+            }
+            StoreError::Invalid { field, problem } => Self::invalid(field, problem),
+            other => {
+                tracing::error!("store: {other}");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL_ERROR",
+                    format!("store: {other}"),
+                )
+            }
+        }
+    }
+
+    /// With the command concerned.
+    pub fn for_command(mut self, id: &str) -> Self {
+        self.command_id = Some(id.to_string());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code.to_string(),
+            message: self.message,
+            field: self.field,
+            command_id: self.command_id,
+            timestamp: crate::gateway::now_ms(),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// A JSON body; a parse error names the path of the field at fault (`security.tar`).
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(None, format!("cannot read the body: {e}")))?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Ok(v) => Ok(JsonBody(v)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let field = (path != ".").then_some(path);
+                let inner = e.into_inner();
+                let message = if inner.is_syntax() || inner.is_eof() {
+                    format!("invalid JSON: {inner}")
+                } else {
+                    inner.to_string()
+                };
+                Err(ApiError::bad_request(field, message))
+            }
+        }
+    }
+}

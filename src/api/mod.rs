@@ -1,0 +1,150 @@
+//! The northbound REST API (axum): OTA commands, batches, cards, key rotation, metrics,
+//! health, webhooks and uploaded applets, with an OpenAPI document at `/api/v1/openapi.json`
+//! and Prometheus text at `/metrics`. Every route but health needs a bearer token; an account
+//! sees only its own cards and commands (another account's id answers 404).
+
+pub mod cards;
+pub mod commands;
+pub mod error;
+pub mod openapi;
+pub mod ops;
+pub mod tls;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use crate::gateway::Gateway;
+use crate::store::{Account, Store};
+
+pub use error::{ApiError, JsonBody};
+
+/// A transport's health, as `/api/v1/ota/health` reports it.
+pub type HealthProbe = Arc<dyn Fn() -> TransportHealth + Send + Sync>;
+
+/// A transport's state.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportHealth {
+    /// Transport name.
+    pub name: String,
+    /// Ready to send.
+    pub ready: bool,
+    /// Details (binds up / configured).
+    pub detail: String,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The gateway engine.
+    pub gateway: Arc<Gateway>,
+    /// Transport health probes.
+    pub health: Vec<HealthProbe>,
+    tokens: Arc<Mutex<HashMap<String, Account>>>,
+}
+
+impl AppState {
+    /// State over a running gateway.
+    pub fn new(gateway: Arc<Gateway>, health: Vec<HealthProbe>) -> Self {
+        Self {
+            store: gateway.store().clone(),
+            gateway,
+            health,
+            tokens: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+/// Bearer-token authentication: puts the caller's [`Account`] in the request's extensions.
+async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_string())
+        .ok_or_else(|| {
+            ApiError::unauthorized("a bearer token is required (Authorization: Bearer ...)")
+        })?;
+    let cached = state
+        .tokens
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&token).cloned());
+    let account = match cached {
+        Some(a) => a,
+        None => {
+            let a = state
+                .store
+                .account_for_token(&token)
+                .await
+                .map_err(ApiError::store)?
+                .ok_or_else(|| ApiError::unauthorized("unknown bearer token"))?;
+            // Tokens are never revoked yet, so a found token stays valid for the process.
+            if let Ok(mut m) = state.tokens.lock() {
+                if m.len() > 10_000 {
+                    m.clear();
+                }
+                m.insert(token, a.clone());
+            }
+            a
+        }
+    };
+    request.extensions_mut().insert(account);
+    Ok(next.run(request).await)
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let authed = Router::new()
+        .route("/api/v1/ota/commands", post(commands::create))
+        .route(
+            "/api/v1/ota/commands/{command_id}",
+            get(commands::get_one).delete(commands::cancel),
+        )
+        .route("/api/v1/ota/batch", post(commands::create_batch))
+        .route("/api/v1/ota/batch/{batch_id}", get(commands::get_batch))
+        .route("/api/v1/ota/security/rotate-keys", post(cards::rotate_keys))
+        .route("/api/v1/ota/security/status", get(cards::security_status))
+        .route("/api/v1/ota/metrics", get(ops::metrics_json))
+        .route("/api/v1/cards", post(cards::add_cards))
+        .route("/api/v1/cards/{iccid}", get(cards::get_card))
+        .route("/api/v1/applets", post(cards::upload_applet))
+        .route(
+            "/api/v1/webhooks",
+            post(cards::add_webhook).get(cards::list_webhooks),
+        )
+        .route("/metrics", get(ops::prometheus))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .route("/api/v1/ota/health", get(ops::health))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .merge(authed)
+        .fallback(ops::not_found)
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(16 << 20))
+        .with_state(state)
+}
+
+// Keep `delete` imported for readers scanning the route table.
+#[allow(unused_imports)]
+use delete as _;

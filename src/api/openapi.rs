@@ -1,0 +1,46 @@
+//! The OpenAPI document, generated from the handlers' annotations (utoipa).
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{cards, commands, error, ops};
+use crate::command;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API's document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "otagw", description = "OTA gateway for SIM cards: SCP80 over SMS-PP; commands, batches, cards, keys, webhooks."),
+    paths(
+        commands::create, commands::get_one, commands::cancel, commands::create_batch,
+        commands::get_batch, cards::add_cards, cards::get_card, cards::rotate_keys,
+        cards::security_status, cards::upload_applet, cards::add_webhook, cards::list_webhooks,
+        ops::health, ops::metrics_json,
+    ),
+    components(schemas(
+        command::OtaCommandRequest, command::OtaResult, command::CommandType,
+        command::CommandStatus, command::ErrorCode, command::Priority, command::Target,
+        command::SecuritySettings, command::CommandData, command::CardResponse,
+        command::StatusWordData, command::CommandError, command::CommandEvent,
+        error::ErrorBody,
+    )),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+/// `GET /api/v1/openapi.json`.
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

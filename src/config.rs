@@ -1,0 +1,322 @@
+//! `otagw serve` settings: a TOML file, every setting also from an environment variable
+//! (which wins), and defaults that run with no file at all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why the configuration is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (toml names the key and the line).
+        message: String,
+    },
+    /// An environment variable is not valid.
+    #[error("environment variable {name}: {problem}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the SQLite database and the generated master key live.
+    pub data_dir: PathBuf,
+    /// This gateway's id in a shared store (stable across restarts; unique per gateway).
+    pub gateway_id: Option<String>,
+    /// Northbound API.
+    pub api: ApiSettings,
+    /// The store.
+    pub store: StoreSettings,
+    /// The SMSC (SMS-PP transport). Absent: no SMS transport.
+    pub smpp: Option<SmppSettings>,
+    /// Pipeline settings.
+    pub pipeline: PipelineSettings,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// PEM certificate chain: serve HTTPS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://FILE` or `postgres://...`; default a SQLite file in the data directory.
+    pub url: Option<String>,
+    /// File holding the master key (64 hex digits) that seals key values at rest.
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// `[smpp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmppSettings {
+    /// SMSC `host:port`.
+    pub address: String,
+    /// system_id.
+    pub system_id: String,
+    /// password.
+    pub password: String,
+    /// Transceiver binds.
+    pub binds: usize,
+    /// submit_sm window per bind.
+    pub window: usize,
+    /// submit_sm per second per bind.
+    pub rate: Option<f64>,
+    /// PEM CA to run SMPP over TLS.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Default for SmppSettings {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:2775".into(),
+            system_id: "otagw".into(),
+            password: "otagw".into(),
+            binds: 1,
+            window: 50,
+            rate: None,
+            tls_ca: None,
+        }
+    }
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineSettings {
+    /// Seconds to wait for a PoR after each send.
+    pub por_timeout_secs: u64,
+    /// Sends per command in all.
+    pub attempts: u32,
+    /// First resend delay, ms (doubles).
+    pub backoff_ms: u64,
+    /// Commands in flight per transport.
+    pub concurrency: usize,
+    /// Sends per second per transport.
+    pub rate: Option<f64>,
+    /// Commands held in memory at most. 0: this gateway sends nothing (it takes commands in
+    /// through its API; other gateways on the same database send them).
+    pub max_in_flight: usize,
+    /// Claim lease, seconds.
+    pub lease_secs: u64,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            por_timeout_secs: 60,
+            attempts: 3,
+            backoff_ms: 2000,
+            concurrency: 10_000,
+            rate: None,
+            max_in_flight: 20_000,
+            lease_secs: 30,
+        }
+    }
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("otagw-data"),
+            gateway_id: None,
+            api: ApiSettings::default(),
+            store: StoreSettings::default(),
+            smpp: None,
+            pipeline: PipelineSettings::default(),
+        }
+    }
+}
+
+fn env(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn env_parse<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    env(name)
+        .map(|v| {
+            v.parse::<T>().map_err(|e| ConfigError::Env {
+                name,
+                problem: format!("{v:?}: {e}"),
+            })
+        })
+        .transpose()
+}
+
+impl Config {
+    /// Reads `path` (if given) and applies the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Self::parse(&text).map_err(|message| ConfigError::Parse {
+                    path: p.to_path_buf(),
+                    message,
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Environment variables override the file: `OTAGW_DATA_DIR`, `OTAGW_GATEWAY_ID`,
+    /// `OTAGW_API_LISTEN`, `OTAGW_API_TLS_CERT`, `OTAGW_API_TLS_KEY`, `OTAGW_DATABASE_URL`,
+    /// `OTAGW_MASTER_KEY_FILE` (or `OTAGW_MASTER_KEY` itself), `OTAGW_SMPP_ADDRESS`,
+    /// `OTAGW_SMPP_SYSTEM_ID`, `OTAGW_SMPP_PASSWORD`, `OTAGW_SMPP_BINDS`, `OTAGW_SMPP_WINDOW`,
+    /// `OTAGW_POR_TIMEOUT_SECS`, `OTAGW_RETRY_ATTEMPTS`.
+    pub fn apply_env(&mut self) -> Result<(), ConfigError> {
+        if let Some(v) = env("OTAGW_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = env("OTAGW_GATEWAY_ID") {
+            self.gateway_id = Some(v);
+        }
+        if let Some(v) = env_parse("OTAGW_API_LISTEN")? {
+            self.api.listen = v;
+        }
+        if let Some(v) = env("OTAGW_API_TLS_CERT") {
+            self.api.tls_cert = Some(v.into());
+        }
+        if let Some(v) = env("OTAGW_API_TLS_KEY") {
+            self.api.tls_key = Some(v.into());
+        }
+        if let Some(v) = env("OTAGW_DATABASE_URL") {
+            self.store.url = Some(v);
+        }
+        if let Some(v) = env("OTAGW_MASTER_KEY_FILE") {
+            self.store.master_key_file = Some(v.into());
+        }
+        if let Some(v) = env("OTAGW_SMPP_ADDRESS") {
+            self.smpp.get_or_insert_with(Default::default).address = v;
+        }
+        if let Some(v) = env("OTAGW_SMPP_SYSTEM_ID") {
+            self.smpp.get_or_insert_with(Default::default).system_id = v;
+        }
+        if let Some(v) = env("OTAGW_SMPP_PASSWORD") {
+            self.smpp.get_or_insert_with(Default::default).password = v;
+        }
+        if let Some(v) = env_parse("OTAGW_SMPP_BINDS")? {
+            self.smpp.get_or_insert_with(Default::default).binds = v;
+        }
+        if let Some(v) = env_parse("OTAGW_SMPP_WINDOW")? {
+            self.smpp.get_or_insert_with(Default::default).window = v;
+        }
+        if let Some(v) = env_parse("OTAGW_POR_TIMEOUT_SECS")? {
+            self.pipeline.por_timeout_secs = v;
+        }
+        if let Some(v) = env_parse("OTAGW_RETRY_ATTEMPTS")? {
+            self.pipeline.attempts = v;
+        }
+        Ok(())
+    }
+
+    /// The store URL (default: `otagw.db` in the data directory).
+    pub fn store_url(&self) -> String {
+        self.store
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("otagw.db").display()))
+    }
+
+    /// The gateway's settings.
+    pub fn gateway(&self) -> crate::gateway::GatewayConfig {
+        let p = &self.pipeline;
+        crate::gateway::GatewayConfig {
+            id: self.gateway_id.clone().unwrap_or_else(default_gateway_id),
+            max_in_flight: p.max_in_flight,
+            lease: Duration::from_secs(p.lease_secs.max(1)),
+            pipeline: crate::pipeline::PipelineConfig {
+                por_timeout: Duration::from_secs(p.por_timeout_secs.max(1)),
+                retry: crate::pipeline::RetryPolicy {
+                    attempts: p.attempts.max(1),
+                    backoff: Duration::from_millis(p.backoff_ms),
+                    max_backoff: Duration::from_secs(60),
+                },
+            },
+            ..Default::default()
+        }
+    }
+}
+
+/// `otagw-<hostname>`: stable across restarts of one machine's gateway.
+pub fn default_gateway_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".into());
+    format!("otagw-{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_parses_and_unknown_keys_are_refused() {
+        let c = Config::parse(
+            "data_dir = \"/tmp/x\"\n[api]\nlisten = \"127.0.0.1:9000\"\n[smpp]\naddress = \"10.0.0.1:2775\"\nwindow = 7\n[pipeline]\nattempts = 5\n",
+        )
+        .unwrap_or_default();
+        assert_eq!(c.api.listen.port(), 9000);
+        assert_eq!(c.smpp.as_ref().map(|s| s.window), Some(7));
+        assert_eq!(c.pipeline.attempts, 5);
+        assert_eq!(c.store_url(), "sqlite:///tmp/x/otagw.db");
+        let e = Config::parse("[api]\nlisen = \"x\"\n")
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("lisen"), "{e}");
+    }
+}

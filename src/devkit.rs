@@ -1,0 +1,343 @@
+//! A gateway with its far side, in one process, on loopback: the SMSC simulator with a fleet
+//! of virtual UICCs, the gateway (store, engine, REST API) bound to it, an account with a
+//! token, and the fleet's cards added through the API. The demo and the API tests use it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use otagw_sms::smsc_sim::{SmscConfig, SmscHandle, SmscSimulator};
+
+use crate::config::{Config, SmppSettings};
+use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
+use crate::server::{self, ServerHandle};
+use crate::sim::{Fleet, FleetDefaults};
+use crate::store::{MasterKey, SqlStore, Store};
+
+/// Why the environment did not come up.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DevkitError(pub String);
+
+fn err(e: impl std::fmt::Display) -> DevkitError {
+    DevkitError(e.to_string())
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Virtual cards (AES-128 keys, key version 1, with a KIK).
+    pub cards: usize,
+    /// Store URL; default a SQLite file in a fresh temporary directory.
+    pub store_url: Option<String>,
+    /// PoR timeout.
+    pub por_timeout: Duration,
+    /// Sends per command.
+    pub attempts: u32,
+    /// First resend delay.
+    pub backoff: Duration,
+    /// SMPP window.
+    pub window: usize,
+    /// Gateway id.
+    pub gateway_id: String,
+    /// Seed of the fleet.
+    pub seed: u64,
+    /// The gateway takes commands in but sends nothing (they stay PENDING).
+    pub paused: bool,
+}
+
+impl Default for DevOptions {
+    fn default() -> Self {
+        Self {
+            cards: 5,
+            store_url: None,
+            por_timeout: Duration::from_secs(10),
+            attempts: 3,
+            backoff: Duration::from_millis(500),
+            window: 50,
+            gateway_id: "otagw-dev".into(),
+            seed: 7,
+            paused: false,
+        }
+    }
+}
+
+/// The running environment.
+pub struct DevEnv {
+    /// The gateway.
+    pub server: ServerHandle,
+    /// The SMSC simulator.
+    pub smsc: SmscHandle,
+    /// The cards behind it.
+    pub fleet: Arc<Fleet>,
+    /// Bearer token of the `demo` account.
+    pub token: String,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    /// The data directory.
+    pub data_dir: PathBuf,
+}
+
+/// The fleet's defaults: AES-128 CBC and CMAC, key version 1.
+pub fn fleet_defaults() -> FleetDefaults {
+    FleetDefaults {
+        kic_algorithm: Some(CipherAlgorithm::AesCbc),
+        kid_algorithm: Some(IntegrityAlgorithm::AesCmac),
+        ..FleetDefaults::default()
+    }
+}
+
+/// The `POST /api/v1/cards` body for a fleet's cards.
+pub fn cards_body(fleet: &Fleet) -> serde_json::Value {
+    let mut cards = Vec::new();
+    fleet.for_each_card(|c| {
+        let key_sets: Vec<serde_json::Value> = c
+            .key_sets()
+            .iter()
+            .map(|k| {
+                let mut v = serde_json::json!({
+                    "version": k.version(),
+                    "kic": hex::encode(k.kic()),
+                    "kid": hex::encode(k.kid()),
+                    "counter": k.counter().value(),
+                });
+                if let Some(a) = k.kic_algorithm() {
+                    v["kicAlgorithm"] = a.name().into();
+                }
+                if let Some(a) = k.kid_algorithm() {
+                    v["kidAlgorithm"] = a.name().into();
+                }
+                if let Some(kik) = k.kik() {
+                    v["kik"] = hex::encode(kik).into();
+                }
+                v
+            })
+            .collect();
+        cards.push(serde_json::json!({
+            "iccid": c.iccid(),
+            "imsi": c.imsi(),
+            "msisdn": c.msisdn(),
+            "keySets": key_sets,
+        }));
+    });
+    serde_json::json!({ "cards": cards })
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(prefix: &str) -> Result<PathBuf, DevkitError> {
+    use rand::RngCore;
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{}-{:08x}",
+        std::process::id(),
+        rand::thread_rng().next_u32()
+    ));
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    Ok(dir)
+}
+
+/// Starts the simulator, the gateway, an account and its token; adds the cards over REST.
+pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
+    let fleet =
+        Arc::new(Fleet::generate(options.cards, options.seed, fleet_defaults()).map_err(err)?);
+    let smsc = SmscSimulator::start(
+        SmscConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        fleet.clone(),
+    )
+    .await
+    .map_err(err)?;
+    let data_dir = temp_dir("otagw-dev")?;
+    let mut config = Config {
+        data_dir: data_dir.clone(),
+        gateway_id: Some(options.gateway_id.clone()),
+        ..Config::default()
+    };
+    config.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.store.url = options.store_url.clone();
+    config.smpp = Some(SmppSettings {
+        address: smsc.local_addr().to_string(),
+        window: options.window,
+        ..SmppSettings::default()
+    });
+    config.pipeline.por_timeout_secs = options.por_timeout.as_secs().max(1);
+    config.pipeline.attempts = options.attempts;
+    config.pipeline.backoff_ms = options.backoff.as_millis() as u64;
+    if options.paused {
+        config.pipeline.max_in_flight = 0;
+    }
+    let store: Arc<dyn Store> = Arc::new(
+        SqlStore::connect(&config.store_url(), MasterKey::generate())
+            .await
+            .map_err(err)?,
+    );
+    let account = store
+        .create_account(
+            &format!("demo-{}", options.gateway_id),
+            crate::gateway::now_ms(),
+        )
+        .await
+        .map_err(err)?;
+    let token = store
+        .create_token(&account.id, "devkit", crate::gateway::now_ms())
+        .await
+        .map_err(err)?;
+    let server = server::start_with_store(&config, store)
+        .await
+        .map_err(err)?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(err)?;
+    let env = DevEnv {
+        server,
+        smsc,
+        fleet,
+        token,
+        client,
+        data_dir,
+    };
+    let response = env.post("/api/v1/cards", &cards_body(&env.fleet)).await?;
+    if response.0 != 201 {
+        return Err(DevkitError(format!(
+            "adding cards: {} {}",
+            response.0, response.1
+        )));
+    }
+    // The gateway is useful once its SMPP session is bound.
+    for _ in 0..100 {
+        let (code, _) = env.get_unauthenticated("/api/v1/ota/health").await?;
+        if code == 200 {
+            return Ok(env);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(DevkitError(
+        "the gateway did not bind to the simulator within 5 s".into(),
+    ))
+}
+
+impl DevEnv {
+    /// POST JSON with the token: (status, body).
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), DevkitError> {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.server.base_url()))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(err)?;
+        let code = r.status().as_u16();
+        Ok((code, r.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// GET with the token: (status, body).
+    pub async fn get(&self, path: &str) -> Result<(u16, serde_json::Value), DevkitError> {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.server.base_url()))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(err)?;
+        let code = r.status().as_u16();
+        Ok((code, r.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// GET without a token.
+    pub async fn get_unauthenticated(
+        &self,
+        path: &str,
+    ) -> Result<(u16, serde_json::Value), DevkitError> {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.server.base_url()))
+            .send()
+            .await
+            .map_err(err)?;
+        let code = r.status().as_u16();
+        Ok((code, r.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// Polls a command until it ends (or `within` passes); returns its last result.
+    pub async fn wait_done(
+        &self,
+        command_id: &str,
+        within: Duration,
+    ) -> Result<serde_json::Value, DevkitError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (code, body) = self
+                .get(&format!("/api/v1/ota/commands/{command_id}"))
+                .await?;
+            if code != 200 {
+                return Err(DevkitError(format!(
+                    "GET command {command_id}: {code} {body}"
+                )));
+            }
+            let status = body["status"].as_str().unwrap_or("");
+            if matches!(status, "SUCCESS" | "FAILED" | "CANCELLED" | "EXPIRED") {
+                return Ok(body);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(DevkitError(format!(
+                    "command {command_id} still {status} after {within:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The MSISDN of the fleet's card number `i`.
+    pub fn msisdn(&self, i: usize) -> Option<String> {
+        self.fleet.msisdn_at(i)
+    }
+
+    /// The ICCID of card `i`.
+    pub fn iccid(&self, i: usize) -> Option<String> {
+        let m = self.fleet.msisdn_at(i)?;
+        self.fleet.with_card(&m, |c| c.iccid())
+    }
+
+    /// Stops everything and removes the data directory.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+        self.smsc.shutdown().await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A fresh schema in a PostgreSQL database, as a store URL whose connections use it (for
+/// tests and load runs that must not see each other's rows).
+pub async fn postgres_scratch_url(base: &str) -> Result<String, DevkitError> {
+    use rand::RngCore;
+    let schema = format!("otagw_{:08x}", rand::thread_rng().next_u32());
+    let pool = sqlx::PgPool::connect(base)
+        .await
+        .map_err(|e| DevkitError(format!("PostgreSQL at {base}: {e}")))?;
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&pool)
+        .await
+        .map_err(err)?;
+    pool.close().await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Ok(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+/// The local test database: `OTAGW_TEST_DATABASE_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test`.
+pub fn test_database_url() -> String {
+    std::env::var("OTAGW_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Peak resident memory of this process (VmHWM), in bytes, where /proc tells.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,731 @@
+//! The gateway at run time: claims commands from the store, runs them through the pipeline,
+//! records their outcomes, follows delivery reports, matches PoRs that reach it after a
+//! restart or for another gateway's commands, renews its leases and expires stale commands.
+//! Runtime glue only: what a PoR means is in [`outcome`], the steps are in [`crate::pipeline`].
+
+pub mod metrics;
+pub mod outcome;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use otagw_transport::Transport;
+use tokio::sync::{mpsc, Notify};
+use tower::ServiceExt;
+
+use crate::api::webhook::{WebhookEvent, Webhooks};
+use crate::command::{CommandStatus, CommandType, ErrorCode, OtaCommandRequest};
+use crate::dispatch::{DispatchNote, OtaDispatcher};
+use crate::pipeline::limit::RateLimiter;
+use crate::pipeline::{
+    self, Done, Job, JobError, MessageLog, Pipeline, PipelineConfig, PriorityGate, RetryPolicy,
+    Route, Transports,
+};
+use crate::security::{CcScope, KeyConfig, ResponsePacketView, Scp80Keys, Spi};
+use crate::store::{CommandRecord, Millis, Store, StoreError, Transition};
+
+pub use metrics::GatewayMetrics;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// A transport and its limits.
+pub struct TransportSetup {
+    /// Name (`sms`, ...).
+    pub name: String,
+    /// The transport.
+    pub transport: Arc<dyn Transport>,
+    /// Commands in flight (sent, waiting for their PoR) at most.
+    pub concurrency: usize,
+    /// Sends per second at most.
+    pub rate: Option<f64>,
+}
+
+/// Settings of the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// This gateway's id in the store (stable across restarts, so a restart takes its
+    /// commands back at once; distinct per gateway sharing a database).
+    pub id: String,
+    /// Commands claimed per query.
+    pub claim_batch: u32,
+    /// Commands held in memory at most (running or waiting for their card).
+    pub max_in_flight: usize,
+    /// How long a claim lasts without renewal.
+    pub lease: Duration,
+    /// How often to look for work when not woken.
+    pub poll_interval: Duration,
+    /// Pipeline settings.
+    pub pipeline: PipelineConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            id: "otagw".into(),
+            claim_batch: 200,
+            max_in_flight: 20_000,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(250),
+            pipeline: PipelineConfig::default(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Parking {
+    // Cards with a command running here: one at a time per card, so counters reach the card in
+    // the order they were reserved.
+    busy_cards: HashSet<String>,
+    // Commands running or parked here, so a claim that comes back (lease renewed late) is not
+    // run twice.
+    held: HashSet<(String, String)>,
+    waiting: HashMap<String, VecDeque<CommandRecord>>,
+    parked: usize,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    transports: Arc<Transports>,
+    pipeline: Pipeline,
+    log: Arc<MessageLog>,
+    config: GatewayConfig,
+    webhooks: Option<Webhooks>,
+    metrics: Arc<GatewayMetrics>,
+    parking: Mutex<Parking>,
+    in_flight: AtomicUsize,
+    wake: Notify,
+    stopping: AtomicBool,
+    batch_options: Mutex<HashMap<String, BatchOptions>>,
+}
+
+/// Options of a batch, as the engine applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BatchOptions {
+    parallel: bool,
+    stop_on_error: bool,
+    max_retries: Option<u32>,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Gateway {
+    /// Starts the engine over a store and transports.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        transports: Vec<TransportSetup>,
+        webhooks: Option<Webhooks>,
+        config: GatewayConfig,
+    ) -> Result<Arc<Gateway>, StoreError> {
+        let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+        let mut routes = Transports::new();
+        for t in transports {
+            let dispatcher = Arc::new(OtaDispatcher::new(t.transport));
+            dispatcher.set_observer(notes_tx.clone());
+            routes.add(Route {
+                name: t.name,
+                dispatcher,
+                gate: PriorityGate::new(t.concurrency),
+                rate: Arc::new(RateLimiter::new(t.rate)),
+            });
+        }
+        if routes.knows("sms") {
+            routes.fallback = Some("sms".into());
+        }
+        let transports = Arc::new(routes);
+        // Message ids differ across restarts: the clock in the high bits.
+        let log = Arc::new(MessageLog::new((now_ms() as u64) << 16));
+        let pipeline = pipeline::build(
+            store.clone(),
+            transports.clone(),
+            log.clone(),
+            &config.pipeline,
+        );
+        // Take back at once what this gateway held before a restart.
+        store.renew_leases(&config.id, now_ms() - 1).await?;
+        let shared = Arc::new(Shared {
+            store,
+            transports,
+            pipeline,
+            log,
+            config,
+            webhooks,
+            metrics: Arc::new(GatewayMetrics::new()),
+            parking: Mutex::new(Parking::default()),
+            in_flight: AtomicUsize::new(0),
+            wake: Notify::new(),
+            stopping: AtomicBool::new(false),
+            batch_options: Mutex::new(HashMap::new()),
+        });
+        let gateway = Arc::new(Gateway {
+            shared: shared.clone(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut tasks = vec![
+            tokio::spawn(engine(shared.clone())),
+            tokio::spawn(notes(shared.clone(), notes_rx)),
+            tokio::spawn(housekeeping(shared.clone())),
+        ];
+        if let Ok(mut t) = gateway.tasks.lock() {
+            t.append(&mut tasks);
+        }
+        Ok(gateway)
+    }
+
+    /// Wakes the engine (new commands stored).
+    pub fn notify(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// The transports.
+    pub fn transports(&self) -> &Arc<Transports> {
+        &self.shared.transports
+    }
+
+    /// This gateway's id.
+    pub fn id(&self) -> &str {
+        &self.shared.config.id
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Arc<GatewayMetrics> {
+        &self.shared.metrics
+    }
+
+    /// Webhooks.
+    pub fn webhooks(&self) -> Option<&Webhooks> {
+        self.shared.webhooks.as_ref()
+    }
+
+    /// Commands held in memory (running or parked).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Stops claiming and aborts running work (its commands stay in the store, held under
+    /// leases that run out, and resume on the next start).
+    pub async fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_one();
+        let tasks = self
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        for route in self.shared.transports.routes() {
+            let _ = route;
+        }
+    }
+}
+
+async fn engine(shared: Arc<Shared>) {
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let room = shared
+            .config
+            .max_in_flight
+            .saturating_sub(shared.in_flight.load(Ordering::Relaxed));
+        let mut full_batch = false;
+        if room > 0 {
+            let limit = (room as u32).min(shared.config.claim_batch);
+            let now = now_ms();
+            let lease_until = now + shared.config.lease.as_millis() as Millis;
+            match shared
+                .store
+                .claim_commands(&shared.config.id, limit, now, lease_until)
+                .await
+            {
+                Ok(records) => {
+                    full_batch = records.len() as u32 == limit;
+                    for r in records {
+                        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                        admit(&shared, r);
+                    }
+                }
+                Err(e) => tracing::warn!("claiming commands: {e}"),
+            }
+        }
+        if full_batch {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(shared.config.poll_interval) => {}
+        }
+    }
+}
+
+/// Starts a claimed command, or parks it behind the command running for its card.
+fn admit(shared: &Arc<Shared>, record: CommandRecord) {
+    {
+        let Ok(mut p) = shared.parking.lock() else {
+            return;
+        };
+        if !p
+            .held
+            .insert((record.account_id.clone(), record.id.clone()))
+        {
+            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        if p.busy_cards.contains(&record.iccid) {
+            p.waiting
+                .entry(record.iccid.clone())
+                .or_default()
+                .push_back(record);
+            p.parked += 1;
+            return;
+        }
+        p.busy_cards.insert(record.iccid.clone());
+    }
+    tokio::spawn(run(shared.clone(), record));
+}
+
+/// The card is free again: its next parked command starts.
+fn release_card(shared: &Arc<Shared>, iccid: &str) {
+    let next = {
+        let Ok(mut p) = shared.parking.lock() else {
+            return;
+        };
+        let next = p.waiting.get_mut(iccid).and_then(|q| q.pop_front());
+        if p.waiting.get(iccid).is_some_and(|q| q.is_empty()) {
+            p.waiting.remove(iccid);
+        }
+        if next.is_some() {
+            p.parked -= 1;
+        } else {
+            p.busy_cards.remove(iccid);
+        }
+        next
+    };
+    if let Some(r) = next {
+        tokio::spawn(run(shared.clone(), r));
+    }
+}
+
+async fn batch_options(shared: &Shared, record: &CommandRecord) -> Option<BatchOptions> {
+    let batch_id = record.batch_id.as_ref()?;
+    if let Some(o) = shared
+        .batch_options
+        .lock()
+        .ok()
+        .and_then(|m| m.get(batch_id).copied())
+    {
+        return Some(o);
+    }
+    let batch = shared
+        .store
+        .batch(&record.account_id, batch_id)
+        .await
+        .ok()
+        .flatten()?;
+    let o = &batch.options;
+    let options = BatchOptions {
+        parallel: o.get("parallel").and_then(|v| v.as_bool()).unwrap_or(true),
+        stop_on_error: o
+            .get("stopOnError")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+        max_retries: o
+            .get("maxRetries")
+            .and_then(|v| v.as_u64())
+            .map(|n| n.min(20) as u32),
+    };
+    if let Ok(mut m) = shared.batch_options.lock() {
+        m.insert(batch_id.clone(), options);
+    }
+    Some(options)
+}
+
+/// Whether every command before this one in its (sequential) batch has ended.
+async fn earlier_done(shared: &Shared, record: &CommandRecord) -> bool {
+    let Some(batch_id) = &record.batch_id else {
+        return true;
+    };
+    match shared
+        .store
+        .batch_commands(&record.account_id, batch_id)
+        .await
+    {
+        Ok(commands) => commands
+            .iter()
+            .take_while(|c| c.id != record.id)
+            .all(|c| c.status.is_terminal()),
+        Err(_) => false,
+    }
+}
+
+async fn run(shared: Arc<Shared>, record: CommandRecord) {
+    let iccid = record.iccid.clone();
+    let mut retry = shared.config.pipeline.retry;
+    let options = batch_options(&shared, &record).await;
+    if let Some(o) = options {
+        if let Some(n) = o.max_retries {
+            retry = RetryPolicy {
+                attempts: n + 1,
+                ..retry
+            };
+        }
+        if !o.parallel && !record.status.is_terminal() && record.secured.is_none() {
+            // Sequential batch: wait (holding the card) until the earlier commands ended.
+            while !earlier_done(&shared, &record).await {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let job = Job::new(record.clone(), &shared.config.id, retry);
+    let result = shared.pipeline.clone().oneshot(job).await;
+    let ended = match result {
+        Ok(done) => finish_with_por(&shared, &done).await,
+        Err(JobError::Fail { code, message }) => {
+            fail(&shared, &record, code, message).await;
+            Some(CommandStatus::Failed)
+        }
+        Err(JobError::Timeout(d)) => {
+            fail(
+                &shared,
+                &record,
+                ErrorCode::Timeout,
+                format!("no PoR within {d:?}"),
+            )
+            .await;
+            Some(CommandStatus::Failed)
+        }
+        Err(JobError::Transport(t)) => {
+            fail(&shared, &record, ErrorCode::TransportError, t.to_string()).await;
+            Some(CommandStatus::Failed)
+        }
+        Err(JobError::Skipped(why)) => {
+            tracing::debug!(command = %record.id, "skipped: {why}");
+            None
+        }
+        Err(JobError::Store(e)) => {
+            tracing::warn!(command = %record.id, "store failed, left for a later claim: {e}");
+            let _ = shared.store.release(&record.id, &shared.config.id).await;
+            None
+        }
+    };
+    if ended == Some(CommandStatus::Failed) {
+        if let Some(o) = options.filter(|o| o.stop_on_error) {
+            stop_batch(&shared, &record, o).await;
+        }
+    }
+    shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+    if let Ok(mut p) = shared.parking.lock() {
+        p.held
+            .remove(&(record.account_id.clone(), record.id.clone()));
+    }
+    release_card(&shared, &iccid);
+    shared.wake.notify_one();
+}
+
+async fn stop_batch(shared: &Shared, record: &CommandRecord, _o: BatchOptions) {
+    let Some(batch_id) = &record.batch_id else {
+        return;
+    };
+    if let Ok(commands) = shared
+        .store
+        .batch_commands(&record.account_id, batch_id)
+        .await
+    {
+        for c in commands
+            .iter()
+            .filter(|c| c.status == CommandStatus::Pending)
+        {
+            let _ = shared
+                .store
+                .cancel_command(&record.account_id, &c.id, now_ms())
+                .await;
+        }
+    }
+}
+
+async fn fail(shared: &Shared, record: &CommandRecord, code: ErrorCode, message: String) {
+    let t = outcome::failure(code, message, now_ms());
+    apply(shared, record, &t).await;
+}
+
+/// Applies a transition and tells the world (metrics, webhooks).
+async fn apply(shared: &Shared, record: &CommandRecord, t: &Transition) -> bool {
+    match shared
+        .store
+        .transition(&record.account_id, &record.id, t)
+        .await
+    {
+        Ok(true) => {
+            shared
+                .metrics
+                .finished(&record.transport, t.to, t.error.as_ref().map(|e| e.code));
+            if let Some(sent) = record.sent_at {
+                if t.to == CommandStatus::Success {
+                    shared
+                        .metrics
+                        .por_latency((t.at - sent).max(0) as f64 / 1000.0);
+                }
+            }
+            publish(
+                shared,
+                record,
+                "command.completed",
+                serde_json::json!({
+                    "commandId": record.id,
+                    "status": t.to,
+                    "response": t.response,
+                    "error": t.error,
+                }),
+            );
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            tracing::warn!(command = %record.id, "recording {}: {e}", t.to);
+            false
+        }
+    }
+}
+
+fn publish(shared: &Shared, record: &CommandRecord, event: &str, data: serde_json::Value) {
+    if let Some(w) = &shared.webhooks {
+        w.publish(WebhookEvent {
+            account_id: record.account_id.clone(),
+            event: event.to_string(),
+            data,
+            at: now_ms(),
+        });
+    }
+}
+
+/// Records a command's PoR: keys of a confirmed KEY_UPDATE first, then the end state.
+async fn finish_with_por(shared: &Shared, done: &Done) -> Option<CommandStatus> {
+    let record = &done.record;
+    let request: Option<OtaCommandRequest> = serde_json::from_value(record.request.clone()).ok();
+    let t = outcome::por_transition(
+        record.command_type,
+        request.as_ref(),
+        &done.por,
+        record.attempts.max(1),
+        now_ms(),
+    );
+    publish(
+        shared,
+        record,
+        "command.por",
+        serde_json::json!({
+            "commandId": record.id,
+            "porStatus": t.response.as_ref().map(|r| r.por_status.clone()),
+            "counter": done.secured.counter,
+        }),
+    );
+    if t.to == CommandStatus::Success && record.command_type == CommandType::KeyUpdate {
+        if let Some(pending) = &done.secured.pending_keys {
+            let version = request
+                .as_ref()
+                .and_then(|r| r.data.parameters.as_ref())
+                .and_then(|p| p.get("keyVersion"))
+                .and_then(|v| v.as_u64())
+                .map(|v| v as u8)
+                .unwrap_or(done.secured.key_version);
+            // PUT KEY replaced KIc and KID; the key set keeps its KIK.
+            let mut keys = pending.clone();
+            if keys.kik.is_none() {
+                if let Ok(Some(current)) = shared.store.key_set(&record.iccid, version).await {
+                    keys.kik = current.keys.kik;
+                }
+            }
+            // Stored before the command is marked done: a crash in between leaves the new
+            // keys in place and the command to be resolved, never the card's keys unknown.
+            if let Err(e) = shared
+                .store
+                .replace_keys(&record.iccid, version, &keys, now_ms())
+                .await
+            {
+                tracing::error!(command = %record.id, "storing confirmed keys: {e}");
+                return None;
+            }
+        }
+    }
+    apply(shared, record, &t).await.then_some(t.to)
+}
+
+async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote>) {
+    while let Some(note) = rx.recv().await {
+        match note {
+            DispatchNote::Accepted { id, network_refs } => {
+                if let Some((account, command)) = shared.log.command_of(id) {
+                    let _ = shared
+                        .store
+                        .add_event(
+                            &account,
+                            &command,
+                            "ACCEPTED",
+                            &network_refs.join(","),
+                            now_ms(),
+                        )
+                        .await;
+                }
+            }
+            DispatchNote::Delivered { id } => {
+                if let Some((account, command)) = shared.log.command_of(id) {
+                    let t = Transition {
+                        from: vec![CommandStatus::Sent],
+                        to: CommandStatus::Delivered,
+                        event: "DELIVERED".into(),
+                        detail: String::new(),
+                        response: None,
+                        error: None,
+                        at: now_ms(),
+                    };
+                    if let Ok(true) = shared.store.transition(&account, &command, &t).await {
+                        shared.metrics.delivered();
+                        if let Some(w) = &shared.webhooks {
+                            w.publish(WebhookEvent {
+                                account_id: account.clone(),
+                                event: "command.delivered".into(),
+                                data: serde_json::json!({"commandId": command}),
+                                at: t.at,
+                            });
+                        }
+                    }
+                }
+            }
+            DispatchNote::UnmatchedPor {
+                from,
+                packet,
+                scope,
+                reason,
+            } => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    if !match_in_store(&shared, &from, &packet, scope).await {
+                        shared.metrics.unmatched_por();
+                        tracing::warn!("PoR from {from} matches no command: {reason}");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A PoR nobody here waited for: look for the command in the store (sent before a restart, by
+/// another gateway, or timed out in memory while still SENT).
+async fn match_in_store(shared: &Arc<Shared>, from: &str, packet: &[u8], scope: CcScope) -> bool {
+    let Ok(view) = ResponsePacketView::parse(packet) else {
+        return false;
+    };
+    let msisdn = from.trim_start_matches('+');
+    let Ok(candidates) = shared.store.awaiting_por(msisdn, view.tar).await else {
+        return false;
+    };
+    for record in candidates {
+        let Some(secured) = record.secured.clone() else {
+            continue;
+        };
+        let spi = Spi::from_bytes(secured.spi);
+        let Some(keys) = keys_for(shared.store.as_ref(), &record.iccid, &secured).await else {
+            continue;
+        };
+        let Ok(por) = view.open(&spi, &keys, scope) else {
+            continue;
+        };
+        if por.counter.value() != secured.counter {
+            continue;
+        }
+        let done = Done {
+            record,
+            secured,
+            por,
+        };
+        finish_with_por(shared, &done).await;
+        return true;
+    }
+    false
+}
+
+async fn keys_for(
+    store: &dyn Store,
+    iccid: &str,
+    secured: &crate::store::SecuredPacket,
+) -> Option<Scp80Keys> {
+    let kic_set = store.key_set(iccid, secured.kic >> 4).await.ok()??;
+    let kid_set = store.key_set(iccid, secured.kid >> 4).await.ok()??;
+    let config = KeyConfig {
+        kic_key: Some(&kic_set.keys.kic),
+        kid_key: Some(&kid_set.keys.kid),
+        kic_algorithm: kic_set.kic_algorithm,
+        kid_algorithm: kid_set.kid_algorithm,
+        cc_len: None,
+    };
+    Scp80Keys::resolve(
+        &Spi::from_bytes(secured.spi),
+        secured.kic,
+        secured.kid,
+        &config,
+    )
+    .ok()
+}
+
+async fn housekeeping(shared: Arc<Shared>) {
+    let every = (shared.config.lease / 3).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every.min(Duration::from_secs(1)));
+    let mut last_renew = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = now_ms();
+        if last_renew.elapsed() >= every {
+            last_renew = tokio::time::Instant::now();
+            let until = now + shared.config.lease.as_millis() as Millis;
+            if let Err(e) = shared.store.renew_leases(&shared.config.id, until).await {
+                tracing::warn!("renewing leases: {e}");
+            }
+        }
+        match shared.store.expire_commands(now).await {
+            Ok(expired) => {
+                for (account, id) in expired {
+                    shared.metrics.finished("-", CommandStatus::Expired, None);
+                    if let Some(w) = &shared.webhooks {
+                        w.publish(WebhookEvent {
+                            account_id: account,
+                            event: "command.completed".into(),
+                            data: serde_json::json!({"commandId": id, "status": "EXPIRED"}),
+                            at: now,
+                        });
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("expiring commands: {e}"),
+        }
+        shared.metrics.set_in_flight(
+            shared.in_flight.load(Ordering::Relaxed),
+            shared.parking.lock().map(|p| p.parked).unwrap_or(0),
+        );
+    }
+}

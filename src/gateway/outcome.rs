@@ -1,0 +1,155 @@
+//! What a PoR means for a command: the state it ends in, the card's response as the API shows
+//! it, and the error when it failed. Pure: the gateway applies the result to the store.
+
+use crate::command::{
+    CardResponse, CommandError, CommandStatus, CommandType, ErrorCode, OtaCommandRequest,
+    StatusWordData,
+};
+use crate::script::response::parse_script_response;
+use crate::script::ScriptFormat;
+use crate::security::{DecodedResponse, PorProtection, PorStatus};
+use crate::store::{Millis, Transition};
+
+/// Whether a status word means the command did what it was asked: 9000, 61xx (more data),
+/// 91xx (proactive command pending), 92xx (memory retries), 9Fxx (GSM: response ready).
+pub fn sw_is_success(sw: u16) -> bool {
+    sw == 0x9000 || matches!(sw >> 8, 0x61 | 0x91 | 0x92 | 0x9F)
+}
+
+/// The script format a request asked for.
+pub fn request_format(req: Option<&OtaCommandRequest>) -> ScriptFormat {
+    match req.and_then(|r| r.data.format.as_deref()) {
+        Some("expanded") => ScriptFormat::ExpandedDefinite,
+        _ => ScriptFormat::Compact,
+    }
+}
+
+/// The transition a verified PoR brings about.
+pub fn por_transition(
+    command_type: CommandType,
+    request: Option<&OtaCommandRequest>,
+    por: &DecodedResponse,
+    attempts: u32,
+    at: Millis,
+) -> Transition {
+    let mut response = CardResponse {
+        por_status: format!("{:02X}", por.status.to_byte()),
+        por_status_name: por.status.name().to_string(),
+        status_code: None,
+        data: None,
+        executed: None,
+        status_words: Vec::new(),
+    };
+    let from = vec![CommandStatus::Sent, CommandStatus::Delivered];
+    let failed = |code: ErrorCode, message: String, response: CardResponse| Transition {
+        from: from.clone(),
+        to: CommandStatus::Failed,
+        event: "FAILED".into(),
+        detail: message.clone(),
+        response: Some(response),
+        error: Some(CommandError { code, message }),
+        at,
+    };
+    if por.protection == PorProtection::UnprotectedError || por.status.is_security_error() {
+        let mut message = format!(
+            "card refused the packet: PoR status {:02X} {}",
+            por.status.to_byte(),
+            por.status.name()
+        );
+        if por.protection == PorProtection::UnprotectedError {
+            message.push_str(" (unprotected PoR)");
+        }
+        if attempts > 1 && por.status == PorStatus::CounterLow {
+            message.push_str(
+                "; this was a resend: the card may have run an earlier send whose PoR was lost",
+            );
+        }
+        return failed(ErrorCode::SecurityError, message, response);
+    }
+    if por.status != PorStatus::Ok {
+        let message = format!(
+            "card answered PoR status {:02X} {}",
+            por.status.to_byte(),
+            por.status.name()
+        );
+        return failed(ErrorCode::CommandFailed, message, response);
+    }
+    let format = request_format(request);
+    if !por.data.is_empty() {
+        match parse_script_response(&por.data, format) {
+            Ok(parsed) => {
+                response.executed = Some(parsed.executed as u32);
+                response.status_words = parsed
+                    .responses
+                    .iter()
+                    .map(|r| StatusWordData {
+                        sw: format!("{:04X}", r.sw),
+                        data: hex::encode_upper(&r.data),
+                    })
+                    .collect();
+                if let Some(last) = parsed.last() {
+                    response.status_code = Some(last.sw);
+                    response.data = Some(hex::encode_upper(&last.data));
+                    if !sw_is_success(last.sw) {
+                        let message = format!(
+                            "card ran {} command(s); the last answered {:04X}",
+                            parsed.executed, last.sw
+                        );
+                        return failed(ErrorCode::CommandFailed, message, response);
+                    }
+                }
+            }
+            Err(e) => {
+                let message = format!("PoR data is not a script response: {e}");
+                response.data = Some(hex::encode_upper(&por.data));
+                return failed(ErrorCode::CommandFailed, message, response);
+            }
+        }
+    }
+    let detail = match response.status_code {
+        Some(sw) => format!("PoR OK, last SW {sw:04X}"),
+        None => "PoR OK".to_string(),
+    };
+    let _ = command_type;
+    Transition {
+        from,
+        to: CommandStatus::Success,
+        event: "SUCCESS".into(),
+        detail,
+        response: Some(response),
+        error: None,
+        at,
+    }
+}
+
+/// The transition of a command failing for `code`.
+pub fn failure(code: ErrorCode, message: String, at: Millis) -> Transition {
+    Transition {
+        from: vec![
+            CommandStatus::Pending,
+            CommandStatus::Sent,
+            CommandStatus::Delivered,
+        ],
+        to: CommandStatus::Failed,
+        event: "FAILED".into(),
+        detail: message.clone(),
+        response: None,
+        error: Some(CommandError { code, message }),
+        at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_status_words() {
+        for sw in [0x9000, 0x6110, 0x9112, 0x9F0F] {
+            assert!(sw_is_success(sw), "{sw:04X}");
+        }
+        for sw in [0x6A82, 0x6982, 0x6F00, 0x9400] {
+            assert!(!sw_is_success(sw), "{sw:04X}");
+        }
+    }
+}

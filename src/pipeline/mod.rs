@@ -1,0 +1,181 @@
+//! The command pipeline: tower layers, one per file, each small and named for what it does.
+//!
+//! A claimed command flows `validate -> resolve -> secure -> route -> retry -> priority ->
+//! limit -> timeout -> send`. The sketch puts the timeout before the priority queue;
+//! here it sits inside it so that the timeout measures only the wait for the PoR, not time
+//! spent queued behind other work (a busy gateway would otherwise time out commands it never
+//! sent). The concurrency limit lives in the priority gate, so that work waiting for a slot
+//! waits in priority order; `limit` adds the per-transport rate.
+//!
+//! Every layer returns the same [`Done`] or [`JobError`]; the gateway records the outcome.
+
+pub mod limit;
+pub mod priority;
+pub mod resolve;
+pub mod retry;
+pub mod route;
+pub mod secure;
+pub mod send;
+pub mod timeout;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otagw_transport::TransportError;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
+
+use crate::command::{ErrorCode, OtaCommandRequest};
+use crate::dispatch::OtaDispatcher;
+use crate::security::{DecodedResponse, Scp80Keys};
+use crate::store::{CardRecord, CommandRecord, KeySetRecord, SecuredPacket, Store, StoreError};
+
+pub use priority::PriorityGate;
+pub use retry::RetryPolicy;
+pub use route::{Route, Transports};
+pub use send::MessageLog;
+pub use validate::{validate_request, FieldError, ValidSecurity};
+
+/// One command going through the pipeline. Layers fill it in as it goes.
+#[derive(Clone)]
+pub struct Job {
+    /// The command as claimed from the store.
+    pub record: CommandRecord,
+    /// The gateway holding it.
+    pub owner: String,
+    /// Retry policy for this command (a batch may lower the attempts).
+    pub retry: RetryPolicy,
+    /// The first pass only waits for a PoR of a packet sent before (a resumed command).
+    pub resume_wait: bool,
+    /// validate: the parsed request.
+    pub request: Option<OtaCommandRequest>,
+    /// validate: SPI, KIc, KID, TAR.
+    pub security: Option<ValidSecurity>,
+    /// resolve: the card.
+    pub card: Option<CardRecord>,
+    /// resolve: the key set the counter belongs to (and whose KIK encrypts new keys).
+    pub key_set: Option<KeySetRecord>,
+    /// resolve: the SCP80 keys.
+    pub keys: Option<Scp80Keys>,
+    /// resolve: the counter reserved for this command.
+    pub counter: Option<u64>,
+    /// secure: the packet, reused on every send.
+    pub secured: Option<SecuredPacket>,
+    /// route: the transport it goes over.
+    pub route: Option<Route>,
+}
+
+impl Job {
+    /// A job for a claimed command.
+    pub fn new(record: CommandRecord, owner: &str, retry: RetryPolicy) -> Self {
+        let resume_wait = record.secured.is_some() && record.attempts > 0;
+        Self {
+            record,
+            owner: owner.to_string(),
+            retry,
+            resume_wait,
+            request: None,
+            security: None,
+            card: None,
+            key_set: None,
+            keys: None,
+            counter: None,
+            secured: None,
+            route: None,
+        }
+    }
+
+    pub(crate) fn missing(&self, what: &'static str) -> JobError {
+        JobError::Fail {
+            code: ErrorCode::InvalidState,
+            message: format!("pipeline: {what} not set before it was needed"),
+        }
+    }
+}
+
+/// A command that got its PoR.
+#[derive(Debug, Clone)]
+pub struct Done {
+    /// The command as it was sent.
+    pub record: CommandRecord,
+    /// The packet it was sent as.
+    pub secured: SecuredPacket,
+    /// The PoR, verified.
+    pub por: DecodedResponse,
+}
+
+/// Why a command left the pipeline without a PoR.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JobError {
+    /// The command fails for good.
+    #[error("{code}: {message}")]
+    Fail {
+        /// Error code recorded.
+        code: ErrorCode,
+        /// Why.
+        message: String,
+    },
+    /// The transport failed (transient ones are retried).
+    #[error("transport: {0}")]
+    Transport(TransportError),
+    /// No PoR within the timeout.
+    #[error("no PoR within {0:?}")]
+    Timeout(Duration),
+    /// Nothing to do: the command was cancelled, expired, answered or taken over meanwhile.
+    #[error("skipped: {0}")]
+    Skipped(String),
+    /// The store failed; the command is left for a later claim.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        JobError::Store(e.to_string())
+    }
+}
+
+/// Settings of the stack.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// How long to wait for a PoR after each send.
+    pub por_timeout: Duration,
+    /// Default retry policy.
+    pub retry: RetryPolicy,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            por_timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// The assembled stack.
+pub type Pipeline = BoxCloneSyncService<Job, Done, JobError>;
+
+/// Builds the stack over a store and the gateway's transports.
+pub fn build(
+    store: Arc<dyn Store>,
+    transports: Arc<Transports>,
+    log: Arc<send::MessageLog>,
+    config: &PipelineConfig,
+) -> Pipeline {
+    let service = ServiceBuilder::new()
+        .layer(validate::ValidateLayer)
+        .layer(resolve::ResolveLayer::new(store.clone()))
+        .layer(secure::SecureLayer::new(store.clone(), transports.clone()))
+        .layer(route::RouteLayer::new(transports))
+        .layer(retry::RetryLayer)
+        .layer(priority::PriorityLayer)
+        .layer(limit::LimitLayer)
+        .layer(timeout::TimeoutLayer::new(config.por_timeout))
+        .service(send::SendService::new(store, log));
+    BoxCloneSyncService::new(service)
+}
+
+/// The dispatcher a route sends through (shared with the gateway's event handling).
+pub type SharedDispatcher = Arc<OtaDispatcher>;

@@ -1,0 +1,143 @@
+//! retry: resends the same packet (same counter, same bytes) after a transient transport
+//! failure or a PoR timeout, with exponential backoff, up to the policy's attempts. Each send
+//! is counted in the store first, so a command that ended meanwhile is not sent again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::{Layer, Service, ServiceExt};
+
+use super::{Job, JobError};
+use crate::command::ErrorCode;
+
+/// How often and how patiently to resend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Sends in all (1 = no resend).
+    pub attempts: u32,
+    /// Wait before the first resend; doubles each time.
+    pub backoff: Duration,
+    /// Longest wait between sends.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before resend number `n` (1-based).
+    pub fn delay(&self, n: u32) -> Duration {
+        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+}
+
+/// The layer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetryLayer;
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry { inner }
+    }
+}
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct Retry<S> {
+    inner: S,
+}
+
+impl<S> Service<Job> for Retry<S>
+where
+    S: Service<Job, Error = JobError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = JobError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, JobError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut job: Job) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            // Sends already made before this job (a resumed command) count against the policy.
+            let mut sent = job.record.attempts;
+            let mut resends = 0u32;
+            loop {
+                let waited_only = job.resume_wait;
+                let result = inner.clone().oneshot(job.clone()).await;
+                if !waited_only {
+                    sent += 1;
+                }
+                job.resume_wait = false;
+                let err = match result {
+                    Ok(done) => return Ok(done),
+                    Err(e) => e,
+                };
+                let retryable = match &err {
+                    JobError::Transport(t) => t.is_transient(),
+                    JobError::Timeout(_) => true,
+                    _ => false,
+                };
+                if !retryable {
+                    return Err(match err {
+                        JobError::Transport(t) => JobError::Fail {
+                            code: ErrorCode::TransportError,
+                            message: t.to_string(),
+                        },
+                        other => other,
+                    });
+                }
+                if sent >= job.retry.attempts {
+                    return Err(match err {
+                        JobError::Timeout(d) => JobError::Fail {
+                            code: ErrorCode::Timeout,
+                            message: format!("no PoR within {d:?} after {sent} send(s)"),
+                        },
+                        JobError::Transport(t) => JobError::Fail {
+                            code: ErrorCode::TransportError,
+                            message: format!("{t} (after {sent} send(s))"),
+                        },
+                        other => other,
+                    });
+                }
+                resends += 1;
+                tokio::time::sleep(job.retry.delay(resends)).await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy {
+            attempts: 10,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+        };
+        assert_eq!(p.delay(1), Duration::from_millis(100));
+        assert_eq!(p.delay(2), Duration::from_millis(200));
+        assert_eq!(p.delay(3), Duration::from_millis(400));
+        assert_eq!(p.delay(4), Duration::from_millis(500));
+        assert_eq!(p.delay(40), Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,188 @@
+//! secure: builds the script and the SCP80 command packet once, and records it in the store
+//! before it is first sent; every later send (retry, restart, another gateway) reuses it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower::{Layer, Service, ServiceExt};
+
+use super::{Job, JobError, Transports};
+use crate::command::build::{build_script, BuildContext};
+use crate::command::{CommandType, ErrorCode};
+use crate::script::CardClass;
+use crate::security::command::encode_command_packet;
+use crate::security::{CommandHeader, Counter, KeyIdentifier};
+use crate::store::{SecuredPacket, Store};
+
+/// Octets a command packet adds around its script, at most: CPL, CHL, SPI..PCNTR (13), a
+/// 16-octet CC and 15 octets of padding.
+pub const PACKET_OVERHEAD: usize = 2 + 1 + 13 + 16 + 15;
+
+/// The layer.
+#[derive(Clone)]
+pub struct SecureLayer {
+    store: Arc<dyn Store>,
+    transports: Arc<Transports>,
+}
+
+impl SecureLayer {
+    /// Over a store; the transports say how large a packet may be.
+    pub fn new(store: Arc<dyn Store>, transports: Arc<Transports>) -> Self {
+        Self { store, transports }
+    }
+}
+
+impl<S> Layer<S> for SecureLayer {
+    type Service = Secure<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Secure {
+            inner,
+            store: self.store.clone(),
+            transports: self.transports.clone(),
+        }
+    }
+}
+
+/// The service.
+#[derive(Clone)]
+pub struct Secure<S> {
+    inner: S,
+    store: Arc<dyn Store>,
+    transports: Arc<Transports>,
+}
+
+fn fail(code: ErrorCode, message: impl Into<String>) -> JobError {
+    JobError::Fail {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The card class a card's attributes ask for (`cardClass`: `gsm` or `uicc`, default UICC).
+pub fn card_class(attributes: &std::collections::BTreeMap<String, String>) -> CardClass {
+    match attributes
+        .get("cardClass")
+        .or_else(|| attributes.get("CARD_CLASS"))
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("gsm") | Some("sim") | Some("a0") => CardClass::Gsm,
+        _ => CardClass::Uicc,
+    }
+}
+
+async fn secure(store: &dyn Store, transports: &Transports, mut job: Job) -> Result<Job, JobError> {
+    if let Some(s) = &job.record.secured {
+        job.secured = Some(s.clone());
+        return Ok(job);
+    }
+    let sec = job.security.ok_or_else(|| job.missing("security"))?;
+    let req = job.request.as_ref().ok_or_else(|| job.missing("request"))?;
+    let card = job.card.as_ref().ok_or_else(|| job.missing("card"))?;
+    let key_set = job.key_set.as_ref().ok_or_else(|| job.missing("key set"))?;
+    let keys = job.keys.as_ref().ok_or_else(|| job.missing("keys"))?;
+    let counter = job.counter.ok_or_else(|| job.missing("counter"))?;
+    let msisdn = card.msisdn.clone().ok_or_else(|| {
+        fail(
+            ErrorCode::InvalidState,
+            format!("card {} has no MSISDN to send to", card.iccid),
+        )
+    })?;
+    let applet = match (req.command_type, &req.data.parameters) {
+        (CommandType::AppInstall, Some(p)) => match p.get("appletId").and_then(|v| v.as_str()) {
+            Some(id) => Some(
+                store
+                    .applet(&job.record.account_id, id)
+                    .await?
+                    .ok_or_else(|| {
+                        fail(
+                            ErrorCode::InvalidState,
+                            format!("data.parameters.appletId: applet {id} not found"),
+                        )
+                    })?
+                    .content,
+            ),
+            None => None,
+        },
+        _ => None,
+    };
+    let max_packet = transports.max_packet_len(&job.record.transport);
+    let ctx = BuildContext {
+        card_class: card_class(&card.attributes),
+        key_set,
+        applet: applet.as_deref(),
+        max_script_len: max_packet.saturating_sub(PACKET_OVERHEAD),
+    };
+    let built = build_script(req, &ctx, &mut rand::thread_rng()).map_err(|e| {
+        fail(
+            ErrorCode::InvalidState,
+            format!("cannot build the script: {e}"),
+        )
+    })?;
+    let header = CommandHeader {
+        spi: sec.spi,
+        kic: KeyIdentifier(sec.kic),
+        kid: KeyIdentifier(sec.kid),
+        tar: sec.tar,
+        counter: Counter::new(counter)
+            .map_err(|e| fail(ErrorCode::SecurityError, e.to_string()))?,
+    };
+    let packet = encode_command_packet(&header, keys, &built.script)
+        .map_err(|e| fail(ErrorCode::SecurityError, e.to_string()))?;
+    let secured = SecuredPacket {
+        packet,
+        counter,
+        key_version: key_set.version,
+        msisdn,
+        tar: sec.tar,
+        spi: sec.spi.to_bytes(),
+        kic: sec.kic,
+        kid: sec.kid,
+        pending_keys: built.new_keys.map(|(_, k)| k),
+    };
+    let now = crate::gateway::now_ms();
+    let recorded = store
+        .record_secured(
+            &job.record.account_id,
+            &job.record.id,
+            &job.owner,
+            &secured,
+            now,
+        )
+        .await?;
+    if !recorded {
+        return Err(JobError::Skipped(
+            "no longer pending (cancelled or taken over) before it was secured".into(),
+        ));
+    }
+    job.record.secured = Some(secured.clone());
+    job.secured = Some(secured);
+    Ok(job)
+}
+
+impl<S> Service<Job> for Secure<S>
+where
+    S: Service<Job, Error = JobError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = JobError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, JobError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, job: Job) -> Self::Future {
+        let store = self.store.clone();
+        let transports = self.transports.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let job = secure(store.as_ref(), &transports, job).await?;
+            inner.oneshot(job).await
+        })
+    }
+}

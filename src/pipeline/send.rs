@@ -1,0 +1,188 @@
+//! send: the innermost service. Counts the send in the store (refusing to send a command that
+//! ended meanwhile), hands the packet to the route's transport and waits for the PoR or the
+//! transport's failure. Dropping the wait (timeout) stops the in-memory wait.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use otagw_transport::{Destination, MessageId, OutboundMessage, Payload, SendOptions};
+use tower::Service;
+
+use super::{Done, Job, JobError, SharedDispatcher};
+use crate::command::ErrorCode;
+use crate::correlation::PendingCommand;
+use crate::dispatch::OtaOutcome;
+use crate::security::{Counter, Spi};
+use crate::store::Store;
+
+/// Which command each send attempt (transport message id) belongs to, for delivery reports.
+pub struct MessageLog {
+    next: AtomicU64,
+    by_id: Mutex<HashMap<MessageId, (String, String)>>,
+}
+
+impl MessageLog {
+    /// Ids start at `first` (derive it from the clock so they differ across restarts).
+    pub fn new(first: u64) -> Self {
+        Self {
+            next: AtomicU64::new(first),
+            by_id: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A fresh id for a send of command (`account_id`, `command_id`).
+    pub fn allocate(&self, account_id: &str, command_id: &str) -> MessageId {
+        let id = MessageId(self.next.fetch_add(1, Ordering::Relaxed));
+        if let Ok(mut m) = self.by_id.lock() {
+            m.insert(id, (account_id.to_string(), command_id.to_string()));
+        }
+        id
+    }
+
+    /// The command a message id belongs to.
+    pub fn command_of(&self, id: MessageId) -> Option<(String, String)> {
+        self.by_id.lock().ok().and_then(|m| m.get(&id).cloned())
+    }
+
+    /// Forgets the ids of a finished command's sends.
+    pub fn forget(&self, ids: &[MessageId]) {
+        if let Ok(mut m) = self.by_id.lock() {
+            for id in ids {
+                m.remove(id);
+            }
+        }
+    }
+
+    /// Ids remembered.
+    pub fn len(&self) -> usize {
+        self.by_id.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether none are remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The service.
+#[derive(Clone)]
+pub struct SendService {
+    store: Arc<dyn Store>,
+    log: Arc<MessageLog>,
+}
+
+impl SendService {
+    /// Over a store, logging message ids in `log`.
+    pub fn new(store: Arc<dyn Store>, log: Arc<MessageLog>) -> Self {
+        Self { store, log }
+    }
+}
+
+/// Stops the in-memory wait when the send future is dropped (timeout) or done.
+struct WaitGuard {
+    dispatcher: SharedDispatcher,
+    log: Arc<MessageLog>,
+    id: MessageId,
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        self.dispatcher.forget(self.id);
+        self.log.forget(&[self.id]);
+    }
+}
+
+async fn send(store: Arc<dyn Store>, log: Arc<MessageLog>, job: Job) -> Result<Done, JobError> {
+    let route = job.route.as_ref().ok_or_else(|| job.missing("route"))?;
+    let secured = job
+        .secured
+        .clone()
+        .ok_or_else(|| job.missing("secured packet"))?;
+    let keys = job.keys.clone().ok_or_else(|| job.missing("keys"))?;
+    let record = &job.record;
+    let id = log.allocate(&record.account_id, &record.id);
+    let guard = WaitGuard {
+        dispatcher: route.dispatcher.clone(),
+        log: log.clone(),
+        id,
+    };
+    let counter = Counter::new(secured.counter).map_err(|e| JobError::Fail {
+        code: ErrorCode::SecurityError,
+        message: e.to_string(),
+    })?;
+    let pending = PendingCommand {
+        id,
+        msisdn: secured.msisdn.clone(),
+        tar: secured.tar,
+        counter,
+        spi: Spi::from_bytes(secured.spi),
+        keys,
+    };
+    let rx = if job.resume_wait {
+        route.dispatcher.expect(pending)
+    } else {
+        let now = crate::gateway::now_ms();
+        if !store
+            .record_send(&record.account_id, &record.id, &job.owner, now)
+            .await?
+        {
+            return Err(JobError::Skipped(
+                "ended or taken over before this send".into(),
+            ));
+        }
+        let validity_minutes = record
+            .expires_at
+            .map(|e| ((e - now).max(60_000) / 60_000) as u32);
+        let message = OutboundMessage {
+            id,
+            destination: Destination {
+                msisdn: secured.msisdn.clone(),
+                iccid: Some(record.iccid.clone()),
+            },
+            payload: Payload::SecuredPacket {
+                packet: secured.packet.clone(),
+                tar: secured.tar,
+                counter: counter.to_bytes(),
+            },
+            options: SendOptions {
+                validity_minutes,
+                delivery_report: true,
+                sequential_segments: false,
+            },
+        };
+        route
+            .dispatcher
+            .send(message, pending)
+            .await
+            .map_err(JobError::Transport)?
+    };
+    let outcome = rx.await;
+    drop(guard);
+    match outcome {
+        Ok(OtaOutcome::Por(por)) => Ok(Done {
+            record: job.record.clone(),
+            secured,
+            por,
+        }),
+        Ok(OtaOutcome::Failed(e)) => Err(JobError::Transport(e)),
+        Err(_) => Err(JobError::Skipped("the wait was dropped".into())),
+    }
+}
+
+impl Service<Job> for SendService {
+    type Response = Done;
+    type Error = JobError;
+    type Future = Pin<Box<dyn Future<Output = Result<Done, JobError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, job: Job) -> Self::Future {
+        Box::pin(send(self.store.clone(), self.log.clone(), job))
+    }
+}

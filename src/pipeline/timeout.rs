@@ -1,0 +1,66 @@
+//! timeout: how long a sent command waits for its PoR. On expiry the wait is dropped (the
+//! command stops waiting in memory; a late PoR is still matched through the store).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::{Layer, Service};
+
+use super::{Job, JobError};
+
+/// The layer.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutLayer {
+    por_timeout: Duration,
+}
+
+impl TimeoutLayer {
+    /// Waits at most `por_timeout` per send.
+    pub fn new(por_timeout: Duration) -> Self {
+        Self { por_timeout }
+    }
+}
+
+impl<S> Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Timeout {
+            inner,
+            por_timeout: self.por_timeout,
+        }
+    }
+}
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct Timeout<S> {
+    inner: S,
+    por_timeout: Duration,
+}
+
+impl<S> Service<Job> for Timeout<S>
+where
+    S: Service<Job, Error = JobError> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = JobError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, JobError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, job: Job) -> Self::Future {
+        let limit = self.por_timeout;
+        let fut = self.inner.call(job);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, fut).await {
+                Ok(result) => result,
+                Err(_) => Err(JobError::Timeout(limit)),
+            }
+        })
+    }
+}

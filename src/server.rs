@@ -1,0 +1,256 @@
+//! A whole gateway in one call: store, SMPP transport, webhooks, the engine and the REST API.
+//! `otagw serve`, `otagw demo` and the API tests all start it this way.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use otagw_sms::smpp::{SmppConfig, SmppTls, SmppTransport};
+use tokio::sync::watch;
+
+use crate::api::webhook::{RetryPolicy as WebhookRetry, Webhooks};
+use crate::api::{self, AppState, HealthProbe, TransportHealth};
+use crate::config::Config;
+use crate::gateway::{Gateway, TransportSetup};
+use crate::store::{MasterKey, SqlStore, Store};
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory or a file in it.
+    #[error("{0}")]
+    Io(String),
+    /// The master key.
+    #[error("master key: {0}")]
+    MasterKey(String),
+    /// The store.
+    #[error("store {url}: {message}")]
+    Store {
+        /// Its URL (without password).
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The SMPP transport.
+    #[error("smpp: {0}")]
+    Smpp(String),
+    /// The API listener or TLS.
+    #[error("api: {0}")]
+    Api(String),
+}
+
+/// A running server.
+pub struct ServerHandle {
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// Whether the API speaks HTTPS.
+    pub tls: bool,
+    /// The engine.
+    pub gateway: Arc<Gateway>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    smpp: Option<Arc<SmppTransport>>,
+    stop: watch::Sender<bool>,
+    api_task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// The API's base URL.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.api_addr)
+    }
+
+    /// Stops the API, the engine and the SMPP binds (unbind).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.api_task.await;
+        self.gateway.shutdown().await;
+        if let Some(s) = &self.smpp {
+            s.shutdown().await;
+        }
+    }
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((head, tail)) if head.contains("://") => {
+            let scheme = head.split("://").next().unwrap_or("");
+            format!("{scheme}://***@{tail}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The master key: `OTAGW_MASTER_KEY` / `OTAGW_MASTER_KEY_FILE`, else the configured file,
+/// else `master.key` in the data directory, made on first start (mode 0600).
+pub fn master_key(config: &Config) -> Result<MasterKey, ServerError> {
+    if std::env::var_os("OTAGW_MASTER_KEY").is_some()
+        || std::env::var_os("OTAGW_MASTER_KEY_FILE").is_some()
+    {
+        return MasterKey::from_env().map_err(|e| ServerError::MasterKey(e.to_string()));
+    }
+    if let Some(p) = &config.store.master_key_file {
+        return MasterKey::from_file(p).map_err(|e| ServerError::MasterKey(e.to_string()));
+    }
+    let path = config.data_dir.join("master.key");
+    if path.exists() {
+        return MasterKey::from_file(&path).map_err(|e| ServerError::MasterKey(e.to_string()));
+    }
+    let hex_key = {
+        use rand::RngCore;
+        let mut b = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        hex::encode(b)
+    };
+    write_secret(&path, &hex_key)?;
+    let key = MasterKey::from_hex(&hex_key).map_err(|e| ServerError::MasterKey(e.to_string()))?;
+    tracing::warn!(
+        "made a new master key in {} (back it up: key values in the store cannot be read without it)",
+        path.display()
+    );
+    Ok(key)
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<(), ServerError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .map_err(|e| ServerError::Io(format!("{}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| ServerError::Io(format!("{}: {e}", path.display())))
+}
+
+/// Opens the configured store (creating the data directory for SQLite).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        ServerError::Io(format!("data directory {}: {e}", config.data_dir.display()))
+    })?;
+    let key = master_key(config)?;
+    let url = config.store_url();
+    let store = SqlStore::connect(&url, key)
+        .await
+        .map_err(|e| ServerError::Store {
+            url: redact(&url),
+            message: e.to_string(),
+        })?;
+    Ok(Arc::new(store))
+}
+
+/// Starts everything the configuration asks for.
+pub async fn start(config: &Config) -> Result<ServerHandle, ServerError> {
+    let store = open_store(config).await?;
+    start_with_store(config, store).await
+}
+
+/// Starts over an opened store.
+pub async fn start_with_store(
+    config: &Config,
+    store: Arc<dyn Store>,
+) -> Result<ServerHandle, ServerError> {
+    let mut transports = Vec::new();
+    let mut health: Vec<HealthProbe> = Vec::new();
+    let mut smpp = None;
+    if let Some(s) = &config.smpp {
+        let mut c = SmppConfig::new(s.address.clone(), s.system_id.clone(), s.password.clone());
+        c.binds = s.binds.max(1);
+        c.window = s.window.max(1);
+        c.rate_limit = s.rate;
+        c.reconnect.initial = Duration::from_millis(200);
+        if let Some(ca) = &s.tls_ca {
+            c.tls = Some(SmppTls::new(otagw_sms::smpp::PemSource::file(ca.clone())));
+        }
+        let t = Arc::new(SmppTransport::start(c).map_err(|e| ServerError::Smpp(e.to_string()))?);
+        let probe = t.clone();
+        health.push(Arc::new(move || {
+            let binds = probe.bind_status();
+            let up = binds.iter().filter(|b| b.bound).count();
+            TransportHealth {
+                name: "sms".into(),
+                ready: up > 0,
+                detail: format!("{up}/{} SMPP sessions bound", binds.len()),
+            }
+        }));
+        transports.push(TransportSetup {
+            name: "sms".into(),
+            transport: t.clone(),
+            concurrency: config.pipeline.concurrency.max(1),
+            rate: config.pipeline.rate,
+        });
+        smpp = Some(t);
+    }
+    let webhooks = Webhooks::start(store.clone(), WebhookRetry::default());
+    let gateway = Gateway::start(store.clone(), transports, Some(webhooks), config.gateway())
+        .await
+        .map_err(|e| ServerError::Store {
+            url: redact(&config.store_url()),
+            message: e.to_string(),
+        })?;
+    let router = api::router(AppState::new(gateway.clone(), health));
+    let listener = std::net::TcpListener::bind(config.api.listen)
+        .map_err(|e| ServerError::Api(format!("listen on {}: {e}", config.api.listen)))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| ServerError::Api(e.to_string()))?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::Api(e.to_string()))?;
+    let (stop, mut stopped) = watch::channel(false);
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let tls = match (&config.api.tls_cert, &config.api.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(api::tls::server_config(cert, key).map_err(|e| ServerError::Api(e.to_string()))?)
+        }
+        (None, None) => None,
+        _ => {
+            return Err(ServerError::Api(
+                "api.tls_cert and api.tls_key go together".into(),
+            ))
+        }
+    };
+    let is_tls = tls.is_some();
+    let api_task = match tls {
+        Some(tls) => tokio::spawn(async move {
+            if let Err(e) = api::tls::serve_tls(listener, tls, router, shutdown).await {
+                tracing::error!("API server: {e}");
+            }
+        }),
+        None => {
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| ServerError::Api(e.to_string()))?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    tracing::error!("API server: {e}");
+                }
+            })
+        }
+    };
+    tracing::info!(
+        "otagw: API on {}://{api_addr}, store {}, gateway {}",
+        if is_tls { "https" } else { "http" },
+        store.backend(),
+        gateway.id()
+    );
+    Ok(ServerHandle {
+        api_addr,
+        tls: is_tls,
+        gateway,
+        store,
+        smpp,
+        stop,
+        api_task,
+    })
+}

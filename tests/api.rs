@@ -1,0 +1,721 @@
+//! The REST API over real HTTP, end to end (API -> pipeline -> SMPP -> SMSC simulator ->
+//! virtual UICC -> PoR -> stored result), against both store backends: SQLite and the local
+//! PostgreSQL (`OTAGW_TEST_DATABASE_URL`, default postgres://postgres@127.0.0.1:5432/test).
+
+use std::time::Duration;
+
+use otagw::devkit::{self, DevEnv, DevOptions};
+use serde_json::{json, Value};
+
+async fn env_for(backend: &str, options: DevOptions) -> DevEnv {
+    let store_url = match backend {
+        "postgres" => Some(
+            devkit::postgres_scratch_url(&devkit::test_database_url())
+                .await
+                .expect("PostgreSQL must be running for the API tests (see .ci/run)"),
+        ),
+        _ => None,
+    };
+    devkit::start(DevOptions {
+        store_url,
+        ..options
+    })
+    .await
+    .expect("dev environment")
+}
+
+fn cmd(kind: &str, iccid: &str, data: Value) -> Value {
+    json!({
+        "type": kind,
+        "target": {"iccid": iccid},
+        "security": {"spi": "1639", "kic": "12", "kid": "12", "tar": "B00010"},
+        "data": data,
+    })
+}
+
+async fn post_ok(env: &DevEnv, body: &Value) -> String {
+    let (code, answer) = env.post("/api/v1/ota/commands", body).await.expect("post");
+    assert_eq!(code, 202, "{answer}");
+    assert_eq!(answer["status"], "PENDING");
+    answer["commandId"].as_str().expect("commandId").to_string()
+}
+
+fn events(r: &Value) -> Vec<String> {
+    r["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["kind"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn rfm_round_trip_and_history(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let iccid = env.iccid(0).expect("card");
+    let id = post_ok(
+        &env,
+        &cmd(
+            "RFM",
+            &iccid,
+            json!({"apdus": ["00A40004023F00", "00A40004022FE2", "00B000000A"]}),
+        ),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert_eq!(r["response"]["porStatus"], "00");
+    assert_eq!(r["response"]["statusCode"], 0x9000);
+    // EF ICCID holds the ICCID in swapped BCD.
+    let data = r["response"]["data"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let swapped: String = hex::decode(&data)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{:x}{:x}", b & 0x0F, b >> 4))
+        .collect();
+    assert!(swapped.starts_with(&iccid[..18]), "{data} vs {iccid}");
+    assert_eq!(r["attempts"], 1);
+    assert!(r["counter"].as_u64().unwrap_or(0) >= 1);
+    let kinds = events(&r);
+    for k in ["CREATED", "SECURED", "SENT", "SUCCESS"] {
+        assert!(kinds.iter().any(|e| e == k), "{k} missing from {kinds:?}");
+    }
+    assert_eq!(kinds.iter().filter(|k| *k == "SUCCESS").count(), 1);
+    // Metrics count it.
+    let (code, m) = env.get("/api/v1/ota/metrics").await.expect("metrics");
+    assert_eq!(code, 200);
+    assert_eq!(m["byStatus"]["SUCCESS"], 1, "{m}");
+    env.shutdown().await;
+}
+
+async fn file_and_profile_updates_change_the_card(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let iccid = env.iccid(1).expect("card");
+    let msisdn = env.msisdn(1).expect("card");
+    let spn = "016F7461677700FFFFFFFFFFFFFFFFFFFF";
+    let id = post_ok(
+        &env,
+        &cmd(
+            "FILE_UPDATE",
+            &iccid,
+            json!({"parameters": {"path": "3F00/7FFF/6F46", "data": spn}}),
+        ),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    let content = env
+        .fleet
+        .with_card(&msisdn, |c| c.read_file(&[0x3F00, 0x7FFF, 0x6F46]))
+        .flatten()
+        .map(hex::encode_upper)
+        .unwrap_or_default();
+    assert_eq!(content, spn);
+    let id = post_ok(
+        &env,
+        &cmd(
+            "PROFILE_UPDATE",
+            &iccid,
+            json!({"parameters": {"serviceProviderName": "Operator X", "spnDisplayCondition": 1}}),
+        ),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    let content = env
+        .fleet
+        .with_card(&msisdn, |c| c.read_file(&[0x3F00, 0x7FFF, 0x6F46]))
+        .flatten()
+        .unwrap_or_default();
+    assert_eq!(content.first(), Some(&1));
+    assert_eq!(&content[1..11], b"Operator X");
+    env.shutdown().await;
+}
+
+async fn error_status_word_fails_the_command(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let iccid = env.iccid(2).expect("card");
+    let id = post_ok(
+        &env,
+        &cmd(
+            "RFM",
+            &iccid,
+            json!({"apdus": ["00A40004023F00", "00A40004026FFF"]}),
+        ),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "FAILED", "{r}");
+    assert_eq!(r["error"]["code"], "COMMAND_FAILED");
+    assert_eq!(r["response"]["statusCode"], 0x6A82);
+    env.shutdown().await;
+}
+
+async fn bad_input_names_the_field(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let iccid = env.iccid(0).expect("card");
+    let url = format!("{}/api/v1/ota/commands", env.server.base_url());
+    let raw = env
+        .client
+        .post(&url)
+        .bearer_auth(&env.token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(raw.status().as_u16(), 400);
+    let body: Value = raw.json().await.unwrap_or_default();
+    assert_eq!(body["error"], "BAD_REQUEST");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("invalid JSON"),
+        "{body}"
+    );
+
+    let mut unknown = cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]}));
+    unknown["security"]["kik"] = json!("00");
+    let (code, body) = env
+        .post("/api/v1/ota/commands", &unknown)
+        .await
+        .expect("post");
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body["field"], "security.kik", "{body}");
+
+    let mut bad_tar = cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]}));
+    bad_tar["security"]["tar"] = json!("B0001G");
+    let (code, body) = env
+        .post("/api/v1/ota/commands", &bad_tar)
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["field"], "security.tar");
+
+    let unknown_card = cmd(
+        "RFM",
+        "8901234567890123456",
+        json!({"apdus": ["00A40004023F00"]}),
+    );
+    let (code, body) = env
+        .post("/api/v1/ota/commands", &unknown_card)
+        .await
+        .expect("post");
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(body["field"], "target.iccid");
+
+    let mut no_keys = cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]}));
+    no_keys["security"]["kic"] = json!("52");
+    let (code, body) = env
+        .post("/api/v1/ota/commands", &no_keys)
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["field"], "security.kic");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("key set version 5"),
+        "{body}"
+    );
+
+    let bad_apdu = cmd("RFM", &iccid, json!({"apdus": ["00A4000"]}));
+    let (code, body) = env
+        .post("/api/v1/ota/commands", &bad_apdu)
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["field"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("data.apdus"),
+        "{body}"
+    );
+
+    let (code, body) = env
+        .post(
+            "/api/v1/cards",
+            &json!({"cards": [{"iccid": "12", "keySets": []}]}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["field"], "cards[0].iccid");
+    env.shutdown().await;
+}
+
+async fn cancel_a_pending_command(backend: &str) {
+    // A gateway that sends nothing: commands stay PENDING.
+    let env = env_for(
+        backend,
+        DevOptions {
+            paused: true,
+            ..DevOptions::default()
+        },
+    )
+    .await;
+    let iccid = env.iccid(0).expect("card");
+    let id = post_ok(
+        &env,
+        &cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]})),
+    )
+    .await;
+    let url = format!("{}/api/v1/ota/commands/{id}", env.server.base_url());
+    let r = env
+        .client
+        .delete(&url)
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, r) = env
+        .get(&format!("/api/v1/ota/commands/{id}"))
+        .await
+        .expect("get");
+    assert_eq!(r["status"], "CANCELLED", "{r}");
+    assert!(events(&r).iter().any(|e| e == "CANCELLED"), "{r}");
+    let r = env
+        .client
+        .delete(&url)
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 409);
+    env.shutdown().await;
+}
+
+async fn cancel_only_before_sending(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let iccid = env.iccid(0).expect("card");
+    let done = post_ok(
+        &env,
+        &cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]})),
+    )
+    .await;
+    env.wait_done(&done, Duration::from_secs(20))
+        .await
+        .expect("done");
+    let url = |id: &str| format!("{}/api/v1/ota/commands/{id}", env.server.base_url());
+    let r = env
+        .client
+        .delete(url(&done))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 409);
+    let body: Value = r.json().await.unwrap_or_default();
+    assert_eq!(body["error"], "INVALID_STATE");
+    assert_eq!(body["commandId"], done.as_str());
+    let r = env
+        .client
+        .delete(url("nope"))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 404);
+    // A sequential batch's second command waits for the first, so it can often be cancelled.
+    let (code, b) = env
+        .post(
+            "/api/v1/ota/batch",
+            &json!({"commands": [
+                cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]})),
+                cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]})),
+            ], "options": {"parallel": false}}),
+        )
+        .await
+        .expect("batch");
+    assert_eq!(code, 202, "{b}");
+    let second = b["commandIds"][1].as_str().unwrap_or_default().to_string();
+    let r = env
+        .client
+        .delete(url(&second))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .expect("delete");
+    let code = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or_default();
+    // Either it was still pending (cancelled) or, on a fast machine, already sent (409).
+    assert!(code == 200 || code == 409, "{code} {body}");
+    let r = env
+        .wait_done(&second, Duration::from_secs(20))
+        .await
+        .expect("done");
+    if code == 200 {
+        assert_eq!(r["status"], "CANCELLED", "{r}");
+    } else {
+        assert_eq!(r["status"], "SUCCESS", "{r}");
+    }
+    env.shutdown().await;
+}
+
+async fn auth_and_tenancy(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let iccid = env.iccid(0).expect("card");
+    let base = env.server.base_url();
+    let r = env
+        .client
+        .get(format!("{base}/api/v1/ota/metrics"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = env
+        .client
+        .get(format!("{base}/api/v1/ota/metrics"))
+        .bearer_auth("otagw_0000")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 401);
+    let (code, _) = env
+        .get_unauthenticated("/api/v1/ota/health")
+        .await
+        .expect("health");
+    assert_eq!(code, 200);
+    let id = post_ok(
+        &env,
+        &cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]})),
+    )
+    .await;
+    // Another account sees neither the command nor the card.
+    let other = env
+        .server
+        .store
+        .create_account("other", otagw::gateway::now_ms())
+        .await
+        .expect("account");
+    let token = env
+        .server
+        .store
+        .create_token(&other.id, "t", otagw::gateway::now_ms())
+        .await
+        .expect("token");
+    for path in [
+        format!("/api/v1/ota/commands/{id}"),
+        format!("/api/v1/cards/{iccid}"),
+    ] {
+        let r = env
+            .client
+            .get(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status().as_u16(), 404, "{path}");
+    }
+    let r = env
+        .client
+        .delete(format!("{base}/api/v1/ota/commands/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 404);
+    // Nor can it send to the card.
+    let r = env
+        .client
+        .post(format!("{base}/api/v1/ota/commands"))
+        .bearer_auth(&token)
+        .json(&cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]})))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 404);
+    env.wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    env.shutdown().await;
+}
+
+async fn batch_sequential_with_stop_on_error(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let iccid = env.iccid(3).expect("card");
+    let ok = cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]}));
+    let bad = cmd("RFM", &iccid, json!({"apdus": ["00A40004026FFF"]}));
+    let (code, b) = env
+        .post(
+            "/api/v1/ota/batch",
+            &json!({"commands": [ok, bad, ok], "options": {"parallel": false, "stopOnError": true, "maxRetries": 1}}),
+        )
+        .await
+        .expect("batch");
+    assert_eq!(code, 202, "{b}");
+    let batch = b["batchId"].as_str().unwrap_or_default().to_string();
+    let ids: Vec<String> = b["commandIds"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids.len(), 3);
+    let mut statuses = Vec::new();
+    for id in &ids {
+        let r = env
+            .wait_done(id, Duration::from_secs(20))
+            .await
+            .expect("done");
+        statuses.push(r["status"].as_str().unwrap_or("").to_string());
+    }
+    assert_eq!(statuses, ["SUCCESS", "FAILED", "CANCELLED"]);
+    let (code, r) = env
+        .get(&format!("/api/v1/ota/batch/{batch}"))
+        .await
+        .expect("batch");
+    assert_eq!(code, 200);
+    assert_eq!(r["total"], 3);
+    assert_eq!(r["finished"], true);
+    assert_eq!(r["totals"]["SUCCESS"], 1, "{r}");
+    // Errors name the command in the batch.
+    let (code, e) = env
+        .post(
+            "/api/v1/ota/batch",
+            &json!({"commands": [ok, cmd("RFM", &iccid, json!({"apdus": ["zz"]}))]}),
+        )
+        .await
+        .expect("batch");
+    assert_eq!(code, 422, "{e}");
+    assert!(
+        e["field"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("commands[1].data.apdus"),
+        "{e}"
+    );
+    env.shutdown().await;
+}
+
+async fn key_rotation_then_commands_use_the_new_keys(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let iccid = env.iccid(4).expect("card");
+    let msisdn = env.msisdn(4).expect("card");
+    let old = env
+        .fleet
+        .with_card(&msisdn, |c| c.key_set(1).map(|k| k.kic().to_vec()))
+        .flatten()
+        .unwrap_or_default();
+    let (code, r) = env
+        .post("/api/v1/ota/security/rotate-keys", &json!({"iccid": iccid}))
+        .await
+        .expect("rotate");
+    assert_eq!(code, 202, "{r}");
+    let id = r["commands"][0]["commandId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let done = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(done["status"], "SUCCESS", "{done}");
+    let new = env
+        .fleet
+        .with_card(&msisdn, |c| c.key_set(1).map(|k| k.kic().to_vec()))
+        .flatten()
+        .unwrap_or_default();
+    assert_ne!(old, new, "the card's KIc changed");
+    let (_, status) = env
+        .get("/api/v1/ota/security/status")
+        .await
+        .expect("status");
+    let card = status["cards"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["iccid"] == iccid.as_str()).cloned())
+        .unwrap_or_default();
+    assert!(
+        card["keyVersions"][0]["lastRotation"].as_i64().is_some(),
+        "{card}"
+    );
+    // The next command is secured with the new keys and the card accepts it.
+    let id = post_ok(
+        &env,
+        &cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]})),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    env.shutdown().await;
+}
+
+async fn documents_and_metrics(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let (code, doc) = env
+        .get_unauthenticated("/api/v1/openapi.json")
+        .await
+        .expect("doc");
+    assert_eq!(code, 200);
+    for path in [
+        "/api/v1/ota/commands",
+        "/api/v1/ota/commands/{commandId}",
+        "/api/v1/ota/batch",
+        "/api/v1/ota/batch/{batchId}",
+        "/api/v1/ota/security/rotate-keys",
+        "/api/v1/ota/security/status",
+        "/api/v1/ota/metrics",
+        "/api/v1/ota/health",
+        "/api/v1/cards",
+        "/api/v1/cards/{iccid}",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    let iccid = env.iccid(0).expect("card");
+    let id = post_ok(
+        &env,
+        &cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]})),
+    )
+    .await;
+    env.wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    let text = env
+        .client
+        .get(format!("{}/metrics", env.server.base_url()))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        text.contains("otagw_commands_finished_total{transport=\"sms\",status=\"SUCCESS\""),
+        "{text}"
+    );
+    env.shutdown().await;
+}
+
+async fn webhooks_get_signed_events(backend: &str) {
+    use std::sync::{Arc, Mutex};
+    let env = env_for(backend, DevOptions::default()).await;
+    let seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let s = s.clone();
+            async move {
+                s.lock().map(|mut v| v.push((headers, body))).ok();
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let secret = "a-secret-of-some-length";
+    let (code, w) = env
+        .post(
+            "/api/v1/webhooks",
+            &json!({"url": format!("http://{addr}/hook"), "secret": secret}),
+        )
+        .await
+        .expect("webhook");
+    assert_eq!(code, 201, "{w}");
+    let iccid = env.iccid(0).expect("card");
+    let id = post_ok(
+        &env,
+        &cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]})),
+    )
+    .await;
+    env.wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    let mut completed = None;
+    for _ in 0..200 {
+        completed = seen.lock().ok().and_then(|v| {
+            v.iter()
+                .find(|(h, _)| {
+                    h.get("x-otagw-event").and_then(|e| e.to_str().ok())
+                        == Some("command.completed")
+                })
+                .cloned()
+        });
+        if completed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (headers, body) = completed.expect("a command.completed webhook");
+    let ts: i64 = headers["x-otagw-timestamp"]
+        .to_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    let sig = headers["x-otagw-signature"].to_str().unwrap_or("");
+    assert!(otagw::api::webhook::verify(
+        secret.as_bytes(),
+        ts,
+        body.as_bytes(),
+        sig
+    ));
+    assert!(!otagw::api::webhook::verify(
+        b"another-secret-xxxxx",
+        ts,
+        body.as_bytes(),
+        sig
+    ));
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(v["data"]["commandId"], id.as_str());
+    assert_eq!(v["data"]["status"], "SUCCESS");
+    env.shutdown().await;
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name("sqlite").await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name("postgres").await })*
+        }
+    };
+}
+
+both_backends!(
+    rfm_round_trip_and_history,
+    file_and_profile_updates_change_the_card,
+    error_status_word_fails_the_command,
+    bad_input_names_the_field,
+    cancel_a_pending_command,
+    cancel_only_before_sending,
+    auth_and_tenancy,
+    batch_sequential_with_stop_on_error,
+    key_rotation_then_commands_use_the_new_keys,
+    documents_and_metrics,
+    webhooks_get_signed_events,
+);

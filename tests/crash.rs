@@ -1,0 +1,302 @@
+//! Crash test: `otagw serve` is killed (SIGKILL) in the middle of a stream of commands and
+//! started again. Every command must end exactly once, and no card may see a counter twice
+//! (the SMSC simulator, a separate process, journals what each virtual card ran).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_otagw");
+const CARDS: usize = 12;
+const SEED: u64 = 5;
+const COMMANDS: usize = 240;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn otagw(dir: &Path, args: &[&str], envs: &[(&str, String)]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("OTAGW_DATA_DIR", dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c
+}
+
+fn output(mut c: Command) -> String {
+    let out = c.stdout(Stdio::piped()).output().expect("run otagw");
+    assert!(out.status.success(), "{:?} failed", c);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+async fn wait_healthy(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/api/v1/ota/health")).send().await {
+            if r.status().as_u16() == 200 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not become healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn journal(path: &PathBuf) -> Vec<(String, String, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((
+                f.first()?.to_string(),
+                f.get(2)?.to_string(),
+                f.get(4)?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_every_command_ends_once_and_no_counter_repeats() {
+    let dir = otagw::devkit::temp_dir("otagw-crash").expect("dir");
+    let smpp_port = free_port();
+    let api_port = free_port();
+    let journal_path = dir.join("journal.txt");
+    let _smsc = Killed(
+        otagw(
+            &dir,
+            &[
+                "smsc-sim",
+                "--listen",
+                &format!("127.0.0.1:{smpp_port}"),
+                "--cards",
+                &CARDS.to_string(),
+                "--seed",
+                &SEED.to_string(),
+                "--algorithm",
+                "aes",
+                "--journal",
+                journal_path.to_str().unwrap_or_default(),
+                // Half the messages reach the card 0.1-1 s late, some are lost or throttled:
+                // the kill finds commands in every state, and lost ones are resent.
+                "--delay-share",
+                "0.5",
+                "--drop-share",
+                "0.03",
+                "--throttle-share",
+                "0.03",
+            ],
+            &[],
+        )
+        .spawn()
+        .expect("smsc-sim"),
+    );
+    let envs = vec![
+        ("OTAGW_API_LISTEN", format!("127.0.0.1:{api_port}")),
+        ("OTAGW_SMPP_ADDRESS", format!("127.0.0.1:{smpp_port}")),
+        ("OTAGW_GATEWAY_ID", "crash-test".to_string()),
+        ("OTAGW_POR_TIMEOUT_SECS", "3".to_string()),
+        ("OTAGW_RETRY_ATTEMPTS", "4".to_string()),
+    ];
+    output(otagw(
+        &dir,
+        &["account", "create", "--name", "crash"],
+        &envs,
+    ));
+    let token = output(otagw(
+        &dir,
+        &["token", "create", "--account", "crash"],
+        &envs,
+    ));
+    assert!(token.starts_with("otagw_"), "{token}");
+    let base = format!("http://127.0.0.1:{api_port}");
+    let client = reqwest::Client::new();
+    let mut serve = Killed(otagw(&dir, &["serve"], &envs).spawn().expect("serve"));
+    wait_healthy(&client, &base).await;
+
+    // The same fleet the simulator generated (same seed), added over REST.
+    let fleet =
+        otagw::sim::Fleet::generate(CARDS, SEED, otagw::devkit::fleet_defaults()).expect("fleet");
+    let r = client
+        .post(format!("{base}/api/v1/cards"))
+        .bearer_auth(&token)
+        .json(&otagw::devkit::cards_body(&fleet))
+        .send()
+        .await
+        .expect("cards");
+    assert_eq!(r.status().as_u16(), 201);
+    let iccids: Vec<String> = (0..CARDS)
+        .filter_map(|i| {
+            fleet
+                .msisdn_at(i)
+                .and_then(|m| fleet.with_card(&m, |c| c.iccid()))
+        })
+        .collect();
+
+    let mut ids = Vec::new();
+    let mut killed_at = None;
+    for i in 0..COMMANDS {
+        let iccid = &iccids[i % CARDS];
+        let body = json!({
+            "commandId": format!("c{i:04}"),
+            "type": "RFM",
+            "target": {"iccid": iccid},
+            "security": {"spi": "1639", "kic": "12", "kid": "12", "tar": "B00010"},
+            "data": {"apdus": ["00A40004023F00", "00A40004027FFF", "00A40004026F46",
+                format!("00D6000011{:02X}{}", i % 256, "00".repeat(16))]},
+        });
+        // While the gateway is down, keep trying: the client side of a real integrator.
+        loop {
+            match client
+                .post(format!("{base}/api/v1/ota/commands"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(r) if r.status().as_u16() == 202 => break,
+                Ok(r) if r.status().as_u16() == 409 => break, // stored before the crash
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        ids.push(format!("c{i:04}"));
+        if i == COMMANDS / 3 {
+            // Kill the gateway without warning while commands are in flight.
+            let m: Value = client
+                .get(format!("{base}/api/v1/ota/metrics"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("metrics")
+                .json()
+                .await
+                .unwrap_or_default();
+            let open: u64 = ["PENDING", "SENT", "DELIVERED"]
+                .iter()
+                .map(|s| m["byStatus"][*s].as_u64().unwrap_or(0))
+                .sum();
+            assert!(open > 0, "nothing in flight to crash on: {m}");
+            eprintln!(
+                "crash test: killing the gateway with {} open: {}",
+                open, m["byStatus"]
+            );
+            let _ = serve.0.kill();
+            let _ = serve.0.wait();
+            killed_at = Some(i);
+            serve = Killed(otagw(&dir, &["serve"], &envs).spawn().expect("serve again"));
+            wait_healthy(&client, &base).await;
+        }
+    }
+    assert!(killed_at.is_some());
+
+    // Every command ends, exactly once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut results: BTreeMap<String, Value> = BTreeMap::new();
+    while results.len() < ids.len() {
+        for id in &ids {
+            if results.contains_key(id) {
+                continue;
+            }
+            let r: Value = client
+                .get(format!("{base}/api/v1/ota/commands/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .unwrap_or_default();
+            if matches!(
+                r["status"].as_str(),
+                Some("SUCCESS" | "FAILED" | "EXPIRED" | "CANCELLED")
+            ) {
+                results.insert(id.clone(), r);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} commands ended",
+            results.len(),
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut by_status: HashMap<String, usize> = HashMap::new();
+    for (id, r) in &results {
+        *by_status
+            .entry(r["status"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+        let terminal = r["events"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter(|x| {
+                        matches!(
+                            x["kind"].as_str(),
+                            Some("SUCCESS" | "FAILED" | "EXPIRED" | "CANCELLED")
+                        )
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(terminal, 1, "{id} ended {terminal} times: {r}");
+    }
+    eprintln!("crash test: {by_status:?}");
+    assert_eq!(by_status.get("SUCCESS"), Some(&ids.len()), "{by_status:?}");
+
+    // The cards' side: no card ran a counter twice; every command ran exactly once.
+    let ran = journal(&journal_path);
+    let mut per_card: HashMap<String, Vec<u64>> = HashMap::new();
+    for (msisdn, status, counter) in &ran {
+        if status == "00" {
+            per_card.entry(msisdn.clone()).or_default().push(*counter);
+        }
+    }
+    let mut executed = 0;
+    for (msisdn, counters) in &per_card {
+        let distinct: HashSet<_> = counters.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            counters.len(),
+            "card {msisdn} ran a counter twice: {counters:?}"
+        );
+        executed += counters.len();
+    }
+    assert_eq!(executed, ids.len(), "packets the cards ran vs commands");
+    // And the gateway's counters are the cards' counters.
+    let mut stored: HashMap<String, HashSet<u64>> = HashMap::new();
+    for r in results.values() {
+        let iccid = r["target"]["iccid"].as_str().unwrap_or("").to_string();
+        let c = r["counter"].as_u64().expect("a counter");
+        assert!(
+            stored.entry(iccid).or_default().insert(c),
+            "counter {c} stored twice"
+        );
+    }
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&dir);
+}
