@@ -76,6 +76,9 @@ pub struct DevEnv {
     pub client: reqwest::Client,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The configuration the gateway runs with (peers start from it).
+    pub config: Config,
+    master_key: [u8; 32],
 }
 
 /// The fleet's defaults: AES-128 CBC and CMAC, key version 1.
@@ -164,8 +167,14 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
     if options.paused {
         config.pipeline.max_in_flight = 0;
     }
+    let master_key: [u8; 32] = {
+        use rand::RngCore;
+        let mut k = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut k);
+        k
+    };
     let store: Arc<dyn Store> = Arc::new(
-        SqlStore::connect(&config.store_url(), MasterKey::generate())
+        SqlStore::connect(&config.store_url(), MasterKey::from_bytes(master_key))
             .await
             .map_err(err)?,
     );
@@ -194,6 +203,8 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         token,
         client,
         data_dir,
+        config,
+        master_key,
     };
     let response = env.post("/api/v1/cards", &cards_body(&env.fleet)).await?;
     if response.0 != 201 {
@@ -289,6 +300,20 @@ impl DevEnv {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Another gateway on the same store and the same SMSC (its own id, its own API port):
+    /// two gateways sharing one database.
+    pub async fn start_peer(&self, gateway_id: &str) -> Result<ServerHandle, DevkitError> {
+        let mut config = self.config.clone();
+        config.gateway_id = Some(gateway_id.to_string());
+        config.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let store: Arc<dyn Store> = Arc::new(
+            SqlStore::connect(&config.store_url(), MasterKey::from_bytes(self.master_key))
+                .await
+                .map_err(err)?,
+        );
+        server::start_with_store(&config, store).await.map_err(err)
     }
 
     /// The MSISDN of the fleet's card number `i`.

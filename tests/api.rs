@@ -693,6 +693,75 @@ async fn webhooks_get_signed_events(backend: &str) {
     env.shutdown().await;
 }
 
+/// Two gateways on one database and one SMSC: each command is sent once, by one of them, and
+/// the PoRs (which the SMSC spreads over both gateways' binds) reach their commands.
+async fn two_gateways_never_send_a_command_twice(backend: &str) {
+    let env = env_for(
+        backend,
+        DevOptions {
+            cards: 20,
+            ..DevOptions::default()
+        },
+    )
+    .await;
+    let peer = env.start_peer("otagw-peer").await.expect("peer gateway");
+    let bases = [env.server.base_url(), peer.base_url()];
+    let n = 120;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let iccid = env.iccid(i % 20).expect("card");
+        let r = env
+            .client
+            .post(format!("{}/api/v1/ota/commands", bases[i % 2]))
+            .bearer_auth(&env.token)
+            .json(&cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]})))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status().as_u16(), 202);
+        let v: Value = r.json().await.unwrap_or_default();
+        ids.push(v["commandId"].as_str().unwrap_or_default().to_string());
+    }
+    for id in &ids {
+        let r = env
+            .wait_done(id, Duration::from_secs(60))
+            .await
+            .expect("done");
+        assert_eq!(r["status"], "SUCCESS", "{r}");
+        assert_eq!(r["attempts"], 1, "{r}");
+        let kinds = events(&r);
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "SENT").count(),
+            1,
+            "{kinds:?}"
+        );
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "SUCCESS").count(),
+            1,
+            "{kinds:?}"
+        );
+    }
+    // Each card ran each of its commands once: its counter moved once per command.
+    for i in 0..20 {
+        let msisdn = env.msisdn(i).expect("card");
+        let counter = env
+            .fleet
+            .with_card(&msisdn, |c| c.key_set(1).map(|k| k.counter().value()))
+            .flatten()
+            .unwrap_or(0);
+        assert_eq!(counter, (n / 20) as u64, "card {i}");
+    }
+    // On PostgreSQL (the backend for several gateways) both sent some of the commands. (On
+    // one SQLite file the first gateway to claim may take everything.)
+    let sends = (env.server.gateway.sends(), peer.gateway.sends());
+    assert_eq!(sends.0 + sends.1, n as u64, "sends {sends:?}");
+    if backend == "postgres" {
+        assert!(sends.0 > 0 && sends.1 > 0, "sends {sends:?}");
+    }
+    peer.shutdown().await;
+    env.shutdown().await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -718,4 +787,5 @@ both_backends!(
     key_rotation_then_commands_use_the_new_keys,
     documents_and_metrics,
     webhooks_get_signed_events,
+    two_gateways_never_send_a_command_twice,
 );

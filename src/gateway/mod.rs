@@ -213,6 +213,11 @@ impl Gateway {
         self.shared.webhooks.as_ref()
     }
 
+    /// Send attempts this gateway made (or waits for a PoR of, after a restart).
+    pub fn sends(&self) -> u64 {
+        self.shared.log.allocated()
+    }
+
     /// Commands held in memory (running or parked).
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)

@@ -19,8 +19,12 @@ use crate::dispatch::OtaOutcome;
 use crate::security::{Counter, Spi};
 use crate::store::Store;
 
+/// How often a command waiting for its PoR checks whether it ended elsewhere.
+const ENDED_ELSEWHERE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Which command each send attempt (transport message id) belongs to, for delivery reports.
 pub struct MessageLog {
+    first: u64,
     next: AtomicU64,
     by_id: Mutex<HashMap<MessageId, (String, String)>>,
 }
@@ -29,6 +33,7 @@ impl MessageLog {
     /// Ids start at `first` (derive it from the clock so they differ across restarts).
     pub fn new(first: u64) -> Self {
         Self {
+            first,
             next: AtomicU64::new(first),
             by_id: Mutex::new(HashMap::new()),
         }
@@ -55,6 +60,11 @@ impl MessageLog {
                 m.remove(id);
             }
         }
+    }
+
+    /// Send attempts so far (ids handed out).
+    pub fn allocated(&self) -> u64 {
+        self.next.load(Ordering::Relaxed) - self.first
     }
 
     /// Ids remembered.
@@ -160,7 +170,24 @@ async fn send(store: Arc<dyn Store>, log: Arc<MessageLog>, job: Job) -> Result<D
             .await
             .map_err(JobError::Transport)?
     };
-    let outcome = rx.await;
+    // The PoR may reach another gateway sharing the store (the SMSC picks the bind), which
+    // then ends the command there: a command still waiting here after a while looks it up.
+    let ended_elsewhere = async {
+        loop {
+            tokio::time::sleep(ENDED_ELSEWHERE_POLL).await;
+            if let Ok(Some(r)) = store.command_by_id(&record.account_id, &record.id).await {
+                if r.status.is_terminal() {
+                    return r.status;
+                }
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = rx => outcome,
+        status = ended_elsewhere => {
+            return Err(JobError::Skipped(format!("ended elsewhere as {status}")));
+        }
+    };
     drop(guard);
     match outcome {
         Ok(OtaOutcome::Por(por)) => Ok(Done {
