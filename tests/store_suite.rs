@@ -1542,6 +1542,41 @@ async fn persistence_across_reopen(b: Backend) {
     assert_eq!(store.reserve_counter(&iccid(1), 1).await.unwrap(), 5);
 }
 
+async fn delivery_reports(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let ids = sent_commands(&store, &a, 2, "gw").await;
+    // SENT -> DELIVERED with its time.
+    assert!(store.record_delivery(&a, &ids[0], 300).await.unwrap());
+    let (rec, events) = store.command(&a, &ids[0]).await.unwrap().unwrap();
+    assert_eq!(rec.status, CommandStatus::Delivered);
+    assert_eq!(rec.delivered_at, Some(300));
+    assert_eq!(events.last().unwrap().kind, "DELIVERED");
+    // A second report changes nothing.
+    assert!(!store.record_delivery(&a, &ids[0], 400).await.unwrap());
+    let (rec, events2) = store.command(&a, &ids[0]).await.unwrap().unwrap();
+    assert_eq!(rec.delivered_at, Some(300));
+    assert_eq!(events2.len(), events.len());
+    // The PoR came first: the command stays SUCCESS, the report's time is kept.
+    let t = transition(
+        &[CommandStatus::Sent, CommandStatus::Delivered],
+        CommandStatus::Success,
+        "SUCCESS",
+        350,
+    );
+    assert!(store.transition(&a, &ids[1], &t).await.unwrap());
+    assert!(!store.record_delivery(&a, &ids[1], 500).await.unwrap());
+    let (rec, events) = store.command(&a, &ids[1]).await.unwrap().unwrap();
+    assert_eq!(rec.status, CommandStatus::Success);
+    assert_eq!(rec.delivered_at, Some(500));
+    assert_eq!(rec.completed_at, Some(350));
+    assert_eq!(events.last().unwrap().kind, "DELIVERED");
+    // Another account's command is not touched.
+    let other = account(&store, "b").await;
+    assert!(!store.record_delivery(&other, &ids[1], 600).await.unwrap());
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1580,6 +1615,7 @@ suite!(
     webhooks_and_applets,
     stats,
     persistence_across_reopen,
+    delivery_reports,
 );
 
 #[tokio::test]

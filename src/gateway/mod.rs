@@ -597,25 +597,17 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
             }
             DispatchNote::Delivered { id } => {
                 if let Some((account, command)) = shared.log.command_of(id) {
-                    let t = Transition {
-                        from: vec![CommandStatus::Sent],
-                        to: CommandStatus::Delivered,
-                        event: "DELIVERED".into(),
-                        detail: String::new(),
-                        response: None,
-                        error: None,
-                        at: now_ms(),
-                    };
-                    if let Ok(true) = shared.store.transition(&account, &command, &t).await {
+                    let at = now_ms();
+                    if let Ok(true) = shared.store.record_delivery(&account, &command, at).await {
                         shared.metrics.delivered();
-                        if let Some(w) = &shared.webhooks {
-                            w.publish(WebhookEvent {
-                                account_id: account.clone(),
-                                event: "command.delivered".into(),
-                                data: serde_json::json!({"commandId": command}),
-                                at: t.at,
-                            });
-                        }
+                    }
+                    if let Some(w) = &shared.webhooks {
+                        w.publish(WebhookEvent {
+                            account_id: account.clone(),
+                            event: "command.delivered".into(),
+                            data: serde_json::json!({"commandId": command}),
+                            at,
+                        });
                     }
                 }
             }

@@ -26,8 +26,19 @@ const ENDED_ELSEWHERE_POLL: std::time::Duration = std::time::Duration::from_secs
 pub struct MessageLog {
     first: u64,
     next: AtomicU64,
-    by_id: Mutex<HashMap<MessageId, (String, String)>>,
+    by_id: Mutex<LogMap>,
 }
+
+/// Ids kept after their command's PoR: delivery reports often come after it. The oldest go
+/// first once there are more than [`LOG_CAPACITY`].
+#[derive(Default)]
+struct LogMap {
+    map: HashMap<MessageId, (String, String)>,
+    order: std::collections::VecDeque<MessageId>,
+}
+
+/// Send attempts remembered for their delivery reports.
+pub const LOG_CAPACITY: usize = 200_000;
 
 impl MessageLog {
     /// Ids start at `first` (derive it from the clock so they differ across restarts).
@@ -35,7 +46,7 @@ impl MessageLog {
         Self {
             first,
             next: AtomicU64::new(first),
-            by_id: Mutex::new(HashMap::new()),
+            by_id: Mutex::new(LogMap::default()),
         }
     }
 
@@ -43,23 +54,21 @@ impl MessageLog {
     pub fn allocate(&self, account_id: &str, command_id: &str) -> MessageId {
         let id = MessageId(self.next.fetch_add(1, Ordering::Relaxed));
         if let Ok(mut m) = self.by_id.lock() {
-            m.insert(id, (account_id.to_string(), command_id.to_string()));
+            m.map
+                .insert(id, (account_id.to_string(), command_id.to_string()));
+            m.order.push_back(id);
+            while m.order.len() > LOG_CAPACITY {
+                if let Some(old) = m.order.pop_front() {
+                    m.map.remove(&old);
+                }
+            }
         }
         id
     }
 
     /// The command a message id belongs to.
     pub fn command_of(&self, id: MessageId) -> Option<(String, String)> {
-        self.by_id.lock().ok().and_then(|m| m.get(&id).cloned())
-    }
-
-    /// Forgets the ids of a finished command's sends.
-    pub fn forget(&self, ids: &[MessageId]) {
-        if let Ok(mut m) = self.by_id.lock() {
-            for id in ids {
-                m.remove(id);
-            }
-        }
+        self.by_id.lock().ok().and_then(|m| m.map.get(&id).cloned())
     }
 
     /// Send attempts so far (ids handed out).
@@ -69,7 +78,7 @@ impl MessageLog {
 
     /// Ids remembered.
     pub fn len(&self) -> usize {
-        self.by_id.lock().map(|m| m.len()).unwrap_or(0)
+        self.by_id.lock().map(|m| m.map.len()).unwrap_or(0)
     }
 
     /// Whether none are remembered.
@@ -95,14 +104,12 @@ impl SendService {
 /// Stops the in-memory wait when the send future is dropped (timeout) or done.
 struct WaitGuard {
     dispatcher: SharedDispatcher,
-    log: Arc<MessageLog>,
     id: MessageId,
 }
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
         self.dispatcher.forget(self.id);
-        self.log.forget(&[self.id]);
     }
 }
 
@@ -117,7 +124,6 @@ async fn send(store: Arc<dyn Store>, log: Arc<MessageLog>, job: Job) -> Result<D
     let id = log.allocate(&record.account_id, &record.id);
     let guard = WaitGuard {
         dispatcher: route.dispatcher.clone(),
-        log: log.clone(),
         id,
     };
     let counter = Counter::new(secured.counter).map_err(|e| JobError::Fail {

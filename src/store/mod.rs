@@ -451,6 +451,15 @@ pub trait Store: Send + Sync {
         id: &str,
         t: &Transition,
     ) -> Result<bool, StoreError>;
+    /// A delivery report: sets delivered_at (the first one counts), moves SENT to DELIVERED,
+    /// and appends event DELIVERED, also when the PoR came first and the command has ended.
+    /// Returns whether the command moved to DELIVERED.
+    async fn record_delivery(
+        &self,
+        account_id: &str,
+        id: &str,
+        at: Millis,
+    ) -> Result<bool, StoreError>;
     /// Appends an event without changing the status (ACCEPTED, RETRY, a rejected PoR, ...).
     async fn add_event(
         &self,

@@ -1480,6 +1480,57 @@ impl Store for SqlStore {
         Ok(true)
     }
 
+    async fn record_delivery(
+        &self,
+        account_id: &str,
+        id: &str,
+        at: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE commands SET status = 'DELIVERED', updated_at = $3, delivered_at = $3 \
+             WHERE account_id = $1 AND id = $2 AND status = 'SENT'",
+        )
+        .bind(account_id)
+        .bind(id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe)?
+        .rows_affected()
+            > 0;
+        let known = moved
+            || sqlx::query(
+                "UPDATE commands SET delivered_at = $3 \
+                 WHERE account_id = $1 AND id = $2 AND delivered_at IS NULL",
+            )
+            .bind(account_id)
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(dbe)?
+            .rows_affected()
+                > 0;
+        if !known {
+            // A second report for the same command, or an unknown command: nothing to add.
+            tx.rollback().await.map_err(dbe)?;
+            return Ok(false);
+        }
+        insert_event(
+            self.dialect,
+            &mut tx,
+            account_id,
+            id,
+            at,
+            "DELIVERED",
+            String::new(),
+        )
+        .await?;
+        tx.commit().await.map_err(dbe)?;
+        Ok(moved)
+    }
+
     async fn add_event(
         &self,
         account_id: &str,
