@@ -762,6 +762,140 @@ async fn two_gateways_never_send_a_command_twice(backend: &str) {
     env.shutdown().await;
 }
 
+/// An IJC load file of about `method_len` octets of method code (the package of the script
+/// tests, with a larger Method component so that it needs several SMS).
+fn ijc(method_len: usize) -> Vec<u8> {
+    let mut out = hex::decode(
+        "010010DECAFFED010204000106F00102030405020003AABBCC0400010003000B0107F0010203040501002A\
+         0600021111",
+    )
+    .unwrap_or_default();
+    out.push(0x07);
+    out.extend_from_slice(&(method_len as u16).to_be_bytes());
+    out.extend((0..method_len).map(|i| (i % 251) as u8));
+    out.extend(hex::decode("08000133050002444409000155").unwrap_or_default());
+    out
+}
+
+async fn applet_upload_install_delete(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let iccid = env.iccid(0).expect("card");
+    let msisdn = env.msisdn(0).expect("card");
+    let url = format!("{}/api/v1/applets?name=hello", env.server.base_url());
+    let r = env
+        .client
+        .post(&url)
+        .bearer_auth(&env.token)
+        .body(b"not a cap".to_vec())
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status().as_u16(), 422);
+    let r = env
+        .client
+        .post(&url)
+        .bearer_auth(&env.token)
+        .body(ijc(1500))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status().as_u16(), 201);
+    let up: Value = r.json().await.unwrap_or_default();
+    let applet = up["appletId"].as_str().unwrap_or_default().to_string();
+    let mut install = cmd(
+        "APP_INSTALL",
+        &iccid,
+        json!({"parameters": {"appletId": applet, "instanceAid": "F001020304050102"}}),
+    );
+    install["security"]["tar"] = json!("000000");
+    let id = post_ok(&env, &install).await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(30))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    let instances = env
+        .fleet
+        .with_card(&msisdn, |c| {
+            c.registry()
+                .applets()
+                .iter()
+                .map(|a| a.aid.to_string())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    assert!(
+        instances.iter().any(|a| a == "F001020304050102"),
+        "{instances:?}"
+    );
+    let mut delete = cmd(
+        "APP_DELETE",
+        &iccid,
+        json!({"parameters": {"aid": "F00102030405", "related": true}}),
+    );
+    delete["security"]["tar"] = json!("000000");
+    let id = post_ok(&env, &delete).await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(30))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    let left = env
+        .fleet
+        .with_card(&msisdn, |c| {
+            c.registry().applets().len() + c.registry().load_files().len()
+        })
+        .unwrap_or(99);
+    assert_eq!(left, 0);
+    // An applet of another account, or none: 404 naming the field.
+    let mut missing = install.clone();
+    missing["data"]["parameters"]["appletId"] = json!("nope");
+    let (code, body) = env
+        .post("/api/v1/ota/commands", &missing)
+        .await
+        .expect("post");
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(body["field"], "data.parameters.appletId");
+    env.shutdown().await;
+}
+
+async fn health_reports_the_smsc(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let (code, h) = env
+        .get_unauthenticated("/api/v1/ota/health")
+        .await
+        .expect("health");
+    assert_eq!(code, 200, "{h}");
+    assert_eq!(h["ready"], true);
+    assert_eq!(h["transports"][0]["name"], "sms");
+    let DevEnv {
+        server,
+        smsc,
+        client,
+        data_dir,
+        ..
+    } = env;
+    smsc.shutdown().await;
+    let mut last = (0, Value::Null);
+    for _ in 0..100 {
+        let r = client
+            .get(format!("{}/api/v1/ota/health", server.base_url()))
+            .send()
+            .await
+            .expect("health");
+        last = (r.status().as_u16(), r.json().await.unwrap_or_default());
+        if last.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last.0, 503, "{}", last.1);
+    assert_eq!(last.1["ready"], false);
+    assert_eq!(last.1["live"], true);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(data_dir);
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -788,4 +922,6 @@ both_backends!(
     documents_and_metrics,
     webhooks_get_signed_events,
     two_gateways_never_send_a_command_twice,
+    applet_upload_install_delete,
+    health_reports_the_smsc,
 );

@@ -1650,27 +1650,29 @@ async fn bad_urls_are_explained() {
     ));
 }
 
-/// Bulk provisioning speed: 1,000,000 cards with one key set each into SQLite in one call.
-/// Run with `cargo test --release --test store_suite -- --ignored bulk_provisioning`.
+/// Bulk provisioning: 20,000 cards with one key set each into SQLite in one call (the
+/// multi-row insert path, across many statements), all readable afterwards. Its speed is a
+/// benchmark matter (issue 5's provisioning benchmark), not asserted here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow: run in release mode to check the bulk provisioning budget"]
-async fn bulk_provisioning_one_million_sqlite() {
+async fn bulk_provisioning_sqlite() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.open().await;
     let a = account(&store, "bulk").await;
-    let cards: Vec<NewCard> = (0..1_000_000u64).map(|n| card(&iccid(n))).collect();
-    let started = std::time::Instant::now();
+    let n = 20_000u64;
+    let cards: Vec<NewCard> = (0..n).map(|i| card(&iccid(i))).collect();
     store.insert_cards(&a, &cards, 1).await.unwrap();
-    let took = started.elapsed();
-    eprintln!("1,000,000 cards inserted in {took:?}");
-    assert_eq!(
-        store
-            .key_set(&iccid(999_999), 1)
-            .await
-            .unwrap()
-            .unwrap()
-            .keys,
-        keys(1)
-    );
-    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+    for i in [0, n / 2, n - 1] {
+        assert_eq!(
+            store.key_set(&iccid(i), 1).await.unwrap().unwrap().keys,
+            keys(1)
+        );
+    }
+    // One duplicate among the next batch: nothing of it is written.
+    let mut more: Vec<NewCard> = (n..n + 500).map(|i| card(&iccid(i))).collect();
+    more.push(card(&iccid(7)));
+    assert!(matches!(
+        store.insert_cards(&a, &more, 2).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    assert!(store.card(&a, &iccid(n)).await.unwrap().is_none());
 }
