@@ -44,6 +44,8 @@ pub struct DevOptions {
     pub seed: u64,
     /// The gateway takes commands in but sends nothing (they stay PENDING).
     pub paused: bool,
+    /// SQLite `synchronous = NORMAL` (see [`crate::store::SqlOptions`]).
+    pub sqlite_synchronous_normal: bool,
 }
 
 impl Default for DevOptions {
@@ -58,6 +60,7 @@ impl Default for DevOptions {
             gateway_id: "otagw-dev".into(),
             seed: 7,
             paused: false,
+            sqlite_synchronous_normal: false,
         }
     }
 }
@@ -167,6 +170,10 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
     if options.paused {
         config.pipeline.max_in_flight = 0;
     }
+    if options.sqlite_synchronous_normal {
+        config.store.sqlite_synchronous = Some("normal".into());
+    }
+    let sql_options = config.sql_options().map_err(err)?;
     let master_key: [u8; 32] = {
         use rand::RngCore;
         let mut k = [0u8; 32];
@@ -174,9 +181,13 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         k
     };
     let store: Arc<dyn Store> = Arc::new(
-        SqlStore::connect(&config.store_url(), MasterKey::from_bytes(master_key))
-            .await
-            .map_err(err)?,
+        SqlStore::connect_with(
+            &config.store_url(),
+            MasterKey::from_bytes(master_key),
+            sql_options,
+        )
+        .await
+        .map_err(err)?,
     );
     let account = store
         .create_account(
@@ -309,9 +320,13 @@ impl DevEnv {
         config.gateway_id = Some(gateway_id.to_string());
         config.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let store: Arc<dyn Store> = Arc::new(
-            SqlStore::connect(&config.store_url(), MasterKey::from_bytes(self.master_key))
-                .await
-                .map_err(err)?,
+            SqlStore::connect_with(
+                &config.store_url(),
+                MasterKey::from_bytes(self.master_key),
+                config.sql_options().map_err(err)?,
+            )
+            .await
+            .map_err(err)?,
         );
         server::start_with_store(&config, store).await.map_err(err)
     }

@@ -136,7 +136,10 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> 
     })?;
     let key = master_key(config)?;
     let url = config.store_url();
-    let store = SqlStore::connect(&url, key)
+    let options = config
+        .sql_options()
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+    let store = SqlStore::connect_with(&url, key, options)
         .await
         .map_err(|e| ServerError::Store {
             url: redact(&url),

@@ -18,7 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::gateway::Gateway;
@@ -144,7 +144,3 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::limit::RequestBodyLimitLayer::new(16 << 20))
         .with_state(state)
 }
-
-// Keep `delete` imported for readers scanning the route table.
-#[allow(unused_imports)]
-use delete as _;

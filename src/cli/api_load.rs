@@ -34,6 +34,10 @@ pub struct ApiLoadArgs {
     /// SMPP window.
     #[arg(long, default_value_t = 100)]
     window: usize,
+    /// SQLite durability: `full` (every commit synced) or `normal` (survives process crashes,
+    /// not power loss).
+    #[arg(long, value_parser = ["full", "normal"], default_value = "full")]
+    sqlite_synchronous: String,
 }
 
 pub fn run(a: ApiLoadArgs) -> anyhow::Result<ExitCode> {
@@ -61,6 +65,7 @@ async fn load(a: ApiLoadArgs) -> anyhow::Result<ExitCode> {
             store_url,
             window: a.window,
             por_timeout: Duration::from_secs(30),
+            sqlite_synchronous_normal: a.sqlite_synchronous == "normal",
             ..DevOptions::default()
         })
         .await?,
@@ -68,10 +73,15 @@ async fn load(a: ApiLoadArgs) -> anyhow::Result<ExitCode> {
     let rss_setup = devkit::peak_rss_bytes().unwrap_or(0);
     let iccids: Arc<Vec<String>> = Arc::new((0..a.cards).filter_map(|i| env.iccid(i)).collect());
     println!(
-        "otagw api-load: {} RFM commands over REST, {} cards, store {}, {} requests in flight (setup {:.1} s)",
+        "otagw api-load: {} RFM commands over REST, {} cards, store {}{}, {} requests in flight (setup {:.1} s)",
         a.commands,
         a.cards,
         env.server.store.backend(),
+        if a.store == "sqlite" {
+            format!(" (synchronous {})", a.sqlite_synchronous)
+        } else {
+            String::new()
+        },
         a.concurrency,
         setup.elapsed().as_secs_f64()
     );

@@ -19,7 +19,7 @@ use crate::command::{
 use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
 
 pub use sealing::{MasterKey, SealingError};
-pub use sql::SqlStore;
+pub use sql::{SqlOptions, SqlStore};
 
 /// Milliseconds since the Unix epoch. The store never reads the clock: callers pass `now`.
 pub type Millis = i64;

@@ -79,6 +79,16 @@ impl std::fmt::Debug for SqlStore {
     }
 }
 
+/// Backend settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SqlOptions {
+    /// SQLite `synchronous = NORMAL` instead of `FULL`. In WAL mode NORMAL does not sync the
+    /// log on each commit: commits survive a crash of the process (SIGKILL) but the last ones
+    /// may be lost if the machine itself loses power, and with them counter reservations.
+    /// About 2x the commits per second on this machine.
+    pub sqlite_synchronous_normal: bool,
+}
+
 impl SqlStore {
     /// Connects to `url` and creates the schema if needed.
     ///
@@ -87,7 +97,21 @@ impl SqlStore {
     /// `postgres://user@host:port/database` (`postgresql://` too). Key values are sealed with
     /// `master_key` before they are written and opened with it when read.
     pub async fn connect(url: &str, master_key: MasterKey) -> Result<SqlStore, StoreError> {
+        Self::connect_with(url, master_key, SqlOptions::default()).await
+    }
+
+    /// Connects with options (see [`SqlOptions`]).
+    pub async fn connect_with(
+        url: &str,
+        master_key: MasterKey,
+        sql_options: SqlOptions,
+    ) -> Result<SqlStore, StoreError> {
         sqlx::any::install_default_drivers();
+        let synchronous = if sql_options.sqlite_synchronous_normal {
+            "PRAGMA synchronous = NORMAL"
+        } else {
+            "PRAGMA synchronous = FULL"
+        };
         let target = parse_url(url)?;
         let options = match &target {
             Target::Postgres(_) => AnyPoolOptions::new().max_connections(10),
@@ -102,12 +126,13 @@ impl SqlStore {
                 // slower end to end through the API than a single connection).
                 AnyPoolOptions::new()
                     .max_connections(1)
-                    .after_connect(|conn, _meta| {
+                    .after_connect(move |conn, _meta| {
                         Box::pin(async move {
                             conn.execute(
                                 format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str(),
                             )
                             .await?;
+                            conn.execute(synchronous).await?;
                             Ok(())
                         })
                     })
