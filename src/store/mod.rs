@@ -295,7 +295,7 @@ pub struct BatchRecord {
 }
 
 /// A webhook subscription.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Webhook {
     /// Id.
     pub id: String,
@@ -305,6 +305,18 @@ pub struct Webhook {
     pub url: String,
     /// HMAC-SHA256 secret (stored sealed).
     pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for Webhook {
+    // The secret is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("url", &self.url)
+            .field("secret_len", &self.secret.len())
+            .finish()
+    }
 }
 
 /// An uploaded applet (CAP or IJC), for APP_INSTALL.
