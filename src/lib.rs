@@ -7,6 +7,7 @@ pub mod devkit;
 pub mod dispatch;
 pub mod gateway;
 pub mod pipeline;
+pub mod provision;
 pub mod script;
 pub mod security;
 pub mod server;

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
-pub struct StoreArgs {
+pub(crate) struct StoreArgs {
     /// TOML configuration (as for `serve`).
     #[arg(long, env = "OTAGW_CONFIG")]
     config: Option<PathBuf>,
@@ -44,7 +44,7 @@ pub enum TokenCommand {
     },
 }
 
-fn with_store<T>(
+pub(crate) fn with_store<T>(
     args: &StoreArgs,
     f: impl AsyncFnOnce(std::sync::Arc<dyn otagw::store::Store>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {

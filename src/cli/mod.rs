@@ -3,6 +3,7 @@
 mod account;
 mod api_load;
 mod demo;
+mod provision;
 mod scp80;
 mod serve;
 mod sms_load;
@@ -52,6 +53,18 @@ enum Command {
     SmscSim(smsc_sim::SmscSimArgs),
     /// End-to-end load: gateway -> SMSC simulator -> virtual cards -> PoR, per send window.
     SmsLoad(sms_load::SmsLoadArgs),
+    /// Card profiles (applet, TARs, campaign defaults).
+    Profile {
+        #[command(subcommand)]
+        command: provision::ProfileCommand,
+    },
+    /// Provision cards from a SIM vendor output file (`VAR_OUT:` CSV), all or nothing.
+    Provision(provision::ProvisionArgs),
+    /// Card groups (cards of one profile).
+    Group {
+        #[command(subcommand)]
+        command: provision::GroupCommand,
+    },
 }
 
 /// Runs a parsed command line.
@@ -66,6 +79,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ApiLoad(args) => api_load::run(args),
         Command::SmscSim(args) => smsc_sim::run(args),
         Command::SmsLoad(args) => sms_load::run(args),
+        Command::Profile { command } => provision::run_profile(command),
+        Command::Provision(args) => provision::run_provision(args),
+        Command::Group { command } => provision::run_group(command),
     }
 }
 

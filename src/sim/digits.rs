@@ -118,7 +118,6 @@ pub(crate) fn luhn_digit_of(mut number: u64) -> u8 {
 }
 
 /// The Luhn check digit for `digits` (ISO/IEC 7812, as ICCIDs carry it).
-#[cfg(test)]
 pub(crate) fn luhn_digit(digits: &[u8]) -> u8 {
     let sum: u32 = digits
         .iter()

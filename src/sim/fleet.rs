@@ -187,7 +187,7 @@ fn random_key(state: &mut u64) -> [u8; 16] {
 
 /// A column of a vendor file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Column {
+pub(crate) enum Column {
     Iccid,
     Imsi,
     Msisdn,
@@ -199,7 +199,7 @@ enum Column {
     Ignored,
 }
 
-fn column(name: &str, main_version: u8) -> Column {
+pub(crate) fn column(name: &str, main_version: u8) -> Column {
     let numbered = |prefix: &str| -> Option<u8> {
         let n = name.strip_prefix(prefix)?;
         if n.is_empty() {
@@ -232,7 +232,7 @@ fn column(name: &str, main_version: u8) -> Column {
     }
 }
 
-fn parse_key(value: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn parse_key(value: &str) -> Result<Vec<u8>, String> {
     if !value.len().is_multiple_of(2) {
         return Err(format!(
             "{} hex digits, but a key is whole octets (16, 32, 48 or 64 hex digits)",
@@ -249,12 +249,82 @@ fn parse_key(value: &str) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-fn parse_counter(value: &str) -> Result<Counter, String> {
+pub(crate) fn parse_counter(value: &str) -> Result<Counter, String> {
     if value.is_empty() || value.len() > 10 {
         return Err("a counter is 1 to 10 hex digits".into());
     }
     let v = u64::from_str_radix(value, 16).map_err(|e| format!("not hex: {e}"))?;
     Counter::new(v).map_err(|e| e.to_string())
+}
+
+/// The column names of a `VAR_OUT:` header line (upper case), or `None` for another line.
+pub(crate) fn header_columns(line: &str) -> Option<Vec<String>> {
+    let upper = line
+        .trim()
+        .trim_start_matches('\u{feff}')
+        .to_ascii_uppercase();
+    let rest = upper.strip_prefix("VAR_OUT:")?;
+    Some(if rest.contains(',') {
+        rest.split(',').map(|c| c.trim().to_string()).collect()
+    } else {
+        rest.split(|c: char| c == '/' || c.is_whitespace())
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+}
+
+/// The kinds of a header's columns; refuses repeated columns and a header without ICCID,
+/// IMSI, MSISDN or any key column.
+pub(crate) fn check_columns(
+    header_line: usize,
+    columns: &[String],
+    main_version: u8,
+) -> Result<Vec<Column>, FleetError> {
+    let kinds: Vec<Column> = columns.iter().map(|c| column(c, main_version)).collect();
+    for (i, kind) in kinds.iter().enumerate() {
+        if *kind != Column::Ignored && kinds[..i].contains(kind) {
+            return Err(FleetError::Header {
+                line: header_line,
+                reason: format!(
+                    "column {} repeats an earlier column (KIC/KID count as version {})",
+                    columns.get(i).map_or("?", String::as_str),
+                    main_version
+                ),
+            });
+        }
+    }
+    for (kind, name) in [
+        (Column::Iccid, "ICCID"),
+        (Column::Imsi, "IMSI"),
+        (Column::Msisdn, "MSISDN"),
+    ] {
+        if !kinds.contains(&kind) {
+            return Err(FleetError::MissingColumn {
+                line: header_line,
+                column: name,
+            });
+        }
+    }
+    if !kinds
+        .iter()
+        .any(|k| matches!(k, Column::Kic(_) | Column::Kid(_) | Column::Kik(_)))
+    {
+        return Err(FleetError::MissingColumn {
+            line: header_line,
+            column: "KIC",
+        });
+    }
+    Ok(kinds)
+}
+
+/// The fields of a data line: comma-separated (trimmed), or else whitespace-separated.
+pub(crate) fn split_fields(line: &str) -> Vec<&str> {
+    if line.contains(',') {
+        line.split(',').map(str::trim).collect()
+    } else {
+        line.split_whitespace().collect()
+    }
 }
 
 /// One row's key material of one version.
@@ -450,56 +520,11 @@ impl Fleet {
             let Some((n, line)) = lines.next() else {
                 return Err(FleetError::MissingHeader);
             };
-            let upper = line.trim_start_matches('\u{feff}').to_ascii_uppercase();
-            if let Some(rest) = upper.strip_prefix("VAR_OUT:") {
-                let names: Vec<String> = if rest.contains(',') {
-                    rest.split(',').map(|c| c.trim().to_string()).collect()
-                } else {
-                    rest.split(|c: char| c == '/' || c.is_whitespace())
-                        .filter(|c| !c.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                };
+            if let Some(names) = header_columns(line) {
                 break (n, names);
             }
         };
-        let kinds: Vec<Column> = columns
-            .iter()
-            .map(|c| column(c, defaults.key_version))
-            .collect();
-        for (i, kind) in kinds.iter().enumerate() {
-            if *kind != Column::Ignored && kinds[..i].contains(kind) {
-                return Err(FleetError::Header {
-                    line: header_line,
-                    reason: format!(
-                        "column {} repeats an earlier column (KIC/KID count as version {})",
-                        columns.get(i).map_or("?", String::as_str),
-                        defaults.key_version
-                    ),
-                });
-            }
-        }
-        for (kind, name) in [
-            (Column::Iccid, "ICCID"),
-            (Column::Imsi, "IMSI"),
-            (Column::Msisdn, "MSISDN"),
-        ] {
-            if !kinds.contains(&kind) {
-                return Err(FleetError::MissingColumn {
-                    line: header_line,
-                    column: name,
-                });
-            }
-        }
-        if !kinds
-            .iter()
-            .any(|k| matches!(k, Column::Kic(_) | Column::Kid(_) | Column::Kik(_)))
-        {
-            return Err(FleetError::MissingColumn {
-                line: header_line,
-                column: "KIC",
-            });
-        }
+        let kinds = check_columns(header_line, &columns, defaults.key_version)?;
 
         let mut fleet = Fleet::with_capacity(0, defaults.key_version);
         // Line of each card, by index, to name the first line of a duplicate.
@@ -508,11 +533,7 @@ impl Fleet {
             if line.is_empty() {
                 continue;
             }
-            let fields: Vec<&str> = if line.contains(',') {
-                line.split(',').map(str::trim).collect()
-            } else {
-                line.split_whitespace().collect()
-            };
+            let fields = split_fields(line);
             if fields.len() != kinds.len() {
                 return Err(FleetError::FieldCount {
                     line: n,

@@ -15,7 +15,7 @@
 //! Nothing here panics on input bytes: every packet a card receives is untrusted.
 
 pub mod card;
-mod digits;
+pub(crate) mod digits;
 mod exec;
 pub mod fleet;
 pub mod fs;

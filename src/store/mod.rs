@@ -268,6 +268,21 @@ pub struct Transition {
     pub error: Option<CommandError>,
     /// When.
     pub at: Millis,
+    /// KEY_UPDATE confirmed: the key set takes these keys in the same transaction as the
+    /// status change, so the store never has the command done and the old keys, nor the new
+    /// keys and the command open.
+    pub new_keys: Option<NewKeys>,
+}
+
+/// Keys a key set takes when a KEY_UPDATE is confirmed (its counter is kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKeys {
+    /// The card.
+    pub iccid: String,
+    /// The key version replaced.
+    pub version: u8,
+    /// The new keys.
+    pub keys: KeyMaterial,
 }
 
 /// Result of a cancel request.
@@ -347,6 +362,105 @@ pub struct CommandStats {
     pub mean_completion_ms: Option<f64>,
     /// Mean time from sent to delivered, ms.
     pub mean_delivery_ms: Option<f64>,
+}
+
+/// A profile's defaults for its campaigns (hex as text, as the CLI and API take them).
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProfileDefaults {
+    /// SPI, 4 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spi: Option<String>,
+    /// KIc octet, 2 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kic_byte: Option<String>,
+    /// KID octet, 2 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid_byte: Option<String>,
+    /// Transport (`sms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    /// HTTP parameters for TLS_TRIGGER campaigns (a JSON object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<serde_json::Value>,
+    /// Validity period of the campaigns' messages, minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity_period_minutes: Option<u32>,
+}
+
+/// A profile to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewProfile {
+    /// Unique per account, no spaces.
+    pub name: String,
+    /// `rfm`, `ram` or `custom`.
+    pub app_type: Option<String>,
+    /// The uploaded applet of a `custom` profile.
+    pub applet_id: Option<String>,
+    /// TARs, 6 hex digits each.
+    pub tars: Vec<String>,
+    /// Campaign defaults.
+    pub defaults: ProfileDefaults,
+}
+
+/// A stored profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileRecord {
+    /// Id (a number, as operators type it).
+    pub id: i64,
+    /// Owner.
+    pub account_id: String,
+    /// Name.
+    pub name: String,
+    /// `rfm`, `ram` or `custom`.
+    pub app_type: Option<String>,
+    /// Applet of a `custom` profile.
+    pub applet_id: Option<String>,
+    /// TARs.
+    pub tars: Vec<String>,
+    /// Campaign defaults.
+    pub defaults: ProfileDefaults,
+    /// Created, ms.
+    pub created_at: Millis,
+    /// Last change, ms.
+    pub updated_at: Millis,
+}
+
+/// A card group (a set of cards of one profile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardGroupRecord {
+    /// Id (a number).
+    pub id: i64,
+    /// Owner.
+    pub account_id: String,
+    /// Profile of its cards.
+    pub profile_id: i64,
+    /// Name, unique within the profile.
+    pub name: String,
+    /// Number of cards.
+    pub cards: u64,
+    /// Created, ms.
+    pub created_at: Millis,
+}
+
+/// Which cards a new group holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupMembers {
+    /// Every card of the profile.
+    AllOfProfile,
+    /// These ICCIDs (each once, each a card of the profile).
+    Iccids(Vec<String>),
+}
+
+/// How cards are looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardKey {
+    /// By ICCID.
+    Iccid,
+    /// By MSISDN.
+    Msisdn,
 }
 
 /// The store.
@@ -518,6 +632,87 @@ pub trait Store: Send + Sync {
     async fn insert_applet(&self, applet: &AppletRecord) -> Result<(), StoreError>;
     /// An applet of this account.
     async fn applet(&self, account_id: &str, id: &str) -> Result<Option<AppletRecord>, StoreError>;
+
+    // Profiles, provisioning and card groups.
+    /// Every account, by name.
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+    /// Creates a profile; its name is unique per account (Duplicate otherwise).
+    async fn create_profile(
+        &self,
+        account_id: &str,
+        profile: &NewProfile,
+        now: Millis,
+    ) -> Result<ProfileRecord, StoreError>;
+    /// A profile of this account by id.
+    async fn profile(&self, account_id: &str, id: i64)
+        -> Result<Option<ProfileRecord>, StoreError>;
+    /// A profile of this account by name.
+    async fn profile_by_name(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<Option<ProfileRecord>, StoreError>;
+    /// The account's profiles, by id.
+    async fn profiles(&self, account_id: &str) -> Result<Vec<ProfileRecord>, StoreError>;
+    /// Which of these ICCIDs are cards already (of any account: an ICCID is stored once).
+    async fn existing_iccids(&self, iccids: &[String]) -> Result<Vec<String>, StoreError>;
+    /// Adds cards linked to a profile of the account, and with `group` a new card group of
+    /// that profile holding them, all or none (as [`Store::insert_cards`]). `progress` is
+    /// called with the rows written since its last call: cards, key sets, profile links and
+    /// group members ([`provision_rows`] gives the total).
+    async fn provision_cards(
+        &self,
+        account_id: &str,
+        profile_id: i64,
+        cards: &[NewCard],
+        group: Option<&str>,
+        now: Millis,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Option<CardGroupRecord>, StoreError>;
+    /// Of `values` (ICCIDs or MSISDNs), those naming a card of this account linked to the
+    /// profile, as (value, ICCID) pairs.
+    async fn profile_cards_matching(
+        &self,
+        account_id: &str,
+        profile_id: i64,
+        key: CardKey,
+        values: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// Creates a card group of a profile; the name is unique within the profile. Listed
+    /// ICCIDs must all be cards of the profile (Invalid otherwise, nothing created).
+    async fn create_card_group(
+        &self,
+        account_id: &str,
+        profile_id: i64,
+        name: &str,
+        members: &GroupMembers,
+        now: Millis,
+    ) -> Result<CardGroupRecord, StoreError>;
+    /// A card group of this account.
+    async fn card_group(
+        &self,
+        account_id: &str,
+        id: i64,
+    ) -> Result<Option<CardGroupRecord>, StoreError>;
+    /// The account's card groups, by id.
+    async fn card_groups(&self, account_id: &str) -> Result<Vec<CardGroupRecord>, StoreError>;
+    /// ICCIDs of a group's cards in ICCID order, after `after`, up to `limit` (paging).
+    async fn card_group_iccids(
+        &self,
+        account_id: &str,
+        group_id: i64,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The profile a card of this account is linked to.
+    async fn card_profile(&self, account_id: &str, iccid: &str) -> Result<Option<i64>, StoreError>;
+}
+
+/// Rows [`Store::provision_cards`] writes (its progress total).
+pub fn provision_rows(cards: &[NewCard], grouped: bool) -> u64 {
+    let key_sets: usize = cards.iter().map(|c| c.key_sets.len()).sum();
+    let per_card = if grouped { 3 } else { 2 };
+    (cards.len() * per_card + key_sets) as u64
 }
 
 /// Parses a stored error code, tolerating an unknown one as COMMAND_FAILED.

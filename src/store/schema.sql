@@ -131,3 +131,40 @@ CREATE TABLE IF NOT EXISTS applets (
     created_at {int} NOT NULL,
     PRIMARY KEY (account_id, id)
 );
+
+CREATE TABLE IF NOT EXISTS profiles (
+    id {serial},
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    name TEXT NOT NULL,
+    app_type TEXT,
+    applet_id TEXT,
+    tars TEXT NOT NULL,
+    defaults TEXT NOT NULL,
+    created_at {int} NOT NULL,
+    updated_at {int} NOT NULL,
+    UNIQUE (account_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS profile_cards (
+    profile_id {int} NOT NULL REFERENCES profiles (id),
+    iccid TEXT NOT NULL PRIMARY KEY REFERENCES cards (iccid)
+);
+
+CREATE INDEX IF NOT EXISTS profile_cards_profile ON profile_cards (profile_id, iccid);
+
+CREATE TABLE IF NOT EXISTS card_groups (
+    id {serial},
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    profile_id {int} NOT NULL REFERENCES profiles (id),
+    name TEXT NOT NULL,
+    created_at {int} NOT NULL,
+    UNIQUE (profile_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS card_group_members (
+    group_id {int} NOT NULL REFERENCES card_groups (id),
+    iccid TEXT NOT NULL REFERENCES cards (iccid),
+    PRIMARY KEY (group_id, iccid)
+);
+
+CREATE INDEX IF NOT EXISTS cards_msisdn ON cards (msisdn);

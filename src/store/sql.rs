@@ -22,9 +22,10 @@ use sqlx::error::ErrorKind;
 use sqlx::{Any, AnyPool, Executor, Row};
 
 use super::{
-    Account, AppletRecord, BatchRecord, CancelOutcome, CardRecord, CommandRecord, CommandStats,
-    KeyMaterial, KeySetRecord, KeyVersionStatus, MasterKey, Millis, NewCard, NewCommand,
-    SecuredPacket, Store, StoreError, Transition, Webhook,
+    Account, AppletRecord, BatchRecord, CancelOutcome, CardGroupRecord, CardKey, CardRecord,
+    CommandRecord, CommandStats, GroupMembers, KeyMaterial, KeySetRecord, KeyVersionStatus,
+    MasterKey, Millis, NewCard, NewCommand, NewProfile, ProfileRecord, SecuredPacket, Store,
+    StoreError, Transition, Webhook,
 };
 use crate::command::{
     CardResponse, CommandError, CommandEvent, CommandStatus, CommandType, Priority,
@@ -222,6 +223,168 @@ impl SqlStore {
             Dialect::Postgres => self.pool.begin().await,
         }
         .map_err(dbe)
+    }
+
+    /// Inserts cards and their sealed key sets in `tx`; on a duplicate ICCID returns the
+    /// chunk that failed (the transaction is then unusable: roll it back and call
+    /// [`Self::name_duplicate`]).
+    async fn insert_card_rows<'c>(
+        &self,
+        tx: &mut Tx,
+        account_id: &str,
+        cards: &'c [NewCard],
+        attributes: &[String],
+        now: Millis,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Option<&'c [NewCard]>, StoreError> {
+        let full_chunk_sql = format!(
+            "INSERT INTO cards (iccid, account_id, imsi, msisdn, attributes, created_at) VALUES {}",
+            values_clause(self.dialect, CARD_CHUNK, 6)
+        );
+        for (chunk_no, chunk) in cards.chunks(CARD_CHUNK).enumerate() {
+            let partial_sql;
+            let sql = if chunk.len() == CARD_CHUNK {
+                full_chunk_sql.as_str()
+            } else {
+                partial_sql = format!(
+                    "INSERT INTO cards (iccid, account_id, imsi, msisdn, attributes, created_at) \
+                     VALUES {}",
+                    values_clause(self.dialect, chunk.len(), 6)
+                );
+                partial_sql.as_str()
+            };
+            let mut q = sqlx::query(sql);
+            for (i, card) in chunk.iter().enumerate() {
+                let attrs = attributes
+                    .get(chunk_no * CARD_CHUNK + i)
+                    .map_or("{}", String::as_str);
+                q = q
+                    .bind(card.iccid.as_str())
+                    .bind(account_id)
+                    .bind(card.imsi.as_deref())
+                    .bind(card.msisdn.as_deref())
+                    .bind(attrs)
+                    .bind(now);
+            }
+            if let Err(e) = q.execute(&mut **tx).await {
+                if kind(&e) == Some(ErrorKind::UniqueViolation) {
+                    return Ok(Some(chunk));
+                }
+                return Err(dbe(e));
+            }
+            progress(chunk.len() as u64);
+        }
+
+        // Key sets, sealed.
+        let key_sets: Vec<(&NewCard, &KeySetRecord)> = cards
+            .iter()
+            .flat_map(|c| c.key_sets.iter().map(move |ks| (c, ks)))
+            .collect();
+        let full_chunk_sql = format!(
+            "INSERT INTO key_sets (iccid, version, kic_algorithm, kid_algorithm, kic, kid, kik, \
+             counter, rotated_at) VALUES {}",
+            values_clause(self.dialect, KEY_SET_CHUNK, 9)
+        );
+        for chunk in key_sets.chunks(KEY_SET_CHUNK) {
+            let partial_sql;
+            let sql = if chunk.len() == KEY_SET_CHUNK {
+                full_chunk_sql.as_str()
+            } else {
+                partial_sql = format!(
+                    "INSERT INTO key_sets (iccid, version, kic_algorithm, kid_algorithm, kic, \
+                     kid, kik, counter, rotated_at) VALUES {}",
+                    values_clause(self.dialect, chunk.len(), 9)
+                );
+                partial_sql.as_str()
+            };
+            let mut q = sqlx::query(sql);
+            for (card, ks) in chunk {
+                let (kic, kid, kik) =
+                    self.seal_keys(&key_set_prefix(&card.iccid, ks.version), &ks.keys)?;
+                q = q
+                    .bind(card.iccid.as_str())
+                    .bind(i64::from(ks.version))
+                    .bind(ks.kic_algorithm.map(|a| a.name()))
+                    .bind(ks.kid_algorithm.map(|a| a.name()))
+                    .bind(kic)
+                    .bind(kid)
+                    .bind(kik)
+                    .bind(to_i64(ks.counter, "key set counter")?)
+                    .bind(ks.rotated_at);
+            }
+            q.execute(&mut **tx).await.map_err(dbe)?;
+            progress(chunk.len() as u64);
+        }
+        Ok(None)
+    }
+
+    /// The Duplicate error for a chunk of cards that failed on a unique ICCID.
+    async fn name_duplicate(&self, chunk: &[NewCard]) -> StoreError {
+        let sql = format!(
+            "SELECT iccid FROM cards WHERE iccid IN ({}) ORDER BY iccid",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for card in chunk {
+            q = q.bind(card.iccid.as_str());
+        }
+        let key = match q.fetch_optional(&self.pool).await {
+            Ok(Some(row)) => col::<String>(&row, "iccid").unwrap_or_default(),
+            Ok(None) => chunk.first().map(|c| c.iccid.clone()).unwrap_or_default(),
+            Err(e) => return dbe(e),
+        };
+        StoreError::Duplicate { what: "card", key }
+    }
+
+    /// Whether a profile of this account exists (in `tx`).
+    async fn profile_exists(
+        &self,
+        tx: &mut Tx,
+        account_id: &str,
+        profile_id: i64,
+    ) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT id FROM profiles WHERE account_id = $1 AND id = $2")
+            .bind(account_id)
+            .bind(profile_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(dbe)?;
+        Ok(row.is_some())
+    }
+
+    /// Creates a group row in `tx`, naming a duplicate name.
+    async fn insert_group(
+        &self,
+        tx: &mut Tx,
+        account_id: &str,
+        profile_id: i64,
+        name: &str,
+        now: Millis,
+    ) -> Result<i64, StoreError> {
+        let exists = sqlx::query("SELECT id FROM card_groups WHERE profile_id = $1 AND name = $2")
+            .bind(profile_id)
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(dbe)?;
+        if exists.is_some() {
+            return Err(StoreError::Duplicate {
+                what: "card group",
+                key: name.to_string(),
+            });
+        }
+        let row = sqlx::query(
+            "INSERT INTO card_groups (account_id, profile_id, name, created_at) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(account_id)
+        .bind(profile_id)
+        .bind(name)
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| map_insert(e, "card group", name, account_id))?;
+        col(&row, "id")
     }
 
     // Sealing: the associated data names the row and the field.
@@ -733,6 +896,104 @@ fn status_list(statuses: &[CommandStatus]) -> String {
     format!("({})", names.join(", "))
 }
 
+/// Checks cards before they are written (ICCIDs once, key versions 1..=15 once each, counters
+/// in range); returns their attributes as JSON text.
+fn check_new_cards(cards: &[NewCard]) -> Result<Vec<String>, StoreError> {
+    let mut seen = HashSet::with_capacity(cards.len());
+    for card in cards {
+        if !seen.insert(card.iccid.as_str()) {
+            return Err(StoreError::Duplicate {
+                what: "card",
+                key: card.iccid.clone(),
+            });
+        }
+        let mut versions = HashSet::new();
+        for ks in &card.key_sets {
+            if !(1..=15).contains(&ks.version) {
+                return Err(StoreError::Invalid {
+                    field: format!("card {} key set version", card.iccid),
+                    problem: format!("{} is not in 1..=15", ks.version),
+                });
+            }
+            if !versions.insert(ks.version) {
+                return Err(StoreError::Invalid {
+                    field: format!("card {} key set version", card.iccid),
+                    problem: format!("version {} given twice", ks.version),
+                });
+            }
+            to_i64(ks.counter, "key set counter")?;
+        }
+    }
+    cards
+        .iter()
+        .map(|c| json_text(&c.attributes, "attributes"))
+        .collect()
+}
+
+/// Rows per multi-row INSERT of (id, iccid) pairs.
+const PAIR_CHUNK: usize = 1000;
+
+/// Inserts `(id, iccid)` rows into `table (id_column, iccid)` in multi-row statements.
+async fn insert_id_iccid(
+    tx: &mut Tx,
+    dialect: Dialect,
+    table: &str,
+    id: i64,
+    iccids: &[&str],
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<(), StoreError> {
+    for chunk in iccids.chunks(PAIR_CHUNK) {
+        let sql = format!(
+            "INSERT INTO {table} VALUES {}",
+            values_clause(dialect, chunk.len(), 2)
+        );
+        let mut q = sqlx::query(&sql);
+        for iccid in chunk {
+            q = q.bind(id).bind(*iccid);
+        }
+        q.execute(&mut **tx).await.map_err(dbe)?;
+        progress(chunk.len() as u64);
+    }
+    Ok(())
+}
+
+fn profile_from_row(row: &AnyRow) -> Result<ProfileRecord, StoreError> {
+    let tars: String = col(row, "tars")?;
+    let defaults: String = col(row, "defaults")?;
+    Ok(ProfileRecord {
+        id: col(row, "id")?,
+        account_id: col(row, "account_id")?,
+        name: col(row, "name")?,
+        app_type: col(row, "app_type")?,
+        applet_id: col(row, "applet_id")?,
+        tars: serde_json::from_str(&tars).map_err(|e| bad_column("tars", e))?,
+        defaults: serde_json::from_str(&defaults).map_err(|e| bad_column("defaults", e))?,
+        created_at: col(row, "created_at")?,
+        updated_at: col(row, "updated_at")?,
+    })
+}
+
+fn group_from_row(row: &AnyRow) -> Result<CardGroupRecord, StoreError> {
+    Ok(CardGroupRecord {
+        id: col(row, "id")?,
+        account_id: col(row, "account_id")?,
+        profile_id: col(row, "profile_id")?,
+        name: col(row, "name")?,
+        cards: to_u64(col(row, "cards")?, "cards")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+const PROFILE_COLUMNS: &str =
+    "id, account_id, name, app_type, applet_id, tars, defaults, created_at, updated_at";
+
+const GROUP_SELECT: &str = "SELECT g.id, g.account_id, g.profile_id, g.name, g.created_at, \
+     (SELECT COUNT(*) FROM card_group_members m WHERE m.group_id = g.id) AS cards \
+     FROM card_groups g";
+
+/// ICCIDs / MSISDNs per `IN (...)` lookup.
+const LOOKUP_CHUNK: usize = 500;
+
 fn key_set_prefix(iccid: &str, version: u8) -> String {
     format!("keyset:{iccid}:{version}")
 }
@@ -878,38 +1139,7 @@ impl Store for SqlStore {
         if cards.is_empty() {
             return Ok(());
         }
-        // Check the input before touching the database.
-        let mut seen = HashSet::with_capacity(cards.len());
-        for card in cards {
-            if !seen.insert(card.iccid.as_str()) {
-                return Err(StoreError::Duplicate {
-                    what: "card",
-                    key: card.iccid.clone(),
-                });
-            }
-            let mut versions = HashSet::new();
-            for ks in &card.key_sets {
-                if !(1..=15).contains(&ks.version) {
-                    return Err(StoreError::Invalid {
-                        field: format!("card {} key set version", card.iccid),
-                        problem: format!("{} is not in 1..=15", ks.version),
-                    });
-                }
-                if !versions.insert(ks.version) {
-                    return Err(StoreError::Invalid {
-                        field: format!("card {} key set version", card.iccid),
-                        problem: format!("version {} given twice", ks.version),
-                    });
-                }
-                to_i64(ks.counter, "key set counter")?;
-            }
-        }
-        drop(seen);
-        let attributes: Vec<String> = cards
-            .iter()
-            .map(|c| json_text(&c.attributes, "attributes"))
-            .collect::<Result<_, _>>()?;
-
+        let attributes = check_new_cards(cards)?;
         let mut tx = self.begin().await?;
         if !self.account_exists(&mut tx, account_id).await? {
             return Err(StoreError::NotFound {
@@ -917,98 +1147,12 @@ impl Store for SqlStore {
                 key: account_id.to_string(),
             });
         }
-        let full_chunk_sql = format!(
-            "INSERT INTO cards (iccid, account_id, imsi, msisdn, attributes, created_at) VALUES {}",
-            values_clause(self.dialect, CARD_CHUNK, 6)
-        );
-        let mut failed_chunk = None;
-        for (chunk_no, chunk) in cards.chunks(CARD_CHUNK).enumerate() {
-            let partial_sql;
-            let sql = if chunk.len() == CARD_CHUNK {
-                full_chunk_sql.as_str()
-            } else {
-                partial_sql = format!(
-                    "INSERT INTO cards (iccid, account_id, imsi, msisdn, attributes, created_at) \
-                     VALUES {}",
-                    values_clause(self.dialect, chunk.len(), 6)
-                );
-                partial_sql.as_str()
-            };
-            let mut q = sqlx::query(sql);
-            for (i, card) in chunk.iter().enumerate() {
-                q = q
-                    .bind(card.iccid.as_str())
-                    .bind(account_id)
-                    .bind(card.imsi.as_deref())
-                    .bind(card.msisdn.as_deref())
-                    .bind(attributes[chunk_no * CARD_CHUNK + i].as_str())
-                    .bind(now);
-            }
-            if let Err(e) = q.execute(&mut *tx).await {
-                if kind(&e) == Some(ErrorKind::UniqueViolation) {
-                    failed_chunk = Some(chunk);
-                    break;
-                }
-                return Err(dbe(e));
-            }
-        }
-        if let Some(chunk) = failed_chunk {
+        if let Some(chunk) = self
+            .insert_card_rows(&mut tx, account_id, cards, &attributes, now, &|_| {})
+            .await?
+        {
             tx.rollback().await.map_err(dbe)?;
-            // Name the ICCID already stored.
-            let sql = format!(
-                "SELECT iccid FROM cards WHERE iccid IN ({}) ORDER BY iccid",
-                placeholders(1, chunk.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for card in chunk {
-                q = q.bind(card.iccid.as_str());
-            }
-            let found = q.fetch_optional(&self.pool).await.map_err(dbe)?;
-            let key = match found {
-                Some(row) => col::<String>(&row, "iccid")?,
-                None => chunk.first().map(|c| c.iccid.clone()).unwrap_or_default(),
-            };
-            return Err(StoreError::Duplicate { what: "card", key });
-        }
-
-        // Key sets, sealed.
-        let key_sets: Vec<(&NewCard, &KeySetRecord)> = cards
-            .iter()
-            .flat_map(|c| c.key_sets.iter().map(move |ks| (c, ks)))
-            .collect();
-        let full_chunk_sql = format!(
-            "INSERT INTO key_sets (iccid, version, kic_algorithm, kid_algorithm, kic, kid, kik, \
-             counter, rotated_at) VALUES {}",
-            values_clause(self.dialect, KEY_SET_CHUNK, 9)
-        );
-        for chunk in key_sets.chunks(KEY_SET_CHUNK) {
-            let partial_sql;
-            let sql = if chunk.len() == KEY_SET_CHUNK {
-                full_chunk_sql.as_str()
-            } else {
-                partial_sql = format!(
-                    "INSERT INTO key_sets (iccid, version, kic_algorithm, kid_algorithm, kic, \
-                     kid, kik, counter, rotated_at) VALUES {}",
-                    values_clause(self.dialect, chunk.len(), 9)
-                );
-                partial_sql.as_str()
-            };
-            let mut q = sqlx::query(sql);
-            for (card, ks) in chunk {
-                let (kic, kid, kik) =
-                    self.seal_keys(&key_set_prefix(&card.iccid, ks.version), &ks.keys)?;
-                q = q
-                    .bind(card.iccid.as_str())
-                    .bind(i64::from(ks.version))
-                    .bind(ks.kic_algorithm.map(|a| a.name()))
-                    .bind(ks.kid_algorithm.map(|a| a.name()))
-                    .bind(kic)
-                    .bind(kid)
-                    .bind(kik)
-                    .bind(to_i64(ks.counter, "key set counter")?)
-                    .bind(ks.rotated_at);
-            }
-            q.execute(&mut *tx).await.map_err(dbe)?;
+            return Err(self.name_duplicate(chunk).await);
         }
         tx.commit().await.map_err(dbe)
     }
@@ -1491,6 +1635,29 @@ impl Store for SqlStore {
             tx.rollback().await.map_err(dbe)?;
             return Ok(false);
         }
+        if let Some(n) = &t.new_keys {
+            let (kic, kid, kik) = self.seal_keys(&key_set_prefix(&n.iccid, n.version), &n.keys)?;
+            let replaced = sqlx::query(
+                "UPDATE key_sets SET kic = $3, kid = $4, kik = $5, rotated_at = $6 \
+                 WHERE iccid = $1 AND version = $2",
+            )
+            .bind(n.iccid.as_str())
+            .bind(i64::from(n.version))
+            .bind(kic)
+            .bind(kid)
+            .bind(kik)
+            .bind(t.at)
+            .execute(&mut *tx)
+            .await
+            .map_err(dbe)?;
+            if replaced.rows_affected() == 0 {
+                tx.rollback().await.map_err(dbe)?;
+                return Err(StoreError::NotFound {
+                    what: "key set",
+                    key: format!("{} version {}", n.iccid, n.version),
+                });
+            }
+        }
         insert_event(
             self.dialect,
             &mut tx,
@@ -1891,6 +2058,358 @@ impl Store for SqlStore {
             })
         })
         .transpose()
+    }
+
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM accounts ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(dbe)?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    async fn create_profile(
+        &self,
+        account_id: &str,
+        profile: &NewProfile,
+        now: Millis,
+    ) -> Result<ProfileRecord, StoreError> {
+        let tars = json_text(&profile.tars, "tars")?;
+        let defaults = json_text(&profile.defaults, "defaults")?;
+        let mut tx = self.begin().await?;
+        if !self.account_exists(&mut tx, account_id).await? {
+            return Err(StoreError::NotFound {
+                what: "account",
+                key: account_id.to_string(),
+            });
+        }
+        let exists = sqlx::query("SELECT id FROM profiles WHERE account_id = $1 AND name = $2")
+            .bind(account_id)
+            .bind(profile.name.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(dbe)?;
+        if exists.is_some() {
+            return Err(StoreError::Duplicate {
+                what: "profile",
+                key: profile.name.clone(),
+            });
+        }
+        let row = sqlx::query(&format!(
+            "INSERT INTO profiles (account_id, name, app_type, applet_id, tars, defaults, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             RETURNING {PROFILE_COLUMNS}"
+        ))
+        .bind(account_id)
+        .bind(profile.name.as_str())
+        .bind(profile.app_type.as_deref())
+        .bind(profile.applet_id.as_deref())
+        .bind(tars)
+        .bind(defaults)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| map_insert(e, "profile", &profile.name, account_id))?;
+        let record = profile_from_row(&row)?;
+        tx.commit().await.map_err(dbe)?;
+        Ok(record)
+    }
+
+    async fn profile(
+        &self,
+        account_id: &str,
+        id: i64,
+    ) -> Result<Option<ProfileRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {PROFILE_COLUMNS} FROM profiles WHERE account_id = $1 AND id = $2"
+        ))
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        row.as_ref().map(profile_from_row).transpose()
+    }
+
+    async fn profile_by_name(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<Option<ProfileRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {PROFILE_COLUMNS} FROM profiles WHERE account_id = $1 AND name = $2"
+        ))
+        .bind(account_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        row.as_ref().map(profile_from_row).transpose()
+    }
+
+    async fn profiles(&self, account_id: &str) -> Result<Vec<ProfileRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PROFILE_COLUMNS} FROM profiles WHERE account_id = $1 ORDER BY id"
+        ))
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        rows.iter().map(profile_from_row).collect()
+    }
+
+    async fn existing_iccids(&self, iccids: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in iccids.chunks(LOOKUP_CHUNK) {
+            let sql = format!(
+                "SELECT iccid FROM cards WHERE iccid IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for iccid in chunk {
+                q = q.bind(iccid.as_str());
+            }
+            for row in q.fetch_all(&self.pool).await.map_err(dbe)? {
+                found.push(col::<String>(&row, "iccid")?);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn provision_cards(
+        &self,
+        account_id: &str,
+        profile_id: i64,
+        cards: &[NewCard],
+        group: Option<&str>,
+        now: Millis,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Option<CardGroupRecord>, StoreError> {
+        let attributes = check_new_cards(cards)?;
+        let mut tx = self.begin().await?;
+        if !self.profile_exists(&mut tx, account_id, profile_id).await? {
+            return Err(StoreError::NotFound {
+                what: "profile",
+                key: profile_id.to_string(),
+            });
+        }
+        if let Some(chunk) = self
+            .insert_card_rows(&mut tx, account_id, cards, &attributes, now, progress)
+            .await?
+        {
+            tx.rollback().await.map_err(dbe)?;
+            return Err(self.name_duplicate(chunk).await);
+        }
+        let iccids: Vec<&str> = cards.iter().map(|c| c.iccid.as_str()).collect();
+        insert_id_iccid(
+            &mut tx,
+            self.dialect,
+            "profile_cards (profile_id, iccid)",
+            profile_id,
+            &iccids,
+            progress,
+        )
+        .await?;
+        let group_id = match group {
+            Some(name) => {
+                let id = self
+                    .insert_group(&mut tx, account_id, profile_id, name, now)
+                    .await?;
+                insert_id_iccid(
+                    &mut tx,
+                    self.dialect,
+                    "card_group_members (group_id, iccid)",
+                    id,
+                    &iccids,
+                    progress,
+                )
+                .await?;
+                Some(id)
+            }
+            None => None,
+        };
+        tx.commit().await.map_err(dbe)?;
+        match group_id {
+            Some(id) => self.card_group(account_id, id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn profile_cards_matching(
+        &self,
+        account_id: &str,
+        profile_id: i64,
+        key: CardKey,
+        values: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let column = match key {
+            CardKey::Iccid => "c.iccid",
+            CardKey::Msisdn => "c.msisdn",
+        };
+        let mut found = Vec::new();
+        for chunk in values.chunks(LOOKUP_CHUNK) {
+            let sql = format!(
+                "SELECT {column} AS k, c.iccid AS iccid FROM cards c \
+                 JOIN profile_cards p ON p.iccid = c.iccid \
+                 WHERE c.account_id = $1 AND p.profile_id = $2 AND {column} IN ({})",
+                placeholders(3, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(account_id).bind(profile_id);
+            for v in chunk {
+                q = q.bind(v.as_str());
+            }
+            for row in q.fetch_all(&self.pool).await.map_err(dbe)? {
+                found.push((col::<String>(&row, "k")?, col::<String>(&row, "iccid")?));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn create_card_group(
+        &self,
+        account_id: &str,
+        profile_id: i64,
+        name: &str,
+        members: &GroupMembers,
+        now: Millis,
+    ) -> Result<CardGroupRecord, StoreError> {
+        let mut tx = self.begin().await?;
+        if !self.profile_exists(&mut tx, account_id, profile_id).await? {
+            return Err(StoreError::NotFound {
+                what: "profile",
+                key: profile_id.to_string(),
+            });
+        }
+        let id = self
+            .insert_group(&mut tx, account_id, profile_id, name, now)
+            .await?;
+        match members {
+            GroupMembers::AllOfProfile => {
+                sqlx::query(
+                    "INSERT INTO card_group_members (group_id, iccid) \
+                     SELECT $1, iccid FROM profile_cards WHERE profile_id = $2",
+                )
+                .bind(id)
+                .bind(profile_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(dbe)?;
+            }
+            GroupMembers::Iccids(iccids) => {
+                let mut seen = HashSet::with_capacity(iccids.len());
+                for iccid in iccids {
+                    if !seen.insert(iccid.as_str()) {
+                        return Err(StoreError::Invalid {
+                            field: "iccids".into(),
+                            problem: format!("{iccid} is listed twice"),
+                        });
+                    }
+                }
+                // Every listed card must be a card of the profile.
+                let mut linked = 0usize;
+                for chunk in iccids.chunks(LOOKUP_CHUNK) {
+                    let sql = format!(
+                        "SELECT COUNT(*) AS n FROM profile_cards p \
+                         JOIN cards c ON c.iccid = p.iccid \
+                         WHERE c.account_id = $1 AND p.profile_id = $2 AND p.iccid IN ({})",
+                        placeholders(3, chunk.len())
+                    );
+                    let mut q = sqlx::query(&sql).bind(account_id).bind(profile_id);
+                    for v in chunk {
+                        q = q.bind(v.as_str());
+                    }
+                    let row = q.fetch_one(&mut *tx).await.map_err(dbe)?;
+                    linked += to_u64(col::<i64>(&row, "n")?, "n")? as usize;
+                }
+                if linked != iccids.len() {
+                    return Err(StoreError::Invalid {
+                        field: "iccids".into(),
+                        problem: format!(
+                            "{} of the {} cards listed are not cards of profile {profile_id}",
+                            iccids.len() - linked,
+                            iccids.len()
+                        ),
+                    });
+                }
+                let refs: Vec<&str> = iccids.iter().map(String::as_str).collect();
+                insert_id_iccid(
+                    &mut tx,
+                    self.dialect,
+                    "card_group_members (group_id, iccid)",
+                    id,
+                    &refs,
+                    &|_| {},
+                )
+                .await?;
+            }
+        }
+        tx.commit().await.map_err(dbe)?;
+        self.card_group(account_id, id)
+            .await?
+            .ok_or_else(|| StoreError::Database(format!("card group {id} vanished")))
+    }
+
+    async fn card_group(
+        &self,
+        account_id: &str,
+        id: i64,
+    ) -> Result<Option<CardGroupRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "{GROUP_SELECT} WHERE g.account_id = $1 AND g.id = $2"
+        ))
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        row.as_ref().map(group_from_row).transpose()
+    }
+
+    async fn card_groups(&self, account_id: &str) -> Result<Vec<CardGroupRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{GROUP_SELECT} WHERE g.account_id = $1 ORDER BY g.id"
+        ))
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        rows.iter().map(group_from_row).collect()
+    }
+
+    async fn card_group_iccids(
+        &self,
+        account_id: &str,
+        group_id: i64,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.iccid AS iccid FROM card_group_members m \
+             JOIN card_groups g ON g.id = m.group_id \
+             WHERE g.account_id = $1 AND m.group_id = $2 AND m.iccid > $3 \
+             ORDER BY m.iccid LIMIT $4",
+        )
+        .bind(account_id)
+        .bind(group_id)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        rows.iter().map(|r| col::<String>(r, "iccid")).collect()
+    }
+
+    async fn card_profile(&self, account_id: &str, iccid: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT p.profile_id AS profile_id FROM profile_cards p \
+             JOIN cards c ON c.iccid = p.iccid WHERE c.account_id = $1 AND p.iccid = $2",
+        )
+        .bind(account_id)
+        .bind(iccid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        row.map(|r| col::<i64>(&r, "profile_id")).transpose()
     }
 }
 

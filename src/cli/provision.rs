@@ -1,0 +1,576 @@
+//! `otagw profile`, `otagw provision` and `otagw group`: the first steps of the operators'
+//! bulk procedure (create a profile, provision cards from a vendor file, group them), written
+//! straight to the configured store.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{ArgAction, Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use otagw::provision::{self, check_name, check_tar};
+use otagw::store::{
+    Account, AppletRecord, CardKey, GroupMembers, NewProfile, ProfileDefaults, ProfileRecord, Store,
+};
+
+use super::account::{with_store, StoreArgs};
+
+/// Default RFM applet TAR.
+const RFM_TAR: &str = "B00010";
+/// Default RAM applet TAR.
+const RAM_TAR: &str = "000000";
+/// Cards above which a group is too large for the procedure's recommendation.
+const GROUP_WARN: u64 = 400_000;
+
+#[derive(Debug, Args)]
+pub(crate) struct AccountArg {
+    /// Account name (default: the only account, if there is exactly one).
+    #[arg(long)]
+    account: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum AppType {
+    Rfm,
+    Ram,
+    Custom,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
+pub(crate) enum ProfileCommand {
+    /// Create a profile (optionally with the RFM, RAM or a custom applet) and its defaults.
+    Create {
+        /// Unique per account, no spaces, not only digits.
+        #[arg(long)]
+        name: String,
+        /// Applet the profile includes.
+        #[arg(long, value_enum)]
+        app_type: Option<AppType>,
+        /// custom: the applet file (.cap or .ijc).
+        #[arg(long)]
+        app_name: Option<PathBuf>,
+        /// custom: the applet's TARs (6 hex digits each).
+        #[arg(long, num_args = 1..)]
+        tar_list: Vec<String>,
+        /// Default SPI (4 hex digits).
+        #[arg(long)]
+        spi: Option<String>,
+        /// Default KIc octet (2 hex digits).
+        #[arg(long)]
+        kic_byte: Option<String>,
+        /// Default KID octet (2 hex digits).
+        #[arg(long)]
+        kid_byte: Option<String>,
+        /// Default transport.
+        #[arg(long)]
+        transport: Option<String>,
+        /// Default validity period, minutes.
+        #[arg(long)]
+        validity_period: Option<u32>,
+        /// HTTP parameters for TLS_TRIGGER campaigns (a JSON object).
+        #[arg(long)]
+        http_params: Option<String>,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// List the account's profiles.
+    List {
+        #[command(flatten)]
+        account: AccountArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProvisionArgs {
+    /// The vendor output file (`VAR_OUT:` CSV).
+    #[arg(long)]
+    file: PathBuf,
+    /// Profile id or name.
+    #[arg(long)]
+    profile: String,
+    /// Also create a card group holding the cards (named after the file).
+    #[arg(long, action = ArgAction::Set, default_value_t = false)]
+    auto_group: bool,
+    /// Name of the automatic group (default: the file name without extension).
+    #[arg(long)]
+    group_name: Option<String>,
+    /// Print the time of each phase and the cards per second.
+    #[arg(long)]
+    benchmark: bool,
+    #[command(flatten)]
+    account: AccountArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupCommand {
+    /// Create a card group: every card of the profile, or those listed.
+    Create {
+        /// Profile id or name.
+        #[arg(long)]
+        profile: String,
+        /// Unique within the profile, no spaces.
+        #[arg(long)]
+        name: String,
+        /// File of MSISDNs, one per line.
+        #[arg(long, conflicts_with = "iccid_list")]
+        msisdn_list: Option<PathBuf>,
+        /// File of ICCIDs, one per line.
+        #[arg(long)]
+        iccid_list: Option<PathBuf>,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// List the account's card groups.
+    List {
+        #[command(flatten)]
+        account: AccountArg,
+    },
+}
+
+async fn resolve_account(store: &dyn Store, name: Option<&str>) -> anyhow::Result<Account> {
+    match name {
+        Some(n) => store
+            .account_by_name(n)
+            .await?
+            .with_context(|| format!("--account: no account named {n:?}")),
+        None => {
+            let mut all = store.accounts().await?;
+            match all.len() {
+                1 => Ok(all.remove(0)),
+                0 => bail!("no account yet: create one with `otagw account create --name NAME`"),
+                n => bail!("{n} accounts exist: choose one with --account NAME"),
+            }
+        }
+    }
+}
+
+async fn resolve_profile(
+    store: &dyn Store,
+    account: &Account,
+    id_or_name: &str,
+) -> anyhow::Result<ProfileRecord> {
+    let found = match id_or_name.parse::<i64>() {
+        Ok(id) => store.profile(&account.id, id).await?,
+        Err(_) => store.profile_by_name(&account.id, id_or_name).await?,
+    };
+    found.with_context(|| {
+        format!(
+            "--profile: account {} has no profile {id_or_name:?}",
+            account.name
+        )
+    })
+}
+
+fn hex_arg(flag: &str, value: Option<String>, digits: usize) -> anyhow::Result<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.len() == digits && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(Some(v.to_ascii_uppercase()))
+        }
+        Some(v) => bail!("{flag}: {v:?} is not {digits} hex digits"),
+    }
+}
+
+fn print_profile(p: &ProfileRecord) {
+    let json = serde_json::json!({
+        "id": p.id, "name": p.name, "appType": p.app_type, "appletId": p.applet_id,
+        "tars": p.tars, "defaults": p.defaults, "created": p.created_at, "updated": p.updated_at,
+    });
+    println!("{json}");
+}
+
+pub(crate) fn run_profile(command: ProfileCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ProfileCommand::Create {
+            name,
+            app_type,
+            app_name,
+            tar_list,
+            spi,
+            kic_byte,
+            kid_byte,
+            transport,
+            validity_period,
+            http_params,
+            account,
+        } => {
+            check_name(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            let tars: Vec<String> = tar_list
+                .iter()
+                .map(|t| check_tar(t).map_err(|e| anyhow::anyhow!("--tar-list: {e}")))
+                .collect::<anyhow::Result<_>>()?;
+            let applet = match app_type {
+                Some(AppType::Custom) => {
+                    let path =
+                        app_name.context("--app-type custom needs --app-name FILE.cap|FILE.ijc")?;
+                    let ext = path
+                        .extension()
+                        .and_then(|e| e.to_str())
+                        .map(str::to_ascii_lowercase);
+                    if !matches!(ext.as_deref(), Some("cap" | "ijc")) {
+                        bail!("--app-name: {} must end with .cap or .ijc", path.display());
+                    }
+                    if tars.is_empty() {
+                        bail!("--app-type custom needs --tar-list T1 T2 ...");
+                    }
+                    let content = std::fs::read(&path)
+                        .with_context(|| format!("--app-name: reading {}", path.display()))?;
+                    let parsed = otagw::script::cap::CapFile::from_zip(&content)
+                        .map(|_| ())
+                        .or_else(|_| otagw::script::cap::LoadFile::from_ijc(&content).map(|_| ()));
+                    if let Err(e) = parsed {
+                        bail!(
+                            "--app-name: {} is neither a CAP zip nor an IJC load file: {e}",
+                            path.display()
+                        );
+                    }
+                    let file_name = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("applet")
+                        .to_string();
+                    Some((file_name, content))
+                }
+                _ => {
+                    if app_name.is_some() || !tars.is_empty() {
+                        bail!("--app-name and --tar-list go with --app-type custom");
+                    }
+                    None
+                }
+            };
+            let tars = match app_type {
+                Some(AppType::Rfm) => vec![RFM_TAR.to_string()],
+                Some(AppType::Ram) => vec![RAM_TAR.to_string()],
+                _ => tars,
+            };
+            let http = match http_params {
+                Some(text) => {
+                    let v: serde_json::Value = serde_json::from_str(&text)
+                        .map_err(|e| anyhow::anyhow!("--http-params: not JSON: {e}"))?;
+                    if !v.is_object() {
+                        bail!("--http-params: must be a JSON object");
+                    }
+                    Some(v)
+                }
+                None => None,
+            };
+            if let Some(t) = &transport {
+                if t != "sms" {
+                    bail!("--transport: {t:?} is not supported (sms)");
+                }
+            }
+            let defaults = ProfileDefaults {
+                spi: hex_arg("--spi", spi, 4)?,
+                kic_byte: hex_arg("--kic-byte", kic_byte, 2)?,
+                kid_byte: hex_arg("--kid-byte", kid_byte, 2)?,
+                transport,
+                http,
+                validity_period_minutes: validity_period,
+            };
+            let app_type = app_type.map(|a| {
+                match a {
+                    AppType::Rfm => "rfm",
+                    AppType::Ram => "ram",
+                    AppType::Custom => "custom",
+                }
+                .to_string()
+            });
+            let profile = with_store(&account.store, async |s| {
+                let a = resolve_account(s.as_ref(), account.account.as_deref()).await?;
+                let now = otagw::gateway::now_ms();
+                let applet_id = match applet {
+                    Some((file_name, content)) => {
+                        let id = uuid::Uuid::new_v4().to_string();
+                        s.insert_applet(&AppletRecord {
+                            id: id.clone(),
+                            account_id: a.id.clone(),
+                            name: file_name,
+                            content,
+                            created_at: now,
+                        })
+                        .await?;
+                        Some(id)
+                    }
+                    None => None,
+                };
+                let p = NewProfile {
+                    name,
+                    app_type,
+                    applet_id,
+                    tars,
+                    defaults,
+                };
+                Ok(s.create_profile(&a.id, &p, now).await?)
+            })?;
+            println!("profile {} created (id {})", profile.name, profile.id);
+            print_profile(&profile);
+            Ok(ExitCode::SUCCESS)
+        }
+        ProfileCommand::List { account } => {
+            let profiles = with_store(&account.store, async |s| {
+                let a = resolve_account(s.as_ref(), account.account.as_deref()).await?;
+                Ok(s.profiles(&a.id).await?)
+            })?;
+            for p in &profiles {
+                print_profile(p);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn bar(len: u64, message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>10} [{elapsed_precise}] {wide_bar} {percent:>3}% {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+pub(crate) fn run_provision(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let group_name = if args.auto_group {
+        let name = match &args.group_name {
+            Some(n) => n.clone(),
+            None => args
+                .file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("provisioned")
+                .replace(char::is_whitespace, "_"),
+        };
+        check_name(&name).map_err(|e| anyhow::anyhow!("group name: {e} (use --group-name)"))?;
+        Some(name)
+    } else {
+        None
+    };
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("--file: cannot open {}", args.file.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let reading = bar(size, "reading");
+    let parsed =
+        provision::parse_vendor_reader(std::io::BufReader::with_capacity(1 << 20, file), |n| {
+            reading.set_position(n)
+        });
+    reading.finish_and_clear();
+    let parsed = parsed.map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    let parse_time = started.elapsed();
+    let cards = parsed.cards.len();
+    if !parsed.dropped_columns.is_empty() {
+        eprintln!(
+            "columns not stored (secrets): {}",
+            parsed.dropped_columns.join(", ")
+        );
+    }
+    if group_name.is_some() && cards as u64 > GROUP_WARN {
+        eprintln!(
+            "warning: the group will hold {cards} cards, more than the recommended {GROUP_WARN}"
+        );
+    }
+    let file_name = args.file.display().to_string();
+    let (group, check_time, write_time, profile) = with_store(&args.account.store, async |s| {
+        let a = resolve_account(s.as_ref(), args.account.account.as_deref()).await?;
+        let profile = resolve_profile(s.as_ref(), &a, &args.profile).await?;
+        let t = Instant::now();
+        provision::check_not_provisioned(s.as_ref(), &parsed)
+            .await
+            .map_err(|e| anyhow::anyhow!("{file_name}: {e}"))?;
+        let check_time = t.elapsed();
+        let t = Instant::now();
+        let total = otagw::store::provision_rows(&parsed.cards, group_name.is_some());
+        let writing = Arc::new(bar(total, "writing"));
+        let w = writing.clone();
+        let group = s
+            .provision_cards(
+                &a.id,
+                profile.id,
+                &parsed.cards,
+                group_name.as_deref(),
+                otagw::gateway::now_ms(),
+                &move |n| w.inc(n),
+            )
+            .await;
+        writing.finish_and_clear();
+        Ok((group?, check_time, t.elapsed(), profile))
+    })?;
+    println!(
+        "imported {cards} cards into profile {} (id {})",
+        profile.name, profile.id
+    );
+    if let Some(g) = &group {
+        println!(
+            "card group {} created (id {}, {} cards)",
+            g.name, g.id, g.cards
+        );
+    }
+    if args.benchmark {
+        let total = started.elapsed();
+        let rate = cards as f64 / total.as_secs_f64().max(1e-9);
+        println!(
+            "benchmark: {cards} cards in {:.2} s ({rate:.0} cards/s): parse {:.2} s, \
+             already-provisioned check {:.2} s, write {:.2} s",
+            total.as_secs_f64(),
+            parse_time.as_secs_f64(),
+            check_time.as_secs_f64(),
+            write_time.as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn run_group(command: GroupCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        GroupCommand::Create {
+            profile,
+            name,
+            msisdn_list,
+            iccid_list,
+            account,
+        } => {
+            check_name(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            let list = match (&msisdn_list, &iccid_list) {
+                (Some(p), _) => Some((p, CardKey::Msisdn)),
+                (_, Some(p)) => Some((p, CardKey::Iccid)),
+                _ => None,
+            };
+            let listed = match list {
+                Some((path, key)) => Some((path, key, read_list(path, key)?)),
+                None => None,
+            };
+            let group = with_store(&account.store, async |s| {
+                let a = resolve_account(s.as_ref(), account.account.as_deref()).await?;
+                let p = resolve_profile(s.as_ref(), &a, &profile).await?;
+                let members = match &listed {
+                    None => GroupMembers::AllOfProfile,
+                    Some((path, key, entries)) => {
+                        let values: Vec<String> = entries.iter().map(|(_, v)| v.clone()).collect();
+                        let found: HashMap<String, String> = s
+                            .profile_cards_matching(&a.id, p.id, *key, &values)
+                            .await?
+                            .into_iter()
+                            .collect();
+                        let what = match key {
+                            CardKey::Iccid => "ICCID",
+                            CardKey::Msisdn => "MSISDN",
+                        };
+                        let missing: Vec<String> = entries
+                            .iter()
+                            .filter(|(_, v)| !found.contains_key(v))
+                            .map(|(line, v)| {
+                                format!("line {line}: no card of profile {} has {what} {v}", p.name)
+                            })
+                            .collect();
+                        if !missing.is_empty() {
+                            bail!(
+                                "{}: {} line(s) refused, no group created:\n  {}",
+                                path.display(),
+                                missing.len(),
+                                missing.join("\n  ")
+                            );
+                        }
+                        GroupMembers::Iccids(
+                            values
+                                .iter()
+                                .filter_map(|v| found.get(v).cloned())
+                                .collect(),
+                        )
+                    }
+                };
+                let size = match &members {
+                    GroupMembers::Iccids(v) => v.len() as u64,
+                    GroupMembers::AllOfProfile => 0,
+                };
+                if size > GROUP_WARN {
+                    eprintln!(
+                        "warning: the group will hold {size} cards, more than the recommended {GROUP_WARN}"
+                    );
+                }
+                Ok(
+                    s.create_card_group(&a.id, p.id, &name, &members, otagw::gateway::now_ms())
+                        .await?,
+                )
+            })?;
+            if group.cards > GROUP_WARN && listed.is_none() {
+                eprintln!(
+                    "warning: the group holds {} cards, more than the recommended {GROUP_WARN}",
+                    group.cards
+                );
+            }
+            println!(
+                "card group {} created (id {}, profile {}, {} cards)",
+                group.name, group.id, group.profile_id, group.cards
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        GroupCommand::List { account } => {
+            let groups = with_store(&account.store, async |s| {
+                let a = resolve_account(s.as_ref(), account.account.as_deref()).await?;
+                Ok(s.card_groups(&a.id).await?)
+            })?;
+            for g in &groups {
+                println!(
+                    "{}",
+                    serde_json::json!({"id": g.id, "name": g.name, "profileId": g.profile_id,
+                        "cards": g.cards, "created": g.created_at})
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Reads a list file: one value per line (blank lines skipped), each valid and once; fails
+/// naming every bad line.
+fn read_list(path: &PathBuf, key: CardKey) -> anyhow::Result<Vec<(usize, String)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let v = line.trim();
+        if v.is_empty() {
+            continue;
+        }
+        let value = match key {
+            CardKey::Iccid => provision::normalize_iccid(v),
+            CardKey::Msisdn => provision::normalize_msisdn(v),
+        };
+        match value {
+            Err(e) => problems.push(format!("line {n}: {e}")),
+            Ok(v) => {
+                if let Some(first) = seen.get(&v) {
+                    problems.push(format!("line {n}: {v} already on line {first}"));
+                } else {
+                    seen.insert(v.clone(), n);
+                    entries.push((n, v));
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{}: {} line(s) refused, no group created:\n  {}",
+            path.display(),
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    if entries.is_empty() {
+        bail!("{}: no card listed", path.display());
+    }
+    Ok(entries)
+}
