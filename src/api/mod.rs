@@ -3,6 +3,7 @@
 //! and Prometheus text at `/metrics`. Every route but health needs a bearer token; an account
 //! sees only its own cards and commands (another account's id answers 404).
 
+pub mod campaigns;
 pub mod cards;
 pub mod commands;
 pub mod error;
@@ -131,6 +132,20 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/webhooks",
             post(cards::add_webhook).get(cards::list_webhooks),
         )
+        .route(
+            "/api/v1/profiles",
+            post(campaigns::create_profile).get(campaigns::list_profiles),
+        )
+        .route("/api/v1/profiles/{id}", get(campaigns::get_profile))
+        .route(
+            "/api/v1/profiles/{id}/provision",
+            post(campaigns::provision),
+        )
+        .route(
+            "/api/v1/cardgroups",
+            post(campaigns::create_group).get(campaigns::list_groups),
+        )
+        .route("/api/v1/cardgroups/{id}", get(campaigns::get_group))
         .route("/metrics", get(ops::prometheus))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

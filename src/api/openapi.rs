@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cards, commands, error, ops};
+use super::{campaigns, cards, commands, error, ops};
 use crate::command;
 
 struct BearerAuth;
@@ -27,14 +27,17 @@ impl Modify for BearerAuth {
         commands::create, commands::get_one, commands::cancel, commands::create_batch,
         commands::get_batch, cards::add_cards, cards::get_card, cards::rotate_keys,
         cards::security_status, cards::upload_applet, cards::add_webhook, cards::list_webhooks,
-        ops::health, ops::metrics_json,
+        ops::health, ops::metrics_json, campaigns::create_profile, campaigns::list_profiles,
+        campaigns::get_profile, campaigns::provision, campaigns::create_group,
+        campaigns::list_groups, campaigns::get_group,
     ),
     components(schemas(
         command::OtaCommandRequest, command::OtaResult, command::CommandType,
         command::CommandStatus, command::ErrorCode, command::Priority, command::Target,
         command::SecuritySettings, command::CommandData, command::CardResponse,
         command::StatusWordData, command::CommandError, command::CommandEvent,
-        error::ErrorBody,
+        error::ErrorBody, campaigns::CreateProfile, campaigns::Profile, campaigns::CardGroup,
+        campaigns::CreateGroup, campaigns::Provisioned, crate::store::ProfileDefaults,
     )),
     modifiers(&BearerAuth),
 )]
