@@ -11,7 +11,8 @@ use otagw::command::{CardResponse, CommandError, CommandStatus, CommandType, Err
 use otagw::security::{CipherAlgorithm, IntegrityAlgorithm};
 use otagw::store::{
     AppletRecord, BatchRecord, CancelOutcome, KeyMaterial, KeySetRecord, MasterKey, NewCard,
-    NewCommand, SealingError, SecuredPacket, SqlStore, Store, StoreError, Transition, Webhook,
+    NewCommand, NewKeys, SealingError, SecuredPacket, SqlStore, Store, StoreError, Transition,
+    Webhook,
 };
 use sqlx::Row;
 
@@ -219,6 +220,7 @@ fn transition(from: &[CommandStatus], to: CommandStatus, event: &str, at: i64) -
         response: None,
         error: None,
         at,
+        new_keys: None,
     }
 }
 
@@ -1577,6 +1579,50 @@ async fn delivery_reports(b: Backend) {
     assert!(!store.record_delivery(&other, &ids[1], 600).await.unwrap());
 }
 
+async fn key_update_applies_with_its_transition(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    store.insert_cards(&a, &[card(&iccid(1))], 1).await.unwrap();
+    let before = store.key_set(&iccid(1), 1).await.unwrap().unwrap();
+    let ids = sent_commands(&store, &a, 2, "gw").await;
+    let mut t = transition(
+        &[CommandStatus::Pending],
+        CommandStatus::Success,
+        "SUCCESS",
+        400,
+    );
+    t.new_keys = Some(NewKeys {
+        iccid: iccid(1),
+        version: 1,
+        keys: keys(9),
+    });
+    // The transition does not apply (the command is SENT): the keys stay.
+    assert!(!store.transition(&a, &ids[0], &t).await.unwrap());
+    assert_eq!(
+        store.key_set(&iccid(1), 1).await.unwrap().unwrap().keys,
+        before.keys
+    );
+    t.from = vec![CommandStatus::Sent];
+    assert!(store.transition(&a, &ids[0], &t).await.unwrap());
+    let after = store.key_set(&iccid(1), 1).await.unwrap().unwrap();
+    assert_eq!(after.keys, keys(9));
+    assert_eq!(after.counter, before.counter);
+    assert_eq!(after.rotated_at, Some(400));
+    // No such key set: the status does not change either.
+    t.new_keys = Some(NewKeys {
+        iccid: iccid(1),
+        version: 9,
+        keys: keys(3),
+    });
+    assert!(matches!(
+        store.transition(&a, &ids[1], &t).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let (rec, _) = store.command(&a, &ids[1]).await.unwrap().unwrap();
+    assert_eq!(rec.status, CommandStatus::Sent);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1616,6 +1662,7 @@ suite!(
     stats,
     persistence_across_reopen,
     delivery_reports,
+    key_update_applies_with_its_transition,
 );
 
 #[tokio::test]

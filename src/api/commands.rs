@@ -67,10 +67,11 @@ pub(crate) async fn prepare(
         ));
     }
     let mut counter_set = None;
-    for (field, version) in [
-        ("security.kic", sec.kic >> 4),
-        ("security.kid", sec.kid >> 4),
-    ] {
+    let mut versions = vec![("security.kic", sec.kic >> 4)];
+    if sec.kid >> 4 != sec.kic >> 4 {
+        versions.push(("security.kid", sec.kid >> 4));
+    }
+    for (field, version) in versions {
         let set = store
             .key_set(&card.iccid, version)
             .await

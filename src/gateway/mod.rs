@@ -24,7 +24,7 @@ use crate::pipeline::{
     Route, Transports,
 };
 use crate::security::{CcScope, KeyConfig, ResponsePacketView, Scp80Keys, Spi};
-use crate::store::{CommandRecord, Millis, Store, StoreError, Transition};
+use crate::store::{CommandRecord, Millis, NewKeys, Store, StoreError, Transition};
 
 pub use metrics::GatewayMetrics;
 
@@ -547,6 +547,7 @@ async fn finish_with_por(shared: &Shared, done: &Done) -> Option<CommandStatus> 
             "counter": done.secured.counter,
         }),
     );
+    let mut t = t;
     if t.to == CommandStatus::Success && record.command_type == CommandType::KeyUpdate {
         if let Some(pending) = &done.secured.pending_keys {
             let version = request
@@ -563,16 +564,11 @@ async fn finish_with_por(shared: &Shared, done: &Done) -> Option<CommandStatus> 
                     keys.kik = current.keys.kik;
                 }
             }
-            // Stored before the command is marked done: a crash in between leaves the new
-            // keys in place and the command to be resolved, never the card's keys unknown.
-            if let Err(e) = shared
-                .store
-                .replace_keys(&record.iccid, version, &keys, now_ms())
-                .await
-            {
-                tracing::error!(command = %record.id, "storing confirmed keys: {e}");
-                return None;
-            }
+            t.new_keys = Some(NewKeys {
+                iccid: record.iccid.clone(),
+                version,
+                keys,
+            });
         }
     }
     apply(shared, record, &t).await.then_some(t.to)

@@ -49,6 +49,7 @@ pub fn por_transition(
         response: Some(response),
         error: Some(CommandError { code, message }),
         at,
+        new_keys: None,
     };
     if por.protection == PorProtection::UnprotectedError || por.status.is_security_error() {
         let mut message = format!(
@@ -119,6 +120,7 @@ pub fn por_transition(
         response: Some(response),
         error: None,
         at,
+        new_keys: None,
     }
 }
 
@@ -136,6 +138,7 @@ pub fn failure(code: ErrorCode, message: String, at: Millis) -> Transition {
         response: None,
         error: Some(CommandError { code, message }),
         at,
+        new_keys: None,
     }
 }
 
