@@ -483,6 +483,32 @@ async fn batch_sequential_with_stop_on_error(backend: &str) {
         statuses.push(r["status"].as_str().unwrap_or("").to_string());
     }
     assert_eq!(statuses, ["SUCCESS", "FAILED", "CANCELLED"]);
+    // Six for one card, one after another: they run in the order posted, whatever order the
+    // engine claims them in (a later one claimed first must not hold the card).
+    let six: Vec<Value> = (0..6).map(|_| ok.clone()).collect();
+    let (code, b6) = env
+        .post(
+            "/api/v1/ota/batch",
+            &json!({"commands": six, "options": {"parallel": false}}),
+        )
+        .await
+        .expect("batch");
+    assert_eq!(code, 202, "{b6}");
+    let mut finished = Vec::new();
+    for id in b6["commandIds"].as_array().cloned().unwrap_or_default() {
+        let r = env
+            .wait_done(id.as_str().unwrap_or_default(), Duration::from_secs(20))
+            .await
+            .expect("done");
+        assert_eq!(r["status"], "SUCCESS", "{r}");
+        finished.push((
+            r["completedAt"].as_i64().unwrap_or(0),
+            r["counter"].as_u64().unwrap_or(0),
+        ));
+    }
+    let mut sorted = finished.clone();
+    sorted.sort();
+    assert_eq!(finished, sorted, "ran out of order: {finished:?}");
     let (code, r) = env
         .get(&format!("/api/v1/ota/batch/{batch}"))
         .await

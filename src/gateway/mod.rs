@@ -394,14 +394,26 @@ async fn run(shared: Arc<Shared>, record: CommandRecord) {
                 ..retry
             };
         }
-        if !o.parallel && !record.status.is_terminal() && record.secured.is_none() {
-            // Sequential batch: wait (holding the card) until the earlier commands ended.
-            while !earlier_done(&shared, &record).await {
-                if shared.stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        if !o.parallel
+            && !record.status.is_terminal()
+            && record.secured.is_none()
+            && !earlier_done(&shared, &record).await
+        {
+            // Sequential batch, an earlier command not ended: go to the back of the card's
+            // queue and let the card's other commands (maybe that earlier one) go first.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if shared.stopping.load(Ordering::SeqCst) {
+                return;
             }
+            if let Ok(mut p) = shared.parking.lock() {
+                p.waiting
+                    .entry(iccid.clone())
+                    .or_default()
+                    .push_back(record);
+                p.parked += 1;
+            }
+            release_card(&shared, &iccid);
+            return;
         }
     }
     let job = Job::new(record.clone(), &shared.config.id, retry);
