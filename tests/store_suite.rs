@@ -10,9 +10,9 @@ use std::sync::Arc;
 use otagw::command::{CardResponse, CommandError, CommandStatus, CommandType, ErrorCode, Priority};
 use otagw::security::{CipherAlgorithm, IntegrityAlgorithm};
 use otagw::store::{
-    AppletRecord, BatchRecord, CancelOutcome, KeyMaterial, KeySetRecord, MasterKey, NewCard,
-    NewCommand, NewKeys, SealingError, SecuredPacket, SqlStore, Store, StoreError, Transition,
-    Webhook,
+    provision_rows, AppletRecord, BatchRecord, CancelOutcome, CardKey, GroupMembers, KeyMaterial,
+    KeySetRecord, MasterKey, NewCard, NewCommand, NewKeys, NewProfile, ProfileDefaults,
+    SealingError, SecuredPacket, SqlStore, Store, StoreError, Transition, Webhook,
 };
 use sqlx::Row;
 
@@ -1623,6 +1623,716 @@ async fn key_update_applies_with_its_transition(b: Backend) {
     assert_eq!(rec.status, CommandStatus::Sent);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Profiles, provisioning and card groups (issue 5).
+
+fn new_profile(name: &str) -> NewProfile {
+    NewProfile {
+        name: name.to_string(),
+        app_type: Some("rfm".to_string()),
+        applet_id: None,
+        tars: vec!["b00010".to_string(), "B00011".to_string()],
+        defaults: ProfileDefaults {
+            spi: Some("1639".to_string()),
+            kic_byte: Some("15".to_string()),
+            kid_byte: Some("15".to_string()),
+            transport: Some("sms".to_string()),
+            http: Some(serde_json::json!({"url": "https://ota.example/tls", "psk": 1})),
+            validity_period_minutes: Some(90),
+        },
+    }
+}
+
+async fn profile_id(store: &SqlStore, acct: &str, name: &str) -> i64 {
+    store
+        .create_profile(acct, &new_profile(name), 1_500)
+        .await
+        .expect("profile")
+        .id
+}
+
+fn cards_range(range: std::ops::Range<u64>) -> Vec<NewCard> {
+    range.map(|n| card(&iccid(n))).collect()
+}
+
+/// Provisions without a group, counting nothing.
+async fn provision(store: &SqlStore, acct: &str, profile: i64, cards: &[NewCard]) {
+    store
+        .provision_cards(acct, profile, cards, None, 2_000, &|_| {})
+        .await
+        .expect("provision");
+}
+
+async fn count(pool: &sqlx::AnyPool, table: &str) -> i64 {
+    sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
+        .fetch_one(pool)
+        .await
+        .expect("count")
+        .get::<i64, _>("n")
+}
+
+/// Rows of the provisioning tables: cards, key sets, profile links, groups, group members.
+async fn provisioning_rows(pool: &sqlx::AnyPool) -> [i64; 5] {
+    [
+        count(pool, "cards").await,
+        count(pool, "key_sets").await,
+        count(pool, "profile_cards").await,
+        count(pool, "card_groups").await,
+        count(pool, "card_group_members").await,
+    ]
+}
+
+async fn profiles_and_accounts(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    assert!(store.accounts().await.unwrap().is_empty());
+    let zeta = store.create_account("zeta", 3).await.unwrap();
+    let alpha = store.create_account("alpha", 4).await.unwrap();
+    let mid = store.create_account("mid", 5).await.unwrap();
+    assert_eq!(
+        store.accounts().await.unwrap(),
+        vec![alpha.clone(), mid.clone(), zeta.clone()]
+    );
+
+    let p = store
+        .create_profile(&alpha.id, &new_profile("rfm-main"), 1_000)
+        .await
+        .unwrap();
+    assert!(p.id > 0);
+    assert_eq!(p.account_id, alpha.id);
+    assert_eq!(p.name, "rfm-main");
+    assert_eq!(p.app_type.as_deref(), Some("rfm"));
+    assert_eq!(p.applet_id, None);
+    assert_eq!(p.tars, new_profile("x").tars);
+    assert_eq!(p.defaults, new_profile("x").defaults);
+    assert_eq!((p.created_at, p.updated_at), (1_000, 1_000));
+    // Name unique per account.
+    match store
+        .create_profile(&alpha.id, &new_profile("rfm-main"), 1_001)
+        .await
+    {
+        Err(StoreError::Duplicate {
+            what: "profile",
+            key,
+        }) => assert_eq!(key, "rfm-main"),
+        other => panic!("expected duplicate profile, got {other:?}"),
+    }
+    // A minimal profile (no defaults, custom applet).
+    let bare = NewProfile {
+        name: "custom".to_string(),
+        app_type: Some("custom".to_string()),
+        applet_id: Some("applet-1".to_string()),
+        tars: vec![],
+        defaults: ProfileDefaults::default(),
+    };
+    let q = store.create_profile(&alpha.id, &bare, 1_002).await.unwrap();
+    assert!(q.id > p.id);
+    assert_eq!(q.applet_id.as_deref(), Some("applet-1"));
+    assert!(q.tars.is_empty());
+    assert_eq!(q.defaults, ProfileDefaults::default());
+    // The same name in another account is another profile.
+    let z = store
+        .create_profile(&zeta.id, &new_profile("rfm-main"), 1_003)
+        .await
+        .unwrap();
+    assert_ne!(z.id, p.id);
+    assert_eq!(z.account_id, zeta.id);
+    // Unknown account.
+    assert!(matches!(
+        store
+            .create_profile("no-such-account", &new_profile("x"), 1)
+            .await,
+        Err(StoreError::NotFound {
+            what: "account",
+            ..
+        })
+    ));
+
+    assert_eq!(
+        store.profile(&alpha.id, p.id).await.unwrap(),
+        Some(p.clone())
+    );
+    assert_eq!(
+        store.profile(&alpha.id, q.id).await.unwrap(),
+        Some(q.clone())
+    );
+    assert_eq!(store.profile(&zeta.id, p.id).await.unwrap(), None);
+    assert_eq!(store.profile(&alpha.id, z.id).await.unwrap(), None);
+    assert_eq!(store.profile(&alpha.id, 999_999).await.unwrap(), None);
+    assert_eq!(
+        store.profile_by_name(&alpha.id, "rfm-main").await.unwrap(),
+        Some(p.clone())
+    );
+    assert_eq!(
+        store.profile_by_name(&zeta.id, "rfm-main").await.unwrap(),
+        Some(z.clone())
+    );
+    assert_eq!(
+        store.profile_by_name(&zeta.id, "custom").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.profile_by_name(&mid.id, "rfm-main").await.unwrap(),
+        None
+    );
+    assert_eq!(store.profiles(&alpha.id).await.unwrap(), vec![p, q]);
+    assert_eq!(store.profiles(&zeta.id).await.unwrap(), vec![z]);
+    assert!(store.profiles(&mid.id).await.unwrap().is_empty());
+    // Survives a reopen.
+    store.close().await;
+    let store = db.open().await;
+    assert_eq!(store.profiles(&alpha.id).await.unwrap().len(), 2);
+    assert_eq!(store.accounts().await.unwrap().len(), 3);
+}
+
+async fn existing_iccids_in_batches(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let other = account(&store, "b").await;
+    assert!(store.existing_iccids(&[]).await.unwrap().is_empty());
+    // Even cards of a, every tenth odd one of b, across 1,300 numbers.
+    let mine: Vec<NewCard> = (0..1300).step_by(2).map(|n| card(&iccid(n))).collect();
+    let theirs: Vec<NewCard> = (1..1300).step_by(20).map(|n| card(&iccid(n))).collect();
+    store.insert_cards(&a, &mine, 1).await.unwrap();
+    store.insert_cards(&other, &theirs, 1).await.unwrap();
+    let asked: Vec<String> = (0..1300).map(iccid).collect();
+    let found = store.existing_iccids(&asked).await.unwrap();
+    let found: HashSet<String> = found.into_iter().collect();
+    let expected: HashSet<String> = mine
+        .iter()
+        .chain(&theirs)
+        .map(|c| c.iccid.clone())
+        .collect();
+    assert_eq!(found.len(), 650 + 65);
+    assert_eq!(found, expected);
+    // None present.
+    let absent: Vec<String> = (5000..5700).map(iccid).collect();
+    assert!(store.existing_iccids(&absent).await.unwrap().is_empty());
+    // One present, at the end of the third batch.
+    let mut one = absent.clone();
+    one.insert(1200.min(one.len()), iccid(1298));
+    assert_eq!(
+        store.existing_iccids(&one).await.unwrap(),
+        vec![iccid(1298)]
+    );
+}
+
+async fn provisioning_all_or_none(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let raw = db.raw().await;
+    let a = account(&store, "a").await;
+    let other = account(&store, "b").await;
+    let p = profile_id(&store, &a, "p").await;
+    let foreign = profile_id(&store, &other, "p").await;
+
+    // Without a group: cards, key sets and profile links; progress adds up to the total.
+    let mut first = cards_range(1..4);
+    first[1].key_sets.push(key_set(2, keys(5), 9));
+    let done = std::sync::Mutex::new(Vec::new());
+    let group = store
+        .provision_cards(&a, p, &first, None, 2_000, &|n| {
+            done.lock().unwrap().push(n)
+        })
+        .await
+        .unwrap();
+    assert_eq!(group, None);
+    let calls = done.lock().unwrap().clone();
+    assert!(calls.iter().all(|&n| n > 0), "{calls:?}");
+    assert_eq!(calls.iter().sum::<u64>(), provision_rows(&first, false));
+    assert_eq!(provision_rows(&first, false), 3 * 2 + 4);
+    assert_eq!(provisioning_rows(&raw).await, [3, 4, 3, 0, 0]);
+    let got = store.card(&a, &iccid(2)).await.unwrap().expect("card");
+    assert_eq!(got.created_at, 2_000);
+    assert_eq!(got.key_versions.len(), 2);
+    assert_eq!(
+        store.key_set(&iccid(2), 2).await.unwrap().unwrap().keys,
+        keys(5)
+    );
+    for n in 1..4 {
+        assert_eq!(store.card_profile(&a, &iccid(n)).await.unwrap(), Some(p));
+    }
+
+    // With a group, across several statements of every kind.
+    let many = cards_range(100..1300);
+    let done = std::sync::Mutex::new(Vec::new());
+    let group = store
+        .provision_cards(&a, p, &many, Some("batch-1"), 3_000, &|n| {
+            done.lock().unwrap().push(n)
+        })
+        .await
+        .unwrap()
+        .expect("group");
+    let calls = done.lock().unwrap().clone();
+    assert!(calls.len() >= 6, "{calls:?}");
+    assert_eq!(calls.iter().sum::<u64>(), provision_rows(&many, true));
+    assert_eq!(provision_rows(&many, true), 1200 * 4);
+    assert_eq!(group.account_id, a);
+    assert_eq!(group.profile_id, p);
+    assert_eq!(group.name, "batch-1");
+    assert_eq!(group.cards, 1200);
+    assert_eq!(group.created_at, 3_000);
+    assert_eq!(
+        store.card_group(&a, group.id).await.unwrap(),
+        Some(group.clone())
+    );
+    assert_eq!(store.card_groups(&a).await.unwrap(), vec![group.clone()]);
+    assert_eq!(
+        store
+            .card_group_iccids(&a, group.id, None, 5_000)
+            .await
+            .unwrap(),
+        (100..1300).map(iccid).collect::<Vec<_>>()
+    );
+    assert_eq!(store.card_profile(&a, &iccid(1299)).await.unwrap(), Some(p));
+    let before = provisioning_rows(&raw).await;
+    assert_eq!(before, [1203, 1204, 1203, 1, 1200]);
+
+    // Refused calls write nothing: no card, key set, profile link, group or member.
+    let refused = |what: &'static str, key: String| {
+        move |r: Result<Option<otagw::store::CardGroupRecord>, StoreError>| match r {
+            Err(StoreError::Duplicate { what: w, key: k }) if w == what && k == key => {}
+            other => panic!("expected duplicate {what} {key}, got {other:?}"),
+        }
+    };
+    // A card already provisioned, in the last chunk.
+    let mut again = cards_range(2000..2700);
+    again.push(card(&iccid(2)));
+    refused("card", iccid(2))(
+        store
+            .provision_cards(&a, p, &again, Some("batch-2"), 4_000, &|_| {})
+            .await,
+    );
+    refused("card", iccid(1299))(
+        store
+            .provision_cards(
+                &a,
+                p,
+                &[card(&iccid(2000)), card(&iccid(1299))],
+                None,
+                4_000,
+                &|_| {},
+            )
+            .await,
+    );
+    // Twice in the input.
+    refused("card", iccid(2001))(
+        store
+            .provision_cards(
+                &a,
+                p,
+                &[card(&iccid(2001)), card(&iccid(2002)), card(&iccid(2001))],
+                Some("batch-3"),
+                4_000,
+                &|_| {},
+            )
+            .await,
+    );
+    // Already a card of another account.
+    store
+        .insert_cards(&other, &[card(&iccid(9000))], 1)
+        .await
+        .unwrap();
+    let before = provisioning_rows(&raw).await;
+    refused("card", iccid(9000))(
+        store
+            .provision_cards(
+                &a,
+                p,
+                &[card(&iccid(2003)), card(&iccid(9000))],
+                Some("batch-4"),
+                4_000,
+                &|_| {},
+            )
+            .await,
+    );
+    // The group name is taken in this profile: the new cards are not written either.
+    refused("card group", "batch-1".to_string())(
+        store
+            .provision_cards(
+                &a,
+                p,
+                &cards_range(2004..2010),
+                Some("batch-1"),
+                4_000,
+                &|_| {},
+            )
+            .await,
+    );
+    // Another account's profile, or none.
+    for bad in [foreign, foreign + 1000] {
+        assert!(matches!(
+            store
+                .provision_cards(&a, bad, &cards_range(2010..2012), Some("x"), 4_000, &|_| {})
+                .await,
+            Err(StoreError::NotFound {
+                what: "profile",
+                ..
+            })
+        ));
+    }
+    assert_eq!(provisioning_rows(&raw).await, before);
+    for n in [2000, 2001, 2003, 2004, 2010, 2699] {
+        assert_eq!(store.card(&a, &iccid(n)).await.unwrap(), None);
+        assert_eq!(store.card_profile(&a, &iccid(n)).await.unwrap(), None);
+    }
+    assert_eq!(store.card_groups(&a).await.unwrap(), vec![group.clone()]);
+    assert!(store.card_groups(&other).await.unwrap().is_empty());
+
+    // The refused names and cards can be used afterwards.
+    let g2 = store
+        .provision_cards(&a, p, &again[..700], Some("batch-2"), 5_000, &|_| {})
+        .await
+        .unwrap()
+        .expect("group");
+    assert_eq!(g2.cards, 700);
+    // The same group name in another profile is another group.
+    let q = profile_id(&store, &a, "q").await;
+    let g3 = store
+        .provision_cards(
+            &a,
+            q,
+            &cards_range(3000..3002),
+            Some("batch-1"),
+            5_000,
+            &|_| {},
+        )
+        .await
+        .unwrap()
+        .expect("group");
+    assert_eq!((g3.profile_id, g3.cards), (q, 2));
+    assert_eq!(store.card_profile(&a, &iccid(3001)).await.unwrap(), Some(q));
+    // card_profile: never for another account's card, an unlinked card or no card.
+    store
+        .insert_cards(&a, &[card(&iccid(4000))], 1)
+        .await
+        .unwrap();
+    assert_eq!(store.card_profile(&a, &iccid(4000)).await.unwrap(), None);
+    assert_eq!(store.card_profile(&other, &iccid(1)).await.unwrap(), None);
+    assert_eq!(
+        store.card_profile(&other, &iccid(9000)).await.unwrap(),
+        None
+    );
+    assert_eq!(store.card_profile(&a, &iccid(9999)).await.unwrap(), None);
+    raw.close().await;
+}
+
+async fn profile_cards_matching(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let other = account(&store, "b").await;
+    let p = profile_id(&store, &a, "p").await;
+    let q = profile_id(&store, &a, "q").await;
+    let r = profile_id(&store, &other, "p").await;
+    provision(&store, &a, p, &cards_range(0..700)).await;
+    provision(&store, &a, q, &cards_range(700..710)).await;
+    provision(&store, &other, r, &cards_range(710..720)).await;
+    store
+        .insert_cards(&a, &cards_range(720..730), 1)
+        .await
+        .unwrap();
+
+    // By ICCID: only p's cards, over more than one lookup batch.
+    let asked: Vec<String> = (0..800).step_by(3).chain(900..1200).map(iccid).collect();
+    let mut got = store
+        .profile_cards_matching(&a, p, CardKey::Iccid, &asked)
+        .await
+        .unwrap();
+    got.sort();
+    let expected: Vec<(String, String)> =
+        (0..700).step_by(3).map(|n| (iccid(n), iccid(n))).collect();
+    assert_eq!(got, expected);
+    // By MSISDN: the MSISDN with its card's ICCID.
+    let msisdn = |n: u64| card(&iccid(n)).msisdn.unwrap();
+    let asked: Vec<String> = [5, 699, 700, 715, 725]
+        .into_iter()
+        .map(msisdn)
+        .chain(["3369999999".to_string()])
+        .collect();
+    let mut got = store
+        .profile_cards_matching(&a, p, CardKey::Msisdn, &asked)
+        .await
+        .unwrap();
+    got.sort();
+    assert_eq!(got, vec![(msisdn(5), iccid(5)), (msisdn(699), iccid(699))]);
+    assert_eq!(
+        store
+            .profile_cards_matching(&a, q, CardKey::Msisdn, &asked)
+            .await
+            .unwrap(),
+        vec![(msisdn(700), iccid(700))]
+    );
+    // Another account's profile, or another account asking: nothing.
+    let theirs: Vec<String> = (700..730).map(iccid).collect();
+    assert!(store
+        .profile_cards_matching(&a, r, CardKey::Iccid, &theirs)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .profile_cards_matching(&other, p, CardKey::Iccid, &[iccid(1)])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .profile_cards_matching(&other, r, CardKey::Iccid, &theirs)
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+    assert!(store
+        .profile_cards_matching(&a, p, CardKey::Iccid, &[])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn card_groups_create_and_page(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let raw = db.raw().await;
+    let a = account(&store, "a").await;
+    let other = account(&store, "b").await;
+    let p = profile_id(&store, &a, "p").await;
+    let q = profile_id(&store, &a, "q").await;
+    let empty = profile_id(&store, &a, "empty").await;
+    let r = profile_id(&store, &other, "r").await;
+    // Provisioned in an order that is not the ICCID order.
+    let mut pcards = cards_range(0..1100);
+    pcards.reverse();
+    provision(&store, &a, p, &pcards).await;
+    provision(&store, &a, q, &cards_range(2000..2002)).await;
+    provision(&store, &other, r, &cards_range(3000..3002)).await;
+    store
+        .insert_cards(&a, &[card(&iccid(4000))], 1)
+        .await
+        .unwrap();
+
+    // Every card of the profile.
+    let all = store
+        .create_card_group(&a, p, "all", &GroupMembers::AllOfProfile, 6_000)
+        .await
+        .unwrap();
+    assert_eq!((all.account_id.as_str(), all.profile_id), (a.as_str(), p));
+    assert_eq!(
+        (all.name.as_str(), all.cards, all.created_at),
+        ("all", 1100, 6_000)
+    );
+    // A list, in any order.
+    let listed = vec![iccid(7), iccid(3), iccid(1099), iccid(500)];
+    let some = store
+        .create_card_group(&a, p, "some", &GroupMembers::Iccids(listed), 6_001)
+        .await
+        .unwrap();
+    assert_eq!(some.cards, 4);
+    assert_eq!(
+        store
+            .card_group_iccids(&a, some.id, None, 10)
+            .await
+            .unwrap(),
+        vec![iccid(3), iccid(7), iccid(500), iccid(1099)]
+    );
+    // A list longer than one lookup batch.
+    let big: Vec<String> = (0..1100).rev().step_by(2).map(iccid).collect();
+    let half = store
+        .create_card_group(&a, p, "half", &GroupMembers::Iccids(big), 6_002)
+        .await
+        .unwrap();
+    assert_eq!(half.cards, 550);
+    // A profile without cards.
+    let none = store
+        .create_card_group(&a, empty, "none", &GroupMembers::AllOfProfile, 6_003)
+        .await
+        .unwrap();
+    assert_eq!(none.cards, 0);
+    assert!(store
+        .card_group_iccids(&a, none.id, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Refused: nothing written, and the error names the card.
+    let before = provisioning_rows(&raw).await;
+    let groups_before = store.card_groups(&a).await.unwrap();
+    let invalid_naming =
+        |r: Result<otagw::store::CardGroupRecord, StoreError>, name: &str, why: &str| match r {
+            Err(e @ StoreError::Invalid { .. }) => {
+                assert!(
+                    e.to_string().contains(name),
+                    "{why}: {e} does not name {name}"
+                )
+            }
+            other => panic!("{why}: expected invalid naming {name}, got {other:?}"),
+        };
+    let cases = [
+        (iccid(2001), "a card of another profile"),
+        (iccid(4000), "a card of no profile"),
+        (iccid(3001), "another account's card"),
+        (iccid(7777), "no card"),
+    ];
+    for (bad, why) in cases {
+        let mut list: Vec<String> = (0..600).map(iccid).collect();
+        list.push(bad.clone());
+        list.push(iccid(601));
+        invalid_naming(
+            store
+                .create_card_group(&a, p, "bad", &GroupMembers::Iccids(list), 7_000)
+                .await,
+            &bad,
+            why,
+        );
+    }
+    invalid_naming(
+        store
+            .create_card_group(
+                &a,
+                p,
+                "bad",
+                &GroupMembers::Iccids(vec![iccid(1), iccid(2), iccid(1)]),
+                7_000,
+            )
+            .await,
+        &iccid(1),
+        "listed twice",
+    );
+    match store
+        .create_card_group(&a, p, "all", &GroupMembers::Iccids(vec![iccid(1)]), 7_000)
+        .await
+    {
+        Err(StoreError::Duplicate {
+            what: "card group",
+            key,
+        }) => assert_eq!(key, "all"),
+        other => panic!("expected duplicate group, got {other:?}"),
+    }
+    for bad in [r, r + 1000] {
+        assert!(matches!(
+            store
+                .create_card_group(&a, bad, "x", &GroupMembers::AllOfProfile, 7_000)
+                .await,
+            Err(StoreError::NotFound {
+                what: "profile",
+                ..
+            })
+        ));
+    }
+    assert_eq!(provisioning_rows(&raw).await, before);
+    assert_eq!(store.card_groups(&a).await.unwrap(), groups_before);
+    // The refused name is free; the same name in another profile is another group.
+    let bad_ok = store
+        .create_card_group(&a, p, "bad", &GroupMembers::Iccids(vec![iccid(9)]), 7_001)
+        .await
+        .unwrap();
+    let q_all = store
+        .create_card_group(&a, q, "all", &GroupMembers::AllOfProfile, 7_002)
+        .await
+        .unwrap();
+    assert_eq!((q_all.profile_id, q_all.cards), (q, 2));
+
+    // Lookups: by id, the account's list by id, never another account's.
+    let mine = store.card_groups(&a).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|g| g.id).collect::<Vec<_>>(),
+        vec![all.id, some.id, half.id, none.id, bad_ok.id, q_all.id]
+    );
+    assert!(mine.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(mine[0], all);
+    assert_eq!(
+        store.card_group(&a, half.id).await.unwrap(),
+        Some(half.clone())
+    );
+    assert_eq!(store.card_group(&a, 999_999).await.unwrap(), None);
+    assert_eq!(store.card_group(&other, all.id).await.unwrap(), None);
+    assert!(store.card_groups(&other).await.unwrap().is_empty());
+    assert!(store
+        .card_group_iccids(&other, all.id, None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let theirs = store
+        .create_card_group(&other, r, "t", &GroupMembers::AllOfProfile, 7_003)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.card_groups(&other).await.unwrap(),
+        vec![theirs.clone()]
+    );
+    assert_eq!(store.card_group(&a, theirs.id).await.unwrap(), None);
+    assert!(store
+        .card_group_iccids(&a, theirs.id, None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Paging: pages in ICCID order, every member exactly once, the same again.
+    for (group, size) in [(&all, 1100usize), (&half, 550)] {
+        for limit in [1u32, 7, 500, 1100, 5000] {
+            if limit == 1 && size > 600 {
+                continue;
+            }
+            let mut pages = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = store
+                    .card_group_iccids(&a, group.id, after.as_deref(), limit)
+                    .await
+                    .unwrap();
+                assert!(page.len() <= limit as usize);
+                if page.is_empty() {
+                    break;
+                }
+                after = page.last().cloned();
+                pages.extend(page);
+            }
+            assert_eq!(pages.len(), size, "limit {limit}");
+            assert!(pages.windows(2).all(|w| w[0] < w[1]), "limit {limit}");
+            let once = store
+                .card_group_iccids(&a, group.id, None, size as u32)
+                .await
+                .unwrap();
+            assert_eq!(pages, once);
+        }
+    }
+    let every: Vec<String> = (0..1100).map(iccid).collect();
+    assert_eq!(
+        store
+            .card_group_iccids(&a, all.id, None, 2_000)
+            .await
+            .unwrap(),
+        every
+    );
+    assert_eq!(
+        store
+            .card_group_iccids(&a, all.id, Some(&iccid(1097)), 10)
+            .await
+            .unwrap(),
+        vec![iccid(1098), iccid(1099)]
+    );
+    // `after` need not be a member.
+    assert_eq!(
+        store
+            .card_group_iccids(&a, half.id, Some(&iccid(1096)), 2)
+            .await
+            .unwrap(),
+        vec![iccid(1097), iccid(1099)]
+    );
+    assert!(store
+        .card_group_iccids(&a, all.id, Some(&iccid(1099)), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .card_group_iccids(&a, all.id, None, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    raw.close().await;
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1663,6 +2373,11 @@ suite!(
     persistence_across_reopen,
     delivery_reports,
     key_update_applies_with_its_transition,
+    profiles_and_accounts,
+    existing_iccids_in_batches,
+    provisioning_all_or_none,
+    profile_cards_matching,
+    card_groups_create_and_page,
 );
 
 #[tokio::test]

@@ -2305,11 +2305,11 @@ impl Store for SqlStore {
                         });
                     }
                 }
-                // Every listed card must be a card of the profile.
-                let mut linked = 0usize;
+                // Every listed card must be a card of the profile; the others are named.
+                let mut linked = HashSet::with_capacity(iccids.len());
                 for chunk in iccids.chunks(LOOKUP_CHUNK) {
                     let sql = format!(
-                        "SELECT COUNT(*) AS n FROM profile_cards p \
+                        "SELECT p.iccid AS iccid FROM profile_cards p \
                          JOIN cards c ON c.iccid = p.iccid \
                          WHERE c.account_id = $1 AND p.profile_id = $2 AND p.iccid IN ({})",
                         placeholders(3, chunk.len())
@@ -2318,15 +2318,27 @@ impl Store for SqlStore {
                     for v in chunk {
                         q = q.bind(v.as_str());
                     }
-                    let row = q.fetch_one(&mut *tx).await.map_err(dbe)?;
-                    linked += to_u64(col::<i64>(&row, "n")?, "n")? as usize;
+                    for row in q.fetch_all(&mut *tx).await.map_err(dbe)? {
+                        linked.insert(col::<String>(&row, "iccid")?);
+                    }
                 }
-                if linked != iccids.len() {
+                let outside: Vec<&str> = iccids
+                    .iter()
+                    .filter(|i| !linked.contains(i.as_str()))
+                    .map(String::as_str)
+                    .collect();
+                if !outside.is_empty() {
+                    const NAMED: usize = 10;
+                    let mut named = outside[..outside.len().min(NAMED)].join(", ");
+                    if outside.len() > NAMED {
+                        named.push_str(&format!(" and {} more", outside.len() - NAMED));
+                    }
                     return Err(StoreError::Invalid {
                         field: "iccids".into(),
                         problem: format!(
-                            "{} of the {} cards listed are not cards of profile {profile_id}",
-                            iccids.len() - linked,
+                            "{} of the {} cards listed are not cards of profile {profile_id}: \
+                             {named}",
+                            outside.len(),
                             iccids.len()
                         ),
                     });
