@@ -706,56 +706,10 @@ fn file_update(p: &Params<'_>, ctx: &BuildContext<'_>) -> Result<Vec<CApdu>, Bui
     Ok(cmds)
 }
 
-/// GSM 7-bit default alphabet (TS 23.038 6.2.1); index = code.
-const GSM_DEFAULT_ALPHABET: [char; 128] = [
-    '@', '£', '$', '¥', 'è', 'é', 'ù', 'ì', 'ò', 'Ç', '\n', 'Ø', 'ø', '\r', 'Å', 'å', //
-    'Δ', '_', 'Φ', 'Γ', 'Λ', 'Ω', 'Π', 'Ψ', 'Σ', 'Θ', 'Ξ', '\u{1b}', 'Æ', 'æ', 'ß', 'É', //
-    ' ', '!', '"', '#', '¤', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', '/', //
-    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', ':', ';', '<', '=', '>', '?', //
-    '¡', 'A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J', 'K', 'L', 'M', 'N', 'O', //
-    'P', 'Q', 'R', 'S', 'T', 'U', 'V', 'W', 'X', 'Y', 'Z', 'Ä', 'Ö', 'Ñ', 'Ü', '§', //
-    '¿', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', //
-    'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 'ä', 'ö', 'ñ', 'ü', 'à', //
-];
-
-/// The extension table (TS 23.038 6.2.1.1): code after the escape `1B`, and its character.
-const GSM_EXTENSION: [(u8, char); 10] = [
-    (0x0A, '\u{0c}'),
-    (0x14, '^'),
-    (0x28, '{'),
-    (0x29, '}'),
-    (0x2F, '\\'),
-    (0x3C, '['),
-    (0x3D, '~'),
-    (0x3E, ']'),
-    (0x40, '|'),
-    (0x65, '€'),
-];
-
-/// Text in the SMS default alphabet, unpacked (one character per octet, b8 = 0), as alpha
-/// identifiers code it (TS 31.102 annex A, TS 51.011 annex B); `None` if a character is not in
-/// it.
-fn gsm_unpacked(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len());
-    for ch in text.chars() {
-        if ch == '\u{1b}' {
-            return None;
-        }
-        if let Some(code) = GSM_DEFAULT_ALPHABET.iter().position(|&c| c == ch) {
-            out.push(code as u8);
-        } else if let Some((code, _)) = GSM_EXTENSION.iter().find(|(_, c)| *c == ch) {
-            out.extend_from_slice(&[0x1B, *code]);
-        } else {
-            return None;
-        }
-    }
-    Some(out)
-}
-
 /// EF SPN octets 2..17: the name coded and padded with FF to 16 octets.
 fn spn_name(field: &str, name: &str) -> Result<Vec<u8>, BuildError> {
     const ROOM: usize = 16;
-    let (mut coded, how) = match gsm_unpacked(name) {
+    let (mut coded, how) = match otagw_sms::gsm7::encode_text(name).ok() {
         Some(c) => (c, "the GSM default alphabet"),
         None => {
             // UCS2, TS 31.102 annex A option 1: 80 then big-endian UCS2 characters.

@@ -23,7 +23,7 @@ use crate::pipeline::{
     self, Done, Job, JobError, MessageLog, Pipeline, PipelineConfig, PriorityGate, RetryPolicy,
     Route, Transports,
 };
-use crate::security::{CcScope, KeyConfig, ResponsePacketView, Scp80Keys, Spi};
+use crate::security::{CcScope, ResponsePacketView, Scp80Keys, Spi};
 use crate::store::{CommandRecord, Millis, NewKeys, Store, StoreError, Transition};
 
 pub use metrics::GatewayMetrics;
@@ -679,18 +679,12 @@ async fn keys_for(
 ) -> Option<Scp80Keys> {
     let kic_set = store.key_set(iccid, secured.kic >> 4).await.ok()??;
     let kid_set = store.key_set(iccid, secured.kid >> 4).await.ok()??;
-    let config = KeyConfig {
-        kic_key: Some(&kic_set.keys.kic),
-        kid_key: Some(&kid_set.keys.kid),
-        kic_algorithm: kic_set.kic_algorithm,
-        kid_algorithm: kid_set.kid_algorithm,
-        cc_len: None,
-    };
-    Scp80Keys::resolve(
+    crate::pipeline::resolve::scp80_keys(
         &Spi::from_bytes(secured.spi),
         secured.kic,
         secured.kid,
-        &config,
+        &kic_set,
+        &kid_set,
     )
     .ok()
 }

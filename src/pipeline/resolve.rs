@@ -10,8 +10,8 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::{Job, JobError};
 use crate::command::ErrorCode;
-use crate::security::{KeyConfig, Scp80Keys};
-use crate::store::Store;
+use crate::security::{KeyConfig, Scp80Keys, SecurityError, Spi};
+use crate::store::{KeySetRecord, Store};
 
 /// The layer.
 #[derive(Clone)]
@@ -48,6 +48,25 @@ fn fail(code: ErrorCode, message: impl Into<String>) -> JobError {
         code,
         message: message.into(),
     }
+}
+
+/// The SCP80 keys for KIc / KID octets from the card's key sets (KIc's set gives the ciphering
+/// key, KID's the integrity key; their algorithms resolve implicit codings).
+pub fn scp80_keys(
+    spi: &Spi,
+    kic: u8,
+    kid: u8,
+    kic_set: &KeySetRecord,
+    kid_set: &KeySetRecord,
+) -> Result<Scp80Keys, SecurityError> {
+    let config = KeyConfig {
+        kic_key: Some(&kic_set.keys.kic),
+        kid_key: Some(&kid_set.keys.kid),
+        kic_algorithm: kic_set.kic_algorithm,
+        kid_algorithm: kid_set.kid_algorithm,
+        cc_len: None,
+    };
+    Scp80Keys::resolve(spi, kic, kid, &config)
 }
 
 async fn resolve(store: &dyn Store, mut job: Job) -> Result<Job, JobError> {
@@ -94,14 +113,7 @@ async fn resolve(store: &dyn Store, mut job: Job) -> Result<Job, JobError> {
     } else {
         key_set(sec.kid >> 4).await?
     };
-    let config = KeyConfig {
-        kic_key: Some(&kic_set.keys.kic),
-        kid_key: Some(&kid_set.keys.kid),
-        kic_algorithm: kic_set.kic_algorithm,
-        kid_algorithm: kid_set.kid_algorithm,
-        cc_len: None,
-    };
-    let keys = Scp80Keys::resolve(&sec.spi, sec.kic, sec.kid, &config)
+    let keys = scp80_keys(&sec.spi, sec.kic, sec.kid, &kic_set, &kid_set)
         .map_err(|e| fail(ErrorCode::SecurityError, e.to_string()))?;
     let counter_version = sec.counter_version();
     let counter_set = if counter_version == kid_set.version {

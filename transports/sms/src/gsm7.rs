@@ -64,7 +64,7 @@ pub(crate) fn pack_septets(septets: &[u8]) -> Vec<u8> {
 }
 
 /// Septets to text; an unknown escape sequence reads as a space (TS 23.038 6.2.1.1).
-pub(crate) fn decode_text(septets: &[u8]) -> String {
+pub fn decode_text(septets: &[u8]) -> String {
     let mut out = String::with_capacity(septets.len());
     let mut iter = septets.iter();
     while let Some(&s) = iter.next() {
@@ -87,7 +87,7 @@ pub(crate) fn decode_text(septets: &[u8]) -> String {
 }
 
 /// Text to septets, using the extension table where needed.
-pub(crate) fn encode_text(text: &str) -> Result<Vec<u8>> {
+pub fn encode_text(text: &str) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len());
     for character in text.chars() {
         if character != '\u{1b}' {

@@ -15,7 +15,7 @@ pub mod address;
 pub mod cat;
 pub mod concat;
 mod error;
-mod gsm7;
+pub mod gsm7;
 mod reader;
 pub mod smpp;
 pub mod smsc_sim;
