@@ -979,9 +979,10 @@ async fn concurrent_claims(b: Backend) {
     let a = account(&s1, "a").await;
     let total = 80;
     for i in 0..total {
-        s1.insert_command(&command(&a, &format!("q{i:03}"), i))
-            .await
-            .unwrap();
+        // One card each: a card is held by one gateway at a time (see one_gateway_per_card).
+        let mut c = command(&a, &format!("q{i:03}"), i);
+        c.iccid = iccid(1000 + i as u64);
+        s1.insert_command(&c).await.unwrap();
     }
     let mut tasks = Vec::new();
     for t in 0..8 {
@@ -1073,14 +1074,20 @@ async fn leases_and_order(b: Backend) {
     assert!(store.record_send(&a, "urgent", "gw2", 2_002).await.unwrap());
     assert_eq!(store.renew_leases("gw1", 9_000).await.unwrap(), 0);
 
-    // Released: the next claim gets it whatever the lease said.
+    // Released: the next claim gets it whatever the lease said. (By gw2: it still holds the
+    // card's other commands, and a card stays with one gateway.)
     store.release("bulk", "gw2").await.unwrap();
     store.release("normal-new", "gw-other").await.unwrap(); // not its holder: no effect
-    let got = store.claim_commands("gw3", 10, 2_100, 5_000).await.unwrap();
+    assert!(store
+        .claim_commands("gw3", 10, 2_100, 5_000)
+        .await
+        .unwrap()
+        .is_empty());
+    let got = store.claim_commands("gw2", 10, 2_100, 5_000).await.unwrap();
     let ids: Vec<&str> = got.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, vec!["bulk"]);
     store.release("urgent", "gw2").await.unwrap();
-    let got = store.claim_commands("gw3", 10, 2_100, 5_000).await.unwrap();
+    let got = store.claim_commands("gw2", 10, 2_100, 5_000).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].status, CommandStatus::Sent);
 
@@ -1206,7 +1213,8 @@ async fn expiry(b: Backend) {
         .unwrap();
 
     // Past their validity, unsecured: not claimed.
-    let claimed = store.claim_commands("gw2", 10, 500, 10_000).await.unwrap();
+    // (The same gateway: "secured" keeps card 1 with "gw".)
+    let claimed = store.claim_commands("gw", 10, 500, 10_000).await.unwrap();
     let ids: HashSet<(String, String)> = claimed
         .iter()
         .map(|c| (c.account_id.clone(), c.id.clone()))
@@ -2333,6 +2341,38 @@ async fn card_groups_create_and_page(b: Backend) {
     raw.close().await;
 }
 
+async fn one_gateway_per_card(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    store.insert_command(&command(&a, "x1", 1)).await.unwrap();
+    let got = store.claim_commands("gw-a", 10, 100, 1_000).await.unwrap();
+    assert_eq!(got.len(), 1);
+    // A second command for the same card, and one for another card.
+    store.insert_command(&command(&a, "x2", 2)).await.unwrap();
+    let mut other = command(&a, "y1", 3);
+    other.iccid = iccid(2);
+    store.insert_command(&other).await.unwrap();
+    let ids = |v: Vec<otagw::store::CommandRecord>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    // Another gateway gets only the other card's command: gw-a holds card 1.
+    assert_eq!(
+        ids(store.claim_commands("gw-b", 10, 200, 1_000).await.unwrap()),
+        ["y1"]
+    );
+    // gw-a takes its card's next command.
+    assert_eq!(
+        ids(store.claim_commands("gw-a", 10, 200, 1_000).await.unwrap()),
+        ["x2"]
+    );
+    // Once the leases run out, the card is free for gw-b (which takes back its own too).
+    let mut late = ids(store
+        .claim_commands("gw-b", 10, 2_000, 3_000)
+        .await
+        .unwrap());
+    late.sort();
+    assert_eq!(late, ["x1", "x2", "y1"]);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -2373,6 +2413,7 @@ suite!(
     persistence_across_reopen,
     delivery_reports,
     key_update_applies_with_its_transition,
+    one_gateway_per_card,
     profiles_and_accounts,
     existing_iccids_in_batches,
     provisioning_all_or_none,

@@ -94,6 +94,8 @@ CREATE TABLE IF NOT EXISTS commands (
 CREATE INDEX IF NOT EXISTS commands_queue ON commands (status, priority, created_at);
 
 CREATE INDEX IF NOT EXISTS commands_por ON commands (msisdn, tar);
+-- A card's live commands: claims keep each card with one gateway at a time.
+CREATE INDEX IF NOT EXISTS commands_card ON commands (iccid, status);
 
 CREATE INDEX IF NOT EXISTS commands_expiry ON commands (status, expires_at);
 

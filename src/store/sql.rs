@@ -1432,15 +1432,20 @@ impl Store for SqlStore {
         };
         // One statement: atomic on SQLite (it holds the write lock throughout); on PostgreSQL
         // the subquery locks the rows it picks and skips those another gateway is locking.
+        // A card whose live command another gateway holds (lease still good) is left to that
+        // gateway, so one gateway sends to a card at a time and its counters arrive in order.
         let sql = format!(
             "UPDATE commands SET owner = $1, lease_until = $2 \
              WHERE (account_id, id) IN ( \
-               SELECT account_id, id FROM commands \
-               WHERE status IN {LIVE} \
-                 AND (owner IS NULL OR lease_until IS NULL OR lease_until < $3) \
-                 AND NOT (status = 'PENDING' AND packet IS NULL \
-                          AND expires_at IS NOT NULL AND expires_at < $3) \
-               ORDER BY priority DESC, created_at, id \
+               SELECT c.account_id, c.id FROM commands c \
+               WHERE c.status IN {LIVE} \
+                 AND (c.owner IS NULL OR c.lease_until IS NULL OR c.lease_until < $3) \
+                 AND NOT (c.status = 'PENDING' AND c.packet IS NULL \
+                          AND c.expires_at IS NOT NULL AND c.expires_at < $3) \
+                 AND NOT EXISTS (SELECT 1 FROM commands o WHERE o.iccid = c.iccid \
+                          AND o.status IN {LIVE} AND o.owner IS NOT NULL AND o.owner <> $1 \
+                          AND o.lease_until >= $3) \
+               ORDER BY c.priority DESC, c.created_at, c.id \
                LIMIT $4 {lock}) \
              RETURNING {COMMAND_COLUMNS}"
         );
