@@ -1,0 +1,214 @@
+//! The gateway's CAT_TP endpoint: many connections behind one datagram socket, keyed by the peer's
+//! address (any `A: Eq + Hash + Clone`, `SocketAddr` in production).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+use std::time::Instant;
+
+use crate::conn::{Config, Connection, Event, SendError, State};
+use crate::pdu::{reason, DecodeError, Flags, Pdu, VarPart};
+
+/// Endpoint counters (per-connection ones are in each [`Connection`]'s stats).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Datagrams dropped for a wrong checksum.
+    pub bad_checksum: u64,
+    /// Datagrams dropped as not CAT_TP.
+    pub malformed: u64,
+    /// Connections accepted (SYN answered).
+    pub accepted: u64,
+    /// SYNs refused (connection limit).
+    pub refused: u64,
+    /// Non-SYN PDUs from peers without a connection (answered with RST).
+    pub unknown_peer: u64,
+}
+
+/// CAT_TP server endpoint.
+#[derive(Debug)]
+pub struct Server<A> {
+    config: Config,
+    max_connections: usize,
+    conns: HashMap<A, Connection>,
+    next_iss: u16,
+    events: VecDeque<(A, Event)>,
+    /// Datagrams not owned by a connection (RST to unknown peers).
+    loose: VecDeque<(A, Vec<u8>)>,
+    /// Connections that may have something to send.
+    dirty: VecDeque<A>,
+    dirty_set: HashSet<A>,
+    stats: ServerStats,
+}
+
+impl<A: Eq + Hash + Clone> Server<A> {
+    /// `iss_seed` seeds the initial sequence numbers (pass something random in production).
+    pub fn new(config: Config, max_connections: usize, iss_seed: u16) -> Self {
+        Server {
+            config,
+            max_connections,
+            conns: HashMap::new(),
+            next_iss: iss_seed,
+            events: VecDeque::new(),
+            loose: VecDeque::new(),
+            dirty: VecDeque::new(),
+            dirty_set: HashSet::new(),
+            stats: ServerStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+    pub fn connection(&self, addr: &A) -> Option<&Connection> {
+        self.conns.get(addr)
+    }
+    /// Connections held (including closed ones with an RST still to send).
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    fn mark(&mut self, addr: &A) {
+        if self.dirty_set.insert(addr.clone()) {
+            self.dirty.push_back(addr.clone());
+        }
+    }
+
+    /// A datagram arrived from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: A, bytes: &[u8]) {
+        let pdu = match Pdu::decode(bytes) {
+            Ok(p) => p,
+            Err(DecodeError::Checksum { .. }) => {
+                self.stats.bad_checksum += 1;
+                if let Some(c) = self.conns.get_mut(&from) {
+                    // Keep the per-connection count too.
+                    let _ = c.handle_pdu(now, bytes);
+                }
+                return;
+            }
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        let is_plain_syn = pdu.flags.contains(Flags::SYN)
+            && !pdu.flags.contains(Flags::ACK)
+            && matches!(pdu.var, VarPart::Syn(_));
+        let existing = self.conns.get(&from).map(|c| c.state());
+        match existing {
+            Some(st) if st != State::Closed || !is_plain_syn => {
+                let c = self.conns.get_mut(&from).expect("present");
+                for e in c.handle_decoded(now, pdu) {
+                    self.events.push_back((from.clone(), e));
+                }
+                self.mark(&from);
+            }
+            _ if is_plain_syn => {
+                if self.conns.len() >= self.max_connections {
+                    self.stats.refused += 1;
+                    self.rst_to(from, &pdu, reason::TEMPORARILY_UNABLE);
+                    return;
+                }
+                let iss = self.next_iss;
+                self.next_iss = self.next_iss.wrapping_add(0x9E37);
+                if let Some(c) = Connection::accept(self.config.clone(), &pdu, iss) {
+                    self.stats.accepted += 1;
+                    self.conns.insert(from.clone(), c);
+                    self.mark(&from);
+                }
+            }
+            _ => {
+                if !pdu.flags.contains(Flags::RST) {
+                    self.stats.unknown_peer += 1;
+                    self.rst_to(from, &pdu, reason::UNEXPECTED_PDU);
+                }
+            }
+        }
+    }
+
+    fn rst_to(&mut self, to: A, got: &Pdu, code: u8) {
+        let rst = Pdu {
+            flags: Flags::RST,
+            src_port: got.dst_port,
+            dst_port: got.src_port,
+            seq: 0,
+            ack: got.seq,
+            window: 0,
+            var: VarPart::Rst(code),
+            ..Pdu::default()
+        };
+        if let Ok(b) = rst.encode() {
+            self.loose.push_back((to, b));
+        }
+    }
+
+    /// Queue an SDU on the connection with `addr`.
+    pub fn send(&mut self, addr: &A, sdu: &[u8]) -> Result<(), SendError> {
+        let c = self
+            .conns
+            .get_mut(addr)
+            .ok_or(SendError::NotOpen(State::Closed))?;
+        c.send(sdu)?;
+        self.mark(addr);
+        Ok(())
+    }
+
+    /// Reset the connection with `addr` (for example an identification not in the store).
+    pub fn close(&mut self, addr: &A, code: u8) {
+        if let Some(c) = self.conns.get_mut(addr) {
+            if let Some(e) = c.close(code) {
+                self.events.push_back((addr.clone(), e));
+            }
+            self.mark(addr);
+        }
+    }
+
+    /// Next application event.
+    pub fn poll_event(&mut self) -> Option<(A, Event)> {
+        self.events.pop_front()
+    }
+
+    /// Next datagram to send, with its destination.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(A, Vec<u8>)> {
+        if let Some(t) = self.loose.pop_front() {
+            return Some(t);
+        }
+        while let Some(addr) = self.dirty.front().cloned() {
+            if let Some(c) = self.conns.get_mut(&addr) {
+                if let Some(b) = c.poll_transmit(now) {
+                    return Some((addr, b));
+                }
+                if c.state() == State::Closed {
+                    self.conns.remove(&addr);
+                }
+            }
+            self.dirty.pop_front();
+            self.dirty_set.remove(&addr);
+        }
+        None
+    }
+
+    /// Earliest timer over all connections (a linear scan).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conns.values().filter_map(|c| c.poll_timeout()).min()
+    }
+
+    /// Fire the timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<A> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(a, _)| a.clone())
+            .collect();
+        for a in due {
+            if let Some(c) = self.conns.get_mut(&a) {
+                for e in c.handle_timeout(now) {
+                    self.events.push_back((a.clone(), e));
+                }
+            }
+            self.mark(&a);
+        }
+    }
+}

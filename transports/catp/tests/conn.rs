@@ -1,0 +1,658 @@
+//! Connection and server state machines driven through simulated channels.
+
+use std::time::{Duration, Instant};
+
+use otagw_catp::pdu::{iccid_to_identification, reason, Flags, Pdu, VarPart};
+use otagw_catp::{CloseReason, Config, Connection, Event, SendError, Server, State};
+
+const CARD: u32 = 1;
+
+fn card_config() -> Config {
+    Config {
+        max_pdu_size: 128,
+        max_sdu_size: 65535,
+        window: 4,
+        rto: Duration::from_millis(200),
+        max_rto: Duration::from_secs(2),
+        max_retries: 4,
+        keepalive: None,
+        identification: iccid_to_identification("8944110063000000017").unwrap(),
+    }
+}
+
+fn server_config() -> Config {
+    Config {
+        max_pdu_size: 256,
+        window: 6,
+        rto: Duration::from_millis(200),
+        max_rto: Duration::from_secs(2),
+        max_retries: 4,
+        keepalive: None,
+        ..Config::default()
+    }
+}
+
+fn drain_conn(c: &mut Connection, now: Instant) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    while let Some(b) = c.poll_transmit(now) {
+        v.push(b);
+        assert!(v.len() < 10_000, "runaway transmit");
+    }
+    v
+}
+
+fn drain_server(s: &mut Server<u32>, now: Instant) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    while let Some((a, b)) = s.poll_transmit(now) {
+        assert_eq!(a, CARD);
+        v.push(b);
+        assert!(v.len() < 10_000, "runaway transmit");
+    }
+    v
+}
+
+fn server_events(s: &mut Server<u32>) -> Vec<Event> {
+    let mut v = Vec::new();
+    while let Some((_, e)) = s.poll_event() {
+        v.push(e);
+    }
+    v
+}
+
+/// Exchange datagrams with no loss until both sides are quiet. Returns (card events, server events).
+fn pump(card: &mut Connection, srv: &mut Server<u32>, now: Instant) -> (Vec<Event>, Vec<Event>) {
+    let (mut ce, mut se) = (Vec::new(), Vec::new());
+    for _ in 0..1000 {
+        let a = drain_conn(card, now);
+        for b in &a {
+            srv.handle_datagram(now, CARD, b);
+        }
+        se.extend(server_events(srv));
+        let b = drain_server(srv, now);
+        for p in &b {
+            ce.extend(card.handle_pdu(now, p));
+        }
+        if a.is_empty() && b.is_empty() {
+            return (ce, se);
+        }
+    }
+    panic!("no quiescence");
+}
+
+fn open_pair(t0: Instant) -> (Connection, Server<u32>) {
+    let mut card = Connection::connect(card_config(), 0x4000, 80, 100);
+    let mut srv = Server::new(server_config(), 100, 7000);
+    let (ce, se) = pump(&mut card, &mut srv, t0);
+    assert!(matches!(&ce[..], [Event::Connected(p)] if p.max_pdu_size == 256));
+    match &se[..] {
+        [Event::Connected(p)] => {
+            assert_eq!(p.max_pdu_size, 128);
+            assert_eq!(p.identification, card_config().identification);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(card.state(), State::Open);
+    assert_eq!(srv.connection(&CARD).unwrap().state(), State::Open);
+    (card, srv)
+}
+
+#[test]
+fn handshake_pdus() {
+    let t0 = Instant::now();
+    let mut card = Connection::connect(card_config(), 0x4000, 80, 100);
+    let syn = Pdu::decode(&card.poll_transmit(t0).unwrap()).unwrap();
+    assert_eq!(syn.flags, Flags::SYN);
+    assert_eq!(syn.seq, 100);
+    assert_eq!((syn.src_port, syn.dst_port), (0x4000, 80));
+    let mut srv = Server::new(server_config(), 100, 7000);
+    srv.handle_datagram(t0, CARD, &syn.encode().unwrap());
+    let (_, sa) = srv.poll_transmit(t0).unwrap();
+    let sa = Pdu::decode(&sa).unwrap();
+    assert_eq!(sa.flags, Flags::SYN | Flags::ACK);
+    assert_eq!(sa.ack, 100);
+    assert_eq!(sa.seq, 7000);
+    assert_eq!((sa.src_port, sa.dst_port), (80, 0x4000));
+    assert!(matches!(sa.var, VarPart::Syn(ref p) if p.max_pdu_size == 256));
+    assert_eq!(srv.connection(&CARD).unwrap().state(), State::SynRcvd);
+    let ev = card.handle_pdu(t0, &sa.encode().unwrap());
+    assert!(matches!(&ev[..], [Event::Connected(_)]));
+    let ack = Pdu::decode(&card.poll_transmit(t0).unwrap()).unwrap();
+    assert_eq!(ack.flags, Flags::ACK);
+    assert_eq!(ack.ack, 7000);
+    assert_eq!(ack.seq, 101);
+    assert!(card.poll_transmit(t0).is_none());
+    srv.handle_datagram(t0, CARD, &ack.encode().unwrap());
+    assert!(matches!(
+        &server_events(&mut srv)[..],
+        [Event::Connected(_)]
+    ));
+    assert_eq!(srv.connection(&CARD).unwrap().state(), State::Open);
+}
+
+#[test]
+fn data_both_ways_and_segmentation() {
+    let t0 = Instant::now();
+    let (mut card, mut srv) = open_pair(t0);
+    // Server to card: the card's max PDU is 128, so 110 octets of data per PDU.
+    let big: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    srv.send(&CARD, &big).unwrap();
+    srv.send(&CARD, b"second").unwrap();
+    // Look at the first data PDU.
+    let first = Pdu::decode(&srv.poll_transmit(t0).unwrap().1).unwrap();
+    assert!(first.flags.contains(Flags::SEG | Flags::ACK));
+    assert_eq!(first.data.len(), 128 - 18);
+    card.handle_pdu(t0, &first.encode().unwrap());
+    let (ce, _) = pump(&mut card, &mut srv, t0);
+    assert_eq!(
+        ce,
+        vec![Event::Sdu(big.clone()), Event::Sdu(b"second".to_vec())]
+    );
+    // Card to server: 238 octets per PDU.
+    card.send(&big).unwrap();
+    card.send(b"x").unwrap();
+    let (_, se) = pump(&mut card, &mut srv, t0);
+    assert_eq!(se, vec![Event::Sdu(big), Event::Sdu(b"x".to_vec())]);
+    assert!(card.is_idle());
+    assert_eq!(card.stats().retransmits, 0);
+    assert_eq!(card.send(&[]), Err(SendError::Empty));
+}
+
+#[test]
+fn sdu_over_peer_max_refused() {
+    let t0 = Instant::now();
+    let mut card = Connection::connect(
+        Config {
+            max_sdu_size: 100,
+            ..card_config()
+        },
+        1,
+        2,
+        5,
+    );
+    let mut srv = Server::new(server_config(), 10, 1);
+    pump(&mut card, &mut srv, t0);
+    assert_eq!(
+        srv.send(&CARD, &[0; 101]),
+        Err(SendError::SduTooLarge { len: 101, max: 100 })
+    );
+    srv.send(&CARD, &[0; 100]).unwrap();
+}
+
+/// Delivers datagrams except those `drop` selects (counted per direction).
+fn pump_lossy(
+    card: &mut Connection,
+    srv: &mut Server<u32>,
+    t0: Instant,
+    mut drop_to_server: impl FnMut(usize, &Pdu) -> bool,
+    mut drop_to_card: impl FnMut(usize, &Pdu) -> bool,
+) -> (Vec<Event>, Vec<Event>, Instant) {
+    let (mut ce, mut se) = (Vec::new(), Vec::new());
+    let (mut n_s, mut n_c) = (0, 0);
+    let mut now = t0;
+    for _ in 0..10_000 {
+        let a = drain_conn(card, now);
+        for b in &a {
+            n_s += 1;
+            if !drop_to_server(n_s, &Pdu::decode(b).unwrap()) {
+                srv.handle_datagram(now, CARD, b);
+            }
+        }
+        se.extend(server_events(srv));
+        let b = drain_server(srv, now);
+        for p in &b {
+            n_c += 1;
+            if !drop_to_card(n_c, &Pdu::decode(p).unwrap()) {
+                ce.extend(card.handle_pdu(now, p));
+            }
+        }
+        if a.is_empty() && b.is_empty() {
+            let next = [card.poll_timeout(), srv.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                None => return (ce, se, now),
+                Some(t) => {
+                    now = now.max(t);
+                    ce.extend(card.handle_timeout(now));
+                    srv.handle_timeout(now);
+                    se.extend(server_events(srv));
+                }
+            }
+        }
+    }
+    panic!("no quiescence");
+}
+
+#[test]
+fn lost_syn_syn_ack_and_ack_recover() {
+    let t0 = Instant::now();
+    let mut card = Connection::connect(card_config(), 1, 2, 65530);
+    let mut srv = Server::new(server_config(), 10, 65534);
+    // Drop the first SYN, the first SYN-ACK and the first ACK.
+    let (ce, se, _) = pump_lossy(
+        &mut card,
+        &mut srv,
+        t0,
+        |_, p| p.flags == Flags::SYN && card_syn_once(),
+        |n, _| n == 1,
+    );
+    assert!(matches!(&ce[..], [Event::Connected(_)]));
+    assert!(matches!(&se[..], [Event::Connected(_)]));
+    assert!(card.stats().retransmits >= 1);
+    // Data still flows (sequence numbers wrap here: 65530.. and 65534..).
+    let sdu: Vec<u8> = (0..2000u32).map(|i| (i * 7) as u8).collect();
+    card.send(&sdu).unwrap();
+    srv.send(&CARD, &sdu).unwrap();
+    let (ce, se, _) = pump_lossy(&mut card, &mut srv, t0, |n, _| n == 2, |n, _| n == 3);
+    assert_eq!(ce, vec![Event::Sdu(sdu.clone())]);
+    assert_eq!(se, vec![Event::Sdu(sdu)]);
+}
+
+fn card_syn_once() -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    !DONE.swap(true, Ordering::SeqCst)
+}
+
+#[test]
+fn loss_is_recovered_by_retransmission() {
+    let t0 = Instant::now();
+    let (mut card, mut srv) = open_pair(t0);
+    let sdu: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    srv.send(&CARD, &sdu).unwrap();
+    // Drop every third PDU to the card and every second ACK back.
+    let (ce, _, _) = pump_lossy(
+        &mut card,
+        &mut srv,
+        t0,
+        |n, _| n % 2 == 0,
+        |n, _| n % 3 == 0,
+    );
+    assert_eq!(ce, vec![Event::Sdu(sdu)]);
+    assert!(srv.connection(&CARD).unwrap().stats().retransmits > 0);
+}
+
+#[test]
+fn reordering_uses_eak_and_delivers_in_order() {
+    let t0 = Instant::now();
+    let (mut card, mut srv) = open_pair(t0);
+    srv.send(&CARD, b"one").unwrap();
+    srv.send(&CARD, b"two").unwrap();
+    srv.send(&CARD, b"three").unwrap();
+    let pdus = drain_server(&mut srv, t0);
+    assert_eq!(pdus.len(), 3);
+    // Deliver 3, 2, then 1.
+    let mut ev = card.handle_pdu(t0, &pdus[2]);
+    assert!(ev.is_empty());
+    let eak = Pdu::decode(&card.poll_transmit(t0).unwrap()).unwrap();
+    assert_eq!(eak.flags, Flags::ACK | Flags::EAK);
+    let s3 = Pdu::decode(&pdus[2]).unwrap().seq;
+    assert_eq!(eak.var, VarPart::Eak(vec![s3]));
+    ev.extend(card.handle_pdu(t0, &pdus[1]));
+    let eak2 = Pdu::decode(&card.poll_transmit(t0).unwrap()).unwrap();
+    assert_eq!(eak2.var, VarPart::Eak(vec![s3.wrapping_sub(1), s3]));
+    assert!(ev.is_empty());
+    // The server learns 2 and 3 arrived and fast-retransmits 1 only.
+    srv.handle_datagram(t0, CARD, &eak2.encode().unwrap());
+    let re = drain_server(&mut srv, t0);
+    assert_eq!(re.len(), 1);
+    assert_eq!(re[0], pdus[0]);
+    ev.extend(card.handle_pdu(t0, &pdus[0]));
+    assert_eq!(
+        ev,
+        vec![
+            Event::Sdu(b"one".to_vec()),
+            Event::Sdu(b"two".to_vec()),
+            Event::Sdu(b"three".to_vec())
+        ]
+    );
+    let ack = Pdu::decode(&card.poll_transmit(t0).unwrap()).unwrap();
+    assert_eq!(ack.flags, Flags::ACK);
+    assert_eq!(ack.ack, s3);
+    srv.handle_datagram(t0, CARD, &ack.encode().unwrap());
+    assert!(srv.connection(&CARD).unwrap().is_idle());
+    assert_eq!(srv.poll_timeout(), None);
+}
+
+#[test]
+fn duplicates_delivered_once() {
+    let t0 = Instant::now();
+    let (mut card, mut srv) = open_pair(t0);
+    srv.send(&CARD, &[9; 300]).unwrap();
+    let pdus = drain_server(&mut srv, t0);
+    let mut ev = Vec::new();
+    for p in pdus.iter().chain(pdus.iter()).chain(pdus.iter().rev()) {
+        ev.extend(card.handle_pdu(t0, p));
+    }
+    assert_eq!(ev, vec![Event::Sdu(vec![9; 300])]);
+    assert!(card.stats().duplicates >= pdus.len() as u64 * 2 - 1);
+}
+
+#[test]
+fn bad_checksum_dropped_and_counted() {
+    let t0 = Instant::now();
+    let (mut card, mut srv) = open_pair(t0);
+    srv.send(&CARD, b"hello").unwrap();
+    let mut p = drain_server(&mut srv, t0).remove(0);
+    let good = p.clone();
+    let last = p.len() - 1;
+    p[last] ^= 0x20;
+    assert!(card.handle_pdu(t0, &p).is_empty());
+    assert_eq!(card.stats().bad_checksum, 1);
+    assert!(card.poll_transmit(t0).is_none(), "nothing acknowledged");
+    assert_eq!(
+        card.handle_pdu(t0, &good),
+        vec![Event::Sdu(b"hello".to_vec())]
+    );
+    // Server side: counted at the endpoint.
+    card.send(b"x").unwrap();
+    let mut q = drain_conn(&mut card, t0).remove(0);
+    q[17] ^= 1;
+    srv.handle_datagram(t0, CARD, &q);
+    assert_eq!(srv.stats().bad_checksum, 1);
+    assert!(server_events(&mut srv).is_empty());
+    // Garbage never panics and is counted as malformed.
+    srv.handle_datagram(t0, CARD, &[1, 2, 3]);
+    assert_eq!(srv.stats().malformed, 1);
+}
+
+#[test]
+fn rst_with_reason_both_ways() {
+    let t0 = Instant::now();
+    let (mut card, mut srv) = open_pair(t0);
+    srv.close(&CARD, reason::NORMAL);
+    assert_eq!(
+        server_events(&mut srv),
+        vec![Event::Closed(CloseReason::LocalReset(0))]
+    );
+    let rst = drain_server(&mut srv, t0);
+    assert_eq!(rst.len(), 1);
+    let p = Pdu::decode(&rst[0]).unwrap();
+    assert!(p.flags.contains(Flags::RST));
+    assert_eq!(p.var, VarPart::Rst(0));
+    assert_eq!(
+        card.handle_pdu(t0, &rst[0]),
+        vec![Event::Closed(CloseReason::PeerReset(0))]
+    );
+    assert_eq!(card.state(), State::Closed);
+    assert!(
+        srv.is_empty(),
+        "closed connection removed once its RST is out"
+    );
+    assert_eq!(card.send(b"x"), Err(SendError::NotOpen(State::Closed)));
+
+    // The card resets with reason 3; a PDU from an unknown peer gets RST reason 4.
+    let (mut card, mut srv) = open_pair(t0);
+    assert_eq!(
+        card.close(reason::PORT_NOT_AVAILABLE),
+        Some(Event::Closed(CloseReason::LocalReset(3)))
+    );
+    let (_, se) = pump(&mut card, &mut srv, t0);
+    assert_eq!(se, vec![Event::Closed(CloseReason::PeerReset(3))]);
+    let stray = Pdu {
+        flags: Flags::ACK,
+        src_port: 9,
+        dst_port: 80,
+        seq: 44,
+        data: b"?".to_vec(),
+        ..Pdu::default()
+    };
+    srv.handle_datagram(t0, 77, &stray.encode().unwrap());
+    let (to, b) = srv.poll_transmit(t0).unwrap();
+    assert_eq!(to, 77);
+    let r = Pdu::decode(&b).unwrap();
+    assert_eq!(r.var, VarPart::Rst(reason::UNEXPECTED_PDU));
+    assert_eq!((r.src_port, r.dst_port), (80, 9));
+    assert_eq!(srv.stats().unknown_peer, 1);
+}
+
+#[test]
+fn silent_peer_times_out_with_rst_reason_5() {
+    let t0 = Instant::now();
+    // A card whose SYN is never answered.
+    let mut card = Connection::connect(card_config(), 1, 2, 0);
+    let mut now = t0;
+    let mut syns = 0;
+    let mut events = Vec::new();
+    loop {
+        while let Some(b) = card.poll_transmit(now) {
+            let p = Pdu::decode(&b).unwrap();
+            if p.flags.contains(Flags::SYN) {
+                syns += 1;
+            } else {
+                assert_eq!(p.var, VarPart::Rst(reason::MAX_RETRIES));
+            }
+        }
+        let Some(t) = card.poll_timeout() else { break };
+        assert!(t >= now);
+        now = t;
+        events.extend(card.handle_timeout(now));
+    }
+    assert_eq!(syns, 1 + 4);
+    assert_eq!(events, vec![Event::Closed(CloseReason::Timeout)]);
+    // 200 + 400 + 800 + 1600 + 2000 ms (doubling, capped at max_rto).
+    assert_eq!(now - t0, Duration::from_millis(5000));
+
+    // An open link whose card goes silent: the server's data times out.
+    let (_card, mut srv) = open_pair(t0);
+    srv.send(&CARD, b"anyone?").unwrap();
+    let (_, se, _) = pump_lossy(
+        &mut Connection::connect(card_config(), 1, 2, 0),
+        &mut srv,
+        t0,
+        |_, _| true,
+        |_, _| true,
+    );
+    assert!(se.contains(&Event::Closed(CloseReason::Timeout)));
+    assert!(srv.is_empty());
+}
+
+#[test]
+fn nul_keepalive_is_sent_and_acknowledged() {
+    let t0 = Instant::now();
+    let mut cfg = server_config();
+    cfg.keepalive = Some(Duration::from_secs(10));
+    let mut card = Connection::connect(card_config(), 1, 2, 10);
+    let mut srv = Server::new(cfg, 10, 20);
+    pump(&mut card, &mut srv, t0);
+    server_events(&mut srv);
+    let t = srv.poll_timeout().unwrap();
+    assert_eq!(t, t0 + Duration::from_secs(10));
+    srv.handle_timeout(t);
+    let nul = drain_server(&mut srv, t);
+    assert_eq!(nul.len(), 1);
+    let p = Pdu::decode(&nul[0]).unwrap();
+    assert_eq!(p.flags, Flags::ACK | Flags::NUL);
+    assert!(card.handle_pdu(t, &nul[0]).is_empty());
+    let ack = Pdu::decode(&card.poll_transmit(t).unwrap()).unwrap();
+    assert_eq!(ack.ack, p.seq);
+    srv.handle_datagram(t, CARD, &ack.encode().unwrap());
+    assert!(srv.connection(&CARD).unwrap().is_idle());
+    assert_eq!(srv.poll_timeout(), Some(t + Duration::from_secs(10)));
+}
+
+#[test]
+fn server_demultiplexes_many_connections() {
+    let t0 = Instant::now();
+    let mut srv: Server<u32> = Server::new(server_config(), 1000, 3);
+    let mut cards: Vec<Connection> = (0..500)
+        .map(|i| Connection::connect(card_config(), 0x4000 + i as u16, 80, i as u16 * 13))
+        .collect();
+    for _round in 0..10 {
+        for (i, c) in cards.iter_mut().enumerate() {
+            while let Some(b) = c.poll_transmit(t0) {
+                srv.handle_datagram(t0, i as u32, &b);
+            }
+        }
+        while let Some((a, b)) = srv.poll_transmit(t0) {
+            for e in cards[a as usize].handle_pdu(t0, &b) {
+                if let Event::Connected(_) = e {
+                    let msg = format!("card {a}").into_bytes();
+                    cards[a as usize].send(&msg).unwrap();
+                }
+            }
+        }
+    }
+    let mut got = 0;
+    while let Some((a, e)) = srv.poll_event() {
+        if let Event::Sdu(d) = e {
+            assert_eq!(d, format!("card {a}").into_bytes());
+            got += 1;
+        }
+    }
+    assert_eq!(got, 500);
+    assert_eq!(srv.len(), 500);
+    assert_eq!(srv.stats().accepted, 500);
+}
+
+/// Deterministic PRNG for the lossy channel.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// A client and a server over a channel with seeded loss, reordering (random extra delay) and
+/// duplication; 32 KiB of SDUs each way arrive exactly once, in order.
+fn lossy_link(seed: u64, loss: u64, dup: u64, reorder: u64) {
+    let t0 = Instant::now();
+    let mut rng = Rng(seed);
+    let mut cfg = card_config();
+    cfg.max_retries = 30;
+    let mut scfg = server_config();
+    scfg.max_retries = 30;
+    let mut card = Connection::connect(cfg, 0x4000, 80, (seed as u16).wrapping_mul(31));
+    let mut srv: Server<u32> = Server::new(scfg, 10, seed as u16);
+    // SDUs of varying sizes adding up to 32 KiB each way.
+    let mut sdus = Vec::new();
+    let mut total = 0;
+    while total < 32 * 1024 {
+        let n = (1 + rng.next() % 3000) as usize;
+        let n = n.min(32 * 1024 - total);
+        sdus.push((0..n).map(|_| rng.next() as u8).collect::<Vec<u8>>());
+        total += n;
+    }
+    // In flight: (deliver at, to server?, bytes)
+    let mut wire: Vec<(Instant, bool, Vec<u8>)> = Vec::new();
+    let (mut card_got, mut srv_got) = (Vec::new(), Vec::new());
+    let mut sent_card = false;
+    let mut sent_srv = false;
+    let mut now = t0;
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        assert!(steps < 200_000, "did not finish");
+        let mut out: Vec<(bool, Vec<u8>)> = Vec::new();
+        while let Some(b) = card.poll_transmit(now) {
+            out.push((true, b));
+        }
+        while let Some((_, b)) = srv.poll_transmit(now) {
+            out.push((false, b));
+        }
+        for (to_srv, b) in out {
+            if rng.chance(loss) {
+                continue;
+            }
+            let copies = if rng.chance(dup) { 2 } else { 1 };
+            for _ in 0..copies {
+                let mut delay = Duration::from_millis(20);
+                if rng.chance(reorder) {
+                    delay += Duration::from_millis(rng.next() % 150);
+                }
+                wire.push((now + delay, to_srv, b.clone()));
+            }
+        }
+        let mut card_events = Vec::new();
+        while let Some((_, e)) = srv.poll_event() {
+            match e {
+                Event::Connected(_) if !sent_srv => {
+                    sent_srv = true;
+                    for s in &sdus {
+                        srv.send(&CARD, s).unwrap();
+                    }
+                }
+                Event::Sdu(d) => srv_got.push(d),
+                Event::Closed(r) => panic!("server closed: {r:?}"),
+                _ => {}
+            }
+        }
+        let done = card_got.len() == sdus.len()
+            && srv_got.len() == sdus.len()
+            && card.is_idle()
+            && srv.connection(&CARD).is_some_and(|c| c.is_idle());
+        if done {
+            break;
+        }
+        // Advance to the next delivery or timer.
+        let next_wire = wire.iter().map(|w| w.0).min();
+        let next = [next_wire, card.poll_timeout(), srv.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("something pending");
+        now = now.max(next);
+        let (due, rest): (Vec<_>, Vec<_>) = wire.into_iter().partition(|w| w.0 <= now);
+        wire = rest;
+        for (_, to_srv, b) in due {
+            if to_srv {
+                srv.handle_datagram(now, CARD, &b);
+            } else {
+                card_events.extend(card.handle_pdu(now, &b));
+            }
+        }
+        card_events.extend(card.handle_timeout(now));
+        srv.handle_timeout(now);
+        for e in card_events {
+            match e {
+                Event::Connected(_) if !sent_card => {
+                    sent_card = true;
+                    for s in &sdus {
+                        card.send(s).unwrap();
+                    }
+                }
+                Event::Sdu(d) => card_got.push(d),
+                Event::Closed(r) => panic!("card closed: {r:?}"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        card_got, sdus,
+        "card received the server's SDUs once, in order"
+    );
+    assert_eq!(
+        srv_got, sdus,
+        "server received the card's SDUs once, in order"
+    );
+    if loss > 0 {
+        assert!(card.stats().retransmits > 0);
+    }
+    if dup > 0 {
+        assert!(card.stats().duplicates > 0);
+    }
+}
+
+#[test]
+fn lossy_link_32k_exactly_once_in_order() {
+    for seed in [1u64, 0xDEADBEEF, 42, 7777] {
+        lossy_link(seed, 10, 5, 20);
+    }
+}
+
+#[test]
+fn clean_link_32k() {
+    lossy_link(99, 0, 0, 0);
+}
+
+#[test]
+fn very_lossy_link_32k() {
+    lossy_link(12345, 25, 10, 30);
+}

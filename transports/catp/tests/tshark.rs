@@ -1,0 +1,320 @@
+//! An independent check of our bytes: PDUs from a real exchange (and hand-built ones) are written
+//! into a pcap file as UDP/IPv4 payloads, and tshark's CAT_TP dissector (heuristic `cattp_udp`)
+//! must read every field as we meant it and report every checksum good (and a corrupted one bad).
+//! tshark is installed by `.ci/run` (Debian package `tshark`).
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Instant;
+
+use otagw_catp::pdu::{iccid_to_identification, reason, Flags, Pdu, SynParams, VarPart};
+use otagw_catp::{Config, Connection, Event, Server};
+
+/// pcap (not pcapng) with LINKTYPE_RAW (101): each record is an IPv4 packet.
+fn pcap(packets: &[(bool, Vec<u8>)]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes()); // magic, microsecond timestamps
+    f.extend_from_slice(&2u16.to_le_bytes()); // version 2.4
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&0i32.to_le_bytes()); // thiszone
+    f.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
+    f.extend_from_slice(&65535u32.to_le_bytes()); // snaplen
+    f.extend_from_slice(&101u32.to_le_bytes()); // LINKTYPE_RAW
+    for (i, (from_card, payload)) in packets.iter().enumerate() {
+        let (src, dst, sport, dport) = if *from_card {
+            ([10, 0, 0, 2], [10, 0, 0, 1], 40000u16, 45000u16)
+        } else {
+            ([10, 0, 0, 1], [10, 0, 0, 2], 45000u16, 40000u16)
+        };
+        let udp_len = 8 + payload.len();
+        let total = 20 + udp_len;
+        let mut ip = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            i as u8,
+            0x40,
+            0,
+            64,
+            17,
+            0,
+            0,
+        ];
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        let mut sum: u32 = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while sum > 0xFFFF {
+            sum = (sum & 0xFFFF) + (sum >> 16);
+        }
+        let ck = !(sum as u16);
+        ip[10..12].copy_from_slice(&ck.to_be_bytes());
+        ip.extend_from_slice(&sport.to_be_bytes());
+        ip.extend_from_slice(&dport.to_be_bytes());
+        ip.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        ip.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
+        ip.extend_from_slice(payload);
+        f.extend_from_slice(&(1_700_000_000u32 + i as u32).to_le_bytes());
+        f.extend_from_slice(&0u32.to_le_bytes());
+        f.extend_from_slice(&(ip.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(ip.len() as u32).to_le_bytes());
+        f.extend_from_slice(&ip);
+    }
+    f
+}
+
+const FIELDS: &[&str] = &[
+    "cattp.flags.syn",
+    "cattp.flags.ack",
+    "cattp.flags.eak",
+    "cattp.flags.rst",
+    "cattp.flags.nul",
+    "cattp.flags.seg",
+    "cattp.version",
+    "cattp.hlen",
+    "cattp.srcport",
+    "cattp.dstport",
+    "cattp.datalen",
+    "cattp.seq",
+    "cattp.ack",
+    "cattp.windowsize",
+    "cattp.checksum",
+    "cattp.checksum.status",
+    "cattp.maxpdu",
+    "cattp.maxsdu",
+    "cattp.idlen",
+    "cattp.identification",
+    "cattp.iccid",
+    "cattp.rc",
+    "cattp.eaks",
+    "cattp.eak",
+];
+
+/// What tshark should print for `bytes`, field by field, from our own decoder.
+fn expected(bytes: &[u8], checksum_good: bool) -> Vec<String> {
+    let p = Pdu::decode_unchecked(bytes).unwrap();
+    let flag = |f: Flags| if p.flags.contains(f) { "1" } else { "0" }.to_string();
+    let mut v = vec![
+        flag(Flags::SYN),
+        flag(Flags::ACK),
+        flag(Flags::EAK),
+        flag(Flags::RST),
+        flag(Flags::NUL),
+        flag(Flags::SEG),
+        // BASE_HEX fields print as 0x.. with -T fields
+        format!("0x{:02x}", p.version),
+        bytes[3].to_string(),
+        p.src_port.to_string(),
+        p.dst_port.to_string(),
+        p.data.len().to_string(),
+        p.seq.to_string(),
+        p.ack.to_string(),
+        p.window.to_string(),
+        format!("0x{:04x}", u16::from_be_bytes([bytes[16], bytes[17]])),
+        // proto_checksum_vals: 0 bad, 1 good
+        if checksum_good { "1" } else { "0" }.to_string(),
+    ];
+    match &p.var {
+        VarPart::Syn(s) => {
+            v.push(s.max_pdu_size.to_string());
+            v.push(s.max_sdu_size.to_string());
+            v.push(s.identification.len().to_string());
+            v.push(hex::encode(&s.identification));
+            // The dissector shows a 9 or 10 octet identification starting 0x98 as an ICCID
+            // (nibbles swapped, F padding kept).
+            let iccid = if (9..=10).contains(&s.identification.len()) && s.identification[0] == 0x98
+            {
+                s.identification
+                    .iter()
+                    .map(|b| format!("{:02X}", b.rotate_left(4)))
+                    .collect()
+            } else {
+                String::new()
+            };
+            v.push(iccid);
+            v.extend(["", "", ""].map(String::from));
+        }
+        VarPart::Eak(list) => {
+            v.extend(["", "", "", "", "", ""].map(String::from));
+            v.push(list.len().to_string());
+            v.push(
+                list.iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
+        VarPart::Rst(r) => {
+            v.extend(["", "", "", "", ""].map(String::from));
+            v.push(r.to_string());
+            v.extend(["", ""].map(String::from));
+        }
+        VarPart::None => v.extend(["", "", "", "", "", "", "", ""].map(String::from)),
+    }
+    v
+}
+
+/// A real exchange between our client and server: handshake, segmented data both ways,
+/// reordering (EAK), NUL keep-alive, RST. Returns (from card?, bytes) in wire order.
+fn exchange() -> Vec<(bool, Vec<u8>)> {
+    let t0 = Instant::now();
+    let card_cfg = Config {
+        max_pdu_size: 100,
+        max_sdu_size: 4000,
+        window: 5,
+        identification: iccid_to_identification("8944110063000000017").unwrap(),
+        keepalive: None,
+        ..Config::default()
+    };
+    let srv_cfg = Config {
+        max_pdu_size: 300,
+        window: 7,
+        keepalive: Some(std::time::Duration::from_secs(5)),
+        ..Config::default()
+    };
+    let mut card = Connection::connect(card_cfg, 0x1001, 0x0BB8, 65000);
+    let mut srv: Server<u8> = Server::new(srv_cfg, 4, 500);
+    let mut wire = Vec::new();
+    let mut step = |card: &mut Connection, srv: &mut Server<u8>, now, hold: &mut Vec<Vec<u8>>| {
+        let mut quiet = false;
+        while !quiet {
+            quiet = true;
+            while let Some(b) = card.poll_transmit(now) {
+                quiet = false;
+                wire.push((true, b.clone()));
+                srv.handle_datagram(now, 1, &b);
+            }
+            while let Some((_, b)) = srv.poll_transmit(now) {
+                quiet = false;
+                wire.push((false, b.clone()));
+                hold.push(b);
+            }
+            // Deliver what the server sent to the card, in reverse order (reordering -> EAK).
+            // The card answers after each PDU, so the early gaps show up as EAKs.
+            while let Some(b) = hold.pop() {
+                let _ = card.handle_pdu(now, &b);
+                while let Some(b) = card.poll_transmit(now) {
+                    wire.push((true, b.clone()));
+                    srv.handle_datagram(now, 1, &b);
+                }
+            }
+            while srv.poll_event().is_some() {}
+        }
+    };
+    let mut hold = Vec::new();
+    step(&mut card, &mut srv, t0, &mut hold);
+    assert!(matches!(card.state(), otagw_catp::State::Open));
+    srv.send(&1, &[0x5A; 600]).unwrap();
+    card.send(&[0xA5; 150]).unwrap();
+    step(&mut card, &mut srv, t0, &mut hold);
+    let t1 = srv.poll_timeout().unwrap();
+    srv.handle_timeout(t1);
+    step(&mut card, &mut srv, t1, &mut hold);
+    let ev = card.close(reason::NORMAL);
+    assert!(matches!(ev, Some(Event::Closed(_))));
+    step(&mut card, &mut srv, t1, &mut hold);
+    wire
+}
+
+#[test]
+fn tshark_dissects_our_pdus_as_meant() {
+    let mut packets = exchange();
+    let kinds = |f: Flags| {
+        packets
+            .iter()
+            .filter(|(_, b)| Pdu::decode(b).unwrap().flags.contains(f))
+            .count()
+    };
+    for f in [Flags::SYN, Flags::EAK, Flags::NUL, Flags::SEG, Flags::RST] {
+        assert!(kinds(f) > 0, "exchange has no {f:?} PDU");
+    }
+    // Hand-built ones: a SYN with a non-ICCID identification, RST with reason 5, max-size EAK.
+    for p in [
+        Pdu {
+            flags: Flags::SYN,
+            src_port: 1,
+            dst_port: 2,
+            seq: 3,
+            window: 1,
+            var: VarPart::Syn(SynParams {
+                max_pdu_size: 65535,
+                max_sdu_size: 1,
+                identification: b"abc".to_vec(),
+            }),
+            ..Pdu::default()
+        },
+        Pdu {
+            flags: Flags::RST,
+            var: VarPart::Rst(reason::MAX_RETRIES),
+            ..Pdu::default()
+        },
+        Pdu {
+            flags: Flags::ACK | Flags::EAK,
+            seq: 65535,
+            ack: 65534,
+            window: 65535,
+            var: VarPart::Eak((0..118).collect()),
+            ..Pdu::default()
+        },
+        Pdu {
+            flags: Flags::ACK,
+            data: vec![0xFF; 1], // odd length: checksum pads with zero
+            ..Pdu::default()
+        },
+    ] {
+        packets.push((true, p.encode().unwrap()));
+    }
+    // A corrupted PDU: the dissector must call its checksum bad.
+    let mut bad = packets[0].1.clone();
+    bad[12] ^= 0x01;
+    packets.push((true, bad));
+    let n = packets.len();
+
+    let dir = std::env::temp_dir().join(format!("otagw-catp-tshark-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("catp.pcap");
+    std::fs::File::create(&file)
+        .unwrap()
+        .write_all(&pcap(&packets))
+        .unwrap();
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r")
+        .arg(&file)
+        .args(["--enable-heuristic", "cattp_udp", "-T", "fields"])
+        .args([
+            "-E",
+            "separator=|",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=,",
+        ]);
+    for f in FIELDS {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark runs (installed by .ci/run)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), n, "one line per packet:\n{stdout}");
+    for (i, ((_, bytes), line)) in packets.iter().zip(&lines).enumerate() {
+        let got: Vec<&str> = line.split('|').collect();
+        let want = expected(bytes, i + 1 != n);
+        assert_eq!(
+            got,
+            want,
+            "packet {} ({:?}) as tshark reads it",
+            i + 1,
+            Pdu::decode_unchecked(bytes).unwrap().flags
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
