@@ -6,4 +6,5 @@
 //! gateway will implement over its store.
 
 pub mod admin;
+pub mod server;
 pub mod trigger;
