@@ -206,7 +206,7 @@ async fn run_card_session(version: &str, cipher: &str, expect_version: &str, exp
     assert_eq!(outcome.identity, IDENTITY.as_bytes());
     assert_eq!(outcome.tls_version, expect_version);
     assert_eq!(outcome.cipher, expect_cipher);
-    let recorded = sessions.recorded.lock().unwrap();
+    let recorded = sessions.recorded.lock().unwrap().clone();
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].0, IDENTITY.as_bytes());
     assert_eq!(recorded[0].1.body, RESPONSES);
