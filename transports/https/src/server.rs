@@ -158,6 +158,9 @@ pub fn build_acceptor(
     let mut b = SslAcceptor::mozilla_intermediate(SslMethod::tls_server())?;
     b.clear_options(SslOptions::NO_TLSV1 | SslOptions::NO_TLSV1_1);
     b.set_options(SslOptions::NO_TLSV1_3 | SslOptions::CIPHER_SERVER_PREFERENCE);
+    // Cards over BIP often close the channel without close_notify; a read then gives EOF and
+    // the HTTP framing (Content-Length or chunked) tells a clean close from a truncated request.
+    b.set_options(SslOptions::IGNORE_UNEXPECTED_EOF);
     if tls.no_encrypt_then_mac {
         b.set_options(SslOptions::from_bits_retain(
             SSL_OP_NO_ENCRYPT_THEN_MAC as _,

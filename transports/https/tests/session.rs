@@ -214,6 +214,33 @@ async fn card_dropping_mid_session_is_reported() {
         .unwrap();
     drop(s);
     let r = task.await.unwrap();
-    assert!(r.is_err(), "{r:?}");
+    assert!(matches!(r, Err(SessionError::Truncated)), "{r:?}");
     assert!(sessions.recorded.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn card_closing_between_requests_without_close_notify() {
+    let sessions = Arc::new(Sessions {
+        chunks: Mutex::new(VecDeque::from([ScriptChunk {
+            script: vec![0xAE, 0x80, 0x00, 0x00],
+            targeted_application: None,
+        }])),
+        recorded: Mutex::new(Vec::new()),
+    });
+    let server = Arc::new(
+        AdminServer::new(ServerConfig::default(), Arc::new(Keys), sessions.clone()).unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let srv = server.clone();
+    let task = tokio::spawn(async move {
+        let (tcp, peer) = listener.accept().await.unwrap();
+        srv.handle(tcp, peer).await
+    });
+    let mut s = connect(port, b"card-7", KEY).await;
+    exchange(&mut s, &post("/a", "", &[])).await;
+    drop(s);
+    let outcome = task.await.unwrap().unwrap();
+    assert!(!outcome.completed);
+    assert_eq!(outcome.requests, 1);
 }
