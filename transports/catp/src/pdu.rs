@@ -120,6 +120,19 @@ pub struct SynParams {
     pub identification: Vec<u8>,
 }
 
+impl SynParams {
+    /// The identification read as an ICCID (swapped-nibble BCD, F padding dropped), if every
+    /// nibble is a digit or F padding and there is at least one digit.
+    pub fn iccid(&self) -> Option<String> {
+        let ok = self
+            .identification
+            .iter()
+            .all(|b| (b & 0x0F) <= 9 && ((b >> 4) <= 9 || (b >> 4) == 0xF));
+        let s = identification_to_iccid(&self.identification);
+        (ok && !s.is_empty()).then_some(s)
+    }
+}
+
 /// The variable part of the header, which the flags select: SYN wins over EAK, EAK over RST.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum VarPart {
@@ -476,5 +489,15 @@ mod tests {
         assert_eq!(id.len(), 10);
         assert_eq!(*id.last().unwrap() & 0xF0, 0xF0);
         assert_eq!(identification_to_iccid(&id), "8944110063000000017");
+        let p = SynParams {
+            identification: id,
+            ..SynParams::default()
+        };
+        assert_eq!(p.iccid().as_deref(), Some("8944110063000000017"));
+        let p = SynParams {
+            identification: vec![0xAB, 0x12],
+            ..SynParams::default()
+        };
+        assert_eq!(p.iccid(), None);
     }
 }

@@ -1,7 +1,7 @@
 //! The gateway's CAT_TP endpoint: many connections behind one datagram socket, keyed by the peer's
 //! address (any `A: Eq + Hash + Clone`, `SocketAddr` in production).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::time::Instant;
 
@@ -23,12 +23,23 @@ pub struct ServerStats {
     pub unknown_peer: u64,
 }
 
+#[derive(Debug)]
+struct Entry {
+    conn: Connection,
+    id: u64,
+    deadline: Option<Instant>,
+}
+
 /// CAT_TP server endpoint.
 #[derive(Debug)]
 pub struct Server<A> {
     config: Config,
     max_connections: usize,
-    conns: HashMap<A, Connection>,
+    conns: HashMap<A, Entry>,
+    /// Every connection's next timer, earliest first: (deadline, connection id).
+    timers: BTreeSet<(Instant, u64)>,
+    by_id: HashMap<u64, A>,
+    next_id: u64,
     next_iss: u16,
     events: VecDeque<(A, Event)>,
     /// Datagrams not owned by a connection (RST to unknown peers).
@@ -46,6 +57,9 @@ impl<A: Eq + Hash + Clone> Server<A> {
             config,
             max_connections,
             conns: HashMap::new(),
+            timers: BTreeSet::new(),
+            by_id: HashMap::new(),
+            next_id: 0,
             next_iss: iss_seed,
             events: VecDeque::new(),
             loose: VecDeque::new(),
@@ -59,7 +73,7 @@ impl<A: Eq + Hash + Clone> Server<A> {
         &self.stats
     }
     pub fn connection(&self, addr: &A) -> Option<&Connection> {
-        self.conns.get(addr)
+        self.conns.get(addr).map(|e| &e.conn)
     }
     /// Connections held (including closed ones with an RST still to send).
     pub fn len(&self) -> usize {
@@ -67,6 +81,31 @@ impl<A: Eq + Hash + Clone> Server<A> {
     }
     pub fn is_empty(&self) -> bool {
         self.conns.is_empty()
+    }
+
+    /// Re-read a connection's timer after anything that may have changed it.
+    fn refresh(&mut self, addr: &A) {
+        if let Some(e) = self.conns.get_mut(addr) {
+            let new = e.conn.poll_timeout();
+            if new != e.deadline {
+                if let Some(old) = e.deadline {
+                    self.timers.remove(&(old, e.id));
+                }
+                if let Some(t) = new {
+                    self.timers.insert((t, e.id));
+                }
+                e.deadline = new;
+            }
+        }
+    }
+
+    fn remove(&mut self, addr: &A) {
+        if let Some(e) = self.conns.remove(addr) {
+            if let Some(t) = e.deadline {
+                self.timers.remove(&(t, e.id));
+            }
+            self.by_id.remove(&e.id);
+        }
     }
 
     fn mark(&mut self, addr: &A) {
@@ -81,9 +120,9 @@ impl<A: Eq + Hash + Clone> Server<A> {
             Ok(p) => p,
             Err(DecodeError::Checksum { .. }) => {
                 self.stats.bad_checksum += 1;
-                if let Some(c) = self.conns.get_mut(&from) {
+                if let Some(e) = self.conns.get_mut(&from) {
                     // Keep the per-connection count too.
-                    let _ = c.handle_pdu(now, bytes);
+                    let _ = e.conn.handle_pdu(now, bytes);
                 }
                 return;
             }
@@ -95,13 +134,14 @@ impl<A: Eq + Hash + Clone> Server<A> {
         let is_plain_syn = pdu.flags.contains(Flags::SYN)
             && !pdu.flags.contains(Flags::ACK)
             && matches!(pdu.var, VarPart::Syn(_));
-        let existing = self.conns.get(&from).map(|c| c.state());
+        let existing = self.conns.get(&from).map(|e| e.conn.state());
         match existing {
             Some(st) if st != State::Closed || !is_plain_syn => {
-                let c = self.conns.get_mut(&from).expect("present");
-                for e in c.handle_decoded(now, pdu) {
+                let entry = self.conns.get_mut(&from).expect("present");
+                for e in entry.conn.handle_decoded(now, pdu) {
                     self.events.push_back((from.clone(), e));
                 }
+                self.refresh(&from);
                 self.mark(&from);
             }
             _ if is_plain_syn => {
@@ -112,9 +152,21 @@ impl<A: Eq + Hash + Clone> Server<A> {
                 }
                 let iss = self.next_iss;
                 self.next_iss = self.next_iss.wrapping_add(0x9E37);
-                if let Some(c) = Connection::accept(self.config.clone(), &pdu, iss) {
+                if let Some(conn) = Connection::accept(self.config.clone(), &pdu, iss) {
                     self.stats.accepted += 1;
-                    self.conns.insert(from.clone(), c);
+                    self.remove(&from);
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.by_id.insert(id, from.clone());
+                    self.conns.insert(
+                        from.clone(),
+                        Entry {
+                            conn,
+                            id,
+                            deadline: None,
+                        },
+                    );
+                    self.refresh(&from);
                     self.mark(&from);
                 }
             }
@@ -145,21 +197,22 @@ impl<A: Eq + Hash + Clone> Server<A> {
 
     /// Queue an SDU on the connection with `addr`.
     pub fn send(&mut self, addr: &A, sdu: &[u8]) -> Result<(), SendError> {
-        let c = self
+        let e = self
             .conns
             .get_mut(addr)
             .ok_or(SendError::NotOpen(State::Closed))?;
-        c.send(sdu)?;
+        e.conn.send(sdu)?;
         self.mark(addr);
         Ok(())
     }
 
     /// Reset the connection with `addr` (for example an identification not in the store).
     pub fn close(&mut self, addr: &A, code: u8) {
-        if let Some(c) = self.conns.get_mut(addr) {
-            if let Some(e) = c.close(code) {
+        if let Some(entry) = self.conns.get_mut(addr) {
+            if let Some(e) = entry.conn.close(code) {
                 self.events.push_back((addr.clone(), e));
             }
+            self.refresh(addr);
             self.mark(addr);
         }
     }
@@ -175,12 +228,13 @@ impl<A: Eq + Hash + Clone> Server<A> {
             return Some(t);
         }
         while let Some(addr) = self.dirty.front().cloned() {
-            if let Some(c) = self.conns.get_mut(&addr) {
-                if let Some(b) = c.poll_transmit(now) {
+            if let Some(e) = self.conns.get_mut(&addr) {
+                if let Some(b) = e.conn.poll_transmit(now) {
+                    self.refresh(&addr);
                     return Some((addr, b));
                 }
-                if c.state() == State::Closed {
-                    self.conns.remove(&addr);
+                if e.conn.state() == State::Closed {
+                    self.remove(&addr);
                 }
             }
             self.dirty.pop_front();
@@ -189,25 +243,26 @@ impl<A: Eq + Hash + Clone> Server<A> {
         None
     }
 
-    /// Earliest timer over all connections (a linear scan).
+    /// Earliest timer over all connections.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.values().filter_map(|c| c.poll_timeout()).min()
+        self.timers.first().map(|(t, _)| *t)
     }
 
     /// Fire the timers that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         let due: Vec<A> = self
-            .conns
+            .timers
             .iter()
-            .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(a, _)| a.clone())
+            .take_while(|(t, _)| *t <= now)
+            .filter_map(|(_, id)| self.by_id.get(id).cloned())
             .collect();
         for a in due {
-            if let Some(c) = self.conns.get_mut(&a) {
-                for e in c.handle_timeout(now) {
+            if let Some(entry) = self.conns.get_mut(&a) {
+                for e in entry.conn.handle_timeout(now) {
                     self.events.push_back((a.clone(), e));
                 }
             }
+            self.refresh(&a);
             self.mark(&a);
         }
     }

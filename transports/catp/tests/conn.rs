@@ -656,3 +656,131 @@ fn clean_link_32k() {
 fn very_lossy_link_32k() {
     lossy_link(12345, 25, 10, 30);
 }
+
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_input() -> impl Strategy<Value = (bool, Vec<u8>, u8, u16, u16, u16, Vec<u16>, u64)> {
+        (
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            any::<u8>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+            proptest::collection::vec(any::<u16>(), 0..5),
+            0u64..3000,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Random datagrams (raw bytes, or well-formed PDUs with random flags, numbers, EAK lists
+        /// and data) thrown at an open server and an open card, with timers firing in between:
+        /// nothing panics and every poll terminates.
+        #[test]
+        fn random_datagrams_never_panic(inputs in proptest::collection::vec(arb_input(), 1..40)) {
+            let t0 = Instant::now();
+            let (mut card, mut srv) = open_pair(t0);
+            srv.send(&CARD, &[1; 500]).unwrap();
+            card.send(&[2; 500]).unwrap();
+            let mut now = t0;
+            for (raw, data, flags, seq, ack, window, eaks, dt) in inputs {
+                now += Duration::from_millis(dt);
+                let bytes = if raw {
+                    data
+                } else {
+                    let flags = Flags::from_bits_truncate(flags);
+                    let var = if flags.contains(Flags::SYN) {
+                        VarPart::Syn(otagw_catp::SynParams {
+                            max_pdu_size: window,
+                            max_sdu_size: seq,
+                            identification: data.iter().take(20).copied().collect(),
+                        })
+                    } else if flags.contains(Flags::EAK) {
+                        VarPart::Eak(eaks)
+                    } else if flags.contains(Flags::RST) {
+                        VarPart::Rst(flags.bits())
+                    } else {
+                        VarPart::None
+                    };
+                    Pdu { flags, seq, ack, window, var, data, ..Pdu::default() }
+                        .encode()
+                        .unwrap()
+                };
+                srv.handle_datagram(now, CARD, &bytes);
+                srv.handle_datagram(now, 2, &bytes);
+                let _ = card.handle_pdu(now, &bytes);
+                srv.handle_timeout(now);
+                let _ = card.handle_timeout(now);
+                let mut n = 0;
+                while srv.poll_transmit(now).is_some() {
+                    n += 1;
+                    prop_assert!(n < 1000);
+                }
+                let mut n = 0;
+                while card.poll_transmit(now).is_some() {
+                    n += 1;
+                    prop_assert!(n < 1000);
+                }
+                while srv.poll_event().is_some() {}
+                if let Some(t) = srv.poll_timeout() {
+                    prop_assert!(t + Duration::from_secs(60) > now);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn thousands_of_links_time_out_through_the_timer_index() {
+    let t0 = Instant::now();
+    let mut srv: Server<u32> = Server::new(server_config(), 5000, 11);
+    let mut cards: Vec<Connection> = (0..2000)
+        .map(|i| Connection::connect(card_config(), 1, 80, i as u16))
+        .collect();
+    for _ in 0..3 {
+        for (i, c) in cards.iter_mut().enumerate() {
+            while let Some(b) = c.poll_transmit(t0) {
+                srv.handle_datagram(t0, i as u32, &b);
+            }
+        }
+        while let Some((a, b)) = srv.poll_transmit(t0) {
+            cards[a as usize].handle_pdu(t0, &b);
+        }
+    }
+    let mut connected = 0;
+    while let Some((_, e)) = srv.poll_event() {
+        assert!(matches!(e, Event::Connected(_)));
+        connected += 1;
+    }
+    assert_eq!(connected, 2000);
+    assert_eq!(srv.poll_timeout(), None, "all idle, no keep-alive");
+    // Every card goes silent after the server sends it something.
+    for a in 0..2000u32 {
+        srv.send(&a, b"ping").unwrap();
+    }
+    let mut now = t0;
+    let mut closed = 0;
+    let mut sent = 0;
+    let mut rounds = 0;
+    loop {
+        while srv.poll_transmit(now).is_some() {
+            sent += 1;
+        }
+        while let Some((_, e)) = srv.poll_event() {
+            assert_eq!(e, Event::Closed(CloseReason::Timeout));
+            closed += 1;
+        }
+        let Some(t) = srv.poll_timeout() else { break };
+        now = t;
+        srv.handle_timeout(now);
+        rounds += 1;
+        assert!(rounds < 100, "timers batched per deadline");
+    }
+    assert_eq!(closed, 2000);
+    // 1 + 4 retransmissions of the data PDU, then one RST each.
+    assert_eq!(sent, 2000 * 6);
+    assert!(srv.is_empty());
+}
