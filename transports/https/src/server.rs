@@ -5,6 +5,7 @@
 //! trigger's tag 85, POSTs, and gets scripts until a `204 No Content` ends the session.
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,9 @@ use tokio_openssl::SslStream;
 use crate::admin::{self, AdminRequest, Limits, RequestParser};
 
 /// Looks a card's SCP81 PSK (key versions 0x40-0x4F) up by its PSK-TLS identity.
+///
+/// Synchronous: OpenSSL calls it from inside the handshake (on the runtime's worker thread),
+/// so it should answer from memory (a cache of the store's keys), not block on I/O.
 pub trait PskDirectory: Send + Sync + 'static {
     fn key_for(&self, identity: &[u8]) -> Option<Vec<u8>>;
 }
@@ -34,12 +38,18 @@ pub struct ScriptChunk {
     pub targeted_application: Option<String>,
 }
 
-/// What the gateway provides to the runner, per PSK identity.
+/// What the gateway provides to the runner, per PSK identity. Async, because the gateway
+/// answers from its store; implementations may simply write `async fn`.
 pub trait AdminSessions: Send + Sync + 'static {
     /// The next chunk to send, or `None` when nothing is left (the session ends with 204).
-    fn next_chunk(&self, identity: &[u8]) -> Option<ScriptChunk>;
-    /// A card POST that carries responses (`AF 80 ... 00 00`) or a script status other than ok.
-    fn record_responses(&self, identity: &[u8], request: &AdminRequest);
+    fn next_chunk(&self, identity: &[u8]) -> impl Future<Output = Option<ScriptChunk>> + Send;
+    /// A card POST that carries responses (`AF 80 ... 00 00`) or a script status other than
+    /// ok. Called before `next_chunk` for the same POST.
+    fn record_responses(
+        &self,
+        identity: &[u8],
+        request: &AdminRequest,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,18 +237,18 @@ pub enum SessionError {
 }
 
 /// The runner: accepts card connections and serves their admin sessions.
-pub struct AdminServer {
+pub struct AdminServer<S: AdminSessions> {
     ctx: SslContext,
-    sessions: Arc<dyn AdminSessions>,
+    sessions: Arc<S>,
     config: ServerConfig,
     stats: Arc<ServerStats>,
 }
 
-impl AdminServer {
+impl<S: AdminSessions> AdminServer<S> {
     pub fn new(
         config: ServerConfig,
         psk: Arc<dyn PskDirectory>,
-        sessions: Arc<dyn AdminSessions>,
+        sessions: Arc<S>,
     ) -> Result<Self, ErrorStack> {
         let stats = Arc::new(ServerStats::default());
         let acceptor = build_acceptor(&config.tls, psk, stats.clone())?;
@@ -386,9 +396,11 @@ impl AdminServer {
             if !request.body.is_empty()
                 || request.script_status.as_ref().is_some_and(|s| !s.is_ok())
             {
-                self.sessions.record_responses(&outcome.identity, &request);
+                self.sessions
+                    .record_responses(&outcome.identity, &request)
+                    .await;
             }
-            match self.sessions.next_chunk(&outcome.identity) {
+            match self.sessions.next_chunk(&outcome.identity).await {
                 Some(chunk) => {
                     let out = admin::write_script_response(
                         &self.next_uri(outcome.requests),

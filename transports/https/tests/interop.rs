@@ -36,10 +36,10 @@ struct Sessions {
     recorded: Mutex<Vec<(Vec<u8>, AdminRequest)>>,
 }
 impl AdminSessions for Sessions {
-    fn next_chunk(&self, identity: &[u8]) -> Option<ScriptChunk> {
+    async fn next_chunk(&self, identity: &[u8]) -> Option<ScriptChunk> {
         self.queue.lock().unwrap().get_mut(identity)?.pop_front()
     }
-    fn record_responses(&self, identity: &[u8], request: &AdminRequest) {
+    async fn record_responses(&self, identity: &[u8], request: &AdminRequest) {
         self.recorded
             .lock()
             .unwrap()
@@ -59,7 +59,7 @@ fn sessions_with_one_chunk() -> Arc<Sessions> {
     Arc::new(s)
 }
 
-async fn server(sessions: Arc<Sessions>) -> (Arc<AdminServer>, TcpListener, u16) {
+async fn server(sessions: Arc<Sessions>) -> (Arc<AdminServer<Sessions>>, TcpListener, u16) {
     let config = ServerConfig {
         handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(10),

@@ -26,10 +26,10 @@ struct Sessions {
     recorded: Mutex<Vec<AdminRequest>>,
 }
 impl AdminSessions for Sessions {
-    fn next_chunk(&self, _identity: &[u8]) -> Option<ScriptChunk> {
+    async fn next_chunk(&self, _identity: &[u8]) -> Option<ScriptChunk> {
         self.chunks.lock().unwrap().pop_front()
     }
-    fn record_responses(&self, _identity: &[u8], request: &AdminRequest) {
+    async fn record_responses(&self, _identity: &[u8], request: &AdminRequest) {
         self.recorded.lock().unwrap().push(request.clone());
     }
 }
