@@ -234,12 +234,16 @@ fn lost_syn_syn_ack_and_ack_recover() {
         &mut card,
         &mut srv,
         t0,
-        |_, p| p.flags == Flags::SYN && card_syn_once(),
+        |_, p| {
+            (p.flags == Flags::SYN && card_syn_once())
+                || (p.flags == Flags::ACK && p.data.is_empty() && card_ack_once())
+        },
         |n, _| n == 1,
     );
     assert!(matches!(&ce[..], [Event::Connected(_)]));
     assert!(matches!(&se[..], [Event::Connected(_)]));
     assert!(card.stats().retransmits >= 1);
+    assert!(srv.connection(&CARD).unwrap().stats().retransmits >= 2);
     // Data still flows (sequence numbers wrap here: 65530.. and 65534..).
     let sdu: Vec<u8> = (0..2000u32).map(|i| (i * 7) as u8).collect();
     card.send(&sdu).unwrap();
@@ -247,6 +251,12 @@ fn lost_syn_syn_ack_and_ack_recover() {
     let (ce, se, _) = pump_lossy(&mut card, &mut srv, t0, |n, _| n == 2, |n, _| n == 3);
     assert_eq!(ce, vec![Event::Sdu(sdu.clone())]);
     assert_eq!(se, vec![Event::Sdu(sdu)]);
+}
+
+fn card_ack_once() -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    !DONE.swap(true, Ordering::SeqCst)
 }
 
 fn card_syn_once() -> bool {
@@ -783,4 +793,28 @@ fn thousands_of_links_time_out_through_the_timer_index() {
     // 1 + 4 retransmissions of the data PDU, then one RST each.
     assert_eq!(sent, 2000 * 6);
     assert!(srv.is_empty());
+}
+
+#[test]
+fn syn_over_the_connection_limit_gets_rst_reason_2() {
+    let t0 = Instant::now();
+    let mut srv: Server<u32> = Server::new(server_config(), 1, 0);
+    let mut a = Connection::connect(card_config(), 1, 80, 0);
+    let mut b = Connection::connect(card_config(), 2, 80, 0);
+    srv.handle_datagram(t0, 1, &a.poll_transmit(t0).unwrap());
+    srv.handle_datagram(t0, 2, &b.poll_transmit(t0).unwrap());
+    assert_eq!(srv.stats().refused, 1);
+    let mut to_b = None;
+    while let Some((to, bytes)) = srv.poll_transmit(t0) {
+        if to == 2 {
+            to_b = Some(bytes);
+        }
+    }
+    let rst = Pdu::decode(to_b.as_ref().unwrap()).unwrap();
+    assert_eq!(rst.var, VarPart::Rst(reason::TEMPORARILY_UNABLE));
+    assert_eq!(
+        b.handle_pdu(t0, to_b.as_ref().unwrap()),
+        vec![Event::Closed(CloseReason::PeerReset(2))]
+    );
+    assert_eq!(srv.len(), 1);
 }
