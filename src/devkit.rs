@@ -342,11 +342,14 @@ impl DevEnv {
         self.fleet.with_card(&m, |c| c.iccid())
     }
 
-    /// Stops everything and removes the data directory.
+    /// Stops everything and removes the data directory (and a scratch PostgreSQL schema).
     pub async fn shutdown(self) {
         self.server.shutdown().await;
         self.smsc.shutdown().await;
         let _ = std::fs::remove_dir_all(&self.data_dir);
+        if let Some(url) = &self.config.store.url {
+            drop_postgres_scratch(url).await;
+        }
     }
 }
 
@@ -365,6 +368,27 @@ pub async fn postgres_scratch_url(base: &str) -> Result<String, DevkitError> {
     pool.close().await;
     let sep = if base.contains('?') { '&' } else { '?' };
     Ok(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+/// Drops the schema a [`postgres_scratch_url`] URL names (nothing for other URLs).
+pub async fn drop_postgres_scratch(url: &str) {
+    let Some((base, schema)) = url.split_once("options=-c%20search_path%3D") else {
+        return;
+    };
+    if !schema.starts_with("otagw_")
+        || !schema
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return;
+    }
+    let base = base.trim_end_matches(['?', '&']);
+    if let Ok(pool) = sqlx::PgPool::connect(base).await {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&pool)
+            .await;
+        pool.close().await;
+    }
 }
 
 /// The local test database: `OTAGW_TEST_DATABASE_URL`, default
