@@ -238,35 +238,39 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
 }
 
 impl DevEnv {
+    /// Sends a request: (status, JSON body, Null when the body is not JSON).
+    async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, serde_json::Value), DevkitError> {
+        let r = request.send().await.map_err(err)?;
+        let code = r.status().as_u16();
+        Ok((code, r.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.base_url())
+    }
+
     /// POST JSON with the token: (status, body).
     pub async fn post(
         &self,
         path: &str,
         body: &serde_json::Value,
     ) -> Result<(u16, serde_json::Value), DevkitError> {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.server.base_url()))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .map_err(err)?;
-        let code = r.status().as_u16();
-        Ok((code, r.json().await.unwrap_or(serde_json::Value::Null)))
+        self.call(
+            self.client
+                .post(self.url(path))
+                .bearer_auth(&self.token)
+                .json(body),
+        )
+        .await
     }
 
     /// GET with the token: (status, body).
     pub async fn get(&self, path: &str) -> Result<(u16, serde_json::Value), DevkitError> {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.server.base_url()))
-            .bearer_auth(&self.token)
-            .send()
+        self.call(self.client.get(self.url(path)).bearer_auth(&self.token))
             .await
-            .map_err(err)?;
-        let code = r.status().as_u16();
-        Ok((code, r.json().await.unwrap_or(serde_json::Value::Null)))
     }
 
     /// GET without a token.
@@ -274,14 +278,7 @@ impl DevEnv {
         &self,
         path: &str,
     ) -> Result<(u16, serde_json::Value), DevkitError> {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.server.base_url()))
-            .send()
-            .await
-            .map_err(err)?;
-        let code = r.status().as_u16();
-        Ok((code, r.json().await.unwrap_or(serde_json::Value::Null)))
+        self.call(self.client.get(self.url(path))).await
     }
 
     /// Polls a command until it ends (or `within` passes); returns its last result.

@@ -81,14 +81,12 @@ pub struct CardsAdded {
 }
 
 fn digits(field: &str, s: &str, min: usize, max: usize) -> Result<String, ApiError> {
-    let d = s.trim().trim_start_matches('+');
-    if d.len() < min || d.len() > max || !d.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::invalid(
-            field,
-            format!("{s:?} must be {min} to {max} digits"),
-        ));
-    }
-    Ok(d.to_string())
+    Ok(crate::pipeline::validate::digits(
+        field,
+        s.trim(),
+        min,
+        max,
+    )?)
 }
 
 fn key_hex(field: &str, s: &str) -> Result<Vec<u8>, ApiError> {

@@ -10,11 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, JsonBody};
 use crate::command::build::{build_script, BuildContext};
-use crate::command::{
-    CommandEvent, CommandStatus, CommandType, OtaCommandRequest, OtaResult, Target,
-};
+use crate::command::{CommandEvent, CommandStatus, OtaCommandRequest, OtaResult, Target};
 use crate::gateway::now_ms;
-use crate::pipeline::secure::{card_class, PACKET_OVERHEAD};
+use crate::pipeline::secure::{card_class, requested_applet};
 use crate::pipeline::validate_request;
 use crate::store::{Account, BatchRecord, CancelOutcome, CommandRecord, NewCommand};
 
@@ -87,14 +85,8 @@ pub(crate) async fn prepare(
         }
     }
     let key_set = counter_set.ok_or_else(|| ApiError::invalid(f("security"), "no key set"))?;
-    let applet = match req
-        .data
-        .parameters
-        .as_ref()
-        .and_then(|p| p.get("appletId"))
-        .and_then(|v| v.as_str())
-    {
-        Some(id) if req.command_type == CommandType::AppInstall => Some(
+    let applet = match requested_applet(&req) {
+        Some(id) => Some(
             store
                 .applet(&account.id, id)
                 .await
@@ -107,14 +99,13 @@ pub(crate) async fn prepare(
                 })?
                 .content,
         ),
-        _ => None,
+        None => None,
     };
-    let max_packet = state.gateway.transports().max_packet_len(&transport);
     let ctx = BuildContext {
         card_class: card_class(&card.attributes),
         key_set: &key_set,
         applet: applet.as_deref(),
-        max_script_len: max_packet.saturating_sub(PACKET_OVERHEAD),
+        max_script_len: state.gateway.transports().max_script_len(&transport),
     };
     // Built once here to refuse what cannot be built; the pipeline builds it again when it
     // secures it (KEY_UPDATE keys are generated then, not now).

@@ -119,6 +119,12 @@ impl ApiError {
     }
 }
 
+impl From<crate::pipeline::FieldError> for ApiError {
+    fn from(e: crate::pipeline::FieldError) -> Self {
+        Self::invalid(e.field, e.problem)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {

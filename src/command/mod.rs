@@ -49,44 +49,41 @@ pub enum CommandStatus {
     Expired,
 }
 
-impl CommandStatus {
-    /// Every status, in life order.
-    pub const ALL: [CommandStatus; 7] = [
-        Self::Pending,
-        Self::Sent,
-        Self::Delivered,
-        Self::Success,
-        Self::Failed,
-        Self::Cancelled,
-        Self::Expired,
-    ];
+/// The names the API and the store write for an enumeration: `ALL`, `as_str`, `Display` and
+/// `FromStr` from one table, so the three can never disagree.
+macro_rules! wire_names {
+    ($ty:ident, $what:literal, $doc:literal, [$($variant:ident => $name:literal),+ $(,)?]) => {
+        impl $ty {
+            #[doc = $doc]
+            pub const ALL: [$ty; [$(stringify!($variant)),+].len()] = [$(Self::$variant),+];
 
-    /// Whether nothing more happens to a command in this status.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Success | Self::Failed | Self::Cancelled | Self::Expired
-        )
-    }
-
-    /// The name as the API and the store write it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Sent => "SENT",
-            Self::Delivered => "DELIVERED",
-            Self::Success => "SUCCESS",
-            Self::Failed => "FAILED",
-            Self::Cancelled => "CANCELLED",
-            Self::Expired => "EXPIRED",
+            /// The name as the API and the store write it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name),+
+                }
+            }
         }
-    }
-}
 
-impl fmt::Display for CommandStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| UnknownName {
+                        what: $what,
+                        value: s.to_string(),
+                    })
+            }
+        }
+    };
 }
 
 /// A name that is not one of the model's.
@@ -99,63 +96,35 @@ pub struct UnknownName {
     pub value: String,
 }
 
-impl FromStr for CommandStatus {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "command status",
-                value: s.to_string(),
-            })
+wire_names!(CommandStatus, "command status", "Every status, in life order.", [
+    Pending => "PENDING",
+    Sent => "SENT",
+    Delivered => "DELIVERED",
+    Success => "SUCCESS",
+    Failed => "FAILED",
+    Cancelled => "CANCELLED",
+    Expired => "EXPIRED",
+]);
+
+impl CommandStatus {
+    /// Whether nothing more happens to a command in this status.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Success | Self::Failed | Self::Cancelled | Self::Expired
+        )
     }
 }
 
-impl CommandType {
-    /// Every type.
-    pub const ALL: [CommandType; 7] = [
-        Self::ProfileUpdate,
-        Self::KeyUpdate,
-        Self::AppInstall,
-        Self::AppDelete,
-        Self::FileUpdate,
-        Self::Rfm,
-        Self::Ram,
-    ];
-
-    /// The name as the API and the store write it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ProfileUpdate => "PROFILE_UPDATE",
-            Self::KeyUpdate => "KEY_UPDATE",
-            Self::AppInstall => "APP_INSTALL",
-            Self::AppDelete => "APP_DELETE",
-            Self::FileUpdate => "FILE_UPDATE",
-            Self::Rfm => "RFM",
-            Self::Ram => "RAM",
-        }
-    }
-}
-
-impl fmt::Display for CommandType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CommandType {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "command type",
-                value: s.to_string(),
-            })
-    }
-}
+wire_names!(CommandType, "command type", "Every type.", [
+    ProfileUpdate => "PROFILE_UPDATE",
+    KeyUpdate => "KEY_UPDATE",
+    AppInstall => "APP_INSTALL",
+    AppDelete => "APP_DELETE",
+    FileUpdate => "FILE_UPDATE",
+    Rfm => "RFM",
+    Ram => "RAM",
+]);
 
 /// Why a command failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -173,46 +142,13 @@ pub enum ErrorCode {
     InvalidState,
 }
 
-impl ErrorCode {
-    /// Every code.
-    pub const ALL: [ErrorCode; 5] = [
-        Self::CommandFailed,
-        Self::SecurityError,
-        Self::TransportError,
-        Self::Timeout,
-        Self::InvalidState,
-    ];
-
-    /// The name as the API and the store write it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CommandFailed => "COMMAND_FAILED",
-            Self::SecurityError => "SECURITY_ERROR",
-            Self::TransportError => "TRANSPORT_ERROR",
-            Self::Timeout => "TIMEOUT",
-            Self::InvalidState => "INVALID_STATE",
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ErrorCode {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "error code",
-                value: s.to_string(),
-            })
-    }
-}
+wire_names!(ErrorCode, "error code", "Every code.", [
+    CommandFailed => "COMMAND_FAILED",
+    SecurityError => "SECURITY_ERROR",
+    TransportError => "TRANSPORT_ERROR",
+    Timeout => "TIMEOUT",
+    InvalidState => "INVALID_STATE",
+]);
 
 /// How urgent a command is: an urgent single command overtakes bulk work in the queue.
 #[derive(
@@ -452,4 +388,29 @@ pub struct OtaResult {
     /// History.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<CommandEvent>,
+}
+
+#[cfg(test)]
+mod wire_name_tests {
+    use super::*;
+
+    // The table the store and Display use must agree with serde's names on the API.
+    fn agree<T: Serialize + FromStr + fmt::Display + PartialEq + fmt::Debug + Copy>(all: &[T]) {
+        for v in all {
+            let json = serde_json::to_value(v).unwrap_or_default();
+            assert_eq!(json.as_str(), Some(v.to_string().as_str()));
+            assert_eq!(v.to_string().parse::<T>().ok(), Some(*v));
+        }
+    }
+
+    #[test]
+    fn names_agree_with_serde_and_parse_back() {
+        agree(&CommandStatus::ALL);
+        agree(&CommandType::ALL);
+        agree(&ErrorCode::ALL);
+        assert_eq!(
+            "DONE".parse::<CommandStatus>().err().map(|e| e.to_string()),
+            Some("unknown command status \"DONE\"".to_string())
+        );
+    }
 }

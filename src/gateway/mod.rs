@@ -528,13 +528,13 @@ async fn apply(shared: &Shared, record: &CommandRecord, t: &Transition) -> bool 
 }
 
 fn publish(shared: &Shared, record: &CommandRecord, event: &str, data: serde_json::Value) {
+    publish_to(shared, &record.account_id, event, data, now_ms());
+}
+
+/// Hands an event for `account_id`'s webhooks over, if webhooks are on.
+fn publish_to(shared: &Shared, account_id: &str, event: &str, data: serde_json::Value, at: Millis) {
     if let Some(w) = &shared.webhooks {
-        w.publish(WebhookEvent {
-            account_id: record.account_id.clone(),
-            event: event.to_string(),
-            data,
-            at: now_ms(),
-        });
+        w.publish(WebhookEvent::new(account_id, event, data, at));
     }
 }
 
@@ -609,14 +609,13 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
                     if let Ok(true) = shared.store.record_delivery(&account, &command, at).await {
                         shared.metrics.delivered();
                     }
-                    if let Some(w) = &shared.webhooks {
-                        w.publish(WebhookEvent {
-                            account_id: account.clone(),
-                            event: "command.delivered".into(),
-                            data: serde_json::json!({"commandId": command}),
-                            at,
-                        });
-                    }
+                    publish_to(
+                        &shared,
+                        &account,
+                        "command.delivered",
+                        serde_json::json!({"commandId": command}),
+                        at,
+                    );
                 }
             }
             DispatchNote::UnmatchedPor {
@@ -710,14 +709,13 @@ async fn housekeeping(shared: Arc<Shared>) {
             Ok(expired) => {
                 for (account, id) in expired {
                     shared.metrics.finished("-", CommandStatus::Expired, None);
-                    if let Some(w) = &shared.webhooks {
-                        w.publish(WebhookEvent {
-                            account_id: account,
-                            event: "command.completed".into(),
-                            data: serde_json::json!({"commandId": id, "status": "EXPIRED"}),
-                            at: now,
-                        });
-                    }
+                    publish_to(
+                        &shared,
+                        &account,
+                        "command.completed",
+                        serde_json::json!({"commandId": id, "status": "EXPIRED"}),
+                        now,
+                    );
                 }
             }
             Err(e) => tracing::warn!("expiring commands: {e}"),

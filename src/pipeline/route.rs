@@ -62,6 +62,13 @@ impl Transports {
         self.routes.contains_key(name)
     }
 
+    /// Largest script a command packet for the named transport carries (its packet size less
+    /// the command packet's own overhead).
+    pub fn max_script_len(&self, name: &str) -> usize {
+        self.max_packet_len(name)
+            .saturating_sub(super::secure::PACKET_OVERHEAD)
+    }
+
     /// Largest command packet the named transport (or its fallback) carries.
     pub fn max_packet_len(&self, name: &str) -> usize {
         self.route(name)

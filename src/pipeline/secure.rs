@@ -60,6 +60,14 @@ fn fail(code: ErrorCode, message: impl Into<String>) -> JobError {
     }
 }
 
+/// The uploaded applet an APP_INSTALL names (`data.parameters.appletId`).
+pub fn requested_applet(req: &crate::command::OtaCommandRequest) -> Option<&str> {
+    if req.command_type != CommandType::AppInstall {
+        return None;
+    }
+    req.data.parameters.as_ref()?.get("appletId")?.as_str()
+}
+
 /// The card class a card's attributes ask for (`cardClass`: `gsm` or `uicc`, default UICC).
 pub fn card_class(attributes: &std::collections::BTreeMap<String, String>) -> CardClass {
     match attributes
@@ -90,30 +98,26 @@ async fn secure(store: &dyn Store, transports: &Transports, mut job: Job) -> Res
             format!("card {} has no MSISDN to send to", card.iccid),
         )
     })?;
-    let applet = match (req.command_type, &req.data.parameters) {
-        (CommandType::AppInstall, Some(p)) => match p.get("appletId").and_then(|v| v.as_str()) {
-            Some(id) => Some(
-                store
-                    .applet(&job.record.account_id, id)
-                    .await?
-                    .ok_or_else(|| {
-                        fail(
-                            ErrorCode::InvalidState,
-                            format!("data.parameters.appletId: applet {id} not found"),
-                        )
-                    })?
-                    .content,
-            ),
-            None => None,
-        },
-        _ => None,
+    let applet = match requested_applet(req) {
+        Some(id) => Some(
+            store
+                .applet(&job.record.account_id, id)
+                .await?
+                .ok_or_else(|| {
+                    fail(
+                        ErrorCode::InvalidState,
+                        format!("data.parameters.appletId: applet {id} not found"),
+                    )
+                })?
+                .content,
+        ),
+        None => None,
     };
-    let max_packet = transports.max_packet_len(&job.record.transport);
     let ctx = BuildContext {
         card_class: card_class(&card.attributes),
         key_set,
         applet: applet.as_deref(),
-        max_script_len: max_packet.saturating_sub(PACKET_OVERHEAD),
+        max_script_len: transports.max_script_len(&job.record.transport),
     };
     let built = build_script(req, &ctx, &mut rand::thread_rng()).map_err(|e| {
         fail(

@@ -68,7 +68,8 @@ fn hex_octets<const N: usize>(field: &str, s: &str) -> Result<[u8; N], FieldErro
     })
 }
 
-fn digits(field: &str, s: &str, min: usize, max: usize) -> Result<(), FieldError> {
+/// Checks that `s` is `min` to `max` digits (a leading '+' allowed) and returns the digits.
+pub fn digits(field: &str, s: &str, min: usize, max: usize) -> Result<String, FieldError> {
     let body = s.trim_start_matches('+');
     if body.len() < min || body.len() > max || !body.bytes().all(|b| b.is_ascii_digit()) {
         return Err(FieldError::new(
@@ -76,7 +77,7 @@ fn digits(field: &str, s: &str, min: usize, max: usize) -> Result<(), FieldError
             format!("{s:?} must be {min} to {max} digits"),
         ));
     }
-    Ok(())
+    Ok(body.to_string())
 }
 
 /// Checks a request's fields; returns the parsed security settings.
