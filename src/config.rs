@@ -52,6 +52,33 @@ pub struct Config {
     pub smpp: Option<SmppSettings>,
     /// Pipeline settings.
     pub pipeline: PipelineSettings,
+    /// Campaign runner settings.
+    pub campaigns: CampaignsSettings,
+}
+
+/// `[campaigns]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CampaignsSettings {
+    /// Cards of one campaign held in memory (sent, waiting for the PoR) at most.
+    pub max_in_flight: usize,
+    /// Cards claimed (counters reserved) per transaction.
+    pub claim_batch: u32,
+    /// Seconds a card's PoR (a text's delivery report) is waited for.
+    pub por_timeout_secs: u64,
+    /// After a restart, seconds to wait for the PoR of a packet sent before resending it.
+    pub resume_wait_secs: u64,
+}
+
+impl Default for CampaignsSettings {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 20_000,
+            claim_batch: 500,
+            por_timeout_secs: 120,
+            resume_wait_secs: 5,
+        }
+    }
 }
 
 /// `[api]`.
@@ -167,6 +194,7 @@ impl Default for Config {
             store: StoreSettings::default(),
             smpp: None,
             pipeline: PipelineSettings::default(),
+            campaigns: CampaignsSettings::default(),
         }
     }
 }
@@ -309,6 +337,19 @@ impl Config {
                     max_backoff: Duration::from_secs(60),
                 },
             },
+            ..Default::default()
+        }
+    }
+
+    /// The campaign runner's settings.
+    pub fn campaign_runner(&self) -> crate::campaign::runner::RunnerConfig {
+        let c = &self.campaigns;
+        crate::campaign::runner::RunnerConfig {
+            owner: self.gateway_id.clone().unwrap_or_else(default_gateway_id),
+            claim_batch: c.claim_batch.max(1),
+            max_in_flight: c.max_in_flight.max(1),
+            por_timeout: Duration::from_secs(c.por_timeout_secs.max(1)),
+            resume_wait: Duration::from_secs(c.resume_wait_secs),
             ..Default::default()
         }
     }

@@ -46,6 +46,9 @@ pub struct DevOptions {
     pub paused: bool,
     /// SQLite `synchronous = NORMAL` (see [`crate::store::SqlOptions`]).
     pub sqlite_synchronous_normal: bool,
+    /// Provision the cards from the fleet's vendor file into a profile `fleet` with a card
+    /// group `fleet` (for campaigns), instead of adding them through the API.
+    pub provision: bool,
 }
 
 impl Default for DevOptions {
@@ -61,6 +64,7 @@ impl Default for DevOptions {
             seed: 7,
             paused: false,
             sqlite_synchronous_normal: false,
+            provision: false,
         }
     }
 }
@@ -81,6 +85,10 @@ pub struct DevEnv {
     pub data_dir: PathBuf,
     /// The configuration the gateway runs with (peers start from it).
     pub config: Config,
+    /// With [`DevOptions::provision`]: the profile and the card group holding every card.
+    pub fleet_group: Option<(i64, i64)>,
+    /// The `demo` account's id.
+    pub account_id: String,
     master_key: [u8; 32],
 }
 
@@ -200,6 +208,43 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         .create_token(&account.id, "devkit", crate::gateway::now_ms())
         .await
         .map_err(err)?;
+    let mut fleet_group = None;
+    if options.provision {
+        let now = crate::gateway::now_ms();
+        let profile = store
+            .create_profile(
+                &account.id,
+                &crate::store::NewProfile {
+                    name: "fleet".into(),
+                    app_type: Some("rfm".into()),
+                    applet_id: None,
+                    tars: vec!["B00010".into()],
+                    defaults: crate::store::ProfileDefaults {
+                        spi: Some("1621".into()),
+                        kic_byte: Some("12".into()),
+                        kid_byte: Some("12".into()),
+                        ..Default::default()
+                    },
+                },
+                now,
+            )
+            .await
+            .map_err(err)?;
+        let parsed = crate::provision::parse_vendor_text(&fleet.to_vendor_file()).map_err(err)?;
+        let group = store
+            .provision_cards(
+                &account.id,
+                profile.id,
+                &parsed.cards,
+                Some("fleet"),
+                now,
+                &|_| {},
+            )
+            .await
+            .map_err(err)?
+            .ok_or_else(|| DevkitError("provisioning made no group".into()))?;
+        fleet_group = Some((profile.id, group.id));
+    }
     let server = server::start_with_store(&config, store)
         .await
         .map_err(err)?;
@@ -215,9 +260,15 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         client,
         data_dir,
         config,
+        fleet_group,
+        account_id: account.id.clone(),
         master_key,
     };
-    let response = env.post("/api/v1/cards", &cards_body(&env.fleet)).await?;
+    let response = if options.provision {
+        (201, serde_json::Value::Null)
+    } else {
+        env.post("/api/v1/cards", &cards_body(&env.fleet)).await?
+    };
     if response.0 != 201 {
         return Err(DevkitError(format!(
             "adding cards: {} {}",

@@ -1,5 +1,6 @@
 //! otagw: an over-the-air gateway for SIM cards.
 pub mod api;
+pub mod campaign;
 pub mod command;
 pub mod config;
 pub mod correlation;

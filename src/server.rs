@@ -50,6 +50,8 @@ pub struct ServerHandle {
     pub gateway: Arc<Gateway>,
     /// The store.
     pub store: Arc<dyn Store>,
+    /// The campaign runner (with an SMS transport).
+    pub campaigns: Option<Arc<crate::campaign::runner::CampaignRunner>>,
     smpp: Option<Arc<SmppTransport>>,
     stop: watch::Sender<bool>,
     api_task: tokio::task::JoinHandle<()>,
@@ -66,6 +68,9 @@ impl ServerHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.api_task.await;
+        if let Some(c) = &self.campaigns {
+            c.shutdown().await;
+        }
         self.gateway.shutdown().await;
         if let Some(s) = &self.smpp {
             s.shutdown().await;
@@ -197,6 +202,8 @@ pub async fn start_with_store(
             url: redact(&config.store_url()),
             message: e.to_string(),
         })?;
+    let campaigns =
+        crate::campaign::runner::CampaignRunner::start(&gateway, config.campaign_runner());
     let router = api::router(AppState::new(gateway.clone(), health));
     let listener = std::net::TcpListener::bind(config.api.listen)
         .map_err(|e| ServerError::Api(format!("listen on {}: {e}", config.api.listen)))?;
@@ -252,6 +259,7 @@ pub async fn start_with_store(
         tls: is_tls,
         gateway,
         store,
+        campaigns,
         smpp,
         stop,
         api_task,

@@ -1012,7 +1012,7 @@ fn key_update<R: RngCore + CryptoRng + ?Sized>(
 }
 
 /// The uploaded applet: a CAP zip (starts with `PK`) or an IJC load file.
-fn load_file(field: &str, bytes: &[u8]) -> Result<LoadFile, BuildError> {
+pub(crate) fn load_file(field: &str, bytes: &[u8]) -> Result<LoadFile, BuildError> {
     let parsed = if bytes.starts_with(b"PK\x03\x04") {
         CapFile::from_zip(bytes).and_then(|cap| cap.load_file())
     } else {

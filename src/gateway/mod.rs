@@ -104,6 +104,8 @@ struct Shared {
     wake: Notify,
     stopping: AtomicBool,
     batch_options: Mutex<HashMap<String, BatchOptions>>,
+    // Where notes about messages that are not commands' (campaign messages) go.
+    note_tap: Mutex<Option<mpsc::UnboundedSender<DispatchNote>>>,
 }
 
 /// Options of a batch, as the engine applies them.
@@ -167,6 +169,7 @@ impl Gateway {
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
             batch_options: Mutex::new(HashMap::new()),
+            note_tap: Mutex::new(None),
         });
         let gateway = Arc::new(Gateway {
             shared: shared.clone(),
@@ -181,6 +184,14 @@ impl Gateway {
             t.append(&mut tasks);
         }
         Ok(gateway)
+    }
+
+    /// Passes the network's notes about messages that are not commands' (campaign messages,
+    /// sent through the same dispatchers) to `tap`.
+    pub fn set_note_tap(&self, tap: mpsc::UnboundedSender<DispatchNote>) {
+        if let Ok(mut t) = self.shared.note_tap.lock() {
+            *t = Some(tap);
+        }
     }
 
     /// Wakes the engine (new commands stored).
@@ -590,7 +601,11 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
     while let Some(note) = rx.recv().await {
         match note {
             DispatchNote::Accepted { id, network_refs } => {
-                if let Some((account, command)) = shared.log.command_of(id) {
+                let Some((account, command)) = shared.log.command_of(id) else {
+                    tap(&shared, DispatchNote::Accepted { id, network_refs });
+                    continue;
+                };
+                {
                     let _ = shared
                         .store
                         .add_event(
@@ -604,7 +619,11 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
                 }
             }
             DispatchNote::Delivered { id } => {
-                if let Some((account, command)) = shared.log.command_of(id) {
+                let Some((account, command)) = shared.log.command_of(id) else {
+                    tap(&shared, DispatchNote::Delivered { id });
+                    continue;
+                };
+                {
                     let at = now_ms();
                     if let Ok(true) = shared.store.record_delivery(&account, &command, at).await {
                         shared.metrics.delivered();
@@ -632,6 +651,14 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
                     }
                 });
             }
+        }
+    }
+}
+
+fn tap(shared: &Shared, note: DispatchNote) {
+    if let Ok(t) = shared.note_tap.lock() {
+        if let Some(t) = t.as_ref() {
+            let _ = t.send(note);
         }
     }
 }

@@ -6,6 +6,7 @@
 //! row in one transaction, so whoever changes a command first wins and each command reaches
 //! exactly one terminal state, whichever gateway or restart handles it.
 
+pub mod campaign;
 pub mod sealing;
 pub mod sql;
 
@@ -18,6 +19,7 @@ use crate::command::{
 };
 use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
 
+pub use campaign::{CampaignStore, CardUpdate, ClaimKeys, ClaimedCard};
 pub use sealing::{MasterKey, SealingError};
 pub use sql::{SqlOptions, SqlStore};
 
@@ -465,7 +467,7 @@ pub enum CardKey {
 
 /// The store.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: CampaignStore + Send + Sync {
     /// Which backend (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
     /// Checks the database answers (readiness).

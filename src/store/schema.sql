@@ -170,3 +170,42 @@ CREATE TABLE IF NOT EXISTS card_group_members (
 );
 
 CREATE INDEX IF NOT EXISTS cards_msisdn ON cards (msisdn);
+
+CREATE TABLE IF NOT EXISTS campaigns (
+    id {serial},
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    profile_id {int} NOT NULL REFERENCES profiles (id),
+    name TEXT NOT NULL,
+    campaign_type TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    status TEXT NOT NULL,
+    iteration {int} NOT NULL,
+    messages_per_card {int} NOT NULL,
+    owner TEXT,
+    lease_until {int},
+    created_at {int} NOT NULL,
+    updated_at {int} NOT NULL,
+    started_at {int},
+    finished_at {int},
+    UNIQUE (profile_id, name)
+);
+
+CREATE INDEX IF NOT EXISTS campaigns_status ON campaigns (status);
+-- One row per card and iteration; progress = step * 16 + the state's rank, and an update is
+-- applied only if it moves progress forward (late news never undo a result).
+CREATE TABLE IF NOT EXISTS campaign_cards (
+    campaign_id {int} NOT NULL REFERENCES campaigns (id),
+    iteration {int} NOT NULL,
+    iccid TEXT NOT NULL REFERENCES cards (iccid),
+    state TEXT NOT NULL,
+    progress {int} NOT NULL,
+    step {int} NOT NULL,
+    done {int} NOT NULL,
+    counter {int},
+    data TEXT,
+    detail TEXT,
+    updated_at {int} NOT NULL,
+    PRIMARY KEY (campaign_id, iteration, iccid)
+);
+
+CREATE INDEX IF NOT EXISTS campaign_cards_state ON campaign_cards (campaign_id, iteration, state, iccid);

@@ -10,6 +10,8 @@
 //! as 64-bit integers, timestamps as milliseconds, JSON as text, TAR and SPI as hex text, and
 //! key values as AES-256-GCM sealed bytes (see [`super::sealing`]).
 
+mod campaign;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;

@@ -1,0 +1,882 @@
+//! The campaign runtime: leases `RUNNING` campaigns, streams their cards from the store a batch
+//! at a time (each batch's counters reserved and rows marked `sending` in one transaction),
+//! sends through the gateway's SMS route and records what comes back in batches.
+//!
+//! Bounded memory: at most `max_in_flight` cards are held (sent, waiting for their PoR), the
+//! rest stay in the store. Restart: rows left `sending`/`sent`/`delivered` are taken back first;
+//! for each the runner waits for the PoR of the packet already sent, and resends the same
+//! packet (same counter, rebuilt byte for byte) only if none comes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use otagw_transport::{
+    Destination, MessageId, OutboundMessage, Payload, SendOptions, TransportError,
+};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use super::{card_state, status, CampaignPlan, CampaignSettings, CampaignType};
+use crate::api::webhook::{WebhookEvent, Webhooks};
+use crate::dispatch::{secure_command, DispatchNote, OtaOutcome};
+use crate::gateway::{now_ms, Gateway};
+use crate::pipeline::resolve::scp80_keys;
+use crate::pipeline::route::Route;
+use crate::security::PorStatus;
+use crate::store::campaign::{CampaignRecord, CardUpdate, ClaimedCard};
+use crate::store::{Millis, Store};
+
+/// Settings of the runner.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Lease owner (the gateway's id).
+    pub owner: String,
+    /// Cards claimed per transaction.
+    pub claim_batch: u32,
+    /// Cards held in memory (sent, waiting for the PoR) at most, per campaign.
+    pub max_in_flight: usize,
+    /// How long a card's PoR (or a text's delivery report) is waited for.
+    pub por_timeout: Duration,
+    /// After a restart, how long the PoR of a packet sent before is waited for before the
+    /// same packet is sent again.
+    pub resume_wait: Duration,
+    /// Lease of a campaign without renewal.
+    pub lease: Duration,
+    /// How often to look for campaigns to run.
+    pub poll: Duration,
+    /// How often progress goes to webhooks.
+    pub progress_every: Duration,
+    /// Transient send failures (throttled, not connected) retried per packet.
+    pub send_retries: u32,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            owner: "otagw".into(),
+            claim_batch: 500,
+            max_in_flight: 20_000,
+            por_timeout: Duration::from_secs(120),
+            resume_wait: Duration::from_secs(5),
+            lease: Duration::from_secs(30),
+            poll: Duration::from_millis(300),
+            progress_every: Duration::from_secs(2),
+            send_retries: 50,
+        }
+    }
+}
+
+/// What happened to a campaign's cards in this process (for progress and benchmarks).
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Cards claimed (counter reserved).
+    pub claimed: AtomicU64,
+    /// Packets handed to the network.
+    pub sent: AtomicU64,
+    /// Delivery reports.
+    pub delivered: AtomicU64,
+    /// Cards ending por_ok (or delivered, for texts).
+    pub succeeded: AtomicU64,
+    /// Cards ending otherwise.
+    pub unsuccessful: AtomicU64,
+}
+
+impl Tally {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "claimed": self.claimed.load(Ordering::Relaxed),
+            "sent": self.sent.load(Ordering::Relaxed),
+            "delivered": self.delivered.load(Ordering::Relaxed),
+            "succeeded": self.succeeded.load(Ordering::Relaxed),
+            "unsuccessful": self.unsuccessful.load(Ordering::Relaxed),
+        })
+    }
+}
+
+struct Flight {
+    campaign_id: i64,
+    iteration: i64,
+    iccid: String,
+    step: i64,
+    tally: Arc<Tally>,
+    // Texts and packets without PoR end on their delivery report.
+    on_delivery: Option<oneshot::Sender<()>>,
+}
+
+enum WriterMsg {
+    Update(CardUpdate),
+    Flush(oneshot::Sender<()>),
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    route: Route,
+    budget: usize,
+    config: RunnerConfig,
+    webhooks: Option<Webhooks>,
+    writer: mpsc::Sender<WriterMsg>,
+    flights: Mutex<HashMap<MessageId, Flight>>,
+    next_id: AtomicU64,
+    running: Mutex<HashSet<i64>>,
+    tallies: Mutex<HashMap<i64, Arc<Tally>>>,
+    stopping: AtomicBool,
+}
+
+/// The running campaign runner.
+pub struct CampaignRunner {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl CampaignRunner {
+    /// Starts over the gateway's SMS route; `None` without one.
+    pub fn start(gateway: &Gateway, config: RunnerConfig) -> Option<Arc<CampaignRunner>> {
+        let route = gateway.transports().route("sms")?.clone();
+        let budget = gateway.transports().max_script_len("sms");
+        let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+        gateway.set_note_tap(notes_tx);
+        let (writer_tx, writer_rx) = mpsc::channel(100_000);
+        let shared = Arc::new(Shared {
+            store: gateway.store().clone(),
+            route,
+            budget,
+            config,
+            webhooks: gateway.webhooks().cloned(),
+            writer: writer_tx,
+            flights: Mutex::new(HashMap::new()),
+            // Disjoint from the engine's message ids: the top bit set, then the clock.
+            next_id: AtomicU64::new((1 << 63) | ((now_ms() as u64) << 16)),
+            running: Mutex::new(HashSet::new()),
+            tallies: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+        });
+        let tasks = vec![
+            tokio::spawn(writer(shared.store.clone(), writer_rx)),
+            tokio::spawn(notes(shared.clone(), notes_rx)),
+            tokio::spawn(supervise(shared.clone())),
+        ];
+        Some(Arc::new(CampaignRunner {
+            shared,
+            tasks: Mutex::new(tasks),
+        }))
+    }
+
+    /// This process's tally of a campaign it runs or ran.
+    pub fn tally(&self, campaign_id: i64) -> Option<Arc<Tally>> {
+        self.shared
+            .tallies
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&campaign_id).cloned())
+    }
+
+    /// Cards held in memory now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.flights.lock().map(|f| f.len()).unwrap_or(0)
+    }
+
+    /// Stops: no more claims; what is in flight stays in the store for the next start.
+    pub async fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let tasks = self
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+fn publish(shared: &Shared, account_id: &str, event: &str, data: serde_json::Value) {
+    if let Some(w) = &shared.webhooks {
+        w.publish(WebhookEvent::new(account_id, event, data, now_ms()));
+    }
+}
+
+fn ms(d: Duration) -> Millis {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Group commit: updates queue here and are written many per transaction.
+async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<WriterMsg>) {
+    const MAX_BATCH: usize = 4000;
+    let mut updates = Vec::with_capacity(MAX_BATCH);
+    let mut acks = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                WriterMsg::Update(u) => updates.push(u),
+                WriterMsg::Flush(a) => acks.push(a),
+            }
+            if updates.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        let mut delay = Duration::from_millis(50);
+        while !updates.is_empty() {
+            match store.update_campaign_cards(&updates, now_ms()).await {
+                Ok(_) => updates.clear(),
+                Err(e) => {
+                    // Keep them: a card's result is never dropped for a passing failure.
+                    tracing::error!("campaign updates not written, retrying: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        for a in acks.drain(..) {
+            let _ = a.send(());
+        }
+    }
+}
+
+/// Waits until everything queued before is written.
+async fn flush(shared: &Shared) {
+    let (tx, rx) = oneshot::channel();
+    if shared.writer.send(WriterMsg::Flush(tx)).await.is_ok() {
+        let _ = rx.await;
+    }
+}
+
+async fn record(shared: &Shared, update: CardUpdate) {
+    let _ = shared.writer.send(WriterMsg::Update(update)).await;
+}
+
+async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote>) {
+    while let Some(note) = rx.recv().await {
+        let (id, state) = match note {
+            DispatchNote::Accepted { id, .. } => (id, card_state::SENT),
+            DispatchNote::Delivered { id } => (id, card_state::DELIVERED),
+            DispatchNote::UnmatchedPor { .. } => continue,
+        };
+        let update = {
+            let Ok(mut flights) = shared.flights.lock() else {
+                continue;
+            };
+            let Some(f) = flights.get_mut(&id) else {
+                continue;
+            };
+            if state == card_state::DELIVERED {
+                f.tally.delivered.fetch_add(1, Ordering::Relaxed);
+                if let Some(tx) = f.on_delivery.take() {
+                    let _ = tx.send(());
+                    continue;
+                }
+            }
+            CardUpdate {
+                campaign_id: f.campaign_id,
+                iteration: f.iteration,
+                iccid: f.iccid.clone(),
+                state: state.into(),
+                progress: card_state::progress(f.step, state, false),
+                step: f.step,
+                done: false,
+                counter: None,
+                detail: None,
+            }
+        };
+        record(&shared, update).await;
+    }
+}
+
+async fn supervise(shared: Arc<Shared>) {
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = now_ms();
+        match shared
+            .store
+            .lease_campaigns(&shared.config.owner, now, now + ms(shared.config.lease))
+            .await
+        {
+            Ok(campaigns) => {
+                for c in campaigns {
+                    let fresh = shared
+                        .running
+                        .lock()
+                        .map(|mut r| r.insert(c.id))
+                        .unwrap_or(false);
+                    if fresh {
+                        tokio::spawn(run_campaign(shared.clone(), c));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("campaign lease: {e}"),
+        }
+        tokio::time::sleep(shared.config.poll).await;
+    }
+}
+
+/// Campaign and iteration a card task works for.
+#[derive(Clone)]
+struct Run {
+    id: i64,
+    iteration: i64,
+    plan: Arc<CampaignPlan>,
+    tally: Arc<Tally>,
+}
+
+struct Running(Arc<Shared>, i64);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.0.running.lock() {
+            r.remove(&self.1);
+        }
+    }
+}
+
+async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
+    let _running = Running(shared.clone(), campaign.id);
+    let id = campaign.id;
+    let plan = match plan_of(&shared, &campaign).await {
+        Ok(p) => Arc::new(p),
+        Err(reason) => {
+            tracing::error!("campaign {id} cannot run: {reason}");
+            let _ = shared
+                .store
+                .set_campaign_status(id, &[status::RUNNING], status::TERMINATED, now_ms())
+                .await;
+            publish(
+                &shared,
+                &campaign.account_id,
+                "campaign.terminated",
+                serde_json::json!({"campaignId": id, "iteration": campaign.iteration, "reason": reason}),
+            );
+            return;
+        }
+    };
+    let tally = {
+        let mut t = shared.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        t.entry(id).or_default().clone()
+    };
+    let run = Run {
+        id,
+        iteration: campaign.iteration,
+        plan: plan.clone(),
+        tally: tally.clone(),
+    };
+    let keys = plan.claim_keys();
+    let limit = shared.config.max_in_flight.max(1);
+    let permits = Arc::new(Semaphore::new(limit));
+    publish(
+        &shared,
+        &campaign.account_id,
+        "campaign.running",
+        serde_json::json!({"campaignId": id, "iteration": campaign.iteration}),
+    );
+    let mut last_progress = tokio::time::Instant::now();
+    // Cards an earlier run left in flight.
+    let mut after = String::new();
+    loop {
+        let rows = match shared
+            .store
+            .in_flight_campaign_cards(
+                id,
+                campaign.iteration,
+                &after,
+                shared.config.claim_batch,
+                keys,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("campaign {id}: resume: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(last) = rows.last() else { break };
+        after = last.iccid.clone();
+        for card in rows {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            tokio::spawn(card_task(shared.clone(), run.clone(), card, true, permit));
+        }
+    }
+    let deadline = (plan.validity_minutes > 0).then(|| {
+        campaign.started_at.unwrap_or(campaign.created_at)
+            + i64::from(plan.validity_minutes) * 60_000
+    });
+    let mut after = String::new();
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match shared.store.campaign(&campaign.account_id, id).await {
+            Ok(Some(c)) if c.status == status::RUNNING && c.iteration == campaign.iteration => {}
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!("campaign {id}: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        if deadline.is_some_and(|d| now_ms() > d) {
+            let _ = shared
+                .store
+                .expire_campaign_cards(id, campaign.iteration, now_ms())
+                .await;
+            break;
+        }
+        let Ok(first) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let room = (permits.available_permits() + 1).min(shared.config.claim_batch as usize);
+        let rows = match shared
+            .store
+            .claim_campaign_cards(id, campaign.iteration, &after, room as u32, keys, now_ms())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("campaign {id}: claim: {e}");
+                drop(first);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(last) = rows.last() else { break };
+        after = last.iccid.clone();
+        tally
+            .claimed
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        let mut first = Some(first);
+        for card in rows {
+            let permit = match first.take() {
+                Some(p) => p,
+                None => match permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            tokio::spawn(card_task(shared.clone(), run.clone(), card, false, permit));
+        }
+        if last_progress.elapsed() >= shared.config.progress_every {
+            last_progress = tokio::time::Instant::now();
+            let mut data = tally.json();
+            data["campaignId"] = id.into();
+            data["iteration"] = campaign.iteration.into();
+            publish(&shared, &campaign.account_id, "campaign.progress", data);
+        }
+    }
+    // Every card in flight ends (PoR, failure or timeout) before the campaign does.
+    let Ok(_all) = permits.acquire_many(limit as u32).await else {
+        return;
+    };
+    if shared.stopping.load(Ordering::SeqCst) {
+        return;
+    }
+    flush(&shared).await;
+    let completed = shared
+        .store
+        .set_campaign_status(id, &[status::RUNNING], status::COMPLETED, now_ms())
+        .await
+        .unwrap_or(false);
+    let totals = shared.store.campaign_totals(id).await.unwrap_or_default();
+    let states: serde_json::Map<String, serde_json::Value> = totals
+        .iter()
+        .filter(|t| t.iteration == campaign.iteration)
+        .map(|t| (t.state.clone(), t.cards.into()))
+        .collect();
+    publish(
+        &shared,
+        &campaign.account_id,
+        if completed {
+            "campaign.completed"
+        } else {
+            "campaign.terminated"
+        },
+        serde_json::json!({"campaignId": id, "iteration": campaign.iteration, "cards": states}),
+    );
+}
+
+async fn plan_of(shared: &Shared, c: &CampaignRecord) -> Result<CampaignPlan, String> {
+    let settings: CampaignSettings =
+        serde_json::from_str(&c.settings).map_err(|e| format!("settings: {e}"))?;
+    let campaign_type: CampaignType = c.campaign_type.parse()?;
+    if campaign_type.is_tls() {
+        return Err(format!(
+            "{campaign_type} campaigns need the HTTPS (SCP81) transport, which this gateway \
+             does not run"
+        ));
+    }
+    let applet = match &settings.applet {
+        Some(a) => Some(
+            shared
+                .store
+                .applet(&c.account_id, a)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("applet {a} is gone"))?
+                .content,
+        ),
+        None => None,
+    };
+    CampaignPlan::new(campaign_type, &settings, applet.as_deref(), shared.budget)
+        .map_err(|e| format!("{}: {}", e.field, e.problem))
+}
+
+/// How a card's work ended.
+struct End {
+    step: i64,
+    state: &'static str,
+    detail: String,
+}
+
+impl End {
+    fn new(step: i64, state: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            step,
+            state,
+            detail: detail.into(),
+        }
+    }
+}
+
+async fn card_task(
+    shared: Arc<Shared>,
+    run: Run,
+    card: ClaimedCard,
+    resume: bool,
+    _permit: OwnedSemaphorePermit,
+) {
+    let iccid = card.iccid.clone();
+    let end = run_card(&shared, &run, card, resume).await;
+    let succeeded = matches!(end.state, card_state::POR_OK | card_state::DELIVERED);
+    if succeeded {
+        run.tally.succeeded.fetch_add(1, Ordering::Relaxed);
+    } else {
+        run.tally.unsuccessful.fetch_add(1, Ordering::Relaxed);
+    }
+    record(
+        &shared,
+        CardUpdate {
+            campaign_id: run.id,
+            iteration: run.iteration,
+            iccid,
+            state: end.state.into(),
+            progress: card_state::progress(end.step, end.state, true),
+            step: end.step,
+            done: true,
+            counter: None,
+            detail: Some(end.detail),
+        },
+    )
+    .await;
+}
+
+fn next_id(shared: &Shared) -> MessageId {
+    MessageId(shared.next_id.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Hands a message to the network, retrying transient refusals with the same bytes.
+async fn hand_over(
+    shared: &Shared,
+    message: &OutboundMessage,
+    pending: Option<&crate::correlation::PendingCommand<MessageId>>,
+) -> Result<Option<oneshot::Receiver<OtaOutcome>>, TransportError> {
+    let mut attempt = 0;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        shared.route.rate.wait().await;
+        let result = match pending {
+            Some(p) => shared
+                .route
+                .dispatcher
+                .send(message.clone(), p.clone())
+                .await
+                .map(Some),
+            None => shared
+                .route
+                .dispatcher
+                .transport()
+                .send(message.clone())
+                .await
+                .map(|_| None),
+        };
+        match result {
+            Err(e) if e.is_transient() && attempt < shared.config.send_retries => {
+                attempt += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn flight(
+    shared: &Shared,
+    run: &Run,
+    id: MessageId,
+    iccid: &str,
+    step: i64,
+) -> oneshot::Receiver<()> {
+    let (tx, rx) = oneshot::channel();
+    if let Ok(mut f) = shared.flights.lock() {
+        f.insert(
+            id,
+            Flight {
+                campaign_id: run.id,
+                iteration: run.iteration,
+                iccid: iccid.to_string(),
+                step,
+                tally: run.tally.clone(),
+                on_delivery: Some(tx),
+            },
+        );
+    }
+    rx
+}
+
+fn land(shared: &Shared, id: MessageId) {
+    if let Ok(mut f) = shared.flights.lock() {
+        f.remove(&id);
+    }
+}
+
+async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -> End {
+    let plan = &run.plan;
+    let step = card.step;
+    let Some(msisdn) = card.msisdn.clone() else {
+        return End::new(step, card_state::FAILED, "the card has no MSISDN");
+    };
+    let options = SendOptions {
+        validity_minutes: (plan.validity_minutes > 0).then_some(plan.validity_minutes),
+        delivery_report: true,
+        sequential_segments: plan.sequential,
+    };
+    if plan.campaign_type.is_text() {
+        if resume && card.state == card_state::DELIVERED {
+            return End::new(0, card_state::DELIVERED, "delivered");
+        }
+        let sent_before = resume && card.state != card_state::SENDING;
+        return run_text(shared, run, &card.iccid, &msisdn, options, sent_before).await;
+    }
+    let (Some(kic_set), Some(kid_set)) = (&card.kic_set, &card.kid_set) else {
+        return End::new(
+            step,
+            card_state::FAILED,
+            format!(
+                "the card lacks key set version {} or {}",
+                plan.kic >> 4,
+                plan.kid >> 4
+            ),
+        );
+    };
+    let keys = match scp80_keys(&plan.spi, plan.kic, plan.kid, kic_set, kid_set) {
+        Ok(k) => k,
+        Err(e) => return End::new(step, card_state::FAILED, format!("keys: {e}")),
+    };
+    let scripts = match plan.scripts_for(card.data.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return End::new(step, card_state::FAILED, e),
+    };
+    let Some(mut counter) = card.counter else {
+        return End::new(step, card_state::FAILED, "no counter reserved");
+    };
+    let mut step = step;
+    let mut resume = resume;
+    loop {
+        let Some(script) = usize::try_from(step).ok().and_then(|s| scripts.get(s)) else {
+            return End::new(
+                step,
+                card_state::FAILED,
+                format!("no message {step} in the plan"),
+            );
+        };
+        let header = match plan.header(counter) {
+            Ok(h) => h,
+            Err(e) => return End::new(step, card_state::FAILED, e),
+        };
+        let id = next_id(shared);
+        let secured = match secure_command(id, &msisdn, &header, &keys, script, options.clone()) {
+            Ok(s) => s,
+            Err(e) => return End::new(step, card_state::FAILED, format!("securing: {e}")),
+        };
+        let delivered = flight(shared, run, id, &card.iccid, step);
+        let outcome = if plan.expects_por() {
+            let mut early = None;
+            if resume {
+                // The packet may have reached the card before the restart: its PoR first.
+                let rx = shared.route.dispatcher.expect(secured.pending.clone());
+                match tokio::time::timeout(shared.config.resume_wait, rx).await {
+                    Ok(Ok(o)) => early = Some(o),
+                    _ => shared.route.dispatcher.forget(id),
+                }
+            }
+            match early {
+                Some(o) => Ok(o),
+                None => match hand_over(shared, &secured.message, Some(&secured.pending)).await {
+                    Ok(Some(rx)) => {
+                        run.tally.sent.fetch_add(1, Ordering::Relaxed);
+                        match tokio::time::timeout(shared.config.por_timeout, rx).await {
+                            Ok(Ok(o)) => Ok(o),
+                            Ok(Err(_)) => Err("the dispatcher stopped".to_string()),
+                            Err(_) => {
+                                shared.route.dispatcher.forget(id);
+                                Err(format!(
+                                    "no PoR within {} s",
+                                    shared.config.por_timeout.as_secs()
+                                ))
+                            }
+                        }
+                    }
+                    Ok(None) => Err("no PoR receiver".to_string()),
+                    Err(e) => Ok(OtaOutcome::Failed(e)),
+                },
+            }
+        } else {
+            // No PoR asked: the delivery report ends the packet.
+            match hand_over(shared, &secured.message, None).await {
+                Ok(_) => {
+                    run.tally.sent.fetch_add(1, Ordering::Relaxed);
+                    match tokio::time::timeout(shared.config.por_timeout, delivered).await {
+                        Ok(Ok(())) => {
+                            land(shared, id);
+                            if step + 1 < scripts.len() as i64 {
+                                step += 1;
+                                match next_counter(shared, run, &card.iccid, step).await {
+                                    Ok(c) => counter = c,
+                                    Err(e) => return End::new(step, card_state::FAILED, e),
+                                }
+                                resume = false;
+                                continue;
+                            }
+                            return End::new(
+                                step,
+                                card_state::DELIVERED,
+                                "delivered (no PoR asked)",
+                            );
+                        }
+                        _ => Err(format!(
+                            "no delivery report within {} s",
+                            shared.config.por_timeout.as_secs()
+                        )),
+                    }
+                }
+                Err(e) => Ok(OtaOutcome::Failed(e)),
+            }
+        };
+        land(shared, id);
+        match outcome {
+            Ok(OtaOutcome::Por(resp)) => {
+                if resp.status != PorStatus::Ok {
+                    return End::new(
+                        step,
+                        card_state::POR_ERROR,
+                        format!(
+                            "PoR status {:02X} {}",
+                            resp.status.to_byte(),
+                            resp.status_name
+                        ),
+                    );
+                }
+                match plan.check_response(&resp.data) {
+                    Ok(detail) => {
+                        if step + 1 < scripts.len() as i64 {
+                            step += 1;
+                            match next_counter(shared, run, &card.iccid, step).await {
+                                Ok(c) => counter = c,
+                                Err(e) => return End::new(step, card_state::FAILED, e),
+                            }
+                            resume = false;
+                            continue;
+                        }
+                        return End::new(step, card_state::POR_OK, detail);
+                    }
+                    Err(reason) => return End::new(step, card_state::POR_ERROR, reason),
+                }
+            }
+            Ok(OtaOutcome::Failed(e)) => return End::new(step, card_state::FAILED, e.to_string()),
+            Err(reason) => return End::new(step, card_state::FAILED, reason),
+        }
+    }
+}
+
+/// Reserves the next message's counter and records it (durably) before the message goes.
+async fn next_counter(shared: &Shared, run: &Run, iccid: &str, step: i64) -> Result<u64, String> {
+    let version = run.plan.claim_keys().counter_version;
+    let counter = shared
+        .store
+        .reserve_counter(iccid, version)
+        .await
+        .map_err(|e| format!("counter: {e}"))?;
+    record(
+        shared,
+        CardUpdate {
+            campaign_id: run.id,
+            iteration: run.iteration,
+            iccid: iccid.to_string(),
+            state: card_state::SENDING.into(),
+            progress: card_state::progress(step, card_state::SENDING, false),
+            step,
+            done: false,
+            counter: Some(counter),
+            detail: None,
+        },
+    )
+    .await;
+    flush(shared).await;
+    Ok(counter)
+}
+
+async fn run_text(
+    shared: &Shared,
+    run: &Run,
+    iccid: &str,
+    msisdn: &str,
+    options: SendOptions,
+    sent_before: bool,
+) -> End {
+    if sent_before {
+        // Handed over before a restart: its delivery report went to the earlier run.
+        return End::new(
+            0,
+            card_state::SENT,
+            "sent before a restart; its delivery report is unknown",
+        );
+    }
+    let id = next_id(shared);
+    let message = OutboundMessage {
+        id,
+        destination: Destination {
+            msisdn: msisdn.to_string(),
+            iccid: Some(iccid.to_string()),
+        },
+        payload: Payload::Text {
+            text: run.plan.message.clone().unwrap_or_default(),
+            flash: run.plan.campaign_type == CampaignType::Flash,
+        },
+        options,
+    };
+    let delivered = flight(shared, run, id, iccid, 0);
+    let end = match hand_over(shared, &message, None).await {
+        Ok(_) => {
+            run.tally.sent.fetch_add(1, Ordering::Relaxed);
+            match tokio::time::timeout(shared.config.por_timeout, delivered).await {
+                Ok(Ok(())) => End::new(0, card_state::DELIVERED, "delivered"),
+                _ => End::new(
+                    0,
+                    card_state::SENT,
+                    format!(
+                        "no delivery report within {} s",
+                        shared.config.por_timeout.as_secs()
+                    ),
+                ),
+            }
+        }
+        Err(e) => End::new(0, card_state::FAILED, e.to_string()),
+    };
+    land(shared, id);
+    end
+}

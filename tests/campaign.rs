@@ -1,0 +1,309 @@
+//! Campaigns end to end: the gateway's campaign runner, SMPP to the SMSC simulator, virtual
+//! cards, PoRs back, per-card states in the store (SQLite; PostgreSQL when reachable).
+
+use std::time::Duration;
+
+use otagw::campaign::{self, card_state, status, CampaignRequest, CampaignType};
+use otagw::devkit::{self, DevEnv, DevOptions};
+use otagw::store::campaign::{CampaignTarget, NewCampaign};
+
+async fn env(cards: usize, store_url: Option<String>) -> DevEnv {
+    devkit::start(DevOptions {
+        cards,
+        provision: true,
+        store_url,
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit")
+}
+
+async fn create(env: &DevEnv, req: CampaignRequest) -> i64 {
+    let store = env.server.store.clone();
+    let (profile_id, _) = env.fleet_group.expect("provisioned");
+    let profile = store
+        .profile(&env.account_id, profile_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let budget = env.server.gateway.transports().max_script_len("sms");
+    let p = campaign::prepare(&req, None, &profile.defaults, None, budget).expect("prepare");
+    store
+        .create_campaign(
+            &NewCampaign {
+                account_id: env.account_id.clone(),
+                profile_id,
+                name: req.name.clone(),
+                campaign_type: p.campaign_type.as_str().into(),
+                settings: serde_json::to_string(&p.settings).unwrap(),
+                messages_per_card: p.messages_per_card as i64,
+            },
+            otagw::gateway::now_ms(),
+        )
+        .await
+        .expect("create")
+        .id
+}
+
+async fn wait_status(env: &DevEnv, id: i64, want: &str) {
+    for _ in 0..600 {
+        let c = env
+            .server
+            .store
+            .campaign(&env.account_id, id)
+            .await
+            .unwrap()
+            .unwrap();
+        if c.status == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("campaign {id} did not reach {want}");
+}
+
+async fn count(env: &DevEnv, id: i64, iteration: i64, state: &str) -> u64 {
+    env.server
+        .store
+        .campaign_totals(id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|t| t.iteration == iteration && t.state == state)
+        .map(|t| t.cards)
+        .sum()
+}
+
+fn spn_request(name: &str) -> CampaignRequest {
+    CampaignRequest {
+        profile: 1,
+        name: name.into(),
+        campaign_type: Some(CampaignType::Rfm),
+        commands: vec![
+            "A0A40000027F20".into(),
+            "A0A4000002[Fid]".into(),
+            "A0D6000011[Spn]".into(),
+        ],
+        expected_last_sw: Some("9000".into()),
+        ..Default::default()
+    }
+}
+
+fn spn(text: &str) -> String {
+    let mut b = vec![0u8];
+    b.extend_from_slice(text.as_bytes());
+    b.resize(17, 0xFF);
+    hex::encode_upper(b)
+}
+
+async fn rfm_with_placeholders_and_retry(store_url: Option<String>) {
+    let env = env(12, store_url).await;
+    let (_, group) = env.fleet_group.unwrap();
+    let id = create(&env, spn_request("spn_update")).await;
+    // Card 0 selects a file its GSM DF lacks: its PoR is OK but the last SW is not 9000.
+    let data: Vec<(String, String)> = (0..12)
+        .map(|i| {
+            let fid = if i == 0 { "6FC5" } else { "6F46" };
+            let value = serde_json::json!({"Fid": fid, "Spn": spn(&format!("Op{i}"))});
+            (env.iccid(i).unwrap(), value.to_string())
+        })
+        .collect();
+    let n = env
+        .server
+        .store
+        .start_campaign(
+            &env.account_id,
+            id,
+            &CampaignTarget::Group(group),
+            &data,
+            otagw::gateway::now_ms(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 12);
+    wait_status(&env, id, status::COMPLETED).await;
+    assert_eq!(count(&env, id, 1, card_state::POR_OK).await, 11);
+    assert_eq!(count(&env, id, 1, card_state::POR_ERROR).await, 1);
+    let failed = env
+        .server
+        .store
+        .campaign_cards(id, 1, Some(card_state::POR_ERROR), "", 10)
+        .await
+        .unwrap();
+    assert_eq!(failed[0].iccid, env.iccid(0).unwrap());
+    let detail = failed[0].detail.clone().unwrap_or_default();
+    assert!(detail.contains("expected 9000"), "{detail}");
+    // The cards hold what their data said.
+    for i in 1..12 {
+        let msisdn = env.msisdn(i).unwrap();
+        let content = env
+            .fleet
+            .with_card(&msisdn, |c| c.read_file(&[0x3F00, 0x7F20, 0x6F46]))
+            .flatten()
+            .unwrap();
+        assert_eq!(hex::encode_upper(content), spn(&format!("Op{i}")));
+    }
+    // Retry: a new iteration for the one card that did not succeed.
+    let (iteration, cards) = env
+        .server
+        .store
+        .retry_failed(&env.account_id, id, otagw::gateway::now_ms())
+        .await
+        .unwrap();
+    assert_eq!((iteration, cards), (2, 1));
+    wait_status(&env, id, status::COMPLETED).await;
+    assert_eq!(count(&env, id, 2, card_state::POR_ERROR).await, 1);
+    assert_eq!(count(&env, id, 1, card_state::POR_OK).await, 11);
+    // A COMPLETED campaign does not start again.
+    let e = env
+        .server
+        .store
+        .start_campaign(
+            &env.account_id,
+            id,
+            &CampaignTarget::Group(group),
+            &[],
+            otagw::gateway::now_ms(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("only a CREATED campaign starts"),
+        "{e}"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfm_campaign_with_placeholders_and_retry_sqlite() {
+    rfm_with_placeholders_and_retry(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfm_campaign_with_placeholders_and_retry_postgres() {
+    let url = devkit::postgres_scratch_url(&devkit::test_database_url())
+        .await
+        .expect("PostgreSQL (see README: the tests need it on 127.0.0.1:5432)");
+    rfm_with_placeholders_and_retry(Some(url.clone())).await;
+    devkit::drop_postgres_scratch(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_larger_than_one_packet_goes_as_several_each_with_its_counter() {
+    let env = env(2, None).await;
+    let (_, group) = env.fleet_group.unwrap();
+    // 200 UPDATE RECORDs of 176 octets: more than one concatenated SMS packet carries.
+    let mut commands = vec!["A0A40000027F10".to_string(), "A0A40000026F3C".to_string()];
+    for i in 0..200u32 {
+        let record = (i % 10) + 1;
+        let fill = format!("{:02X}", (i % 250) as u8);
+        commands.push(format!("A0DC{record:02X}04B0{}", fill.repeat(176)));
+    }
+    let req = CampaignRequest {
+        profile: 1,
+        name: "big_script".into(),
+        campaign_type: Some(CampaignType::Rfm),
+        commands,
+        expected_last_sw: Some("9000".into()),
+        ..Default::default()
+    };
+    let id = create(&env, req).await;
+    let c = env
+        .server
+        .store
+        .campaign(&env.account_id, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(c.messages_per_card >= 2, "{c:?}");
+    let before = env
+        .server
+        .store
+        .key_set(&env.iccid(0).unwrap(), 1)
+        .await
+        .unwrap()
+        .unwrap()
+        .counter;
+    env.server
+        .store
+        .start_campaign(
+            &env.account_id,
+            id,
+            &CampaignTarget::Group(group),
+            &[],
+            otagw::gateway::now_ms(),
+        )
+        .await
+        .unwrap();
+    wait_status(&env, id, status::COMPLETED).await;
+    let rows = env
+        .server
+        .store
+        .campaign_cards(id, 1, None, "", 10)
+        .await
+        .unwrap();
+    assert_eq!(count(&env, id, 1, card_state::POR_OK).await, 2, "{rows:?}");
+    let after = env
+        .server
+        .store
+        .key_set(&env.iccid(0).unwrap(), 1)
+        .await
+        .unwrap()
+        .unwrap()
+        .counter;
+    assert_eq!(after - before, c.messages_per_card as u64);
+    // The last command of the script reached the card: record 10 holds its fill (199 % 250).
+    let content = env
+        .fleet
+        .with_card(&env.msisdn(0).unwrap(), |card| {
+            card.read_file(&[0x3F00, 0x7F10, 0x6F3C])
+        })
+        .flatten()
+        .unwrap();
+    assert_eq!(content.len(), 1760);
+    assert!(
+        content[9 * 176..].iter().all(|b| *b == 199),
+        "{:?}",
+        &content[9 * 176..9 * 176 + 4]
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_campaign_ends_delivered_and_stop_terminates() {
+    let env = env(8, None).await;
+    let (_, group) = env.fleet_group.unwrap();
+    let id = create(
+        &env,
+        CampaignRequest {
+            profile: 1,
+            name: "hello".into(),
+            campaign_type: Some(CampaignType::Sms),
+            message: Some("Hello from otagw".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    env.server
+        .store
+        .start_campaign(
+            &env.account_id,
+            id,
+            &CampaignTarget::Group(group),
+            &[],
+            otagw::gateway::now_ms(),
+        )
+        .await
+        .unwrap();
+    wait_status(&env, id, status::COMPLETED).await;
+    assert_eq!(count(&env, id, 1, card_state::DELIVERED).await, 8);
+    // Nothing to retry: every card succeeded.
+    let e = env
+        .server
+        .store
+        .retry_failed(&env.account_id, id, otagw::gateway::now_ms())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("nothing to retry"), "{e}");
+    env.shutdown().await;
+}
