@@ -4,6 +4,7 @@
 //! This module holds the campaign model and the compiled plan (what each card gets); the
 //! runtime that streams cards from the store and sends is [`runner`].
 
+pub mod ops;
 pub mod runner;
 
 use std::borrow::Cow;

@@ -19,11 +19,12 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::{card_state, status, CampaignPlan, CampaignSettings, CampaignType};
 use crate::api::webhook::{WebhookEvent, Webhooks};
+use crate::correlation::PendingCommand;
 use crate::dispatch::{secure_command, DispatchNote, OtaOutcome};
 use crate::gateway::{now_ms, Gateway};
 use crate::pipeline::resolve::scp80_keys;
 use crate::pipeline::route::Route;
-use crate::security::PorStatus;
+use crate::security::{CcScope, DecodedResponse, PorStatus, ResponsePacketView};
 use crate::store::campaign::{CampaignRecord, CardUpdate, ClaimedCard};
 use crate::store::{Millis, Store};
 
@@ -104,6 +105,62 @@ struct Flight {
     on_delivery: Option<oneshot::Sender<()>>,
 }
 
+/// PoRs that matched nothing, kept a while: after a restart the SMSC hands over PoRs of
+/// packets sent before it, often before the runner has taken those cards back.
+#[derive(Default)]
+struct Orphans {
+    by_msisdn: HashMap<String, Vec<(Vec<u8>, CcScope)>>,
+    order: std::collections::VecDeque<(Millis, String)>,
+}
+
+impl Orphans {
+    const MAX: usize = 100_000;
+    const MAX_AGE_MS: Millis = 600_000;
+
+    fn add(&mut self, msisdn: String, packet: Vec<u8>, scope: CcScope, now: Millis) {
+        while self.order.len() >= Self::MAX
+            || self
+                .order
+                .front()
+                .is_some_and(|(at, _)| now - at > Self::MAX_AGE_MS)
+        {
+            let Some((_, m)) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(list) = self.by_msisdn.get_mut(&m) {
+                if !list.is_empty() {
+                    list.remove(0);
+                }
+                if list.is_empty() {
+                    self.by_msisdn.remove(&m);
+                }
+            }
+        }
+        self.order.push_back((now, msisdn.clone()));
+        self.by_msisdn
+            .entry(msisdn)
+            .or_default()
+            .push((packet, scope));
+    }
+
+    /// The PoR of this packet (same TAR, verifies with its keys, same counter), taken out.
+    fn take(&mut self, pending: &PendingCommand<MessageId>) -> Option<DecodedResponse> {
+        let list = self
+            .by_msisdn
+            .get_mut(pending.msisdn.trim_start_matches('+'))?;
+        let at = list.iter().position(|(packet, scope)| {
+            ResponsePacketView::parse(packet)
+                .ok()
+                .filter(|v| v.tar == pending.tar)
+                .and_then(|v| v.open(&pending.spi, &pending.keys, *scope).ok())
+                .is_some_and(|d| d.counter == pending.counter)
+        })?;
+        let (packet, scope) = list.remove(at);
+        let view = ResponsePacketView::parse(&packet).ok()?;
+        view.open(&pending.spi, &pending.keys, scope).ok()
+    }
+}
+
 enum WriterMsg {
     Update(CardUpdate),
     Flush(oneshot::Sender<()>),
@@ -120,6 +177,7 @@ struct Shared {
     next_id: AtomicU64,
     running: Mutex<HashSet<i64>>,
     tallies: Mutex<HashMap<i64, Arc<Tally>>>,
+    orphans: Mutex<Orphans>,
     stopping: AtomicBool,
 }
 
@@ -149,6 +207,7 @@ impl CampaignRunner {
             next_id: AtomicU64::new((1 << 63) | ((now_ms() as u64) << 16)),
             running: Mutex::new(HashSet::new()),
             tallies: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(Orphans::default()),
             stopping: AtomicBool::new(false),
         });
         let tasks = vec![
@@ -252,7 +311,18 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
         let (id, state) = match note {
             DispatchNote::Accepted { id, .. } => (id, card_state::SENT),
             DispatchNote::Delivered { id } => (id, card_state::DELIVERED),
-            DispatchNote::UnmatchedPor { .. } => continue,
+            DispatchNote::UnmatchedPor {
+                from,
+                packet,
+                scope,
+                ..
+            } => {
+                if let Ok(mut o) = shared.orphans.lock() {
+                    let msisdn = from.trim_start_matches('+').to_string();
+                    o.add(msisdn, packet, scope, now_ms());
+                }
+                continue;
+            }
         };
         let update = {
             let Ok(mut flights) = shared.flights.lock() else {
@@ -707,11 +777,27 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
         let outcome = if plan.expects_por() {
             let mut early = None;
             if resume {
-                // The packet may have reached the card before the restart: its PoR first.
+                // The packet may have reached the card before the restart: its PoR first,
+                // whether it came in already or comes now.
                 let rx = shared.route.dispatcher.expect(secured.pending.clone());
-                match tokio::time::timeout(shared.config.resume_wait, rx).await {
-                    Ok(Ok(o)) => early = Some(o),
-                    _ => shared.route.dispatcher.forget(id),
+                let orphan = |shared: &Shared| {
+                    shared
+                        .orphans
+                        .lock()
+                        .ok()
+                        .and_then(|mut o| o.take(&secured.pending))
+                };
+                if let Some(d) = orphan(shared) {
+                    shared.route.dispatcher.forget(id);
+                    early = Some(OtaOutcome::Por(d));
+                } else {
+                    match tokio::time::timeout(shared.config.resume_wait, rx).await {
+                        Ok(Ok(o)) => early = Some(o),
+                        _ => {
+                            shared.route.dispatcher.forget(id);
+                            early = orphan(shared).map(OtaOutcome::Por);
+                        }
+                    }
                 }
             }
             match early {

@@ -2,6 +2,8 @@
 
 mod account;
 mod api_load;
+mod campaign;
+mod campaign_load;
 mod demo;
 mod provision;
 mod scp80;
@@ -65,6 +67,14 @@ enum Command {
         #[command(subcommand)]
         command: provision::GroupCommand,
     },
+    /// Campaign benchmark: simulator, provisioning, group, campaign through `serve`, each a
+    /// separate process; messages per second and the gateway's peak memory.
+    CampaignLoad(campaign_load::CampaignLoadArgs),
+    /// Bulk campaigns over card groups: create, start, stop, retry-failed, show.
+    Campaign {
+        #[command(subcommand)]
+        command: campaign::CampaignCommand,
+    },
 }
 
 /// Runs a parsed command line.
@@ -82,6 +92,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Profile { command } => provision::run_profile(command),
         Command::Provision(args) => provision::run_provision(args),
         Command::Group { command } => provision::run_group(command),
+        Command::Campaign { command } => campaign::run(command),
+        Command::CampaignLoad(args) => campaign_load::run(args),
     }
 }
 

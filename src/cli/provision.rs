@@ -30,9 +30,9 @@ const GROUP_WARN: u64 = 400_000;
 pub(crate) struct AccountArg {
     /// Account name (default: the only account, if there is exactly one).
     #[arg(long)]
-    account: Option<String>,
+    pub(crate) account: Option<String>,
     #[command(flatten)]
-    store: StoreArgs,
+    pub(crate) store: StoreArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -134,7 +134,10 @@ pub(crate) enum GroupCommand {
     },
 }
 
-async fn resolve_account(store: &dyn Store, name: Option<&str>) -> anyhow::Result<Account> {
+pub(crate) async fn resolve_account(
+    store: &dyn Store,
+    name: Option<&str>,
+) -> anyhow::Result<Account> {
     match name {
         Some(n) => store
             .account_by_name(n)
@@ -326,7 +329,7 @@ pub(crate) fn run_profile(command: ProfileCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn bar(len: u64, message: &'static str) -> ProgressBar {
+pub(crate) fn bar(len: u64, message: &'static str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template(

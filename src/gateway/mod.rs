@@ -647,7 +647,17 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
                 tokio::spawn(async move {
                     if !match_in_store(&shared, &from, &packet, scope).await {
                         shared.metrics.unmatched_por();
-                        tracing::warn!("PoR from {from} matches no command: {reason}");
+                        tracing::debug!("PoR from {from} matches no command: {reason}");
+                        // Campaign cards resumed after a restart look for theirs here.
+                        tap(
+                            &shared,
+                            DispatchNote::UnmatchedPor {
+                                from,
+                                packet,
+                                scope,
+                                reason,
+                            },
+                        );
                     }
                 });
             }

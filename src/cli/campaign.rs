@@ -1,0 +1,420 @@
+//! `otagw campaign`: create, start, stop, retry the failed cards, show (with live progress).
+//! Written straight to the configured store; a running `otagw serve` on the same store sends.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{ArgAction, Args, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use otagw::campaign::ops::{self, CampaignView, StartRequest};
+use otagw::campaign::{card_state, status, CampaignRequest, CampaignType, TransmissionMode};
+
+use super::account::with_store;
+use super::provision::{resolve_account, AccountArg};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Mode {
+    Seq,
+    Conc,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
+pub(crate) enum CampaignCommand {
+    /// Create a campaign (state CREATED).
+    Create(Box<CreateArgs>),
+    /// Start a CREATED campaign on a card group or one card (state RUNNING).
+    Start(Box<StartArgs>),
+    /// Stop a campaign (state TERMINATED); cards in flight still record their PoRs.
+    Stop {
+        /// Campaign id.
+        #[arg(long)]
+        campaign: i64,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// Start a new iteration of a COMPLETED or TERMINATED campaign for the cards that did not
+    /// succeed, with the same settings.
+    RetryFailed {
+        /// Campaign id.
+        #[arg(long)]
+        campaign: i64,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// Totals per state and iteration; with --watch, live progress bars until it ends.
+    Show {
+        /// Campaign id.
+        id: i64,
+        /// Refresh every second until the campaign is no longer RUNNING.
+        #[arg(long)]
+        watch: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// The account's campaigns.
+    List {
+        #[command(flatten)]
+        account: AccountArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// Profile id.
+    #[arg(long)]
+    profile: i64,
+    /// Unique within the profile, no spaces.
+    #[arg(long)]
+    name: String,
+    /// Campaign type.
+    #[arg(long = "type", value_parser = parse_type)]
+    campaign_type: Option<CampaignType>,
+    /// Copy the settings of this campaign.
+    #[arg(long)]
+    template: Option<i64>,
+    /// RAM: uploaded applet id to generate the commands from.
+    #[arg(long)]
+    applet: Option<String>,
+    /// RAM: UICC toolkit parameters for the install (hex).
+    #[arg(long)]
+    tkp: Option<String>,
+    /// SPI (4 hex digits).
+    #[arg(long)]
+    spi: Option<String>,
+    /// TAR (6 hex digits).
+    #[arg(long)]
+    tar: Option<String>,
+    /// KIc octet (2 hex digits).
+    #[arg(long)]
+    kic_byte: Option<String>,
+    /// KID octet (2 hex digits).
+    #[arg(long)]
+    kid_byte: Option<String>,
+    /// Concatenated message parts one after the other (seq) or together (conc).
+    #[arg(long, value_enum)]
+    transmission_mode: Option<Mode>,
+    /// One C-APDU (hex) per line; RFM lines may hold [Name] placeholders.
+    #[arg(long)]
+    apdu_file: Option<PathBuf>,
+    /// SMS / FLASH text.
+    #[arg(long)]
+    message: Option<String>,
+    /// Minutes the messages stay valid.
+    #[arg(long)]
+    validity_period: Option<u32>,
+    /// RFM: end with a REFRESH.
+    #[arg(long, action = ArgAction::Set)]
+    include_sim_refresh: Option<bool>,
+    /// Last status word a PoR must carry (4 hex digits).
+    #[arg(long)]
+    expected_last_sw: Option<String>,
+    /// RAM with an applet: load it.
+    #[arg(long, action = ArgAction::Set)]
+    load: Option<bool>,
+    /// RAM with an applet: install it.
+    #[arg(long, action = ArgAction::Set)]
+    install: Option<bool>,
+    /// RAM with an applet: delete it.
+    #[arg(long, action = ArgAction::Set)]
+    delete: Option<bool>,
+    #[command(flatten)]
+    account: AccountArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StartArgs {
+    /// Campaign id.
+    #[arg(long)]
+    campaign: i64,
+    /// Card group id.
+    #[arg(long)]
+    card_group: Option<i64>,
+    /// Card id (its ICCID).
+    #[arg(long)]
+    card: Option<String>,
+    /// Card MSISDN.
+    #[arg(long)]
+    msisdn: Option<String>,
+    /// Card ICCID (provisioned now with --imsi/--kic-key/--kid-key if unknown).
+    #[arg(long)]
+    iccid: Option<String>,
+    /// New card: IMSI.
+    #[arg(long)]
+    imsi: Option<String>,
+    /// New card: key version.
+    #[arg(long)]
+    key_index: Option<u8>,
+    /// New card: KIc.
+    #[arg(long)]
+    kic_key: Option<String>,
+    /// New card: KID.
+    #[arg(long)]
+    kid_key: Option<String>,
+    /// CSV: ICCID or MSISDN, then one column per placeholder.
+    #[arg(long)]
+    data_file: Option<PathBuf>,
+    #[command(flatten)]
+    account: AccountArg,
+}
+
+fn parse_type(s: &str) -> Result<CampaignType, String> {
+    s.parse()
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(v)?);
+    Ok(())
+}
+
+fn report(e: ops::OpError) -> anyhow::Error {
+    match e {
+        ops::OpError::Field(f) => anyhow::anyhow!("--{}: {}", kebab(&f.field), f.problem),
+        other => anyhow::anyhow!(other),
+    }
+}
+
+/// `kicByte` -> `kic-byte`, `commands[2]` -> `apdu-file line 3`.
+fn kebab(field: &str) -> String {
+    if let Some(i) = field
+        .strip_prefix("commands[")
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        return format!("apdu-file line {}", i + 1);
+    }
+    let mut out = String::new();
+    for c in field.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('-');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub(crate) fn run(command: CampaignCommand) -> anyhow::Result<ExitCode> {
+    let now = otagw::gateway::now_ms;
+    match command {
+        CampaignCommand::Create(a) => {
+            let commands = match &a.apdu_file {
+                Some(p) => std::fs::read_to_string(p)
+                    .with_context(|| format!("--apdu-file: cannot read {}", p.display()))?
+                    .lines()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect(),
+                None => Vec::new(),
+            };
+            let req = CampaignRequest {
+                profile: a.profile,
+                name: a.name.clone(),
+                campaign_type: a.campaign_type,
+                template: a.template,
+                applet: a.applet.clone(),
+                tkp: a.tkp.clone(),
+                spi: a.spi.clone(),
+                tar: a.tar.clone(),
+                kic_byte: a.kic_byte.clone(),
+                kid_byte: a.kid_byte.clone(),
+                transmission_mode: a.transmission_mode.map(|m| match m {
+                    Mode::Seq => TransmissionMode::Seq,
+                    Mode::Conc => TransmissionMode::Conc,
+                }),
+                commands,
+                message: a.message.clone(),
+                validity_period: a.validity_period,
+                include_sim_refresh: a.include_sim_refresh,
+                expected_last_sw: a.expected_last_sw.clone(),
+                load: a.load,
+                install: a.install,
+                delete: a.delete,
+            };
+            with_store(&a.account.store, async |s| {
+                let acc = resolve_account(s.as_ref(), a.account.account.as_deref()).await?;
+                let view = ops::create(s.as_ref(), &acc.id, &req, now())
+                    .await
+                    .map_err(report)?;
+                print_json(&view)
+            })?;
+        }
+        CampaignCommand::Start(a) => {
+            let data = match &a.data_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("--data-file: cannot read {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let req = StartRequest {
+                card_group: a.card_group,
+                card: a.card.clone(),
+                msisdn: a.msisdn.clone(),
+                iccid: a.iccid.clone(),
+                imsi: a.imsi.clone(),
+                key_index: a.key_index,
+                kic_key: a.kic_key.clone(),
+                kid_key: a.kid_key.clone(),
+                data,
+            };
+            with_store(&a.account.store, async |s| {
+                let acc = resolve_account(s.as_ref(), a.account.account.as_deref()).await?;
+                let out = ops::start(&s, &acc.id, a.campaign, &req, now())
+                    .await
+                    .map_err(report)?;
+                if let Some(w) = &out.warning {
+                    eprintln!("warning: {w}");
+                }
+                println!(
+                    "campaign {} RUNNING: {} cards, {} messages",
+                    out.campaign_id, out.cards, out.messages
+                );
+                Ok(())
+            })?;
+        }
+        CampaignCommand::Stop { campaign, account } => {
+            with_store(&account.store, async |s| {
+                let acc = resolve_account(s.as_ref(), account.account.as_deref()).await?;
+                let view = ops::stop(s.as_ref(), &acc.id, campaign, now())
+                    .await
+                    .map_err(report)?;
+                print_table(&view);
+                Ok(())
+            })?;
+        }
+        CampaignCommand::RetryFailed { campaign, account } => {
+            with_store(&account.store, async |s| {
+                let acc = resolve_account(s.as_ref(), account.account.as_deref()).await?;
+                let out = ops::retry_failed(s.as_ref(), &acc.id, campaign, now())
+                    .await
+                    .map_err(report)?;
+                if let Some(w) = &out.warning {
+                    eprintln!("warning: {w}");
+                }
+                println!(
+                    "campaign {} RUNNING again: {} cards to retry",
+                    out.campaign_id, out.cards
+                );
+                Ok(())
+            })?;
+        }
+        CampaignCommand::Show {
+            id,
+            watch,
+            json,
+            account,
+        } => {
+            with_store(&account.store, async |s| {
+                let acc = resolve_account(s.as_ref(), account.account.as_deref()).await?;
+                if watch {
+                    return watch_campaign(s.as_ref(), &acc.id, id).await;
+                }
+                let view = ops::show(s.as_ref(), &acc.id, id).await.map_err(report)?;
+                if json {
+                    print_json(&view)
+                } else {
+                    print_table(&view);
+                    Ok(())
+                }
+            })?;
+        }
+        CampaignCommand::List { account } => {
+            with_store(&account.store, async |s| {
+                let acc = resolve_account(s.as_ref(), account.account.as_deref()).await?;
+                println!(
+                    "{:>6}  {:<24} {:<16} {:<11} {:>9}",
+                    "id", "name", "type", "state", "iteration"
+                );
+                for c in s.campaigns(&acc.id).await? {
+                    println!(
+                        "{:>6}  {:<24} {:<16} {:<11} {:>9}",
+                        c.id, c.name, c.campaign_type, c.status, c.iteration
+                    );
+                }
+                Ok(())
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(v: &CampaignView) {
+    println!(
+        "campaign {} {:?} ({}), profile {}: {}, iteration {}, {} message(s) per card",
+        v.id, v.name, v.campaign_type, v.profile_id, v.state, v.iteration, v.messages_per_card
+    );
+    for it in &v.iterations {
+        let parts: Vec<String> = card_state::ALL
+            .iter()
+            .filter_map(|s| it.states.get(*s).map(|n| format!("{s} {n}")))
+            .collect();
+        println!(
+            "  iteration {}: {} cards: {}",
+            it.iteration,
+            it.cards,
+            parts.join(", ")
+        );
+    }
+}
+
+async fn watch_campaign(
+    store: &dyn otagw::store::Store,
+    account_id: &str,
+    id: i64,
+) -> anyhow::Result<()> {
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template("{msg:>10} {wide_bar} {pos}/{len} {per_sec}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let bars: Vec<(&str, ProgressBar)> = ["sent", "delivered", "done", "succeeded"]
+        .into_iter()
+        .map(|name| {
+            let b = multi.add(ProgressBar::new(0));
+            b.set_style(style.clone());
+            b.set_message(name);
+            (name, b)
+        })
+        .collect();
+    loop {
+        let v = ops::show(store, account_id, id).await.map_err(report)?;
+        if let Some(it) = v.iterations.iter().find(|i| i.iteration == v.iteration) {
+            let get = |s: &str| it.states.get(s).copied().unwrap_or(0);
+            let done = get(card_state::POR_OK)
+                + get(card_state::POR_ERROR)
+                + get(card_state::FAILED)
+                + get(card_state::EXPIRED);
+            let delivered = get(card_state::DELIVERED) + get(card_state::POR_OK);
+            let sent = it.cards - get(card_state::PENDING) - get(card_state::SENDING);
+            let succeeded = get(card_state::POR_OK)
+                + if v.campaign_type == "SMS" || v.campaign_type == "FLASH" {
+                    get(card_state::DELIVERED)
+                } else {
+                    0
+                };
+            for (name, b) in &bars {
+                b.set_length(it.cards);
+                b.set_position(match *name {
+                    "sent" => sent,
+                    "delivered" => delivered,
+                    "done" => done,
+                    _ => succeeded,
+                });
+            }
+        }
+        if v.state != status::RUNNING {
+            for (_, b) in &bars {
+                b.finish();
+            }
+            print_table(&v);
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
