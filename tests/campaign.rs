@@ -307,3 +307,167 @@ async fn sms_campaign_ends_delivered_and_stop_terminates() {
     assert!(e.to_string().contains("nothing to retry"), "{e}");
     env.shutdown().await;
 }
+
+/// Records the JSON bodies POSTed to it.
+async fn receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use axum::routing::post;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = log.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: axum::body::Bytes| {
+            let l = l.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    l.lock().unwrap().push(v);
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_campaign_lifecycle_with_webhooks() {
+    let env = env(6, None).await;
+    let (profile, group) = env.fleet_group.unwrap();
+    let (url, hooks) = receiver().await;
+    let (code, _) = env
+        .post("/api/v1/webhooks", &serde_json::json!({"url": url}))
+        .await
+        .unwrap();
+    assert_eq!(code, 201);
+    // Bad input names the field.
+    let (code, body) = env
+        .post(
+            "/api/v1/campaigns",
+            &serde_json::json!({"profile": profile, "name": "x", "type": "RFM",
+                "commands": ["A0A40000027F20", "A0D6000003ZZ"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["field"], "commands[1]", "{body}");
+    let (code, body) = env
+        .post(
+            "/api/v1/campaigns",
+            &serde_json::json!({"profile": profile, "name": "x", "type": "NOPE"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (400, Some("type")),
+        "{body}"
+    );
+    let (code, created) = env
+        .post(
+            "/api/v1/campaigns",
+            &serde_json::json!({"profile": profile, "name": "spn", "type": "RFM",
+                "commands": ["A0A40000027F20", "A0A40000026F46", format!("A0D6000011{}", spn("REST"))],
+                "expectedLastSw": "9000"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["state"], "CREATED");
+    let id = created["id"].as_i64().unwrap();
+    // The same name again in the profile: refused, naming the field.
+    let (code, body) = env
+        .post(
+            "/api/v1/campaigns",
+            &serde_json::json!({"profile": profile, "name": "spn", "template": id}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (422, Some("name")),
+        "{body}"
+    );
+    let (code, body) = env
+        .post(
+            &format!("/api/v1/campaigns/{id}/start"),
+            &serde_json::json!({"cardGroup": group}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["cards"], 6);
+    wait_status(&env, id, status::COMPLETED).await;
+    let (code, shown) = env.get(&format!("/api/v1/campaigns/{id}")).await.unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(shown["iterations"][0]["states"]["por_ok"], 6, "{shown}");
+    let (code, cards) = env
+        .get(&format!(
+            "/api/v1/campaigns/{id}/cards?state=por_ok&limit=4"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(cards.as_array().map(|a| a.len()), Some(4), "{cards}");
+    let (code, body) = env
+        .post(
+            &format!("/api/v1/campaigns/{id}/stop"),
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 422, "a COMPLETED campaign does not stop: {body}");
+    let (code, _) = env.get("/api/v1/campaigns/999").await.unwrap();
+    assert_eq!(code, 404);
+    // A copy from the template, stopped before it starts.
+    let (code, copy) = env
+        .post(
+            "/api/v1/campaigns",
+            &serde_json::json!({"profile": profile, "name": "spn2", "template": id}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{copy}");
+    assert_eq!(
+        copy["settings"]["commands"],
+        created["settings"]["commands"]
+    );
+    let copy_id = copy["id"].as_i64().unwrap();
+    let (code, stopped) = env
+        .post(
+            &format!("/api/v1/campaigns/{copy_id}/stop"),
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((code, stopped["state"].as_str()), (200, Some("TERMINATED")));
+    // Progress went to the webhook: running, then completed with the totals.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events: Vec<serde_json::Value> = hooks.lock().unwrap().clone();
+        let completed = events.iter().find(|e| e["event"] == "campaign.completed");
+        if let Some(c) = completed {
+            assert_eq!(c["data"]["campaignId"], id);
+            assert_eq!(c["data"]["cards"]["por_ok"], 6, "{c}");
+            assert!(events.iter().any(|e| e["event"] == "campaign.running"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{events:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, doc) = env.get("/api/v1/openapi.json").await.unwrap();
+    for path in [
+        "/api/v1/campaigns",
+        "/api/v1/campaigns/{id}/start",
+        "/api/v1/campaigns/{id}/retry-failed",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} not documented");
+    }
+    env.shutdown().await;
+}

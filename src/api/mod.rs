@@ -3,6 +3,7 @@
 //! and Prometheus text at `/metrics`. Every route but health needs a bearer token; an account
 //! sees only its own cards and commands (another account's id answers 404).
 
+pub mod campaign_ops;
 pub mod campaigns;
 pub mod cards;
 pub mod commands;
@@ -146,6 +147,18 @@ pub fn router(state: AppState) -> Router {
             post(campaigns::create_group).get(campaigns::list_groups),
         )
         .route("/api/v1/cardgroups/{id}", get(campaigns::get_group))
+        .route(
+            "/api/v1/campaigns",
+            post(campaign_ops::create).get(campaign_ops::list),
+        )
+        .route("/api/v1/campaigns/{id}", get(campaign_ops::show))
+        .route("/api/v1/campaigns/{id}/start", post(campaign_ops::start))
+        .route("/api/v1/campaigns/{id}/stop", post(campaign_ops::stop))
+        .route(
+            "/api/v1/campaigns/{id}/retry-failed",
+            post(campaign_ops::retry_failed),
+        )
+        .route("/api/v1/campaigns/{id}/cards", get(campaign_ops::cards))
         .route("/metrics", get(ops::prometheus))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{campaigns, cards, commands, error, ops};
+use super::{campaign_ops, campaigns, cards, commands, error, ops};
 use crate::command;
 
 struct BearerAuth;
@@ -29,7 +29,9 @@ impl Modify for BearerAuth {
         cards::security_status, cards::upload_applet, cards::add_webhook, cards::list_webhooks,
         ops::health, ops::metrics_json, campaigns::create_profile, campaigns::list_profiles,
         campaigns::get_profile, campaigns::provision, campaigns::create_group,
-        campaigns::list_groups, campaigns::get_group,
+        campaigns::list_groups, campaigns::get_group, campaign_ops::create, campaign_ops::list,
+        campaign_ops::show, campaign_ops::start, campaign_ops::stop, campaign_ops::retry_failed,
+        campaign_ops::cards,
     ),
     components(schemas(
         command::OtaCommandRequest, command::OtaResult, command::CommandType,
@@ -38,6 +40,11 @@ impl Modify for BearerAuth {
         command::StatusWordData, command::CommandError, command::CommandEvent,
         error::ErrorBody, campaigns::CreateProfile, campaigns::Profile, campaigns::CardGroup,
         campaigns::CreateGroup, campaigns::Provisioned, crate::store::ProfileDefaults,
+        crate::campaign::CampaignRequest, crate::campaign::CampaignSettings,
+        crate::campaign::CampaignType, crate::campaign::TransmissionMode,
+        crate::campaign::ops::CampaignView, crate::campaign::ops::IterationTotals,
+        crate::campaign::ops::StartRequest, crate::campaign::ops::StartOutcome,
+        campaign_ops::CampaignCard,
     )),
     modifiers(&BearerAuth),
 )]

@@ -18,6 +18,9 @@ pub enum OpError {
     /// A field of the input is wrong.
     #[error("{}: {}", .0.field, .0.problem)]
     Field(FieldError),
+    /// No such campaign (or another account's).
+    #[error("no {0}")]
+    NotFound(String),
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -254,7 +257,7 @@ pub async fn start(
     let campaign = store
         .campaign(account_id, id)
         .await?
-        .ok_or_else(|| field("campaign", format!("no campaign {id}")))?;
+        .ok_or_else(|| OpError::NotFound(format!("campaign {id}")))?;
     let settings: CampaignSettings = serde_json::from_str(&campaign.settings)
         .map_err(|e| StoreError::Database(format!("campaigns.settings: {e}")))?;
     let given = [
@@ -524,7 +527,7 @@ pub async fn stop(
     let c = store
         .campaign(account_id, id)
         .await?
-        .ok_or_else(|| field("campaign", format!("no campaign {id}")))?;
+        .ok_or_else(|| OpError::NotFound(format!("campaign {id}")))?;
     if !store
         .set_campaign_status(id, &["RUNNING", "CREATED"], "TERMINATED", now)
         .await?
@@ -550,7 +553,7 @@ pub async fn retry_failed(
     let c = store
         .campaign(account_id, id)
         .await?
-        .ok_or_else(|| field("campaign", format!("no campaign {id}")))?;
+        .ok_or_else(|| OpError::NotFound(format!("campaign {id}")))?;
     let (_, cards) = store
         .retry_failed(account_id, id, now)
         .await
@@ -572,7 +575,7 @@ pub async fn show(store: &dyn Store, account_id: &str, id: i64) -> Result<Campai
     let c = store
         .campaign(account_id, id)
         .await?
-        .ok_or_else(|| field("campaign", format!("no campaign {id}")))?;
+        .ok_or_else(|| OpError::NotFound(format!("campaign {id}")))?;
     let mut view = CampaignView::of(&c)?;
     let mut by_iteration: BTreeMap<i64, IterationTotals> = BTreeMap::new();
     for t in store.campaign_totals(id).await? {

@@ -856,6 +856,17 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
         land(shared, id);
         match outcome {
             Ok(OtaOutcome::Por(resp)) => {
+                if resume && resp.status == PorStatus::CounterLow {
+                    // The resend of a packet sent before the restart: the card had it
+                    // already (its counter is never used for another packet), so it ran it;
+                    // the PoR of that run was lost with the old process.
+                    return End::new(
+                        step,
+                        card_state::FAILED,
+                        "PoR lost in a restart: the card had already received this packet \
+                         (it answered the resend with counter low); its result is unknown",
+                    );
+                }
                 if resp.status != PorStatus::Ok {
                     return End::new(
                         step,

@@ -404,9 +404,16 @@ async fn run_async(args: CampaignLoadArgs) -> anyhow::Result<ExitCode> {
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    if ok as usize != args.cards || ran.len() != args.cards || twice != 0 {
+    // Killed mid-campaign, cards whose PoR the old process had taken in but not stored end
+    // `failed` ("PoR lost in a restart"): they ran once, their result is unknown.
+    let lost = by_state.get(card_state::FAILED).copied().unwrap_or(0);
+    if args.kill_at.is_some() {
+        println!("PoR lost in the restart: {lost} cards (ran once, result unknown)");
+    }
+    let accounted = ok + if args.kill_at.is_some() { lost } else { 0 };
+    if accounted as usize != args.cards || ran.len() != args.cards || twice != 0 {
         eprintln!(
-            "FAILED: {ok} PoR OK and {} cards ran it for {} cards, {twice} twice",
+            "FAILED: {ok} PoR OK, {lost} failed, {} cards ran it, {twice} twice, of {} cards",
             ran.len(),
             args.cards
         );

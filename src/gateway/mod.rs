@@ -105,7 +105,15 @@ struct Shared {
     stopping: AtomicBool,
     batch_options: Mutex<HashMap<String, BatchOptions>>,
     // Where notes about messages that are not commands' (campaign messages) go.
-    note_tap: Mutex<Option<mpsc::UnboundedSender<DispatchNote>>>,
+    note_tap: Mutex<NoteTap>,
+}
+
+/// Where notes about campaign messages go; kept until the campaign runner takes them (PoRs of
+/// packets sent before a restart come in as soon as the SMPP session binds).
+#[derive(Default)]
+struct NoteTap {
+    tap: Option<mpsc::UnboundedSender<DispatchNote>>,
+    early: Vec<DispatchNote>,
 }
 
 /// Options of a batch, as the engine applies them.
@@ -169,7 +177,7 @@ impl Gateway {
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
             batch_options: Mutex::new(HashMap::new()),
-            note_tap: Mutex::new(None),
+            note_tap: Mutex::new(NoteTap::default()),
         });
         let gateway = Arc::new(Gateway {
             shared: shared.clone(),
@@ -190,7 +198,10 @@ impl Gateway {
     /// sent through the same dispatchers) to `tap`.
     pub fn set_note_tap(&self, tap: mpsc::UnboundedSender<DispatchNote>) {
         if let Ok(mut t) = self.shared.note_tap.lock() {
-            *t = Some(tap);
+            for note in t.early.drain(..) {
+                let _ = tap.send(note);
+            }
+            t.tap = Some(tap);
         }
     }
 
@@ -666,9 +677,14 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
 }
 
 fn tap(shared: &Shared, note: DispatchNote) {
-    if let Ok(t) = shared.note_tap.lock() {
-        if let Some(t) = t.as_ref() {
-            let _ = t.send(note);
+    const EARLY_MAX: usize = 100_000;
+    if let Ok(mut t) = shared.note_tap.lock() {
+        match &t.tap {
+            Some(tap) => {
+                let _ = tap.send(note);
+            }
+            None if t.early.len() < EARLY_MAX => t.early.push(note),
+            None => {}
         }
     }
 }

@@ -116,14 +116,14 @@ impl SqlStore {
         ))
     }
 
-    /// The key sets of `versions` of these cards.
-    async fn campaign_key_sets(
+    /// The key set rows of these cards' KIc and KID versions (opened after the transaction:
+    /// unsealing takes time the write lock should not wait for).
+    async fn campaign_key_rows(
         &self,
         tx: &mut Tx,
         iccids: &[&str],
         keys: ClaimKeys,
-    ) -> Result<HashMap<(String, u8), KeySetRecord>, StoreError> {
-        let mut out = HashMap::with_capacity(iccids.len() * 2);
+    ) -> Result<Vec<AnyRow>, StoreError> {
         let mut p = Params::new(self.dialect);
         let sql = format!(
             "SELECT iccid, version, kic_algorithm, kid_algorithm, kic, kid, kik, counter, \
@@ -137,8 +137,16 @@ impl SqlStore {
         for i in iccids {
             q = q.bind(*i);
         }
-        for row in q.fetch_all(&mut **tx).await.map_err(dbe)? {
-            let (iccid, set) = self.key_set_from_row(&row)?;
+        q.fetch_all(&mut **tx).await.map_err(dbe)
+    }
+
+    fn open_key_rows(
+        &self,
+        rows: &[AnyRow],
+    ) -> Result<HashMap<(String, u8), KeySetRecord>, StoreError> {
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let (iccid, set) = self.key_set_from_row(row)?;
             out.insert((iccid, set.version), set);
         }
         Ok(out)
@@ -592,11 +600,12 @@ impl CampaignStore for SqlStore {
             .map_err(dbe)?;
         }
         let with_refs: Vec<&str> = with.iter().map(|s| s.as_str()).collect();
-        let mut sets = HashMap::new();
+        let mut key_rows = Vec::new();
         for chunk in with_refs.chunks(CHUNK) {
-            sets.extend(self.campaign_key_sets(&mut tx, chunk, keys).await?);
+            key_rows.extend(self.campaign_key_rows(&mut tx, chunk, keys).await?);
         }
         tx.commit().await.map_err(dbe)?;
+        let mut sets = self.open_key_rows(&key_rows)?;
         let rows: Vec<AnyRow> = rows
             .into_iter()
             .filter(|r| {
@@ -641,11 +650,12 @@ impl CampaignStore for SqlStore {
             .map(|r| col::<String>(r, "iccid"))
             .collect::<Result<_, _>>()?;
         let refs: Vec<&str> = iccids.iter().map(String::as_str).collect();
-        let mut sets = HashMap::new();
+        let mut key_rows = Vec::new();
         for chunk in refs.chunks(CHUNK) {
-            sets.extend(self.campaign_key_sets(&mut tx, chunk, keys).await?);
+            key_rows.extend(self.campaign_key_rows(&mut tx, chunk, keys).await?);
         }
         tx.commit().await.map_err(dbe)?;
+        let mut sets = self.open_key_rows(&key_rows)?;
         Self::claimed(&rows, &mut sets, keys, &HashMap::new())
     }
 
