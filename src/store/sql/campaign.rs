@@ -555,31 +555,29 @@ impl CampaignStore for SqlStore {
         let (with, without): (Vec<&String>, Vec<&String>) =
             iccids.iter().partition(|i| counters.contains_key(*i));
         for chunk in with.chunks(CHUNK) {
+            // The counter just reserved is the key set's (same transaction): a primary-key
+            // lookup per row.
             let mut p = Params::new(self.dialect);
-            let values = p.rows(chunk.len(), 2);
             let sql = format!(
-                "WITH v (iccid, counter) AS (VALUES {values}) \
-                 UPDATE campaign_cards SET state = 'sending', progress = step * 16 + 1, \
-                 counter = (SELECT v.counter FROM v WHERE v.iccid = campaign_cards.iccid), \
-                 updated_at = {} WHERE campaign_id = {} AND iteration = {} \
-                 AND iccid IN (SELECT iccid FROM v)",
+                "UPDATE campaign_cards SET state = 'sending', progress = step * 16 + 1, \
+                 counter = (SELECT k.counter FROM key_sets k \
+                 WHERE k.iccid = campaign_cards.iccid AND k.version = {}), \
+                 updated_at = {} WHERE campaign_id = {} AND iteration = {} AND iccid IN ({})",
                 p.p(),
                 p.p(),
-                p.p()
+                p.p(),
+                p.p(),
+                p.list(chunk.len())
             );
-            let mut q = sqlx::query(&sql);
-            for i in chunk {
-                let c = counters.get(*i).copied().unwrap_or_default();
-                q = q
-                    .bind(i.as_str())
-                    .bind(i64::try_from(c).unwrap_or(i64::MAX));
-            }
-            q.bind(now)
+            let mut q = sqlx::query(&sql)
+                .bind(i64::from(keys.counter_version))
+                .bind(now)
                 .bind(campaign_id)
-                .bind(iteration)
-                .execute(&mut *tx)
-                .await
-                .map_err(dbe)?;
+                .bind(iteration);
+            for i in chunk {
+                q = q.bind(i.as_str());
+            }
+            q.execute(&mut *tx).await.map_err(dbe)?;
         }
         for iccid in &without {
             sqlx::query(
