@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openssl::error::ErrorStack;
-use openssl::ssl::{Ssl, SslAcceptor, SslContext, SslMethod, SslOptions, SslVersion};
+use openssl::ssl::{Ssl, SslAcceptor, SslContext, SslMethod, SslMode, SslOptions, SslVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_openssl::SslStream;
@@ -50,6 +50,18 @@ pub trait AdminSessions: Send + Sync + 'static {
         identity: &[u8],
         request: &AdminRequest,
     ) -> impl Future<Output = ()> + Send;
+    /// A card finished its handshake. `false` refuses the session (Amendment B: one
+    /// administration session per security domain at a time); it is closed before any HTTP.
+    fn open_session(&self, identity: &[u8]) -> impl Future<Output = bool> + Send {
+        let _ = identity;
+        async { true }
+    }
+    /// A session [`AdminSessions::open_session`] accepted has ended (`completed`: with our 204;
+    /// otherwise dropped, timed out or broken, and a chunk sent may be unanswered).
+    fn close_session(&self, identity: &[u8], completed: bool) -> impl Future<Output = ()> + Send {
+        let _ = (identity, completed);
+        async {}
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +155,8 @@ pub struct ServerStats {
     pub bad_requests: AtomicU64,
     pub timeouts: AtomicU64,
     pub sessions_completed: AtomicU64,
+    /// Sessions refused because the card already had one open.
+    pub sessions_refused: AtomicU64,
 }
 
 impl ServerStats {
@@ -171,6 +185,8 @@ pub fn build_acceptor(
     // Cards over BIP often close the channel without close_notify; a read then gives EOF and
     // the HTTP framing (Content-Length or chunked) tells a clean close from a truncated request.
     b.set_options(SslOptions::IGNORE_UNEXPECTED_EOF);
+    // Idle sessions (a card thinking between POSTs) give their 16 KiB+ record buffers back.
+    b.set_mode(SslMode::RELEASE_BUFFERS);
     if tls.no_encrypt_then_mac {
         b.set_options(SslOptions::from_bits_retain(
             SSL_OP_NO_ENCRYPT_THEN_MAC as _,
@@ -234,6 +250,8 @@ pub enum SessionError {
     Truncated,
     #[error("response: {0}")]
     Write(#[from] admin::WriteError),
+    #[error("the card already has an administration session open")]
+    Busy,
 }
 
 /// The runner: accepts card connections and serves their admin sessions.
@@ -325,7 +343,7 @@ impl<S: AdminSessions> AdminServer<S> {
             }
         }
         self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
-        let mut outcome = SessionOutcome {
+        let outcome = SessionOutcome {
             peer,
             identity,
             tls_version: stream.ssl().version_str().to_string(),
@@ -339,7 +357,26 @@ impl<S: AdminSessions> AdminServer<S> {
         };
         tracing::debug!(%peer, identity = %hex(&outcome.identity), version = %outcome.tls_version,
             cipher = %outcome.cipher, "PSK-TLS session up");
+        if !self.sessions.open_session(&outcome.identity).await {
+            self.stats.sessions_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, identity = %hex(&outcome.identity), "second session for a card refused");
+            let _ = Pin::new(&mut stream).shutdown().await;
+            return Err(SessionError::Busy);
+        }
+        let identity = outcome.identity.clone();
+        let result = self.exchange(&mut stream, peer, outcome).await;
+        let completed = result.as_ref().is_ok_and(|o| o.completed);
+        self.sessions.close_session(&identity, completed).await;
+        result
+    }
 
+    /// The POST loop of an accepted session.
+    async fn exchange(
+        &self,
+        stream: &mut SslStream<TcpStream>,
+        peer: SocketAddr,
+        mut outcome: SessionOutcome,
+    ) -> Result<SessionOutcome, SessionError> {
         let mut parser = RequestParser::new(self.config.limits);
         let mut buf = vec![0u8; 4096];
         loop {
@@ -382,7 +419,7 @@ impl<S: AdminSessions> AdminServer<S> {
                     let _ = stream
                         .write_all(&admin::write_error(status.0, status.1))
                         .await;
-                    let _ = Pin::new(&mut stream).shutdown().await;
+                    let _ = Pin::new(&mut *stream).shutdown().await;
                     return Err(e.into());
                 }
             };
@@ -413,7 +450,7 @@ impl<S: AdminSessions> AdminServer<S> {
                 None => {
                     stream.write_all(&admin::write_no_content(None)?).await?;
                     stream.flush().await?;
-                    let _ = Pin::new(&mut stream).shutdown().await;
+                    let _ = Pin::new(&mut *stream).shutdown().await;
                     outcome.completed = true;
                     self.stats
                         .sessions_completed
