@@ -49,6 +49,9 @@ pub struct DevOptions {
     /// Provision the cards from the fleet's vendor file into a profile `fleet` with a card
     /// group `fleet` (for campaigns), instead of adding them through the API.
     pub provision: bool,
+    /// HTTPS OTA: the admin server on loopback, every card with an SCP81 PSK (key version
+    /// 0x40) in the store and on the card, and the cards answering triggers.
+    pub https: Option<crate::config::HttpsSettings>,
 }
 
 impl Default for DevOptions {
@@ -65,6 +68,7 @@ impl Default for DevOptions {
             paused: false,
             sqlite_synchronous_normal: false,
             provision: false,
+            https: None,
         }
     }
 }
@@ -89,6 +93,8 @@ pub struct DevEnv {
     pub fleet_group: Option<(i64, i64)>,
     /// The `demo` account's id.
     pub account_id: String,
+    /// The cards' SCP81 side (with [`DevOptions::https`]).
+    pub https: Option<Arc<crate::sim::https_client::HttpsHandsets>>,
     master_key: [u8; 32],
 }
 
@@ -153,9 +159,17 @@ pub fn temp_dir(prefix: &str) -> Result<PathBuf, DevkitError> {
 pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
     let fleet =
         Arc::new(Fleet::generate(options.cards, options.seed, fleet_defaults()).map_err(err)?);
+    let https = options
+        .https
+        .as_ref()
+        .map(|_| crate::sim::https_client::HttpsHandsets::new(fleet.clone()));
+    let network: Arc<dyn otagw_sms::smsc_sim::HandsetNetwork> = match &https {
+        Some(h) => Arc::new(crate::sim::https_client::TriggeringNetwork(h.clone())),
+        None => fleet.clone(),
+    };
     let smsc = SmscSimulator::start(
         SmscConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-        fleet.clone(),
+        network,
     )
     .await
     .map_err(err)?;
@@ -178,6 +192,7 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
     if options.paused {
         config.pipeline.max_in_flight = 0;
     }
+    config.https = options.https.clone();
     if options.sqlite_synchronous_normal {
         config.store.sqlite_synchronous = Some("normal".into());
     }
@@ -262,6 +277,7 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         config,
         fleet_group,
         account_id: account.id.clone(),
+        https,
         master_key,
     };
     let response = if options.provision {
@@ -275,6 +291,9 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
             response.0, response.1
         )));
     }
+    if env.https.is_some() {
+        provision_psks(&env.fleet, env.server.store.as_ref()).await?;
+    }
     // The gateway is useful once its SMPP session is bound.
     for _ in 0..100 {
         let (code, _) = env.get_unauthenticated("/api/v1/ota/health").await?;
@@ -286,6 +305,37 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
     Err(DevkitError(
         "the gateway did not bind to the simulator within 5 s".into(),
     ))
+}
+
+/// The PSK identity and key of a virtual card (key version 0x40): the identity names the
+/// ICCID, the key is random.
+pub fn card_psk(iccid: &str) -> (Vec<u8>, Vec<u8>) {
+    use rand::RngCore;
+    let mut key = vec![0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    (format!("otagw-psk-{iccid}").into_bytes(), key)
+}
+
+/// Gives every card of the fleet an SCP81 PSK (key version 0x40), on the card and in the store.
+/// The cards must be in the store already or come later: the key row only names the ICCID.
+async fn provision_psks(fleet: &Fleet, store: &dyn Store) -> Result<(), DevkitError> {
+    let scp81 = store
+        .scp81()
+        .ok_or_else(|| DevkitError("the store has no SCP81 tables".into()))?;
+    let mut keys = Vec::new();
+    fleet.for_each_card(|c| {
+        let iccid = c.iccid();
+        let (identity, key) = card_psk(&iccid);
+        keys.push((c.msisdn(), iccid, identity, key));
+    });
+    for (msisdn, iccid, identity, key) in keys {
+        fleet.with_card(&msisdn, |c| c.set_psk(0x40, &identity, &key));
+        scp81
+            .put_psk(&iccid, 0x40, &identity, &key)
+            .await
+            .map_err(err)?;
+    }
+    Ok(())
 }
 
 impl DevEnv {

@@ -565,19 +565,35 @@ impl HttpsDriver {
                     let _ = s.drop_chunks(&record.account_id, &record.id).await;
                 }
                 if self.options.fallback_to_sms && shared.transports.knows("sms") {
-                    let _ = shared
-                        .store
-                        .add_event(
-                            &record.account_id,
-                            &record.id,
-                            "FALLBACK",
-                            "no HTTPS session: sending over SMS",
-                            now_ms(),
-                        )
-                        .await;
-                    let mut sms = record.clone();
-                    sms.transport = "sms".into();
-                    return super::run_pipeline(shared, &sms, retry).await;
+                    if let Some(s) = shared.store.scp81() {
+                        match s
+                            .reopen_for_fallback(
+                                &record.account_id,
+                                &record.id,
+                                &shared.config.id,
+                                now_ms(),
+                            )
+                            .await
+                        {
+                            Ok(true) => {
+                                if let Ok(Some(mut sms)) = shared
+                                    .store
+                                    .command_by_id(&record.account_id, &record.id)
+                                    .await
+                                {
+                                    sms.transport = "sms".into();
+                                    // The triggers counted as sends; SMS gets its own.
+                                    let retry = RetryPolicy {
+                                        attempts: sms.attempts + retry.attempts.max(1),
+                                        ..retry
+                                    };
+                                    return super::run_pipeline(shared, &sms, retry).await;
+                                }
+                            }
+                            Ok(false) => return None,
+                            Err(e) => tracing::warn!(command = %record.id, "fallback: {e}"),
+                        }
+                    }
                 }
                 fail(
                     shared,

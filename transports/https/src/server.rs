@@ -364,9 +364,11 @@ impl<S: AdminSessions> AdminServer<S> {
             return Err(SessionError::Busy);
         }
         let identity = outcome.identity.clone();
-        let result = self.exchange(&mut stream, peer, outcome).await;
-        let completed = result.as_ref().is_ok_and(|o| o.completed);
-        self.sessions.close_session(&identity, completed).await;
+        let mut closed = false;
+        let result = self.exchange(&mut stream, peer, outcome, &mut closed).await;
+        if !closed {
+            self.sessions.close_session(&identity, false).await;
+        }
         result
     }
 
@@ -376,6 +378,7 @@ impl<S: AdminSessions> AdminServer<S> {
         stream: &mut SslStream<TcpStream>,
         peer: SocketAddr,
         mut outcome: SessionOutcome,
+        closed: &mut bool,
     ) -> Result<SessionOutcome, SessionError> {
         let mut parser = RequestParser::new(self.config.limits);
         let mut buf = vec![0u8; 4096];
@@ -448,6 +451,10 @@ impl<S: AdminSessions> AdminServer<S> {
                     stream.flush().await?;
                 }
                 None => {
+                    // Ended before the 204 goes out, so a card that reconnects at once is not
+                    // taken for a second session.
+                    *closed = true;
+                    self.sessions.close_session(&outcome.identity, true).await;
                     stream.write_all(&admin::write_no_content(None)?).await?;
                     stream.flush().await?;
                     let _ = Pin::new(&mut *stream).shutdown().await;
