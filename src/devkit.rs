@@ -292,7 +292,7 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         )));
     }
     if env.https.is_some() {
-        provision_psks(&env.fleet, env.server.store.as_ref()).await?;
+        env.provision_psks().await?;
     }
     // The gateway is useful once its SMPP session is bound.
     for _ in 0..100 {
@@ -316,29 +316,51 @@ pub fn card_psk(iccid: &str) -> (Vec<u8>, Vec<u8>) {
     (format!("otagw-psk-{iccid}").into_bytes(), key)
 }
 
-/// Gives every card of the fleet an SCP81 PSK (key version 0x40), on the card and in the store.
-/// The cards must be in the store already or come later: the key row only names the ICCID.
-async fn provision_psks(fleet: &Fleet, store: &dyn Store) -> Result<(), DevkitError> {
-    let scp81 = store
-        .scp81()
-        .ok_or_else(|| DevkitError("the store has no SCP81 tables".into()))?;
-    let mut keys = Vec::new();
-    fleet.for_each_card(|c| {
-        let iccid = c.iccid();
-        let (identity, key) = card_psk(&iccid);
-        keys.push((c.msisdn(), iccid, identity, key));
-    });
-    for (msisdn, iccid, identity, key) in keys {
-        fleet.with_card(&msisdn, |c| c.set_psk(0x40, &identity, &key));
-        scp81
-            .put_psk(&iccid, 0x40, &identity, &key)
-            .await
-            .map_err(err)?;
-    }
-    Ok(())
-}
-
 impl DevEnv {
+    /// Gives every card of the fleet an SCP81 PSK (key version 0x40): on the card, and in the
+    /// gateway through `PUT /api/v1/cards/{iccid}/scp81-keys`.
+    async fn provision_psks(&self) -> Result<(), DevkitError> {
+        let mut keys = Vec::new();
+        self.fleet.for_each_card(|c| {
+            let iccid = c.iccid();
+            let (identity, key) = card_psk(&iccid);
+            keys.push((c.msisdn(), iccid, identity, key));
+        });
+        for (msisdn, iccid, identity, key) in keys {
+            self.fleet
+                .with_card(&msisdn, |c| c.set_psk(0x40, &identity, &key));
+            let (code, body) = self
+                .put(
+                    &format!("/api/v1/cards/{iccid}/scp81-keys"),
+                    &serde_json::json!({
+                        "version": 0x40,
+                        "identity": hex::encode(&identity),
+                        "key": hex::encode(&key),
+                    }),
+                )
+                .await?;
+            if code != 204 {
+                return Err(DevkitError(format!("SCP81 key of {iccid}: {code} {body}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// PUT JSON with the token: (status, body).
+    pub async fn put(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), DevkitError> {
+        self.call(
+            self.client
+                .put(self.url(path))
+                .bearer_auth(&self.token)
+                .json(body),
+        )
+        .await
+    }
+
     /// Sends a request: (status, JSON body, Null when the body is not JSON).
     async fn call(
         &self,

@@ -95,6 +95,52 @@ const READ_ICCID: [&str; 3] = ["00A40004023F00", "00A40004022FE2", "00B000000A"]
 /// the MF, so a READ BINARY must not be split from its SELECT).
 const SELECTS: [&str; 3] = ["00A40004023F00", "00A40004022FE2", "00A40004023F00"];
 
+/// `PUT /api/v1/cards/{iccid}/scp81-keys`: versions 0x40-0x4F, hex, the card of the account,
+/// identities unique.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scp81_keys_over_rest() {
+    let env = env_with("sqlite", https_settings(), 1).await;
+    let iccid = env.iccid(0).expect("card");
+    let other = env.iccid(1).expect("card");
+    let path = format!("/api/v1/cards/{iccid}/scp81-keys");
+    let body = |version: u8, identity: &str, key: &str| json!({"version": version, "identity": identity, "key": key});
+    let key = "00112233445566778899AABBCCDDEEFF";
+    let (code, r) = env.put(&path, &body(0x41, "6964", key)).await.expect("put");
+    assert_eq!(code, 204, "{r}");
+    let scp81 = env.server.store.scp81().expect("scp81 store");
+    let got = scp81.psk(&iccid, 0x41).await.expect("store").expect("psk");
+    assert_eq!(
+        (got.identity, hex::encode_upper(got.key)),
+        (b"id".to_vec(), key.to_string())
+    );
+    let (code, r) = env.put(&path, &body(0x01, "6964", key)).await.expect("put");
+    assert_eq!((code, r["field"].as_str()), (422, Some("version")), "{r}");
+    let (code, r) = env.put(&path, &body(0x41, "zz", key)).await.expect("put");
+    assert_eq!((code, r["field"].as_str()), (422, Some("identity")), "{r}");
+    let (code, r) = env
+        .put(&path, &body(0x41, "6964", "0011"))
+        .await
+        .expect("put");
+    assert_eq!((code, r["field"].as_str()), (422, Some("key")), "{r}");
+    let (code, _) = env
+        .put(
+            "/api/v1/cards/8949000000000099999/scp81-keys",
+            &body(0x41, "6965", key),
+        )
+        .await
+        .expect("put");
+    assert_eq!(code, 404);
+    let (code, r) = env
+        .put(
+            &format!("/api/v1/cards/{other}/scp81-keys"),
+            &body(0x41, "6964", key),
+        )
+        .await
+        .expect("put");
+    assert_eq!(code, 409, "{r}");
+    env.shutdown().await;
+}
+
 /// RFM over HTTPS, once per suite and TLS version the cards may offer; the response data is
 /// EF ICCID as the card read it, and the session ran on the suite and version asked for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
