@@ -449,6 +449,22 @@ fn known_card(env: &DevEnv, i: usize) -> ClientConfig {
     }
 }
 
+/// Waits until the server has noted the end of every session (it does so right after the
+/// connection ends, so a client may see the close first).
+async fn wait_sessions_closed(env: &DevEnv) {
+    for _ in 0..300 {
+        if env
+            .server
+            .gateway
+            .https_sessions()
+            .is_some_and(|s| s.open_sessions() == 0)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn read_all(s: &mut (impl AsyncReadExt + Unpin), within: Duration) -> (Vec<u8>, bool) {
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
@@ -488,6 +504,7 @@ async fn malformed_http_and_slow_clients_are_dropped() {
     assert!(closed);
     assert_eq!(stats.bad_requests.load(Relaxed), 1);
 
+    wait_sessions_closed(&env).await;
     // A GET is not Amendment B.
     let mut s = client::connect(addr, &connector, Duration::from_secs(5))
         .await
@@ -503,6 +520,7 @@ async fn malformed_http_and_slow_clients_are_dropped() {
     );
     assert!(closed);
 
+    wait_sessions_closed(&env).await;
     // Slow loris after the handshake: half a request head, then nothing.
     let mut s = client::connect(addr, &connector, Duration::from_secs(5))
         .await
@@ -583,19 +601,8 @@ async fn a_second_session_for_the_same_card_is_refused() {
         .await
         .expect("session");
     assert!(outcome.completed && outcome.scripts == 0, "{outcome:?}");
-    // And once it ended (the server notes the end just after its 204), the card may open a
-    // new one.
-    for _ in 0..200 {
-        if env
-            .server
-            .gateway
-            .https_sessions()
-            .is_some_and(|s| s.open_sessions() == 0)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // And once it ended, the card may open a new one.
+    wait_sessions_closed(&env).await;
     let again = client::connect(addr, &connector, Duration::from_secs(5))
         .await
         .expect("handshake");

@@ -419,6 +419,9 @@ impl<S: AdminSessions> AdminServer<S> {
                         admin::ParseError::ContentType(_) => (415, "Unsupported Media Type"),
                         _ => (400, "Bad Request"),
                     };
+                    // Ended before the answer goes out (see the 204 below).
+                    *closed = true;
+                    self.sessions.close_session(&outcome.identity, false).await;
                     let _ = stream
                         .write_all(&admin::write_error(status.0, status.1))
                         .await;
