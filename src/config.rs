@@ -515,6 +515,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_https_section_parses_and_is_checked() {
+        let c = Config::parse(
+            "[https]\nlisten = \"127.0.0.1:9443\"\nmin_version = \"1.2\"\ntrigger_tar = \"B00000\"\nwindow_secs = 5\n",
+        )
+        .unwrap_or_default();
+        let h = c.https.clone().unwrap_or_default();
+        let server = h.server_config();
+        assert!(server.is_ok());
+        let options = h.options(SocketAddr::from(([127, 0, 0, 1], 9443)));
+        assert!(options.is_ok(), "{options:?}");
+        if let Ok(o) = options {
+            assert_eq!(o.trigger_tar, [0xB0, 0, 0]);
+            assert_eq!(o.window, Duration::from_secs(5));
+            assert_eq!(o.psk_key_version, 0x40);
+        }
+        let bad = HttpsSettings {
+            min_version: "1.3".into(),
+            ..HttpsSettings::default()
+        };
+        assert!(bad.server_config().is_err());
+        let bad = HttpsSettings {
+            psk_key_version: 0x30,
+            ..HttpsSettings::default()
+        };
+        assert!(bad.options(SocketAddr::from(([127, 0, 0, 1], 1))).is_err());
+        // The trigger carries IPv4 only.
+        let v6 = HttpsSettings::default().options(
+            "[::1]:8443"
+                .parse()
+                .unwrap_or(SocketAddr::from(([0; 16], 1))),
+        );
+        assert!(v6.is_err());
+        assert!(Config::parse("[https]\nlisen = 1\n").is_err());
+    }
+
+    #[test]
     fn the_example_file_parses() {
         let text = include_str!("../otagw.example.toml");
         let c = Config::parse(text);
