@@ -351,6 +351,51 @@ async fn card_dropping_mid_script_resumes_in_the_next_session() {
     env.shutdown().await;
 }
 
+/// The card runs the second chunk, then loses the bearer before posting its responses; its
+/// next session opens with `X-Admin-Resume: true` and those responses: the chunk is answered
+/// without being sent again (and without running twice on the card).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_resumes_with_the_responses_it_kept() {
+    let env = env_with(
+        "sqlite",
+        HttpsSettings {
+            chunk_bytes: 16,
+            ..https_settings()
+        },
+        3,
+    )
+    .await;
+    let handsets = env.https.clone().expect("https handsets");
+    handsets.set_tls(CardTls {
+        drop_at_script: Some(2),
+        drops_left: 1,
+        drop_after_running: true,
+        ..CardTls::default()
+    });
+    let iccid = env.iccid(2).expect("card");
+    let id = post_ok(
+        &env,
+        &https_cmd("RFM", &iccid, "B00010", json!({"apdus": SELECTS})),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(30))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert_eq!(r["attempts"], 2, "the trigger went twice: {r}");
+    let account = account_id(&env).await;
+    let scp81 = env.server.store.scp81().expect("scp81 store");
+    let chunks = scp81.command_chunks(&account, &id).await.expect("chunks");
+    let sends: Vec<u32> = chunks.iter().map(|c| c.sends).collect();
+    // Chunk 1 ran once and was sent once: its answer came with the resume.
+    assert_eq!(sends, vec![1, 1, 1]);
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(handsets.stats.scripts.load(Relaxed), 3);
+    assert_eq!(handsets.stats.dropped.load(Relaxed), 1);
+    env.shutdown().await;
+}
+
 /// A card whose PSK does not match the store's: every handshake fails, the trigger is resent
 /// per the retry policy, then TIMEOUT. And a stranger with an unknown identity is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,7 +642,7 @@ async fn a_second_session_for_the_same_card_is_refused() {
             client::AgentReply::Drop
         }
     }
-    let outcome = client::run_session(first, &card, &mut NoScripts)
+    let outcome = client::run_session(first, &card, &mut NoScripts, None)
         .await
         .expect("session");
     assert!(outcome.completed && outcome.scripts == 0, "{outcome:?}");
@@ -606,7 +651,7 @@ async fn a_second_session_for_the_same_card_is_refused() {
     let again = client::connect(addr, &connector, Duration::from_secs(5))
         .await
         .expect("handshake");
-    let outcome = client::run_session(again, &card, &mut NoScripts)
+    let outcome = client::run_session(again, &card, &mut NoScripts, None)
         .await
         .expect("session");
     assert!(outcome.completed, "{outcome:?}");

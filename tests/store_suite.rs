@@ -2501,6 +2501,13 @@ async fn scp81_chunks_answered_once(b: Backend) {
         .unwrap()
         .expect("chunk 1");
     assert_eq!(second.seq, 1);
+    // What a resuming card answers first: the chunk left SENT.
+    let left = store
+        .sent_chunk(&iccid(1))
+        .await
+        .unwrap()
+        .expect("sent chunk");
+    assert_eq!((left.command_id.as_str(), left.seq), ("c1", 1));
     // The session breaks: chunk 1 goes again, chunk 0 never.
     assert_eq!(store.requeue_sent(&iccid(1), 15).await.unwrap(), 1);
     let again = store

@@ -210,6 +210,8 @@ type PskCache = HashMap<Vec<u8>, (String, Vec<u8>)>;
 struct OpenSession {
     /// The chunk handed out and not answered yet: (account, command, seq).
     in_flight: Option<(String, String, u32)>,
+    /// A chunk was asked for: what an earlier session left SENT has been dealt with.
+    started: bool,
 }
 
 /// The store behind the admin server: PSKs from an in-memory cache (the handshake never waits
@@ -313,12 +315,8 @@ impl AdminSessions for Scp81Sessions {
             }
             open.insert(iccid.clone(), OpenSession::default());
         }
-        if let Some(s) = self.store.scp81() {
-            // What a broken earlier session left unanswered goes again now.
-            if let Err(e) = s.requeue_sent(&iccid, now_ms()).await {
-                tracing::warn!(%iccid, "requeueing chunks: {e}");
-            }
-        }
+        // A chunk an earlier session left SENT stays so until this session's first POST: with
+        // X-Admin-Resume it carries that chunk's responses, else the chunk goes again.
         true
     }
 
@@ -332,16 +330,8 @@ impl AdminSessions for Scp81Sessions {
             .ok()
             .and_then(|mut m| m.remove(&iccid))
             .and_then(|s| s.in_flight);
-        if let Some(s) = self.store.scp81() {
-            match s.requeue_sent(&iccid, now_ms()).await {
-                Ok(n) if n > 0 => {
-                    tracing::info!(%iccid, completed, "session ended with {n} chunk(s) unanswered; they go in the next session")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(%iccid, "requeueing chunks: {e}"),
-            }
-        }
-        if let Some((account, command, _)) = left {
+        if let Some((account, command, seq)) = left {
+            tracing::info!(%iccid, completed, %command, seq, "session ended with a chunk unanswered: the next session resumes or resends it");
             self.wake(&account, &command);
         }
     }
@@ -349,14 +339,25 @@ impl AdminSessions for Scp81Sessions {
     async fn next_chunk(&self, identity: &[u8]) -> Option<ScriptChunk> {
         let iccid = self.iccid_of(identity)?;
         let s = self.store.scp81()?;
-        let unanswered = self
+        let (unanswered, first) = self
             .open
             .lock()
             .ok()
-            .and_then(|mut m| m.get_mut(&iccid).and_then(|o| o.in_flight.take()));
-        if unanswered.is_some() {
-            // The card posted without answering the last script: it goes again.
-            let _ = s.requeue_sent(&iccid, now_ms()).await;
+            .and_then(|mut m| {
+                m.get_mut(&iccid).map(|o| {
+                    let first = !std::mem::replace(&mut o.started, true);
+                    (o.in_flight.take(), first)
+                })
+            })
+            .unwrap_or((None, false));
+        if unanswered.is_some() || first {
+            // The card posted without answering the last script, or an earlier session left
+            // one unanswered and this session did not resume it: it goes again.
+            match s.requeue_sent(&iccid, now_ms()).await {
+                Ok(n) if n > 0 => tracing::info!(%iccid, "{n} unanswered chunk(s) sent again"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%iccid, "requeueing chunks: {e}"),
+            }
         }
         let chunk = match s.next_chunk(&iccid, now_ms()).await {
             Ok(c) => c?,
@@ -392,8 +393,30 @@ impl AdminSessions for Scp81Sessions {
             .lock()
             .ok()
             .and_then(|mut m| m.get_mut(&iccid).and_then(|o| o.in_flight.take()));
+        let (in_flight, started) = {
+            let started = self
+                .open
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&iccid).map(|o| o.started))
+                .unwrap_or(true);
+            (in_flight, started)
+        };
+        let in_flight = match in_flight {
+            Some(c) => Some(c),
+            // Amendment B resume: the first POST of a new session answers the script the
+            // interrupted session left unanswered.
+            None if request.resume && !started => match s.sent_chunk(&iccid).await {
+                Ok(c) => c.map(|c| (c.account_id, c.command_id, c.seq)),
+                Err(e) => {
+                    tracing::warn!(%iccid, "resume: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
         let Some((account, command, seq)) = in_flight else {
-            tracing::warn!(%iccid, "responses posted with no script outstanding");
+            tracing::warn!(%iccid, resume = request.resume, "responses posted with no script outstanding");
             return;
         };
         let status = request

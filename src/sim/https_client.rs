@@ -35,6 +35,9 @@ pub struct CardTls {
     pub drop_at_script: Option<u32>,
     /// Only this many sessions drop (then the cards behave again).
     pub drops_left: u32,
+    /// The dropping card runs that script first and keeps its responses for the next
+    /// session's first POST (`X-Admin-Resume: true`).
+    pub drop_after_running: bool,
     /// Sessions the cards ignore (the trigger arrives, no connection is opened).
     pub ignore_triggers: u32,
     /// Longest wait for the server.
@@ -50,6 +53,7 @@ impl Default for CardTls {
             chunked: true,
             drop_at_script: None,
             drops_left: 0,
+            drop_after_running: false,
             ignore_triggers: 0,
             io_timeout: Duration::from_secs(10),
         }
@@ -74,6 +78,8 @@ pub struct HttpsHandsets {
     pub stats: Arc<CardSessionStats>,
     /// Outcomes of the sessions so far (negotiated version and cipher, or the error).
     pub outcomes: Mutex<Vec<Result<ClientOutcome, String>>>,
+    /// Responses a card holds from an interrupted session, by MSISDN.
+    unsent: Mutex<std::collections::HashMap<String, (Vec<u8>, ScriptStatus)>>,
 }
 
 impl HttpsHandsets {
@@ -83,6 +89,7 @@ impl HttpsHandsets {
             tls: Mutex::new(CardTls::default()),
             stats: Arc::new(CardSessionStats::default()),
             outcomes: Mutex::new(Vec::new()),
+            unsent: Mutex::new(Default::default()),
         })
     }
 
@@ -181,12 +188,20 @@ impl HttpsHandsets {
                 fleet: &self.fleet,
                 msisdn,
                 drop_at,
+                drop_after_running: tls.drop_after_running,
                 scripts: 0,
                 stats: &self.stats,
             };
-            return client::run_session(stream, &config, &mut agent)
+            let resume = self.unsent.lock().ok().and_then(|mut u| u.remove(msisdn));
+            let mut outcome = client::run_session(stream, &config, &mut agent, resume)
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| e.to_string())?;
+            if let Some(unsent) = outcome.unsent.take() {
+                if let Ok(mut u) = self.unsent.lock() {
+                    u.insert(msisdn.to_string(), unsent);
+                }
+            }
+            return Ok(outcome);
         }
         Err(last)
     }
@@ -196,6 +211,7 @@ struct FleetAgent<'a> {
     fleet: &'a Fleet,
     msisdn: &'a str,
     drop_at: Option<u32>,
+    drop_after_running: bool,
     scripts: u32,
     stats: &'a CardSessionStats,
 }
@@ -203,7 +219,8 @@ struct FleetAgent<'a> {
 impl CardAgent for FleetAgent<'_> {
     fn execute(&mut self, script: &[u8], targeted_application: Option<&str>) -> AgentReply {
         self.scripts += 1;
-        if self.drop_at == Some(self.scripts) {
+        let dropping = self.drop_at == Some(self.scripts);
+        if dropping && !self.drop_after_running {
             return AgentReply::Drop;
         }
         self.stats.scripts.fetch_add(1, Ordering::Relaxed);
@@ -214,13 +231,18 @@ impl CardAgent for FleetAgent<'_> {
                 None => return AgentReply::Respond(Vec::new(), ScriptStatus::UnknownApplication),
             },
         };
-        match self
+        let (response, status) = match self
             .fleet
             .with_card(self.msisdn, |c| c.run_script(tar, script))
             .flatten()
         {
-            Some(response) => AgentReply::Respond(response, ScriptStatus::Ok),
-            None => AgentReply::Respond(Vec::new(), ScriptStatus::UnknownApplication),
+            Some(response) => (response, ScriptStatus::Ok),
+            None => (Vec::new(), ScriptStatus::UnknownApplication),
+        };
+        if dropping {
+            AgentReply::DropAfter(response, status)
+        } else {
+            AgentReply::Respond(response, status)
         }
     }
 }

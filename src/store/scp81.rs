@@ -130,6 +130,9 @@ pub trait Scp81Store: Send + Sync {
     ) -> Result<Vec<ChunkRecord>, StoreError>;
     /// A session starts for the card: chunks left SENT by a broken session go back to QUEUED.
     async fn requeue_sent(&self, iccid: &str, now: Millis) -> Result<u64, StoreError>;
+    /// The card's oldest SENT chunk: the one an interrupted session left unanswered (a card
+    /// resuming posts its responses first, with `X-Admin-Resume: true`).
+    async fn sent_chunk(&self, iccid: &str) -> Result<Option<ChunkRecord>, StoreError>;
     /// Hands out the card's oldest QUEUED chunk (now SENT), if any.
     async fn next_chunk(&self, iccid: &str, now: Millis)
         -> Result<Option<ChunkRecord>, StoreError>;

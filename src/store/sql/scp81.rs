@@ -190,6 +190,18 @@ impl Scp81Store for SqlStore {
         Ok(r.rows_affected())
     }
 
+    async fn sent_chunk(&self, iccid: &str) -> Result<Option<ChunkRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHUNK_COLUMNS} FROM admin_chunks WHERE iccid = $1 AND state = 'SENT' \
+             ORDER BY queued_at, command_id, seq LIMIT 1"
+        ))
+        .bind(iccid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        row.as_ref().map(chunk_from_row).transpose()
+    }
+
     async fn next_chunk(
         &self,
         iccid: &str,

@@ -50,6 +50,9 @@ pub enum AgentReply {
     Respond(Vec<u8>, ScriptStatus),
     /// The card loses the bearer: the connection is dropped without a word.
     Drop,
+    /// The card ran the script but loses the bearer before posting the responses; it keeps
+    /// them for the next session's first POST (`X-Admin-Resume: true`).
+    DropAfter(Vec<u8>, ScriptStatus),
 }
 
 /// Runs the scripts the server sends (on the card's applets).
@@ -69,6 +72,9 @@ pub struct ClientOutcome {
     pub completed: bool,
     /// The agent dropped the connection.
     pub dropped: bool,
+    /// Responses the card still holds (it dropped after running a script): post them with
+    /// `X-Admin-Resume: true` in the next session ([`run_session`]'s `resume`).
+    pub unsent: Option<(Vec<u8>, ScriptStatus)>,
     /// Negotiated version and cipher.
     pub tls_version: String,
     pub cipher: String,
@@ -323,16 +329,20 @@ async fn read_response(
 }
 
 /// Runs the POST loop over an established stream until 204, an error or the agent drops.
+/// `resume`: responses an interrupted session left unsent; the first POST carries them with
+/// `X-Admin-Resume: true` (Amendment B).
 pub async fn run_session(
     mut stream: SslStream<TcpStream>,
     config: &ClientConfig,
     agent: &mut dyn CardAgent,
+    resume: Option<(Vec<u8>, ScriptStatus)>,
 ) -> Result<ClientOutcome, ClientError> {
     let mut outcome = ClientOutcome {
         posts: 0,
         scripts: 0,
         completed: false,
         dropped: false,
+        unsent: None,
         tls_version: stream.ssl().version_str().to_string(),
         cipher: stream
             .ssl()
@@ -342,8 +352,11 @@ pub async fn run_session(
     };
     let mut parser = ResponseParser::new(1 << 20);
     let mut target = config.uri.clone();
-    let mut body = Vec::new();
-    let mut status: Option<ScriptStatus> = None;
+    let mut resuming = resume.is_some();
+    let (mut body, mut status) = match resume {
+        Some((b, s)) => (b, Some(s)),
+        None => (Vec::new(), None),
+    };
     loop {
         let post = write_post(
             &target,
@@ -351,7 +364,7 @@ pub async fn run_session(
             &config.agent_id,
             &body,
             status.as_ref(),
-            false,
+            std::mem::take(&mut resuming),
             config.chunked,
         );
         stream.write_all(&post).await?;
@@ -373,6 +386,12 @@ pub async fn run_session(
                     AgentReply::Drop => {
                         outcome.dropped = true;
                         // No close_notify: the bearer is gone.
+                        drop(stream);
+                        return Ok(outcome);
+                    }
+                    AgentReply::DropAfter(r, s) => {
+                        outcome.dropped = true;
+                        outcome.unsent = Some((r, s));
                         drop(stream);
                         return Ok(outcome);
                     }
