@@ -396,6 +396,33 @@ async fn card_resumes_with_the_responses_it_kept() {
     env.shutdown().await;
 }
 
+/// A script for an application the card does not have: the card answers with
+/// `X-Admin-Script-Status: unknown-application`, and the command fails saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_status_errors_fail_the_command() {
+    let env = env_with("sqlite", https_settings(), 1).await;
+    let iccid = env.iccid(0).expect("card");
+    let id = post_ok(
+        &env,
+        &https_cmd(
+            "RFM",
+            &iccid,
+            "B00099",
+            json!({"apdus": ["00A40004023F00"]}),
+        ),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "FAILED", "{r}");
+    assert_eq!(r["error"]["code"], "COMMAND_FAILED", "{r}");
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("unknown-application"), "{message}");
+    env.shutdown().await;
+}
+
 /// A card whose PSK does not match the store's: every handshake fails, the trigger is resent
 /// per the retry policy, then TIMEOUT. And a stranger with an unknown identity is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
