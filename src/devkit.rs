@@ -50,7 +50,8 @@ pub struct DevOptions {
     /// group `fleet` (for campaigns), instead of adding them through the API.
     pub provision: bool,
     /// HTTPS OTA: the admin server on loopback, every card with an SCP81 PSK (key version
-    /// 0x40) in the store and on the card, and the cards answering triggers.
+    /// 0x40) in the store and on the card, and the cards answering triggers. With
+    /// [`DevOptions::provision`], the `fleet` profile's default transport is `https`.
     pub https: Option<crate::config::HttpsSettings>,
 }
 
@@ -238,6 +239,8 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
                         spi: Some("1621".into()),
                         kic_byte: Some("12".into()),
                         kid_byte: Some("12".into()),
+                        // With HTTPS on, the fleet's profile sends over HTTPS by default.
+                        transport: options.https.as_ref().map(|_| "https".to_string()),
                         ..Default::default()
                     },
                 },

@@ -423,6 +423,33 @@ async fn script_status_errors_fail_the_command() {
     env.shutdown().await;
 }
 
+/// A command that names no transport takes its card's profile default (here `https`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_profile_default_transport_applies() {
+    let env = devkit::start(DevOptions {
+        cards: 2,
+        provision: true,
+        https: Some(https_settings()),
+        ..DevOptions::default()
+    })
+    .await
+    .expect("dev environment");
+    let iccid = env.iccid(0).expect("card");
+    let mut body = https_cmd("RFM", &iccid, "B00010", json!({"apdus": READ_ICCID}));
+    if let Some(o) = body.as_object_mut() {
+        o.remove("transport");
+    }
+    let id = post_ok(&env, &body).await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert_eq!(r["transport"], "https", "{r}");
+    assert_eq!(r["response"]["porStatusName"], "SCP81 session", "{r}");
+    env.shutdown().await;
+}
+
 /// A card whose PSK does not match the store's: every handshake fails, the trigger is resent
 /// per the retry policy, then TIMEOUT. And a stranger with an unknown identity is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
