@@ -285,7 +285,16 @@ impl<S: AdminSessions> AdminServer<S> {
     /// Accepts connections forever, one task per card.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
         loop {
-            let (tcp, peer) = listener.accept().await?;
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors or a connection reset before accept: the listener
+                    // itself is fine; wait a moment instead of ending the server.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
             let me = self.clone();
             tokio::spawn(async move {
                 match me.handle(tcp, peer).await {
