@@ -658,9 +658,6 @@ impl HttpsDriver {
         retry: RetryPolicy,
     ) -> Result<Option<Transition>, Stop> {
         let store = shared.store.as_ref();
-        let scp81 = store
-            .scp81()
-            .ok_or_else(|| job_fail(ErrorCode::TransportError, "this store has no SCP81 tables"))?;
         let prepared = self.prepare(shared, record).await?;
         let notify = self.sessions.waiter(&record.account_id, &record.id);
         // Answered already (a restart while the session ran)?
@@ -673,7 +670,6 @@ impl HttpsDriver {
                 "HTTPS needs the SMS route for its trigger",
             )
         })?;
-        let _ = scp81;
         for attempt in 1..=retry.attempts.max(1) {
             let counter = store
                 .reserve_counter(&record.iccid, prepared.sec.counter_version())
