@@ -52,6 +52,8 @@ pub struct Config {
     pub smpp: Option<SmppSettings>,
     /// Pipeline settings.
     pub pipeline: PipelineSettings,
+    /// HTTPS OTA (SCP81): the PSK-TLS admin server and the triggers. Absent: no HTTPS.
+    pub https: Option<HttpsSettings>,
     /// Campaign runner settings.
     pub campaigns: CampaignsSettings,
 }
@@ -195,6 +197,7 @@ impl Default for Config {
             smpp: None,
             pipeline: PipelineSettings::default(),
             campaigns: CampaignsSettings::default(),
+            https: None,
         }
     }
 }
@@ -355,6 +358,148 @@ impl Config {
     }
 }
 
+/// `[https]`: the SCP81 admin server cards connect to, and what their triggers say.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpsSettings {
+    /// Where the PSK-TLS admin server listens.
+    pub listen: SocketAddr,
+    /// The IPv4 address and port the triggers send cards to (default: `listen`, with the
+    /// port actually bound).
+    pub advertise: Option<SocketAddr>,
+    /// Trigger tag 8A, the HTTP `Host`.
+    pub host: String,
+    /// Trigger tag 8C, the first POST's URI (the Next-URIs are built on it).
+    pub uri: String,
+    /// Trigger tag 8B; default the card's ICCID.
+    pub agent_id: Option<String>,
+    /// Network access name in trigger tag 84.
+    pub apn: Option<String>,
+    /// OpenSSL PSK cipher names, in preference order.
+    pub ciphers: Vec<String>,
+    /// Lowest and highest TLS version: `1.0`, `1.1` or `1.2`.
+    pub min_version: String,
+    pub max_version: String,
+    /// OpenSSL security level (default: the library's).
+    pub security_level: Option<u32>,
+    /// Seconds from TCP accept to a finished handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds the server waits for a card's next bytes.
+    pub idle_timeout_secs: u64,
+    /// TAR of the security domain the trigger goes to, 6 hex digits (ISD `000000`).
+    pub trigger_tar: String,
+    /// SCP81 key version (0x40-0x4F) named in the trigger.
+    pub psk_key_version: u8,
+    /// Seconds to wait for the card's session after each trigger (triggers are resent up to
+    /// `pipeline.attempts` times).
+    pub window_secs: u64,
+    /// Tag 86: the card's own retries and their delay.
+    pub card_retries: u16,
+    pub card_retry_delay_secs: u64,
+    /// Largest script chunk per HTTP response.
+    pub chunk_bytes: usize,
+    /// Send over SMS when no session comes.
+    pub fallback_to_sms: bool,
+}
+
+impl Default for HttpsSettings {
+    fn default() -> Self {
+        let d = crate::gateway::https::HttpsOptions::default();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            advertise: None,
+            host: d.host,
+            uri: d.uri,
+            agent_id: None,
+            apn: None,
+            ciphers: otagw_https::server::TlsConfig::default().ciphers,
+            min_version: "1.0".into(),
+            max_version: "1.2".into(),
+            security_level: None,
+            handshake_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            trigger_tar: "000000".into(),
+            psk_key_version: d.psk_key_version,
+            window_secs: d.window.as_secs(),
+            card_retries: d.card_retries,
+            card_retry_delay_secs: d.card_retry_delay.as_secs(),
+            chunk_bytes: d.chunk_bytes,
+            fallback_to_sms: false,
+        }
+    }
+}
+
+fn tls_version(
+    field: &'static str,
+    v: &str,
+) -> Result<otagw_https::server::TlsVersion, ConfigError> {
+    use otagw_https::server::TlsVersion;
+    match v {
+        "1.0" => Ok(TlsVersion::Tls10),
+        "1.1" => Ok(TlsVersion::Tls11),
+        "1.2" => Ok(TlsVersion::Tls12),
+        other => Err(ConfigError::Env {
+            name: field,
+            problem: format!("{other:?}: 1.0, 1.1 or 1.2"),
+        }),
+    }
+}
+
+impl HttpsSettings {
+    /// The admin server's settings.
+    pub fn server_config(&self) -> Result<otagw_https::server::ServerConfig, ConfigError> {
+        let mut c = otagw_https::server::ServerConfig::default();
+        c.tls.ciphers = self.ciphers.clone();
+        c.tls.min_version = tls_version("https.min_version", &self.min_version)?;
+        c.tls.max_version = tls_version("https.max_version", &self.max_version)?;
+        c.tls.security_level = self.security_level;
+        c.handshake_timeout = Duration::from_secs(self.handshake_timeout_secs.max(1));
+        c.idle_timeout = Duration::from_secs(self.idle_timeout_secs.max(1));
+        c.next_uri_path = self.uri.clone();
+        Ok(c)
+    }
+
+    /// The gateway's HTTPS options, cards sent to `bound` unless `advertise` says otherwise.
+    pub fn options(
+        &self,
+        bound: SocketAddr,
+    ) -> Result<crate::gateway::https::HttpsOptions, ConfigError> {
+        let tar = hex::decode(&self.trigger_tar)
+            .ok()
+            .and_then(|t| <[u8; 3]>::try_from(t).ok())
+            .ok_or_else(|| ConfigError::Env {
+                name: "https.trigger_tar",
+                problem: format!("{:?}: 6 hex digits", self.trigger_tar),
+            })?;
+        if !crate::store::scp81::PSK_KEY_VERSIONS.contains(&self.psk_key_version) {
+            return Err(ConfigError::Env {
+                name: "https.psk_key_version",
+                problem: format!("{:#04x}: 0x40 to 0x4F", self.psk_key_version),
+            });
+        }
+        let o = crate::gateway::https::HttpsOptions {
+            admin_addr: self.advertise.unwrap_or(bound),
+            host: self.host.clone(),
+            uri: self.uri.clone(),
+            agent_id: self.agent_id.clone(),
+            apn: self.apn.clone(),
+            trigger_tar: tar,
+            psk_key_version: self.psk_key_version,
+            window: Duration::from_secs(self.window_secs.max(1)),
+            card_retries: self.card_retries,
+            card_retry_delay: Duration::from_secs(self.card_retry_delay_secs),
+            chunk_bytes: self.chunk_bytes.max(16),
+            fallback_to_sms: self.fallback_to_sms,
+            ..Default::default()
+        };
+        o.check().map_err(|e| ConfigError::Env {
+            name: "https.advertise",
+            problem: e.to_string(),
+        })?;
+        Ok(o)
+    }
+}
+
 /// `otagw-<hostname>`: stable across restarts of one machine's gateway.
 pub fn default_gateway_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -368,6 +513,42 @@ pub fn default_gateway_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_https_section_parses_and_is_checked() {
+        let c = Config::parse(
+            "[https]\nlisten = \"127.0.0.1:9443\"\nmin_version = \"1.2\"\ntrigger_tar = \"B00000\"\nwindow_secs = 5\n",
+        )
+        .unwrap_or_default();
+        let h = c.https.clone().unwrap_or_default();
+        let server = h.server_config();
+        assert!(server.is_ok());
+        let options = h.options(SocketAddr::from(([127, 0, 0, 1], 9443)));
+        assert!(options.is_ok(), "{options:?}");
+        if let Ok(o) = options {
+            assert_eq!(o.trigger_tar, [0xB0, 0, 0]);
+            assert_eq!(o.window, Duration::from_secs(5));
+            assert_eq!(o.psk_key_version, 0x40);
+        }
+        let bad = HttpsSettings {
+            min_version: "1.3".into(),
+            ..HttpsSettings::default()
+        };
+        assert!(bad.server_config().is_err());
+        let bad = HttpsSettings {
+            psk_key_version: 0x30,
+            ..HttpsSettings::default()
+        };
+        assert!(bad.options(SocketAddr::from(([127, 0, 0, 1], 1))).is_err());
+        // The trigger carries IPv4 only.
+        let v6 = HttpsSettings::default().options(
+            "[::1]:8443"
+                .parse()
+                .unwrap_or(SocketAddr::from(([0; 16], 1))),
+        );
+        assert!(v6.is_err());
+        assert!(Config::parse("[https]\nlisen = 1\n").is_err());
+    }
 
     #[test]
     fn the_example_file_parses() {

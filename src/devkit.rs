@@ -49,6 +49,10 @@ pub struct DevOptions {
     /// Provision the cards from the fleet's vendor file into a profile `fleet` with a card
     /// group `fleet` (for campaigns), instead of adding them through the API.
     pub provision: bool,
+    /// HTTPS OTA: the admin server on loopback, every card with an SCP81 PSK (key version
+    /// 0x40) in the store and on the card, and the cards answering triggers. With
+    /// [`DevOptions::provision`], the `fleet` profile's default transport is `https`.
+    pub https: Option<crate::config::HttpsSettings>,
 }
 
 impl Default for DevOptions {
@@ -65,6 +69,7 @@ impl Default for DevOptions {
             paused: false,
             sqlite_synchronous_normal: false,
             provision: false,
+            https: None,
         }
     }
 }
@@ -89,6 +94,8 @@ pub struct DevEnv {
     pub fleet_group: Option<(i64, i64)>,
     /// The `demo` account's id.
     pub account_id: String,
+    /// The cards' SCP81 side (with [`DevOptions::https`]).
+    pub https: Option<Arc<crate::sim::https_client::HttpsHandsets>>,
     master_key: [u8; 32],
 }
 
@@ -153,9 +160,17 @@ pub fn temp_dir(prefix: &str) -> Result<PathBuf, DevkitError> {
 pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
     let fleet =
         Arc::new(Fleet::generate(options.cards, options.seed, fleet_defaults()).map_err(err)?);
+    let https = options
+        .https
+        .as_ref()
+        .map(|_| crate::sim::https_client::HttpsHandsets::new(fleet.clone()));
+    let network: Arc<dyn otagw_sms::smsc_sim::HandsetNetwork> = match &https {
+        Some(h) => Arc::new(crate::sim::https_client::TriggeringNetwork(h.clone())),
+        None => fleet.clone(),
+    };
     let smsc = SmscSimulator::start(
         SmscConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-        fleet.clone(),
+        network,
     )
     .await
     .map_err(err)?;
@@ -178,6 +193,7 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
     if options.paused {
         config.pipeline.max_in_flight = 0;
     }
+    config.https = options.https.clone();
     if options.sqlite_synchronous_normal {
         config.store.sqlite_synchronous = Some("normal".into());
     }
@@ -223,6 +239,8 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
                         spi: Some("1621".into()),
                         kic_byte: Some("12".into()),
                         kid_byte: Some("12".into()),
+                        // With HTTPS on, the fleet's profile sends over HTTPS by default.
+                        transport: options.https.as_ref().map(|_| "https".to_string()),
                         ..Default::default()
                     },
                 },
@@ -262,6 +280,7 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         config,
         fleet_group,
         account_id: account.id.clone(),
+        https,
         master_key,
     };
     let response = if options.provision {
@@ -274,6 +293,9 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
             "adding cards: {} {}",
             response.0, response.1
         )));
+    }
+    if env.https.is_some() {
+        env.provision_psks().await?;
     }
     // The gateway is useful once its SMPP session is bound.
     for _ in 0..100 {
@@ -288,7 +310,60 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
     ))
 }
 
+/// The PSK identity and key of a virtual card (key version 0x40): the identity names the
+/// ICCID, the key is random.
+pub fn card_psk(iccid: &str) -> (Vec<u8>, Vec<u8>) {
+    use rand::RngCore;
+    let mut key = vec![0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    (format!("otagw-psk-{iccid}").into_bytes(), key)
+}
+
 impl DevEnv {
+    /// Gives every card of the fleet an SCP81 PSK (key version 0x40): on the card, and in the
+    /// gateway through `PUT /api/v1/cards/{iccid}/scp81-keys`.
+    async fn provision_psks(&self) -> Result<(), DevkitError> {
+        let mut keys = Vec::new();
+        self.fleet.for_each_card(|c| {
+            let iccid = c.iccid();
+            let (identity, key) = card_psk(&iccid);
+            keys.push((c.msisdn(), iccid, identity, key));
+        });
+        for (msisdn, iccid, identity, key) in keys {
+            self.fleet
+                .with_card(&msisdn, |c| c.set_psk(0x40, &identity, &key));
+            let (code, body) = self
+                .put(
+                    &format!("/api/v1/cards/{iccid}/scp81-keys"),
+                    &serde_json::json!({
+                        "version": 0x40,
+                        "identity": hex::encode(&identity),
+                        "key": hex::encode(&key),
+                    }),
+                )
+                .await?;
+            if code != 204 {
+                return Err(DevkitError(format!("SCP81 key of {iccid}: {code} {body}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// PUT JSON with the token: (status, body).
+    pub async fn put(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), DevkitError> {
+        self.call(
+            self.client
+                .put(self.url(path))
+                .bearer_auth(&self.token)
+                .json(body),
+        )
+        .await
+    }
+
     /// Sends a request: (status, JSON body, Null when the body is not JSON).
     async fn call(
         &self,

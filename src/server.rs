@@ -53,6 +53,11 @@ pub struct ServerHandle {
     /// The campaign runner (with an SMS transport).
     pub campaigns: Option<Arc<crate::campaign::runner::CampaignRunner>>,
     smpp: Option<Arc<SmppTransport>>,
+    /// Where the SCP81 admin server listens (when `[https]` is configured).
+    pub https_addr: Option<SocketAddr>,
+    /// The admin server's counters.
+    pub https_stats: Option<Arc<otagw_https::server::ServerStats>>,
+    https_task: Option<tokio::task::JoinHandle<()>>,
     stop: watch::Sender<bool>,
     api_task: tokio::task::JoinHandle<()>,
 }
@@ -68,6 +73,9 @@ impl ServerHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.api_task.await;
+        if let Some(t) = &self.https_task {
+            t.abort();
+        }
         if let Some(c) = &self.campaigns {
             c.shutdown().await;
         }
@@ -196,7 +204,26 @@ pub async fn start_with_store(
         smpp = Some(t);
     }
     let webhooks = Webhooks::start(store.clone(), WebhookRetry::default());
-    let gateway = Gateway::start(store.clone(), transports, Some(webhooks), config.gateway())
+    let mut gateway_config = config.gateway();
+    let mut https_listener = None;
+    if let Some(h) = &config.https {
+        let listener = tokio::net::TcpListener::bind(h.listen)
+            .await
+            .map_err(|e| ServerError::Api(format!("https: listen on {}: {e}", h.listen)))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| ServerError::Api(e.to_string()))?;
+        gateway_config.https = Some(
+            h.options(bound)
+                .map_err(|e| ServerError::Api(e.to_string()))?,
+        );
+        https_listener = Some((
+            listener,
+            h.server_config()
+                .map_err(|e| ServerError::Api(e.to_string()))?,
+        ));
+    }
+    let gateway = Gateway::start(store.clone(), transports, Some(webhooks), gateway_config)
         .await
         .map_err(|e| ServerError::Store {
             url: redact(&config.store_url()),
@@ -204,6 +231,25 @@ pub async fn start_with_store(
         })?;
     let campaigns =
         crate::campaign::runner::CampaignRunner::start(&gateway, config.campaign_runner());
+    let mut https_addr = None;
+    let mut https_stats = None;
+    let mut https_task = None;
+    if let (Some((listener, server_config)), Some(sessions)) =
+        (https_listener, gateway.https_sessions())
+    {
+        let admin =
+            otagw_https::server::AdminServer::new(server_config, sessions.clone(), sessions)
+                .map_err(|e| ServerError::Api(format!("https: TLS setup: {e}")))?;
+        https_addr = listener.local_addr().ok();
+        https_stats = Some(admin.stats());
+        let admin = Arc::new(admin);
+        https_task = Some(tokio::spawn(async move {
+            if let Err(e) = admin.serve(listener).await {
+                tracing::error!("SCP81 admin server: {e}");
+            }
+        }));
+        tracing::info!("otagw: SCP81 admin server on {https_addr:?}");
+    }
     let router = api::router(AppState::new(gateway.clone(), health));
     let listener = std::net::TcpListener::bind(config.api.listen)
         .map_err(|e| ServerError::Api(format!("listen on {}: {e}", config.api.listen)))?;
@@ -261,6 +307,9 @@ pub async fn start_with_store(
         store,
         campaigns,
         smpp,
+        https_addr,
+        https_stats,
+        https_task,
         stop,
         api_task,
     })

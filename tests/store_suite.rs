@@ -2373,6 +2373,211 @@ async fn one_gateway_per_card(b: Backend) {
     assert_eq!(late, ["x1", "x2", "y1"]);
 }
 
+/// SCP81 PSK keys: versions 0x40-0x4F only, sealed at rest (not in the table's bytes, bound to
+/// their row), identities unique across cards, looked up by identity.
+async fn scp81_psk_keys_sealed_and_unique(b: Backend) {
+    use otagw::store::scp81::Scp81Store;
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    store
+        .insert_cards(&a, &[card(&iccid(1)), card(&iccid(2))], 1)
+        .await
+        .unwrap();
+    let key: Vec<u8> = (0u8..16).map(|i| 0xA0 ^ i.wrapping_mul(29)).collect();
+    store
+        .put_psk(&iccid(1), 0x40, b"id-card-1", &key)
+        .await
+        .unwrap();
+    let got = store.psk(&iccid(1), 0x40).await.unwrap().expect("psk");
+    assert_eq!(
+        (got.identity.as_slice(), got.key.as_slice()),
+        (&b"id-card-1"[..], &key[..])
+    );
+    assert_eq!(store.psk(&iccid(1), 0x41).await.unwrap(), None);
+    let by_id = store
+        .psk_by_identity(b"id-card-1")
+        .await
+        .unwrap()
+        .expect("by identity");
+    assert_eq!(
+        (by_id.iccid.as_str(), by_id.version),
+        (iccid(1).as_str(), 0x40)
+    );
+    assert!(!format!("{by_id:?}").contains(&hex::encode_upper(&key)));
+    // Not an SCP81 key version.
+    assert!(matches!(
+        store.put_psk(&iccid(1), 0x01, b"x", &key).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    // Another card may not take the identity.
+    assert!(matches!(
+        store.put_psk(&iccid(2), 0x40, b"id-card-1", &key).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    // Replacing the key of a version.
+    store
+        .put_psk(&iccid(1), 0x40, b"id-card-1b", &[0x33; 16])
+        .await
+        .unwrap();
+    let got = store.psk(&iccid(1), 0x40).await.unwrap().expect("psk");
+    assert_eq!(
+        (got.identity, got.key),
+        (b"id-card-1b".to_vec(), vec![0x33; 16])
+    );
+    assert_eq!(store.psk_by_identity(b"id-card-1").await.unwrap(), None);
+    // At rest: sealed bytes, not the key; bound to their row.
+    let raw = db.raw().await;
+    let row = sqlx::query("SELECT psk FROM scp81_keys WHERE iccid = $1")
+        .bind(iccid(1))
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    let sealed: Vec<u8> = row.get("psk");
+    assert!(find(&sealed, &[0x33; 16]).is_none());
+    assert!(sealed.len() > 16);
+    sqlx::query("UPDATE scp81_keys SET iccid = $1 WHERE iccid = $2")
+        .bind(iccid(2))
+        .bind(iccid(1))
+        .execute(&raw)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.psk(&iccid(2), 0x40).await,
+        Err(StoreError::Sealing(_))
+    ));
+    raw.close().await;
+    // Another master key cannot open them.
+    drop(store);
+    let other = db.open_with(MasterKey::from_bytes([7; 32])).await;
+    assert!(other.psk_by_identity(b"id-card-1b").await.is_err());
+}
+
+/// SCP81 chunks: queued once per command, handed out oldest first, an answered chunk never
+/// again, a chunk left SENT by a broken session handed out again; dropped with their command;
+/// a command whose triggers went unanswered reopens for SMS.
+async fn scp81_chunks_answered_once(b: Backend) {
+    use otagw::store::scp81::{ChunkState, NewChunk, Scp81Store};
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    store.insert_cards(&a, &[card(&iccid(1))], 1).await.unwrap();
+    let chunk = |n: u8| NewChunk {
+        script: vec![0xAE, 0x80, 0x22, 0x01, n, 0x00, 0x00],
+        targeted_application: (n == 2).then(|| "//aid/A000000009/0001FFFFFFFF89B00010".into()),
+    };
+    let chunks = [chunk(0), chunk(1), chunk(2)];
+    assert!(store
+        .queue_chunks(&a, "c1", &iccid(1), &chunks, 10)
+        .await
+        .unwrap());
+    assert!(!store
+        .queue_chunks(&a, "c1", &iccid(1), &chunks[..1], 11)
+        .await
+        .unwrap());
+    assert_eq!(store.next_chunk(&iccid(2), 12).await.unwrap(), None);
+    let first = store
+        .next_chunk(&iccid(1), 12)
+        .await
+        .unwrap()
+        .expect("chunk 0");
+    assert_eq!(
+        (first.seq, first.state, first.sends),
+        (0, ChunkState::Sent, 1)
+    );
+    assert_eq!(first.script, chunks[0].script);
+    assert!(store
+        .answer_chunk(&a, "c1", 0, &[0xAF, 0x80, 0x00, 0x00], "ok", 13)
+        .await
+        .unwrap());
+    // Answered once only.
+    assert!(!store
+        .answer_chunk(&a, "c1", 0, &[0xAF, 0x80, 0x00, 0x00], "ok", 13)
+        .await
+        .unwrap());
+    let second = store
+        .next_chunk(&iccid(1), 14)
+        .await
+        .unwrap()
+        .expect("chunk 1");
+    assert_eq!(second.seq, 1);
+    // What a resuming card answers first: the chunk left SENT.
+    let left = store
+        .sent_chunk(&iccid(1))
+        .await
+        .unwrap()
+        .expect("sent chunk");
+    assert_eq!((left.command_id.as_str(), left.seq), ("c1", 1));
+    // The session breaks: chunk 1 goes again, chunk 0 never.
+    assert_eq!(store.requeue_sent(&iccid(1), 15).await.unwrap(), 1);
+    let again = store
+        .next_chunk(&iccid(1), 16)
+        .await
+        .unwrap()
+        .expect("chunk 1 again");
+    assert_eq!((again.seq, again.sends), (1, 2));
+    assert!(store
+        .answer_chunk(&a, "c1", 1, &[0xAF, 0x80, 0x00, 0x00], "ok", 17)
+        .await
+        .unwrap());
+    let third = store
+        .next_chunk(&iccid(1), 18)
+        .await
+        .unwrap()
+        .expect("chunk 2");
+    assert_eq!(third.seq, 2);
+    assert_eq!(
+        third.targeted_application.as_deref(),
+        Some("//aid/A000000009/0001FFFFFFFF89B00010")
+    );
+    assert!(store
+        .answer_chunk(&a, "c1", 2, &[], "unknown-application", 19)
+        .await
+        .unwrap());
+    assert_eq!(store.next_chunk(&iccid(1), 20).await.unwrap(), None);
+    let all = store.command_chunks(&a, "c1").await.unwrap();
+    assert_eq!(
+        all.iter().map(|c| (c.state, c.sends)).collect::<Vec<_>>(),
+        vec![
+            (ChunkState::Answered, 1),
+            (ChunkState::Answered, 2),
+            (ChunkState::Answered, 1)
+        ]
+    );
+    assert_eq!(all[2].script_status.as_deref(), Some("unknown-application"));
+    assert_eq!(
+        all[0].response.as_deref(),
+        Some(&[0xAF, 0x80, 0x00, 0x00][..])
+    );
+    assert_eq!(store.drop_chunks(&a, "c1").await.unwrap(), 3);
+    assert!(store.command_chunks(&a, "c1").await.unwrap().is_empty());
+
+    // A command held and sent (its trigger) but with no packet: back to PENDING for SMS.
+    store.insert_command(&command(&a, "h1", 1)).await.unwrap();
+    assert!(
+        !store.reopen_for_fallback(&a, "h1", "gw", 2).await.unwrap(),
+        "not sent yet"
+    );
+    assert_eq!(
+        store
+            .claim_commands("gw", 5, 2, 100_000)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store.record_send(&a, "h1", "gw", 3).await.unwrap());
+    assert!(!store
+        .reopen_for_fallback(&a, "h1", "other-gw", 4)
+        .await
+        .unwrap());
+    assert!(store.reopen_for_fallback(&a, "h1", "gw", 4).await.unwrap());
+    let (c, events) = store.command(&a, "h1").await.unwrap().expect("command");
+    assert_eq!(c.status, CommandStatus::Pending);
+    assert_eq!(c.attempts, 1);
+    assert!(events.iter().any(|e| e.kind == "FALLBACK"), "{events:?}");
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -2419,6 +2624,8 @@ suite!(
     provisioning_all_or_none,
     profile_cards_matching,
     card_groups_create_and_page,
+    scp81_psk_keys_sealed_and_unique,
+    scp81_chunks_answered_once,
 );
 
 #[tokio::test]

@@ -29,6 +29,28 @@ pub struct Accepted {
     pub status: CommandStatus,
 }
 
+/// The transport the card's profile names as its default, if any.
+async fn profile_transport(
+    state: &AppState,
+    account_id: &str,
+    iccid: &str,
+) -> Result<Option<String>, ApiError> {
+    let Some(profile_id) = state
+        .store
+        .card_profile(account_id, iccid)
+        .await
+        .map_err(ApiError::store)?
+    else {
+        return Ok(None);
+    };
+    Ok(state
+        .store
+        .profile(account_id, profile_id)
+        .await
+        .map_err(ApiError::store)?
+        .and_then(|p| p.defaults.transport))
+}
+
 /// Checks a request completely (fields, card, key versions, the script builds) and turns it
 /// into the command to store. `prefix` is prepended to field names (`commands[2].`).
 pub(crate) async fn prepare(
@@ -40,13 +62,6 @@ pub(crate) async fn prepare(
 ) -> Result<NewCommand, ApiError> {
     let f = |name: &str| format!("{prefix}{name}");
     let sec = validate_request(&req).map_err(|e| ApiError::invalid(f(&e.field), e.problem))?;
-    let transport = req.transport.clone().unwrap_or_else(|| "sms".into());
-    if !TRANSPORTS.contains(&transport.as_str()) {
-        return Err(ApiError::invalid(
-            f("transport"),
-            format!("unknown transport {transport:?}: one of sms, catp, https"),
-        ));
-    }
     let store = &state.store;
     let card = store
         .card(&account.id, &req.target.iccid)
@@ -58,6 +73,19 @@ pub(crate) async fn prepare(
                 format!("card {} not found", req.target.iccid),
             )
         })?;
+    // No transport asked for: the card's profile default, else SMS.
+    let transport = match req.transport.clone() {
+        Some(t) => t,
+        None => profile_transport(state, &account.id, &card.iccid)
+            .await?
+            .unwrap_or_else(|| "sms".into()),
+    };
+    if !TRANSPORTS.contains(&transport.as_str()) {
+        return Err(ApiError::invalid(
+            f("transport"),
+            format!("unknown transport {transport:?}: one of sms, catp, https"),
+        ));
+    }
     if card.msisdn.is_none() {
         return Err(ApiError::invalid(
             f("target.iccid"),

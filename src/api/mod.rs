@@ -10,6 +10,7 @@ pub mod commands;
 pub mod error;
 pub mod openapi;
 pub mod ops;
+pub mod scp81;
 pub mod tls;
 pub mod webhook;
 
@@ -20,7 +21,7 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::gateway::Gateway;
@@ -128,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/ota/metrics", get(ops::metrics_json))
         .route("/api/v1/cards", post(cards::add_cards))
         .route("/api/v1/cards/{iccid}", get(cards::get_card))
+        .route("/api/v1/cards/{iccid}/scp81-keys", put(scp81::put_psk))
         .route("/api/v1/applets", post(cards::upload_applet))
         .route(
             "/api/v1/webhooks",

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{campaign_ops, campaigns, cards, commands, error, ops};
+use super::{campaign_ops, campaigns, cards, commands, error, ops, scp81};
 use crate::command;
 
 struct BearerAuth;
@@ -32,6 +32,7 @@ impl Modify for BearerAuth {
         campaigns::list_groups, campaigns::get_group, campaign_ops::create, campaign_ops::list,
         campaign_ops::show, campaign_ops::start, campaign_ops::stop, campaign_ops::retry_failed,
         campaign_ops::cards,
+        scp81::put_psk,
     ),
     components(schemas(
         command::OtaCommandRequest, command::OtaResult, command::CommandType,
@@ -45,6 +46,7 @@ impl Modify for BearerAuth {
         crate::campaign::ops::CampaignView, crate::campaign::ops::IterationTotals,
         crate::campaign::ops::StartRequest, crate::campaign::ops::StartOutcome,
         campaign_ops::CampaignCard,
+        scp81::PutPsk,
     )),
     modifiers(&BearerAuth),
 )]

@@ -54,6 +54,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     let env = devkit::start(DevOptions {
         cards: args.cards,
+        // HTTPS OTA too: the SCP81 admin server on loopback, PSKs on the cards.
+        https: Some(otagw::config::HttpsSettings {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            window_secs: 10,
+            ..Default::default()
+        }),
         ..DevOptions::default()
     })
     .await?;
@@ -99,6 +105,23 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 "B00010",
                 json!({"parameters": {"path": "3F00/7FFF/6F46", "data": "016F7461677700FFFFFFFFFFFFFFFFFF"}}),
             ),
+        ),
+        (
+            "read EF ICCID over HTTPS (RFM, SCP81 trigger + PSK-TLS session)",
+            {
+                let mut c = command(
+                    "RFM",
+                    &c1,
+                    "B00010",
+                    json!({"apdus": [
+                        format!("{class:02X}A40004023F00"),
+                        format!("{class:02X}A40004022FE2"),
+                        format!("{class:02X}B000000A"),
+                    ]}),
+                );
+                c["transport"] = json!("https");
+                c
+            },
         ),
         (
             "read a missing file (RFM, error SW)",

@@ -3,6 +3,7 @@
 //! restart or for another gateway's commands, renews its leases and expires stale commands.
 //! Runtime glue only: what a PoR means is in [`outcome`], the steps are in [`crate::pipeline`].
 
+pub mod https;
 pub mod metrics;
 pub mod outcome;
 
@@ -64,6 +65,8 @@ pub struct GatewayConfig {
     pub poll_interval: Duration,
     /// Pipeline settings.
     pub pipeline: PipelineConfig,
+    /// HTTPS (SCP81) commands; `None`: none are sent (they fall back to SMS).
+    pub https: Option<https::HttpsOptions>,
 }
 
 impl Default for GatewayConfig {
@@ -75,6 +78,7 @@ impl Default for GatewayConfig {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(250),
             pipeline: PipelineConfig::default(),
+            https: None,
         }
     }
 }
@@ -106,6 +110,7 @@ struct Shared {
     batch_options: Mutex<HashMap<String, BatchOptions>>,
     // Where notes about messages that are not commands' (campaign messages) go.
     note_tap: Mutex<NoteTap>,
+    https: Option<Arc<https::HttpsDriver>>,
 }
 
 /// Where notes about campaign messages go; kept until the campaign runner takes them (PoRs of
@@ -153,6 +158,22 @@ impl Gateway {
         if routes.knows("sms") {
             routes.fallback = Some("sms".into());
         }
+        let https = match (&config.https, store.scp81()) {
+            (Some(options), Some(_)) if routes.knows("sms") => {
+                routes
+                    .script_limits
+                    .insert("https".into(), options.max_script_bytes);
+                Some(Arc::new(https::HttpsDriver::new(
+                    options.clone(),
+                    store.clone(),
+                )))
+            }
+            (Some(_), _) => {
+                tracing::warn!("HTTPS configured but no SMS route for triggers or no SCP81 store: HTTPS commands go over SMS");
+                None
+            }
+            _ => None,
+        };
         let transports = Arc::new(routes);
         // Message ids differ across restarts: the clock in the high bits.
         let log = Arc::new(MessageLog::new((now_ms() as u64) << 16));
@@ -178,6 +199,7 @@ impl Gateway {
             stopping: AtomicBool::new(false),
             batch_options: Mutex::new(HashMap::new()),
             note_tap: Mutex::new(NoteTap::default()),
+            https,
         });
         let gateway = Arc::new(Gateway {
             shared: shared.clone(),
@@ -203,6 +225,11 @@ impl Gateway {
             }
             t.tap = Some(tap);
         }
+    }
+
+    /// The SCP81 sessions the admin server serves (when HTTPS is on).
+    pub fn https_sessions(&self) -> Option<Arc<https::Scp81Sessions>> {
+        self.shared.https.as_ref().map(|h| h.sessions.clone())
     }
 
     /// Wakes the engine (new commands stored).
@@ -438,37 +465,9 @@ async fn run(shared: Arc<Shared>, record: CommandRecord) {
             return;
         }
     }
-    let job = Job::new(record.clone(), &shared.config.id, retry);
-    let result = shared.pipeline.clone().oneshot(job).await;
-    let ended = match result {
-        Ok(done) => finish_with_por(&shared, &done).await,
-        Err(JobError::Fail { code, message }) => {
-            fail(&shared, &record, code, message).await;
-            Some(CommandStatus::Failed)
-        }
-        Err(JobError::Timeout(d)) => {
-            fail(
-                &shared,
-                &record,
-                ErrorCode::Timeout,
-                format!("no PoR within {d:?}"),
-            )
-            .await;
-            Some(CommandStatus::Failed)
-        }
-        Err(JobError::Transport(t)) => {
-            fail(&shared, &record, ErrorCode::TransportError, t.to_string()).await;
-            Some(CommandStatus::Failed)
-        }
-        Err(JobError::Skipped(why)) => {
-            tracing::debug!(command = %record.id, "skipped: {why}");
-            None
-        }
-        Err(JobError::Store(e)) => {
-            tracing::warn!(command = %record.id, "store failed, left for a later claim: {e}");
-            let _ = shared.store.release(&record.id, &shared.config.id).await;
-            None
-        }
+    let ended = match &shared.https {
+        Some(h) if record.transport == "https" => h.run(&shared, &record, retry).await,
+        _ => run_pipeline(&shared, &record, retry).await,
     };
     if ended == Some(CommandStatus::Failed) {
         if let Some(o) = options.filter(|o| o.stop_on_error) {
@@ -482,6 +481,46 @@ async fn run(shared: Arc<Shared>, record: CommandRecord) {
     }
     release_card(&shared, &iccid);
     shared.wake.notify_one();
+}
+
+/// Runs a command through the SCP80 pipeline and records how it ended.
+async fn run_pipeline(
+    shared: &Arc<Shared>,
+    record: &CommandRecord,
+    retry: RetryPolicy,
+) -> Option<CommandStatus> {
+    let job = Job::new(record.clone(), &shared.config.id, retry);
+    let result = shared.pipeline.clone().oneshot(job).await;
+    match result {
+        Ok(done) => finish_with_por(shared, &done).await,
+        Err(JobError::Fail { code, message }) => {
+            fail(shared, record, code, message).await;
+            Some(CommandStatus::Failed)
+        }
+        Err(JobError::Timeout(d)) => {
+            fail(
+                shared,
+                record,
+                ErrorCode::Timeout,
+                format!("no PoR within {d:?}"),
+            )
+            .await;
+            Some(CommandStatus::Failed)
+        }
+        Err(JobError::Transport(t)) => {
+            fail(shared, record, ErrorCode::TransportError, t.to_string()).await;
+            Some(CommandStatus::Failed)
+        }
+        Err(JobError::Skipped(why)) => {
+            tracing::debug!(command = %record.id, "skipped: {why}");
+            None
+        }
+        Err(JobError::Store(e)) => {
+            tracing::warn!(command = %record.id, "store failed, left for a later claim: {e}");
+            let _ = shared.store.release(&record.id, &shared.config.id).await;
+            None
+        }
+    }
 }
 
 async fn stop_batch(shared: &Shared, record: &CommandRecord, _o: BatchOptions) {

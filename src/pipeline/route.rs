@@ -32,6 +32,8 @@ pub struct Transports {
     routes: BTreeMap<String, Route>,
     /// Transport used when the one asked for is not configured.
     pub fallback: Option<String>,
+    /// Largest script of transports that carry scripts outside an SCP80 packet (`https`).
+    pub script_limits: BTreeMap<String, usize>,
 }
 
 impl Transports {
@@ -65,6 +67,9 @@ impl Transports {
     /// Largest script a command packet for the named transport carries (its packet size less
     /// the command packet's own overhead).
     pub fn max_script_len(&self, name: &str) -> usize {
+        if let Some(&n) = self.script_limits.get(name) {
+            return n;
+        }
         self.max_packet_len(name)
             .saturating_sub(super::secure::PACKET_OVERHEAD)
     }

@@ -247,6 +247,30 @@ pub struct VirtualCard {
     fs: FileSystem,
     ram: Option<Box<Registry>>,
     policy: CardPolicy,
+    /// SCP81: PSK keys and triggers received (boxed: most cards of a fleet have none).
+    scp81: Option<Box<Scp81Card>>,
+}
+
+/// A card's SCP81 state: PSK-TLS keys (key versions 0x40-0x4F) and the administration session
+/// triggers its ISD received and the runtime has not yet acted on.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Scp81Card {
+    /// (key version, PSK identity, key).
+    psk: Vec<(u8, Vec<u8>, Vec<u8>)>,
+    /// Tag 81 TLVs, as received.
+    triggers: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for Scp81Card {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scp81Card")
+            .field(
+                "psk_versions",
+                &self.psk.iter().map(|p| p.0).collect::<Vec<_>>(),
+            )
+            .field("triggers", &self.triggers.len())
+            .finish()
+    }
 }
 
 static EMPTY_REGISTRY: Registry = Registry::EMPTY;
@@ -391,6 +415,7 @@ impl VirtualCard {
             fs: FileSystem::default(),
             ram: None,
             policy: CardPolicy::default(),
+            scp81: None,
         })
     }
 
@@ -408,6 +433,7 @@ impl VirtualCard {
             fs: FileSystem::default(),
             ram: None,
             policy: CardPolicy::default(),
+            scp81: None,
         }
     }
 
@@ -510,6 +536,31 @@ impl VirtualCard {
                 .ram
                 .as_ref()
                 .map_or(0, |_| std::mem::size_of::<Registry>())
+    }
+
+    /// Sets the SCP81 PSK of a key version (0x40-0x4F), replacing any of that version.
+    pub fn set_psk(&mut self, version: u8, identity: &[u8], key: &[u8]) {
+        let s = self.scp81.get_or_insert_with(Default::default);
+        s.psk.retain(|p| p.0 != version);
+        s.psk.push((version, identity.to_vec(), key.to_vec()));
+    }
+
+    /// The SCP81 PSK of a key version: (identity, key).
+    pub fn psk(&self, version: u8) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.scp81
+            .as_ref()?
+            .psk
+            .iter()
+            .find(|p| p.0 == version)
+            .map(|p| (p.1.clone(), p.2.clone()))
+    }
+
+    /// Takes the administration session triggers (tag 81 TLVs) the ISD received.
+    pub fn take_triggers(&mut self) -> Vec<Vec<u8>> {
+        self.scp81
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.triggers))
+            .unwrap_or_default()
     }
 
     /// The card receives a command packet (from CPL on, reassembled); the PoR it sends, if any.
@@ -716,6 +767,30 @@ impl VirtualCard {
                     detail: Some(detail),
                 };
             }
+        }
+
+        // GP Amendment B: secured data that is an administration session triggering parameters
+        // TLV (tag 81) asks the security domain to open an SCP81 session; the runtime (see
+        // `sim::https_client`) acts on it. The PoR confirms receipt only.
+        if matches!(target, Target::Ram)
+            && opened.data.first() == Some(&0x81)
+            && otagw_https::trigger::TriggerParams::decode(&opened.data).is_ok()
+        {
+            self.scp81
+                .get_or_insert_with(Default::default)
+                .triggers
+                .push(opened.data.to_vec());
+            let por = por_wanted(&spi, false)
+                .then(|| self.protected_por(&spi, &keys, view.tar, counter, PorStatus::Ok, &[]))
+                .flatten();
+            return CardOutcome {
+                status: Some(PorStatus::Ok),
+                executed: 0,
+                last_sw: None,
+                por_protected: por.is_some(),
+                por,
+                detail: Some("SCP81 administration session trigger".into()),
+            };
         }
 
         // The key set securing the packet: the KID's with integrity, else the KIc's.

@@ -19,6 +19,7 @@ pub(crate) mod digits;
 mod exec;
 pub mod fleet;
 pub mod fs;
+pub mod https_client;
 mod isd;
 pub mod ram;
 pub mod rfm;

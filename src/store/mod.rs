@@ -7,6 +7,7 @@
 //! exactly one terminal state, whichever gateway or restart handles it.
 
 pub mod campaign;
+pub mod scp81;
 pub mod sealing;
 pub mod sql;
 
@@ -470,6 +471,10 @@ pub enum CardKey {
 pub trait Store: CampaignStore + Send + Sync {
     /// Which backend (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
+    /// The SCP81 (HTTPS OTA) tables, where the backend has them.
+    fn scp81(&self) -> Option<&dyn scp81::Scp81Store> {
+        None
+    }
     /// Checks the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -209,3 +209,33 @@ CREATE TABLE IF NOT EXISTS campaign_cards (
 );
 
 CREATE INDEX IF NOT EXISTS campaign_cards_state ON campaign_cards (campaign_id, iteration, state, iccid);
+
+-- SCP81 (HTTPS OTA): PSK-TLS keys, key versions 0x40-0x4F, sealed like the SCP80 keys.
+CREATE TABLE IF NOT EXISTS scp81_keys (
+    iccid TEXT NOT NULL REFERENCES cards (iccid),
+    version {int} NOT NULL,
+    identity {blob} NOT NULL,
+    psk {blob} NOT NULL,
+    PRIMARY KEY (iccid, version)
+);
+
+CREATE UNIQUE INDEX IF NOT EXISTS scp81_keys_identity ON scp81_keys (identity);
+
+-- SCP81: script chunks queued for a card's next administration session.
+CREATE TABLE IF NOT EXISTS admin_chunks (
+    account_id TEXT NOT NULL,
+    command_id TEXT NOT NULL,
+    seq {int} NOT NULL,
+    iccid TEXT NOT NULL,
+    script {blob} NOT NULL,
+    targeted_application TEXT,
+    state TEXT NOT NULL,
+    response {blob},
+    script_status TEXT,
+    sends {int} NOT NULL,
+    queued_at {int} NOT NULL,
+    updated_at {int} NOT NULL,
+    PRIMARY KEY (account_id, command_id, seq)
+);
+
+CREATE INDEX IF NOT EXISTS admin_chunks_card ON admin_chunks (iccid, state, queued_at);

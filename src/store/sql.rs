@@ -34,6 +34,8 @@ use crate::command::{
 };
 use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
 
+mod scp81;
+
 /// The schema, with `{int}`, `{blob}` and `{serial}` for the dialect to fill in.
 const SCHEMA: &str = include_str!("schema.sql");
 
@@ -1050,6 +1052,10 @@ fn sort_claimed(commands: &mut [CommandRecord]) {
 
 #[async_trait]
 impl Store for SqlStore {
+    fn scp81(&self) -> Option<&dyn super::scp81::Scp81Store> {
+        Some(self)
+    }
+
     fn backend(&self) -> &'static str {
         self.backend_name()
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openssl::error::ErrorStack;
-use openssl::ssl::{Ssl, SslAcceptor, SslContext, SslMethod, SslOptions, SslVersion};
+use openssl::ssl::{Ssl, SslAcceptor, SslContext, SslMethod, SslMode, SslOptions, SslVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_openssl::SslStream;
@@ -50,6 +50,18 @@ pub trait AdminSessions: Send + Sync + 'static {
         identity: &[u8],
         request: &AdminRequest,
     ) -> impl Future<Output = ()> + Send;
+    /// A card finished its handshake. `false` refuses the session (Amendment B: one
+    /// administration session per security domain at a time); it is closed before any HTTP.
+    fn open_session(&self, identity: &[u8]) -> impl Future<Output = bool> + Send {
+        let _ = identity;
+        async { true }
+    }
+    /// A session [`AdminSessions::open_session`] accepted has ended (`completed`: with our 204;
+    /// otherwise dropped, timed out or broken, and a chunk sent may be unanswered).
+    fn close_session(&self, identity: &[u8], completed: bool) -> impl Future<Output = ()> + Send {
+        let _ = (identity, completed);
+        async {}
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +155,8 @@ pub struct ServerStats {
     pub bad_requests: AtomicU64,
     pub timeouts: AtomicU64,
     pub sessions_completed: AtomicU64,
+    /// Sessions refused because the card already had one open.
+    pub sessions_refused: AtomicU64,
 }
 
 impl ServerStats {
@@ -171,6 +185,8 @@ pub fn build_acceptor(
     // Cards over BIP often close the channel without close_notify; a read then gives EOF and
     // the HTTP framing (Content-Length or chunked) tells a clean close from a truncated request.
     b.set_options(SslOptions::IGNORE_UNEXPECTED_EOF);
+    // Idle sessions (a card thinking between POSTs) give their 16 KiB+ record buffers back.
+    b.set_mode(SslMode::RELEASE_BUFFERS);
     if tls.no_encrypt_then_mac {
         b.set_options(SslOptions::from_bits_retain(
             SSL_OP_NO_ENCRYPT_THEN_MAC as _,
@@ -234,6 +250,8 @@ pub enum SessionError {
     Truncated,
     #[error("response: {0}")]
     Write(#[from] admin::WriteError),
+    #[error("the card already has an administration session open")]
+    Busy,
 }
 
 /// The runner: accepts card connections and serves their admin sessions.
@@ -267,7 +285,16 @@ impl<S: AdminSessions> AdminServer<S> {
     /// Accepts connections forever, one task per card.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
         loop {
-            let (tcp, peer) = listener.accept().await?;
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors or a connection reset before accept: the listener
+                    // itself is fine; wait a moment instead of ending the server.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
             let me = self.clone();
             tokio::spawn(async move {
                 match me.handle(tcp, peer).await {
@@ -325,7 +352,7 @@ impl<S: AdminSessions> AdminServer<S> {
             }
         }
         self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
-        let mut outcome = SessionOutcome {
+        let outcome = SessionOutcome {
             peer,
             identity,
             tls_version: stream.ssl().version_str().to_string(),
@@ -339,7 +366,29 @@ impl<S: AdminSessions> AdminServer<S> {
         };
         tracing::debug!(%peer, identity = %hex(&outcome.identity), version = %outcome.tls_version,
             cipher = %outcome.cipher, "PSK-TLS session up");
+        if !self.sessions.open_session(&outcome.identity).await {
+            self.stats.sessions_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, identity = %hex(&outcome.identity), "second session for a card refused");
+            let _ = Pin::new(&mut stream).shutdown().await;
+            return Err(SessionError::Busy);
+        }
+        let identity = outcome.identity.clone();
+        let mut closed = false;
+        let result = self.exchange(&mut stream, peer, outcome, &mut closed).await;
+        if !closed {
+            self.sessions.close_session(&identity, false).await;
+        }
+        result
+    }
 
+    /// The POST loop of an accepted session.
+    async fn exchange(
+        &self,
+        stream: &mut SslStream<TcpStream>,
+        peer: SocketAddr,
+        mut outcome: SessionOutcome,
+        closed: &mut bool,
+    ) -> Result<SessionOutcome, SessionError> {
         let mut parser = RequestParser::new(self.config.limits);
         let mut buf = vec![0u8; 4096];
         loop {
@@ -379,10 +428,13 @@ impl<S: AdminSessions> AdminServer<S> {
                         admin::ParseError::ContentType(_) => (415, "Unsupported Media Type"),
                         _ => (400, "Bad Request"),
                     };
+                    // Ended before the answer goes out (see the 204 below).
+                    *closed = true;
+                    self.sessions.close_session(&outcome.identity, false).await;
                     let _ = stream
                         .write_all(&admin::write_error(status.0, status.1))
                         .await;
-                    let _ = Pin::new(&mut stream).shutdown().await;
+                    let _ = Pin::new(&mut *stream).shutdown().await;
                     return Err(e.into());
                 }
             };
@@ -411,9 +463,13 @@ impl<S: AdminSessions> AdminServer<S> {
                     stream.flush().await?;
                 }
                 None => {
+                    // Ended before the 204 goes out, so a card that reconnects at once is not
+                    // taken for a second session.
+                    *closed = true;
+                    self.sessions.close_session(&outcome.identity, true).await;
                     stream.write_all(&admin::write_no_content(None)?).await?;
                     stream.flush().await?;
-                    let _ = Pin::new(&mut stream).shutdown().await;
+                    let _ = Pin::new(&mut *stream).shutdown().await;
                     outcome.completed = true;
                     self.stats
                         .sessions_completed

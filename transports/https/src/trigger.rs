@@ -137,6 +137,50 @@ impl ConnectionParams {
         out.extend_from_slice(&self.ipv4);
         out
     }
+
+    /// Reads the simple TLVs [`ConnectionParams::encode`] writes (comprehension-required bit
+    /// ignored, other tags skipped): the buffer size (39), the APN (47), the TCP port (3C) and
+    /// an IPv4 other address (3E, type 21). The card side of the trigger uses it.
+    pub fn decode(input: &[u8]) -> Result<ConnectionParams, TriggerError> {
+        let mut buffer_size = None;
+        let mut apn = None;
+        let mut port = None;
+        let mut ipv4 = None;
+        let mut cur = input;
+        while !cur.is_empty() {
+            let (tag, value, rest) = read_tlv(cur)?;
+            match tag & 0x7F {
+                0x39 if value.len() == 2 => {
+                    buffer_size = Some(u16::from_be_bytes([value[0], value[1]]))
+                }
+                0x47 => {
+                    let mut labels = Vec::new();
+                    let mut v = value;
+                    while let Some((&n, tail)) = v.split_first() {
+                        let n = usize::from(n);
+                        if tail.len() < n {
+                            return Err(TriggerError::Malformed("network access name"));
+                        }
+                        labels.push(text(&tail[..n], "network access name")?);
+                        v = &tail[n..];
+                    }
+                    apn = Some(labels.join("."));
+                }
+                0x3C if value.len() == 3 => port = Some(u16::from_be_bytes([value[1], value[2]])),
+                0x3E if value.len() == 5 && value[0] == 0x21 => {
+                    ipv4 = Some([value[1], value[2], value[3], value[4]]);
+                }
+                _ => {}
+            }
+            cur = rest;
+        }
+        Ok(ConnectionParams {
+            buffer_size: buffer_size.unwrap_or(0),
+            apn,
+            port: port.ok_or(TriggerError::Missing("transport level (3C)"))?,
+            ipv4: ipv4.ok_or(TriggerError::Missing("IPv4 other address (3E)"))?,
+        })
+    }
 }
 
 fn push_tlv(

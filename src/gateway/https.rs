@@ -1,0 +1,955 @@
+//! Commands over HTTPS (SCP81, GP Amendment B): the script is queued in the store for the
+//! card's next administration session, and an SCP80-secured SMS to the card's security domain
+//! carries the session triggering parameters (tag 81) over the SMS route. The card opens
+//! PSK-TLS to the admin server (`otagw_https::server`), which [`Scp81Sessions`] feeds from the
+//! store; the card's responses complete the command.
+//!
+//! If no session answers the script within the window, the trigger goes again (a fresh
+//! counter each time: the card refuses a replayed one), up to the retry policy's attempts; then
+//! the command fails with TIMEOUT, or goes over SMS where [`HttpsOptions::fallback_to_sms`]
+//! allows.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use otagw_https::admin::AdminRequest;
+use otagw_https::server::{AdminSessions, PskDirectory, ScriptChunk};
+use otagw_https::trigger::{
+    ConnectionParams, HttpParams, RetryPolicy as CardRetry, SecurityParams, TimerValue,
+    TriggerParams,
+};
+use otagw_transport::{Destination, OutboundMessage, Payload, SendOptions};
+use tokio::sync::Notify;
+
+use super::{apply, fail, now_ms, Shared};
+use crate::command::build::{build_script, BuildContext};
+use crate::command::{
+    CardResponse, CommandError, CommandStatus, ErrorCode, OtaCommandRequest, StatusWordData,
+};
+use crate::correlation::PendingCommand;
+use crate::dispatch::OtaOutcome;
+use crate::gateway::outcome::sw_is_success;
+use crate::pipeline::secure::{card_class, requested_applet};
+use crate::pipeline::{validate_request, RetryPolicy, ValidSecurity};
+use crate::script::response::parse_expanded_response;
+use crate::script::{CommandScript, ScriptFormat, ScriptItem};
+use crate::security::command::encode_command_packet;
+use crate::security::{CommandHeader, Counter, KeyIdentifier, Scp80Keys};
+use crate::store::scp81::{ChunkRecord, ChunkState, NewChunk};
+use crate::store::{CommandRecord, Store, StoreError, Transition};
+
+/// TAR of the Issuer Security Domain: the default target of the trigger.
+pub const ISD_TAR: [u8; 3] = [0x00, 0x00, 0x00];
+
+/// HTTPS settings of the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsOptions {
+    /// Where cards connect (trigger tag 84: TCP, IPv4 address and port).
+    pub admin_addr: SocketAddr,
+    /// Trigger tag 8A (HTTP `Host`).
+    pub host: String,
+    /// Trigger tag 8C (first POST's URI).
+    pub uri: String,
+    /// Trigger tag 8B (the card's `X-Admin-From`); `None`: the card's ICCID.
+    pub agent_id: Option<String>,
+    /// Network access name in tag 84.
+    pub apn: Option<String>,
+    /// BIP buffer size in tag 84.
+    pub buffer_size: u16,
+    /// TAR the trigger goes to (the security domain holding the PSK; ISD 000000 by default).
+    pub trigger_tar: [u8; 3],
+    /// SCP81 key version (0x40-0x4F) and key id named in tag 85.
+    pub psk_key_version: u8,
+    pub psk_key_id: u8,
+    /// How long to wait for the card's session after each trigger.
+    pub window: Duration,
+    /// Tag 86: how often and how far apart the card itself retries opening the session.
+    pub card_retries: u16,
+    pub card_retry_delay: Duration,
+    /// Largest script chunk sent in one response.
+    pub chunk_bytes: usize,
+    /// Largest script a command may have over HTTPS.
+    pub max_script_bytes: usize,
+    /// After the triggers go unanswered, send the command over SMS instead of failing.
+    pub fallback_to_sms: bool,
+}
+
+impl Default for HttpsOptions {
+    fn default() -> Self {
+        HttpsOptions {
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            host: "otagw".into(),
+            uri: "/gp/admin".into(),
+            agent_id: None,
+            apn: None,
+            buffer_size: 1400,
+            trigger_tar: ISD_TAR,
+            psk_key_version: 0x40,
+            psk_key_id: 0x01,
+            window: Duration::from_secs(60),
+            card_retries: 0,
+            card_retry_delay: Duration::from_secs(30),
+            chunk_bytes: 2048,
+            max_script_bytes: 256 * 1024,
+            fallback_to_sms: false,
+        }
+    }
+}
+
+/// Why the trigger or the script could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpsError {
+    #[error("the admin server address {0} is not IPv4 (trigger tag 84 carries IPv4 here)")]
+    NotIpv4(SocketAddr),
+}
+
+impl HttpsOptions {
+    /// Checks what the trigger needs.
+    pub fn check(&self) -> Result<(), HttpsError> {
+        match self.admin_addr {
+            SocketAddr::V4(_) => Ok(()),
+            a => Err(HttpsError::NotIpv4(a)),
+        }
+    }
+
+    /// The triggering parameters for a card.
+    pub fn trigger(&self, identity: &[u8], iccid: &str) -> TriggerParams {
+        let ipv4 = match self.admin_addr {
+            SocketAddr::V4(a) => a.ip().octets(),
+            SocketAddr::V6(_) => [0, 0, 0, 0],
+        };
+        TriggerParams {
+            connection: Some(
+                ConnectionParams {
+                    buffer_size: self.buffer_size,
+                    apn: self.apn.clone(),
+                    port: self.admin_addr.port(),
+                    ipv4,
+                }
+                .encode(),
+            ),
+            security: Some(SecurityParams {
+                psk_identity: identity.to_vec(),
+                key_version: self.psk_key_version,
+                key_id: self.psk_key_id,
+                extra: None,
+            }),
+            retry: Some(CardRetry {
+                retry_counter: self.card_retries,
+                retry_waiting_delay: TimerValue::from_secs(
+                    u32::try_from(self.card_retry_delay.as_secs()).unwrap_or(u32::MAX),
+                )
+                .unwrap_or(TimerValue {
+                    hours: 99,
+                    minutes: 59,
+                    seconds: 59,
+                }),
+                report_failure: None,
+            }),
+            http: Some(HttpParams {
+                host: Some(self.host.clone()),
+                agent_id: Some(self.agent_id.clone().unwrap_or_else(|| iccid.to_string())),
+                uri: Some(self.uri.clone()),
+            }),
+            dns: None,
+        }
+    }
+}
+
+/// `X-Admin-Targeted-Application` for a script meant for the application behind `tar`
+/// (`None` for the security domain the trigger went to). The AID carries the TAR in its octets
+/// 13 to 15 (TS 101 220 clause 6.2; **verify** the RID/PIX prefix for real cards): ETSI RID
+/// A000000009, application code 0001, then FF FF FF FF 89 and the TAR.
+pub fn targeted_application(tar: [u8; 3], sd_tar: [u8; 3]) -> Option<String> {
+    (tar != sd_tar).then(|| format!("//aid/A000000009/0001FFFFFFFF89{}", hex::encode_upper(tar)))
+}
+
+/// The TAR named by a targeted application AID (octets 13 to 15), if it is one.
+pub fn tar_of_targeted_application(value: &str) -> Option<[u8; 3]> {
+    let rest = value.strip_prefix("//aid/")?;
+    let (rid, pix) = rest.split_once('/')?;
+    let aid = hex::decode(format!("{rid}{pix}")).ok()?;
+    let t = aid.get(12..15)?;
+    Some([t[0], t[1], t[2]])
+}
+
+/// Splits a script into expanded chunks (`AE 80 ... 00 00`) of at most `max` octets (a single
+/// C-APDU larger than that goes alone).
+pub fn split_script(script: &CommandScript, max: usize) -> Result<Vec<Vec<u8>>, String> {
+    let format = ScriptFormat::ExpandedIndefinite;
+    let mut out = Vec::new();
+    let mut current = CommandScript::new();
+    for item in &script.items {
+        let ScriptItem::Command(c) = item else {
+            continue;
+        };
+        let mut next = current.clone();
+        next.push(c.clone());
+        let len = next.encoded_len(format).map_err(|e| e.to_string())?;
+        if len > max && current.command_count() > 0 {
+            out.push(current.encode(format).map_err(|e| e.to_string())?);
+            current = CommandScript::new();
+            current.push(c.clone());
+        } else {
+            current = next;
+        }
+    }
+    if current.command_count() > 0 {
+        out.push(current.encode(format).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+/// PSK identity to (ICCID, key).
+type PskCache = HashMap<Vec<u8>, (String, Vec<u8>)>;
+
+/// One card's open session.
+#[derive(Debug, Default)]
+struct OpenSession {
+    /// The chunk handed out and not answered yet: (account, command, seq).
+    in_flight: Option<(String, String, u32)>,
+    /// A chunk was asked for: what an earlier session left SENT has been dealt with.
+    started: bool,
+}
+
+/// The store behind the admin server: PSKs from an in-memory cache (the handshake never waits
+/// for the database; the cache is filled when a trigger goes out and from
+/// [`Scp81Sessions::load_psk`]), chunks and answers in the store.
+pub struct Scp81Sessions {
+    store: Arc<dyn Store>,
+    psk: RwLock<PskCache>,
+    open: Mutex<HashMap<String, OpenSession>>,
+    waiters: Mutex<HashMap<(String, String), Arc<Notify>>>,
+}
+
+impl std::fmt::Debug for Scp81Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scp81Sessions").finish_non_exhaustive()
+    }
+}
+
+impl Scp81Sessions {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Scp81Sessions {
+            store,
+            psk: RwLock::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Caches a card's PSK for handshakes.
+    pub fn load_psk(&self, identity: &[u8], iccid: &str, key: &[u8]) {
+        if let Ok(mut m) = self.psk.write() {
+            m.insert(identity.to_vec(), (iccid.to_string(), key.to_vec()));
+        }
+    }
+
+    fn iccid_of(&self, identity: &[u8]) -> Option<String> {
+        self.psk
+            .read()
+            .ok()
+            .and_then(|m| m.get(identity).map(|(i, _)| i.clone()))
+    }
+
+    /// Whether the card has a session open here now.
+    pub fn is_open(&self, iccid: &str) -> bool {
+        self.open.lock().is_ok_and(|m| m.contains_key(iccid))
+    }
+
+    /// Sessions open now.
+    pub fn open_sessions(&self) -> usize {
+        self.open.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn waiter(&self, account_id: &str, command_id: &str) -> Arc<Notify> {
+        self.waiters
+            .lock()
+            .map(|mut m| {
+                m.entry((account_id.to_string(), command_id.to_string()))
+                    .or_default()
+                    .clone()
+            })
+            .unwrap_or_default()
+    }
+
+    fn forget_waiter(&self, account_id: &str, command_id: &str) {
+        if let Ok(mut m) = self.waiters.lock() {
+            m.remove(&(account_id.to_string(), command_id.to_string()));
+        }
+    }
+
+    fn wake(&self, account_id: &str, command_id: &str) {
+        let w = self.waiters.lock().ok().and_then(|m| {
+            m.get(&(account_id.to_string(), command_id.to_string()))
+                .cloned()
+        });
+        if let Some(w) = w {
+            w.notify_one();
+        }
+    }
+}
+
+impl PskDirectory for Scp81Sessions {
+    fn key_for(&self, identity: &[u8]) -> Option<Vec<u8>> {
+        self.psk
+            .read()
+            .ok()
+            .and_then(|m| m.get(identity).map(|(_, k)| k.clone()))
+    }
+}
+
+impl AdminSessions for Scp81Sessions {
+    async fn open_session(&self, identity: &[u8]) -> bool {
+        let Some(iccid) = self.iccid_of(identity) else {
+            return false;
+        };
+        {
+            let Ok(mut open) = self.open.lock() else {
+                return false;
+            };
+            if open.contains_key(&iccid) {
+                return false;
+            }
+            open.insert(iccid.clone(), OpenSession::default());
+        }
+        // A chunk an earlier session left SENT stays so until this session's first POST: with
+        // X-Admin-Resume it carries that chunk's responses, else the chunk goes again.
+        true
+    }
+
+    async fn close_session(&self, identity: &[u8], completed: bool) {
+        let Some(iccid) = self.iccid_of(identity) else {
+            return;
+        };
+        let left = self
+            .open
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&iccid))
+            .and_then(|s| s.in_flight);
+        if let Some((account, command, seq)) = left {
+            tracing::info!(%iccid, completed, %command, seq, "session ended with a chunk unanswered: the next session resumes or resends it");
+            self.wake(&account, &command);
+        }
+    }
+
+    async fn next_chunk(&self, identity: &[u8]) -> Option<ScriptChunk> {
+        let iccid = self.iccid_of(identity)?;
+        let s = self.store.scp81()?;
+        let (unanswered, first) = self
+            .open
+            .lock()
+            .ok()
+            .and_then(|mut m| {
+                m.get_mut(&iccid).map(|o| {
+                    let first = !std::mem::replace(&mut o.started, true);
+                    (o.in_flight.take(), first)
+                })
+            })
+            .unwrap_or((None, false));
+        if unanswered.is_some() || first {
+            // The card posted without answering the last script, or an earlier session left
+            // one unanswered and this session did not resume it: it goes again.
+            match s.requeue_sent(&iccid, now_ms()).await {
+                Ok(n) if n > 0 => tracing::info!(%iccid, "{n} unanswered chunk(s) sent again"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%iccid, "requeueing chunks: {e}"),
+            }
+        }
+        let chunk = match s.next_chunk(&iccid, now_ms()).await {
+            Ok(c) => c?,
+            Err(e) => {
+                tracing::warn!(%iccid, "next chunk: {e}");
+                return None;
+            }
+        };
+        if let Ok(mut m) = self.open.lock() {
+            if let Some(o) = m.get_mut(&iccid) {
+                o.in_flight = Some((
+                    chunk.account_id.clone(),
+                    chunk.command_id.clone(),
+                    chunk.seq,
+                ));
+            }
+        }
+        Some(ScriptChunk {
+            script: chunk.script,
+            targeted_application: chunk.targeted_application,
+        })
+    }
+
+    async fn record_responses(&self, identity: &[u8], request: &AdminRequest) {
+        let Some(iccid) = self.iccid_of(identity) else {
+            return;
+        };
+        let Some(s) = self.store.scp81() else {
+            return;
+        };
+        let in_flight = self
+            .open
+            .lock()
+            .ok()
+            .and_then(|mut m| m.get_mut(&iccid).and_then(|o| o.in_flight.take()));
+        let (in_flight, started) = {
+            let started = self
+                .open
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&iccid).map(|o| o.started))
+                .unwrap_or(true);
+            (in_flight, started)
+        };
+        let in_flight = match in_flight {
+            Some(c) => Some(c),
+            // Amendment B resume: the first POST of a new session answers the script the
+            // interrupted session left unanswered.
+            None if request.resume && !started => match s.sent_chunk(&iccid).await {
+                Ok(c) => c.map(|c| (c.account_id, c.command_id, c.seq)),
+                Err(e) => {
+                    tracing::warn!(%iccid, "resume: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let Some((account, command, seq)) = in_flight else {
+            tracing::warn!(%iccid, resume = request.resume, "responses posted with no script outstanding");
+            return;
+        };
+        let status = request
+            .script_status
+            .as_ref()
+            .map_or("ok".to_string(), |s| s.as_str().to_string());
+        match s
+            .answer_chunk(&account, &command, seq, &request.body, &status, now_ms())
+            .await
+        {
+            Ok(true) => self.wake(&account, &command),
+            Ok(false) => tracing::warn!(%iccid, %command, seq, "answer to a chunk no longer SENT"),
+            Err(e) => tracing::warn!(%iccid, %command, seq, "recording the answer: {e}"),
+        }
+    }
+}
+
+/// The HTTPS side of the engine.
+pub struct HttpsDriver {
+    pub options: HttpsOptions,
+    pub sessions: Arc<Scp81Sessions>,
+}
+
+fn job_fail(code: ErrorCode, message: impl Into<String>) -> Stop {
+    Stop::Fail(code, message.into())
+}
+
+/// How an HTTPS command stops short of its session's answer.
+enum Stop {
+    Fail(ErrorCode, String),
+    /// Ended or taken over elsewhere: nothing to record.
+    Skip(String),
+    /// The store failed: leave it for a later claim.
+    Store(String),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Stop::Store(e.to_string())
+    }
+}
+
+/// What a command needs to be triggered.
+struct Prepared {
+    sec: ValidSecurity,
+    msisdn: String,
+    keys: Scp80Keys,
+    identity: Vec<u8>,
+}
+
+/// The end state of a command whose chunks are all answered.
+pub fn session_transition(chunks: &[ChunkRecord], at: i64) -> Transition {
+    let mut response = CardResponse {
+        por_status: "00".into(),
+        por_status_name: "SCP81 session".into(),
+        status_code: None,
+        data: None,
+        executed: Some(0),
+        status_words: Vec::new(),
+    };
+    let mut problem: Option<String> = None;
+    for c in chunks {
+        if let Some(status) = c.script_status.as_deref().filter(|s| *s != "ok") {
+            problem.get_or_insert_with(|| {
+                format!(
+                    "card reports X-Admin-Script-Status {status} for chunk {}",
+                    c.seq
+                )
+            });
+            continue;
+        }
+        let body = c.response.as_deref().unwrap_or_default();
+        match parse_expanded_response(body) {
+            Ok(parsed) => {
+                response.executed = Some(response.executed.unwrap_or(0) + parsed.executed as u32);
+                for r in &parsed.responses {
+                    response.status_words.push(StatusWordData {
+                        sw: format!("{:04X}", r.sw),
+                        data: hex::encode_upper(&r.data),
+                    });
+                }
+                if let Some(last) = parsed.last() {
+                    response.status_code = Some(last.sw);
+                    response.data = Some(hex::encode_upper(&last.data));
+                    if !sw_is_success(last.sw) {
+                        problem.get_or_insert_with(|| {
+                            format!(
+                                "chunk {}: the card ran {} command(s); the last answered {:04X}",
+                                c.seq, parsed.executed, last.sw
+                            )
+                        });
+                    }
+                }
+                if let Some(bad) = parsed.bad_format {
+                    problem.get_or_insert_with(|| {
+                        format!(
+                            "chunk {}: the card found the script malformed ({bad:?})",
+                            c.seq
+                        )
+                    });
+                }
+            }
+            Err(e) => {
+                problem.get_or_insert_with(|| {
+                    format!(
+                        "chunk {}: the card's answer is not a response script: {e}",
+                        c.seq
+                    )
+                });
+            }
+        }
+    }
+    let from = vec![CommandStatus::Sent, CommandStatus::Delivered];
+    match problem {
+        Some(message) => Transition {
+            from,
+            to: CommandStatus::Failed,
+            event: "FAILED".into(),
+            detail: message.clone(),
+            response: Some(response),
+            error: Some(CommandError {
+                code: ErrorCode::CommandFailed,
+                message,
+            }),
+            at,
+            new_keys: None,
+        },
+        None => Transition {
+            from,
+            to: CommandStatus::Success,
+            event: "SUCCESS".into(),
+            detail: format!(
+                "SCP81 session: {} chunk(s) answered, last SW {}",
+                chunks.len(),
+                response
+                    .status_code
+                    .map_or("-".to_string(), |sw| format!("{sw:04X}"))
+            ),
+            response: Some(response),
+            error: None,
+            at,
+            new_keys: None,
+        },
+    }
+}
+
+impl HttpsDriver {
+    pub fn new(options: HttpsOptions, store: Arc<dyn Store>) -> Self {
+        HttpsDriver {
+            options,
+            sessions: Arc::new(Scp81Sessions::new(store)),
+        }
+    }
+
+    /// Runs an HTTPS command to its end state; the engine's bookkeeping stays with the caller.
+    pub(super) async fn run(
+        &self,
+        shared: &Arc<Shared>,
+        record: &CommandRecord,
+        retry: RetryPolicy,
+    ) -> Option<CommandStatus> {
+        let result = self.drive(shared, record, retry).await;
+        self.sessions.forget_waiter(&record.account_id, &record.id);
+        match result {
+            Ok(Some(t)) => apply(shared, record, &t).await.then_some(t.to),
+            Ok(None) => {
+                // Timed out: fall back to SMS, or fail.
+                if let Some(s) = shared.store.scp81() {
+                    let _ = s.drop_chunks(&record.account_id, &record.id).await;
+                }
+                if self.options.fallback_to_sms && shared.transports.knows("sms") {
+                    if let Some(s) = shared.store.scp81() {
+                        match s
+                            .reopen_for_fallback(
+                                &record.account_id,
+                                &record.id,
+                                &shared.config.id,
+                                now_ms(),
+                            )
+                            .await
+                        {
+                            Ok(true) => {
+                                if let Ok(Some(mut sms)) = shared
+                                    .store
+                                    .command_by_id(&record.account_id, &record.id)
+                                    .await
+                                {
+                                    sms.transport = "sms".into();
+                                    // The triggers counted as sends; SMS gets its own.
+                                    let retry = RetryPolicy {
+                                        attempts: sms.attempts + retry.attempts.max(1),
+                                        ..retry
+                                    };
+                                    return super::run_pipeline(shared, &sms, retry).await;
+                                }
+                            }
+                            Ok(false) => return None,
+                            Err(e) => tracing::warn!(command = %record.id, "fallback: {e}"),
+                        }
+                    }
+                }
+                fail(
+                    shared,
+                    record,
+                    ErrorCode::Timeout,
+                    format!(
+                        "the card opened no HTTPS admin session after {} trigger(s), {:?} each",
+                        retry.attempts.max(1),
+                        self.options.window
+                    ),
+                )
+                .await;
+                Some(CommandStatus::Failed)
+            }
+            Err(Stop::Fail(code, message)) => {
+                if let Some(s) = shared.store.scp81() {
+                    let _ = s.drop_chunks(&record.account_id, &record.id).await;
+                }
+                fail(shared, record, code, message).await;
+                Some(CommandStatus::Failed)
+            }
+            Err(Stop::Skip(why)) => {
+                tracing::debug!(command = %record.id, "skipped: {why}");
+                None
+            }
+            Err(Stop::Store(e)) => {
+                tracing::warn!(command = %record.id, "store failed, left for a later claim: {e}");
+                let _ = shared.store.release(&record.id, &shared.config.id).await;
+                None
+            }
+        }
+    }
+
+    /// Queues the script, triggers, waits. `Ok(None)`: no answer after every trigger.
+    async fn drive(
+        &self,
+        shared: &Arc<Shared>,
+        record: &CommandRecord,
+        retry: RetryPolicy,
+    ) -> Result<Option<Transition>, Stop> {
+        let store = shared.store.as_ref();
+        let prepared = self.prepare(shared, record).await?;
+        let notify = self.sessions.waiter(&record.account_id, &record.id);
+        // Answered already (a restart while the session ran)?
+        if let Some(t) = self.finished(shared, record).await? {
+            return Ok(Some(t));
+        }
+        let route = shared.transports.route("sms").cloned().ok_or_else(|| {
+            job_fail(
+                ErrorCode::TransportError,
+                "HTTPS needs the SMS route for its trigger",
+            )
+        })?;
+        for attempt in 1..=retry.attempts.max(1) {
+            let counter = store
+                .reserve_counter(&record.iccid, prepared.sec.counter_version())
+                .await?;
+            let params = self
+                .options
+                .trigger(&prepared.identity, &record.iccid)
+                .encode()
+                .map_err(|e| job_fail(ErrorCode::InvalidState, format!("trigger: {e}")))?;
+            let header = CommandHeader {
+                spi: prepared.sec.spi,
+                kic: KeyIdentifier(prepared.sec.kic),
+                kid: KeyIdentifier(prepared.sec.kid),
+                tar: self.options.trigger_tar,
+                counter: Counter::new(counter)
+                    .map_err(|e| job_fail(ErrorCode::SecurityError, e.to_string()))?,
+            };
+            let packet = encode_command_packet(&header, &prepared.keys, &params)
+                .map_err(|e| job_fail(ErrorCode::SecurityError, e.to_string()))?;
+            let now = now_ms();
+            if !store
+                .record_send(&record.account_id, &record.id, &shared.config.id, now)
+                .await?
+            {
+                return Err(Stop::Skip("ended or taken over before the trigger".into()));
+            }
+            let _ = store
+                .add_event(
+                    &record.account_id,
+                    &record.id,
+                    "TRIGGER",
+                    &format!(
+                        "SCP81 trigger {attempt}/{} to TAR {} counter {counter}",
+                        retry.attempts.max(1),
+                        hex::encode_upper(self.options.trigger_tar)
+                    ),
+                    now,
+                )
+                .await;
+            let id = shared.log.allocate(&record.account_id, &record.id);
+            let pending = PendingCommand {
+                id,
+                msisdn: prepared.msisdn.clone(),
+                tar: self.options.trigger_tar,
+                counter: header.counter,
+                spi: prepared.sec.spi,
+                keys: prepared.keys.clone(),
+            };
+            let message = OutboundMessage {
+                id,
+                destination: Destination {
+                    msisdn: prepared.msisdn.clone(),
+                    iccid: Some(record.iccid.clone()),
+                },
+                payload: Payload::SecuredPacket {
+                    packet,
+                    tar: self.options.trigger_tar,
+                    counter: header.counter.to_bytes(),
+                },
+                options: SendOptions {
+                    validity_minutes: None,
+                    delivery_report: true,
+                    sequential_segments: false,
+                },
+            };
+            let mut por = match route.dispatcher.send(message, pending).await {
+                Ok(rx) => Some(rx),
+                Err(e) if e.is_transient() => {
+                    tracing::info!(command = %record.id, "trigger not sent: {e}");
+                    None
+                }
+                Err(e) => {
+                    route.dispatcher.forget(id);
+                    return Err(job_fail(ErrorCode::TransportError, format!("trigger: {e}")));
+                }
+            };
+            let deadline = tokio::time::Instant::now() + self.options.window;
+            let outcome = loop {
+                tokio::select! {
+                    _ = notify.notified() => {
+                        if let Some(t) = self.finished(shared, record).await? {
+                            break Some(t);
+                        }
+                    }
+                    got = async { match por.as_mut() { Some(rx) => rx.await.ok(), None => std::future::pending().await } } => {
+                        por = None;
+                        let detail = match got {
+                            Some(OtaOutcome::Por(p)) => format!("trigger PoR {:02X} {}", p.status.to_byte(), p.status.name()),
+                            Some(OtaOutcome::Failed(e)) => format!("trigger failed: {e}"),
+                            None => "trigger PoR wait dropped".into(),
+                        };
+                        let _ = store.add_event(&record.account_id, &record.id, "TRIGGER_POR", &detail, now_ms()).await;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        // A session still running keeps the command waiting.
+                        if self.sessions.is_open(&record.iccid) {
+                            tokio::select! {
+                                _ = notify.notified() => {}
+                                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            }
+                            if let Some(t) = self.finished(shared, record).await? {
+                                break Some(t);
+                            }
+                            continue;
+                        }
+                        break self.finished(shared, record).await?;
+                    }
+                }
+            };
+            route.dispatcher.forget(id);
+            if outcome.is_some() {
+                return Ok(outcome);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The end state once every chunk is answered.
+    async fn finished(
+        &self,
+        shared: &Arc<Shared>,
+        record: &CommandRecord,
+    ) -> Result<Option<Transition>, Stop> {
+        let Some(s) = shared.store.scp81() else {
+            return Ok(None);
+        };
+        let chunks = s.command_chunks(&record.account_id, &record.id).await?;
+        if chunks.is_empty() || chunks.iter().any(|c| c.state != ChunkState::Answered) {
+            return Ok(None);
+        }
+        Ok(Some(session_transition(&chunks, now_ms())))
+    }
+
+    /// Checks the command, builds and queues its chunks (once), and finds the card's keys.
+    async fn prepare(
+        &self,
+        shared: &Arc<Shared>,
+        record: &CommandRecord,
+    ) -> Result<Prepared, Stop> {
+        let store = shared.store.as_ref();
+        let scp81 = store
+            .scp81()
+            .ok_or_else(|| job_fail(ErrorCode::TransportError, "this store has no SCP81 tables"))?;
+        let req: OtaCommandRequest = serde_json::from_value(record.request.clone())
+            .map_err(|e| job_fail(ErrorCode::InvalidState, format!("stored request: {e}")))?;
+        let sec = validate_request(&req).map_err(|e| {
+            job_fail(
+                ErrorCode::InvalidState,
+                format!("{}: {}", e.field, e.problem),
+            )
+        })?;
+        let card = store
+            .card(&record.account_id, &record.iccid)
+            .await?
+            .ok_or_else(|| {
+                job_fail(
+                    ErrorCode::InvalidState,
+                    format!("card {} not found", record.iccid),
+                )
+            })?;
+        let msisdn = card.msisdn.clone().ok_or_else(|| {
+            job_fail(
+                ErrorCode::InvalidState,
+                format!("card {} has no MSISDN for the trigger", card.iccid),
+            )
+        })?;
+        let key_set = |version: u8| async move {
+            store.key_set(&record.iccid, version).await?.ok_or_else(|| {
+                job_fail(
+                    ErrorCode::SecurityError,
+                    format!("card {} has no key set version {version}", record.iccid),
+                )
+            })
+        };
+        let kic_set = key_set(sec.kic >> 4).await?;
+        let kid_set = key_set(sec.kid >> 4).await?;
+        let keys =
+            crate::pipeline::resolve::scp80_keys(&sec.spi, sec.kic, sec.kid, &kic_set, &kid_set)
+                .map_err(|e| job_fail(ErrorCode::SecurityError, e.to_string()))?;
+        let counter_set = if sec.counter_version() == kid_set.version {
+            kid_set.clone()
+        } else {
+            kic_set.clone()
+        };
+        let psk = scp81
+            .psk(&record.iccid, self.options.psk_key_version)
+            .await?
+            .ok_or_else(|| {
+                job_fail(
+                    ErrorCode::SecurityError,
+                    format!(
+                        "card {} has no SCP81 PSK of key version {:#04x}",
+                        record.iccid, self.options.psk_key_version
+                    ),
+                )
+            })?;
+        self.sessions
+            .load_psk(&psk.identity, &record.iccid, &psk.key);
+        if scp81
+            .command_chunks(&record.account_id, &record.id)
+            .await?
+            .is_empty()
+        {
+            let applet = match requested_applet(&req) {
+                Some(id) => Some(
+                    store
+                        .applet(&record.account_id, id)
+                        .await?
+                        .ok_or_else(|| {
+                            job_fail(
+                                ErrorCode::InvalidState,
+                                format!("data.parameters.appletId: applet {id} not found"),
+                            )
+                        })?
+                        .content,
+                ),
+                None => None,
+            };
+            let ctx = BuildContext {
+                card_class: card_class(&card.attributes),
+                key_set: &counter_set,
+                applet: applet.as_deref(),
+                max_script_len: self.options.max_script_bytes,
+            };
+            let built = build_script(&req, &ctx, &mut rand::thread_rng()).map_err(|e| {
+                job_fail(
+                    ErrorCode::InvalidState,
+                    format!("cannot build the script: {e}"),
+                )
+            })?;
+            if built.new_keys.is_some() {
+                return Err(job_fail(
+                    ErrorCode::InvalidState,
+                    "KEY_UPDATE over HTTPS is not supported yet: send it over SMS",
+                ));
+            }
+            let script = CommandScript::parse(&built.script, built.format)
+                .map_err(|e| job_fail(ErrorCode::InvalidState, format!("script: {e}")))?;
+            let target = targeted_application(sec.tar, self.options.trigger_tar);
+            let chunks: Vec<NewChunk> = split_script(&script, self.options.chunk_bytes)
+                .map_err(|e| job_fail(ErrorCode::InvalidState, format!("script: {e}")))?
+                .into_iter()
+                .map(|script| NewChunk {
+                    script,
+                    targeted_application: target.clone(),
+                })
+                .collect();
+            if chunks.is_empty() {
+                return Err(job_fail(
+                    ErrorCode::InvalidState,
+                    "the script has no C-APDU",
+                ));
+            }
+            scp81
+                .queue_chunks(
+                    &record.account_id,
+                    &record.id,
+                    &record.iccid,
+                    &chunks,
+                    now_ms(),
+                )
+                .await?;
+            let _ = store
+                .add_event(
+                    &record.account_id,
+                    &record.id,
+                    "QUEUED",
+                    &format!(
+                        "{} script chunk(s) for the card's SCP81 session",
+                        chunks.len()
+                    ),
+                    now_ms(),
+                )
+                .await;
+        }
+        Ok(Prepared {
+            sec,
+            msisdn,
+            keys,
+            identity: psk.identity,
+        })
+    }
+}

@@ -1,0 +1,757 @@
+//! HTTPS OTA (SCP81) end to end over loopback: a command with `"transport": "https"` is queued,
+//! its trigger goes as an SCP80 SMS over SMPP through the SMSC simulator to the virtual card's
+//! ISD, the card opens PSK-TLS to the gateway's admin server, runs the script chunks and posts
+//! the R-APDUs, which complete the command in the store. Then the faults: wrong PSK, unknown
+//! identity, a card dropping mid-script, malformed HTTP, slow clients, a second session.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use otagw::config::HttpsSettings;
+use otagw::devkit::{self, DevEnv, DevOptions};
+use otagw::sim::https_client::CardTls;
+use otagw_https::client::{self, ClientConfig};
+use otagw_https::server::TlsVersion;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn https_settings() -> HttpsSettings {
+    HttpsSettings {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        window_secs: 2,
+        handshake_timeout_secs: 2,
+        idle_timeout_secs: 2,
+        ..HttpsSettings::default()
+    }
+}
+
+async fn env_with(backend: &str, https: HttpsSettings, attempts: u32) -> DevEnv {
+    let store_url = match backend {
+        "postgres" => Some(
+            devkit::postgres_scratch_url(&devkit::test_database_url())
+                .await
+                .expect("PostgreSQL must be running for these tests"),
+        ),
+        _ => None,
+    };
+    devkit::start(DevOptions {
+        store_url,
+        cards: 3,
+        attempts,
+        https: Some(https),
+        ..DevOptions::default()
+    })
+    .await
+    .expect("dev environment")
+}
+
+fn https_cmd(kind: &str, iccid: &str, tar: &str, data: Value) -> Value {
+    json!({
+        "type": kind,
+        "target": {"iccid": iccid},
+        "security": {"spi": "1639", "kic": "12", "kid": "12", "tar": tar},
+        "data": data,
+        "transport": "https",
+    })
+}
+
+async fn post_ok(env: &DevEnv, body: &Value) -> String {
+    let (code, answer) = env.post("/api/v1/ota/commands", body).await.expect("post");
+    assert_eq!(code, 202, "{answer}");
+    answer["commandId"].as_str().expect("commandId").to_string()
+}
+
+async fn account_id(env: &DevEnv) -> String {
+    env.server
+        .store
+        .account_by_name(&format!("demo-{}", DevOptions::default().gateway_id))
+        .await
+        .expect("store")
+        .expect("the devkit account")
+        .id
+}
+
+fn events(r: &Value) -> Vec<String> {
+    r["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["kind"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn swapped_bcd(data: &str) -> String {
+    hex::decode(data)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{:x}{:x}", b & 0x0F, b >> 4))
+        .collect()
+}
+
+const READ_ICCID: [&str; 3] = ["00A40004023F00", "00A40004022FE2", "00B000000A"];
+/// Three commands that each work alone (the virtual card's RFM applet starts every script at
+/// the MF, so a READ BINARY must not be split from its SELECT).
+const SELECTS: [&str; 3] = ["00A40004023F00", "00A40004022FE2", "00A40004023F00"];
+
+/// `PUT /api/v1/cards/{iccid}/scp81-keys`: versions 0x40-0x4F, hex, the card of the account,
+/// identities unique.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scp81_keys_over_rest() {
+    let env = env_with("sqlite", https_settings(), 1).await;
+    let iccid = env.iccid(0).expect("card");
+    let other = env.iccid(1).expect("card");
+    let path = format!("/api/v1/cards/{iccid}/scp81-keys");
+    let body = |version: u8, identity: &str, key: &str| json!({"version": version, "identity": identity, "key": key});
+    let key = "00112233445566778899AABBCCDDEEFF";
+    let (code, r) = env.put(&path, &body(0x41, "6964", key)).await.expect("put");
+    assert_eq!(code, 204, "{r}");
+    let scp81 = env.server.store.scp81().expect("scp81 store");
+    let got = scp81.psk(&iccid, 0x41).await.expect("store").expect("psk");
+    assert_eq!(
+        (got.identity, hex::encode_upper(got.key)),
+        (b"id".to_vec(), key.to_string())
+    );
+    let (code, r) = env.put(&path, &body(0x01, "6964", key)).await.expect("put");
+    assert_eq!((code, r["field"].as_str()), (422, Some("version")), "{r}");
+    let (code, r) = env.put(&path, &body(0x41, "zz", key)).await.expect("put");
+    assert_eq!((code, r["field"].as_str()), (422, Some("identity")), "{r}");
+    let (code, r) = env
+        .put(&path, &body(0x41, "6964", "0011"))
+        .await
+        .expect("put");
+    assert_eq!((code, r["field"].as_str()), (422, Some("key")), "{r}");
+    let (code, _) = env
+        .put(
+            "/api/v1/cards/8949000000000099999/scp81-keys",
+            &body(0x41, "6965", key),
+        )
+        .await
+        .expect("put");
+    assert_eq!(code, 404);
+    let (code, r) = env
+        .put(
+            &format!("/api/v1/cards/{other}/scp81-keys"),
+            &body(0x41, "6964", key),
+        )
+        .await
+        .expect("put");
+    assert_eq!(code, 409, "{r}");
+    env.shutdown().await;
+}
+
+/// RFM over HTTPS, once per suite and TLS version the cards may offer; the response data is
+/// EF ICCID as the card read it, and the session ran on the suite and version asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfm_over_https_for_each_suite_and_version() {
+    let env = env_with("sqlite", https_settings(), 2).await;
+    let handsets = env.https.clone().expect("https handsets");
+    let iccid = env.iccid(0).expect("card");
+    let cases = [
+        ("PSK-AES128-GCM-SHA256", TlsVersion::Tls12, "TLSv1.2"),
+        ("PSK-AES128-CBC-SHA256", TlsVersion::Tls12, "TLSv1.2"),
+        ("PSK-AES128-CBC-SHA", TlsVersion::Tls12, "TLSv1.2"),
+        ("PSK-AES128-CBC-SHA", TlsVersion::Tls11, "TLSv1.1"),
+        ("PSK-AES128-CBC-SHA", TlsVersion::Tls10, "TLSv1"),
+    ];
+    for (i, (cipher, version, version_name)) in cases.iter().enumerate() {
+        handsets.set_tls(CardTls {
+            ciphers: cipher.to_string(),
+            min_version: *version,
+            max_version: *version,
+            // Both framings of the card's bodies.
+            chunked: i % 2 == 0,
+            ..CardTls::default()
+        });
+        let id = post_ok(
+            &env,
+            &https_cmd("RFM", &iccid, "B00010", json!({"apdus": READ_ICCID})),
+        )
+        .await;
+        let r = env
+            .wait_done(&id, Duration::from_secs(20))
+            .await
+            .expect("done");
+        assert_eq!(r["status"], "SUCCESS", "{cipher} {version_name}: {r}");
+        assert_eq!(r["transport"], "https");
+        assert_eq!(r["response"]["statusCode"], 0x9000);
+        let sws = r["response"]["statusWords"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(sws.len(), 3, "{r}");
+        let data = r["response"]["data"].as_str().unwrap_or_default();
+        assert!(
+            swapped_bcd(data).starts_with(&iccid[..18]),
+            "{data} vs {iccid}"
+        );
+        let kinds = events(&r);
+        for k in ["QUEUED", "TRIGGER", "SUCCESS"] {
+            assert!(kinds.iter().any(|e| e == k), "{k} missing from {kinds:?}");
+        }
+        let outcome = handsets
+            .outcomes
+            .lock()
+            .ok()
+            .and_then(|o| o.last().cloned())
+            .expect("a session ran")
+            .expect("the session succeeded");
+        assert!(outcome.completed, "{outcome:?}");
+        assert_eq!(outcome.cipher, *cipher);
+        assert_eq!(outcome.tls_version, *version_name);
+    }
+    let stats = env.server.https_stats.clone().expect("admin server stats");
+    assert_eq!(
+        stats
+            .sessions_completed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        5
+    );
+    env.shutdown().await;
+}
+
+/// An IJC load file of about `method_len` octets of method code.
+fn ijc(method_len: usize) -> Vec<u8> {
+    let mut out = hex::decode(
+        "010010DECAFFED010204000106F00102030405020003AABBCC0400010003000B0107F0010203040501002A\
+         0600021111",
+    )
+    .unwrap_or_default();
+    out.push(0x07);
+    out.extend_from_slice(&(method_len as u16).to_be_bytes());
+    out.extend((0..method_len).map(|i| (i % 251) as u8));
+    out.extend(hex::decode("08000133050002444409000155").unwrap_or_default());
+    out
+}
+
+/// A RAM install of an applet of several kilobytes: one trigger, one session, several chunks.
+async fn ram_install_in_one_session(backend: &str) {
+    let env = env_with(
+        backend,
+        HttpsSettings {
+            chunk_bytes: 1024,
+            ..https_settings()
+        },
+        2,
+    )
+    .await;
+    let handsets = env.https.clone().expect("https handsets");
+    let iccid = env.iccid(1).expect("card");
+    let msisdn = env.msisdn(1).expect("card");
+    let url = format!("{}/api/v1/applets?name=big", env.server.base_url());
+    let r = env
+        .client
+        .post(&url)
+        .bearer_auth(&env.token)
+        .body(ijc(6000))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status().as_u16(), 201);
+    let up: Value = r.json().await.unwrap_or_default();
+    let applet = up["appletId"].as_str().unwrap_or_default().to_string();
+    let id = post_ok(
+        &env,
+        &https_cmd(
+            "APP_INSTALL",
+            &iccid,
+            "000000",
+            json!({"parameters": {"appletId": applet, "instanceAid": "F001020304050102"}}),
+        ),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(30))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert_eq!(r["attempts"], 1, "{r}");
+    let instances = env
+        .fleet
+        .with_card(&msisdn, |c| {
+            c.registry()
+                .applets()
+                .iter()
+                .map(|a| a.aid.to_string())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    assert!(
+        instances.iter().any(|a| a == "F001020304050102"),
+        "{instances:?}"
+    );
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(handsets.stats.triggers.load(Relaxed), 1);
+    assert_eq!(handsets.stats.sessions.load(Relaxed), 1);
+    assert_eq!(handsets.stats.completed.load(Relaxed), 1);
+    // Several kilobytes: more than 5 chunks of at most 1 KiB, all in that one session.
+    let chunks = handsets.stats.scripts.load(Relaxed);
+    assert!(chunks >= 6, "{chunks} chunks");
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ram_install_in_one_session_sqlite() {
+    ram_install_in_one_session("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ram_install_in_one_session_postgres() {
+    ram_install_in_one_session("postgres").await;
+}
+
+/// The card loses the bearer when the second chunk arrives: the first chunk (answered) is not
+/// sent again; the second and the rest go in the next session, after the trigger is resent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_dropping_mid_script_resumes_in_the_next_session() {
+    let env = env_with(
+        "sqlite",
+        HttpsSettings {
+            chunk_bytes: 16,
+            ..https_settings()
+        },
+        3,
+    )
+    .await;
+    let handsets = env.https.clone().expect("https handsets");
+    handsets.set_tls(CardTls {
+        drop_at_script: Some(2),
+        drops_left: 1,
+        ..CardTls::default()
+    });
+    let iccid = env.iccid(2).expect("card");
+    let id = post_ok(
+        &env,
+        &https_cmd("RFM", &iccid, "B00010", json!({"apdus": SELECTS})),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(30))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert_eq!(r["attempts"], 2, "the trigger went twice: {r}");
+    assert_eq!(
+        r["response"]["statusWords"].as_array().map(Vec::len),
+        Some(3),
+        "{r}"
+    );
+    let account = account_id(&env).await;
+    let scp81 = env.server.store.scp81().expect("scp81 store");
+    let chunks = scp81.command_chunks(&account, &id).await.expect("chunks");
+    assert_eq!(chunks.len(), 3, "one C-APDU per chunk: {chunks:?}");
+    let sends: Vec<u32> = chunks.iter().map(|c| c.sends).collect();
+    // Chunk 0 answered in the first session: never resent. Chunk 1 was in flight when the
+    // card dropped: sent again. Chunk 2 went only in the second session.
+    assert_eq!(sends, vec![1, 2, 1]);
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(handsets.stats.dropped.load(Relaxed), 1);
+    assert_eq!(handsets.stats.completed.load(Relaxed), 1);
+    env.shutdown().await;
+}
+
+/// The card runs the second chunk, then loses the bearer before posting its responses; its
+/// next session opens with `X-Admin-Resume: true` and those responses: the chunk is answered
+/// without being sent again (and without running twice on the card).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_resumes_with_the_responses_it_kept() {
+    let env = env_with(
+        "sqlite",
+        HttpsSettings {
+            chunk_bytes: 16,
+            ..https_settings()
+        },
+        3,
+    )
+    .await;
+    let handsets = env.https.clone().expect("https handsets");
+    handsets.set_tls(CardTls {
+        drop_at_script: Some(2),
+        drops_left: 1,
+        drop_after_running: true,
+        ..CardTls::default()
+    });
+    let iccid = env.iccid(2).expect("card");
+    let id = post_ok(
+        &env,
+        &https_cmd("RFM", &iccid, "B00010", json!({"apdus": SELECTS})),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(30))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert_eq!(r["attempts"], 2, "the trigger went twice: {r}");
+    let account = account_id(&env).await;
+    let scp81 = env.server.store.scp81().expect("scp81 store");
+    let chunks = scp81.command_chunks(&account, &id).await.expect("chunks");
+    let sends: Vec<u32> = chunks.iter().map(|c| c.sends).collect();
+    // Chunk 1 ran once and was sent once: its answer came with the resume.
+    assert_eq!(sends, vec![1, 1, 1]);
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(handsets.stats.scripts.load(Relaxed), 3);
+    assert_eq!(handsets.stats.dropped.load(Relaxed), 1);
+    env.shutdown().await;
+}
+
+/// A script for an application the card does not have: the card answers with
+/// `X-Admin-Script-Status: unknown-application`, and the command fails saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_status_errors_fail_the_command() {
+    let env = env_with("sqlite", https_settings(), 1).await;
+    let iccid = env.iccid(0).expect("card");
+    let id = post_ok(
+        &env,
+        &https_cmd(
+            "RFM",
+            &iccid,
+            "B00099",
+            json!({"apdus": ["00A40004023F00"]}),
+        ),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "FAILED", "{r}");
+    assert_eq!(r["error"]["code"], "COMMAND_FAILED", "{r}");
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("unknown-application"), "{message}");
+    env.shutdown().await;
+}
+
+/// A command that names no transport takes its card's profile default (here `https`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_profile_default_transport_applies() {
+    let env = devkit::start(DevOptions {
+        cards: 2,
+        provision: true,
+        https: Some(https_settings()),
+        ..DevOptions::default()
+    })
+    .await
+    .expect("dev environment");
+    let iccid = env.iccid(0).expect("card");
+    let mut body = https_cmd("RFM", &iccid, "B00010", json!({"apdus": READ_ICCID}));
+    if let Some(o) = body.as_object_mut() {
+        o.remove("transport");
+    }
+    let id = post_ok(&env, &body).await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert_eq!(r["transport"], "https", "{r}");
+    assert_eq!(r["response"]["porStatusName"], "SCP81 session", "{r}");
+    env.shutdown().await;
+}
+
+/// A card whose PSK does not match the store's: every handshake fails, the trigger is resent
+/// per the retry policy, then TIMEOUT. And a stranger with an unknown identity is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_psk_times_out_and_unknown_identity_is_refused() {
+    let env = env_with(
+        "sqlite",
+        HttpsSettings {
+            window_secs: 1,
+            ..https_settings()
+        },
+        2,
+    )
+    .await;
+    let handsets = env.https.clone().expect("https handsets");
+    let iccid = env.iccid(0).expect("card");
+    let msisdn = env.msisdn(0).expect("card");
+    let (identity, _) = env
+        .fleet
+        .with_card(&msisdn, |c| c.psk(0x40))
+        .flatten()
+        .expect("psk");
+    env.fleet
+        .with_card(&msisdn, |c| c.set_psk(0x40, &identity, &[0x55; 16]));
+    let id = post_ok(
+        &env,
+        &https_cmd("RFM", &iccid, "B00010", json!({"apdus": READ_ICCID})),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(30))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "FAILED", "{r}");
+    assert_eq!(r["error"]["code"], "TIMEOUT", "{r}");
+    assert_eq!(r["attempts"], 2, "{r}");
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = env.server.https_stats.clone().expect("stats");
+    assert_eq!(handsets.stats.triggers.load(Relaxed), 2);
+    assert!(stats.handshake_failures.load(Relaxed) >= 2);
+    assert_eq!(stats.handshakes.load(Relaxed), 0);
+    // The chunks of a command that failed are gone: a late session cannot run them.
+    let account = account_id(&env).await;
+    let scp81 = env.server.store.scp81().expect("scp81 store");
+    assert!(scp81
+        .command_chunks(&account, &id)
+        .await
+        .expect("chunks")
+        .is_empty());
+
+    let addr = env.server.https_addr.expect("admin server");
+    let stranger = ClientConfig {
+        identity: b"nobody-knows-me".to_vec(),
+        key: vec![0x11; 16],
+        ..card_config()
+    };
+    let connector = client::connector(&stranger).expect("connector");
+    let e = match client::connect(addr, &connector, Duration::from_secs(5)).await {
+        Ok(_) => panic!("an unknown identity got a session"),
+        Err(e) => e,
+    };
+    assert!(matches!(e, client::ClientError::Handshake(_)), "{e}");
+    assert_eq!(stats.unknown_identity.load(Relaxed), 1);
+    env.shutdown().await;
+}
+
+fn card_config() -> ClientConfig {
+    ClientConfig {
+        identity: Vec::new(),
+        key: Vec::new(),
+        ciphers: "PSK-AES128-GCM-SHA256".into(),
+        min_version: TlsVersion::Tls12,
+        max_version: TlsVersion::Tls12,
+        host: "otagw".into(),
+        agent_id: "agent".into(),
+        uri: "/gp/admin".into(),
+        chunked: false,
+        io_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A card the server knows (its PSK in the session cache), for the connection-level faults.
+fn known_card(env: &DevEnv, i: usize) -> ClientConfig {
+    let msisdn = env.msisdn(i).expect("card");
+    let iccid = env.iccid(i).expect("card");
+    let (identity, key) = env
+        .fleet
+        .with_card(&msisdn, |c| c.psk(0x40))
+        .flatten()
+        .expect("psk");
+    let sessions = env.server.gateway.https_sessions().expect("sessions");
+    sessions.load_psk(&identity, &iccid, &key);
+    ClientConfig {
+        identity,
+        key,
+        ..card_config()
+    }
+}
+
+/// Waits until the server has noted the end of every session (it does so right after the
+/// connection ends, so a client may see the close first).
+async fn wait_sessions_closed(env: &DevEnv) {
+    for _ in 0..300 {
+        if env
+            .server
+            .gateway
+            .https_sessions()
+            .is_some_and(|s| s.open_sessions() == 0)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn read_all(s: &mut (impl AsyncReadExt + Unpin), within: Duration) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+/// Malformed HTTP gets a 400 and the connection closes; a client that stops mid-request or
+/// never finishes its handshake is dropped when the timeouts run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_http_and_slow_clients_are_dropped() {
+    let env = env_with("sqlite", https_settings(), 1).await;
+    let addr = env.server.https_addr.expect("admin server");
+    let stats = env.server.https_stats.clone().expect("stats");
+    use std::sync::atomic::Ordering::Relaxed;
+    let card = known_card(&env, 0);
+    let connector = client::connector(&card).expect("connector");
+
+    let mut s = client::connect(addr, &connector, Duration::from_secs(5))
+        .await
+        .expect("handshake");
+    s.write_all(b"POST /gp/admin HTTP/1.1\r\nHost x\r\n\r\n")
+        .await
+        .expect("write");
+    let (got, closed) = read_all(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 400 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(closed);
+    assert_eq!(stats.bad_requests.load(Relaxed), 1);
+
+    wait_sessions_closed(&env).await;
+    // A GET is not Amendment B.
+    let mut s = client::connect(addr, &connector, Duration::from_secs(5))
+        .await
+        .expect("handshake");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let (got, closed) = read_all(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 405 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(closed);
+
+    wait_sessions_closed(&env).await;
+    // Slow loris after the handshake: half a request head, then nothing.
+    let mut s = client::connect(addr, &connector, Duration::from_secs(5))
+        .await
+        .expect("handshake");
+    s.write_all(b"POST /gp/admin HTTP/1.1\r\nHost: x\r\nX-Admin-Pro")
+        .await
+        .expect("write");
+    let started = tokio::time::Instant::now();
+    let (_, closed) = read_all(&mut s, Duration::from_secs(8)).await;
+    assert!(closed, "the server kept a slow client");
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    // Slow loris before the handshake: TCP only.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    let (_, closed) = read_all(&mut tcp, Duration::from_secs(8)).await;
+    assert!(closed, "the server kept a client that never said hello");
+    assert!(
+        stats.timeouts.load(Relaxed) >= 2,
+        "{}",
+        stats.timeouts.load(Relaxed)
+    );
+    env.shutdown().await;
+}
+
+/// One administration session per card: a second one while the first is open is closed right
+/// after its handshake; the first goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_session_for_the_same_card_is_refused() {
+    let env = env_with("sqlite", https_settings(), 1).await;
+    let addr = env.server.https_addr.expect("admin server");
+    let stats = env.server.https_stats.clone().expect("stats");
+    use std::sync::atomic::Ordering::Relaxed;
+    let card = known_card(&env, 1);
+    let connector = client::connector(&card).expect("connector");
+    let first = client::connect(addr, &connector, Duration::from_secs(5))
+        .await
+        .expect("handshake");
+    // Let the server register the first session.
+    for _ in 0..100 {
+        if env
+            .server
+            .gateway
+            .https_sessions()
+            .is_some_and(|s| s.open_sessions() == 1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut second = client::connect(addr, &connector, Duration::from_secs(5))
+        .await
+        .expect("handshake");
+    let _ = second
+        .write_all(&client::write_post(
+            "/gp/admin",
+            "h",
+            "a",
+            &[],
+            None,
+            false,
+            false,
+        ))
+        .await;
+    let (got, closed) = read_all(&mut second, Duration::from_secs(5)).await;
+    assert!(
+        got.is_empty() && closed,
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(stats.sessions_refused.load(Relaxed), 1);
+    // The first session still works: nothing queued, so 204 ends it.
+    struct NoScripts;
+    impl client::CardAgent for NoScripts {
+        fn execute(&mut self, _: &[u8], _: Option<&str>) -> client::AgentReply {
+            client::AgentReply::Drop
+        }
+    }
+    let outcome = client::run_session(first, &card, &mut NoScripts, None)
+        .await
+        .expect("session");
+    assert!(outcome.completed && outcome.scripts == 0, "{outcome:?}");
+    // And once it ended, the card may open a new one.
+    wait_sessions_closed(&env).await;
+    let again = client::connect(addr, &connector, Duration::from_secs(5))
+        .await
+        .expect("handshake");
+    let outcome = client::run_session(again, &card, &mut NoScripts, None)
+        .await
+        .expect("session");
+    assert!(outcome.completed, "{outcome:?}");
+    let _ = Pin::new(&mut second).shutdown().await;
+    env.shutdown().await;
+}
+
+/// No session comes (the card ignores its triggers): resent per the retry policy, then the
+/// command goes over SMS where the configuration allows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_triggers_fall_back_to_sms() {
+    let env = env_with(
+        "sqlite",
+        HttpsSettings {
+            window_secs: 1,
+            fallback_to_sms: true,
+            ..https_settings()
+        },
+        2,
+    )
+    .await;
+    let handsets = env.https.clone().expect("https handsets");
+    handsets.set_tls(CardTls {
+        ignore_triggers: 2,
+        ..CardTls::default()
+    });
+    let iccid = env.iccid(0).expect("card");
+    let id = post_ok(
+        &env,
+        &https_cmd("RFM", &iccid, "B00010", json!({"apdus": READ_ICCID})),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(30))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    let kinds = events(&r);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "TRIGGER").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| k == "FALLBACK"), "{kinds:?}");
+    assert_eq!(r["response"]["porStatus"], "00");
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(handsets.stats.sessions.load(Relaxed), 0);
+    env.shutdown().await;
+}
