@@ -241,6 +241,11 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
                         kid_byte: Some("12".into()),
                         // With HTTPS on, the fleet's profile sends over HTTPS by default.
                         transport: options.https.as_ref().map(|_| "https".to_string()),
+                        // TLS_TRIGGER campaigns need a profile with HTTP parameters.
+                        http: options
+                            .https
+                            .as_ref()
+                            .map(|_| serde_json::json!({"agentId": "otagw-devkit"})),
                         ..Default::default()
                     },
                 },

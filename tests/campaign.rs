@@ -471,3 +471,60 @@ async fn rest_campaign_lifecycle_with_webhooks() {
     }
     env.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_trigger_rfm_campaign_runs_over_https() {
+    let env = devkit::start(DevOptions {
+        cards: 3,
+        provision: true,
+        https: Some(otagw::config::HttpsSettings {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            window_secs: 5,
+            ..otagw::config::HttpsSettings::default()
+        }),
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit with HTTPS");
+    let (profile, group) = env.fleet_group.unwrap();
+    let (code, created) = env
+        .post(
+            "/api/v1/campaigns",
+            &serde_json::json!({"profile": profile, "name": "spn_https", "type": "TLS_TRIGGER_RFM",
+                "spi": "1639",
+                "commands": ["00A40004023F00", "00A40004027FFF", "00A40004026F46",
+                    format!("00D6000011{}", spn("HTTPS"))],
+                "expectedLastSw": "9000"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let (code, body) = env
+        .post(
+            &format!("/api/v1/campaigns/{id}/start"),
+            &serde_json::json!({"cardGroup": group}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    wait_status(&env, id, status::COMPLETED).await;
+    let rows = env
+        .server
+        .store
+        .campaign_cards(id, 1, None, "", 10)
+        .await
+        .unwrap();
+    assert_eq!(count(&env, id, 1, card_state::POR_OK).await, 3, "{rows:?}");
+    for i in 0..3 {
+        let content = env
+            .fleet
+            .with_card(&env.msisdn(i).unwrap(), |c| {
+                c.read_file(&[0x3F00, 0x7FFF, 0x6F46])
+            })
+            .flatten()
+            .unwrap();
+        assert_eq!(hex::encode_upper(content), spn("HTTPS"));
+    }
+    env.shutdown().await;
+}

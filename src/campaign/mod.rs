@@ -695,6 +695,33 @@ impl CampaignPlan {
         self.build(&values).map(Cow::Owned)
     }
 
+    /// The C-APDUs (hex) for a card, placeholders filled: what an HTTPS (SCP81) session
+    /// carries, chunked by the admin server rather than packed into SCP80 packets.
+    pub fn command_lines(&self, data: Option<&str>) -> Result<Vec<String>, String> {
+        let values: BTreeMap<String, String> = match data {
+            Some(d) => serde_json::from_str(d)
+                .map_err(|e| format!("the card's placeholder data is not a JSON object: {e}"))?,
+            None => BTreeMap::new(),
+        };
+        self.lines
+            .iter()
+            .map(|line| {
+                let mut text = String::new();
+                for part in line {
+                    match part {
+                        Part::Hex(h) => text.push_str(h),
+                        Part::Placeholder(n) => text.push_str(
+                            values
+                                .get(n)
+                                .ok_or_else(|| format!("no data for placeholder [{n}]"))?,
+                        ),
+                    }
+                }
+                Ok(text.to_uppercase())
+            })
+            .collect()
+    }
+
     fn build_lenient(&self, values: &BTreeMap<String, String>) -> Result<Vec<Vec<u8>>, String> {
         let mut filled = values.clone();
         for l in &self.lines {

@@ -387,6 +387,7 @@ async fn supervise(shared: Arc<Shared>) {
 #[derive(Clone)]
 struct Run {
     id: i64,
+    account_id: String,
     iteration: i64,
     plan: Arc<CampaignPlan>,
     tally: Arc<Tally>,
@@ -428,12 +429,18 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
     };
     let run = Run {
         id,
+        account_id: campaign.account_id.clone(),
         iteration: campaign.iteration,
         plan: plan.clone(),
         tally: tally.clone(),
     };
     let keys = plan.claim_keys();
-    let limit = shared.config.max_in_flight.max(1);
+    // HTTPS cards each hold a session and are followed through the store: fewer at once.
+    let limit = if plan.campaign_type.is_tls() {
+        shared.config.max_in_flight.clamp(1, 500)
+    } else {
+        shared.config.max_in_flight.max(1)
+    };
     let permits = Arc::new(Semaphore::new(limit));
     publish(
         &shared,
@@ -573,12 +580,6 @@ async fn plan_of(shared: &Shared, c: &CampaignRecord) -> Result<CampaignPlan, St
     let settings: CampaignSettings =
         serde_json::from_str(&c.settings).map_err(|e| format!("settings: {e}"))?;
     let campaign_type: CampaignType = c.campaign_type.parse()?;
-    if campaign_type.is_tls() {
-        return Err(format!(
-            "{campaign_type} campaigns need the HTTPS (SCP81) transport, which this gateway \
-             does not run"
-        ));
-    }
     let applet = match &settings.applet {
         Some(a) => Some(
             shared
@@ -725,6 +726,9 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
         delivery_report: true,
         sequential_segments: plan.sequential,
     };
+    if plan.campaign_type.is_tls() {
+        return run_https(shared, run, &card).await;
+    }
     if plan.campaign_type.is_text() {
         if resume && card.state == card_state::DELIVERED {
             return End::new(0, card_state::DELIVERED, "delivered");
@@ -976,4 +980,104 @@ async fn run_text(
     };
     land(shared, id);
     end
+}
+
+/// TLS_TRIGGER_RFM / TLS_TRIGGER_RAM: one command per card over the HTTPS transport (trigger
+/// SMS, the card's PSK-TLS session, the script in chunks), followed in the store. Its id is
+/// derived from the campaign, iteration and card, so a restart finds it instead of adding
+/// another.
+async fn run_https(shared: &Shared, run: &Run, card: &ClaimedCard) -> End {
+    use crate::command::{CommandStatus, OtaCommandRequest};
+    let plan = &run.plan;
+    let lines = match plan.command_lines(card.data.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return End::new(0, card_state::FAILED, e),
+    };
+    let request = serde_json::json!({
+        "type": if plan.campaign_type.is_ram() { "RAM" } else { "RFM" },
+        "target": {"iccid": card.iccid},
+        "security": {
+            "spi": hex::encode_upper(plan.spi.to_bytes()),
+            "kic": format!("{:02X}", plan.kic),
+            "kid": format!("{:02X}", plan.kid),
+            "tar": hex::encode_upper(plan.tar),
+        },
+        "data": {"apdus": lines},
+        "transport": "https",
+    });
+    let req: OtaCommandRequest = match serde_json::from_value(request.clone()) {
+        Ok(r) => r,
+        Err(e) => return End::new(0, card_state::FAILED, format!("command: {e}")),
+    };
+    let id = format!("campaign-{}-{}-{}", run.id, run.iteration, card.iccid);
+    let now = now_ms();
+    let command = crate::store::NewCommand {
+        id: id.clone(),
+        account_id: run.account_id.clone(),
+        batch_id: None,
+        command_type: req.command_type,
+        iccid: card.iccid.clone(),
+        transport: "https".into(),
+        priority: req.priority.unwrap_or_default(),
+        request,
+        expires_at: (plan.validity_minutes > 0)
+            .then(|| now + i64::from(plan.validity_minutes) * 60_000),
+        created_at: now,
+    };
+    match shared.store.insert_command(&command).await {
+        Ok(()) => {}
+        Err(crate::store::StoreError::Duplicate { .. }) => {}
+        Err(e) => return End::new(0, card_state::FAILED, format!("storing the command: {e}")),
+    }
+    run.tally.sent.fetch_add(1, Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + shared.config.por_timeout * 4;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let record = match shared.store.command_by_id(&run.account_id, &id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return End::new(0, card_state::FAILED, format!("command {id} is gone")),
+            Err(e) => {
+                tracing::warn!("campaign {}: {e}", run.id);
+                continue;
+            }
+        };
+        if record.status.is_terminal() {
+            return match record.status {
+                CommandStatus::Success => {
+                    let last = record
+                        .response
+                        .as_ref()
+                        .and_then(|r| r.status_words.last())
+                        .map(|s| s.sw.to_uppercase());
+                    match (plan.expected_last_sw, last) {
+                        (Some(want), Some(sw)) if sw != format!("{want:04X}") => End::new(
+                            0,
+                            card_state::POR_ERROR,
+                            format!("last status word {sw}, expected {want:04X} (command {id})"),
+                        ),
+                        _ => End::new(
+                            0,
+                            card_state::POR_OK,
+                            format!("HTTPS session, command {id}"),
+                        ),
+                    }
+                }
+                other => End::new(
+                    0,
+                    card_state::FAILED,
+                    format!(
+                        "command {id} {other}: {}",
+                        record.error.map(|e| e.message).unwrap_or_default()
+                    ),
+                ),
+            };
+        }
+        if tokio::time::Instant::now() > deadline {
+            return End::new(
+                0,
+                card_state::FAILED,
+                format!("command {id} did not end in time"),
+            );
+        }
+    }
 }

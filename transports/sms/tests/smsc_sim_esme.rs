@@ -1110,8 +1110,10 @@ async fn malformed_pdus_get_generic_nack_and_the_session_survives() {
 #[tokio::test]
 async fn enquire_link_answered_and_idle_sessions_probed() {
     let net = Arc::new(Net::default());
+    // 300 ms: a session is closed after about twice the interval without an answer, and a
+    // loaded 2-core machine (tests in parallel) can take a few hundred ms to answer.
     let sim = start(net, |c| {
-        c.enquire_link_interval = Some(Duration::from_millis(100));
+        c.enquire_link_interval = Some(Duration::from_millis(300));
     })
     .await;
     let mut esme = Esme::bind_ok(sim.local_addr(), "trx").await;
