@@ -26,6 +26,14 @@ pub enum ConfigError {
         /// What is wrong (toml names the key and the line).
         message: String,
     },
+    /// A setting is not valid.
+    #[error("{name}: {problem}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
     /// An environment variable is not valid.
     #[error("environment variable {name}: {problem}")]
     Env {
@@ -56,6 +64,8 @@ pub struct Config {
     pub https: Option<HttpsSettings>,
     /// Campaign runner settings.
     pub campaigns: CampaignsSettings,
+    /// CAT_TP over UDP (the BIP transport; needs `[smpp]` for its push). Absent: none.
+    pub catp: Option<CatpConfig>,
 }
 
 /// `[campaigns]`.
@@ -80,6 +90,133 @@ impl Default for CampaignsSettings {
             por_timeout_secs: 120,
             resume_wait_secs: 5,
         }
+    }
+}
+
+/// `[catp]`: the CAT_TP endpoint and the push that asks cards to connect to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatpConfig {
+    /// UDP listen address.
+    pub listen: SocketAddr,
+    /// Address the push tells cards to reach (default: the listen address; set it behind NAT).
+    pub advertised: Option<SocketAddr>,
+    /// CAT_TP destination port in the push (the PDU header's port).
+    pub cattp_port: u16,
+    /// Bearer type of the push's bearer description (TS 102 223 8.52; 3: default bearer,
+    /// 2: GPRS/UTRAN packet service, 11: E-UTRAN).
+    pub bearer_type: u8,
+    /// Bearer parameters, hex.
+    pub bearer_parameters: String,
+    /// Buffer size the card asks the terminal for.
+    pub buffer_size: u16,
+    /// Network access name (APN) in dotted form, e.g. `iot.example`.
+    pub apn: Option<String>,
+    /// TAR the push goes to, 6 hex digits (the ISD, 000000, by default).
+    pub push_tar: String,
+    /// Seconds to wait for a card's link after a push.
+    pub link_timeout_secs: u64,
+    /// Pushes per command before it fails with TIMEOUT.
+    pub push_attempts: u32,
+    /// Links held at most.
+    pub max_links: usize,
+    /// Receive window in PDUs.
+    pub window: u16,
+    /// Largest PDU we accept (header included).
+    pub max_pdu_size: u16,
+    /// First retransmission timeout, ms (doubles per retry up to 8x).
+    pub rto_ms: u64,
+    /// Retransmissions of one PDU before the link is reset.
+    pub max_retries: u32,
+    /// Seconds without traffic before a NUL keep-alive (0: none).
+    pub keepalive_secs: u64,
+    /// Commands in flight over CAT_TP at most.
+    pub concurrency: usize,
+}
+
+impl Default for CatpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4500)),
+            advertised: None,
+            cattp_port: 4500,
+            bearer_type: 3,
+            bearer_parameters: String::new(),
+            buffer_size: 1400,
+            apn: None,
+            push_tar: "000000".into(),
+            link_timeout_secs: 30,
+            push_attempts: 2,
+            max_links: 10_000,
+            window: 16,
+            max_pdu_size: 1400,
+            rto_ms: 1000,
+            max_retries: 5,
+            keepalive_secs: 30,
+            concurrency: 10_000,
+        }
+    }
+}
+
+impl CatpConfig {
+    /// The transport's settings and the push TAR.
+    pub fn settings(&self) -> Result<(otagw_catp::CatpSettings, [u8; 3]), ConfigError> {
+        let bad = |name: &'static str, problem: String| ConfigError::Invalid { name, problem };
+        let bearer_parameters = hex::decode(&self.bearer_parameters)
+            .map_err(|e| bad("catp.bearer_parameters", e.to_string()))?;
+        let tar: [u8; 3] = hex::decode(&self.push_tar)
+            .ok()
+            .and_then(|t| t.try_into().ok())
+            .ok_or_else(|| {
+                bad(
+                    "catp.push_tar",
+                    format!("{:?} is not 6 hex digits", self.push_tar),
+                )
+            })?;
+        let apn = match &self.apn {
+            Some(a) => {
+                let mut out = Vec::new();
+                for label in a.split('.') {
+                    if label.is_empty() || label.len() > 63 {
+                        return Err(bad("catp.apn", format!("label {label:?} in {a:?}")));
+                    }
+                    out.push(label.len() as u8);
+                    out.extend_from_slice(label.as_bytes());
+                }
+                Some(out)
+            }
+            None => None,
+        };
+        let rto = Duration::from_millis(self.rto_ms.max(1));
+        let link = otagw_catp::Config {
+            max_pdu_size: self.max_pdu_size.max(64),
+            max_sdu_size: u16::MAX,
+            window: self.window.max(1),
+            rto,
+            max_rto: rto * 8,
+            max_retries: self.max_retries,
+            keepalive: (self.keepalive_secs > 0).then(|| Duration::from_secs(self.keepalive_secs)),
+            identification: Vec::new(),
+        };
+        Ok((
+            otagw_catp::CatpSettings {
+                listen: self.listen,
+                advertised: self.advertised,
+                cattp_port: self.cattp_port,
+                bearer: otagw_catp::push::Bearer {
+                    bearer_type: self.bearer_type,
+                    parameters: bearer_parameters,
+                },
+                buffer_size: self.buffer_size,
+                network_access_name: apn,
+                link,
+                max_links: self.max_links.max(1),
+                link_timeout: Duration::from_secs(self.link_timeout_secs.max(1)),
+                push_attempts: self.push_attempts.max(1),
+                max_packet_len: 65_000,
+            },
+            tar,
+        ))
     }
 }
 
@@ -198,6 +335,7 @@ impl Default for Config {
             pipeline: PipelineSettings::default(),
             campaigns: CampaignsSettings::default(),
             https: None,
+            catp: None,
         }
     }
 }

@@ -53,6 +53,11 @@ pub struct DevOptions {
     /// 0x40) in the store and on the card, and the cards answering triggers. With
     /// [`DevOptions::provision`], the `fleet` profile's default transport is `https`.
     pub https: Option<crate::config::HttpsSettings>,
+    /// Run CAT_TP too (its listen address is replaced by an ephemeral loopback port), with
+    /// terminals in front of the fleet that open the links pushes ask for.
+    pub catp: Option<crate::config::CatpConfig>,
+    /// How those terminals behave (faults, silent cards).
+    pub terminals: crate::sim::catp_client::TerminalSettings,
 }
 
 impl Default for DevOptions {
@@ -70,6 +75,8 @@ impl Default for DevOptions {
             sqlite_synchronous_normal: false,
             provision: false,
             https: None,
+            catp: None,
+            terminals: Default::default(),
         }
     }
 }
@@ -96,6 +103,8 @@ pub struct DevEnv {
     pub account_id: String,
     /// The cards' SCP81 side (with [`DevOptions::https`]).
     pub https: Option<Arc<crate::sim::https_client::HttpsHandsets>>,
+    /// The CAT_TP terminals in front of the fleet (with [`DevOptions::catp`]).
+    pub terminals: Option<Arc<crate::sim::catp_client::CatpTerminals>>,
     master_key: [u8; 32],
 }
 
@@ -164,9 +173,17 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         .https
         .as_ref()
         .map(|_| crate::sim::https_client::HttpsHandsets::new(fleet.clone()));
-    let network: Arc<dyn otagw_sms::smsc_sim::HandsetNetwork> = match &https {
-        Some(h) => Arc::new(crate::sim::https_client::TriggeringNetwork(h.clone())),
-        None => fleet.clone(),
+    let terminals = options.catp.as_ref().map(|_| {
+        Arc::new(crate::sim::catp_client::CatpTerminals::new(
+            fleet.clone(),
+            options.terminals.clone(),
+        ))
+    });
+    // One network in front of the fleet: HTTPS triggers, else CAT_TP pushes, else plain SMS.
+    let network: Arc<dyn otagw_sms::smsc_sim::HandsetNetwork> = match (&https, &terminals) {
+        (Some(h), _) => Arc::new(crate::sim::https_client::TriggeringNetwork(h.clone())),
+        (None, Some(t)) => t.clone(),
+        (None, None) => fleet.clone(),
     };
     let smsc = SmscSimulator::start(
         SmscConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
@@ -186,6 +203,10 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         address: smsc.local_addr().to_string(),
         window: options.window,
         ..SmppSettings::default()
+    });
+    config.catp = options.catp.clone().map(|mut c| {
+        c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        c
     });
     config.pipeline.por_timeout_secs = options.por_timeout.as_secs().max(1);
     config.pipeline.attempts = options.attempts;
@@ -286,6 +307,7 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         fleet_group,
         account_id: account.id.clone(),
         https,
+        terminals,
         master_key,
     };
     let response = if options.provision {

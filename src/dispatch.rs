@@ -75,6 +75,8 @@ struct Inner {
     unmatched: AtomicU64,
     delivered: AtomicU64,
     last_rejection: Mutex<Option<String>>,
+    /// The transport frames PoRs for CAT_TP (their RC/CC covers RPI and the BER RPL).
+    cattp: bool,
 }
 
 impl Inner {
@@ -104,6 +106,8 @@ impl EventSink for Inner {
             } => {
                 let scope = if sms_framing {
                     CcScope::SmsUdh
+                } else if self.cattp {
+                    CcScope::CatTp
                 } else {
                     CcScope::FromRpl
                 };
@@ -164,7 +168,10 @@ pub struct OtaDispatcher {
 impl OtaDispatcher {
     /// Takes over the transport's event sink.
     pub fn new(transport: Arc<dyn Transport>) -> Self {
-        let inner = Arc::new(Inner::default());
+        let inner = Arc::new(Inner {
+            cattp: transport.packet_format() == otagw_transport::PacketFormat::CatTp,
+            ..Inner::default()
+        });
         transport.set_event_sink(inner.clone());
         Self { transport, inner }
     }

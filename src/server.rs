@@ -38,6 +38,9 @@ pub enum ServerError {
     /// The API listener or TLS.
     #[error("api: {0}")]
     Api(String),
+    /// The CAT_TP transport.
+    #[error("catp: {0}")]
+    Catp(String),
 }
 
 /// A running server.
@@ -52,6 +55,8 @@ pub struct ServerHandle {
     pub store: Arc<dyn Store>,
     /// The campaign runner (with an SMS transport).
     pub campaigns: Option<Arc<crate::campaign::runner::CampaignRunner>>,
+    /// The CAT_TP transport, when configured.
+    pub catp: Option<Arc<otagw_catp::CatpTransport>>,
     smpp: Option<Arc<SmppTransport>>,
     /// Where the SCP81 admin server listens (when `[https]` is configured).
     pub https_addr: Option<SocketAddr>,
@@ -82,6 +87,9 @@ impl ServerHandle {
         self.gateway.shutdown().await;
         if let Some(s) = &self.smpp {
             s.shutdown().await;
+        }
+        if let Some(c) = &self.catp {
+            c.shutdown();
         }
     }
 }
@@ -203,6 +211,43 @@ pub async fn start_with_store(
         });
         smpp = Some(t);
     }
+    let catp = match (&config.catp, &smpp) {
+        (Some(c), Some(sms)) => {
+            let (settings, push_tar) =
+                c.settings().map_err(|e| ServerError::Catp(e.to_string()))?;
+            let sms: Arc<dyn otagw_transport::Transport> = sms.clone();
+            let pusher = Arc::new(crate::gateway::catp::SmsPusher::new(
+                store.clone(),
+                sms,
+                push_tar,
+            ));
+            let t = Arc::new(
+                otagw_catp::CatpTransport::start(settings, pusher)
+                    .await
+                    .map_err(|e| ServerError::Catp(format!("listen on {}: {e}", c.listen)))?,
+            );
+            tracing::info!("otagw: CAT_TP on udp {}", t.local_addr());
+            let probe = t.clone();
+            health.push(Arc::new(move || TransportHealth {
+                name: "catp".into(),
+                ready: true,
+                detail: format!("{} CAT_TP links", probe.endpoint_stats().links),
+            }));
+            transports.push(TransportSetup {
+                name: "catp".into(),
+                transport: t.clone(),
+                concurrency: c.concurrency.max(1),
+                rate: None,
+            });
+            Some(t)
+        }
+        (Some(_), None) => {
+            return Err(ServerError::Catp(
+                "CAT_TP needs [smpp]: the push that opens the link goes by SMS".into(),
+            ))
+        }
+        (None, _) => None,
+    };
     let webhooks = Webhooks::start(store.clone(), WebhookRetry::default());
     let mut gateway_config = config.gateway();
     let mut https_listener = None;
@@ -306,6 +351,7 @@ pub async fn start_with_store(
         gateway,
         store,
         campaigns,
+        catp,
         smpp,
         https_addr,
         https_stats,

@@ -3,6 +3,7 @@
 //! restart or for another gateway's commands, renews its leases and expires stale commands.
 //! Runtime glue only: what a PoR means is in [`outcome`], the steps are in [`crate::pipeline`].
 
+pub mod catp;
 pub mod https;
 pub mod metrics;
 pub mod outcome;

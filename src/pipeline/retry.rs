@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use otagw_transport::TransportError;
 use tower::{Layer, Service, ServiceExt};
 
 use super::{Job, JobError};
@@ -108,6 +109,12 @@ where
                         JobError::Timeout(d) => JobError::Fail {
                             code: ErrorCode::Timeout,
                             message: format!("no PoR within {d:?} after {sent} send(s)"),
+                        },
+                        // The transport waited in vain (a CAT_TP card that never opened its
+                        // link after the pushes): a timeout too.
+                        JobError::Transport(t @ TransportError::Timeout(_)) => JobError::Fail {
+                            code: ErrorCode::Timeout,
+                            message: format!("{t} (after {sent} send(s))"),
                         },
                         JobError::Transport(t) => JobError::Fail {
                             code: ErrorCode::TransportError,

@@ -74,6 +74,13 @@ impl Transports {
             .saturating_sub(super::secure::PACKET_OVERHEAD)
     }
 
+    /// How the named transport (or its fallback) frames packets.
+    pub fn packet_format(&self, name: &str) -> otagw_transport::PacketFormat {
+        self.route(name)
+            .map(|r| r.dispatcher.transport().packet_format())
+            .unwrap_or_default()
+    }
+
     /// Largest command packet the named transport (or its fallback) carries.
     pub fn max_packet_len(&self, name: &str) -> usize {
         self.route(name)

@@ -12,8 +12,8 @@ use super::{Job, JobError, Transports};
 use crate::command::build::{build_script, BuildContext};
 use crate::command::{CommandType, ErrorCode};
 use crate::script::CardClass;
-use crate::security::command::encode_command_packet;
-use crate::security::{CommandHeader, Counter, KeyIdentifier};
+use crate::security::command::encode_command_packet_framed;
+use crate::security::{CommandHeader, Counter, KeyIdentifier, PacketFraming};
 use crate::store::{SecuredPacket, Store};
 
 /// Octets a command packet adds around its script, at most: CPL, CHL, SPI..PCNTR (13), a
@@ -133,7 +133,13 @@ async fn secure(store: &dyn Store, transports: &Transports, mut job: Job) -> Res
         counter: Counter::new(counter)
             .map_err(|e| fail(ErrorCode::SecurityError, e.to_string()))?,
     };
-    let packet = encode_command_packet(&header, keys, &built.script)
+    // Framed for the transport the route layer will pick (CAT_TP puts CPI and a BER CPL in
+    // the RC/CC input).
+    let framing = match transports.packet_format(&job.record.transport) {
+        otagw_transport::PacketFormat::CatTp => PacketFraming::CatTp,
+        otagw_transport::PacketFormat::Sms => PacketFraming::Sms,
+    };
+    let packet = encode_command_packet_framed(&header, keys, &built.script, framing)
         .map_err(|e| fail(ErrorCode::SecurityError, e.to_string()))?;
     let secured = SecuredPacket {
         packet,

@@ -6,6 +6,11 @@
 //! ```
 //! The RC/CC covers CPL through PCNTR and the data with its padding (not the UDH, and not the
 //! RC/CC field itself). CPL is always emitted, ciphered or not.
+//!
+//! Over CAT_TP ([`PacketFraming::CatTp`]) the packet starts with CPI `01` and a BER-coded CPL
+//! instead, and those octets are part of the RC/CC input (TS 102 225 clause 5.1; see
+//! `otagw_catp::framing`). The codec works on the two-octet form and swaps the framing at the
+//! edges.
 
 use serde::Serialize;
 
@@ -22,6 +27,35 @@ const CLEAR_PREFIX: usize = 16;
 const CNTR_AT: usize = 10;
 /// CHL without the RC/CC: SPI(2) KIc KID TAR(3) CNTR(5) PCNTR.
 const CHL_BASE: usize = 13;
+
+/// How an SCP80 packet is framed on its transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PacketFraming {
+    /// SMS-PP (TS 31.115): two-octet CPL, not preceded by anything in the RC/CC input.
+    #[default]
+    Sms,
+    /// CAT_TP (TS 102 225 clause 5): CPI `01` and a BER CPL, both in the RC/CC input.
+    CatTp,
+}
+
+/// The octets that stand for the two-octet CPL in the RC/CC input: (buffer, length used).
+fn cc_length_prefix(framing: PacketFraming, packet: &[u8]) -> ([u8; 4], usize) {
+    match framing {
+        PacketFraming::Sms => {
+            let mut b = [0u8; 4];
+            let n = packet.len().min(2);
+            b[..n].copy_from_slice(&packet[..n]);
+            (b, n)
+        }
+        PacketFraming::CatTp => {
+            let cpl = packet
+                .get(..2)
+                .map_or(0, |l| u16::from_be_bytes([l[0], l[1]]));
+            otagw_catp::framing::prefix(otagw_catp::framing::CPI, cpl)
+        }
+    }
+}
 
 /// The header fields of a command packet that the sender chooses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -103,11 +137,55 @@ pub fn encode_command_packet(
     Ok(out)
 }
 
+/// Gateway side: secures `data` into a command packet framed for its transport (for
+/// [`PacketFraming::CatTp`] from CPI on, else from CPL on).
+pub fn encode_command_packet_framed(
+    header: &CommandHeader,
+    keys: &Scp80Keys,
+    data: &[u8],
+    framing: PacketFraming,
+) -> Result<Vec<u8>, SecurityError> {
+    let mut out = Vec::new();
+    encode_framed_into(header, keys, data, framing, &mut out)?;
+    match framing {
+        PacketFraming::Sms => Ok(out),
+        PacketFraming::CatTp => otagw_catp::framing::to_cattp(otagw_catp::framing::CPI, &out)
+            .map_err(|e| SecurityError::HeaderLength {
+                field: "CPL",
+                value: out.len(),
+                reason: e.to_string(),
+            }),
+    }
+}
+
+/// A command packet in CAT_TP form (CPI `01`, BER CPL) in the two-octet CPL form the
+/// codec reads ([`CommandPacketView::parse_framed`] with [`PacketFraming::CatTp`]).
+pub fn cattp_command_to_two_octet_form(sdu: &[u8]) -> Result<Vec<u8>, SecurityError> {
+    otagw_catp::framing::from_cattp(otagw_catp::framing::CPI, sdu).map_err(|e| {
+        SecurityError::HeaderLength {
+            field: "CPI/CPL",
+            value: sdu.len(),
+            reason: e.to_string(),
+        }
+    })
+}
+
 /// As [`encode_command_packet`], appending to `out` (which is cleared first).
 pub fn encode_command_packet_into(
     header: &CommandHeader,
     keys: &Scp80Keys,
     data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), SecurityError> {
+    encode_framed_into(header, keys, data, PacketFraming::Sms, out)
+}
+
+/// The two-octet CPL form, with the RC/CC computed as `framing` asks.
+fn encode_framed_into(
+    header: &CommandHeader,
+    keys: &Scp80Keys,
+    data: &[u8],
+    framing: PacketFraming,
     out: &mut Vec<u8>,
 ) -> Result<(), SecurityError> {
     let spi = &header.spi;
@@ -142,7 +220,12 @@ pub fn encode_command_packet_into(
     out.resize(out.len() + pad, 0);
     if let Some(mac) = mac {
         // The RC/CC covers everything but its own field, which goes in after PCNTR.
-        let value = mac.compute_parts(&[&out[..CLEAR_PREFIX], &out[CLEAR_PREFIX + cc_len..]]);
+        let (p, n) = cc_length_prefix(framing, out);
+        let value = mac.compute_parts(&[
+            &p[..n],
+            &out[2..CLEAR_PREFIX],
+            &out[CLEAR_PREFIX + cc_len..],
+        ]);
         out[CLEAR_PREFIX..CLEAR_PREFIX + cc_len].copy_from_slice(value.as_slice());
     }
     if let Some(cipher) = cipher {
@@ -167,6 +250,7 @@ pub struct CommandPacketView<'a> {
     /// Toolkit application reference.
     pub tar: Tar,
     packet: &'a [u8],
+    framing: PacketFraming,
 }
 
 /// A verified, deciphered command packet.
@@ -194,6 +278,13 @@ pub(crate) fn ser_bytes<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S
 impl<'a> CommandPacketView<'a> {
     /// Parses the clear header of a command packet that starts at CPL; checks CPL and CHL.
     pub fn parse(packet: &'a [u8]) -> Result<Self, SecurityError> {
+        Self::parse_framed(packet, PacketFraming::Sms)
+    }
+
+    /// Like [`CommandPacketView::parse`] for a packet that travelled framed as `framing` (and
+    /// was brought into the two-octet CPL form, [`cattp_command_to_two_octet_form`]): the
+    /// RC/CC is then checked over that framing.
+    pub fn parse_framed(packet: &'a [u8], framing: PacketFraming) -> Result<Self, SecurityError> {
         let (cpl, chl) = check_framing(packet, ("CPL", "CHL"), CHL_BASE, "SPI through PCNTR")?;
         let [spi0, spi1] = take(packet, 3, "SPI")?;
         let [kic] = take(packet, 5, "KIc")?;
@@ -207,7 +298,13 @@ impl<'a> CommandPacketView<'a> {
             kid: KeyIdentifier(kid),
             tar,
             packet,
+            framing,
         })
+    }
+
+    /// How the packet travelled.
+    pub fn framing(&self) -> PacketFraming {
+        self.framing
     }
 
     /// Card side: deciphers and verifies the packet with the card's keys.
@@ -254,7 +351,12 @@ impl<'a> CommandPacketView<'a> {
         let body = &secured[6 + cc_len..];
 
         if let Some(mac) = mac {
-            verify(mac, &[&self.packet[..CNTR_AT], &secured[..6], body], &value)?;
+            let (p, n) = cc_length_prefix(self.framing, self.packet);
+            verify(
+                mac,
+                &[&p[..n], &self.packet[2..CNTR_AT], &secured[..6], body],
+                &value,
+            )?;
         }
         let data_len =
             body.len()

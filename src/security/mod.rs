@@ -13,7 +13,7 @@ pub mod spi;
 pub mod status;
 
 pub use algorithm::{CipherAlgorithm, IntegrityAlgorithm, KeyIdentifier};
-pub use command::{CommandHeader, CommandPacketView, DecodedCommand};
+pub use command::{CommandHeader, CommandPacketView, DecodedCommand, PacketFraming};
 pub use counter::{check_counter, Counter};
 pub use crypto::{CipherKey, IntegrityKey, MacValue};
 pub use keys::{KeyConfig, Scp80Keys};

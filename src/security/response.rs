@@ -33,16 +33,22 @@ pub enum CcScope {
     FromRpl,
     /// TAR onwards, without RPL and RHL (what the opentelecoms gsm0348 library calls NORMAL).
     FromTar,
+    /// CAT_TP (TS 102 225 clause 5.2): RPI `02` and the BER-coded RPL stand for the two-octet
+    /// RPL in the RC/CC input (the PoR travels in that framing; the transport hands it over
+    /// with a two-octet RPL).
+    CatTp,
 }
 
 impl CcScope {
     /// Every scope, the standard one (TS 31.115, SMS) first.
     pub const ALL: [CcScope; 3] = [Self::SmsUdh, Self::FromRpl, Self::FromTar];
 
-    fn prefix(self) -> &'static [u8] {
+    /// What precedes the packet's own octets in the RC/CC input: (buffer, length used).
+    fn prefix(self, rpl: u16) -> ([u8; 4], usize) {
         match self {
-            Self::SmsUdh => &SMS_RESPONSE_UDH,
-            Self::FromRpl | Self::FromTar => &[],
+            Self::SmsUdh => ([0x02, 0x71, 0x00, 0], 3),
+            Self::FromRpl | Self::FromTar => ([0; 4], 0),
+            Self::CatTp => otagw_catp::framing::prefix(otagw_catp::framing::RPI, rpl),
         }
     }
 
@@ -50,6 +56,7 @@ impl CcScope {
     fn start(self) -> usize {
         match self {
             Self::SmsUdh | Self::FromRpl => 0,
+            Self::CatTp => 2,
             Self::FromTar => 3,
         }
     }
@@ -172,7 +179,8 @@ pub fn encode_response_packet(
             max: usize::from(u16::MAX),
         });
     }
-    let prefix = scope.prefix();
+    let (prefix, prefix_len) = scope.prefix(rpl as u16);
+    let prefix = &prefix[..prefix_len];
     let mut out = Vec::with_capacity(2 + rpl);
     out.extend_from_slice(&(rpl as u16).to_be_bytes());
     out.push(rhl as u8);
@@ -209,6 +217,18 @@ pub struct ResponsePacketView<'a> {
 }
 
 impl<'a> ResponsePacketView<'a> {
+    /// A PoR in CAT_TP form (RPI `02`, BER RPL) in the two-octet RPL form [`Self::parse`]
+    /// reads; open it with [`CcScope::CatTp`].
+    pub fn cattp_to_two_octet_form(sdu: &[u8]) -> Result<Vec<u8>, SecurityError> {
+        otagw_catp::framing::from_cattp(otagw_catp::framing::RPI, sdu).map_err(|e| {
+            SecurityError::HeaderLength {
+                field: "RPI/RPL",
+                value: sdu.len(),
+                reason: e.to_string(),
+            }
+        })
+    }
+
     /// Parses a PoR that starts at RPL; checks RPL and RHL.
     pub fn parse(packet: &'a [u8]) -> Result<Self, SecurityError> {
         let (rpl, rhl) = check_framing(packet, ("RPL", "RHL"), RHL_BASE, "TAR through STATUS")?;
@@ -301,8 +321,9 @@ impl<'a> ResponsePacketView<'a> {
         let secured = &*secured;
         let decoded = self.fields(secured, carried_cc, scope, PorProtection::AsRequested)?;
         if let Some(mac) = mac {
+            let (prefix, prefix_len) = scope.prefix(self.rpl);
             let parts: [&[u8]; 4] = [
-                scope.prefix(),
+                &prefix[..prefix_len],
                 &self.packet[scope.start()..CNTR_AT],
                 &secured[..7],
                 &secured[7 + carried_cc..],

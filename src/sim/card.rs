@@ -8,8 +8,8 @@ use otagw_sms::smsc_sim::PorReply;
 use crate::security::response::{encode_response_packet, SMS_RESPONSE_UDH};
 use crate::security::{
     check_counter, CcScope, CipherAlgorithm, CommandPacketView, Counter, Integrity,
-    IntegrityAlgorithm, KeyConfig, PorRequirement, PorStatus, ResponseHeader, Scp80Keys,
-    SecurityError, Spi, Tar,
+    IntegrityAlgorithm, KeyConfig, PacketFraming, PorRequirement, PorStatus, ResponseHeader,
+    Scp80Keys, SecurityError, Spi, Tar,
 };
 
 use super::digits::Digits;
@@ -226,6 +226,9 @@ pub struct CardOutcome {
     pub por_protected: bool,
     /// Why the card refused or discarded the packet.
     pub detail: Option<String>,
+    /// The packet was a push (TS 102 226 clause 8) to the ISD asking the card to open a BIP
+    /// channel and a CAT_TP link; whoever plays the terminal opens it.
+    pub push: Option<otagw_catp::push::PushRequest>,
 }
 
 /// Card behaviours that differ between real cards.
@@ -302,13 +305,31 @@ fn classify(e: &SecurityError, spi: &Spi) -> PorStatus {
     }
 }
 
-fn por_reply(packet: Vec<u8>, spi: &Spi) -> PorReply {
-    let mut user_data = Vec::with_capacity(3 + packet.len());
-    user_data.extend_from_slice(&SMS_RESPONSE_UDH);
-    user_data.extend_from_slice(&packet);
-    PorReply {
+/// The PoR as it leaves the card: over SMS the user data (UDH `02 71 00` and the packet);
+/// over CAT_TP the SDU (RPI `02`, BER RPL, the rest of the packet).
+fn por_reply(packet: Vec<u8>, spi: &Spi, framing: PacketFraming) -> Option<PorReply> {
+    let user_data = match framing {
+        PacketFraming::Sms => {
+            let mut user_data = Vec::with_capacity(3 + packet.len());
+            user_data.extend_from_slice(&SMS_RESPONSE_UDH);
+            user_data.extend_from_slice(&packet);
+            user_data
+        }
+        PacketFraming::CatTp => {
+            otagw_catp::framing::to_cattp(otagw_catp::framing::RPI, &packet).ok()?
+        }
+    };
+    Some(PorReply {
         user_data,
         via_submit: spi.por_via_submit,
+    })
+}
+
+/// The RC/CC scope of PoRs sent over a framing.
+fn por_scope(framing: PacketFraming) -> CcScope {
+    match framing {
+        PacketFraming::Sms => CcScope::SmsUdh,
+        PacketFraming::CatTp => CcScope::CatTp,
     }
 }
 
@@ -322,7 +343,13 @@ fn por_wanted(spi: &Spi, error: bool) -> bool {
 }
 
 /// A PoR in clear: no ciphering, no RC/CC, no data.
-fn unprotected_por(spi: &Spi, tar: Tar, counter: Counter, status: PorStatus) -> Option<PorReply> {
+fn unprotected_por(
+    spi: &Spi,
+    tar: Tar,
+    counter: Counter,
+    status: PorStatus,
+    framing: PacketFraming,
+) -> Option<PorReply> {
     let clear = Spi {
         por_integrity: Integrity::None,
         por_ciphered: false,
@@ -337,10 +364,10 @@ fn unprotected_por(spi: &Spi, tar: Tar, counter: Counter, status: PorStatus) -> 
         &clear,
         &Scp80Keys::default(),
         &[],
-        CcScope::SmsUdh,
+        por_scope(framing),
     )
     .ok()
-    .map(|p| por_reply(p, spi))
+    .and_then(|p| por_reply(p, spi, framing))
 }
 
 /// The command's counter as far as the card can read it: in clear, or from the first
@@ -671,7 +698,15 @@ impl VirtualCard {
     ) -> CardOutcome {
         let spi = &view.spi;
         let por = por_wanted(spi, true)
-            .then(|| unprotected_por(spi, view.tar, recover_counter(packet, spi, keys), status))
+            .then(|| {
+                unprotected_por(
+                    spi,
+                    view.tar,
+                    recover_counter(packet, spi, keys),
+                    status,
+                    view.framing(),
+                )
+            })
             .flatten();
         CardOutcome {
             status: Some(status),
@@ -680,6 +715,7 @@ impl VirtualCard {
             por,
             por_protected: false,
             detail: Some(detail),
+            push: None,
         }
     }
 
@@ -695,18 +731,35 @@ impl VirtualCard {
     ///    response as additional data) is protected as the SPI asks; with "PoR on error" only
     ///    if the last command failed.
     pub fn process(&mut self, packet: &[u8]) -> CardOutcome {
-        let view = match CommandPacketView::parse(packet) {
+        self.process_framed(packet, PacketFraming::Sms)
+    }
+
+    /// The card receives a command packet over CAT_TP (one SDU: CPI `01`, BER CPL, ...);
+    /// PoRs go back framed for CAT_TP (RPI `02`) with their RC/CC over that framing.
+    pub fn process_cattp(&mut self, sdu: &[u8]) -> CardOutcome {
+        match crate::security::command::cattp_command_to_two_octet_form(sdu) {
+            Ok(packet) => self.process_framed(&packet, PacketFraming::CatTp),
+            Err(e) => Self::discarded(e),
+        }
+    }
+
+    fn discarded(e: SecurityError) -> CardOutcome {
+        CardOutcome {
+            status: None,
+            executed: 0,
+            last_sw: None,
+            por: None,
+            por_protected: false,
+            detail: Some(format!("discarded: {e}")),
+            push: None,
+        }
+    }
+
+    /// [`VirtualCard::process`] for a packet (two-octet CPL form) that travelled as `framing`.
+    pub fn process_framed(&mut self, packet: &[u8], framing: PacketFraming) -> CardOutcome {
+        let view = match CommandPacketView::parse_framed(packet, framing) {
             Ok(v) => v,
-            Err(e) => {
-                return CardOutcome {
-                    status: None,
-                    executed: 0,
-                    last_sw: None,
-                    por: None,
-                    por_protected: false,
-                    detail: Some(format!("discarded: {e}")),
-                }
-            }
+            Err(e) => return Self::discarded(e),
         };
         let spi = view.spi;
         let Some(target) = Self::target(view.tar) else {
@@ -756,7 +809,9 @@ impl VirtualCard {
                     return self.refuse(&view, packet, Some(&keys), (status, detail));
                 }
                 let por = por_wanted(&spi, true)
-                    .then(|| self.protected_por(&spi, &keys, view.tar, counter, status, &[]))
+                    .then(|| {
+                        self.protected_por(&spi, &keys, view.tar, counter, status, &[], framing)
+                    })
                     .flatten();
                 return CardOutcome {
                     status: Some(status),
@@ -765,6 +820,7 @@ impl VirtualCard {
                     por_protected: por.is_some(),
                     por,
                     detail: Some(detail),
+                    push: None,
                 };
             }
         }
@@ -781,7 +837,9 @@ impl VirtualCard {
                 .triggers
                 .push(opened.data.to_vec());
             let por = por_wanted(&spi, false)
-                .then(|| self.protected_por(&spi, &keys, view.tar, counter, PorStatus::Ok, &[]))
+                .then(|| {
+                    self.protected_por(&spi, &keys, view.tar, counter, PorStatus::Ok, &[], framing)
+                })
                 .flatten();
             return CardOutcome {
                 status: Some(PorStatus::Ok),
@@ -790,6 +848,7 @@ impl VirtualCard {
                 por_protected: por.is_some(),
                 por,
                 detail: Some("SCP81 administration session trigger".into()),
+                push: None,
             };
         }
 
@@ -799,10 +858,37 @@ impl VirtualCard {
         } else {
             view.kid.version()
         };
+        // A push to the ISD (TS 102 226 clause 8): nothing to execute here, the terminal
+        // opens the channel and the link.
+        if matches!(target, Target::Ram) && otagw_catp::push::PushRequest::is_push(&opened.data) {
+            let push = otagw_catp::push::PushRequest::decode(&opened.data).ok();
+            let por = por_wanted(&spi, false)
+                .then(|| {
+                    self.protected_por(&spi, &keys, view.tar, counter, PorStatus::Ok, &[], framing)
+                })
+                .flatten();
+            return CardOutcome {
+                status: Some(PorStatus::Ok),
+                executed: 0,
+                last_sw: None,
+                por_protected: por.is_some(),
+                por,
+                detail: None,
+                push,
+            };
+        }
         let run = self.execute(target, &opened.data, Some(key_version));
         let por = por_wanted(&spi, run.failed)
             .then(|| {
-                self.protected_por(&spi, &keys, view.tar, counter, PorStatus::Ok, &run.response)
+                self.protected_por(
+                    &spi,
+                    &keys,
+                    view.tar,
+                    counter,
+                    PorStatus::Ok,
+                    &run.response,
+                    framing,
+                )
             })
             .flatten();
         CardOutcome {
@@ -812,9 +898,11 @@ impl VirtualCard {
             por_protected: por.is_some(),
             por,
             detail: None,
+            push: None,
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn protected_por(
         &self,
         spi: &Spi,
@@ -823,15 +911,16 @@ impl VirtualCard {
         counter: Counter,
         status: PorStatus,
         data: &[u8],
+        framing: PacketFraming,
     ) -> Option<PorReply> {
         let header = ResponseHeader {
             tar,
             counter,
             status,
         };
-        encode_response_packet(&header, spi, keys, data, CcScope::SmsUdh)
+        encode_response_packet(&header, spi, keys, data, por_scope(framing))
             .ok()
-            .map(|p| por_reply(p, spi))
+            .and_then(|p| por_reply(p, spi, framing))
     }
 }
 

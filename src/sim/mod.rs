@@ -11,10 +11,13 @@
 //! - [`ram`]: a GlobalPlatform registry driven by INSTALL, LOAD, DELETE and GET STATUS; the
 //!   ISD also runs PUT KEY on the card's key sets (`isd.rs`).
 //! - [`fleet`]: many cards keyed by MSISDN and ICCID, from a vendor output file or generated.
+//! - [`catp_client`]: terminals that open the CAT_TP link a push asks for (the one part here
+//!   that does I/O: tokio UDP sockets, one per link).
 //!
 //! Nothing here panics on input bytes: every packet a card receives is untrusted.
 
 pub mod card;
+pub mod catp_client;
 pub(crate) mod digits;
 mod exec;
 pub mod fleet;

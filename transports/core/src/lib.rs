@@ -143,6 +143,20 @@ pub trait EventSink: Send + Sync {
     fn deliver(&self, event: DeliveryEvent);
 }
 
+/// How a transport frames SCP80 packets, which decides how the gateway secures commands for it
+/// and how the RC/CC of the PoRs it reports is computed (TS 102 225 clause 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PacketFormat {
+    /// SMS-PP (TS 31.115): two-octet CPL first; a PoR's RC/CC covers the UDH `02 71 00` when
+    /// [`DeliveryEvent::ResponsePacket::sms_framing`] says so, else RPL onwards.
+    #[default]
+    Sms,
+    /// CAT_TP: CPI `01` and a BER length first, included in the RC/CC; PoRs with RPI `02` and
+    /// a BER length, also included. The transport reports PoRs with a two-octet RPL (converted)
+    /// and `sms_framing: false`.
+    CatTp,
+}
+
 /// A boxed future, so that `Transport` stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -157,4 +171,8 @@ pub trait Transport: Send + Sync {
     fn send(&self, message: OutboundMessage) -> BoxFuture<'_, Result<(), TransportError>>;
     /// Sets the sink for this transport's events.
     fn set_event_sink(&self, sink: Arc<dyn EventSink>);
+    /// How this transport frames command packets and PoRs.
+    fn packet_format(&self) -> PacketFormat {
+        PacketFormat::Sms
+    }
 }

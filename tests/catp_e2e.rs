@@ -1,0 +1,299 @@
+//! CAT_TP end to end over loopback: API -> pipeline (secured for CAT_TP) -> CAT_TP transport
+//! -> push (SCP80-secured SMS over SMPP through the SMSC simulator) -> the virtual card's
+//! terminal opens the link (its ICCID in the SYN) -> the command packet as one SDU -> the card
+//! runs it -> its PoR back on the link -> matched (MSISDN + TAR + counter) and stored.
+//! With faults on the card's side of the socket (loss, reordering, duplication), and a silent
+//! card.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use otagw::config::CatpConfig;
+use otagw::devkit::{self, DevEnv, DevOptions};
+use otagw::security::command::{cattp_command_to_two_octet_form, encode_command_packet_framed};
+use otagw::security::response::encode_response_packet;
+use otagw::security::*;
+use otagw::sim::catp_client::TerminalSettings;
+use otagw_catp::Impairment;
+use serde_json::{json, Value};
+
+fn catp_config() -> CatpConfig {
+    CatpConfig {
+        link_timeout_secs: 2,
+        push_attempts: 2,
+        rto_ms: 150,
+        max_retries: 8,
+        ..CatpConfig::default()
+    }
+}
+
+async fn env_with(terminals: TerminalSettings, attempts: u32) -> DevEnv {
+    devkit::start(DevOptions {
+        cards: 3,
+        por_timeout: Duration::from_secs(15),
+        attempts,
+        backoff: Duration::from_millis(200),
+        catp: Some(catp_config()),
+        terminals,
+        ..DevOptions::default()
+    })
+    .await
+    .expect("dev environment")
+}
+
+fn cmd(kind: &str, iccid: &str, tar: &str, data: Value) -> Value {
+    json!({
+        "type": kind,
+        "transport": "catp",
+        "target": {"iccid": iccid},
+        "security": {"spi": "1639", "kic": "12", "kid": "12", "tar": tar},
+        "data": data,
+    })
+}
+
+async fn run(env: &DevEnv, body: &Value) -> Value {
+    let (code, answer) = env.post("/api/v1/ota/commands", body).await.expect("post");
+    assert_eq!(code, 202, "{answer}");
+    let id = answer["commandId"].as_str().expect("commandId").to_string();
+    env.wait_done(&id, Duration::from_secs(60))
+        .await
+        .expect("done")
+}
+
+/// 40 READ BINARY after selecting EF ICCID: a compact script of about 215 octets, more than
+/// one SMS carries.
+fn long_rfm() -> Value {
+    let mut apdus = vec!["00A40004023F00".to_string(), "00A40004022FE2".to_string()];
+    apdus.extend((0..40).map(|_| "00B000000A".to_string()));
+    json!({ "apdus": apdus })
+}
+
+/// A CAP-shaped load file with a method component of `method_len` octets.
+fn ijc(method_len: usize) -> Vec<u8> {
+    let mut out = hex::decode(
+        "010010DECAFFED010204000106F00102030405020003AABBCC0400010003000B0107F0010203040501002A\
+         0600021111",
+    )
+    .unwrap_or_default();
+    out.push(0x07);
+    out.extend_from_slice(&(method_len as u16).to_be_bytes());
+    out.extend((0..method_len).map(|i| (i % 251) as u8));
+    out.extend(hex::decode("08000133050002444409000155").unwrap_or_default());
+    out
+}
+
+fn catp_stats(env: &DevEnv) -> otagw_catp::transport::CatpStats {
+    env.server.catp.as_ref().expect("catp transport").stats()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfm_and_ram_scripts_over_one_pushed_link() {
+    let env = env_with(TerminalSettings::default(), 1).await;
+    let iccid = env.iccid(0).expect("card");
+    let msisdn = env.msisdn(0).expect("card");
+
+    let r = run(&env, &cmd("RFM", &iccid, "B00010", long_rfm())).await;
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert_eq!(r["response"]["porStatus"], "00", "{r}");
+    assert_eq!(r["response"]["statusCode"], 0x9000, "{r}");
+    assert_eq!(r["attempts"], 1);
+
+    // A RAM load of a 3000-octet method component: one packet over CAT_TP, where SMS would
+    // need about 25.
+    let url = format!("{}/api/v1/applets?name=catp", env.server.base_url());
+    let up = env
+        .client
+        .post(&url)
+        .bearer_auth(&env.token)
+        .body(ijc(3000))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(up.status().as_u16(), 201);
+    let up: Value = up.json().await.unwrap_or_default();
+    let applet = up["appletId"].as_str().unwrap_or_default().to_string();
+    let r = run(
+        &env,
+        &cmd(
+            "APP_INSTALL",
+            &iccid,
+            "000000",
+            json!({"parameters": {"appletId": applet, "instanceAid": "F001020304050102"}}),
+        ),
+    )
+    .await;
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert_eq!(r["response"]["porStatus"], "00", "{r}");
+    let installed = env
+        .fleet
+        .with_card(&msisdn, |c| {
+            c.registry()
+                .applets()
+                .iter()
+                .any(|a| a.aid.to_string() == "F001020304050102")
+        })
+        .unwrap_or(false);
+    assert!(installed, "the applet is installed on the card");
+
+    // One push opened the link; both commands went over it as one SDU each; both PoRs came
+    // back on it.
+    let s = catp_stats(&env);
+    assert_eq!(s.pushes, 1, "{s:?}");
+    assert_eq!(s.links_accepted, 1, "{s:?}");
+    assert_eq!(s.packets_sent, 2, "{s:?}");
+    assert_eq!(s.pors, 2, "{s:?}");
+    let t = env.terminals.as_ref().expect("terminals").stats();
+    assert_eq!((t.pushes, t.links, t.sdus, t.pors), (1, 1, 2, 2), "{t:?}");
+    let e = env.server.catp.as_ref().expect("catp").endpoint_stats();
+    assert_eq!(e.server.bad_checksum + e.server.malformed, 0, "{e:?}");
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_reordering_duplicating_link_runs_each_script_exactly_once() {
+    let terminals = TerminalSettings {
+        impairment: Impairment {
+            loss: 0.15,
+            duplicate: 0.15,
+            reorder: 0.15,
+            seed: 11,
+        },
+        ..TerminalSettings::default()
+    };
+    let env = env_with(terminals, 1).await;
+    for card in 0..2 {
+        let iccid = env.iccid(card).expect("card");
+        let msisdn = env.msisdn(card).expect("card");
+        for round in 0..3u8 {
+            let spn = format!("01{:02X}{}", b'a' + round, "FF".repeat(15));
+            let r = run(
+                &env,
+                &cmd(
+                    "FILE_UPDATE",
+                    &iccid,
+                    "B00010",
+                    json!({"parameters": {"path": "3F00/7FFF/6F46", "data": spn}}),
+                ),
+            )
+            .await;
+            assert_eq!(r["status"], "SUCCESS", "card {card} round {round}: {r}");
+            assert_eq!(r["attempts"], 1, "{r}");
+            let content = env
+                .fleet
+                .with_card(&msisdn, |c| c.read_file(&[0x3F00, 0x7FFF, 0x6F46]))
+                .flatten()
+                .map(hex::encode_upper);
+            assert_eq!(content.as_deref(), Some(spn.as_str()));
+        }
+        // Each packet reached the card exactly once despite the duplicates.
+        assert_eq!(
+            env.terminals
+                .as_ref()
+                .expect("terminals")
+                .sdus_received(&msisdn),
+            3
+        );
+    }
+    let s = catp_stats(&env);
+    assert_eq!(s.pors, 6, "{s:?}");
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_card_fails_with_timeout_after_the_configured_pushes() {
+    // The card at index 0 (the devkit generates the fleet with seed 7) takes pushes but never
+    // connects.
+    let fleet = otagw::sim::Fleet::generate(3, 7, devkit::fleet_defaults()).expect("fleet");
+    let silent = fleet.msisdn_at(0).expect("card");
+    let terminals = TerminalSettings {
+        silent: HashSet::from([silent]),
+        ..TerminalSettings::default()
+    };
+    let env = env_with(terminals, 2).await;
+    let iccid = env.iccid(0).expect("card");
+    let started = std::time::Instant::now();
+    let r = run(&env, &cmd("RFM", &iccid, "B00010", long_rfm())).await;
+    assert_eq!(r["status"], "FAILED", "{r}");
+    assert_eq!(r["error"]["code"], "TIMEOUT", "{r}");
+    // Two sends, each with two pushes and a 2 s wait for the link after each.
+    assert_eq!(r["attempts"], 2, "{r}");
+    assert_eq!(catp_stats(&env).pushes, 4);
+    assert_eq!(env.terminals.as_ref().expect("terminals").stats().pushes, 4);
+    assert!(started.elapsed() >= Duration::from_secs(8));
+    // Another card on the same gateway is not held up.
+    let other = env.iccid(1).expect("card");
+    let r = run(&env, &cmd("RFM", &other, "B00010", long_rfm())).await;
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    env.shutdown().await;
+}
+
+/// The SCP80 bytes over CAT_TP, without sockets: CPI 01 and a BER CPL, the RC/CC over them
+/// (so the same packet in SMS framing does not verify), and the PoR with RPI 02.
+#[test]
+fn scp80_framed_for_cattp_round_trip() {
+    let kic = [0x11u8; 16];
+    let kid = [0x22u8; 16];
+    let spi = Spi::from_bytes([0x16, 0x39]);
+    let cfg = KeyConfig {
+        kic_key: Some(&kic),
+        kid_key: Some(&kid),
+        kic_algorithm: Some(CipherAlgorithm::AesCbc),
+        kid_algorithm: Some(IntegrityAlgorithm::AesCmac),
+        cc_len: None,
+    };
+    let keys = Scp80Keys::resolve(&spi, 0x12, 0x12, &cfg).expect("keys");
+    let header = CommandHeader {
+        spi,
+        kic: KeyIdentifier(0x12),
+        kid: KeyIdentifier(0x12),
+        tar: [0xB0, 0x00, 0x10],
+        counter: Counter::new(5).expect("counter"),
+    };
+    let data = vec![0x00u8; 300];
+    let wire =
+        encode_command_packet_framed(&header, &keys, &data, PacketFraming::CatTp).expect("encode");
+    // CPI, then CPL in three octets (82 hi lo), then CHL 0x15 (13 + 8-octet CC).
+    assert_eq!(wire[0], 0x01);
+    assert_eq!(wire[1], 0x82);
+    let cpl = usize::from(u16::from_be_bytes([wire[2], wire[3]]));
+    assert_eq!(cpl, wire.len() - 4);
+    assert_eq!(wire[4], 0x15);
+    assert_eq!(&wire[5..7], &[0x16, 0x39]);
+
+    let two = cattp_command_to_two_octet_form(&wire).expect("reframe");
+    let opened = CommandPacketView::parse_framed(&two, PacketFraming::CatTp)
+        .expect("parse")
+        .open(&keys)
+        .expect("verifies over the CAT_TP framing");
+    assert_eq!(opened.data, data);
+    let sms_view = CommandPacketView::parse(&two).expect("parse");
+    assert!(
+        matches!(
+            sms_view.open(&keys),
+            Err(SecurityError::IntegrityMismatch { .. })
+        ),
+        "the CC covers the CAT_TP framing"
+    );
+
+    let por = encode_response_packet(
+        &ResponseHeader {
+            tar: header.tar,
+            counter: header.counter,
+            status: PorStatus::Ok,
+        },
+        &spi,
+        &keys,
+        &[0x01, 0x90, 0x00],
+        CcScope::CatTp,
+    )
+    .expect("PoR");
+    let sdu = otagw_catp::framing::to_cattp(otagw_catp::framing::RPI, &por).expect("frame");
+    assert_eq!(sdu[0], 0x02);
+    let back = ResponsePacketView::cattp_to_two_octet_form(&sdu).expect("reframe");
+    assert_eq!(back, por);
+    let view = ResponsePacketView::parse(&back).expect("parse");
+    let decoded = view.open(&spi, &keys, CcScope::CatTp).expect("verifies");
+    assert_eq!(decoded.status, PorStatus::Ok);
+    assert_eq!(decoded.data, vec![0x01, 0x90, 0x00]);
+    assert!(view.open(&spi, &keys, CcScope::FromRpl).is_err());
+}

@@ -1,0 +1,432 @@
+//! The CAT_TP [`Transport`]: a command for a card goes as one SDU on the card's link; a card
+//! without a link is first asked to open one by a push (TS 102 226 clause 8) that the gateway
+//! secures and sends over SMS ([`LinkPusher`]). PoRs coming back on the link are reported as
+//! [`DeliveryEvent::ResponsePacket`] with the card's MSISDN, so the gateway's correlator matches
+//! them (MSISDN + TAR + counter) as it does for SMS.
+//!
+//! Links are keyed by the ICCID the card sends in its SYN. Only cards the transport has a
+//! message for (whose ICCID came from the store with the command) are kept; a SYN with an
+//! unknown or missing identification is reset with reason 1 (illegal parameters).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use otagw_transport::{
+    BoxFuture, DeliveryEvent, EventSink, MessageId, OutboundMessage, PacketFormat, Payload,
+    Transport, TransportError,
+};
+use tokio::sync::oneshot;
+
+use crate::conn::{Config, SendError};
+use crate::driver::{Endpoint, EndpointStats, LinkEvent};
+use crate::framing;
+use crate::pdu::reason;
+use crate::push::{Bearer, BipOpenRequest, CatTpLinkRequest, PushRequest};
+
+/// Asks a card to open its BIP channel and CAT_TP link: secures `request` for the card of
+/// `message` (its keys, a counter) and sends it over SMS. Implemented by the gateway, which
+/// holds the keys; the transport knows none.
+pub trait LinkPusher: Send + Sync {
+    fn push<'a>(
+        &'a self,
+        message: &'a OutboundMessage,
+        request: &'a PushRequest,
+    ) -> BoxFuture<'a, Result<(), TransportError>>;
+}
+
+/// Settings of the CAT_TP transport.
+#[derive(Debug, Clone)]
+pub struct CatpSettings {
+    /// UDP address the endpoint binds.
+    pub listen: SocketAddr,
+    /// Address the cards are told to reach (the push's data destination address); the bound
+    /// address when None (fine on loopback, wrong behind NAT).
+    pub advertised: Option<SocketAddr>,
+    /// CAT_TP port the cards are told to connect to (the PDU header's destination port).
+    pub cattp_port: u16,
+    /// Push: bearer, buffer size, network access name.
+    pub bearer: Bearer,
+    pub buffer_size: u16,
+    pub network_access_name: Option<Vec<u8>>,
+    /// Link parameters (window, retransmission, keep-alive, max PDU/SDU sizes).
+    pub link: Config,
+    /// Links held at most.
+    pub max_links: usize,
+    /// How long to wait for the link after a push.
+    pub link_timeout: Duration,
+    /// Pushes per message before it fails with TIMEOUT.
+    pub push_attempts: u32,
+    /// Largest command packet accepted.
+    pub max_packet_len: usize,
+}
+
+impl Default for CatpSettings {
+    fn default() -> Self {
+        CatpSettings {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4500)),
+            advertised: None,
+            cattp_port: 4500,
+            bearer: Bearer::default_bearer(),
+            buffer_size: 1400,
+            network_access_name: None,
+            link: Config::default(),
+            max_links: 10_000,
+            link_timeout: Duration::from_secs(30),
+            push_attempts: 2,
+            max_packet_len: 65_000,
+        }
+    }
+}
+
+/// Counters of the transport (the endpoint's are in [`CatpTransport::endpoint_stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatpStats {
+    pub pushes: u64,
+    pub links_accepted: u64,
+    /// Links reset because the SYN's identification named no card we send to.
+    pub links_refused: u64,
+    pub packets_sent: u64,
+    pub pors: u64,
+    /// SDUs from cards that are not response packets.
+    pub malformed_sdus: u64,
+}
+
+#[derive(Default)]
+struct Links {
+    by_iccid: HashMap<String, SocketAddr>,
+    by_addr: HashMap<SocketAddr, String>,
+    /// Cards we have (had) messages for: ICCID -> MSISDN.
+    msisdn: HashMap<String, String>,
+    /// Messages waiting for a card's link.
+    waiting: HashMap<String, Vec<oneshot::Sender<SocketAddr>>>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    pusher: Arc<dyn LinkPusher>,
+    sink: Mutex<Option<Arc<dyn EventSink>>>,
+    links: Mutex<Links>,
+    settings: CatpSettings,
+    push_request: PushRequest,
+    pushes: AtomicU64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    sent: AtomicU64,
+    pors: AtomicU64,
+    malformed: AtomicU64,
+}
+
+impl Inner {
+    fn emit(&self, e: DeliveryEvent) {
+        let sink = self.sink.lock().ok().and_then(|s| s.clone());
+        if let Some(s) = sink {
+            s.deliver(e);
+        }
+    }
+
+    fn on_event(&self, e: LinkEvent) {
+        match e {
+            LinkEvent::Connected { peer, params } => {
+                let iccid = params.iccid();
+                let waiters = {
+                    let Ok(mut l) = self.links.lock() else { return };
+                    match iccid {
+                        Some(iccid) if l.msisdn.contains_key(&iccid) => {
+                            if let Some(old) = l.by_iccid.insert(iccid.clone(), peer) {
+                                if old != peer {
+                                    l.by_addr.remove(&old);
+                                }
+                            }
+                            l.by_addr.insert(peer, iccid.clone());
+                            Some(l.waiting.remove(&iccid).unwrap_or_default())
+                        }
+                        _ => None,
+                    }
+                };
+                match waiters {
+                    Some(w) => {
+                        self.accepted.fetch_add(1, Ordering::Relaxed);
+                        for tx in w {
+                            let _ = tx.send(peer);
+                        }
+                    }
+                    None => {
+                        self.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("CAT_TP link from {peer}: identification names no card we send to; reset");
+                        self.endpoint.close(peer, reason::ILLEGAL_PARAMETERS);
+                    }
+                }
+            }
+            LinkEvent::Sdu { peer, data } => {
+                let msisdn = self.links.lock().ok().and_then(|l| {
+                    let iccid = l.by_addr.get(&peer)?;
+                    l.msisdn.get(iccid).cloned()
+                });
+                let Some(from) = msisdn else {
+                    self.malformed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                match framing::from_cattp(framing::RPI, &data) {
+                    Ok(packet) => {
+                        self.pors.fetch_add(1, Ordering::Relaxed);
+                        self.emit(DeliveryEvent::ResponsePacket {
+                            from,
+                            packet,
+                            sms_framing: false,
+                        });
+                    }
+                    Err(e) => {
+                        self.malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("CAT_TP SDU from {peer} is not a response packet: {e}");
+                    }
+                }
+            }
+            LinkEvent::Closed { peer, reason } => {
+                tracing::debug!("CAT_TP link {peer} closed: {reason:?}");
+                if let Ok(mut l) = self.links.lock() {
+                    if let Some(iccid) = l.by_addr.remove(&peer) {
+                        if l.by_iccid.get(&iccid) == Some(&peer) {
+                            l.by_iccid.remove(&iccid);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn link_of(&self, iccid: &str) -> Option<SocketAddr> {
+        self.links.lock().ok()?.by_iccid.get(iccid).copied()
+    }
+
+    fn forget_link(&self, iccid: &str, addr: SocketAddr) {
+        if let Ok(mut l) = self.links.lock() {
+            if l.by_iccid.get(iccid) == Some(&addr) {
+                l.by_iccid.remove(iccid);
+            }
+            l.by_addr.remove(&addr);
+        }
+    }
+
+    /// Registers a wait for the card's link; true if a push is already out for it.
+    fn wait_for_link(&self, iccid: &str) -> Option<(oneshot::Receiver<SocketAddr>, bool)> {
+        let mut l = self.links.lock().ok()?;
+        let (tx, rx) = oneshot::channel();
+        let list = l.waiting.entry(iccid.to_string()).or_default();
+        list.retain(|t| !t.is_closed());
+        let pushed = !list.is_empty();
+        list.push(tx);
+        Some((rx, pushed))
+    }
+
+    async fn deliver(self: Arc<Self>, message: OutboundMessage, iccid: String, packet: Vec<u8>) {
+        let id = message.id;
+        let fail = |error: TransportError| DeliveryEvent::Failed { id, error };
+        for attempt in 0..=self.settings.push_attempts {
+            if let Some(addr) = self.link_of(&iccid) {
+                match self.endpoint.send(addr, packet.clone()).await {
+                    Ok(()) => {
+                        self.sent.fetch_add(1, Ordering::Relaxed);
+                        self.emit(DeliveryEvent::Accepted {
+                            id,
+                            network_refs: vec![format!("catp:{addr}")],
+                        });
+                        return;
+                    }
+                    Err(SendError::NotOpen(_)) => self.forget_link(&iccid, addr),
+                    Err(e) => {
+                        self.emit(fail(TransportError::PayloadTooLarge(e.to_string())));
+                        return;
+                    }
+                }
+            }
+            if attempt == self.settings.push_attempts {
+                break;
+            }
+            let Some((rx, already_pushed)) = self.wait_for_link(&iccid) else {
+                break;
+            };
+            if !already_pushed {
+                self.pushes.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = self.pusher.push(&message, &self.push_request).await {
+                    if !e.is_transient() {
+                        self.emit(fail(e));
+                        return;
+                    }
+                    tracing::warn!("CAT_TP push to {iccid}: {e}");
+                }
+            }
+            let _ = tokio::time::timeout(self.settings.link_timeout, rx).await;
+        }
+        self.emit(fail(TransportError::Timeout(format!(
+            "no CAT_TP link from card {iccid} after {} push(es)",
+            self.settings.push_attempts
+        ))));
+    }
+}
+
+/// The CAT_TP transport.
+pub struct CatpTransport {
+    inner: Arc<Inner>,
+    events_task: tokio::task::JoinHandle<()>,
+    next_push_id: AtomicU64,
+}
+
+impl CatpTransport {
+    /// Binds the endpoint and starts.
+    pub async fn start(
+        settings: CatpSettings,
+        pusher: Arc<dyn LinkPusher>,
+    ) -> std::io::Result<CatpTransport> {
+        let (endpoint, mut events) =
+            Endpoint::bind(settings.listen, settings.link.clone(), settings.max_links).await?;
+        let mut destination = settings.advertised.unwrap_or(endpoint.local_addr());
+        if destination.ip().is_unspecified() {
+            destination.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+        }
+        let push_request = PushRequest {
+            bip: BipOpenRequest {
+                bearer: settings.bearer.clone(),
+                buffer_size: settings.buffer_size,
+                network_access_name: settings.network_access_name.clone(),
+                destination,
+            },
+            link: CatTpLinkRequest {
+                destination_port: settings.cattp_port,
+                max_sdu_size: settings.link.max_sdu_size,
+                identification: Vec::new(),
+            },
+        };
+        let inner = Arc::new(Inner {
+            endpoint,
+            pusher,
+            sink: Mutex::new(None),
+            links: Mutex::new(Links::default()),
+            settings,
+            push_request,
+            pushes: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            pors: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&inner);
+        let events_task = tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                let Some(inner) = weak.upgrade() else { return };
+                inner.on_event(e);
+            }
+        });
+        Ok(CatpTransport {
+            inner,
+            events_task,
+            next_push_id: AtomicU64::new(1 << 63),
+        })
+    }
+
+    /// The endpoint's UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.endpoint.local_addr()
+    }
+
+    /// The push the cards get.
+    pub fn push_request(&self) -> &PushRequest {
+        &self.inner.push_request
+    }
+
+    /// A message id for a push SMS (apart from the gateway's command ids).
+    pub fn next_push_id(&self) -> MessageId {
+        MessageId(self.next_push_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Whether the card with this ICCID has a link now.
+    pub fn has_link(&self, iccid: &str) -> bool {
+        self.inner.link_of(iccid).is_some()
+    }
+
+    pub fn stats(&self) -> CatpStats {
+        let i = &self.inner;
+        CatpStats {
+            pushes: i.pushes.load(Ordering::Relaxed),
+            links_accepted: i.accepted.load(Ordering::Relaxed),
+            links_refused: i.refused.load(Ordering::Relaxed),
+            packets_sent: i.sent.load(Ordering::Relaxed),
+            pors: i.pors.load(Ordering::Relaxed),
+            malformed_sdus: i.malformed.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn endpoint_stats(&self) -> EndpointStats {
+        self.inner.endpoint.stats()
+    }
+
+    /// Stops the endpoint.
+    pub fn shutdown(&self) {
+        self.inner.endpoint.shutdown();
+        self.events_task.abort();
+    }
+}
+
+impl Drop for CatpTransport {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Transport for CatpTransport {
+    fn name(&self) -> &'static str {
+        "catp"
+    }
+
+    fn max_packet_len(&self) -> usize {
+        self.inner.settings.max_packet_len
+    }
+
+    fn packet_format(&self) -> PacketFormat {
+        PacketFormat::CatTp
+    }
+
+    fn send(&self, message: OutboundMessage) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async move {
+            let Payload::SecuredPacket { packet, .. } = &message.payload else {
+                return Err(TransportError::Rejected(
+                    "CAT_TP carries secured packets only".into(),
+                ));
+            };
+            if packet.first() != Some(&framing::CPI) {
+                return Err(TransportError::Rejected(
+                    "the packet is not framed for CAT_TP (CPI 01)".into(),
+                ));
+            }
+            if packet.len() > self.inner.settings.max_packet_len {
+                return Err(TransportError::PayloadTooLarge(format!(
+                    "{} octets, at most {}",
+                    packet.len(),
+                    self.inner.settings.max_packet_len
+                )));
+            }
+            let Some(iccid) = message.destination.iccid.clone() else {
+                return Err(TransportError::Rejected(
+                    "CAT_TP needs the card's ICCID (it identifies the link)".into(),
+                ));
+            };
+            let iccid = iccid.trim_end_matches(['F', 'f']).to_string();
+            if let Ok(mut l) = self.inner.links.lock() {
+                l.msisdn
+                    .insert(iccid.clone(), message.destination.msisdn.clone());
+            }
+            let packet = packet.clone();
+            tokio::spawn(self.inner.clone().deliver(message, iccid, packet));
+            Ok(())
+        })
+    }
+
+    fn set_event_sink(&self, sink: Arc<dyn EventSink>) {
+        if let Ok(mut s) = self.inner.sink.lock() {
+            *s = Some(sink);
+        }
+    }
+}
