@@ -158,6 +158,11 @@ async fn lossy_reordering_duplicating_link_runs_each_script_exactly_once() {
             reorder: 0.15,
             seed: 11,
         },
+        // Small PDUs towards the card: each packet is several PDUs, so the faults hit more.
+        link: otagw_catp::Config {
+            max_pdu_size: 48,
+            ..TerminalSettings::default().link
+        },
         ..TerminalSettings::default()
     };
     let env = env_with(terminals, 1).await;
@@ -184,6 +189,9 @@ async fn lossy_reordering_duplicating_link_runs_each_script_exactly_once() {
                 .flatten()
                 .map(hex::encode_upper);
             assert_eq!(content.as_deref(), Some(spn.as_str()));
+            let r = run(&env, &cmd("RFM", &iccid, "B00010", long_rfm())).await;
+            assert_eq!(r["status"], "SUCCESS", "card {card} round {round}: {r}");
+            assert_eq!(r["attempts"], 1, "{r}");
         }
         // Each packet reached the card exactly once despite the duplicates.
         assert_eq!(
@@ -191,11 +199,15 @@ async fn lossy_reordering_duplicating_link_runs_each_script_exactly_once() {
                 .as_ref()
                 .expect("terminals")
                 .sdus_received(&msisdn),
-            3
+            6
         );
     }
     let s = catp_stats(&env);
-    assert_eq!(s.pors, 6, "{s:?}");
+    assert_eq!(s.pors, 12, "{s:?}");
+    // The faults did happen and were repaired by the link, not by resending commands.
+    let t = env.terminals.as_ref().expect("terminals").stats();
+    assert!(t.duplicates > 0, "{t:?}");
+    assert!(t.out_of_order > 0, "{t:?}");
     env.shutdown().await;
 }
 
@@ -296,4 +308,229 @@ fn scp80_framed_for_cattp_round_trip() {
     assert_eq!(decoded.status, PorStatus::Ok);
     assert_eq!(decoded.data, vec![0x01, 0x90, 0x00]);
     assert!(view.open(&spi, &keys, CcScope::FromRpl).is_err());
+}
+
+/// A UDP relay between the cards and the gateway that records every datagram (as if captured
+/// on the wire between them).
+struct Relay {
+    addr: std::net::SocketAddr,
+    gateway: std::sync::Arc<std::sync::Mutex<Option<std::net::SocketAddr>>>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<otagw_catp::pcap::Captured>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start() -> Relay {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+        use tokio::net::UdpSocket;
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        let addr = socket.local_addr().expect("addr");
+        let gateway: Arc<Mutex<Option<std::net::SocketAddr>>> = Arc::default();
+        let log: Arc<Mutex<Vec<otagw_catp::pcap::Captured>>> = Arc::default();
+        let (g, l) = (gateway.clone(), log.clone());
+        let task = tokio::spawn(async move {
+            let mut upstream: HashMap<std::net::SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let Ok((n, card)) = socket.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Some(gw) = *g.lock().expect("lock") else {
+                    continue;
+                };
+                let up = match upstream.get(&card) {
+                    Some(u) => u.clone(),
+                    None => {
+                        let u = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+                        u.connect(gw).await.expect("connect");
+                        upstream.insert(card, u.clone());
+                        let (down, l, u2) = (socket.clone(), l.clone(), u.clone());
+                        tokio::spawn(async move {
+                            let mut b = vec![0u8; 65536];
+                            while let Ok(n) = u2.recv(&mut b).await {
+                                l.lock().expect("lock").push(otagw_catp::pcap::Captured {
+                                    from: gw,
+                                    to: card,
+                                    payload: b[..n].to_vec(),
+                                });
+                                let _ = down.send_to(&b[..n], card).await;
+                            }
+                        });
+                        u
+                    }
+                };
+                l.lock().expect("lock").push(otagw_catp::pcap::Captured {
+                    from: card,
+                    to: gw,
+                    payload: buf[..n].to_vec(),
+                });
+                let _ = up.send(&buf[..n]).await;
+            }
+        });
+        Relay {
+            addr,
+            gateway,
+            log,
+            task,
+        }
+    }
+}
+
+/// tshark's CAT_TP dissector reads a captured exchange of the gateway with a card (push, link,
+/// RFM and RAM packets, PoRs; reordered and duplicated datagrams for EAKs) and finds every
+/// checksum good and every field as our decoder has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tshark_reads_a_captured_exchange_as_we_meant() {
+    use otagw_catp::pdu::{Flags, Pdu};
+    let relay = Relay::start().await;
+    let env = devkit::start(DevOptions {
+        cards: 1,
+        por_timeout: Duration::from_secs(15),
+        attempts: 1,
+        catp: Some(CatpConfig {
+            advertised: Some(relay.addr),
+            max_pdu_size: 300,
+            ..catp_config()
+        }),
+        terminals: TerminalSettings {
+            impairment: Impairment {
+                loss: 0.0,
+                duplicate: 0.1,
+                reorder: 0.3,
+                seed: 5,
+            },
+            // Segmentation towards the card.
+            link: otagw_catp::Config {
+                max_pdu_size: 60,
+                ..TerminalSettings::default().link
+            },
+            ..TerminalSettings::default()
+        },
+        ..DevOptions::default()
+    })
+    .await
+    .expect("dev environment");
+    *relay.gateway.lock().expect("lock") =
+        Some(env.server.catp.as_ref().expect("catp").local_addr());
+    let iccid = env.iccid(0).expect("card");
+    let r = run(&env, &cmd("RFM", &iccid, "B00010", long_rfm())).await;
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    let r = run(
+        &env,
+        &cmd(
+            "RAM",
+            &iccid,
+            "000000",
+            json!({"apdus": ["80F28002024F00", "80F28002024F00", "80F28002024F00"]}),
+        ),
+    )
+    .await;
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let packets = relay.log.lock().expect("lock").clone();
+    relay.task.abort();
+    env.shutdown().await;
+
+    let decoded: Vec<Pdu> = packets
+        .iter()
+        .map(|p| Pdu::decode(&p.payload).expect("every captured PDU decodes"))
+        .collect();
+    let gateway = env_gateway_port(&packets, relay.addr);
+    // The exchange has what we want tshark to check.
+    assert!(decoded.iter().any(|p| p.flags.contains(Flags::SYN)));
+    assert!(decoded.iter().any(|p| p.flags.contains(Flags::SEG)));
+    assert!(decoded.iter().any(|p| p.flags.contains(Flags::EAK)));
+    // Command packets (CPI 01) from the gateway, PoRs (RPI 02) from the card, as SDUs: the
+    // first data PDU of each SDU starts with the identifier.
+    assert!(packets
+        .iter()
+        .zip(&decoded)
+        .any(|(c, p)| c.from.port() == gateway && p.data.first() == Some(&0x01)));
+    assert!(packets
+        .iter()
+        .zip(&decoded)
+        .any(|(c, p)| c.to.port() == gateway && p.data.first() == Some(&0x02)));
+
+    let dir = devkit::temp_dir("otagw-catp-capture").expect("dir");
+    let file = dir.join("exchange.pcap");
+    std::fs::write(&file, otagw_catp::pcap::write(&packets)).expect("write");
+    let fields = [
+        "cattp.flags.syn",
+        "cattp.flags.ack",
+        "cattp.flags.eak",
+        "cattp.flags.rst",
+        "cattp.flags.nul",
+        "cattp.flags.seg",
+        "cattp.hlen",
+        "cattp.srcport",
+        "cattp.dstport",
+        "cattp.datalen",
+        "cattp.seq",
+        "cattp.ack",
+        "cattp.windowsize",
+        "cattp.checksum.status",
+        "cattp.iccid",
+    ];
+    let mut command = std::process::Command::new("tshark");
+    command
+        .arg("-r")
+        .arg(&file)
+        .args(["--enable-heuristic", "cattp_udp", "-T", "fields"])
+        .args(["-E", "separator=|", "-E", "occurrence=f"]);
+    for f in fields {
+        command.args(["-e", f]);
+    }
+    let out = command
+        .output()
+        .expect("tshark runs (installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), packets.len(), "one line per datagram");
+    let iccid_shown: String = otagw_catp::pdu::iccid_to_identification(&iccid)
+        .expect("iccid")
+        .iter()
+        .map(|b| format!("{:02X}", b.rotate_left(4)))
+        .collect();
+    for (i, (line, (c, p))) in lines.iter().zip(packets.iter().zip(&decoded)).enumerate() {
+        let flag = |f: Flags| if p.flags.contains(f) { "1" } else { "0" }.to_string();
+        let syn_from_card = p.flags.contains(Flags::SYN) && c.to.port() == gateway;
+        let want = vec![
+            flag(Flags::SYN),
+            flag(Flags::ACK),
+            flag(Flags::EAK),
+            flag(Flags::RST),
+            flag(Flags::NUL),
+            flag(Flags::SEG),
+            c.payload[3].to_string(),
+            p.src_port.to_string(),
+            p.dst_port.to_string(),
+            p.data.len().to_string(),
+            p.seq.to_string(),
+            p.ack.to_string(),
+            p.window.to_string(),
+            "1".to_string(),
+            if syn_from_card {
+                iccid_shown.clone()
+            } else {
+                String::new()
+            },
+        ];
+        let got: Vec<&str> = line.split('|').collect();
+        assert_eq!(got, want, "datagram {} ({:?})", i + 1, p.flags);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The gateway's UDP port in a capture made by the relay (the side that is not the relay's
+/// cards: the destination of the first datagram).
+fn env_gateway_port(packets: &[otagw_catp::pcap::Captured], relay: std::net::SocketAddr) -> u16 {
+    let first = packets.first().expect("something was captured");
+    assert_ne!(first.to, relay);
+    first.to.port()
 }

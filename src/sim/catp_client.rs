@@ -58,6 +58,11 @@ pub struct TerminalStats {
     pub sdus: u64,
     /// PoRs sent back.
     pub pors: u64,
+    /// On the cards' side of all links: PDUs retransmitted, sequenced PDUs received twice,
+    /// and received out of sequence (what the faults cost).
+    pub retransmits: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
 }
 
 /// Terminals for a fleet, answering the SMSC simulator as the fleet does and opening CAT_TP
@@ -68,8 +73,10 @@ pub struct CatpTerminals {
     /// MSISDNs with a link task running.
     open: Arc<Mutex<HashSet<String>>>,
     stats: Arc<Mutex<TerminalStats>>,
-    /// Per MSISDN: the packets (SDUs) the card received over CAT_TP, in order.
+    /// Per MSISDN: the packets (SDUs) the card received over CAT_TP.
     received: Arc<Mutex<HashMap<String, usize>>>,
+    /// Per MSISDN: the link counters last seen.
+    links: Arc<Mutex<HashMap<String, otagw_catp::conn::Stats>>>,
 }
 
 impl CatpTerminals {
@@ -81,12 +88,21 @@ impl CatpTerminals {
             open: Arc::default(),
             stats: Arc::default(),
             received: Arc::default(),
+            links: Arc::default(),
         }
     }
 
     /// Counters so far.
     pub fn stats(&self) -> TerminalStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        let mut t = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Ok(links) = self.links.lock() {
+            for s in links.values() {
+                t.retransmits += s.retransmits;
+                t.duplicates += s.duplicates;
+                t.out_of_order += s.out_of_order;
+            }
+        }
+        t
     }
 
     /// SDUs the card at `msisdn` received over CAT_TP.
@@ -128,6 +144,7 @@ impl CatpTerminals {
         let open = self.open.clone();
         let stats = self.stats.clone();
         let received = self.received.clone();
+        let link_stats = self.links.clone();
         let msisdn = msisdn.to_string();
         runtime.spawn(async move {
             let link = ClientLink::connect(push.bip.destination, config, ports, impairment).await;
@@ -137,6 +154,9 @@ impl CatpTerminals {
                         s.links += 1;
                     }
                     while let Some(e) = link.next_event().await {
+                        if let Ok(mut l) = link_stats.lock() {
+                            l.insert(msisdn.clone(), link.stats().conn);
+                        }
                         match e {
                             Event::Connected(_) => {}
                             Event::Sdu(sdu) => {

@@ -329,7 +329,8 @@ impl ClientLink {
         let (commands, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, events) = mpsc::unbounded_channel();
         let stats = Arc::new(Mutex::new(ClientStats::default()));
-        let salt = u64::from(local_addr.port());
+        // Both directions from the one seed (not from the port: a run must repeat).
+        let salt = 0x5EED;
         let task = tokio::spawn(run_client(
             socket,
             conn,
@@ -433,9 +434,19 @@ async fn run_client(
         tokio::select! {
             r = socket.recv(&mut buf) => match r {
                 Ok(n) => {
+                    // Answer each datagram before taking the next (a reordered pair shows up
+                    // as a gap first, answered with an EAK).
                     for d in in_faults.apply(buf[..n].to_vec()) {
                         dg_in += 1;
-                        pending_events.extend(conn.handle_pdu(Instant::now(), &d));
+                        let now = Instant::now();
+                        pending_events.extend(conn.handle_pdu(now, &d));
+                        while let Some(d) = conn.poll_transmit(now) {
+                            for d in out_faults.apply(d) {
+                                if socket.send(&d).await.is_ok() {
+                                    dg_out += 1;
+                                }
+                            }
+                        }
                     }
                 }
                 Err(e) => tracing::debug!("CAT_TP client receive: {e}"),

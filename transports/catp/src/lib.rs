@@ -10,12 +10,14 @@
 //! * [`framing`]: SCP80 packets framed for CAT_TP (CPI/RPI and BER lengths).
 //! * [`driver`]: the tokio UDP glue (the gateway's endpoint, a card's client link).
 //! * [`transport`]: the otagw `Transport` over CAT_TP, with the push over SMS.
+//! * [`pcap`]: captured datagrams as a pcap file (for tshark).
 //!
 //! [`Instant`]: std::time::Instant
 
 pub mod conn;
 pub mod driver;
 pub mod framing;
+pub mod pcap;
 pub mod pdu;
 pub mod push;
 pub mod server;
