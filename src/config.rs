@@ -700,6 +700,50 @@ mod tests {
     }
 
     #[test]
+    fn catp_section_gives_the_transport_settings() {
+        let c = Config::parse(
+            "[smpp]\n[catp]\nlisten = \"127.0.0.1:4600\"\nadvertised = \"198.51.100.7:4600\"\nbearer_type = 2\nbearer_parameters = \"000003000002\"\napn = \"iot.example\"\npush_tar = \"B20100\"\nrto_ms = 500\nkeepalive_secs = 0\n",
+        );
+        assert!(c.is_ok(), "{c:?}");
+        let c = c.unwrap_or_default();
+        let (s, tar) = c
+            .catp
+            .as_ref()
+            .map(|c| c.settings())
+            .transpose()
+            .ok()
+            .flatten()
+            .unzip();
+        let s = s.expect("settings");
+        assert_eq!(tar, Some([0xB2, 0x01, 0x00]));
+        assert_eq!(s.listen.port(), 4600);
+        assert_eq!(s.advertised.map(|a| a.port()), Some(4600));
+        assert_eq!(s.bearer.bearer_type, 2);
+        assert_eq!(s.bearer.parameters, vec![0, 0, 3, 0, 0, 2]);
+        assert_eq!(
+            s.network_access_name.as_deref(),
+            Some(&b"\x03iot\x07example"[..])
+        );
+        assert_eq!(s.link.rto, Duration::from_millis(500));
+        assert_eq!(s.link.max_rto, Duration::from_millis(4000));
+        assert_eq!(s.link.keepalive, None);
+        let bad = Config::parse("[catp]\npush_tar = \"B201\"\n").unwrap_or_default();
+        let e = bad.catp.as_ref().map(|c| c.settings().map(|_| ()));
+        assert!(
+            matches!(
+                e,
+                Some(Err(ConfigError::Invalid {
+                    name: "catp.push_tar",
+                    ..
+                }))
+            ),
+            "{e:?}"
+        );
+        let bad = Config::parse("[catp]\napn = \"a..b\"\n").unwrap_or_default();
+        assert!(bad.catp.as_ref().is_some_and(|c| c.settings().is_err()));
+    }
+
+    #[test]
     fn a_file_parses_and_unknown_keys_are_refused() {
         let c = Config::parse(
             "data_dir = \"/tmp/x\"\n[api]\nlisten = \"127.0.0.1:9000\"\n[smpp]\naddress = \"10.0.0.1:2775\"\nwindow = 7\n[pipeline]\nattempts = 5\n",
