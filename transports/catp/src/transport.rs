@@ -94,6 +94,27 @@ pub struct CatpStats {
     pub malformed_sdus: u64,
 }
 
+impl Links {
+    /// Drops what we keep about a card with no link and nothing waiting for one (so the map
+    /// does not grow with every card ever reached; its next message adds it again).
+    fn forget_card_if_idle(&mut self, iccid: &str) {
+        let waiting = self
+            .waiting
+            .get_mut(iccid)
+            .map(|w| {
+                w.retain(|t| !t.is_closed());
+                !w.is_empty()
+            })
+            .unwrap_or(false);
+        if !waiting {
+            self.waiting.remove(iccid);
+            if !self.by_iccid.contains_key(iccid) {
+                self.msisdn.remove(iccid);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Links {
     by_iccid: HashMap<String, SocketAddr>,
@@ -191,6 +212,7 @@ impl Inner {
                         if l.by_iccid.get(&iccid) == Some(&peer) {
                             l.by_iccid.remove(&iccid);
                         }
+                        l.forget_card_if_idle(&iccid);
                     }
                 }
             }
@@ -259,6 +281,9 @@ impl Inner {
                 }
             }
             let _ = tokio::time::timeout(self.settings.link_timeout, rx).await;
+        }
+        if let Ok(mut l) = self.links.lock() {
+            l.forget_card_if_idle(&iccid);
         }
         self.emit(fail(TransportError::Timeout(format!(
             "no CAT_TP link from card {iccid} after {} push(es)",
