@@ -313,7 +313,12 @@ fn links(c: &mut Criterion) {
                     }
                     let mut connected = 0;
                     while connected < BATCH {
-                        if let Some(otagw_catp::LinkEvent::Connected { .. }) = events.recv().await {
+                        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                            .await
+                            .unwrap_or_else(|_| {
+                                panic!("only {connected} of {BATCH} links up after 10 s")
+                            });
+                        if let Some(otagw_catp::LinkEvent::Connected { .. }) = event {
                             connected += 1;
                         }
                     }

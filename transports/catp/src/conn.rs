@@ -80,6 +80,10 @@ pub enum CloseReason {
     LocalReset(u8),
     /// A PDU was retransmitted `max_retries` times without acknowledgement (RST reason 5 sent).
     Timeout,
+    /// The peer opened a new connection from the same address (a SYN with another initial
+    /// sequence number): its old link is gone without an RST (a card that re-opened its BIP
+    /// channel, an address reused). Server side only.
+    Superseded,
 }
 
 /// What the application learns from the connection.
@@ -150,6 +154,8 @@ pub struct Connection {
     local_port: u16,
     remote_port: u16,
     peer: Option<SynParams>,
+    /// The sequence number of the peer's SYN.
+    peer_iss: Option<u16>,
     peer_window: u16,
     // send side
     iss: u16,
@@ -208,6 +214,7 @@ impl Connection {
             iss,
         );
         c.peer = Some(params.clone());
+        c.peer_iss = Some(syn.seq);
         c.peer_window = syn.window.max(1);
         c.rcv_cur = syn.seq;
         c.stats.pdus_in += 1;
@@ -231,6 +238,7 @@ impl Connection {
             local_port,
             remote_port,
             peer: None,
+            peer_iss: None,
             peer_window: 1,
             iss,
             snd_nxt: iss,
@@ -279,6 +287,10 @@ impl Connection {
     }
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+    /// The sequence number of the peer's SYN once known.
+    pub fn peer_iss(&self) -> Option<u16> {
+        self.peer_iss
     }
     /// The peer's SYN parameters once known.
     pub fn peer_params(&self) -> Option<&SynParams> {
@@ -387,6 +399,7 @@ impl Connection {
                     return events;
                 }
                 self.peer = Some(params.clone());
+                self.peer_iss = Some(p.seq);
                 self.rcv_cur = p.seq;
                 self.peer_window = p.window.max(1);
                 self.ack_through(p.ack);

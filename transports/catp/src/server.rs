@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::time::Instant;
 
-use crate::conn::{Config, Connection, Event, SendError, State};
+use crate::conn::{CloseReason, Config, Connection, Event, SendError, State};
 use crate::pdu::{reason, DecodeError, Flags, Pdu, VarPart};
 
 /// Endpoint counters (per-connection ones are in each [`Connection`]'s stats).
@@ -21,6 +21,8 @@ pub struct ServerStats {
     pub refused: u64,
     /// Non-SYN PDUs from peers without a connection (answered with RST).
     pub unknown_peer: u64,
+    /// Connections replaced by a new SYN from the same address.
+    pub superseded: u64,
 }
 
 #[derive(Debug)]
@@ -134,12 +136,29 @@ impl<A: Eq + Hash + Clone> Server<A> {
         let is_plain_syn = pdu.flags.contains(Flags::SYN)
             && !pdu.flags.contains(Flags::ACK)
             && matches!(pdu.var, VarPart::Syn(_));
-        let existing = self.conns.get(&from).map(|e| e.conn.state());
+        let mut existing = self.conns.get(&from).map(|e| e.conn.state());
+        if is_plain_syn && existing.is_some_and(|st| st != State::Closed) {
+            let same = self
+                .conns
+                .get(&from)
+                .is_some_and(|e| e.conn.peer_iss() == Some(pdu.seq));
+            if !same {
+                // A new connection from an address whose old link died without an RST (the
+                // card re-opened its channel, or the address was reused): the old one ends
+                // and the SYN is taken as new. A repeated SYN (same sequence number) is not.
+                self.stats.superseded += 1;
+                self.events
+                    .push_back((from.clone(), Event::Closed(CloseReason::Superseded)));
+                self.remove(&from);
+                existing = None;
+            }
+        }
         match existing {
             Some(st) if st != State::Closed || !is_plain_syn => {
-                let entry = self.conns.get_mut(&from).expect("present");
-                for e in entry.conn.handle_decoded(now, pdu) {
-                    self.events.push_back((from.clone(), e));
+                if let Some(entry) = self.conns.get_mut(&from) {
+                    for e in entry.conn.handle_decoded(now, pdu) {
+                        self.events.push_back((from.clone(), e));
+                    }
                 }
                 self.refresh(&from);
                 self.mark(&from);

@@ -340,6 +340,37 @@ fn duplicates_delivered_once() {
 }
 
 #[test]
+fn new_syn_from_the_same_address_supersedes_the_old_link() {
+    let t0 = Instant::now();
+    let (mut card, mut srv) = open_pair(t0);
+    // The card's first SYN again (a delayed duplicate): acknowledged, the link stays.
+    let mut again = Connection::connect(card_config(), 0x4000, 80, 100);
+    for b in drain_conn(&mut again, t0) {
+        srv.handle_datagram(t0, CARD, &b);
+    }
+    assert!(server_events(&mut srv).is_empty());
+    assert_eq!(srv.stats().superseded, 0);
+    let _ = pump(&mut card, &mut srv, t0);
+    assert_eq!(srv.connection(&CARD).unwrap().state(), State::Open);
+
+    // The card lost its channel without an RST and opens a new link from the same address.
+    let mut reborn = Connection::connect(card_config(), 0x4000, 80, 31_000);
+    let (ce, se) = pump(&mut reborn, &mut srv, t0);
+    assert_eq!(srv.stats().superseded, 1);
+    assert!(matches!(&ce[..], [Event::Connected(_)]), "{ce:?}");
+    assert!(
+        matches!(
+            &se[..],
+            [Event::Closed(CloseReason::Superseded), Event::Connected(_)]
+        ),
+        "{se:?}"
+    );
+    reborn.send(b"new link").unwrap();
+    let (_, se) = pump(&mut reborn, &mut srv, t0);
+    assert_eq!(se, vec![Event::Sdu(b"new link".to_vec())]);
+}
+
+#[test]
 fn bad_checksum_dropped_and_counted() {
     let t0 = Instant::now();
     let (mut card, mut srv) = open_pair(t0);
