@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use otagw_transport::{
-    BoxFuture, DeliveryEvent, EventSink, MessageId, OutboundMessage, PacketFormat, Payload,
-    Transport, TransportError,
+    BoxFuture, DeliveryEvent, EventSink, OutboundMessage, PacketFormat, Payload, Transport,
+    TransportError,
 };
 use tokio::sync::oneshot;
 
@@ -296,7 +296,6 @@ impl Inner {
 pub struct CatpTransport {
     inner: Arc<Inner>,
     events_task: tokio::task::JoinHandle<()>,
-    next_push_id: AtomicU64,
 }
 
 impl CatpTransport {
@@ -345,11 +344,7 @@ impl CatpTransport {
                 inner.on_event(e);
             }
         });
-        Ok(CatpTransport {
-            inner,
-            events_task,
-            next_push_id: AtomicU64::new(1 << 63),
-        })
+        Ok(CatpTransport { inner, events_task })
     }
 
     /// The endpoint's UDP address.
@@ -360,11 +355,6 @@ impl CatpTransport {
     /// The push the cards get.
     pub fn push_request(&self) -> &PushRequest {
         &self.inner.push_request
-    }
-
-    /// A message id for a push SMS (apart from the gateway's command ids).
-    pub fn next_push_id(&self) -> MessageId {
-        MessageId(self.next_push_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Whether the card with this ICCID has a link now.
