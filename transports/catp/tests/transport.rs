@@ -1,0 +1,299 @@
+//! The CAT_TP transport alone, over loopback UDP, with a push that opens a client link in
+//! process (no SMS, no keys): one push for concurrent messages to a card, PoRs reported with the
+//! card's MSISDN in the two-octet RPL form, links from unknown cards reset, a card that never
+//! connects failing the message with a timeout after the configured pushes, refusals.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use otagw_catp::pdu::iccid_to_identification;
+use otagw_catp::push::PushRequest;
+use otagw_catp::{
+    CatpSettings, CatpTransport, ClientLink, CloseReason, Config, Event, Impairment, LinkPusher,
+};
+use otagw_transport::{
+    BoxFuture, DeliveryEvent, Destination, EventSink, MessageId, OutboundMessage, Payload,
+    SendOptions, Transport, TransportError,
+};
+use tokio::sync::mpsc;
+
+const ICCID: &str = "8949000000000000017";
+const MSISDN: &str = "491700000017";
+
+fn fast() -> Config {
+    Config {
+        rto: Duration::from_millis(40),
+        max_rto: Duration::from_millis(320),
+        max_retries: 10,
+        keepalive: None,
+        ..Config::default()
+    }
+}
+
+/// On a push, a card with `iccid` connects (unless silent) and answers every SDU with a PoR
+/// that echoes its length.
+struct InProcessCard {
+    iccid: &'static str,
+    silent: bool,
+    pushes: AtomicUsize,
+    links: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl LinkPusher for InProcessCard {
+    fn push<'a>(
+        &'a self,
+        _message: &'a OutboundMessage,
+        request: &'a PushRequest,
+    ) -> BoxFuture<'a, Result<(), TransportError>> {
+        self.pushes.fetch_add(1, Ordering::SeqCst);
+        let silent = self.silent;
+        let request = request.clone();
+        let iccid = self.iccid;
+        let task = tokio::spawn(async move {
+            if silent {
+                return;
+            }
+            let cfg = Config {
+                identification: iccid_to_identification(iccid).unwrap_or_default(),
+                ..fast()
+            };
+            let Ok(mut link) = ClientLink::connect(
+                request.bip.destination,
+                cfg,
+                (0x4000, request.link.destination_port),
+                Impairment::none(),
+            )
+            .await
+            else {
+                return;
+            };
+            while let Some(e) = link.next_event().await {
+                match e {
+                    Event::Sdu(sdu) => {
+                        // RPI 02, RPL 3, then three octets: the SDU's first octet and length.
+                        let n = sdu.len() as u16;
+                        let por = vec![0x02, 0x03, sdu[0], (n >> 8) as u8, n as u8];
+                        let _ = link.send(por).await;
+                    }
+                    Event::Closed(_) => break,
+                    Event::Connected(_) => {}
+                }
+            }
+        });
+        if let Ok(mut l) = self.links.lock() {
+            l.push(task);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+struct Sink(mpsc::UnboundedSender<DeliveryEvent>);
+impl EventSink for Sink {
+    fn deliver(&self, event: DeliveryEvent) {
+        let _ = self.0.send(event);
+    }
+}
+
+async fn transport(
+    card: Arc<InProcessCard>,
+    link_timeout: Duration,
+) -> (CatpTransport, mpsc::UnboundedReceiver<DeliveryEvent>) {
+    let t = CatpTransport::start(
+        CatpSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            link: fast(),
+            link_timeout,
+            push_attempts: 2,
+            ..CatpSettings::default()
+        },
+        card,
+    )
+    .await
+    .expect("start");
+    let (tx, rx) = mpsc::unbounded_channel();
+    t.set_event_sink(Arc::new(Sink(tx)));
+    (t, rx)
+}
+
+fn message(id: u64, packet: Vec<u8>, iccid: Option<&str>) -> OutboundMessage {
+    OutboundMessage {
+        id: MessageId(id),
+        destination: Destination {
+            msisdn: MSISDN.into(),
+            iccid: iccid.map(String::from),
+        },
+        payload: Payload::SecuredPacket {
+            packet,
+            tar: [0xB0, 0, 0x10],
+            counter: [0, 0, 0, 0, 1],
+        },
+        options: SendOptions::default(),
+    }
+}
+
+/// A CAT_TP-framed "command packet" of `len` octets after CPI and length.
+fn packet(len: usize) -> Vec<u8> {
+    let (p, n) = otagw_catp::framing::prefix(otagw_catp::framing::CPI, len as u16);
+    let mut v = p[..n].to_vec();
+    v.extend(std::iter::repeat_n(0xAB, len));
+    v
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<DeliveryEvent>) -> DeliveryEvent {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("in time")
+        .expect("sink open")
+}
+
+#[tokio::test]
+async fn one_push_for_concurrent_messages_and_pors_with_the_msisdn() {
+    let card = Arc::new(InProcessCard {
+        iccid: ICCID,
+        silent: false,
+        pushes: AtomicUsize::new(0),
+        links: Mutex::default(),
+    });
+    let (t, mut rx) = transport(card.clone(), Duration::from_secs(5)).await;
+    assert_eq!(t.packet_format(), otagw_transport::PacketFormat::CatTp);
+    // Two messages at once, one of 3000 octets (segmented on the link).
+    t.send(message(1, packet(100), Some(ICCID)))
+        .await
+        .expect("taken");
+    t.send(message(2, packet(3000), Some(&format!("{ICCID}F"))))
+        .await
+        .expect("taken");
+    let mut accepted = 0;
+    let mut pors = Vec::new();
+    while accepted < 2 || pors.len() < 2 {
+        match next(&mut rx).await {
+            DeliveryEvent::Accepted { network_refs, .. } => {
+                assert!(network_refs[0].starts_with("catp:127.0.0.1:"));
+                accepted += 1;
+            }
+            DeliveryEvent::ResponsePacket {
+                from,
+                packet,
+                sms_framing,
+            } => {
+                assert_eq!(from, MSISDN);
+                assert!(!sms_framing);
+                pors.push(packet);
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    // Two-octet RPL form; the card saw each SDU whole (lengths 102 and 3004 with CPI+length).
+    pors.sort();
+    assert_eq!(pors[0], vec![0x00, 0x03, 0x01, 0x00, 102]);
+    assert_eq!(pors[1], vec![0x00, 0x03, 0x01, 0x0B, 0xBC]);
+    assert_eq!(
+        card.pushes.load(Ordering::SeqCst),
+        1,
+        "one push served both"
+    );
+    let s = t.stats();
+    assert_eq!(
+        (s.pushes, s.links_accepted, s.packets_sent, s.pors),
+        (1, 1, 2, 2)
+    );
+    assert!(t.has_link(ICCID));
+}
+
+#[tokio::test]
+async fn silent_card_times_out_after_the_pushes() {
+    let card = Arc::new(InProcessCard {
+        iccid: ICCID,
+        silent: true,
+        pushes: AtomicUsize::new(0),
+        links: Mutex::default(),
+    });
+    let (t, mut rx) = transport(card.clone(), Duration::from_millis(200)).await;
+    t.send(message(7, packet(10), Some(ICCID)))
+        .await
+        .expect("taken");
+    match next(&mut rx).await {
+        DeliveryEvent::Failed {
+            id,
+            error: TransportError::Timeout(m),
+        } => {
+            assert_eq!(id, MessageId(7));
+            assert!(m.contains(ICCID), "{m}");
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+    assert_eq!(card.pushes.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_link_from_an_unknown_card_is_reset() {
+    let card = Arc::new(InProcessCard {
+        iccid: ICCID,
+        silent: true,
+        pushes: AtomicUsize::new(0),
+        links: Mutex::default(),
+    });
+    let (t, _rx) = transport(card, Duration::from_secs(1)).await;
+    let cfg = Config {
+        identification: iccid_to_identification("8949000000000000999").unwrap_or_default(),
+        ..fast()
+    };
+    let mut stranger = ClientLink::connect(t.local_addr(), cfg, (1, 2), Impairment::none())
+        .await
+        .expect("connect");
+    let mut events = Vec::new();
+    while let Ok(Some(e)) =
+        tokio::time::timeout(Duration::from_secs(5), stranger.next_event()).await
+    {
+        let end = matches!(e, Event::Closed(_));
+        events.push(e);
+        if end {
+            break;
+        }
+    }
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Closed(CloseReason::PeerReset(
+                otagw_catp::pdu::reason::ILLEGAL_PARAMETERS
+            )))
+        ),
+        "{events:?}"
+    );
+    assert_eq!(t.stats().links_refused, 1);
+}
+
+#[tokio::test]
+async fn refusals() {
+    let card = Arc::new(InProcessCard {
+        iccid: ICCID,
+        silent: true,
+        pushes: AtomicUsize::new(0),
+        links: Mutex::default(),
+    });
+    let (t, _rx) = transport(card.clone(), Duration::from_secs(1)).await;
+    let no_iccid = t.send(message(1, packet(10), None)).await;
+    assert!(
+        matches!(no_iccid, Err(TransportError::Rejected(_))),
+        "{no_iccid:?}"
+    );
+    // SMS-framed (two-octet CPL first) is not for this transport.
+    let sms = t
+        .send(message(2, vec![0x00, 0x02, 0xAA, 0xBB], Some(ICCID)))
+        .await;
+    assert!(matches!(sms, Err(TransportError::Rejected(_))), "{sms:?}");
+    let big = t.send(message(3, packet(65_100), Some(ICCID))).await;
+    assert!(
+        matches!(big, Err(TransportError::PayloadTooLarge(_))),
+        "{big:?}"
+    );
+    let mut text = message(4, Vec::new(), Some(ICCID));
+    text.payload = Payload::Text {
+        text: "hi".into(),
+        flash: false,
+    };
+    assert!(t.send(text).await.is_err());
+    assert_eq!(card.pushes.load(Ordering::SeqCst), 0, "nothing pushed");
+}
