@@ -54,7 +54,9 @@ pub struct DevOptions {
     /// [`DevOptions::provision`], the `fleet` profile's default transport is `https`.
     pub https: Option<crate::config::HttpsSettings>,
     /// Run CAT_TP too (its listen address is replaced by an ephemeral loopback port), with
-    /// terminals in front of the fleet that open the links pushes ask for.
+    /// terminals in front of the fleet that open the links pushes ask for. With
+    /// [`DevOptions::provision`] (and no HTTPS), the `fleet` profile's default transport is
+    /// `catp`.
     pub catp: Option<crate::config::CatpConfig>,
     /// How those terminals behave (faults, silent cards).
     pub terminals: crate::sim::catp_client::TerminalSettings,
@@ -260,8 +262,13 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
                         spi: Some("1621".into()),
                         kic_byte: Some("12".into()),
                         kid_byte: Some("12".into()),
-                        // With HTTPS on, the fleet's profile sends over HTTPS by default.
-                        transport: options.https.as_ref().map(|_| "https".to_string()),
+                        // With HTTPS on, the fleet's profile sends over HTTPS by default;
+                        // else with CAT_TP on, over CAT_TP.
+                        transport: options
+                            .https
+                            .as_ref()
+                            .map(|_| "https".to_string())
+                            .or_else(|| options.catp.as_ref().map(|_| "catp".to_string())),
                         // TLS_TRIGGER campaigns need a profile with HTTP parameters.
                         http: options
                             .https

@@ -534,3 +534,26 @@ fn env_gateway_port(packets: &[otagw_catp::pcap::Captured], relay: std::net::Soc
     assert_ne!(first.to, relay);
     first.to.port()
 }
+
+/// A card whose profile's default transport is `catp` gets commands that name no transport
+/// over CAT_TP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_profile_default_sends_over_catp() {
+    let env = devkit::start(DevOptions {
+        cards: 2,
+        provision: true,
+        catp: Some(catp_config()),
+        ..DevOptions::default()
+    })
+    .await
+    .expect("dev environment");
+    let iccid = env.iccid(1).expect("card");
+    let mut body = cmd("RFM", &iccid, "B00010", long_rfm());
+    body.as_object_mut().map(|o| o.remove("transport"));
+    let r = run(&env, &body).await;
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert_eq!(r["transport"], "catp", "{r}");
+    let s = catp_stats(&env);
+    assert_eq!((s.pushes, s.packets_sent, s.pors), (1, 1, 1), "{s:?}");
+    env.shutdown().await;
+}
