@@ -174,8 +174,16 @@ pub async fn create_profile(
     if d.http.as_ref().is_some_and(|h| !h.is_object()) {
         return Err(ApiError::invalid("defaults.http", "must be a JSON object"));
     }
-    if d.transport.as_deref().is_some_and(|t| t != "sms") {
-        return Err(ApiError::invalid("defaults.transport", "only sms"));
+    if let Some(t) = d.transport.as_deref() {
+        if !crate::campaign::TRANSPORTS.contains(&t) {
+            return Err(ApiError::invalid(
+                "defaults.transport",
+                format!(
+                    "{t:?} is not one of {}",
+                    crate::campaign::TRANSPORTS.join(", ")
+                ),
+            ));
+        }
     }
     let profile = NewProfile {
         name: body.name,

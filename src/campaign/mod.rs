@@ -270,6 +270,9 @@ pub const MESSAGES_WARN: u64 = 1_000_000;
 /// the proactive command the procedure's sample APDU file ends with.
 pub const REFRESH_UICC_RESET: &str = "D009810301010482028102";
 
+/// Transports a profile may default to.
+pub const TRANSPORTS: [&str; 3] = ["sms", "https", "catp"];
+
 /// Default RFM applet TAR (TS 101 220).
 pub const RFM_TAR: &str = "B00010";
 /// Default RAM TAR: the issuer security domain.

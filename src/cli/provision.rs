@@ -265,8 +265,11 @@ pub(crate) fn run_profile(command: ProfileCommand) -> anyhow::Result<ExitCode> {
                 None => None,
             };
             if let Some(t) = &transport {
-                if t != "sms" {
-                    bail!("--transport: {t:?} is not supported (sms)");
+                if !otagw::campaign::TRANSPORTS.contains(&t.as_str()) {
+                    bail!(
+                        "--transport: {t:?} is not one of {}",
+                        otagw::campaign::TRANSPORTS.join(", ")
+                    );
                 }
             }
             let defaults = ProfileDefaults {
