@@ -171,8 +171,12 @@ pub async fn create_profile(
     hex_field("defaults.spi", &d.spi, 4)?;
     hex_field("defaults.kicByte", &d.kic_byte, 2)?;
     hex_field("defaults.kidByte", &d.kid_byte, 2)?;
-    if d.http.as_ref().is_some_and(|h| !h.is_object()) {
-        return Err(ApiError::invalid("defaults.http", "must be a JSON object"));
+    if let Some(http) = &d.http {
+        if let Err((field, problem)) =
+            crate::gateway::https::HttpsOptions::default().with_profile(http)
+        {
+            return Err(ApiError::invalid(format!("defaults.{field}"), problem));
+        }
     }
     if let Some(t) = d.transport.as_deref() {
         if !crate::campaign::TRANSPORTS.contains(&t) {

@@ -257,8 +257,10 @@ pub(crate) fn run_profile(command: ProfileCommand) -> anyhow::Result<ExitCode> {
                 Some(text) => {
                     let v: serde_json::Value = serde_json::from_str(&text)
                         .map_err(|e| anyhow::anyhow!("--http-params: not JSON: {e}"))?;
-                    if !v.is_object() {
-                        bail!("--http-params: must be a JSON object");
+                    if let Err((field, problem)) =
+                        otagw::gateway::https::HttpsOptions::default().with_profile(&v)
+                    {
+                        bail!("--http-params: {field}: {problem}");
                     }
                     Some(v)
                 }

@@ -98,6 +98,75 @@ impl Default for HttpsOptions {
     }
 }
 
+/// The HTTP parameters a profile may set for its cards' triggers (`defaults.http`, JSON):
+/// `host`, `uri`, `agentId`, `tar` (6 hex digits), `apn`, `keyVersion` (0x40-0x4F), `keyId`,
+/// `cardRetries`, `cardRetryDelaySecs`. They override the gateway's `[https]` settings.
+pub const PROFILE_HTTP_FIELDS: [&str; 9] = [
+    "host",
+    "uri",
+    "agentId",
+    "tar",
+    "apn",
+    "keyVersion",
+    "keyId",
+    "cardRetries",
+    "cardRetryDelaySecs",
+];
+
+impl HttpsOptions {
+    /// These settings with a profile's HTTP parameters over them; the error names the field.
+    pub fn with_profile(&self, http: &serde_json::Value) -> Result<HttpsOptions, (String, String)> {
+        let obj = http
+            .as_object()
+            .ok_or_else(|| ("http".to_string(), "must be a JSON object".to_string()))?;
+        let mut o = self.clone();
+        let err = |k: &str, p: &str| (format!("http.{k}"), p.to_string());
+        for (k, v) in obj {
+            let text = || {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| err(k, "must be a string"))
+            };
+            let number = |max: u64| {
+                v.as_u64()
+                    .filter(|n| *n <= max)
+                    .ok_or_else(|| err(k, &format!("must be a whole number up to {max}")))
+            };
+            match k.as_str() {
+                "host" => o.host = text()?,
+                "uri" => o.uri = text()?,
+                "agentId" => o.agent_id = Some(text()?),
+                "apn" => o.apn = Some(text()?),
+                "tar" => {
+                    let t = text()?;
+                    let b = hex::decode(&t).map_err(|_| err(k, "must be 6 hex digits"))?;
+                    o.trigger_tar = <[u8; 3]>::try_from(b.as_slice())
+                        .map_err(|_| err(k, "must be 6 hex digits"))?;
+                }
+                "keyVersion" => {
+                    let n = number(0xFF)? as u8;
+                    if !(0x40..=0x4F).contains(&n) {
+                        return Err(err(k, "SCP81 key versions are 0x40 to 0x4F (64 to 79)"));
+                    }
+                    o.psk_key_version = n;
+                }
+                "keyId" => o.psk_key_id = number(0xFF)? as u8,
+                "cardRetries" => o.card_retries = number(u64::from(u16::MAX))? as u16,
+                "cardRetryDelaySecs" => {
+                    o.card_retry_delay = Duration::from_secs(number(359_999)?);
+                }
+                other => {
+                    return Err(err(
+                        other,
+                        &format!("unknown; the fields are {}", PROFILE_HTTP_FIELDS.join(", ")),
+                    ))
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
 /// Why the trigger or the script could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpsError {
@@ -670,12 +739,30 @@ impl HttpsDriver {
                 "HTTPS needs the SMS route for its trigger",
             )
         })?;
+        // The card's profile may set its own trigger parameters (`defaults.http`).
+        let options = match store
+            .card_profile(&record.account_id, &record.iccid)
+            .await?
+        {
+            Some(p) => match store.profile(&record.account_id, p).await? {
+                Some(profile) => match &profile.defaults.http {
+                    Some(http) => self.options.with_profile(http).map_err(|(f, p)| {
+                        job_fail(
+                            ErrorCode::InvalidState,
+                            format!("profile {}: {f}: {p}", profile.id),
+                        )
+                    })?,
+                    None => self.options.clone(),
+                },
+                None => self.options.clone(),
+            },
+            None => self.options.clone(),
+        };
         for attempt in 1..=retry.attempts.max(1) {
             let counter = store
                 .reserve_counter(&record.iccid, prepared.sec.counter_version())
                 .await?;
-            let params = self
-                .options
+            let params = options
                 .trigger(&prepared.identity, &record.iccid)
                 .encode()
                 .map_err(|e| job_fail(ErrorCode::InvalidState, format!("trigger: {e}")))?;
@@ -683,7 +770,7 @@ impl HttpsDriver {
                 spi: prepared.sec.spi,
                 kic: KeyIdentifier(prepared.sec.kic),
                 kid: KeyIdentifier(prepared.sec.kid),
-                tar: self.options.trigger_tar,
+                tar: options.trigger_tar,
                 counter: Counter::new(counter)
                     .map_err(|e| job_fail(ErrorCode::SecurityError, e.to_string()))?,
             };
@@ -704,7 +791,7 @@ impl HttpsDriver {
                     &format!(
                         "SCP81 trigger {attempt}/{} to TAR {} counter {counter}",
                         retry.attempts.max(1),
-                        hex::encode_upper(self.options.trigger_tar)
+                        hex::encode_upper(options.trigger_tar)
                     ),
                     now,
                 )
@@ -713,7 +800,7 @@ impl HttpsDriver {
             let pending = PendingCommand {
                 id,
                 msisdn: prepared.msisdn.clone(),
-                tar: self.options.trigger_tar,
+                tar: options.trigger_tar,
                 counter: header.counter,
                 spi: prepared.sec.spi,
                 keys: prepared.keys.clone(),
@@ -726,7 +813,7 @@ impl HttpsDriver {
                 },
                 payload: Payload::SecuredPacket {
                     packet,
-                    tar: self.options.trigger_tar,
+                    tar: options.trigger_tar,
                     counter: header.counter.to_bytes(),
                 },
                 options: SendOptions {
@@ -951,5 +1038,36 @@ impl HttpsDriver {
             keys,
             identity: psk.identity,
         })
+    }
+}
+
+#[cfg(test)]
+mod profile_tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_overrides_the_trigger_and_bad_fields_are_named() {
+        let base = HttpsOptions::default();
+        let o = base
+            .with_profile(&serde_json::json!({"host": "ota.example", "tar": "B20100",
+                "keyVersion": 65, "agentId": "op-1", "cardRetries": 2}))
+            .unwrap();
+        assert_eq!(o.host, "ota.example");
+        assert_eq!(o.trigger_tar, [0xB2, 0x01, 0x00]);
+        assert_eq!(o.psk_key_version, 0x41);
+        let t = o.trigger(b"id", "8949").encode().unwrap();
+        let decoded = TriggerParams::decode(&t).unwrap();
+        assert_eq!(
+            decoded.http.and_then(|h| h.host).as_deref(),
+            Some("ota.example")
+        );
+        for (bad, field) in [
+            (serde_json::json!({"tar": "B201"}), "http.tar"),
+            (serde_json::json!({"keyVersion": 1}), "http.keyVersion"),
+            (serde_json::json!({"hots": "x"}), "http.hots"),
+            (serde_json::json!({"host": 5}), "http.host"),
+        ] {
+            assert_eq!(base.with_profile(&bad).unwrap_err().0, field, "{bad}");
+        }
     }
 }
