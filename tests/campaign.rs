@@ -528,3 +528,65 @@ async fn tls_trigger_rfm_campaign_runs_over_https() {
     }
     env.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfm_campaign_over_catp_by_the_profile_default() {
+    // The provisioned profile defaults to CAT_TP when the gateway runs it.
+    let env = devkit::start(DevOptions {
+        cards: 3,
+        provision: true,
+        catp: Some(otagw::config::CatpConfig {
+            link_timeout_secs: 3,
+            push_attempts: 2,
+            ..otagw::config::CatpConfig::default()
+        }),
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit with CAT_TP");
+    let (profile, group) = env.fleet_group.unwrap();
+    // More than one SMS would carry: 10 UPDATE RECORDs of 176 octets in one packet.
+    let mut commands = vec!["A0A40000027F10".to_string(), "A0A40000026F3C".to_string()];
+    for r in 1..=10u8 {
+        commands.push(format!("A0DC{r:02X}04B0{}", "5A".repeat(176)));
+    }
+    let (code, created) = env
+        .post(
+            "/api/v1/campaigns",
+            &serde_json::json!({"profile": profile, "name": "records_catp", "type": "RFM",
+                "commands": commands, "expectedLastSw": "9000"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let (code, body) = env
+        .post(
+            &format!("/api/v1/campaigns/{id}/start"),
+            &serde_json::json!({"cardGroup": group}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    wait_status(&env, id, status::COMPLETED).await;
+    let rows = env
+        .server
+        .store
+        .campaign_cards(id, 1, None, "", 10)
+        .await
+        .unwrap();
+    assert_eq!(count(&env, id, 1, card_state::POR_OK).await, 3, "{rows:?}");
+    let catp = env.server.catp.as_ref().expect("catp transport").stats();
+    assert!(catp.pushes >= 3, "{catp:?}");
+    for i in 0..3 {
+        let content = env
+            .fleet
+            .with_card(&env.msisdn(i).unwrap(), |c| {
+                c.read_file(&[0x3F00, 0x7F10, 0x6F3C])
+            })
+            .flatten()
+            .unwrap();
+        assert!(content.iter().all(|b| *b == 0x5A));
+    }
+    env.shutdown().await;
+}

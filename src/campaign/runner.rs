@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use super::{card_state, status, CampaignPlan, CampaignSettings, CampaignType};
 use crate::api::webhook::{WebhookEvent, Webhooks};
 use crate::correlation::PendingCommand;
-use crate::dispatch::{secure_command, DispatchNote, OtaOutcome};
+use crate::dispatch::{DispatchNote, OtaOutcome, SecuredCommand};
 use crate::gateway::{now_ms, Gateway};
 use crate::pipeline::resolve::scp80_keys;
 use crate::pipeline::route::Route;
@@ -168,8 +168,7 @@ enum WriterMsg {
 
 struct Shared {
     store: Arc<dyn Store>,
-    route: Route,
-    budget: usize,
+    transports: Arc<crate::pipeline::route::Transports>,
     config: RunnerConfig,
     webhooks: Option<Webhooks>,
     writer: mpsc::Sender<WriterMsg>,
@@ -190,15 +189,13 @@ pub struct CampaignRunner {
 impl CampaignRunner {
     /// Starts over the gateway's SMS route; `None` without one.
     pub fn start(gateway: &Gateway, config: RunnerConfig) -> Option<Arc<CampaignRunner>> {
-        let route = gateway.transports().route("sms")?.clone();
-        let budget = gateway.transports().max_script_len("sms");
+        gateway.transports().route("sms")?;
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         gateway.set_note_tap(notes_tx);
         let (writer_tx, writer_rx) = mpsc::channel(100_000);
         let shared = Arc::new(Shared {
             store: gateway.store().clone(),
-            route,
-            budget,
+            transports: gateway.transports().clone(),
             config,
             webhooks: gateway.webhooks().cloned(),
             writer: writer_tx,
@@ -388,6 +385,8 @@ async fn supervise(shared: Arc<Shared>) {
 struct Run {
     id: i64,
     account_id: String,
+    route: Route,
+    framing: crate::security::command::PacketFraming,
     iteration: i64,
     plan: Arc<CampaignPlan>,
     tally: Arc<Tally>,
@@ -406,7 +405,16 @@ impl Drop for Running {
 async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
     let _running = Running(shared.clone(), campaign.id);
     let id = campaign.id;
-    let plan = match plan_of(&shared, &campaign).await {
+    let transport = campaign_transport(&shared, &campaign).await;
+    let Some(route) = shared.transports.route(&transport).cloned() else {
+        return;
+    };
+    let framing = match route.dispatcher.transport().packet_format() {
+        otagw_transport::PacketFormat::CatTp => crate::security::command::PacketFraming::CatTp,
+        otagw_transport::PacketFormat::Sms => crate::security::command::PacketFraming::Sms,
+    };
+    let budget = shared.transports.max_script_len(&transport);
+    let plan = match plan_of(&shared, &campaign, budget).await {
         Ok(p) => Arc::new(p),
         Err(reason) => {
             tracing::error!("campaign {id} cannot run: {reason}");
@@ -430,6 +438,8 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
     let run = Run {
         id,
         account_id: campaign.account_id.clone(),
+        route,
+        framing,
         iteration: campaign.iteration,
         plan: plan.clone(),
         tally: tally.clone(),
@@ -576,7 +586,25 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
     );
 }
 
-async fn plan_of(shared: &Shared, c: &CampaignRecord) -> Result<CampaignPlan, String> {
+/// The transport a campaign's RFM / RAM packets take: its profile's default when that is
+/// CAT_TP and the gateway runs it, else SMS (texts and HTTPS triggers always go by SMS).
+async fn campaign_transport(shared: &Shared, c: &CampaignRecord) -> String {
+    let by_sms = matches!(c.campaign_type.as_str(), "RFM" | "RAM");
+    if by_sms && shared.transports.knows("catp") {
+        if let Ok(Some(p)) = shared.store.profile(&c.account_id, c.profile_id).await {
+            if p.defaults.transport.as_deref() == Some("catp") {
+                return "catp".into();
+            }
+        }
+    }
+    "sms".into()
+}
+
+async fn plan_of(
+    shared: &Shared,
+    c: &CampaignRecord,
+    budget: usize,
+) -> Result<CampaignPlan, String> {
     let settings: CampaignSettings =
         serde_json::from_str(&c.settings).map_err(|e| format!("settings: {e}"))?;
     let campaign_type: CampaignType = c.campaign_type.parse()?;
@@ -592,7 +620,7 @@ async fn plan_of(shared: &Shared, c: &CampaignRecord) -> Result<CampaignPlan, St
         ),
         None => None,
     };
-    CampaignPlan::new(campaign_type, &settings, applet.as_deref(), shared.budget)
+    CampaignPlan::new(campaign_type, &settings, applet.as_deref(), budget)
         .map_err(|e| format!("{}: {}", e.field, e.problem))
 }
 
@@ -652,22 +680,21 @@ fn next_id(shared: &Shared) -> MessageId {
 /// Hands a message to the network, retrying transient refusals with the same bytes.
 async fn hand_over(
     shared: &Shared,
+    route: &Route,
     message: &OutboundMessage,
     pending: Option<&crate::correlation::PendingCommand<MessageId>>,
 ) -> Result<Option<oneshot::Receiver<OtaOutcome>>, TransportError> {
     let mut attempt = 0;
     let mut delay = Duration::from_millis(20);
     loop {
-        shared.route.rate.wait().await;
+        route.rate.wait().await;
         let result = match pending {
-            Some(p) => shared
-                .route
+            Some(p) => route
                 .dispatcher
                 .send(message.clone(), p.clone())
                 .await
                 .map(Some),
-            None => shared
-                .route
+            None => route
                 .dispatcher
                 .transport()
                 .send(message.clone())
@@ -773,7 +800,16 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
             Err(e) => return End::new(step, card_state::FAILED, e),
         };
         let id = next_id(shared);
-        let secured = match secure_command(id, &msisdn, &header, &keys, script, options.clone()) {
+        let secured = match secure_framed(
+            id,
+            &msisdn,
+            &card.iccid,
+            &header,
+            &keys,
+            script,
+            options.clone(),
+            run.framing,
+        ) {
             Ok(s) => s,
             Err(e) => return End::new(step, card_state::FAILED, format!("securing: {e}")),
         };
@@ -783,7 +819,7 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
             if resume {
                 // The packet may have reached the card before the restart: its PoR first,
                 // whether it came in already or comes now.
-                let rx = shared.route.dispatcher.expect(secured.pending.clone());
+                let rx = run.route.dispatcher.expect(secured.pending.clone());
                 let orphan = |shared: &Shared| {
                     shared
                         .orphans
@@ -792,13 +828,13 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
                         .and_then(|mut o| o.take(&secured.pending))
                 };
                 if let Some(d) = orphan(shared) {
-                    shared.route.dispatcher.forget(id);
+                    run.route.dispatcher.forget(id);
                     early = Some(OtaOutcome::Por(d));
                 } else {
                     match tokio::time::timeout(shared.config.resume_wait, rx).await {
                         Ok(Ok(o)) => early = Some(o),
                         _ => {
-                            shared.route.dispatcher.forget(id);
+                            run.route.dispatcher.forget(id);
                             early = orphan(shared).map(OtaOutcome::Por);
                         }
                     }
@@ -806,28 +842,32 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
             }
             match early {
                 Some(o) => Ok(o),
-                None => match hand_over(shared, &secured.message, Some(&secured.pending)).await {
-                    Ok(Some(rx)) => {
-                        run.tally.sent.fetch_add(1, Ordering::Relaxed);
-                        match tokio::time::timeout(shared.config.por_timeout, rx).await {
-                            Ok(Ok(o)) => Ok(o),
-                            Ok(Err(_)) => Err("the dispatcher stopped".to_string()),
-                            Err(_) => {
-                                shared.route.dispatcher.forget(id);
-                                Err(format!(
-                                    "no PoR within {} s",
-                                    shared.config.por_timeout.as_secs()
-                                ))
+                None => {
+                    match hand_over(shared, &run.route, &secured.message, Some(&secured.pending))
+                        .await
+                    {
+                        Ok(Some(rx)) => {
+                            run.tally.sent.fetch_add(1, Ordering::Relaxed);
+                            match tokio::time::timeout(shared.config.por_timeout, rx).await {
+                                Ok(Ok(o)) => Ok(o),
+                                Ok(Err(_)) => Err("the dispatcher stopped".to_string()),
+                                Err(_) => {
+                                    run.route.dispatcher.forget(id);
+                                    Err(format!(
+                                        "no PoR within {} s",
+                                        shared.config.por_timeout.as_secs()
+                                    ))
+                                }
                             }
                         }
+                        Ok(None) => Err("no PoR receiver".to_string()),
+                        Err(e) => Ok(OtaOutcome::Failed(e)),
                     }
-                    Ok(None) => Err("no PoR receiver".to_string()),
-                    Err(e) => Ok(OtaOutcome::Failed(e)),
-                },
+                }
             }
         } else {
             // No PoR asked: the delivery report ends the packet.
-            match hand_over(shared, &secured.message, None).await {
+            match hand_over(shared, &run.route, &secured.message, None).await {
                 Ok(_) => {
                     run.tally.sent.fetch_add(1, Ordering::Relaxed);
                     match tokio::time::timeout(shared.config.por_timeout, delivered).await {
@@ -904,6 +944,47 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
     }
 }
 
+/// Secures a script for one card, framed for the campaign's transport (CAT_TP puts its
+/// packet identifier and a BER length in the RC/CC input), addressed by MSISDN and ICCID (a
+/// CAT_TP link is found by the card's ICCID).
+#[allow(clippy::too_many_arguments)]
+fn secure_framed(
+    id: MessageId,
+    msisdn: &str,
+    iccid: &str,
+    header: &crate::security::CommandHeader,
+    keys: &crate::security::Scp80Keys,
+    data: &[u8],
+    options: SendOptions,
+    framing: crate::security::command::PacketFraming,
+) -> Result<SecuredCommand, crate::security::SecurityError> {
+    let packet =
+        crate::security::command::encode_command_packet_framed(header, keys, data, framing)?;
+    Ok(SecuredCommand {
+        message: OutboundMessage {
+            id,
+            destination: Destination {
+                msisdn: msisdn.to_string(),
+                iccid: Some(iccid.to_string()),
+            },
+            payload: Payload::SecuredPacket {
+                packet,
+                tar: header.tar,
+                counter: header.counter.to_bytes(),
+            },
+            options,
+        },
+        pending: PendingCommand {
+            id,
+            msisdn: msisdn.to_string(),
+            tar: header.tar,
+            counter: header.counter,
+            spi: header.spi,
+            keys: keys.clone(),
+        },
+    })
+}
+
 /// Reserves the next message's counter and records it (durably) before the message goes.
 async fn next_counter(shared: &Shared, run: &Run, iccid: &str, step: i64) -> Result<u64, String> {
     let version = run.plan.claim_keys().counter_version;
@@ -961,7 +1042,7 @@ async fn run_text(
         options,
     };
     let delivered = flight(shared, run, id, iccid, 0);
-    let end = match hand_over(shared, &message, None).await {
+    let end = match hand_over(shared, &run.route, &message, None).await {
         Ok(_) => {
             run.tally.sent.fetch_add(1, Ordering::Relaxed);
             match tokio::time::timeout(shared.config.por_timeout, delivered).await {
