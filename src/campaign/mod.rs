@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::validate::FieldError;
+use crate::pipeline::validate::{hex_octets, FieldError};
 use crate::script::{
     self, pack_scripts, Aid, CApdu, CommandScript, ScriptFormat, ScriptItem, ToolkitParameters,
 };
@@ -282,13 +282,6 @@ fn field_err(field: &str, problem: impl Into<String>) -> FieldError {
     FieldError::new(field, problem)
 }
 
-fn hex_field<const N: usize>(field: &str, value: &str) -> Result<[u8; N], FieldError> {
-    let v = hex::decode(value.trim())
-        .map_err(|e| field_err(field, format!("{value:?} is not hex: {e}")))?;
-    <[u8; N]>::try_from(v.as_slice())
-        .map_err(|_| field_err(field, format!("{value:?} is {} octets, not {N}", v.len())))
-}
-
 /// One part of a command line: bytes, or a placeholder filled per card.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -440,7 +433,7 @@ pub fn prepare(
     } else {
         req.commands.clone()
     };
-    let settings = CampaignSettings {
+    let mut settings = CampaignSettings {
         spi: spi.to_uppercase(),
         tar: tar.to_uppercase(),
         kic_byte: kic_byte.to_uppercase(),
@@ -478,7 +471,6 @@ pub fn prepare(
         delete: req.delete.or(base.map(|b| b.delete)).unwrap_or(false),
         placeholders: Vec::new(),
     };
-    let mut settings = settings;
     match campaign_type {
         CampaignType::Sms | CampaignType::Flash => {
             let text = settings.message.as_deref().unwrap_or_default();
@@ -585,15 +577,15 @@ impl CampaignPlan {
         applet: Option<&[u8]>,
         budget: usize,
     ) -> Result<CampaignPlan, FieldError> {
-        let spi_bytes = hex_field::<2>("spi", &settings.spi)?;
+        let spi_bytes = hex_octets::<2>("spi", &settings.spi)?;
         let spi = Spi::from_bytes(spi_bytes);
-        let [kic] = hex_field::<1>("kicByte", &settings.kic_byte)?;
-        let [kid] = hex_field::<1>("kidByte", &settings.kid_byte)?;
-        let tar = hex_field::<3>("tar", &settings.tar)?;
+        let [kic] = hex_octets::<1>("kicByte", &settings.kic_byte)?;
+        let [kid] = hex_octets::<1>("kidByte", &settings.kid_byte)?;
+        let tar = hex_octets::<3>("tar", &settings.tar)?;
         let expected_last_sw = settings
             .expected_last_sw
             .as_deref()
-            .map(|s| hex_field::<2>("expectedLastSw", s).map(u16::from_be_bytes))
+            .map(|s| hex_octets::<2>("expectedLastSw", s).map(u16::from_be_bytes))
             .transpose()?;
         if !campaign_type.is_text() && spi.por == PorRequirement::None && expected_last_sw.is_some()
         {

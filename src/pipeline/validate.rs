@@ -56,7 +56,8 @@ impl ValidSecurity {
     }
 }
 
-fn hex_octets<const N: usize>(field: &str, s: &str) -> Result<[u8; N], FieldError> {
+/// Exactly `N` octets of hex, or an error naming `field`.
+pub fn hex_octets<const N: usize>(field: &str, s: &str) -> Result<[u8; N], FieldError> {
     let v = hex::decode(s.trim())
         .map_err(|e| FieldError::new(field, format!("{s:?} is not hex: {e}")))?;
     let len = v.len();

@@ -32,7 +32,6 @@ use super::{
 use crate::command::{
     CardResponse, CommandError, CommandEvent, CommandStatus, CommandType, Priority,
 };
-use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
 
 mod scp81;
 
@@ -1191,40 +1190,16 @@ impl Store for SqlStore {
 
     async fn key_set(&self, iccid: &str, version: u8) -> Result<Option<KeySetRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT kic_algorithm, kid_algorithm, kic, kid, kik, counter, rotated_at \
-             FROM key_sets WHERE iccid = $1 AND version = $2",
+            "SELECT iccid, version, kic_algorithm, kid_algorithm, kic, kid, kik, counter, \
+             rotated_at FROM key_sets WHERE iccid = $1 AND version = $2",
         )
         .bind(iccid)
         .bind(i64::from(version))
         .fetch_optional(&self.pool)
         .await
         .map_err(dbe)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let kic_algorithm: Option<String> = col(&row, "kic_algorithm")?;
-        let kic_algorithm: Option<CipherAlgorithm> =
-            kic_algorithm
-                .map(|s| s.parse())
-                .transpose()
-                .map_err(|e| bad_column("key_sets.kic_algorithm", e))?;
-        let kid_algorithm: Option<String> = col(&row, "kid_algorithm")?;
-        let kid_algorithm: Option<IntegrityAlgorithm> = kid_algorithm
-            .map(|s| s.parse())
+        row.map(|r| self.key_set_from_row(&r).map(|(_, set)| set))
             .transpose()
-            .map_err(|e| bad_column("key_sets.kid_algorithm", e))?;
-        let kic: Vec<u8> = col(&row, "kic")?;
-        let kid: Vec<u8> = col(&row, "kid")?;
-        let kik: Option<Vec<u8>> = col(&row, "kik")?;
-        let keys = self.open_keys(&key_set_prefix(iccid, version), &kic, &kid, kik.as_deref())?;
-        Ok(Some(KeySetRecord {
-            version,
-            kic_algorithm,
-            kid_algorithm,
-            keys,
-            counter: to_u64(col(&row, "counter")?, "key_sets.counter")?,
-            rotated_at: col(&row, "rotated_at")?,
-        }))
     }
 
     async fn reserve_counter(&self, iccid: &str, version: u8) -> Result<u64, StoreError> {

@@ -85,7 +85,11 @@ fn invalid(field: &str, problem: String) -> StoreError {
 }
 
 impl SqlStore {
-    fn key_set_from_row(&self, row: &AnyRow) -> Result<(String, KeySetRecord), StoreError> {
+    /// A key set row (with its `iccid` and `version` columns), keys opened.
+    pub(super) fn key_set_from_row(
+        &self,
+        row: &AnyRow,
+    ) -> Result<(String, KeySetRecord), StoreError> {
         let iccid: String = col(row, "iccid")?;
         let version = to_u8(col(row, "version")?, "key_sets.version")?;
         let kic_algorithm: Option<String> = col(row, "kic_algorithm")?;
@@ -177,7 +181,7 @@ impl SqlStore {
 
     fn claimed(
         rows: &[AnyRow],
-        sets: &mut HashMap<(String, u8), KeySetRecord>,
+        sets: &HashMap<(String, u8), KeySetRecord>,
         keys: ClaimKeys,
         counters: &HashMap<String, u64>,
     ) -> Result<Vec<ClaimedCard>, StoreError> {
@@ -603,7 +607,7 @@ impl CampaignStore for SqlStore {
             key_rows.extend(self.campaign_key_rows(&mut tx, chunk, keys).await?);
         }
         tx.commit().await.map_err(dbe)?;
-        let mut sets = self.open_key_rows(&key_rows)?;
+        let sets = self.open_key_rows(&key_rows)?;
         let rows: Vec<AnyRow> = rows
             .into_iter()
             .filter(|r| {
@@ -612,7 +616,7 @@ impl CampaignStore for SqlStore {
                     .unwrap_or(false)
             })
             .collect();
-        let mut claimed = Self::claimed(&rows, &mut sets, keys, &counters)?;
+        let mut claimed = Self::claimed(&rows, &sets, keys, &counters)?;
         for c in &mut claimed {
             c.state = "sending".into();
         }
@@ -653,8 +657,8 @@ impl CampaignStore for SqlStore {
             key_rows.extend(self.campaign_key_rows(&mut tx, chunk, keys).await?);
         }
         tx.commit().await.map_err(dbe)?;
-        let mut sets = self.open_key_rows(&key_rows)?;
-        Self::claimed(&rows, &mut sets, keys, &HashMap::new())
+        let sets = self.open_key_rows(&key_rows)?;
+        Self::claimed(&rows, &sets, keys, &HashMap::new())
     }
 
     async fn update_campaign_cards(
