@@ -132,6 +132,9 @@ pub struct CatpConfig {
     pub keepalive_secs: u64,
     /// Commands in flight over CAT_TP at most.
     pub concurrency: usize,
+    /// A command whose card opens no link after every push goes over SMS (secured anew with a
+    /// new counter) instead of failing with TIMEOUT.
+    pub fallback_to_sms: bool,
 }
 
 impl Default for CatpConfig {
@@ -154,6 +157,7 @@ impl Default for CatpConfig {
             max_retries: 5,
             keepalive_secs: 30,
             concurrency: 10_000,
+            fallback_to_sms: false,
         }
     }
 }
@@ -478,6 +482,7 @@ impl Config {
                     max_backoff: Duration::from_secs(60),
                 },
             },
+            catp_fallback_to_sms: self.catp.as_ref().is_some_and(|c| c.fallback_to_sms),
             ..Default::default()
         }
     }

@@ -28,12 +28,16 @@ fn catp_config() -> CatpConfig {
 }
 
 async fn env_with(terminals: TerminalSettings, attempts: u32) -> DevEnv {
+    env_with_config(terminals, attempts, catp_config()).await
+}
+
+async fn env_with_config(terminals: TerminalSettings, attempts: u32, catp: CatpConfig) -> DevEnv {
     devkit::start(DevOptions {
         cards: 3,
         por_timeout: Duration::from_secs(15),
         attempts,
         backoff: Duration::from_millis(200),
-        catp: Some(catp_config()),
+        catp: Some(catp),
         terminals,
         ..DevOptions::default()
     })
@@ -236,6 +240,74 @@ async fn silent_card_fails_with_timeout_after_the_configured_pushes() {
     let other = env.iccid(1).expect("card");
     let r = run(&env, &cmd("RFM", &other, "B00010", long_rfm())).await;
     assert_eq!(r["status"], "SUCCESS", "{r}");
+    env.shutdown().await;
+}
+
+fn events(r: &Value) -> Vec<(String, String)> {
+    r["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|x| {
+                    (
+                        x["kind"].as_str().unwrap_or_default().to_string(),
+                        x["detail"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_card_gets_the_command_over_sms_when_the_fallback_is_on() {
+    let fleet = otagw::sim::Fleet::generate(3, 7, devkit::fleet_defaults()).expect("fleet");
+    let silent = fleet.msisdn_at(0).expect("card");
+    let terminals = TerminalSettings {
+        silent: HashSet::from([silent.clone()]),
+        ..TerminalSettings::default()
+    };
+    let config = CatpConfig {
+        fallback_to_sms: true,
+        ..catp_config()
+    };
+    let env = env_with_config(terminals, 2, config).await;
+    let iccid = env.iccid(0).expect("card");
+    let r = run(&env, &cmd("RFM", &iccid, "B00010", long_rfm())).await;
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert_eq!(r["transport"], "sms", "{r}");
+    assert_eq!(r["response"]["porStatus"], "00", "{r}");
+    // Two CAT_TP sends with two pushes each, then the SMS send.
+    assert_eq!(catp_stats(&env).pushes, 4);
+    assert_eq!(catp_stats(&env).packets_sent, 0);
+    assert_eq!(r["attempts"], 3, "{r}");
+    let ev = events(&r);
+    assert_eq!(
+        ev.iter().filter(|(k, _)| k == "FALLBACK").count(),
+        1,
+        "{ev:?}"
+    );
+    // Secured twice: for CAT_TP, then anew for SMS with a higher counter (never reused; the
+    // pushes took counters of their own in between).
+    let counters: Vec<u64> = ev
+        .iter()
+        .filter(|(k, _)| k == "SECURED")
+        .filter_map(|(_, d)| d.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    assert_eq!(counters.len(), 2, "{ev:?}");
+    let sms_counter = r["counter"].as_u64().expect("counter");
+    assert_eq!(counters[1], sms_counter);
+    assert!(
+        counters[1] >= counters[0] + 5,
+        "4 pushes between: {counters:?}"
+    );
+    // The card ran the SMS packet: its counter is that packet's (the pushes, counter not
+    // checked, did not move it).
+    let on_card = env
+        .fleet
+        .with_card(&silent, |c| c.key_set(1).map(|k| k.counter().value()))
+        .flatten();
+    assert_eq!(on_card, Some(sms_counter));
     env.shutdown().await;
 }
 

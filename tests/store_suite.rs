@@ -883,6 +883,72 @@ async fn secure_send_transition(b: Backend) {
     assert_eq!(rec.sent_at, None);
 }
 
+/// A CAT_TP command that never reached its card goes back to PENDING on SMS, its packet
+/// forgotten (to be secured anew), once, and only for the gateway holding it.
+async fn reroute_for_fallback(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let mut c = command(&a, "c1", 100);
+    c.transport = "catp".into();
+    store.insert_command(&c).await.unwrap();
+    // PENDING (not sent yet): nothing to fall back from.
+    assert_eq!(
+        store
+            .claim_commands("gw1", 10, 110, 5_000)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(!store
+        .reroute_for_fallback(&a, "c1", "gw1", "catp", "sms", "no link", 115)
+        .await
+        .unwrap());
+    let packet = secured(42, "33612345678", [0xb0, 0x00, 0x10], None);
+    assert!(store
+        .record_secured(&a, "c1", "gw1", &packet, 120)
+        .await
+        .unwrap());
+    assert!(store.record_send(&a, "c1", "gw1", 130).await.unwrap());
+    // Another gateway, or another transport: no.
+    assert!(!store
+        .reroute_for_fallback(&a, "c1", "gw2", "catp", "sms", "no link", 140)
+        .await
+        .unwrap());
+    assert!(!store
+        .reroute_for_fallback(&a, "c1", "gw1", "https", "sms", "no link", 140)
+        .await
+        .unwrap());
+    assert!(store
+        .reroute_for_fallback(&a, "c1", "gw1", "catp", "sms", "no link", 150)
+        .await
+        .unwrap());
+    let rec = store.command_by_id(&a, "c1").await.unwrap().unwrap();
+    assert_eq!(rec.status, CommandStatus::Pending);
+    assert_eq!(rec.transport, "sms");
+    assert_eq!(rec.secured, None);
+    assert_eq!(rec.attempts, 1);
+    assert_eq!(rec.owner.as_deref(), Some("gw1"));
+    let (_, events) = store.command(&a, "c1").await.unwrap().unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.kind == "FALLBACK" && e.detail == "no link"));
+    // Once: it is on SMS now.
+    assert!(!store
+        .reroute_for_fallback(&a, "c1", "gw1", "catp", "sms", "no link", 160)
+        .await
+        .unwrap());
+    // The pipeline secures it anew for SMS.
+    let again = secured(43, "33612345678", [0xb0, 0x00, 0x10], None);
+    assert!(store
+        .record_secured(&a, "c1", "gw1", &again, 170)
+        .await
+        .unwrap());
+    let rec = store.command_by_id(&a, "c1").await.unwrap().unwrap();
+    assert_eq!(rec.secured.map(|s| s.counter), Some(43));
+}
+
 async fn cancel(b: Backend) {
     let db = TestDb::new(b).await;
     let store = db.open().await;
@@ -2606,6 +2672,7 @@ suite!(
     counters,
     commands_basic,
     secure_send_transition,
+    reroute_for_fallback,
     cancel,
     concurrent_terminal_transitions,
     concurrent_claims,

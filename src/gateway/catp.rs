@@ -1,11 +1,13 @@
 //! The gateway's side of the CAT_TP push: secure the TS 102 226 push commands for a card with
 //! its keys from the store and send them over the SMS transport.
 //!
-//! The push reuses the command's security (SPI, KIc, KID and counter value) with two changes:
-//! the counter is "present, not checked" (so the push does not move the card's counter past the
-//! command that follows it on the link, which was secured with that counter) and no PoR is
-//! asked for (the link coming up is the answer). It goes to the TAR configured as `push_tar`
-//! (the ISD, 000000, by default).
+//! The push takes the command's SPI, KIc and KID, and a counter of its own reserved from the
+//! store (a counter value is never used twice), with two changes: the counter is "present, not
+//! checked" (the card does not move its counter on it, TS 102 225 clause 5.1.1, so the command
+//! that follows on the link, secured earlier with a lower counter, is still accepted) and no
+//! PoR is asked for (the link coming up is the answer). It goes to the TAR configured as
+//! `push_tar` (the ISD's RAM application, 000000, by default): TS 102 226 clause 9 adds PUSH
+//! to the RFM and RAM command sets.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use otagw_transport::{
 use crate::pipeline::resolve::scp80_keys;
 use crate::security::command::{cattp_command_to_two_octet_form, encode_command_packet};
 use crate::security::{
-    CommandHeader, CommandPacketView, Counter, CounterMode, PorRequirement, Spi, Tar,
+    CommandHeader, CommandPacketView, Counter, CounterMode, Integrity, PorRequirement, Spi, Tar,
 };
 use crate::store::Store;
 
@@ -50,10 +52,7 @@ impl SmsPusher {
         request: &PushRequest,
     ) -> Result<OutboundMessage, TransportError> {
         let rejected = |what: String| TransportError::Rejected(format!("push: {what}"));
-        let Payload::SecuredPacket {
-            packet, counter, ..
-        } = &message.payload
-        else {
+        let Payload::SecuredPacket { packet, .. } = &message.payload else {
             return Err(rejected("not a secured packet".into()));
         };
         let iccid = message
@@ -82,12 +81,24 @@ impl SmsPusher {
         };
         let keys = scp80_keys(&spi, view.kic.0, view.kid.0, &kic_set, &kid_set)
             .map_err(|e| rejected(e.to_string()))?;
+        // The counter belongs to the key set securing the packet: the KID's with integrity.
+        let version = if spi.integrity == Integrity::None {
+            view.kic.version()
+        } else {
+            view.kid.version()
+        };
+        let counter = self
+            .store
+            .reserve_counter(iccid, version)
+            .await
+            .map_err(|e| TransportError::NotConnected(format!("store: {e}")))?;
+        let counter = Counter::new(counter).map_err(|e| rejected(e.to_string()))?;
         let header = CommandHeader {
             spi,
             kic: view.kic,
             kid: view.kid,
             tar: self.push_tar,
-            counter: Counter::from_bytes(*counter),
+            counter,
         };
         let data = request.encode().map_err(|e| rejected(e.to_string()))?;
         let packet =
@@ -98,7 +109,7 @@ impl SmsPusher {
             payload: Payload::SecuredPacket {
                 packet,
                 tar: self.push_tar,
-                counter: *counter,
+                counter: counter.to_bytes(),
             },
             options: SendOptions {
                 validity_minutes: message.options.validity_minutes,

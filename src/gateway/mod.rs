@@ -68,6 +68,9 @@ pub struct GatewayConfig {
     pub pipeline: PipelineConfig,
     /// HTTPS (SCP81) commands; `None`: none are sent (they fall back to SMS).
     pub https: Option<https::HttpsOptions>,
+    /// A CAT_TP command whose card opened no link after every push and send goes over SMS
+    /// (secured anew: a new counter, SMS framing) instead of failing with TIMEOUT.
+    pub catp_fallback_to_sms: bool,
 }
 
 impl Default for GatewayConfig {
@@ -80,6 +83,7 @@ impl Default for GatewayConfig {
             poll_interval: Duration::from_millis(250),
             pipeline: PipelineConfig::default(),
             https: None,
+            catp_fallback_to_sms: false,
         }
     }
 }
@@ -508,6 +512,14 @@ async fn run_pipeline(
             .await;
             Some(CommandStatus::Failed)
         }
+        Err(JobError::Unreached(message)) => {
+            if let Some((sms, retry)) = catp_fallback(shared, record, retry, &message).await {
+                // Boxed: the fallback runs the pipeline again, for the SMS transport.
+                return Box::pin(run_pipeline(shared, &sms, retry)).await;
+            }
+            fail(shared, record, ErrorCode::Timeout, message).await;
+            Some(CommandStatus::Failed)
+        }
         Err(JobError::Transport(t)) => {
             fail(shared, record, ErrorCode::TransportError, t.to_string()).await;
             Some(CommandStatus::Failed)
@@ -519,6 +531,64 @@ async fn run_pipeline(
         Err(JobError::Store(e)) => {
             tracing::warn!(command = %record.id, "store failed, left for a later claim: {e}");
             let _ = shared.store.release(&record.id, &shared.config.id).await;
+            None
+        }
+    }
+}
+
+/// A CAT_TP command that never reached its card (no link after every push and send), where
+/// the fallback is on and SMS is configured: back to PENDING on SMS, to be secured anew (a new
+/// counter: the CAT_TP packet never reached the card, but its counter is not used twice). The
+/// command and the retry policy for its SMS sends, or None to fail it.
+async fn catp_fallback(
+    shared: &Arc<Shared>,
+    record: &CommandRecord,
+    retry: RetryPolicy,
+    why: &str,
+) -> Option<(CommandRecord, RetryPolicy)> {
+    if record.transport != "catp"
+        || !shared.config.catp_fallback_to_sms
+        || !shared.transports.knows("sms")
+    {
+        return None;
+    }
+    let detail = format!("{why}: the command goes over SMS");
+    match shared
+        .store
+        .reroute_for_fallback(
+            &record.account_id,
+            &record.id,
+            &shared.config.id,
+            "catp",
+            "sms",
+            &detail,
+            now_ms(),
+        )
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(e) => {
+            tracing::warn!(command = %record.id, "CAT_TP fallback: {e}");
+            return None;
+        }
+    }
+    match shared
+        .store
+        .command_by_id(&record.account_id, &record.id)
+        .await
+    {
+        Ok(Some(sms)) => {
+            // The CAT_TP sends counted; SMS gets sends of its own.
+            let retry = RetryPolicy {
+                attempts: sms.attempts + retry.attempts.max(1),
+                ..retry
+            };
+            Some((sms, retry))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(command = %record.id, "CAT_TP fallback: {e}");
             None
         }
     }

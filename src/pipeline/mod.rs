@@ -122,6 +122,10 @@ pub enum JobError {
     /// No PoR within the timeout.
     #[error("no PoR within {0:?}")]
     Timeout(Duration),
+    /// Every send timed out inside the transport before reaching the card (a CAT_TP card that
+    /// opened no link after its pushes): another transport may carry the command.
+    #[error("unreached: {0}")]
+    Unreached(String),
     /// Nothing to do: the command was cancelled, expired, answered or taken over meanwhile.
     #[error("skipped: {0}")]
     Skipped(String),

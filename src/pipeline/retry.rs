@@ -111,11 +111,11 @@ where
                             message: format!("no PoR within {d:?} after {sent} send(s)"),
                         },
                         // The transport waited in vain (a CAT_TP card that never opened its
-                        // link after the pushes): a timeout too.
-                        JobError::Transport(t @ TransportError::Timeout(_)) => JobError::Fail {
-                            code: ErrorCode::Timeout,
-                            message: format!("{t} (after {sent} send(s))"),
-                        },
+                        // link after the pushes): the gateway fails it with TIMEOUT or falls
+                        // back to another transport.
+                        JobError::Transport(t @ TransportError::Timeout(_)) => {
+                            JobError::Unreached(format!("{t} (after {sent} send(s))"))
+                        }
                         JobError::Transport(t) => JobError::Fail {
                             code: ErrorCode::TransportError,
                             message: format!("{t} (after {sent} send(s))"),

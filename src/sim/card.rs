@@ -226,7 +226,7 @@ pub struct CardOutcome {
     pub por_protected: bool,
     /// Why the card refused or discarded the packet.
     pub detail: Option<String>,
-    /// The packet was a push (TS 102 226 clause 8) to the ISD asking the card to open a BIP
+    /// The packet was a push (TS 102 226 clause 9) to the ISD asking the card to open a BIP
     /// channel and a CAT_TP link; whoever plays the terminal opens it.
     pub push: Option<otagw_catp::push::PushRequest>,
 }
@@ -858,7 +858,7 @@ impl VirtualCard {
         } else {
             view.kid.version()
         };
-        // A push to the ISD (TS 102 226 clause 8): nothing to execute here, the terminal
+        // PUSH APDUs to the ISD (TS 102 226 clause 9): nothing to execute here, the terminal
         // opens the channel and the link.
         if matches!(target, Target::Ram) && otagw_catp::push::PushRequest::is_push(&opened.data) {
             let push = otagw_catp::push::PushRequest::decode(&opened.data).ok();

@@ -1,5 +1,5 @@
 //! The terminal side of CAT_TP for the virtual cards: a [`HandsetNetwork`] in front of a
-//! [`Fleet`] that, when a card accepts a push (TS 102 226 clause 8), opens the BIP channel and
+//! [`Fleet`] that, when a card accepts a push (TS 102 226 clause 9), opens the BIP channel and
 //! the CAT_TP link the push asks for (the client side of a [`otagw_catp::Connection`] on its own
 //! UDP socket, identified by the card's ICCID), hands every SDU that arrives to the card and
 //! sends its PoRs back on the link.

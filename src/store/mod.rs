@@ -555,6 +555,22 @@ pub trait Store: CampaignStore + Send + Sync {
     async fn renew_leases(&self, owner: &str, lease_until: Millis) -> Result<u64, StoreError>;
     /// Lets go of a command (it goes back to whoever claims next).
     async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError>;
+    /// A command `owner` holds whose transport never reached the card (a CAT_TP card that
+    /// opened no link after its pushes) goes back to PENDING on `to_transport`, its packet
+    /// forgotten so that the pipeline secures it anew (a new counter, the new transport's
+    /// framing); records a FALLBACK event with `detail`. `false` if it is no longer
+    /// SENT/DELIVERED on `from_transport` for `owner`.
+    #[allow(clippy::too_many_arguments)]
+    async fn reroute_for_fallback(
+        &self,
+        account_id: &str,
+        id: &str,
+        owner: &str,
+        from_transport: &str,
+        to_transport: &str,
+        detail: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
     /// Records the secured packet of a PENDING command held by `owner` (event SECURED).
     /// Returns false if the command is no longer PENDING or no longer held by `owner`.
     async fn record_secured(

@@ -1469,6 +1469,50 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn reroute_for_fallback(
+        &self,
+        account_id: &str,
+        id: &str,
+        owner: &str,
+        from_transport: &str,
+        to_transport: &str,
+        detail: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        // Pending keys stay: they belong to the command's data, not to the packet.
+        let r = sqlx::query(
+            "UPDATE commands SET status = 'PENDING', transport = $5, packet = NULL, \
+             counter = NULL, updated_at = $6 WHERE account_id = $1 AND id = $2 AND owner = $3 \
+             AND transport = $4 AND status IN ('SENT', 'DELIVERED')",
+        )
+        .bind(account_id)
+        .bind(id)
+        .bind(owner)
+        .bind(from_transport)
+        .bind(to_transport)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe)?;
+        if r.rows_affected() != 1 {
+            tx.rollback().await.map_err(dbe)?;
+            return Ok(false);
+        }
+        insert_event(
+            self.dialect,
+            &mut tx,
+            account_id,
+            id,
+            now,
+            "FALLBACK",
+            detail.to_string(),
+        )
+        .await?;
+        tx.commit().await.map_err(dbe)?;
+        Ok(true)
+    }
+
     async fn record_secured(
         &self,
         account_id: &str,

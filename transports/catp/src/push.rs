@@ -1,29 +1,30 @@
-//! The TS 102 226 clause 8 push commands, sans-IO: "request for BIP channel opening" and
-//! "request for CAT_TP link establishment", carried as the secured data of an SCP80 command
-//! packet (over SMS) to the card's security domain.
+//! The TS 102 226 clause 9 PUSH commands, sans-IO: "request for BIP channel opening" and
+//! "request for CAT_TP link establishment", sent as a compact remote command script (two
+//! APDUs) in the secured data of an SCP80 command packet over SMS, to a remote management
+//! application (the ISD's RAM by default).
 //!
-//! Layout written and read here (one BER-TLV per push command, back to back):
+//! Each is an APDU (TS 102 226 clause 9.2, table 9.1): CLA `80`, INS `EC`, P1 `01`, then
 //!
-//! | tag | content |
+//! | P2 | data |
 //! |---|---|
-//! | `81` | request for BIP channel opening: OPEN CHANNEL data objects of TS 102 223 clause 8 (COMPREHENSION-TLV, tag without the CR bit): `35` bearer description, `39` buffer size (2), optional `47` network access name, `3C` UICC/terminal interface transport level (`01` UDP, UICC in client mode, remote connection; port 2), `3E` data destination address (`21` IPv4 / `57` IPv6 and the address) |
-//! | `82` | request for CAT_TP link establishment: CAT_TP destination port (2), max SDU size (2), optional identification data as `83` length value |
+//! | `01` request for BIP channel opening | COMPREHENSION-TLV data objects of OPEN CHANNEL (TS 102 223 clause 6.6.27; CR bit clear): `35` bearer description, `39` buffer size (2), optional `47` network access name, `3C` UICC/terminal interface transport level (`01` UDP, UICC in client mode, remote connection; port 2), `3E` data destination address (`21` IPv4 / `57` IPv6 and the address). Never "other address (local)" (clause 9.2.1) |
+//! | `02` request for CAT_TP link establishment | CAT_TP destination port (2), max SDU size (2), then the optional identification data (clause 9.2.2) |
 //!
-//! The data objects inside `81` are those of OPEN CHANNEL (TS 102 223 clause 6.6.27), which is
-//! what the card replays to the terminal. The outer tags `81`/`82` and the fields of `82`
-//! follow our reading of TS 102 226 clause 8.2 and are to be verified against the spec text
-//! (not available here); both ends of this code base use this module, so they agree.
+//! Checked against the text of clauses 9.2 and 9.2.1. The layout of the clause 9.2.2 data after
+//! the port and SDU size (how identification data is coded) is our reading; we send none.
 
 use std::net::IpAddr;
 
 use thiserror::Error;
 
-/// Push command tag: request for BIP channel opening.
-pub const TAG_BIP_OPEN: u8 = 0x81;
-/// Push command tag: request for CAT_TP link establishment.
-pub const TAG_CATTP_LINK: u8 = 0x82;
-/// Identification data inside a CAT_TP link request.
-const TAG_IDENTIFICATION: u8 = 0x83;
+/// PUSH command header (TS 102 226 table 9.1): CLA, INS, P1.
+pub const PUSH_CLA: u8 = 0x80;
+pub const PUSH_INS: u8 = 0xEC;
+pub const PUSH_P1: u8 = 0x01;
+/// PUSH P2: request for BIP channel opening.
+pub const P2_BIP_OPEN: u8 = 0x01;
+/// PUSH P2: request for CAT_TP link establishment.
+pub const P2_CATTP_LINK: u8 = 0x02;
 /// TS 102 223 COMPREHENSION-TLV tags (CR bit clear).
 const TAG_BEARER: u8 = 0x35;
 const TAG_BUFFER_SIZE: u8 = 0x39;
@@ -89,8 +90,8 @@ pub struct PushRequest {
 pub enum PushError {
     #[error("push data truncated in {0}")]
     Truncated(&'static str),
-    #[error("unknown push command tag {0:#04x}")]
-    UnknownTag(u8),
+    #[error("not a PUSH command: APDU header {0}")]
+    NotPush(String),
     #[error("push data lacks {0}")]
     Missing(&'static str),
     #[error("{field}: {reason}")]
@@ -147,7 +148,7 @@ fn read_tlv<'a>(b: &'a [u8], what: &'static str) -> Result<(u8, &'a [u8], &'a [u
 }
 
 impl PushRequest {
-    /// The secured data of the push packet: `81 ..` then `82 ..`.
+    /// The secured data of the push packet: PUSH P2 `01`, then PUSH P2 `02` (compact format).
     pub fn encode(&self) -> Result<Vec<u8>, PushError> {
         let mut bip = Vec::new();
         let mut bearer = vec![self.bip.bearer.bearer_type];
@@ -185,39 +186,42 @@ impl PushRequest {
         let mut link = Vec::new();
         link.extend_from_slice(&self.link.destination_port.to_be_bytes());
         link.extend_from_slice(&self.link.max_sdu_size.to_be_bytes());
-        if !self.link.identification.is_empty() {
-            tlv(
-                &mut link,
-                TAG_IDENTIFICATION,
-                &self.link.identification,
-                "identification data",
-            )?;
-        }
+        link.extend_from_slice(&self.link.identification);
 
         let mut out = Vec::new();
-        tlv(&mut out, TAG_BIP_OPEN, &bip, "BIP channel opening request")?;
-        tlv(&mut out, TAG_CATTP_LINK, &link, "CAT_TP link request")?;
+        push_apdu(&mut out, P2_BIP_OPEN, &bip, "BIP channel opening request")?;
+        push_apdu(&mut out, P2_CATTP_LINK, &link, "CAT_TP link request")?;
         Ok(out)
     }
 
-    /// Reads push data (the card side). Both commands must be present, each once.
+    /// Reads push data (the card side): PUSH APDUs back to back, the BIP channel opening
+    /// request and the CAT_TP link request each exactly once.
     pub fn decode(data: &[u8]) -> Result<PushRequest, PushError> {
         let mut bip = None;
         let mut link = None;
         let mut rest = data;
         while !rest.is_empty() {
-            let (tag, value, r) = read_tlv(rest, "push command")?;
-            rest = r;
-            match tag {
-                TAG_BIP_OPEN if bip.is_none() => bip = Some(decode_bip(value)?),
-                TAG_CATTP_LINK if link.is_none() => link = Some(decode_link(value)?),
-                TAG_BIP_OPEN | TAG_CATTP_LINK => {
+            let header = rest
+                .get(..5)
+                .ok_or(PushError::Truncated("PUSH APDU header"))?;
+            if header[..3] != [PUSH_CLA, PUSH_INS, PUSH_P1] {
+                return Err(PushError::NotPush(hex::encode_upper(&header[..4])));
+            }
+            let len = usize::from(header[4]);
+            let value = rest
+                .get(5..5 + len)
+                .ok_or(PushError::Truncated("PUSH APDU data"))?;
+            rest = &rest[5 + len..];
+            match header[3] {
+                P2_BIP_OPEN if bip.is_none() => bip = Some(decode_bip(value)?),
+                P2_CATTP_LINK if link.is_none() => link = Some(decode_link(value)?),
+                P2_BIP_OPEN | P2_CATTP_LINK => {
                     return Err(PushError::Invalid {
-                        field: "push command",
+                        field: "PUSH command",
                         reason: "repeated",
                     })
                 }
-                t => return Err(PushError::UnknownTag(t)),
+                _ => return Err(PushError::NotPush(hex::encode_upper(&header[..4]))),
             }
         }
         Ok(PushRequest {
@@ -226,11 +230,19 @@ impl PushRequest {
         })
     }
 
-    /// Whether secured data looks like push commands (starts with the BIP opening tag and
-    /// reads completely as push data).
+    /// Whether secured data is a PUSH script (starts with a PUSH APDU and reads completely as
+    /// push data).
     pub fn is_push(data: &[u8]) -> bool {
-        data.first() == Some(&TAG_BIP_OPEN) && Self::decode(data).is_ok()
+        data.starts_with(&[PUSH_CLA, PUSH_INS, PUSH_P1]) && Self::decode(data).is_ok()
     }
+}
+
+/// One short PUSH APDU: `80 EC 01 P2 Lc data`.
+fn push_apdu(out: &mut Vec<u8>, p2: u8, data: &[u8], what: &'static str) -> Result<(), PushError> {
+    let lc = u8::try_from(data.len()).map_err(|_| PushError::TooLong(what))?;
+    out.extend_from_slice(&[PUSH_CLA, PUSH_INS, PUSH_P1, p2, lc]);
+    out.extend_from_slice(data);
+    Ok(())
 }
 
 fn decode_bip(mut b: &[u8]) -> Result<BipOpenRequest, PushError> {
@@ -307,19 +319,10 @@ fn decode_link(v: &[u8]) -> Result<CatTpLinkRequest, PushError> {
     let head = v
         .get(..4)
         .ok_or(PushError::Truncated("CAT_TP link request"))?;
-    let mut identification = Vec::new();
-    let mut rest = &v[4..];
-    while !rest.is_empty() {
-        let (tag, value, r) = read_tlv(rest, "CAT_TP link request")?;
-        rest = r;
-        if tag == TAG_IDENTIFICATION {
-            identification = value.to_vec();
-        }
-    }
     Ok(CatTpLinkRequest {
         destination_port: u16::from_be_bytes([head[0], head[1]]),
         max_sdu_size: u16::from_be_bytes([head[2], head[3]]),
-        identification,
+        identification: v[4..].to_vec(),
     })
 }
 
@@ -350,8 +353,8 @@ mod tests {
     fn bytes_as_laid_out() {
         let b = sample().encode().unwrap();
         let expected = hex::decode(concat!(
-            "81",
-            "1f", // BIP channel opening request, 31 octets
+            "80ec0101",
+            "1f", // PUSH: request for BIP channel opening, 31 octets
             "3507",
             "02000003000002", // bearer description: GPRS and its parameters
             "3902",
@@ -362,10 +365,10 @@ mod tests {
             "011194", // UDP client remote, port 4500
             "3e05",
             "210a010203", // IPv4 10.1.2.3
-            "82",
+            "80ec0102",
             "04",
             "1f90",
-            "1000", // CAT_TP link: port 8080, max SDU 4096
+            "1000", // PUSH: request for CAT_TP link establishment, port 8080, max SDU 4096
         ))
         .unwrap();
         assert_eq!(b, expected);
@@ -389,15 +392,33 @@ mod tests {
         assert!(!PushRequest::is_push(
             &hex::decode("80F24002024F00").unwrap()
         ));
+        // Nor is a PUSH with a P2 this code does not send (TCP connection).
+        assert!(matches!(
+            PushRequest::decode(&hex::decode("80EC010300").unwrap()),
+            Err(PushError::NotPush(_))
+        ));
         let b = sample().encode().unwrap();
-        for cut in 0..b.len() {
+        for cut in 1..b.len() {
+            if cut == 36 {
+                // Exactly the first APDU: well formed, but the link request is missing.
+                assert_eq!(
+                    PushRequest::decode(&b[..cut]),
+                    Err(PushError::Missing("a CAT_TP link request"))
+                );
+                continue;
+            }
             assert!(PushRequest::decode(&b[..cut]).is_err(), "cut at {cut}");
         }
-        let mut only_bip = b.clone();
-        only_bip.truncate(b.len() - 6);
-        assert_eq!(
-            PushRequest::decode(&only_bip),
-            Err(PushError::Missing("a CAT_TP link request"))
-        );
+        // Each request at most once.
+        let mut twice = b.clone();
+        twice.extend_from_slice(&b[36..]);
+        assert!(PushRequest::decode(&twice).is_err());
+    }
+
+    #[test]
+    fn oversized_data_is_refused_when_encoding() {
+        let mut p = sample();
+        p.link.identification = vec![0; 252];
+        assert_eq!(p.encode(), Err(PushError::TooLong("CAT_TP link request")));
     }
 }

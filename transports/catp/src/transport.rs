@@ -1,5 +1,5 @@
 //! The CAT_TP [`Transport`]: a command for a card goes as one SDU on the card's link; a card
-//! without a link is first asked to open one by a push (TS 102 226 clause 8) that the gateway
+//! without a link is first asked to open one by a push (TS 102 226 clause 9) that the gateway
 //! secures and sends over SMS ([`LinkPusher`]). PoRs coming back on the link are reported as
 //! [`DeliveryEvent::ResponsePacket`] with the card's MSISDN, so the gateway's correlator matches
 //! them (MSISDN + TAR + counter) as it does for SMS.
