@@ -178,17 +178,10 @@ impl CatpConfig {
                 )
             })?;
         let apn = match &self.apn {
-            Some(a) => {
-                let mut out = Vec::new();
-                for label in a.split('.') {
-                    if label.is_empty() || label.len() > 63 {
-                        return Err(bad("catp.apn", format!("label {label:?} in {a:?}")));
-                    }
-                    out.push(label.len() as u8);
-                    out.extend_from_slice(label.as_bytes());
-                }
-                Some(out)
-            }
+            Some(a) => Some(
+                otagw_catp::push::apn_labels(a)
+                    .map_err(|e| bad("catp.apn", format!("{a:?}: {e}")))?,
+            ),
             None => None,
         };
         let rto = Duration::from_millis(self.rto_ms.max(1));

@@ -58,6 +58,9 @@ pub struct DevOptions {
     /// [`DevOptions::provision`] (and no HTTPS), the `fleet` profile's default transport is
     /// `catp`.
     pub catp: Option<crate::config::CatpConfig>,
+    /// With [`DevOptions::provision`]: the `fleet` profile's CAT_TP push parameters
+    /// (`defaults.catp`).
+    pub profile_catp: Option<serde_json::Value>,
     /// How those terminals behave (faults, silent cards).
     pub terminals: crate::sim::catp_client::TerminalSettings,
 }
@@ -78,6 +81,7 @@ impl Default for DevOptions {
             provision: false,
             https: None,
             catp: None,
+            profile_catp: None,
             terminals: Default::default(),
         }
     }
@@ -274,6 +278,7 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
                             .https
                             .as_ref()
                             .map(|_| serde_json::json!({"agentId": "otagw-devkit"})),
+                        catp: options.profile_catp.clone(),
                         ..Default::default()
                     },
                 },

@@ -610,11 +610,14 @@ fn env_gateway_port(packets: &[otagw_catp::pcap::Captured], relay: std::net::Soc
 /// A card whose profile's default transport is `catp` gets commands that name no transport
 /// over CAT_TP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_profile_default_sends_over_catp() {
+async fn the_profile_default_sends_over_catp_with_the_profiles_push() {
     let env = devkit::start(DevOptions {
         cards: 2,
         provision: true,
         catp: Some(catp_config()),
+        // The profile's own push parameters, over the [catp] settings.
+        profile_catp: Some(json!({"bearerType": 2, "bearerParameters": "000003000002",
+                                  "bufferSize": 777, "apn": "fleet.example"})),
         ..DevOptions::default()
     })
     .await
@@ -627,5 +630,46 @@ async fn the_profile_default_sends_over_catp() {
     assert_eq!(r["transport"], "catp", "{r}");
     let s = catp_stats(&env);
     assert_eq!((s.pushes, s.packets_sent, s.pors), (1, 1, 1), "{s:?}");
+    // The card read the profile's values in the PUSH it accepted; the link still goes to the
+    // gateway's own address and port.
+    let msisdn = env.msisdn(1).expect("card");
+    let push = env
+        .terminals
+        .as_ref()
+        .expect("terminals")
+        .last_push(&msisdn)
+        .expect("a push");
+    assert_eq!(push.bip.bearer.bearer_type, 2);
+    assert_eq!(push.bip.bearer.parameters, vec![0, 0, 3, 0, 0, 2]);
+    assert_eq!(push.bip.buffer_size, 777);
+    assert_eq!(
+        push.bip.network_access_name.as_deref(),
+        Some(&b"\x05fleet\x07example"[..])
+    );
+    let gateway = env
+        .server
+        .catp
+        .as_ref()
+        .expect("catp")
+        .push_request()
+        .clone();
+    assert_eq!(push.bip.destination, gateway.bip.destination);
+    assert_eq!(push.link, gateway.link);
+    assert_eq!(
+        gateway.bip.buffer_size, 1400,
+        "the [catp] default is untouched"
+    );
+
+    // A profile whose push parameters are wrong is refused at creation, naming the field.
+    let (code, answer) = env
+        .post(
+            "/api/v1/profiles",
+            &json!({"name": "bad-push", "appType": "rfm",
+                    "defaults": {"transport": "catp", "catp": {"bufferSize": 0}}}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{answer}");
+    assert_eq!(answer["field"], "defaults.catp.bufferSize", "{answer}");
     env.shutdown().await;
 }

@@ -1712,6 +1712,7 @@ fn new_profile(name: &str) -> NewProfile {
             kid_byte: Some("15".to_string()),
             transport: Some("sms".to_string()),
             http: Some(serde_json::json!({"url": "https://ota.example/tls", "psk": 1})),
+            catp: Some(serde_json::json!({"bufferSize": 900, "apn": "fleet.example"})),
             validity_period_minutes: Some(90),
         },
     }
@@ -2089,6 +2090,20 @@ async fn provisioning_all_or_none(b: Backend) {
         None
     );
     assert_eq!(store.card_profile(&a, &iccid(9999)).await.unwrap(), None);
+    // profile_of_card: by ICCID alone (unique across accounts), with the profile's defaults.
+    let of = store
+        .profile_of_card(&iccid(3001))
+        .await
+        .unwrap()
+        .expect("profile");
+    assert_eq!(of.id, q);
+    assert_eq!(of.account_id, a);
+    assert_eq!(
+        Some(of.defaults.clone()),
+        store.profile(&a, q).await.unwrap().map(|p| p.defaults)
+    );
+    assert!(store.profile_of_card(&iccid(4000)).await.unwrap().is_none());
+    assert!(store.profile_of_card(&iccid(9999)).await.unwrap().is_none());
     raw.close().await;
 }
 

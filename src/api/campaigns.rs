@@ -178,6 +178,11 @@ pub async fn create_profile(
             return Err(ApiError::invalid(format!("defaults.{field}"), problem));
         }
     }
+    if let Some(catp) = &d.catp {
+        if let Err((field, problem)) = crate::gateway::catp::check_profile_catp(catp) {
+            return Err(ApiError::invalid(format!("defaults.{field}"), problem));
+        }
+    }
     if let Some(t) = d.transport.as_deref() {
         if !crate::campaign::TRANSPORTS.contains(&t) {
             return Err(ApiError::invalid(

@@ -77,6 +77,10 @@ pub(crate) enum ProfileCommand {
         /// HTTP parameters for TLS_TRIGGER campaigns (a JSON object).
         #[arg(long)]
         http_params: Option<String>,
+        /// CAT_TP push parameters for the profile's cards (a JSON object: bearerType,
+        /// bearerParameters, bufferSize, apn, address, cattpPort, pushTar).
+        #[arg(long)]
+        catp_params: Option<String>,
         #[command(flatten)]
         account: AccountArg,
     },
@@ -202,6 +206,7 @@ pub(crate) fn run_profile(command: ProfileCommand) -> anyhow::Result<ExitCode> {
             transport,
             validity_period,
             http_params,
+            catp_params,
             account,
         } => {
             check_name(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
@@ -266,6 +271,17 @@ pub(crate) fn run_profile(command: ProfileCommand) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
+            let catp = match catp_params {
+                Some(text) => {
+                    let v: serde_json::Value = serde_json::from_str(&text)
+                        .map_err(|e| anyhow::anyhow!("--catp-params: not JSON: {e}"))?;
+                    if let Err((field, problem)) = otagw::gateway::catp::check_profile_catp(&v) {
+                        bail!("--catp-params: {field}: {problem}");
+                    }
+                    Some(v)
+                }
+                None => None,
+            };
             if let Some(t) = &transport {
                 if !otagw::campaign::TRANSPORTS.contains(&t.as_str()) {
                     bail!(
@@ -280,6 +296,7 @@ pub(crate) fn run_profile(command: ProfileCommand) -> anyhow::Result<ExitCode> {
                 kid_byte: hex_arg("--kid-byte", kid_byte, 2)?,
                 transport,
                 http,
+                catp,
                 validity_period_minutes: validity_period,
             };
             let app_type = app_type.map(|a| {

@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use otagw_catp::push::PushRequest;
+use otagw_catp::push::{apn_labels, PushRequest};
 use otagw_catp::LinkPusher;
 use otagw_transport::{
     BoxFuture, MessageId, OutboundMessage, Payload, SendOptions, Transport, TransportError,
@@ -24,6 +24,102 @@ use crate::security::{
     CommandHeader, CommandPacketView, Counter, CounterMode, Integrity, PorRequirement, Spi, Tar,
 };
 use crate::store::Store;
+
+/// The push fields a profile may set for its cards (`defaults.catp`, a JSON object); each
+/// replaces the `[catp]` setting of the same meaning.
+pub const PROFILE_CATP_FIELDS: &[&str] = &[
+    "bearerType",
+    "bearerParameters",
+    "bufferSize",
+    "apn",
+    "address",
+    "cattpPort",
+    "pushTar",
+];
+
+/// The push for a card of a profile with `defaults.catp` = `catp`, and its TAR: `base` and
+/// `tar` with the profile's fields in their place. The error names the field
+/// (`catp.bufferSize`) and the problem.
+pub fn push_for_profile(
+    base: &PushRequest,
+    tar: Tar,
+    catp: &serde_json::Value,
+) -> Result<(PushRequest, Tar), (String, String)> {
+    let obj = catp
+        .as_object()
+        .ok_or_else(|| ("catp".to_string(), "must be a JSON object".to_string()))?;
+    let mut push = base.clone();
+    let mut tar = tar;
+    let err = |k: &str, p: &str| (format!("catp.{k}"), p.to_string());
+    for (k, v) in obj {
+        let text = || v.as_str().ok_or_else(|| err(k, "must be a string"));
+        let number = |max: u64| {
+            v.as_u64()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| err(k, &format!("must be a whole number up to {max}")))
+        };
+        match k.as_str() {
+            "bearerType" => push.bip.bearer.bearer_type = number(0xFF)? as u8,
+            "bearerParameters" => {
+                push.bip.bearer.parameters =
+                    hex::decode(text()?).map_err(|_| err(k, "must be hex"))?;
+            }
+            "bufferSize" => {
+                let n = number(u64::from(u16::MAX))? as u16;
+                if n == 0 {
+                    return Err(err(k, "must be at least 1"));
+                }
+                push.bip.buffer_size = n;
+            }
+            "apn" => {
+                push.bip.network_access_name =
+                    Some(apn_labels(text()?).map_err(|e| err(k, &e.to_string()))?);
+            }
+            "address" => {
+                push.bip.destination = text()?.parse().map_err(|_| {
+                    err(
+                        k,
+                        "must be an IP address and UDP port, e.g. 203.0.113.10:4500",
+                    )
+                })?;
+            }
+            "cattpPort" => push.link.destination_port = number(u64::from(u16::MAX))? as u16,
+            "pushTar" => {
+                let b = hex::decode(text()?).map_err(|_| err(k, "must be 6 hex digits"))?;
+                tar = <[u8; 3]>::try_from(b.as_slice())
+                    .map_err(|_| err(k, "must be 6 hex digits"))?;
+            }
+            other => {
+                return Err(err(
+                    other,
+                    &format!("unknown; the fields are {}", PROFILE_CATP_FIELDS.join(", ")),
+                ))
+            }
+        }
+    }
+    // What the card is sent must encode (lengths fit the PUSH APDUs).
+    push.encode()
+        .map_err(|e| ("catp".to_string(), e.to_string()))?;
+    Ok((push, tar))
+}
+
+/// Checks a profile's `defaults.catp` when the profile is created (the error names the field).
+pub fn check_profile_catp(catp: &serde_json::Value) -> Result<(), (String, String)> {
+    let base = PushRequest {
+        bip: otagw_catp::push::BipOpenRequest {
+            bearer: otagw_catp::push::Bearer::default_bearer(),
+            buffer_size: 1400,
+            network_access_name: None,
+            destination: std::net::SocketAddr::from(([127, 0, 0, 1], 4500)),
+        },
+        link: otagw_catp::push::CatTpLinkRequest {
+            destination_port: 4500,
+            max_sdu_size: u16::MAX,
+            identification: Vec::new(),
+        },
+    };
+    push_for_profile(&base, [0; 3], catp).map(|_| ())
+}
 
 /// Secures pushes with the store's keys and sends them through an SMS transport.
 pub struct SmsPusher {
@@ -93,11 +189,25 @@ impl SmsPusher {
             .await
             .map_err(|e| TransportError::NotConnected(format!("store: {e}")))?;
         let counter = Counter::new(counter).map_err(|e| rejected(e.to_string()))?;
+        // The card's profile may set its own push parameters (`defaults.catp`).
+        let profile = self
+            .store
+            .profile_of_card(iccid)
+            .await
+            .map_err(|e| TransportError::NotConnected(format!("store: {e}")))?;
+        let (request, tar) = match profile
+            .as_ref()
+            .and_then(|p| Some((p.id, p.defaults.catp.as_ref()?)))
+        {
+            Some((id, catp)) => push_for_profile(request, self.push_tar, catp)
+                .map_err(|(f, p)| rejected(format!("profile {id}: {f}: {p}")))?,
+            None => (request.clone(), self.push_tar),
+        };
         let header = CommandHeader {
             spi,
             kic: view.kic,
             kid: view.kid,
-            tar: self.push_tar,
+            tar,
             counter,
         };
         let data = request.encode().map_err(|e| rejected(e.to_string()))?;
@@ -108,7 +218,7 @@ impl SmsPusher {
             destination: message.destination.clone(),
             payload: Payload::SecuredPacket {
                 packet,
-                tar: self.push_tar,
+                tar,
                 counter: counter.to_bytes(),
             },
             options: SendOptions {
@@ -130,5 +240,77 @@ impl LinkPusher for SmsPusher {
             let push = self.build(message, request).await?;
             self.sms.send(push).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otagw_catp::push::{Bearer, BipOpenRequest, CatTpLinkRequest};
+    use serde_json::json;
+
+    fn base() -> PushRequest {
+        PushRequest {
+            bip: BipOpenRequest {
+                bearer: Bearer::default_bearer(),
+                buffer_size: 1400,
+                network_access_name: None,
+                destination: "192.0.2.1:4500".parse().expect("addr"),
+            },
+            link: CatTpLinkRequest {
+                destination_port: 4500,
+                max_sdu_size: 65535,
+                identification: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_profile_sets_its_push_fields() {
+        let (push, tar) = push_for_profile(
+            &base(),
+            [0, 0, 0],
+            &json!({"bearerType": 2, "bearerParameters": "000003000002", "bufferSize": 900,
+                    "apn": "fleet.example", "address": "198.51.100.7:4600", "cattpPort": 4601,
+                    "pushTar": "B20100"}),
+        )
+        .expect("valid");
+        assert_eq!(tar, [0xB2, 0x01, 0x00]);
+        assert_eq!(push.bip.bearer.bearer_type, 2);
+        assert_eq!(push.bip.bearer.parameters, vec![0, 0, 3, 0, 0, 2]);
+        assert_eq!(push.bip.buffer_size, 900);
+        assert_eq!(
+            push.bip.network_access_name.as_deref(),
+            Some(&b"\x05fleet\x07example"[..])
+        );
+        assert_eq!(
+            push.bip.destination,
+            "198.51.100.7:4600".parse().expect("addr")
+        );
+        assert_eq!(push.link.destination_port, 4601);
+        // Nothing set: the gateway's push.
+        assert_eq!(
+            push_for_profile(&base(), [0, 0, 0], &json!({})).expect("valid"),
+            (base(), [0, 0, 0])
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        for (v, field) in [
+            (json!([]), "catp"),
+            (json!({"bufferSize": 0}), "catp.bufferSize"),
+            (json!({"bufferSize": 70000}), "catp.bufferSize"),
+            (json!({"bearerType": "2"}), "catp.bearerType"),
+            (json!({"bearerParameters": "0g"}), "catp.bearerParameters"),
+            (json!({"apn": "a..b"}), "catp.apn"),
+            (json!({"address": "host:1"}), "catp.address"),
+            (json!({"pushTar": "B201"}), "catp.pushTar"),
+            (json!({"port": 1}), "catp.port"),
+            (json!({"bearerParameters": "00".repeat(240)}), "catp"),
+        ] {
+            let e = push_for_profile(&base(), [0, 0, 0], &v).expect_err("refused");
+            assert_eq!(e.0, field, "{v}: {e:?}");
+        }
     }
 }

@@ -77,6 +77,8 @@ pub struct CatpTerminals {
     received: Arc<Mutex<HashMap<String, usize>>>,
     /// Per MSISDN: the link counters last seen.
     links: Arc<Mutex<HashMap<String, otagw_catp::conn::Stats>>>,
+    /// Per MSISDN: the last push the card accepted.
+    last_push: Arc<Mutex<HashMap<String, PushRequest>>>,
 }
 
 impl CatpTerminals {
@@ -89,7 +91,13 @@ impl CatpTerminals {
             stats: Arc::default(),
             received: Arc::default(),
             links: Arc::default(),
+            last_push: Arc::default(),
         }
+    }
+
+    /// The last push the card at `msisdn` accepted, as it read it.
+    pub fn last_push(&self, msisdn: &str) -> Option<PushRequest> {
+        self.last_push.lock().ok()?.get(msisdn).cloned()
     }
 
     /// Counters so far.
@@ -115,6 +123,9 @@ impl CatpTerminals {
     }
 
     fn open_link(&self, msisdn: &str, push: PushRequest) {
+        if let Ok(mut last) = self.last_push.lock() {
+            last.insert(msisdn.to_string(), push.clone());
+        }
         if self.settings.silent.contains(msisdn) {
             return;
         }

@@ -388,6 +388,10 @@ pub struct ProfileDefaults {
     /// HTTP parameters for TLS_TRIGGER campaigns (a JSON object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<serde_json::Value>,
+    /// CAT_TP push parameters for the profile's cards (a JSON object; see
+    /// [`crate::gateway::catp::PROFILE_CATP_FIELDS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catp: Option<serde_json::Value>,
     /// Validity period of the campaigns' messages, minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validity_period_minutes: Option<u32>,
@@ -729,6 +733,8 @@ pub trait Store: CampaignStore + Send + Sync {
     ) -> Result<Vec<String>, StoreError>;
     /// The profile a card of this account is linked to.
     async fn card_profile(&self, account_id: &str, iccid: &str) -> Result<Option<i64>, StoreError>;
+    /// The profile a card (ICCIDs are unique across accounts) was provisioned into, if any.
+    async fn profile_of_card(&self, iccid: &str) -> Result<Option<ProfileRecord>, StoreError>;
 }
 
 /// Rows [`Store::provision_cards`] writes (its progress total).

@@ -2455,6 +2455,19 @@ impl Store for SqlStore {
         .map_err(dbe)?;
         row.map(|r| col::<i64>(&r, "profile_id")).transpose()
     }
+
+    async fn profile_of_card(&self, iccid: &str) -> Result<Option<ProfileRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {PROFILE_COLUMNS} FROM profiles WHERE id = \
+             (SELECT profile_id FROM profile_cards WHERE iccid = $1)"
+        );
+        let row = sqlx::query(&sql)
+            .bind(iccid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(dbe)?;
+        row.as_ref().map(profile_from_row).transpose()
+    }
 }
 
 #[cfg(test)]

@@ -103,6 +103,23 @@ pub enum PushError {
     TooLong(&'static str),
 }
 
+/// A dotted APN (`iot.example`) as the network access name's labels (TS 23.003 clause 9.1:
+/// each label preceded by its length).
+pub fn apn_labels(dotted: &str) -> Result<Vec<u8>, PushError> {
+    let mut out = Vec::new();
+    for label in dotted.split('.') {
+        if label.is_empty() || label.len() > 63 || !label.is_ascii() {
+            return Err(PushError::Invalid {
+                field: "network access name",
+                reason: "labels are 1 to 63 ASCII characters between dots",
+            });
+        }
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    Ok(out)
+}
+
 fn push_len(out: &mut Vec<u8>, len: usize, what: &'static str) -> Result<(), PushError> {
     match len {
         0..=0x7F => out.push(len as u8),
@@ -413,6 +430,14 @@ mod tests {
         let mut twice = b.clone();
         twice.extend_from_slice(&b[36..]);
         assert!(PushRequest::decode(&twice).is_err());
+    }
+
+    #[test]
+    fn apn_as_labels() {
+        assert_eq!(apn_labels("iot.example").unwrap(), b"\x03iot\x07example");
+        for bad in ["", "a..b", ".a", "a.", &"x".repeat(64)] {
+            assert!(apn_labels(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
