@@ -489,6 +489,7 @@ impl Config {
             max_in_flight: c.max_in_flight.max(1),
             por_timeout: Duration::from_secs(c.por_timeout_secs.max(1)),
             resume_wait: Duration::from_secs(c.resume_wait_secs),
+            catp_fallback_to_sms: self.catp.as_ref().is_some_and(|c| c.fallback_to_sms),
             ..Default::default()
         }
     }

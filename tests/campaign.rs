@@ -590,3 +590,93 @@ async fn rfm_campaign_over_catp_by_the_profile_default() {
     }
     env.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catp_campaign_card_without_a_link_falls_back_to_sms() {
+    // Card 0 takes its pushes but never opens a link; with the fallback on, it gets the
+    // script over SMS, cut into packets SMS carries, each with a counter of its own.
+    let fleet = otagw::sim::Fleet::generate(3, 7, devkit::fleet_defaults()).unwrap();
+    let silent = fleet.msisdn_at(0).unwrap();
+    let env = devkit::start(DevOptions {
+        cards: 3,
+        provision: true,
+        catp: Some(otagw::config::CatpConfig {
+            link_timeout_secs: 1,
+            push_attempts: 2,
+            fallback_to_sms: true,
+            ..otagw::config::CatpConfig::default()
+        }),
+        terminals: otagw::sim::catp_client::TerminalSettings {
+            silent: std::collections::HashSet::from([silent.clone()]),
+            ..Default::default()
+        },
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit with CAT_TP");
+    assert_eq!(env.msisdn(0).as_deref(), Some(silent.as_str()));
+    let (profile, group) = env.fleet_group.unwrap();
+    let mut commands = vec!["A0A40000027F10".to_string(), "A0A40000026F3C".to_string()];
+    for r in 1..=10u8 {
+        commands.push(format!("A0DC{r:02X}04B0{}", "A5".repeat(176)));
+    }
+    let (code, created) = env
+        .post(
+            "/api/v1/campaigns",
+            &serde_json::json!({"profile": profile, "name": "records_fallback", "type": "RFM",
+                "commands": commands, "expectedLastSw": "9000"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let (code, body) = env
+        .post(
+            &format!("/api/v1/campaigns/{id}/start"),
+            &serde_json::json!({"cardGroup": group}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    wait_status(&env, id, status::COMPLETED).await;
+    let rows = env
+        .server
+        .store
+        .campaign_cards(id, 1, None, "", 10)
+        .await
+        .unwrap();
+    assert_eq!(count(&env, id, 1, card_state::POR_OK).await, 3, "{rows:?}");
+    let silent_iccid = env.iccid(0).unwrap();
+    for row in &rows {
+        let detail = row.detail.clone().unwrap_or_default();
+        if row.iccid == silent_iccid {
+            assert!(detail.starts_with("over SMS (no CAT_TP link)"), "{row:?}");
+            // Its steps are the SMS plan's from SMS_FALLBACK_STEP on (a restart resumes it on
+            // SMS), with the SMS packet's counter, reserved after the CAT_TP one and the
+            // pushes'.
+            assert!(
+                row.step >= otagw::campaign::runner::SMS_FALLBACK_STEP,
+                "{row:?}"
+            );
+            assert!(row.counter.unwrap_or(0) > 3, "{row:?}");
+        } else {
+            assert!(!detail.contains("over SMS"), "{row:?}");
+            assert_eq!(row.step, 0, "one CAT_TP packet: {row:?}");
+        }
+    }
+    let catp = env.server.catp.as_ref().expect("catp transport").stats();
+    // Two cards over their links; the silent one pushed twice, then SMS.
+    assert_eq!(catp.packets_sent, 2, "{catp:?}");
+    assert_eq!(catp.pushes, 4, "{catp:?}");
+    for i in 0..3 {
+        let content = env
+            .fleet
+            .with_card(&env.msisdn(i).unwrap(), |c| {
+                c.read_file(&[0x3F00, 0x7F10, 0x6F3C])
+            })
+            .flatten()
+            .unwrap();
+        assert!(content.iter().all(|b| *b == 0xA5), "card {i}");
+    }
+    env.shutdown().await;
+}

@@ -50,6 +50,8 @@ pub struct RunnerConfig {
     pub progress_every: Duration,
     /// Transient send failures (throttled, not connected) retried per packet.
     pub send_retries: u32,
+    /// Cards of a CAT_TP campaign that open no link get their packets over SMS.
+    pub catp_fallback_to_sms: bool,
 }
 
 impl Default for RunnerConfig {
@@ -64,6 +66,7 @@ impl Default for RunnerConfig {
             poll: Duration::from_millis(300),
             progress_every: Duration::from_secs(2),
             send_retries: 50,
+            catp_fallback_to_sms: false,
         }
     }
 }
@@ -390,6 +393,17 @@ struct Run {
     iteration: i64,
     plan: Arc<CampaignPlan>,
     tally: Arc<Tally>,
+    /// CAT_TP campaigns with `[catp] fallback_to_sms`: SMS, with the plan cut for SMS, for
+    /// the cards that open no link.
+    fallback: Option<Leg>,
+}
+
+/// A transport a card's packets go over, and the plan cut for its packet size.
+#[derive(Clone)]
+struct Leg {
+    route: Route,
+    framing: crate::security::command::PacketFraming,
+    plan: Arc<CampaignPlan>,
 }
 
 struct Running(Arc<Shared>, i64);
@@ -431,6 +445,22 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
             return;
         }
     };
+    let fallback = match shared.transports.route("sms") {
+        Some(sms) if transport == "catp" && shared.config.catp_fallback_to_sms => {
+            match plan_of(&shared, &campaign, shared.transports.max_script_len("sms")).await {
+                Ok(p) => Some(Leg {
+                    route: sms.clone(),
+                    framing: crate::security::command::PacketFraming::Sms,
+                    plan: Arc::new(p),
+                }),
+                Err(reason) => {
+                    tracing::warn!("campaign {id}: no SMS fallback: {reason}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let tally = {
         let mut t = shared.tallies.lock().unwrap_or_else(|p| p.into_inner());
         t.entry(id).or_default().clone()
@@ -443,6 +473,7 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
         iteration: campaign.iteration,
         plan: plan.clone(),
         tally: tally.clone(),
+        fallback,
     };
     let keys = plan.claim_keys();
     // HTTPS cards each hold a session and are followed through the store: fewer at once.
@@ -629,6 +660,8 @@ struct End {
     step: i64,
     state: &'static str,
     detail: String,
+    /// The transport never reached the card (a CAT_TP card that opened no link).
+    unreached: bool,
 }
 
 impl End {
@@ -637,6 +670,7 @@ impl End {
             step,
             state,
             detail: detail.into(),
+            unreached: false,
         }
     }
 }
@@ -778,12 +812,117 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
         Ok(k) => k,
         Err(e) => return End::new(step, card_state::FAILED, format!("keys: {e}")),
     };
+    let Some(counter) = card.counter else {
+        return End::new(step, card_state::FAILED, "no counter reserved");
+    };
+    if step >= SMS_FALLBACK_STEP {
+        // Resuming a card that had gone over to SMS: it stays there.
+        let Some(fallback) = run.fallback.as_ref() else {
+            return End::new(
+                step,
+                card_state::FAILED,
+                "the card was falling back to SMS, which is off now",
+            );
+        };
+        return fallback_leg(
+            shared, run, fallback, &card, &msisdn, &options, &keys, step, counter, resume,
+        )
+        .await;
+    }
+    let primary = Leg {
+        route: run.route.clone(),
+        framing: run.framing,
+        plan: run.plan.clone(),
+    };
+    let end = run_leg(
+        shared, run, &primary, &card, &msisdn, &options, &keys, 0, step, counter, resume,
+    )
+    .await;
+    // A card that opened no CAT_TP link for its first packet never got anything: it goes
+    // over SMS, secured anew (a new counter, the plan cut for SMS). Its row's steps move to
+    // SMS_FALLBACK_STEP on, so that a restart resumes it on SMS, never on CAT_TP again.
+    let Some(fallback) = run
+        .fallback
+        .as_ref()
+        .filter(|_| end.unreached && end.step == 0)
+    else {
+        return end;
+    };
+    let counter = match next_counter(shared, run, &card.iccid, SMS_FALLBACK_STEP).await {
+        Ok(c) => c,
+        Err(e) => return End::new(step, card_state::FAILED, e),
+    };
+    fallback_leg(
+        shared,
+        run,
+        fallback,
+        &card,
+        &msisdn,
+        &options,
+        &keys,
+        SMS_FALLBACK_STEP,
+        counter,
+        false,
+    )
+    .await
+}
+
+/// Steps recorded from here on are those of the SMS fallback's plan (step - this).
+pub const SMS_FALLBACK_STEP: i64 = 1_000_000;
+
+#[allow(clippy::too_many_arguments)]
+async fn fallback_leg(
+    shared: &Shared,
+    run: &Run,
+    leg: &Leg,
+    card: &ClaimedCard,
+    msisdn: &str,
+    options: &SendOptions,
+    keys: &crate::security::Scp80Keys,
+    step: i64,
+    counter: u64,
+    resume: bool,
+) -> End {
+    let mut end = run_leg(
+        shared,
+        run,
+        leg,
+        card,
+        msisdn,
+        options,
+        keys,
+        SMS_FALLBACK_STEP,
+        step - SMS_FALLBACK_STEP,
+        counter,
+        resume,
+    )
+    .await;
+    end.step += SMS_FALLBACK_STEP;
+    end.detail = format!("over SMS (no CAT_TP link): {}", end.detail);
+    end
+}
+
+/// Runs a card's packets from `step` on over one transport; `counter` is the one reserved for
+/// the packet at `step`. The card's row records steps from `step_base` on.
+#[allow(clippy::too_many_arguments)]
+async fn run_leg(
+    shared: &Shared,
+    run: &Run,
+    leg: &Leg,
+    card: &ClaimedCard,
+    msisdn: &str,
+    options: &SendOptions,
+    keys: &crate::security::Scp80Keys,
+    step_base: i64,
+    step: i64,
+    counter: u64,
+    resume: bool,
+) -> End {
+    let plan = &leg.plan;
+    let mut counter = counter;
     let scripts = match plan.scripts_for(card.data.as_deref()) {
         Ok(s) => s,
         Err(e) => return End::new(step, card_state::FAILED, e),
-    };
-    let Some(mut counter) = card.counter else {
-        return End::new(step, card_state::FAILED, "no counter reserved");
     };
     let mut step = step;
     let mut resume = resume;
@@ -808,18 +947,18 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
             &keys,
             script,
             options.clone(),
-            run.framing,
+            leg.framing,
         ) {
             Ok(s) => s,
             Err(e) => return End::new(step, card_state::FAILED, format!("securing: {e}")),
         };
-        let delivered = flight(shared, run, id, &card.iccid, step);
+        let delivered = flight(shared, run, id, &card.iccid, step_base + step);
         let outcome = if plan.expects_por() {
             let mut early = None;
             if resume {
                 // The packet may have reached the card before the restart: its PoR first,
                 // whether it came in already or comes now.
-                let rx = run.route.dispatcher.expect(secured.pending.clone());
+                let rx = leg.route.dispatcher.expect(secured.pending.clone());
                 let orphan = |shared: &Shared| {
                     shared
                         .orphans
@@ -828,13 +967,13 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
                         .and_then(|mut o| o.take(&secured.pending))
                 };
                 if let Some(d) = orphan(shared) {
-                    run.route.dispatcher.forget(id);
+                    leg.route.dispatcher.forget(id);
                     early = Some(OtaOutcome::Por(d));
                 } else {
                     match tokio::time::timeout(shared.config.resume_wait, rx).await {
                         Ok(Ok(o)) => early = Some(o),
                         _ => {
-                            run.route.dispatcher.forget(id);
+                            leg.route.dispatcher.forget(id);
                             early = orphan(shared).map(OtaOutcome::Por);
                         }
                     }
@@ -843,7 +982,7 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
             match early {
                 Some(o) => Ok(o),
                 None => {
-                    match hand_over(shared, &run.route, &secured.message, Some(&secured.pending))
+                    match hand_over(shared, &leg.route, &secured.message, Some(&secured.pending))
                         .await
                     {
                         Ok(Some(rx)) => {
@@ -852,7 +991,7 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
                                 Ok(Ok(o)) => Ok(o),
                                 Ok(Err(_)) => Err("the dispatcher stopped".to_string()),
                                 Err(_) => {
-                                    run.route.dispatcher.forget(id);
+                                    leg.route.dispatcher.forget(id);
                                     Err(format!(
                                         "no PoR within {} s",
                                         shared.config.por_timeout.as_secs()
@@ -867,7 +1006,7 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
             }
         } else {
             // No PoR asked: the delivery report ends the packet.
-            match hand_over(shared, &run.route, &secured.message, None).await {
+            match hand_over(shared, &leg.route, &secured.message, None).await {
                 Ok(_) => {
                     run.tally.sent.fetch_add(1, Ordering::Relaxed);
                     match tokio::time::timeout(shared.config.por_timeout, delivered).await {
@@ -875,7 +1014,8 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
                             land(shared, id);
                             if step + 1 < scripts.len() as i64 {
                                 step += 1;
-                                match next_counter(shared, run, &card.iccid, step).await {
+                                match next_counter(shared, run, &card.iccid, step_base + step).await
+                                {
                                     Ok(c) => counter = c,
                                     Err(e) => return End::new(step, card_state::FAILED, e),
                                 }
@@ -926,7 +1066,7 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
                     Ok(detail) => {
                         if step + 1 < scripts.len() as i64 {
                             step += 1;
-                            match next_counter(shared, run, &card.iccid, step).await {
+                            match next_counter(shared, run, &card.iccid, step_base + step).await {
                                 Ok(c) => counter = c,
                                 Err(e) => return End::new(step, card_state::FAILED, e),
                             }
@@ -938,7 +1078,12 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
                     Err(reason) => return End::new(step, card_state::POR_ERROR, reason),
                 }
             }
-            Ok(OtaOutcome::Failed(e)) => return End::new(step, card_state::FAILED, e.to_string()),
+            Ok(OtaOutcome::Failed(e)) => {
+                let mut end = End::new(step, card_state::FAILED, e.to_string());
+                end.unreached = leg.framing == crate::security::command::PacketFraming::CatTp
+                    && matches!(e, otagw_transport::TransportError::Timeout(_));
+                return end;
+            }
             Err(reason) => return End::new(step, card_state::FAILED, reason),
         }
     }
