@@ -941,10 +941,10 @@ async fn run_leg(
         let id = next_id(shared);
         let secured = match secure_framed(
             id,
-            &msisdn,
+            msisdn,
             &card.iccid,
             &header,
-            &keys,
+            keys,
             script,
             options.clone(),
             leg.framing,
