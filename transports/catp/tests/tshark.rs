@@ -318,3 +318,104 @@ fn tshark_dissects_our_pdus_as_meant() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The PUSH for BIP channel opening carries the OPEN CHANNEL data objects the card replays to
+/// its terminal (TS 102 226 clause 9.2.1). tshark's CAT dissector (`etsi_cat`, fed through a
+/// user DLT) reads them, behind the command details and device identities the card adds, as
+/// we meant: bearer, buffer size, APN, transport level and destination address.
+#[test]
+fn tshark_reads_the_push_open_channel_objects_as_meant() {
+    use otagw_catp::push::{apn_labels, Bearer, BipOpenRequest, CatTpLinkRequest, PushRequest};
+    let push = |destination: &str| PushRequest {
+        bip: BipOpenRequest {
+            bearer: Bearer {
+                bearer_type: 0x02,
+                parameters: vec![0x00, 0x00, 0x03, 0x00, 0x00, 0x02],
+            },
+            buffer_size: 1400,
+            network_access_name: Some(apn_labels("fleet.example").unwrap()),
+            destination: destination.parse().unwrap(),
+        },
+        link: CatTpLinkRequest {
+            destination_port: 4500,
+            max_sdu_size: 4096,
+            identification: Vec::new(),
+        },
+    };
+    let mut records = Vec::new();
+    for p in [push("198.51.100.7:4600"), push("[2001:db8::7]:4601")] {
+        let script = p.encode().unwrap();
+        // The first APDU: 80 EC 01 01 Lc, then its data.
+        assert_eq!(&script[..4], &[0x80, 0xEC, 0x01, 0x01]);
+        let data = &script[5..5 + usize::from(script[4])];
+        // Command details (OPEN CHANNEL, immediate link) and device identities (UICC to terminal).
+        let mut open_channel = hex::decode("810301400182028182").unwrap();
+        open_channel.extend_from_slice(data);
+        records.push(open_channel);
+    }
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&0i32.to_le_bytes());
+    f.extend_from_slice(&0u32.to_le_bytes());
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&147u32.to_le_bytes()); // LINKTYPE_USER0
+    for r in &records {
+        f.extend_from_slice(&[0u8; 8]);
+        f.extend_from_slice(&(r.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(r.len() as u32).to_le_bytes());
+        f.extend_from_slice(r);
+    }
+    let dir = std::env::temp_dir().join(format!("otagw-push-tshark-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("open_channel.pcap");
+    std::fs::File::create(&file).unwrap().write_all(&f).unwrap();
+    let user_dlt = r#"uat:user_dlts:"User 0 (DLT=147)","etsi_cat","0","","0","""#;
+    let fields = [
+        "etsi_cat.comp_tlv.cmd_type",
+        "etsi_cat.comp_tlv.bearer.descr",
+        "etsi_cat.comp_tlv.bearer.gprs.reliability",
+        "etsi_cat.comp_tlv.bearer.gprs.prot_type",
+        "etsi_cat.comp_tlv.buffer_size",
+        "etsi_cat.comp_tlv.transport.ptype",
+        "etsi_cat.comp_tlv.transport.port",
+        "etsi_cat.comp_tlv.other_address.coding",
+        "etsi_cat.comp_tlv.other_address.ipv4",
+        "etsi_cat.comp_tlv.other_address.ipv6",
+    ];
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r")
+        .arg(&file)
+        .args(["-o", user_dlt, "-T", "fields", "-E", "separator=|"]);
+    for field in fields {
+        cmd.args(["-e", field]);
+    }
+    let out = cmd.output().expect("tshark runs (installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            "0x40|0x02|3|2|1400|0x01|4600|0x21|198.51.100.7|".to_string(),
+            "0x40|0x02|3|2|1400|0x01|4601|0x57||2001:db8::7".to_string(),
+        ]
+    );
+    // The APN has no field of its own: the dissector's text.
+    let verbose = Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .args(["-o", user_dlt, "-V"])
+        .output()
+        .expect("tshark runs");
+    let text = String::from_utf8_lossy(&verbose.stdout);
+    assert_eq!(text.matches("APN: fleet.example").count(), 2, "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
