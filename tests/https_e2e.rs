@@ -750,6 +750,8 @@ async fn unanswered_triggers_fall_back_to_sms() {
         "{kinds:?}"
     );
     assert!(kinds.iter().any(|k| k == "FALLBACK"), "{kinds:?}");
+    // Durably on SMS now (a restart would not trigger again).
+    assert_eq!(r["transport"], "sms", "{r}");
     assert_eq!(r["response"]["porStatus"], "00");
     use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(handsets.stats.sessions.load(Relaxed), 0);

@@ -2632,31 +2632,6 @@ async fn scp81_chunks_answered_once(b: Backend) {
     );
     assert_eq!(store.drop_chunks(&a, "c1").await.unwrap(), 3);
     assert!(store.command_chunks(&a, "c1").await.unwrap().is_empty());
-
-    // A command held and sent (its trigger) but with no packet: back to PENDING for SMS.
-    store.insert_command(&command(&a, "h1", 1)).await.unwrap();
-    assert!(
-        !store.reopen_for_fallback(&a, "h1", "gw", 2).await.unwrap(),
-        "not sent yet"
-    );
-    assert_eq!(
-        store
-            .claim_commands("gw", 5, 2, 100_000)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    assert!(store.record_send(&a, "h1", "gw", 3).await.unwrap());
-    assert!(!store
-        .reopen_for_fallback(&a, "h1", "other-gw", 4)
-        .await
-        .unwrap());
-    assert!(store.reopen_for_fallback(&a, "h1", "gw", 4).await.unwrap());
-    let (c, events) = store.command(&a, "h1").await.unwrap().expect("command");
-    assert_eq!(c.status, CommandStatus::Pending);
-    assert_eq!(c.attempts, 1);
-    assert!(events.iter().any(|e| e.kind == "FALLBACK"), "{events:?}");
 }
 
 macro_rules! suite {

@@ -656,35 +656,16 @@ impl HttpsDriver {
                 if let Some(s) = shared.store.scp81() {
                     let _ = s.drop_chunks(&record.account_id, &record.id).await;
                 }
-                if self.options.fallback_to_sms && shared.transports.knows("sms") {
-                    if let Some(s) = shared.store.scp81() {
-                        match s
-                            .reopen_for_fallback(
-                                &record.account_id,
-                                &record.id,
-                                &shared.config.id,
-                                now_ms(),
-                            )
-                            .await
-                        {
-                            Ok(true) => {
-                                if let Ok(Some(mut sms)) = shared
-                                    .store
-                                    .command_by_id(&record.account_id, &record.id)
-                                    .await
-                                {
-                                    sms.transport = "sms".into();
-                                    // The triggers counted as sends; SMS gets its own.
-                                    let retry = RetryPolicy {
-                                        attempts: sms.attempts + retry.attempts.max(1),
-                                        ..retry
-                                    };
-                                    return super::run_pipeline(shared, &sms, retry).await;
-                                }
-                            }
-                            Ok(false) => return None,
-                            Err(e) => tracing::warn!(command = %record.id, "fallback: {e}"),
-                        }
+                if self.options.fallback_to_sms {
+                    if let Some((sms, retry)) = super::reroute_to_sms(
+                        shared,
+                        record,
+                        retry,
+                        "no HTTPS session came: the command goes over SMS",
+                    )
+                    .await
+                    {
+                        return super::run_pipeline(shared, &sms, retry).await;
                     }
                 }
                 fail(

@@ -537,31 +537,47 @@ async fn run_pipeline(
 }
 
 /// A CAT_TP command that never reached its card (no link after every push and send), where
-/// the fallback is on and SMS is configured: back to PENDING on SMS, to be secured anew (a new
-/// counter: the CAT_TP packet never reached the card, but its counter is not used twice). The
-/// command and the retry policy for its SMS sends, or None to fail it.
+/// the fallback is on and SMS is configured: over SMS (see [`reroute_to_sms`]).
 async fn catp_fallback(
     shared: &Arc<Shared>,
     record: &CommandRecord,
     retry: RetryPolicy,
     why: &str,
 ) -> Option<(CommandRecord, RetryPolicy)> {
-    if record.transport != "catp"
-        || !shared.config.catp_fallback_to_sms
-        || !shared.transports.knows("sms")
-    {
+    if record.transport != "catp" || !shared.config.catp_fallback_to_sms {
         return None;
     }
-    let detail = format!("{why}: the command goes over SMS");
+    reroute_to_sms(
+        shared,
+        record,
+        retry,
+        &format!("{why}: the command goes over SMS"),
+    )
+    .await
+}
+
+/// A command that never reached its card over its own transport goes back to PENDING on SMS
+/// (durably: a restart sends it over SMS too), to be secured anew (a new counter: whatever was
+/// sent before never reached the card, but its counter is not used twice). The command and
+/// the retry policy for its SMS sends, or None (no SMS route, or no longer ours to move).
+async fn reroute_to_sms(
+    shared: &Arc<Shared>,
+    record: &CommandRecord,
+    retry: RetryPolicy,
+    detail: &str,
+) -> Option<(CommandRecord, RetryPolicy)> {
+    if !shared.transports.knows("sms") {
+        return None;
+    }
     match shared
         .store
         .reroute_for_fallback(
             &record.account_id,
             &record.id,
             &shared.config.id,
-            "catp",
+            &record.transport,
             "sms",
-            &detail,
+            detail,
             now_ms(),
         )
         .await
@@ -569,7 +585,7 @@ async fn catp_fallback(
         Ok(true) => {}
         Ok(false) => return None,
         Err(e) => {
-            tracing::warn!(command = %record.id, "CAT_TP fallback: {e}");
+            tracing::warn!(command = %record.id, "SMS fallback: {e}");
             return None;
         }
     }
@@ -579,7 +595,7 @@ async fn catp_fallback(
         .await
     {
         Ok(Some(sms)) => {
-            // The CAT_TP sends counted; SMS gets sends of its own.
+            // The sends (or triggers) so far counted; SMS gets sends of its own.
             let retry = RetryPolicy {
                 attempts: sms.attempts + retry.attempts.max(1),
                 ..retry
@@ -588,7 +604,7 @@ async fn catp_fallback(
         }
         Ok(None) => None,
         Err(e) => {
-            tracing::warn!(command = %record.id, "CAT_TP fallback: {e}");
+            tracing::warn!(command = %record.id, "SMS fallback: {e}");
             None
         }
     }

@@ -149,14 +149,4 @@ pub trait Scp81Store: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Removes a command's chunks (it ended without its session: they must not run later).
     async fn drop_chunks(&self, account_id: &str, command_id: &str) -> Result<u64, StoreError>;
-    /// An HTTPS command whose triggers went unanswered goes back to PENDING (still held by
-    /// `owner`, no packet recorded) so that the SCP80 pipeline can send it over SMS; records a
-    /// FALLBACK event. `false` if it is no longer SENT/DELIVERED for `owner`.
-    async fn reopen_for_fallback(
-        &self,
-        account_id: &str,
-        command_id: &str,
-        owner: &str,
-        now: Millis,
-    ) -> Result<bool, StoreError>;
 }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 
-use super::{col, dbe, insert_event, map_insert, SqlStore};
+use super::{col, dbe, map_insert, SqlStore};
 use crate::store::scp81::{
     ChunkRecord, ChunkState, NewChunk, PskRecord, Scp81Store, PSK_KEY_VERSIONS,
 };
@@ -275,42 +275,5 @@ impl Scp81Store for SqlStore {
             .await
             .map_err(dbe)?;
         Ok(r.rows_affected())
-    }
-
-    async fn reopen_for_fallback(
-        &self,
-        account_id: &str,
-        command_id: &str,
-        owner: &str,
-        now: Millis,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        let r = sqlx::query(
-            "UPDATE commands SET status = 'PENDING', updated_at = $4 WHERE account_id = $1 \
-             AND id = $2 AND owner = $3 AND status IN ('SENT', 'DELIVERED') AND packet IS NULL",
-        )
-        .bind(account_id)
-        .bind(command_id)
-        .bind(owner)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(dbe)?;
-        if r.rows_affected() != 1 {
-            tx.rollback().await.map_err(dbe)?;
-            return Ok(false);
-        }
-        insert_event(
-            self.dialect,
-            &mut tx,
-            account_id,
-            command_id,
-            now,
-            "FALLBACK",
-            "no HTTPS session came: the command goes over SMS".to_string(),
-        )
-        .await?;
-        tx.commit().await.map_err(dbe)?;
-        Ok(true)
     }
 }
