@@ -62,6 +62,34 @@ async fn wait_status(env: &DevEnv, id: i64, want: &str) {
     panic!("campaign {id} did not reach {want}");
 }
 
+/// Creates a campaign over REST, starts it on `group`, waits for COMPLETED: its id and the
+/// first iteration's card rows.
+async fn run_to_completion(
+    env: &DevEnv,
+    campaign: &serde_json::Value,
+    group: i64,
+) -> (i64, Vec<otagw::store::campaign::CampaignCardRecord>) {
+    let (code, created) = env.post("/api/v1/campaigns", campaign).await.unwrap();
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let (code, body) = env
+        .post(
+            &format!("/api/v1/campaigns/{id}/start"),
+            &serde_json::json!({"cardGroup": group}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    wait_status(env, id, status::COMPLETED).await;
+    let rows = env
+        .server
+        .store
+        .campaign_cards(id, 1, None, "", 10)
+        .await
+        .unwrap();
+    (id, rows)
+}
+
 async fn count(env: &DevEnv, id: i64, iteration: i64, state: &str) -> u64 {
     env.server
         .store
@@ -487,34 +515,16 @@ async fn tls_trigger_rfm_campaign_runs_over_https() {
     .await
     .expect("devkit with HTTPS");
     let (profile, group) = env.fleet_group.unwrap();
-    let (code, created) = env
-        .post(
-            "/api/v1/campaigns",
-            &serde_json::json!({"profile": profile, "name": "spn_https", "type": "TLS_TRIGGER_RFM",
+    let (id, rows) = run_to_completion(
+        &env,
+        &serde_json::json!({"profile": profile, "name": "spn_https", "type": "TLS_TRIGGER_RFM",
                 "spi": "1639",
                 "commands": ["00A40004023F00", "00A40004027FFF", "00A40004026F46",
                     format!("00D6000011{}", spn("HTTPS"))],
                 "expectedLastSw": "9000"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 201, "{created}");
-    let id = created["id"].as_i64().unwrap();
-    let (code, body) = env
-        .post(
-            &format!("/api/v1/campaigns/{id}/start"),
-            &serde_json::json!({"cardGroup": group}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 200, "{body}");
-    wait_status(&env, id, status::COMPLETED).await;
-    let rows = env
-        .server
-        .store
-        .campaign_cards(id, 1, None, "", 10)
-        .await
-        .unwrap();
+        group,
+    )
+    .await;
     assert_eq!(count(&env, id, 1, card_state::POR_OK).await, 3, "{rows:?}");
     for i in 0..3 {
         let content = env
@@ -550,31 +560,13 @@ async fn rfm_campaign_over_catp_by_the_profile_default() {
     for r in 1..=10u8 {
         commands.push(format!("A0DC{r:02X}04B0{}", "5A".repeat(176)));
     }
-    let (code, created) = env
-        .post(
-            "/api/v1/campaigns",
-            &serde_json::json!({"profile": profile, "name": "records_catp", "type": "RFM",
+    let (id, rows) = run_to_completion(
+        &env,
+        &serde_json::json!({"profile": profile, "name": "records_catp", "type": "RFM",
                 "commands": commands, "expectedLastSw": "9000"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 201, "{created}");
-    let id = created["id"].as_i64().unwrap();
-    let (code, body) = env
-        .post(
-            &format!("/api/v1/campaigns/{id}/start"),
-            &serde_json::json!({"cardGroup": group}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 200, "{body}");
-    wait_status(&env, id, status::COMPLETED).await;
-    let rows = env
-        .server
-        .store
-        .campaign_cards(id, 1, None, "", 10)
-        .await
-        .unwrap();
+        group,
+    )
+    .await;
     assert_eq!(count(&env, id, 1, card_state::POR_OK).await, 3, "{rows:?}");
     let catp = env.server.catp.as_ref().expect("catp transport").stats();
     assert!(catp.pushes >= 3, "{catp:?}");
@@ -620,31 +612,13 @@ async fn catp_campaign_card_without_a_link_falls_back_to_sms() {
     for r in 1..=10u8 {
         commands.push(format!("A0DC{r:02X}04B0{}", "A5".repeat(176)));
     }
-    let (code, created) = env
-        .post(
-            "/api/v1/campaigns",
-            &serde_json::json!({"profile": profile, "name": "records_fallback", "type": "RFM",
+    let (id, rows) = run_to_completion(
+        &env,
+        &serde_json::json!({"profile": profile, "name": "records_fallback", "type": "RFM",
                 "commands": commands, "expectedLastSw": "9000"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 201, "{created}");
-    let id = created["id"].as_i64().unwrap();
-    let (code, body) = env
-        .post(
-            &format!("/api/v1/campaigns/{id}/start"),
-            &serde_json::json!({"cardGroup": group}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 200, "{body}");
-    wait_status(&env, id, status::COMPLETED).await;
-    let rows = env
-        .server
-        .store
-        .campaign_cards(id, 1, None, "", 10)
-        .await
-        .unwrap();
+        group,
+    )
+    .await;
     assert_eq!(count(&env, id, 1, card_state::POR_OK).await, 3, "{rows:?}");
     let silent_iccid = env.iccid(0).unwrap();
     for row in &rows {
