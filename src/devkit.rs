@@ -185,9 +185,13 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
             options.terminals.clone(),
         ))
     });
-    // One network in front of the fleet: HTTPS triggers, else CAT_TP pushes, else plain SMS.
+    // The handsets in front of the fleet: HTTPS triggers and/or CAT_TP pushes, else plain SMS.
     let network: Arc<dyn otagw_sms::smsc_sim::HandsetNetwork> = match (&https, &terminals) {
-        (Some(h), _) => Arc::new(crate::sim::https_client::TriggeringNetwork(h.clone())),
+        (Some(h), Some(t)) => Arc::new(crate::sim::catp_client::BipAndHttpsNetwork {
+            terminals: t.clone(),
+            https: h.clone(),
+        }),
+        (Some(h), None) => Arc::new(crate::sim::https_client::TriggeringNetwork(h.clone())),
         (None, Some(t)) => t.clone(),
         (None, None) => fleet.clone(),
     };

@@ -60,6 +60,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             window_secs: 10,
             ..Default::default()
         }),
+        // CAT_TP too: the UDP endpoint on loopback, terminals in front of the cards that open
+        // the link a push asks for.
+        catp: Some(otagw::config::CatpConfig {
+            link_timeout_secs: 5,
+            ..Default::default()
+        }),
         ..DevOptions::default()
     })
     .await?;
@@ -120,6 +126,23 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
                     ]}),
                 );
                 c["transport"] = json!("https");
+                c
+            },
+        ),
+        (
+            "read EF ICCID over CAT_TP (RFM, push SMS + BIP link)",
+            {
+                let mut c = command(
+                    "RFM",
+                    &c2,
+                    "B00010",
+                    json!({"apdus": [
+                        format!("{class:02X}A40004023F00"),
+                        format!("{class:02X}A40004022FE2"),
+                        format!("{class:02X}B000000A"),
+                    ]}),
+                );
+                c["transport"] = json!("catp");
                 c
             },
         ),

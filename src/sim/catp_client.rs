@@ -207,6 +207,25 @@ fn iccid_seed(iccid: &str) -> u64 {
     })
 }
 
+/// Handsets that do both: CAT_TP links on pushes (the terminals run the cards) and HTTPS
+/// sessions on SCP81 triggers.
+pub struct BipAndHttpsNetwork {
+    pub terminals: Arc<CatpTerminals>,
+    pub https: Arc<crate::sim::https_client::HttpsHandsets>,
+}
+
+impl HandsetNetwork for BipAndHttpsNetwork {
+    fn command_packet(&self, msisdn: &str, packet: &[u8]) -> HandsetReply {
+        let reply = self.terminals.command_packet(msisdn, packet);
+        self.https.answer_triggers(msisdn);
+        reply
+    }
+
+    fn knows(&self, msisdn: &str) -> bool {
+        self.terminals.knows(msisdn)
+    }
+}
+
 impl HandsetNetwork for CatpTerminals {
     fn command_packet(&self, msisdn: &str, packet: &[u8]) -> HandsetReply {
         match self.fleet.with_card(msisdn, |card| card.process(packet)) {

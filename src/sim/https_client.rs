@@ -247,21 +247,17 @@ impl CardAgent for FleetAgent<'_> {
     }
 }
 
-/// Wraps the fleet for the SMSC simulator: packets go to the cards, and a trigger a card
-/// took starts its session.
-pub struct TriggeringNetwork(pub Arc<HttpsHandsets>);
-
-impl HandsetNetwork for TriggeringNetwork {
-    fn command_packet(&self, msisdn: &str, packet: &[u8]) -> HandsetReply {
-        let reply = self.0.fleet.command_packet(msisdn, packet);
+impl HttpsHandsets {
+    /// Starts the sessions the triggers the card at `msisdn` took ask for (after a packet
+    /// reached it).
+    pub fn answer_triggers(self: &Arc<Self>, msisdn: &str) {
         let triggers = self
-            .0
             .fleet
             .with_card(msisdn, |c| c.take_triggers())
             .unwrap_or_default();
         for t in triggers {
-            self.0.stats.triggers.fetch_add(1, Ordering::Relaxed);
-            let ignore = self.0.tls.lock().is_ok_and(|mut tls| {
+            self.stats.triggers.fetch_add(1, Ordering::Relaxed);
+            let ignore = self.tls.lock().is_ok_and(|mut tls| {
                 if tls.ignore_triggers > 0 {
                     tls.ignore_triggers -= 1;
                     true
@@ -270,9 +266,20 @@ impl HandsetNetwork for TriggeringNetwork {
                 }
             });
             if !ignore {
-                self.0.spawn_session(msisdn.to_string(), t);
+                self.spawn_session(msisdn.to_string(), t);
             }
         }
+    }
+}
+
+/// Wraps the fleet for the SMSC simulator: packets go to the cards, and a trigger a card
+/// took starts its session.
+pub struct TriggeringNetwork(pub Arc<HttpsHandsets>);
+
+impl HandsetNetwork for TriggeringNetwork {
+    fn command_packet(&self, msisdn: &str, packet: &[u8]) -> HandsetReply {
+        let reply = self.0.fleet.command_packet(msisdn, packet);
+        self.0.answer_triggers(msisdn);
         reply
     }
 
