@@ -129,23 +129,20 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 c
             },
         ),
-        (
-            "read EF ICCID over CAT_TP (RFM, push SMS + BIP link)",
-            {
-                let mut c = command(
-                    "RFM",
-                    &c2,
-                    "B00010",
-                    json!({"apdus": [
-                        format!("{class:02X}A40004023F00"),
-                        format!("{class:02X}A40004022FE2"),
-                        format!("{class:02X}B000000A"),
-                    ]}),
-                );
-                c["transport"] = json!("catp");
-                c
-            },
-        ),
+        ("read EF ICCID over CAT_TP (RFM, push SMS + BIP link)", {
+            let mut c = command(
+                "RFM",
+                &c2,
+                "B00010",
+                json!({"apdus": [
+                    format!("{class:02X}A40004023F00"),
+                    format!("{class:02X}A40004022FE2"),
+                    format!("{class:02X}B000000A"),
+                ]}),
+            );
+            c["transport"] = json!("catp");
+            c
+        }),
         (
             "read a missing file (RFM, error SW)",
             command(

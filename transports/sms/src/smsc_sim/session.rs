@@ -158,6 +158,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     tick.tick().await;
     let mut buf = BytesMut::with_capacity(WRITE_BATCH);
     let mut broken = false;
+    // When our enquire_link went out (ms since `epoch`), while unanswered.
+    let mut probe_sent: Option<u64> = None;
     'write: loop {
         let first = tokio::select! {
             biased;
@@ -166,14 +168,23 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             _ = token.cancelled() => break 'write,
             _ = tick.tick(), if probe.is_some() => {
                 let interval = probe.unwrap_or_default().as_millis() as u64;
-                let idle = (epoch.elapsed().as_millis() as u64)
-                    .saturating_sub(last_rx.load(Ordering::Relaxed));
-                if idle >= 2 * interval {
-                    tracing::debug!(session = out.id, "no answer to enquire_link, closing");
-                    token.cancel();
-                    break 'write;
+                let now = epoch.elapsed().as_millis() as u64;
+                let last = last_rx.load(Ordering::Relaxed);
+                // Closed only for leaving our enquire_link unanswered for an interval (never
+                // for a silence the simulator did not ask about: a late tick on a loaded
+                // machine is not the ESME's fault).
+                match probe_sent {
+                    Some(sent) if last >= sent => probe_sent = None,
+                    Some(sent) if now.saturating_sub(sent) >= interval => {
+                        tracing::debug!(session = out.id, "no answer to enquire_link, closing");
+                        token.cancel();
+                        break 'write;
+                    }
+                    Some(_) => continue,
+                    None => {}
                 }
-                if idle >= interval {
+                if now.saturating_sub(last) >= interval {
+                    probe_sent = Some(now);
                     Some(Out::Header(0x0000_0015, 0, out.next_sequence()))
                 } else {
                     continue;
