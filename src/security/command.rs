@@ -107,7 +107,7 @@ fn check_key_coding(
             "digital signatures (SPI b2b1 = 11) are not supported",
         )),
         Integrity::Rc | Integrity::Cc => {
-            let key = mac.ok_or(SecurityError::MissingKey {
+            let key = mac.ok_or_else(|| SecurityError::MissingKey {
                 field: "KID",
                 what: if integrity == Integrity::Rc {
                     "a redundancy check"
@@ -205,27 +205,33 @@ fn encode_framed_into(
         });
     }
 
+    // CPL through PCNTR, put together on the stack and appended at once.
+    let mut clear = [0u8; CLEAR_PREFIX];
+    clear[..2].copy_from_slice(&(cpl as u16).to_be_bytes());
+    clear[2] = chl as u8;
+    clear[3..5].copy_from_slice(&spi.to_bytes());
+    clear[5] = header.kic.0;
+    clear[6] = header.kid.0;
+    clear[7..10].copy_from_slice(&header.tar);
+    clear[CNTR_AT..CNTR_AT + 5].copy_from_slice(&header.counter.to_bytes());
+    clear[15] = pad as u8;
     out.clear();
     out.reserve(2 + cpl);
-    out.extend_from_slice(&(cpl as u16).to_be_bytes());
-    out.push(chl as u8);
-    out.extend_from_slice(&spi.to_bytes());
-    out.push(header.kic.0);
-    out.push(header.kid.0);
-    out.extend_from_slice(&header.tar);
-    out.extend_from_slice(&header.counter.to_bytes());
-    out.push(pad as u8);
+    out.extend_from_slice(&clear);
     out.resize(CLEAR_PREFIX + cc_len, 0);
     out.extend_from_slice(data);
     out.resize(out.len() + pad, 0);
     if let Some(mac) = mac {
         // The RC/CC covers everything but its own field, which goes in after PCNTR.
-        let (p, n) = cc_length_prefix(framing, out);
-        let value = mac.compute_parts(&[
-            &p[..n],
-            &out[2..CLEAR_PREFIX],
-            &out[CLEAR_PREFIX + cc_len..],
-        ]);
+        let body = &out[CLEAR_PREFIX + cc_len..];
+        let value = match framing {
+            // Over SMS the input starts with CPL as carried.
+            PacketFraming::Sms => mac.compute_parts(&[&clear, body]),
+            PacketFraming::CatTp => {
+                let (p, n) = cc_length_prefix(framing, out);
+                mac.compute_parts(&[&p[..n], &clear[2..], body])
+            }
+        };
         out[CLEAR_PREFIX..CLEAR_PREFIX + cc_len].copy_from_slice(value.as_slice());
     }
     if let Some(cipher) = cipher {
@@ -342,7 +348,7 @@ impl<'a> CommandPacketView<'a> {
         let [pcntr] = take(&secured, 5, "PCNTR")?;
         let value = secured
             .get(6..6 + cc_len)
-            .ok_or(SecurityError::Truncated {
+            .ok_or_else(|| SecurityError::Truncated {
                 field: "RC/CC/DS",
                 needed: cc_len,
                 available: secured.len().saturating_sub(6),

@@ -37,6 +37,7 @@ impl std::fmt::Debug for CipherKey {
 
 impl CipherKey {
     /// Checks the key length against the algorithm and expands the key.
+    #[inline]
     pub fn new(algorithm: CipherAlgorithm, key: &[u8]) -> Result<Self, SecurityError> {
         let bad_len = || SecurityError::KeyLength {
             field: "KIc",
@@ -84,14 +85,7 @@ impl CipherKey {
                 Ok(())
             }
             CipherImpl::Aes(k) => {
-                let mut chain = [0u8; 16];
-                for block in data.chunks_exact_mut(16) {
-                    for (c, b) in chain.iter_mut().zip(block.iter()) {
-                        *c ^= b;
-                    }
-                    k.encrypt(&mut chain);
-                    block.copy_from_slice(&chain);
-                }
+                k.cbc_encrypt(data);
                 Ok(())
             }
         }
@@ -125,6 +119,9 @@ impl CipherKey {
     }
 }
 
+// AES-CMAC's schedule is inline on purpose: it is built per card, and boxing it cost an
+// allocation per key set.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum IntegrityImpl {
     DesCbcMac(DesKey),
@@ -154,6 +151,7 @@ impl std::fmt::Debug for IntegrityKey {
 impl IntegrityKey {
     /// Checks the key length against the algorithm. `cc_len` applies to AES-CMAC only
     /// (8, or 4 where the card profile asks); DES CC is 8, CRC16 2 and CRC32 4 octets.
+    #[inline]
     pub fn new(
         algorithm: IntegrityAlgorithm,
         key: &[u8],
@@ -311,18 +309,34 @@ fn dbl(b: [u8; 16]) -> [u8; 16] {
     r.to_be_bytes()
 }
 
-/// An encrypt-only AES key schedule (CMAC never deciphers).
+/// An AES key schedule, encrypting (CBC, CMAC) and, derived on demand, deciphering (PoRs).
 #[derive(Clone)]
 enum AesEncKey {
-    // Boxed at the leaf: the `aes` crate's schedules hold both the AES-NI and the software
-    // layout (~700 octets), and moving them by value showed as memmove in the profile.
+    /// AES-128 where the CPU has AES-NI: 176 octets inline, no allocation (`aesni.rs`).
+    #[cfg(target_arch = "x86_64")]
+    Ni128(super::aesni::Aes128Ni),
+    // The `aes` crate otherwise: its schedules hold both the AES-NI and the software layout
+    // (~700 octets), boxed at the leaf because moving them by value showed as memmove in the
+    // profile.
     Aes128(Box<aes::Aes128Enc>),
     Aes192(Box<aes::Aes192Enc>),
     Aes256(Box<aes::Aes256Enc>),
 }
 
 impl AesEncKey {
+    #[inline]
     fn new(key: &[u8]) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if let Ok(k) = <&[u8; 16]>::try_from(key) {
+            if let Some(k) = super::aesni::Aes128Ni::new(k) {
+                return Some(Self::Ni128(k));
+            }
+        }
+        Self::portable(key)
+    }
+
+    /// On the `aes` crate only (what CPUs without AES-NI get; the tests compare the two).
+    fn portable(key: &[u8]) -> Option<Self> {
         // Expanded straight into the box: going through Result/Option and Box::new copied the
         // ~700-octet schedule three times (seen as memmove in the profile).
         fn boxed<C: KeyInit>(key: &[u8]) -> Option<Box<C>> {
@@ -346,9 +360,26 @@ impl AesEncKey {
     fn encrypt(&self, block: &mut [u8; 16]) {
         let b = aes::Block::from_mut_slice(block);
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Ni128(k) => k.encrypt_block(block),
             Self::Aes128(k) => k.encrypt_block(b),
             Self::Aes192(k) => k.encrypt_block(b),
             Self::Aes256(k) => k.encrypt_block(b),
+        }
+    }
+
+    /// CBC encryption with a zero IV; `data.len()` a multiple of 16.
+    fn cbc_encrypt(&self, data: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Self::Ni128(k) = self {
+            k.cbc_encrypt(data);
+            return;
+        }
+        let mut chain = [0u8; 16];
+        for block in data.chunks_exact_mut(16) {
+            xor_into(&mut chain, block);
+            self.encrypt(&mut chain);
+            block.copy_from_slice(&chain);
         }
     }
 
@@ -369,6 +400,8 @@ impl AesEncKey {
             }
         }
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Ni128(k) => k.cbc_decrypt(data),
             Self::Aes128(k) => run(&aes::Aes128Dec::from(k.as_ref()), data),
             Self::Aes192(k) => run(&aes::Aes192Dec::from(k.as_ref()), data),
             Self::Aes256(k) => run(&aes::Aes256Dec::from(k.as_ref()), data),
@@ -377,8 +410,13 @@ impl AesEncKey {
 }
 
 impl CmacKey {
+    #[inline]
     fn new(key: &[u8]) -> Option<Self> {
-        let cipher = AesEncKey::new(key)?;
+        Self::with_cipher(AesEncKey::new(key)?)
+    }
+
+    #[inline]
+    fn with_cipher(cipher: AesEncKey) -> Option<Self> {
         let mut l = [0u8; 16];
         cipher.encrypt(&mut l);
         let k1 = dbl(l);
@@ -387,44 +425,81 @@ impl CmacKey {
     }
 
     fn mac(&self, parts: &[&[u8]]) -> [u8; 16] {
-        let mut x = [0u8; 16];
-        let mut buf = [0u8; 16];
-        let mut n = 0;
-        for part in parts {
-            let mut part = *part;
-            while !part.is_empty() {
-                // A full buffered block is processed only once more input follows: the last
-                // block is special.
-                if n == 16 {
-                    xor_into(&mut x, &buf);
-                    self.cipher.encrypt(&mut x);
-                    n = 0;
-                }
-                // Whole blocks straight from the input while more than one block remains.
-                while n == 0 && part.len() > 16 {
-                    let (block, rest) = part.split_at(16);
-                    xor_into(&mut x, block);
-                    self.cipher.encrypt(&mut x);
-                    part = rest;
-                }
-                let take = (16 - n).min(part.len());
-                buf[n..n + take].copy_from_slice(&part[..take]);
-                n += take;
-                part = &part[take..];
-            }
+        #[cfg(target_arch = "x86_64")]
+        if let AesEncKey::Ni128(k) = &self.cipher {
+            return k.cmac(&self.k1, &self.k2, parts);
         }
-        let k = if n == 16 {
-            &self.k1
-        } else {
-            buf[n] = 0x80;
-            buf[n + 1..].fill(0);
-            &self.k2
-        };
-        for ((a, b), k) in x.iter_mut().zip(buf.iter()).zip(k.iter()) {
+        let mut x = [0u8; 16];
+        let (last, complete) = cmac_blocks(parts, |block| {
+            xor_into(&mut x, block);
+            self.cipher.encrypt(&mut x);
+        });
+        let k = if complete { &self.k1 } else { &self.k2 };
+        for ((a, b), k) in x.iter_mut().zip(last.iter()).zip(k.iter()) {
             *a ^= b ^ k;
         }
         self.cipher.encrypt(&mut x);
         x
+    }
+}
+
+/// The block walk of CMAC (RFC 4493 2.4) over the concatenation of `parts`, without joining
+/// them: `absorb` gets every block but the last, in order; the last block comes back, padded
+/// (0x80 then zeros) where it is short, with whether it was complete. An empty input is one
+/// short block.
+#[inline(always)]
+pub(super) fn cmac_blocks(parts: &[&[u8]], mut absorb: impl FnMut(&[u8; 16])) -> ([u8; 16], bool) {
+    let mut buf = [0u8; 16];
+    let mut n = 0;
+    for part in parts {
+        let mut part = *part;
+        while !part.is_empty() {
+            // A full buffered block is processed only once more input follows: the last block
+            // is special.
+            if n == 16 {
+                absorb(&buf);
+                n = 0;
+            }
+            // Whole blocks straight from the input while more than one block remains.
+            while n == 0 && part.len() > 16 {
+                let (block, rest) = part.split_at(16);
+                if let Ok(block) = block.try_into() {
+                    absorb(block);
+                }
+                part = rest;
+            }
+            let take = (16 - n).min(part.len());
+            copy_short(&mut buf[n..n + take], &part[..take]);
+            n += take;
+            part = &part[take..];
+        }
+    }
+    if n == 16 {
+        (buf, true)
+    } else {
+        buf[n] = 0x80;
+        buf[n + 1..].fill(0);
+        (buf, false)
+    }
+}
+
+/// `dst.copy_from_slice(src)` for at most 16 octets, in fixed-size moves: the parts of a CC
+/// input are a few octets each, and a `memcpy` call per part showed in the profile.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    debug_assert!(n <= 16 && dst.len() == n);
+    if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else if n >= 2 {
+        dst[..2].copy_from_slice(&src[..2]);
+        dst[n - 2..].copy_from_slice(&src[n - 2..]);
+    } else if n == 1 {
+        dst[0] = src[0];
     }
 }
 
@@ -457,6 +532,45 @@ mod tests {
             cmac(key, "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710"),
             "51f0bebf7e3b9d92fc49741779363cfe"
         );
+    }
+
+    #[test]
+    fn aes_ni_and_the_aes_crate_give_the_same_cbc_and_cmac() {
+        for key_len in [16usize, 24, 32] {
+            let key: Vec<u8> = (0..key_len as u8)
+                .map(|i| i.wrapping_mul(91) ^ 0x5a)
+                .collect();
+            let (Some(chosen), Some(portable)) = (
+                CmacKey::new(&key),
+                AesEncKey::portable(&key).and_then(CmacKey::with_cipher),
+            ) else {
+                panic!("key of {key_len}")
+            };
+            #[cfg(target_arch = "x86_64")]
+            {
+                if key_len == 16 && std::is_x86_feature_detected!("aes") {
+                    assert!(matches!(chosen.cipher, AesEncKey::Ni128(_)));
+                }
+                assert!(!matches!(portable.cipher, AesEncKey::Ni128(_)));
+            }
+            assert_eq!((chosen.k1, chosen.k2), (portable.k1, portable.k2));
+            for len in 0..130usize {
+                let msg: Vec<u8> = (0..len).map(|i| (i * 7 + key_len) as u8).collect();
+                for split in [0, len / 2, len.saturating_sub(1), len] {
+                    let parts: [&[u8]; 2] = [&msg[..split], &msg[split..]];
+                    assert_eq!(chosen.mac(&parts), portable.mac(&parts), "{key_len} {len}");
+                }
+                if len % 16 == 0 {
+                    let (mut a, mut b) = (msg.clone(), msg.clone());
+                    chosen.cipher.cbc_encrypt(&mut a);
+                    portable.cipher.cbc_encrypt(&mut b);
+                    assert_eq!(a, b, "cbc {key_len} {len}");
+                    chosen.cipher.cbc_decrypt(&mut a);
+                    portable.cipher.cbc_decrypt(&mut b);
+                    assert_eq!((&a, &b), (&msg, &msg), "cbc decrypt {key_len} {len}");
+                }
+            }
+        }
     }
 
     #[test]

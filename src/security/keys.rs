@@ -25,8 +25,9 @@ pub struct KeyConfig<'a> {
 pub struct Scp80Keys {
     cipher: Option<CipherKey>,
     integrity: Option<IntegrityKey>,
-    /// Only where the PoR's integrity kind differs from the command's (RC vs CC).
-    por_integrity: Option<IntegrityKey>,
+    /// Only where the PoR's integrity kind differs from the command's (RC vs CC); boxed, as
+    /// that is rare, to keep the key set small (it is built and moved per card).
+    por_integrity: Option<Box<IntegrityKey>>,
     por_shares_integrity: bool,
 }
 
@@ -86,7 +87,7 @@ impl Scp80Keys {
         let por_integrity = if por_shares_integrity {
             None
         } else {
-            por_only(integrity_key(spi.por_integrity))?
+            por_only(integrity_key(spi.por_integrity))?.map(Box::new)
         };
         Ok(Self {
             cipher,
@@ -105,7 +106,7 @@ impl Scp80Keys {
         Self {
             cipher,
             integrity,
-            por_integrity,
+            por_integrity: por_integrity.map(Box::new),
             por_shares_integrity: false,
         }
     }
@@ -125,7 +126,7 @@ impl Scp80Keys {
         if self.por_shares_integrity {
             self.integrity.as_ref()
         } else {
-            self.por_integrity.as_ref()
+            self.por_integrity.as_deref()
         }
     }
 }

@@ -2,6 +2,8 @@
 //! gateway side (build command packets, verify PoRs) and the card side (verify command packets,
 //! build PoRs). Bytes in, bytes out; no I/O, no clock.
 
+#[cfg(target_arch = "x86_64")]
+mod aesni;
 pub mod algorithm;
 pub mod command;
 pub mod counter;
@@ -121,7 +123,7 @@ pub(crate) fn take<const N: usize>(
 ) -> Result<[u8; N], SecurityError> {
     buf.get(at..at + N)
         .and_then(|s| s.try_into().ok())
-        .ok_or(SecurityError::Truncated {
+        .ok_or_else(|| SecurityError::Truncated {
             field,
             needed: N,
             available: buf.len().saturating_sub(at),

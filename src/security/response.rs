@@ -304,8 +304,9 @@ impl<'a> ResponsePacketView<'a> {
             });
         }
 
-        // PoRs are short: decipher on the stack, on the heap only past 256 octets.
-        let mut stack = [0u8; 256];
+        // PoRs are short: decipher on the stack, on the heap only past 64 octets (a compact
+        // PoR with a CC and up to 40 octets of data fits; zeroing more showed as memset).
+        let mut stack = [0u8; 64];
         let mut heap = Vec::new();
         let secured: &mut [u8] = if region_len <= stack.len() {
             let s = &mut stack[..region_len];
@@ -368,13 +369,13 @@ impl<'a> ResponsePacketView<'a> {
         let [status] = take(secured, 6, "STATUS")?;
         let value = secured
             .get(7..7 + cc_len)
-            .ok_or(SecurityError::Truncated {
+            .ok_or_else(|| SecurityError::Truncated {
                 field: "RC/CC/DS",
                 needed: cc_len,
                 available: secured.len().saturating_sub(7),
             })
             .and_then(|v| {
-                MacValue::from_slice(v).ok_or(SecurityError::HeaderLength {
+                MacValue::from_slice(v).ok_or_else(|| SecurityError::HeaderLength {
                     field: "RHL",
                     value: usize::from(self.rhl),
                     reason: format!("leaves {cc_len} octets for the RC/CC/DS, more than 16"),
