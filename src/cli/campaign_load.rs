@@ -329,7 +329,10 @@ async fn run_async(args: CampaignLoadArgs) -> anyhow::Result<ExitCode> {
     let mut peak_rss = 0u64;
     let mut hwm_before_kill = 0u64;
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Until the kill, look often: a short campaign (3,000 cards in about a second) would
+        // otherwise end between two looks and never be killed.
+        let poll = if killed { 500 } else { 20 };
+        tokio::time::sleep(Duration::from_millis(poll)).await;
         if let Some((hwm, rss)) = memory_of(gateway.0.id()) {
             peak_rss = peak_rss.max(rss);
             hwm_before_kill = hwm_before_kill.max(hwm);
