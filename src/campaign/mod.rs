@@ -805,15 +805,10 @@ impl CampaignPlan {
     /// Key versions: KIc's, KID's, and the one whose counter the card checks (KID's when
     /// there is integrity, else KIc's, as the card does).
     pub fn claim_keys(&self) -> crate::store::ClaimKeys {
-        let counter_version = if self.spi.integrity == crate::security::Integrity::None {
-            self.kic >> 4
-        } else {
-            self.kid >> 4
-        };
         crate::store::ClaimKeys {
             kic_version: self.kic >> 4,
             kid_version: self.kid >> 4,
-            counter_version,
+            counter_version: self.spi.counter_version(self.kic, self.kid),
         }
     }
 

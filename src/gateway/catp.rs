@@ -21,7 +21,7 @@ use otagw_transport::{
 use crate::pipeline::resolve::scp80_keys;
 use crate::security::command::{cattp_command_to_two_octet_form, encode_command_packet};
 use crate::security::{
-    CommandHeader, CommandPacketView, Counter, CounterMode, Integrity, PorRequirement, Spi, Tar,
+    CommandHeader, CommandPacketView, Counter, CounterMode, PorRequirement, Spi, Tar,
 };
 use crate::store::Store;
 
@@ -177,15 +177,9 @@ impl SmsPusher {
         };
         let keys = scp80_keys(&spi, view.kic.0, view.kid.0, &kic_set, &kid_set)
             .map_err(|e| rejected(e.to_string()))?;
-        // The counter belongs to the key set securing the packet: the KID's with integrity.
-        let version = if spi.integrity == Integrity::None {
-            view.kic.version()
-        } else {
-            view.kid.version()
-        };
         let counter = self
             .store
-            .reserve_counter(iccid, version)
+            .reserve_counter(iccid, spi.counter_version(view.kic.0, view.kid.0))
             .await
             .map_err(|e| TransportError::NotConnected(format!("store: {e}")))?;
         let counter = Counter::new(counter).map_err(|e| rejected(e.to_string()))?;

@@ -48,11 +48,7 @@ impl ValidSecurity {
     /// The key version whose counter the card checks: KID's when there is integrity, else KIc's
     /// (as the card side does).
     pub fn counter_version(&self) -> u8 {
-        if self.spi.integrity == crate::security::Integrity::None {
-            self.kic >> 4
-        } else {
-            self.kid >> 4
-        }
+        self.spi.counter_version(self.kic, self.kid)
     }
 }
 

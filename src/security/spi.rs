@@ -159,6 +159,16 @@ impl Spi {
         ]
     }
 
+    /// The version of the key set whose counter a packet with this SPI and these KIc/KID
+    /// octets uses (TS 102 225 clause 5.1.1): the KID's when there is integrity, else the KIc's.
+    pub fn counter_version(&self, kic: u8, kid: u8) -> u8 {
+        if self.integrity == Integrity::None {
+            kic >> 4
+        } else {
+            kid >> 4
+        }
+    }
+
     /// Parses four hex digits.
     pub fn from_hex(s: &str) -> Result<Self, String> {
         let v = hex::decode(s).map_err(|e| format!("SPI {s:?} is not hex: {e}"))?;

@@ -681,11 +681,7 @@ impl VirtualCard {
     /// The key set whose counter the packet is checked against: the KID's with integrity, else
     /// the KIc's.
     fn counter_slot(&self, view: &CommandPacketView<'_>) -> Option<usize> {
-        let version = if view.spi.integrity == Integrity::None {
-            view.kic.version()
-        } else {
-            view.kid.version()
-        };
+        let version = view.spi.counter_version(view.kic.0, view.kid.0);
         self.keys.iter().position(|k| k.version == version)
     }
 
@@ -853,11 +849,7 @@ impl VirtualCard {
         }
 
         // The key set securing the packet: the KID's with integrity, else the KIc's.
-        let key_version = if spi.integrity == Integrity::None {
-            view.kic.version()
-        } else {
-            view.kid.version()
-        };
+        let key_version = spi.counter_version(view.kic.0, view.kid.0);
         // PUSH APDUs to the ISD (TS 102 226 clause 9): nothing to execute here, the terminal
         // opens the channel and the link.
         if matches!(target, Target::Ram) && otagw_catp::push::PushRequest::is_push(&opened.data) {
