@@ -30,51 +30,71 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// The pcap file (microsecond timestamps, one second apart from an arbitrary epoch) holding
-/// `packets` in order. Datagrams longer than an IPv4 packet can say are cut.
-pub fn write(packets: &[Captured]) -> Vec<u8> {
+/// LINKTYPE_RAW: each record is an IP packet.
+pub const LINKTYPE_RAW: u32 = 101;
+/// LINKTYPE_USER0 (DLT 147): records a reader maps to a dissector of its choosing (tshark:
+/// `-o uat:user_dlts:...`).
+pub const LINKTYPE_USER0: u32 = 147;
+
+/// A pcap file (pcap 2.4, microsecond timestamps one second apart from an arbitrary epoch)
+/// whose records are `frames`, as they are, of link type `linktype`.
+pub fn write_frames<F: AsRef<[u8]>>(linktype: u32, frames: &[F]) -> Vec<u8> {
     let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes()); // magic, microsecond timestamps
+    f.extend_from_slice(&2u16.to_le_bytes()); // version 2.4
     f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&0i32.to_le_bytes());
-    f.extend_from_slice(&0u32.to_le_bytes());
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&101u32.to_le_bytes()); // LINKTYPE_RAW
-    for (i, p) in packets.iter().enumerate() {
-        let payload = &p.payload[..p.payload.len().min(65_535 - 28)];
-        let udp_len = 8 + payload.len();
-        let total = 20 + udp_len;
-        let mut ip = vec![
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            (i >> 8) as u8,
-            i as u8,
-            0x40,
-            0,
-            64,
-            17,
-            0,
-            0,
-        ];
-        ip.extend_from_slice(&v4(&p.from));
-        ip.extend_from_slice(&v4(&p.to));
-        let ck = ipv4_checksum(&ip);
-        ip[10..12].copy_from_slice(&ck.to_be_bytes());
-        ip.extend_from_slice(&p.from.port().to_be_bytes());
-        ip.extend_from_slice(&p.to.port().to_be_bytes());
-        ip.extend_from_slice(&(udp_len as u16).to_be_bytes());
-        ip.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
-        ip.extend_from_slice(payload);
+    f.extend_from_slice(&0i32.to_le_bytes()); // thiszone
+    f.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
+    f.extend_from_slice(&65535u32.to_le_bytes()); // snaplen
+    f.extend_from_slice(&linktype.to_le_bytes());
+    for (i, frame) in frames.iter().enumerate() {
+        let frame = frame.as_ref();
         f.extend_from_slice(&(1_700_000_000u32 + i as u32).to_le_bytes());
         f.extend_from_slice(&0u32.to_le_bytes());
-        f.extend_from_slice(&(ip.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(ip.len() as u32).to_le_bytes());
-        f.extend_from_slice(&ip);
+        f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        f.extend_from_slice(frame);
     }
     f
+}
+
+/// The pcap file (LINKTYPE_RAW) holding `packets` in order, each as an IPv4/UDP packet.
+/// Datagrams longer than an IPv4 packet can say are cut.
+pub fn write(packets: &[Captured]) -> Vec<u8> {
+    let frames: Vec<Vec<u8>> = packets
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let payload = &p.payload[..p.payload.len().min(65_535 - 28)];
+            let udp_len = 8 + payload.len();
+            let total = 20 + udp_len;
+            let mut ip = vec![
+                0x45,
+                0,
+                (total >> 8) as u8,
+                total as u8,
+                (i >> 8) as u8,
+                i as u8,
+                0x40,
+                0,
+                64,
+                17,
+                0,
+                0,
+            ];
+            ip.extend_from_slice(&v4(&p.from));
+            ip.extend_from_slice(&v4(&p.to));
+            let ck = ipv4_checksum(&ip);
+            ip[10..12].copy_from_slice(&ck.to_be_bytes());
+            ip.extend_from_slice(&p.from.port().to_be_bytes());
+            ip.extend_from_slice(&p.to.port().to_be_bytes());
+            ip.extend_from_slice(&(udp_len as u16).to_be_bytes());
+            ip.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
+            ip.extend_from_slice(payload);
+            ip
+        })
+        .collect();
+    write_frames(LINKTYPE_RAW, &frames)
 }
 
 #[cfg(test)]

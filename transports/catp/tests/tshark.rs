@@ -7,64 +7,30 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
+use otagw_catp::pcap::{Captured, LINKTYPE_USER0};
 use otagw_catp::pdu::{iccid_to_identification, reason, Flags, Pdu, SynParams, VarPart};
 use otagw_catp::{Config, Connection, Event, Server};
 
-/// pcap (not pcapng) with LINKTYPE_RAW (101): each record is an IPv4 packet.
+/// The pcap file of `packets` (card side 10.0.0.2:40000, gateway 10.0.0.1:45000).
 fn pcap(packets: &[(bool, Vec<u8>)]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes()); // magic, microsecond timestamps
-    f.extend_from_slice(&2u16.to_le_bytes()); // version 2.4
-    f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&0i32.to_le_bytes()); // thiszone
-    f.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
-    f.extend_from_slice(&65535u32.to_le_bytes()); // snaplen
-    f.extend_from_slice(&101u32.to_le_bytes()); // LINKTYPE_RAW
-    for (i, (from_card, payload)) in packets.iter().enumerate() {
-        let (src, dst, sport, dport) = if *from_card {
-            ([10, 0, 0, 2], [10, 0, 0, 1], 40000u16, 45000u16)
-        } else {
-            ([10, 0, 0, 1], [10, 0, 0, 2], 45000u16, 40000u16)
-        };
-        let udp_len = 8 + payload.len();
-        let total = 20 + udp_len;
-        let mut ip = vec![
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0,
-            i as u8,
-            0x40,
-            0,
-            64,
-            17,
-            0,
-            0,
-        ];
-        ip.extend_from_slice(&src);
-        ip.extend_from_slice(&dst);
-        let mut sum: u32 = ip
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        while sum > 0xFFFF {
-            sum = (sum & 0xFFFF) + (sum >> 16);
-        }
-        let ck = !(sum as u16);
-        ip[10..12].copy_from_slice(&ck.to_be_bytes());
-        ip.extend_from_slice(&sport.to_be_bytes());
-        ip.extend_from_slice(&dport.to_be_bytes());
-        ip.extend_from_slice(&(udp_len as u16).to_be_bytes());
-        ip.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
-        ip.extend_from_slice(payload);
-        f.extend_from_slice(&(1_700_000_000u32 + i as u32).to_le_bytes());
-        f.extend_from_slice(&0u32.to_le_bytes());
-        f.extend_from_slice(&(ip.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(ip.len() as u32).to_le_bytes());
-        f.extend_from_slice(&ip);
-    }
-    f
+    let card: std::net::SocketAddr = "10.0.0.2:40000".parse().unwrap();
+    let gateway: std::net::SocketAddr = "10.0.0.1:45000".parse().unwrap();
+    let captured: Vec<Captured> = packets
+        .iter()
+        .map(|(from_card, payload)| {
+            let (from, to) = if *from_card {
+                (card, gateway)
+            } else {
+                (gateway, card)
+            };
+            Captured {
+                from,
+                to,
+                payload: payload.clone(),
+            }
+        })
+        .collect();
+    otagw_catp::pcap::write(&captured)
 }
 
 const FIELDS: &[&str] = &[
@@ -353,20 +319,7 @@ fn tshark_reads_the_push_open_channel_objects_as_meant() {
         open_channel.extend_from_slice(data);
         records.push(open_channel);
     }
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    f.extend_from_slice(&2u16.to_le_bytes());
-    f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&0i32.to_le_bytes());
-    f.extend_from_slice(&0u32.to_le_bytes());
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&147u32.to_le_bytes()); // LINKTYPE_USER0
-    for r in &records {
-        f.extend_from_slice(&[0u8; 8]);
-        f.extend_from_slice(&(r.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(r.len() as u32).to_le_bytes());
-        f.extend_from_slice(r);
-    }
+    let f = otagw_catp::pcap::write_frames(LINKTYPE_USER0, &records);
     let dir = std::env::temp_dir().join(format!("otagw-push-tshark-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("open_channel.pcap");
