@@ -231,6 +231,22 @@ pub struct CardOutcome {
     pub push: Option<otagw_catp::push::PushRequest>,
 }
 
+impl CardOutcome {
+    /// A packet taken in and handed on without running a script (a trigger, a push): PoR OK,
+    /// nothing executed.
+    fn received(por: Option<PorReply>) -> Self {
+        CardOutcome {
+            status: Some(PorStatus::Ok),
+            executed: 0,
+            last_sw: None,
+            por_protected: por.is_some(),
+            por,
+            detail: None,
+            push: None,
+        }
+    }
+}
+
 /// Card behaviours that differ between real cards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CardPolicy {
@@ -838,13 +854,8 @@ impl VirtualCard {
                 })
                 .flatten();
             return CardOutcome {
-                status: Some(PorStatus::Ok),
-                executed: 0,
-                last_sw: None,
-                por_protected: por.is_some(),
-                por,
                 detail: Some("SCP81 administration session trigger".into()),
-                push: None,
+                ..CardOutcome::received(por)
             };
         }
 
@@ -860,13 +871,8 @@ impl VirtualCard {
                 })
                 .flatten();
             return CardOutcome {
-                status: Some(PorStatus::Ok),
-                executed: 0,
-                last_sw: None,
-                por_protected: por.is_some(),
-                por,
-                detail: None,
                 push,
+                ..CardOutcome::received(por)
             };
         }
         let run = self.execute(target, &opened.data, Some(key_version));
