@@ -815,44 +815,38 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
     let Some(counter) = card.counter else {
         return End::new(step, card_state::FAILED, "no counter reserved");
     };
-    if step >= SMS_FALLBACK_STEP {
-        // Resuming a card that had gone over to SMS: it stays there.
-        let Some(fallback) = run.fallback.as_ref() else {
-            return End::new(
-                step,
-                card_state::FAILED,
-                "the card was falling back to SMS, which is off now",
-            );
+    // A card resumed at SMS_FALLBACK_STEP or later had gone over to SMS: it stays there.
+    let (step, counter, resume) = if step < SMS_FALLBACK_STEP {
+        let primary = Leg {
+            route: run.route.clone(),
+            framing: run.framing,
+            plan: run.plan.clone(),
         };
-        return fallback_leg(
-            shared, run, fallback, &card, &msisdn, &options, &keys, step, counter, resume,
+        let end = run_leg(
+            shared, run, &primary, &card, &msisdn, &options, &keys, 0, step, counter, resume,
         )
         .await;
-    }
-    let primary = Leg {
-        route: run.route.clone(),
-        framing: run.framing,
-        plan: run.plan.clone(),
+        // A card that opened no CAT_TP link for its first packet never got anything: it goes
+        // over SMS, secured anew (a new counter, the plan cut for SMS). Its row's steps move
+        // to SMS_FALLBACK_STEP on, so that a restart resumes it on SMS, never on CAT_TP again.
+        if run.fallback.is_none() || !end.unreached || end.step != 0 {
+            return end;
+        }
+        match next_counter(shared, run, &card.iccid, SMS_FALLBACK_STEP).await {
+            Ok(c) => (SMS_FALLBACK_STEP, c, false),
+            Err(e) => return End::new(step, card_state::FAILED, e),
+        }
+    } else {
+        (step, counter, resume)
     };
-    let end = run_leg(
-        shared, run, &primary, &card, &msisdn, &options, &keys, 0, step, counter, resume,
-    )
-    .await;
-    // A card that opened no CAT_TP link for its first packet never got anything: it goes
-    // over SMS, secured anew (a new counter, the plan cut for SMS). Its row's steps move to
-    // SMS_FALLBACK_STEP on, so that a restart resumes it on SMS, never on CAT_TP again.
-    let Some(fallback) = run
-        .fallback
-        .as_ref()
-        .filter(|_| end.unreached && end.step == 0)
-    else {
-        return end;
+    let Some(fallback) = run.fallback.as_ref() else {
+        return End::new(
+            step,
+            card_state::FAILED,
+            "the card was falling back to SMS, which is off now",
+        );
     };
-    let counter = match next_counter(shared, run, &card.iccid, SMS_FALLBACK_STEP).await {
-        Ok(c) => c,
-        Err(e) => return End::new(step, card_state::FAILED, e),
-    };
-    fallback_leg(
+    let mut end = run_leg(
         shared,
         run,
         fallback,
@@ -860,37 +854,6 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
         &msisdn,
         &options,
         &keys,
-        SMS_FALLBACK_STEP,
-        counter,
-        false,
-    )
-    .await
-}
-
-/// Steps recorded from here on are those of the SMS fallback's plan (step - this).
-pub const SMS_FALLBACK_STEP: i64 = 1_000_000;
-
-#[allow(clippy::too_many_arguments)]
-async fn fallback_leg(
-    shared: &Shared,
-    run: &Run,
-    leg: &Leg,
-    card: &ClaimedCard,
-    msisdn: &str,
-    options: &SendOptions,
-    keys: &crate::security::Scp80Keys,
-    step: i64,
-    counter: u64,
-    resume: bool,
-) -> End {
-    let mut end = run_leg(
-        shared,
-        run,
-        leg,
-        card,
-        msisdn,
-        options,
-        keys,
         SMS_FALLBACK_STEP,
         step - SMS_FALLBACK_STEP,
         counter,
@@ -901,6 +864,9 @@ async fn fallback_leg(
     end.detail = format!("over SMS (no CAT_TP link): {}", end.detail);
     end
 }
+
+/// Steps recorded from here on are those of the SMS fallback's plan (step - this).
+pub const SMS_FALLBACK_STEP: i64 = 1_000_000;
 
 /// Runs a card's packets from `step` on over one transport; `counter` is the one reserved for
 /// the packet at `step`. The card's row records steps from `step_base` on.
