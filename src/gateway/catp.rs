@@ -105,19 +105,8 @@ pub fn push_for_profile(
 
 /// Checks a profile's `defaults.catp` when the profile is created (the error names the field).
 pub fn check_profile_catp(catp: &serde_json::Value) -> Result<(), (String, String)> {
-    let base = PushRequest {
-        bip: otagw_catp::push::BipOpenRequest {
-            bearer: otagw_catp::push::Bearer::default_bearer(),
-            buffer_size: 1400,
-            network_access_name: None,
-            destination: std::net::SocketAddr::from(([127, 0, 0, 1], 4500)),
-        },
-        link: otagw_catp::push::CatTpLinkRequest {
-            destination_port: 4500,
-            max_sdu_size: u16::MAX,
-            identification: Vec::new(),
-        },
-    };
+    let base = otagw_catp::CatpSettings::default()
+        .push_request(std::net::SocketAddr::from(([127, 0, 0, 1], 4500)));
     push_for_profile(&base, [0; 3], catp).map(|_| ())
 }
 

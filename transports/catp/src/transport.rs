@@ -63,6 +63,25 @@ pub struct CatpSettings {
     pub max_packet_len: usize,
 }
 
+impl CatpSettings {
+    /// The push these settings ask cards for, with `destination` as the address to reach.
+    pub fn push_request(&self, destination: SocketAddr) -> PushRequest {
+        PushRequest {
+            bip: BipOpenRequest {
+                bearer: self.bearer.clone(),
+                buffer_size: self.buffer_size,
+                network_access_name: self.network_access_name.clone(),
+                destination,
+            },
+            link: CatTpLinkRequest {
+                destination_port: self.cattp_port,
+                max_sdu_size: self.link.max_sdu_size,
+                identification: Vec::new(),
+            },
+        }
+    }
+}
+
 impl Default for CatpSettings {
     fn default() -> Self {
         CatpSettings {
@@ -310,19 +329,7 @@ impl CatpTransport {
         if destination.ip().is_unspecified() {
             destination.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
         }
-        let push_request = PushRequest {
-            bip: BipOpenRequest {
-                bearer: settings.bearer.clone(),
-                buffer_size: settings.buffer_size,
-                network_access_name: settings.network_access_name.clone(),
-                destination,
-            },
-            link: CatTpLinkRequest {
-                destination_port: settings.cattp_port,
-                max_sdu_size: settings.link.max_sdu_size,
-                identification: Vec::new(),
-            },
-        };
+        let push_request = settings.push_request(destination);
         let inner = Arc::new(Inner {
             endpoint,
             pusher,
