@@ -13,67 +13,12 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use otagw::security::command::encode_command_packet;
-use otagw::security::response::encode_response_packet;
 use otagw::security::*;
 use otagw_sms::{split_packet, ConcatReference, PacketKind};
 
-/// 96 octets of RFM APDUs (the most that fits one SMS with AES padding): SELECT 3F00 / 7F20 /
-/// 6F46, UPDATE BINARY of 17 octets, and an UPDATE RECORD filling up to 96.
-fn rfm_apdus() -> Vec<u8> {
-    let mut d = hex::decode(concat!(
-        "a0a40000023f00",
-        "a0a40000027f20",
-        "a0a40000026f46",
-        "a0d6000011016f746167772064656d6f20202020ffff",
-    ))
-    .expect("hex");
-    d.extend_from_slice(&[0xA0, 0xDC, 0x01, 0x04]);
-    let filler = 96 - d.len() - 1;
-    d.push(filler as u8);
-    d.resize(96, 0x55);
-    d
-}
-
-struct Case {
-    name: &'static str,
-    spi: Spi,
-    kic: u8,
-    kid: u8,
-    kic_key: Vec<u8>,
-    kid_key: Vec<u8>,
-}
-
-fn cases() -> [Case; 2] {
-    // SPI 16 39: ciphered + CC + counter must be higher; PoR always, ciphered + CC, by SMS-SUBMIT.
-    let spi = Spi::from_bytes([0x16, 0x39]);
-    [
-        Case {
-            name: "aes128",
-            spi,
-            kic: 0x12,
-            kid: 0x12,
-            kic_key: (0u8..16).collect(),
-            kid_key: (16u8..32).collect(),
-        },
-        Case {
-            name: "3des2k",
-            spi,
-            kic: 0x15,
-            kid: 0x15,
-            kic_key: (0u8..16).collect(),
-            kid_key: (16u8..32).collect(),
-        },
-    ]
-}
-
-fn resolve(c: &Case) -> Scp80Keys {
-    let cfg = KeyConfig {
-        kic_key: Some(&c.kic_key),
-        kid_key: Some(&c.kid_key),
-        ..Default::default()
-    };
-    Scp80Keys::resolve(&c.spi, c.kic, c.kid, &cfg).expect("keys")
-}
+#[path = "fixtures/scp80_case.rs"]
+mod case;
+use case::{cases, header, por, resolve, rfm_apdus, Case};
 
 fn scp80(c: &mut Criterion) {
     let data = rfm_apdus();
@@ -81,26 +26,8 @@ fn scp80(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for case in cases() {
         let keys = resolve(&case);
-        let header = CommandHeader {
-            spi: case.spi,
-            kic: KeyIdentifier(case.kic),
-            kid: KeyIdentifier(case.kid),
-            tar: [0xB0, 0x00, 0x10],
-            counter: Counter::new(0x42).expect("counter"),
-        };
-        // The card's PoR: compact response, 1 command executed, SW 9000.
-        let por = encode_response_packet(
-            &ResponseHeader {
-                tar: header.tar,
-                counter: header.counter,
-                status: PorStatus::Ok,
-            },
-            &case.spi,
-            &keys,
-            &[0x01, 0x90, 0x00],
-            CcScope::SmsUdh,
-        )
-        .expect("por");
+        let header = header(&case);
+        let por = por(&case, &header, &keys);
         let packet = encode_command_packet(&header, &keys, &data).expect("packet");
         assert!(packet.len() <= 137, "one SMS: {} octets", packet.len());
 

@@ -12,40 +12,11 @@
 use std::hint::black_box;
 
 use otagw::security::command::encode_command_packet;
-use otagw::security::response::encode_response_packet;
 use otagw::security::*;
 
-fn rfm_apdus() -> Vec<u8> {
-    let mut d = hex::decode(concat!(
-        "a0a40000023f00",
-        "a0a40000027f20",
-        "a0a40000026f46",
-        "a0d6000011016f746167772064656d6f20202020ffff",
-    ))
-    .expect("hex");
-    d.extend_from_slice(&[0xA0, 0xDC, 0x01, 0x04]);
-    let filler = 96 - d.len() - 1;
-    d.push(filler as u8);
-    d.resize(96, 0x55);
-    d
-}
-
-struct Case {
-    spi: Spi,
-    kic: u8,
-    kid: u8,
-    kic_key: Vec<u8>,
-    kid_key: Vec<u8>,
-}
-
-fn resolve(c: &Case) -> Scp80Keys {
-    let cfg = KeyConfig {
-        kic_key: Some(&c.kic_key),
-        kid_key: Some(&c.kid_key),
-        ..Default::default()
-    };
-    Scp80Keys::resolve(&c.spi, c.kic, c.kid, &cfg).expect("keys")
-}
+#[path = "../benches/fixtures/scp80_case.rs"]
+mod case;
+use case::{cases, header, por, resolve, rfm_apdus, Case};
 
 #[inline(never)]
 fn one_packet(case: &Case, header: &CommandHeader, data: &[u8], por: &[u8]) {
@@ -62,36 +33,14 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
-    let case = Case {
-        spi: Spi::from_bytes([0x16, 0x39]),
-        kic: 0x12,
-        kid: 0x12,
-        kic_key: (0u8..16).collect(),
-        kid_key: (16u8..32).collect(),
-    };
+    // The AES-128 case of the benchmark.
+    let [case, _] = cases();
     let keys = resolve(&case);
-    let header = CommandHeader {
-        spi: case.spi,
-        kic: KeyIdentifier(case.kic),
-        kid: KeyIdentifier(case.kid),
-        tar: [0xB0, 0x00, 0x10],
-        counter: Counter::new(0x42).expect("counter"),
-    };
-    let por = encode_response_packet(
-        &ResponseHeader {
-            tar: header.tar,
-            counter: header.counter,
-            status: PorStatus::Ok,
-        },
-        &case.spi,
-        &keys,
-        &[0x01, 0x90, 0x00],
-        CcScope::SmsUdh,
-    )
-    .expect("por");
+    let header = header(&case);
+    let por = por(&case, &header, &keys);
     let data = rfm_apdus();
     let packet = encode_command_packet(&header, &keys, &data).expect("packet");
-    println!("{}", hex::encode(&packet));
+    println!("{}: {}", case.name, hex::encode(&packet));
     // The parts, each the fastest of 50 batches.
     let part = |name: &str, f: &dyn Fn()| {
         let mut best = f64::MAX;
