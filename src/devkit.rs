@@ -87,6 +87,21 @@ impl Default for DevOptions {
     }
 }
 
+/// An IJC load file with a Method component of `method_len` octets (a small package otherwise),
+/// for applet uploads in tests and demos: large ones need several SMS.
+pub fn sample_load_file(method_len: usize) -> Vec<u8> {
+    let mut out = hex::decode(
+        "010010DECAFFED010204000106F00102030405020003AABBCC0400010003000B0107F0010203040501002A\
+         0600021111",
+    )
+    .unwrap_or_default();
+    out.push(0x07);
+    out.extend_from_slice(&(method_len as u16).to_be_bytes());
+    out.extend((0..method_len).map(|i| (i % 251) as u8));
+    out.extend(hex::decode("08000133050002444409000155").unwrap_or_default());
+    out
+}
+
 /// The running environment.
 pub struct DevEnv {
     /// The gateway.
@@ -390,6 +405,21 @@ impl DevEnv {
             }
         }
         Ok(())
+    }
+
+    /// POST raw bytes (an applet upload) with the token: (status, body).
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, serde_json::Value), DevkitError> {
+        self.call(
+            self.client
+                .post(self.url(path))
+                .bearer_auth(&self.token)
+                .body(body),
+        )
+        .await
     }
 
     /// PUT JSON with the token: (status, body).

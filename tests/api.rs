@@ -788,45 +788,21 @@ async fn two_gateways_never_send_a_command_twice(backend: &str) {
     env.shutdown().await;
 }
 
-/// An IJC load file of about `method_len` octets of method code (the package of the script
-/// tests, with a larger Method component so that it needs several SMS).
-fn ijc(method_len: usize) -> Vec<u8> {
-    let mut out = hex::decode(
-        "010010DECAFFED010204000106F00102030405020003AABBCC0400010003000B0107F0010203040501002A\
-         0600021111",
-    )
-    .unwrap_or_default();
-    out.push(0x07);
-    out.extend_from_slice(&(method_len as u16).to_be_bytes());
-    out.extend((0..method_len).map(|i| (i % 251) as u8));
-    out.extend(hex::decode("08000133050002444409000155").unwrap_or_default());
-    out
-}
-
 async fn applet_upload_install_delete(backend: &str) {
     let env = env_for(backend, DevOptions::default()).await;
     let iccid = env.iccid(0).expect("card");
     let msisdn = env.msisdn(0).expect("card");
-    let url = format!("{}/api/v1/applets?name=hello", env.server.base_url());
-    let r = env
-        .client
-        .post(&url)
-        .bearer_auth(&env.token)
-        .body(b"not a cap".to_vec())
-        .send()
+    let url = "/api/v1/applets?name=hello";
+    let (code, _) = env
+        .post_bytes(url, b"not a cap".to_vec())
         .await
         .expect("upload");
-    assert_eq!(r.status().as_u16(), 422);
-    let r = env
-        .client
-        .post(&url)
-        .bearer_auth(&env.token)
-        .body(ijc(1500))
-        .send()
+    assert_eq!(code, 422);
+    let (code, up) = env
+        .post_bytes(url, devkit::sample_load_file(1500))
         .await
         .expect("upload");
-    assert_eq!(r.status().as_u16(), 201);
-    let up: Value = r.json().await.unwrap_or_default();
+    assert_eq!(code, 201, "{up}");
     let applet = up["appletId"].as_str().unwrap_or_default().to_string();
     let mut install = cmd(
         "APP_INSTALL",

@@ -72,20 +72,6 @@ fn long_rfm() -> Value {
     json!({ "apdus": apdus })
 }
 
-/// A CAP-shaped load file with a method component of `method_len` octets.
-fn ijc(method_len: usize) -> Vec<u8> {
-    let mut out = hex::decode(
-        "010010DECAFFED010204000106F00102030405020003AABBCC0400010003000B0107F0010203040501002A\
-         0600021111",
-    )
-    .unwrap_or_default();
-    out.push(0x07);
-    out.extend_from_slice(&(method_len as u16).to_be_bytes());
-    out.extend((0..method_len).map(|i| (i % 251) as u8));
-    out.extend(hex::decode("08000133050002444409000155").unwrap_or_default());
-    out
-}
-
 fn catp_stats(env: &DevEnv) -> otagw_catp::transport::CatpStats {
     env.server.catp.as_ref().expect("catp transport").stats()
 }
@@ -104,17 +90,11 @@ async fn rfm_and_ram_scripts_over_one_pushed_link() {
 
     // A RAM load of a 3000-octet method component: one packet over CAT_TP, where SMS would
     // need about 25.
-    let url = format!("{}/api/v1/applets?name=catp", env.server.base_url());
-    let up = env
-        .client
-        .post(&url)
-        .bearer_auth(&env.token)
-        .body(ijc(3000))
-        .send()
+    let (code, up) = env
+        .post_bytes("/api/v1/applets?name=catp", devkit::sample_load_file(3000))
         .await
         .expect("upload");
-    assert_eq!(up.status().as_u16(), 201);
-    let up: Value = up.json().await.unwrap_or_default();
+    assert_eq!(code, 201, "{up}");
     let applet = up["appletId"].as_str().unwrap_or_default().to_string();
     let r = run(
         &env,

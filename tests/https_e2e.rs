@@ -211,20 +211,6 @@ async fn rfm_over_https_for_each_suite_and_version() {
     env.shutdown().await;
 }
 
-/// An IJC load file of about `method_len` octets of method code.
-fn ijc(method_len: usize) -> Vec<u8> {
-    let mut out = hex::decode(
-        "010010DECAFFED010204000106F00102030405020003AABBCC0400010003000B0107F0010203040501002A\
-         0600021111",
-    )
-    .unwrap_or_default();
-    out.push(0x07);
-    out.extend_from_slice(&(method_len as u16).to_be_bytes());
-    out.extend((0..method_len).map(|i| (i % 251) as u8));
-    out.extend(hex::decode("08000133050002444409000155").unwrap_or_default());
-    out
-}
-
 /// A RAM install of an applet of several kilobytes: one trigger, one session, several chunks.
 async fn ram_install_in_one_session(backend: &str) {
     let env = env_with(
@@ -239,17 +225,11 @@ async fn ram_install_in_one_session(backend: &str) {
     let handsets = env.https.clone().expect("https handsets");
     let iccid = env.iccid(1).expect("card");
     let msisdn = env.msisdn(1).expect("card");
-    let url = format!("{}/api/v1/applets?name=big", env.server.base_url());
-    let r = env
-        .client
-        .post(&url)
-        .bearer_auth(&env.token)
-        .body(ijc(6000))
-        .send()
+    let (code, up) = env
+        .post_bytes("/api/v1/applets?name=big", devkit::sample_load_file(6000))
         .await
         .expect("upload");
-    assert_eq!(r.status().as_u16(), 201);
-    let up: Value = r.json().await.unwrap_or_default();
+    assert_eq!(code, 201, "{up}");
     let applet = up["appletId"].as_str().unwrap_or_default().to_string();
     let id = post_ok(
         &env,
