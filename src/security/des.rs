@@ -55,16 +55,22 @@ impl DesKey {
     /// Schedules 8 (single DES), 16 (K1 K2 K1) or 24 (K1 K2 K3) octets; `None` otherwise.
     pub(crate) fn new(key: &[u8]) -> Option<Self> {
         let part = |i: usize| -> Option<[u8; 8]> { key.get(8 * i..8 * i + 8)?.try_into().ok() };
-        let (k1, k2, k3, triple) = match key.len() {
-            8 => (part(0)?, part(0)?, part(0)?, false),
-            16 => (part(0)?, part(1)?, part(0)?, true),
-            24 => (part(0)?, part(1)?, part(2)?, true),
+        // The distinct keys to schedule; two-key 3DES (K1 K2 K1) copies K1's schedule into the
+        // third slot, and single DES leaves slots 2 and 3 unused.
+        let (distinct, triple) = match key.len() {
+            8 => (1, false),
+            16 => (2, true),
+            24 => (3, true),
             _ => return None,
         };
         let mut ks = Box::new([KeySchedule([0; 32]); 3]);
-        for (schedule, k) in ks.iter_mut().zip([k1, k2, k3]) {
+        for (i, schedule) in ks.iter_mut().enumerate().take(distinct) {
+            let k = part(i)?;
             // SAFETY: `k` is 8 readable octets and `schedule` a writable DES_key_schedule.
             unsafe { DES_set_key_unchecked(&k, schedule) };
+        }
+        if distinct == 2 {
+            ks[2] = ks[0];
         }
         Some(Self { ks, triple })
     }
