@@ -227,7 +227,7 @@ impl Rig {
         };
         let rx = self.dispatcher.send(message, pending).await.expect("sent");
         match tokio::time::timeout(Duration::from_secs(30), rx).await {
-            Ok(Ok(OtaOutcome::Por(por))) => {
+            Ok(Ok(OtaOutcome::Por(por, _))) => {
                 assert_eq!(por.status, PorStatus::Ok);
                 // Compact response: executed count, then SW 9000 of the DELETE.
                 assert_eq!(por.data.get(1..3), Some(&[0x90, 0x00][..]), "{por:?}");

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use otagw_transport::{
-    DeliveryEvent, EventSink, MessageId, OutboundMessage, Transport, TransportError,
+    DeliveryEvent, EventSink, InboundAck, MessageId, OutboundMessage, Transport, TransportError,
 };
 use tokio::sync::oneshot;
 
@@ -20,8 +20,9 @@ use crate::security::{CcScope, DecodedResponse};
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OtaOutcome {
-    /// The card's PoR, verified.
-    Por(DecodedResponse),
+    /// The card's PoR, verified, with the network's acknowledgement of it: whoever records
+    /// the PoR drops the acknowledgement after the record is durable.
+    Por(DecodedResponse, InboundAck),
     /// The transport gave up on it.
     Failed(TransportError),
 }
@@ -63,6 +64,8 @@ pub enum DispatchNote {
         scope: CcScope,
         /// Why it did not match here.
         reason: String,
+        /// The network's acknowledgement, held until the PoR is recorded or given up.
+        ack: InboundAck,
     },
 }
 
@@ -103,6 +106,7 @@ impl EventSink for Inner {
                 from,
                 packet,
                 sms_framing,
+                ack,
             } => {
                 let scope = if sms_framing {
                     CcScope::SmsUdh
@@ -116,7 +120,9 @@ impl EventSink for Inner {
                     Err(_) => return,
                 };
                 match matched {
-                    Ok((command, decoded)) => self.resolve(command.id, OtaOutcome::Por(decoded)),
+                    Ok((command, decoded)) => {
+                        self.resolve(command.id, OtaOutcome::Por(decoded, ack))
+                    }
                     Err(e @ CorrelationError::Security { .. }) => {
                         self.rejected.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!("PoR rejected: {e}");
@@ -128,6 +134,7 @@ impl EventSink for Inner {
                             packet,
                             scope,
                             reason: e.to_string(),
+                            ack,
                         });
                     }
                     Err(e) => {
@@ -138,6 +145,7 @@ impl EventSink for Inner {
                             packet,
                             scope,
                             reason: e.to_string(),
+                            ack,
                         });
                     }
                 }

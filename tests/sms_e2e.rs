@@ -174,7 +174,7 @@ async fn outcome(rx: tokio::sync::oneshot::Receiver<OtaOutcome>) -> OtaOutcome {
 }
 
 fn assert_por_ok(o: &OtaOutcome, executed: usize) {
-    let OtaOutcome::Por(d) = o else {
+    let OtaOutcome::Por(d, _) = o else {
         panic!("expected a PoR, got {o:?}")
     };
     assert_eq!(d.status, PorStatus::Ok, "{d:?}");

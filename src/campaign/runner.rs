@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use otagw_transport::{
-    Destination, MessageId, OutboundMessage, Payload, SendOptions, TransportError,
+    Destination, InboundAck, MessageId, OutboundMessage, Payload, SendOptions, TransportError,
 };
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -165,7 +165,9 @@ impl Orphans {
 }
 
 enum WriterMsg {
-    Update(CardUpdate),
+    /// A card's row, with the acknowledgement of the PoR it records (if any), which goes
+    /// once the row is written.
+    Update(CardUpdate, InboundAck),
     Flush(oneshot::Sender<()>),
 }
 
@@ -265,11 +267,17 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<WriterMsg>) {
     const MAX_BATCH: usize = 4000;
     let mut updates = Vec::with_capacity(MAX_BATCH);
     let mut acks = Vec::new();
+    let mut por_acks = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(m) = next.take() {
             match m {
-                WriterMsg::Update(u) => updates.push(u),
+                WriterMsg::Update(u, ack) => {
+                    updates.push(u);
+                    if !ack.is_none() {
+                        por_acks.push(ack);
+                    }
+                }
                 WriterMsg::Flush(a) => acks.push(a),
             }
             if updates.len() < MAX_BATCH {
@@ -288,6 +296,8 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<WriterMsg>) {
                 }
             }
         }
+        // Written: the PoRs these rows record may be acknowledged to the network now.
+        por_acks.clear();
         for a in acks.drain(..) {
             let _ = a.send(());
         }
@@ -303,7 +313,12 @@ async fn flush(shared: &Shared) {
 }
 
 async fn record(shared: &Shared, update: CardUpdate) {
-    let _ = shared.writer.send(WriterMsg::Update(update)).await;
+    record_por(shared, update, InboundAck::none()).await;
+}
+
+/// Records `update`, which holds a PoR's result: `ack` goes when the row is written.
+async fn record_por(shared: &Shared, update: CardUpdate, ack: InboundAck) {
+    let _ = shared.writer.send(WriterMsg::Update(update, ack)).await;
 }
 
 async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote>) {
@@ -315,8 +330,13 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
                 from,
                 packet,
                 scope,
+                ack,
                 ..
             } => {
+                // Acknowledged now, kept in memory only: a card resumed after a restart takes
+                // it within `resume_wait`, and the network must not wait that long. (A second
+                // stop in between loses it: the card then reads "PoR lost in a restart".)
+                drop(ack);
                 if let Ok(mut o) = shared.orphans.lock() {
                     let msisdn = from.trim_start_matches('+').to_string();
                     o.add(msisdn, packet, scope, now_ms());
@@ -662,6 +682,8 @@ struct End {
     detail: String,
     /// The transport never reached the card (a CAT_TP card that opened no link).
     unreached: bool,
+    /// The acknowledgement of the PoR this end records, sent once it is written.
+    ack: InboundAck,
 }
 
 impl End {
@@ -671,7 +693,13 @@ impl End {
             state,
             detail: detail.into(),
             unreached: false,
+            ack: InboundAck::none(),
         }
+    }
+
+    fn acknowledging(mut self, ack: InboundAck) -> Self {
+        self.ack = ack;
+        self
     }
 }
 
@@ -690,7 +718,7 @@ async fn card_task(
     } else {
         run.tally.unsuccessful.fetch_add(1, Ordering::Relaxed);
     }
-    record(
+    record_por(
         &shared,
         CardUpdate {
             campaign_id: run.id,
@@ -703,6 +731,7 @@ async fn card_task(
             counter: None,
             detail: Some(end.detail),
         },
+        end.ack,
     )
     .await;
 }
@@ -934,13 +963,13 @@ async fn run_leg(
                 };
                 if let Some(d) = orphan(shared) {
                     leg.route.dispatcher.forget(id);
-                    early = Some(OtaOutcome::Por(d));
+                    early = Some(OtaOutcome::Por(d, InboundAck::none()));
                 } else {
                     match tokio::time::timeout(shared.config.resume_wait, rx).await {
                         Ok(Ok(o)) => early = Some(o),
                         _ => {
                             leg.route.dispatcher.forget(id);
-                            early = orphan(shared).map(OtaOutcome::Por);
+                            early = orphan(shared).map(|d| OtaOutcome::Por(d, InboundAck::none()));
                         }
                     }
                 }
@@ -1005,7 +1034,7 @@ async fn run_leg(
         };
         land(shared, id);
         match outcome {
-            Ok(OtaOutcome::Por(resp)) => {
+            Ok(OtaOutcome::Por(resp, ack)) => {
                 if resume && resp.status == PorStatus::CounterLow {
                     // The resend of a packet sent before the restart: the card had it
                     // already (its counter is never used for another packet), so it ran it;
@@ -1015,7 +1044,8 @@ async fn run_leg(
                         card_state::FAILED,
                         "PoR lost in a restart: the card had already received this packet \
                          (it answered the resend with counter low); its result is unknown",
-                    );
+                    )
+                    .acknowledging(ack);
                 }
                 if resp.status != PorStatus::Ok {
                     return End::new(
@@ -1026,22 +1056,30 @@ async fn run_leg(
                             resp.status.to_byte(),
                             resp.status_name
                         ),
-                    );
+                    )
+                    .acknowledging(ack);
                 }
                 match plan.check_response(&resp.data) {
                     Ok(detail) => {
                         if step + 1 < scripts.len() as i64 {
                             step += 1;
+                            // The next step's row, written before the PoR is acknowledged,
+                            // says this step is done.
                             match next_counter(shared, run, &card.iccid, step_base + step).await {
                                 Ok(c) => counter = c,
-                                Err(e) => return End::new(step, card_state::FAILED, e),
+                                Err(e) => {
+                                    return End::new(step, card_state::FAILED, e).acknowledging(ack)
+                                }
                             }
+                            drop(ack);
                             resume = false;
                             continue;
                         }
-                        return End::new(step, card_state::POR_OK, detail);
+                        return End::new(step, card_state::POR_OK, detail).acknowledging(ack);
                     }
-                    Err(reason) => return End::new(step, card_state::POR_ERROR, reason),
+                    Err(reason) => {
+                        return End::new(step, card_state::POR_ERROR, reason).acknowledging(ack)
+                    }
                 }
             }
             Ok(OtaOutcome::Failed(e)) => {

@@ -200,7 +200,7 @@ type Done = (
 
 fn check((outcome, rtt): Done) -> anyhow::Result<Duration> {
     match outcome {
-        Ok(Ok(OtaOutcome::Por(d))) if d.status == PorStatus::Ok => Ok(rtt),
+        Ok(Ok(OtaOutcome::Por(d, _))) if d.status == PorStatus::Ok => Ok(rtt),
         Ok(Ok(other)) => bail!("a command ended with {other:?}"),
         Ok(Err(_)) => bail!("a command's outcome was dropped"),
         Err(_) => bail!("a command got no PoR within 30 s"),

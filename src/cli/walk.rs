@@ -308,7 +308,7 @@ fn over_smpp(args: &DemoArgs, spi: Spi, kic_kid: u8) -> anyhow::Result<()> {
                 let outcome = tokio::time::timeout(Duration::from_secs(10), rx)
                     .await
                     .context("no PoR within 10 s")??;
-                let OtaOutcome::Por(por) = outcome else {
+                let OtaOutcome::Por(por, _) = outcome else {
                     bail!("command {id} failed: {outcome:?}");
                 };
                 let resp = script::parse_compact_response(&por.data)?;

@@ -23,7 +23,7 @@ use otagw_https::trigger::{
 use otagw_transport::{Destination, OutboundMessage, Payload, SendOptions};
 use tokio::sync::Notify;
 
-use super::{apply, fail, now_ms, Shared};
+use super::{apply, fail, now_ms, Recorded, Shared};
 use crate::command::build::{build_script, BuildContext};
 use crate::command::{
     CardResponse, CommandError, CommandStatus, ErrorCode, OtaCommandRequest, StatusWordData,
@@ -650,7 +650,7 @@ impl HttpsDriver {
         let result = self.drive(shared, record, retry).await;
         self.sessions.forget_waiter(&record.account_id, &record.id);
         match result {
-            Ok(Some(t)) => apply(shared, record, &t).await.then_some(t.to),
+            Ok(Some(t)) => (apply(shared, record, &t).await == Recorded::Yes).then_some(t.to),
             Ok(None) => {
                 // Timed out: fall back to SMS, or fail.
                 if let Some(s) = shared.store.scp81() {
@@ -825,7 +825,7 @@ impl HttpsDriver {
                     got = async { match por.as_mut() { Some(rx) => rx.await.ok(), None => std::future::pending().await } } => {
                         por = None;
                         let detail = match got {
-                            Some(OtaOutcome::Por(p)) => format!("trigger PoR {:02X} {}", p.status.to_byte(), p.status.name()),
+                            Some(OtaOutcome::Por(p, _)) => format!("trigger PoR {:02X} {}", p.status.to_byte(), p.status.name()),
                             Some(OtaOutcome::Failed(e)) => format!("trigger failed: {e}"),
                             None => "trigger PoR wait dropped".into(),
                         };

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use otagw_transport::Transport;
+use otagw_transport::{InboundAck, Transport};
 use tokio::sync::{mpsc, Notify};
 use tower::ServiceExt;
 
@@ -636,8 +636,19 @@ async fn fail(shared: &Shared, record: &CommandRecord, code: ErrorCode, message:
     apply(shared, record, &t).await;
 }
 
+/// What became of a transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    /// Stored.
+    Yes,
+    /// Refused by the store (the command had moved on: ended, cancelled, taken over).
+    Refused,
+    /// The store failed: nothing was written.
+    StoreFailed,
+}
+
 /// Applies a transition and tells the world (metrics, webhooks).
-async fn apply(shared: &Shared, record: &CommandRecord, t: &Transition) -> bool {
+async fn apply(shared: &Shared, record: &CommandRecord, t: &Transition) -> Recorded {
     match shared
         .store
         .transition(&record.account_id, &record.id, t)
@@ -665,12 +676,12 @@ async fn apply(shared: &Shared, record: &CommandRecord, t: &Transition) -> bool 
                     "error": t.error,
                 }),
             );
-            true
+            Recorded::Yes
         }
-        Ok(false) => false,
+        Ok(false) => Recorded::Refused,
         Err(e) => {
             tracing::warn!(command = %record.id, "recording {}: {e}", t.to);
-            false
+            Recorded::StoreFailed
         }
     }
 }
@@ -731,7 +742,13 @@ async fn finish_with_por(shared: &Shared, done: &Done) -> Option<CommandStatus> 
             });
         }
     }
-    apply(shared, record, &t).await.then_some(t.to)
+    let recorded = apply(shared, record, &t).await;
+    if recorded == Recorded::StoreFailed {
+        // The SMSC delivers the PoR again later; the command is still SENT in the store, so
+        // that PoR is matched there (`match_in_store`).
+        done.ack.retry_later();
+    }
+    (recorded == Recorded::Yes).then_some(t.to)
 }
 
 async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote>) {
@@ -779,10 +796,16 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
                 packet,
                 scope,
                 reason,
+                ack,
             } => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    if !match_in_store(&shared, &from, &packet, scope).await {
+                    // Matched, the PoR is recorded before its acknowledgement goes.
+                    let Some(ack) = match_in_store(&shared, &from, &packet, scope, ack).await
+                    else {
+                        return;
+                    };
+                    {
                         shared.metrics.unmatched_por();
                         tracing::debug!("PoR from {from} matches no command: {reason}");
                         // Campaign cards resumed after a restart look for theirs here.
@@ -793,6 +816,7 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
                                 packet,
                                 scope,
                                 reason,
+                                ack,
                             },
                         );
                     }
@@ -816,14 +840,21 @@ fn tap(shared: &Shared, note: DispatchNote) {
 }
 
 /// A PoR nobody here waited for: look for the command in the store (sent before a restart, by
-/// another gateway, or timed out in memory while still SENT).
-async fn match_in_store(shared: &Arc<Shared>, from: &str, packet: &[u8], scope: CcScope) -> bool {
+/// another gateway, or timed out in memory while still SENT). Gives the acknowledgement back
+/// when no command matched.
+async fn match_in_store(
+    shared: &Arc<Shared>,
+    from: &str,
+    packet: &[u8],
+    scope: CcScope,
+    ack: InboundAck,
+) -> Option<InboundAck> {
     let Ok(view) = ResponsePacketView::parse(packet) else {
-        return false;
+        return Some(ack);
     };
     let msisdn = from.trim_start_matches('+');
     let Ok(candidates) = shared.store.awaiting_por(msisdn, view.tar).await else {
-        return false;
+        return Some(ack);
     };
     for record in candidates {
         let Some(secured) = record.secured.clone() else {
@@ -843,11 +874,12 @@ async fn match_in_store(shared: &Arc<Shared>, from: &str, packet: &[u8], scope: 
             record,
             secured,
             por,
+            ack,
         };
         finish_with_por(shared, &done).await;
-        return true;
+        return None;
     }
-    false
+    Some(ack)
 }
 
 async fn keys_for(

@@ -103,6 +103,8 @@ pub struct Done {
     pub secured: SecuredPacket,
     /// The PoR, verified.
     pub por: DecodedResponse,
+    /// The network's acknowledgement of the PoR: dropped once the PoR is recorded.
+    pub ack: otagw_transport::InboundAck,
 }
 
 /// Why a command left the pipeline without a PoR.

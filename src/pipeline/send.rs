@@ -196,10 +196,11 @@ async fn send(store: Arc<dyn Store>, log: Arc<MessageLog>, job: Job) -> Result<D
     };
     drop(guard);
     match outcome {
-        Ok(OtaOutcome::Por(por)) => Ok(Done {
+        Ok(OtaOutcome::Por(por, ack)) => Ok(Done {
             record: job.record.clone(),
             secured,
             por,
+            ack,
         }),
         Ok(OtaOutcome::Failed(e)) => Err(JobError::Transport(e)),
         Err(_) => Err(JobError::Skipped("the wait was dropped".into())),

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use otagw_transport::{
-    BoxFuture, DeliveryEvent, EventSink, OutboundMessage, PacketFormat, Payload, Transport,
-    TransportError,
+    BoxFuture, DeliveryEvent, EventSink, InboundAck, OutboundMessage, PacketFormat, Payload,
+    Transport, TransportError,
 };
 use tokio::sync::oneshot;
 
@@ -216,6 +216,8 @@ impl Inner {
                             from,
                             packet,
                             sms_framing: false,
+                            // CAT_TP acknowledges at its own layer, on receipt.
+                            ack: InboundAck::none(),
                         });
                     }
                     Err(e) => {

@@ -177,6 +177,7 @@ async fn one_push_for_concurrent_messages_and_pors_with_the_msisdn() {
                 from,
                 packet,
                 sms_framing,
+                ..
             } => {
                 assert_eq!(from, MSISDN);
                 assert!(!sms_framing);

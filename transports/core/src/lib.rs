@@ -104,7 +104,99 @@ pub enum DeliveryEvent {
         packet: Vec<u8>,
         /// Whether the bytes carried the SMS UDH 02 71 00 in their CC scope.
         sms_framing: bool,
+        /// The network's acknowledgement of the message(s) that carried the PoR, held until
+        /// the gateway has recorded what the PoR says (dropped when done with it).
+        ack: InboundAck,
     },
+}
+
+/// An acknowledgement the transport owes the network for an inbound message (for SMPP, the
+/// `deliver_sm_resp`), held back until whoever took the message is done with it: it is sent
+/// when the last clone is dropped. A PoR whose acknowledgement never went (the process died
+/// first) is delivered again by the network, so a PoR is acknowledged only once it is stored;
+/// one that could not be stored is answered [`AckStatus::RetryLater`].
+///
+/// Equality ignores it: two events with the same content are the same event.
+#[derive(Clone, Default)]
+pub struct InboundAck(Option<Arc<AckOnDrop>>);
+
+/// What an [`InboundAck`] tells the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckStatus {
+    /// Taken care of.
+    Done,
+    /// Not recorded (the store failed): deliver it again later.
+    RetryLater,
+}
+
+type SendAck = Box<dyn FnOnce(AckStatus) + Send>;
+
+struct AckOnDrop {
+    send: std::sync::Mutex<Option<SendAck>>,
+    retry: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for AckOnDrop {
+    fn drop(&mut self) {
+        let send = match self.send.get_mut() {
+            Ok(f) => f.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        let status = if *self.retry.get_mut() {
+            AckStatus::RetryLater
+        } else {
+            AckStatus::Done
+        };
+        if let Some(send) = send {
+            send(status);
+        }
+    }
+}
+
+impl InboundAck {
+    /// An acknowledgement that `send` delivers, once, when the last clone is dropped.
+    pub fn new(send: impl FnOnce(AckStatus) + Send + 'static) -> Self {
+        Self(Some(Arc::new(AckOnDrop {
+            send: std::sync::Mutex::new(Some(Box::new(send))),
+            retry: std::sync::atomic::AtomicBool::new(false),
+        })))
+    }
+
+    /// Nothing owed (transports whose inbound messages need no acknowledgement, tests).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Asks the network to deliver the message again later (what it carried could not be
+    /// recorded), when the acknowledgement goes.
+    pub fn retry_later(&self) {
+        if let Some(a) = &self.0 {
+            a.retry.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Whether anything is owed.
+    pub fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl PartialEq for InboundAck {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for InboundAck {}
+
+impl fmt::Debug for InboundAck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "InboundAck(held)"
+        } else {
+            "InboundAck(none)"
+        })
+    }
 }
 
 /// A transport failure, transient (retry later, same packet) or permanent.
@@ -174,5 +266,40 @@ pub trait Transport: Send + Sync {
     /// How this transport frames command packets and PoRs.
     fn packet_format(&self) -> PacketFormat {
         PacketFormat::Sms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn recording(into: &Arc<Mutex<Vec<AckStatus>>>) -> InboundAck {
+        let into = into.clone();
+        InboundAck::new(move |status| into.lock().unwrap().push(status))
+    }
+
+    #[test]
+    fn an_ack_goes_once_when_its_last_clone_is_dropped() {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let a = recording(&sent);
+        let b = a.clone();
+        drop(a);
+        assert!(sent.lock().unwrap().is_empty(), "a clone still holds it");
+        drop(b);
+        assert_eq!(*sent.lock().unwrap(), vec![AckStatus::Done]);
+        assert!(InboundAck::none().is_none());
+    }
+
+    #[test]
+    fn retry_later_from_any_clone_is_what_goes() {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let a = recording(&sent);
+        let b = a.clone();
+        b.retry_later();
+        drop(b);
+        assert!(sent.lock().unwrap().is_empty());
+        drop(a);
+        assert_eq!(*sent.lock().unwrap(), vec![AckStatus::RetryLater]);
     }
 }

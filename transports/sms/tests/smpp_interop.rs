@@ -13,8 +13,8 @@ use std::time::Duration;
 use otagw_sms::smpp::{SmppConfig, SmppTransport};
 use otagw_sms::{Accepted, Reassembler};
 use otagw_transport::{
-    DeliveryEvent, Destination, EventSink, MessageId, OutboundMessage, Payload, SendOptions,
-    Transport,
+    DeliveryEvent, Destination, EventSink, InboundAck, MessageId, OutboundMessage, Payload,
+    SendOptions, Transport,
 };
 use smpp34::server::ESME;
 use smpp34::{
@@ -100,10 +100,33 @@ impl SmppServerListener for Smsc {
 struct Sink {
     events: Mutex<Vec<DeliveryEvent>>,
     notify: Notify,
+    hold_acks: std::sync::atomic::AtomicBool,
+    held: Mutex<Vec<InboundAck>>,
 }
 
 impl EventSink for Sink {
     fn deliver(&self, event: DeliveryEvent) {
+        // The test is done with a PoR as soon as it has it (its deliver_sm_resp goes), unless
+        // it holds acknowledgements back.
+        let event = match event {
+            DeliveryEvent::ResponsePacket {
+                from,
+                packet,
+                sms_framing,
+                ack,
+            } => {
+                if self.hold_acks.load(std::sync::atomic::Ordering::SeqCst) {
+                    self.held.lock().unwrap().push(ack);
+                }
+                DeliveryEvent::ResponsePacket {
+                    from,
+                    packet,
+                    sms_framing,
+                    ack: InboundAck::none(),
+                }
+            }
+            other => other,
+        };
         self.events.lock().unwrap().push(event);
         self.notify.notify_waiters();
     }
@@ -377,6 +400,7 @@ async fn deliver_sm_from_smpp34_becomes_events() {
             from: "491700000001".into(),
             packet: por.clone(),
             sms_framing: true,
+            ack: InboundAck::none(),
         }]
     );
 
@@ -408,6 +432,7 @@ async fn deliver_sm_from_smpp34_becomes_events() {
                 from: "491700000009".into(),
                 packet: big_por.clone(),
                 sms_framing: true,
+                ack: InboundAck::none(),
             })
         })
         .await;
@@ -522,7 +547,55 @@ async fn deliver_sm_from_smpp34_becomes_events() {
         from: "491700000002".into(),
         packet: rp_ack_por,
         sms_framing: true,
+        ack: InboundAck::none(),
     }));
+    h.stop().await;
+}
+
+/// A PoR's `deliver_sm_resp` goes only when the gateway is done with the PoR (has stored it):
+/// were the process to stop before, the SMSC would deliver it again instead of losing it.
+#[tokio::test]
+async fn deliver_sm_resp_waits_until_the_por_is_taken_care_of() {
+    let h = Harness::start().await;
+    h.sink
+        .hold_acks
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let esme = h.esme();
+    let por = vec![
+        0x00, 0x0E, 0x0A, 0xB0, 0x00, 0x10, 0, 0, 0, 0, 2, 0, 0x00, 0x90, 0x00, 0x01,
+    ];
+    let mut ud = vec![0x02, 0x71, 0x00];
+    ud.extend_from_slice(&por);
+    let mo = tokio::spawn(async move {
+        esme.deliver_sm()
+            .source_addr("491700000003")
+            .source_addr_ton(1)
+            .source_addr_npi(1)
+            .esm_class(0x40)
+            .protocol_id(0x7F)
+            .data_coding(0xF6)
+            .short_message(ud)
+            .send()
+            .await
+    });
+    h.sink
+        .wait("ResponsePacket", |e| {
+            e.iter()
+                .any(|e| matches!(e, DeliveryEvent::ResponsePacket { .. }))
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !mo.is_finished(),
+        "deliver_sm answered while its PoR was still held"
+    );
+    h.sink.held.lock().unwrap().clear();
+    let resp = timeout(LIMIT, mo)
+        .await
+        .expect("deliver_sm_resp after the PoR was let go")
+        .expect("task")
+        .expect("deliver_sm_resp");
+    assert!(resp.is_success(), "status {:#x}", resp.command_status());
     h.stop().await;
 }
 

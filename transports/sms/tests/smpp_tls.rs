@@ -21,8 +21,8 @@ use otagw_sms::smsc_sim::{
     HandsetNetwork, HandsetReply, PorReply, SmscConfig, SmscHandle, SmscSimulator, SmscTls,
 };
 use otagw_transport::{
-    DeliveryEvent, Destination, EventSink, MessageId, OutboundMessage, Payload, SendOptions,
-    Transport,
+    DeliveryEvent, Destination, EventSink, InboundAck, MessageId, OutboundMessage, Payload,
+    SendOptions, Transport,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -180,6 +180,21 @@ struct Sink {
 
 impl EventSink for Sink {
     fn deliver(&self, event: DeliveryEvent) {
+        // Done with a PoR as soon as it is here: its deliver_sm_resp goes.
+        let event = match event {
+            DeliveryEvent::ResponsePacket {
+                from,
+                packet,
+                sms_framing,
+                ack: _,
+            } => DeliveryEvent::ResponsePacket {
+                from,
+                packet,
+                sms_framing,
+                ack: InboundAck::none(),
+            },
+            other => other,
+        };
         self.events.lock().unwrap().push(event);
         self.notify.notify_waiters();
     }
@@ -326,6 +341,7 @@ async fn binds_over_tls_sends_a_command_and_gets_the_por() {
             from: MSISDN.into(),
             packet: POR_PACKET.to_vec(),
             sms_framing: true,
+            ack: InboundAck::none(),
         })
     })
     .await;

@@ -25,6 +25,7 @@ use super::state::{rejection, Requeue, SegKey, Shared};
 use super::tls::TlsFailure;
 use super::transport::{BindRole, BindStatus};
 use super::{SmppError, SmppStatus};
+use otagw_transport::{AckStatus, InboundAck};
 
 /// Smallest share of the configured window / rate a throttled bind goes down to.
 const MIN_FACTOR: f64 = 1.0 / 64.0;
@@ -412,6 +413,10 @@ struct Session<'a> {
     last_adjust: Instant,
     next_send_at: Instant,
     next_timeout_scan: Instant,
+    /// Sequence numbers of `deliver_sm`s whose PoR has been taken care of: their
+    /// `deliver_sm_resp` goes now (see [`InboundAck`]).
+    acks_tx: mpsc::UnboundedSender<(u32, AckStatus)>,
+    acks_rx: mpsc::UnboundedReceiver<(u32, AckStatus)>,
 }
 
 /// Counts sessions for tracing.
@@ -422,6 +427,7 @@ impl<'a> Session<'a> {
         let now = Instant::now();
         let n = SESSIONS.fetch_add(1, Ordering::Relaxed);
         trace!(session = n, ?role, "session starts");
+        let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         Self {
             shared,
             link,
@@ -436,6 +442,8 @@ impl<'a> Session<'a> {
             last_adjust: now,
             next_send_at: now,
             next_timeout_scan: now + scan_interval(&shared.config.response_timeout),
+            acks_tx,
+            acks_rx,
         }
     }
 
@@ -499,6 +507,10 @@ impl<'a> Session<'a> {
                 biased;
                 _ = shutdown.changed(), if self.draining.is_none() => {
                     self.draining = Some(Instant::now() + config.response_timeout);
+                }
+                Some((sequence, status)) = self.acks_rx.recv() => {
+                    self.answer_deliver(sequence, status);
+                    self.flush_acks();
                 }
                 frame = self.link.reader.next() => match frame {
                     None if self.unbind.is_some() => return End::Shutdown,
@@ -767,14 +779,40 @@ impl<'a> Session<'a> {
             ));
             return;
         };
-        self.link.send_command(&Command::new(
-            CommandStatus::EsmeRok,
-            raw.sequence,
-            DeliverSmResp::default(),
-        ));
-        let released = self.shared.core().on_deliver(&sm, Instant::now());
+        // Answered when the gateway is done with what it carried: a PoR once it is stored.
+        // If this session is gone by then, the SMSC delivers the message again.
+        let acks = self.acks_tx.clone();
+        let sequence = raw.sequence;
+        let ack = InboundAck::new(move |status| {
+            let _ = acks.send((sequence, status));
+        });
+        let released = self.shared.core().on_deliver(&sm, ack, Instant::now());
+        // What needed no holding (receipts, MOs we ignore) is answered before anything else
+        // goes out.
+        self.flush_acks();
         if released {
             self.shared.work.notify_waiters();
+        }
+    }
+}
+
+impl Session<'_> {
+    fn answer_deliver(&mut self, sequence: u32, status: AckStatus) {
+        let status = match status {
+            AckStatus::Done => SmppStatus::OK,
+            AckStatus::RetryLater => SmppStatus::RECEIVER_TEMPORARY_ERROR,
+        };
+        self.link.send_command(&Command::new(
+            CommandStatus::from(status.0),
+            sequence,
+            DeliverSmResp::default(),
+        ));
+    }
+
+    /// Answers every `deliver_sm` whose acknowledgement has come in.
+    fn flush_acks(&mut self) {
+        while let Ok((sequence, status)) = self.acks_rx.try_recv() {
+            self.answer_deliver(sequence, status);
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use otagw_transport::{DeliveryEvent, EventSink, MessageId, TransportError};
+use otagw_transport::{DeliveryEvent, EventSink, InboundAck, MessageId, TransportError};
 use rusmpp::pdus::SubmitSm;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -392,14 +392,16 @@ impl Core {
     }
 
     /// A `deliver_sm`: receipt, PoR, or an MO we do not care about. Returns true if a
-    /// sequential segment was released.
-    pub fn on_deliver(&mut self, sm: &InboundSm, now: Instant) -> bool {
+    /// sequential segment was released. `ack` is its `deliver_sm_resp`: it travels with the
+    /// PoR the message completes and goes at once otherwise, also for the earlier segments of
+    /// a concatenated PoR (an SMSC that sends one segment at a time would wait for it).
+    pub fn on_deliver(&mut self, sm: &InboundSm, ack: InboundAck, now: Instant) -> bool {
         if sm.is_receipt() {
             if sm.has_udh() {
                 // Our simulator's convention: a PoR carried in the RP-ACK comes back inside the
                 // receipt, UDH 02 71 00 + packet in message_payload.
                 if let Some(payload) = &sm.message_payload {
-                    self.on_user_data(&sm.source_addr, payload, now);
+                    self.on_user_data(&sm.source_addr, payload, ack, now);
                 }
             }
             return match parse_receipt(sm) {
@@ -411,7 +413,7 @@ impl Core {
             };
         }
         if sm.has_udh() {
-            self.on_user_data(&sm.source_addr, sm.user_data(), now);
+            self.on_user_data(&sm.source_addr, sm.user_data(), ack, now);
         } else {
             trace!(from = %sm.source_addr, "MO without UDH ignored");
         }
@@ -490,7 +492,7 @@ impl Core {
 
     /// User data with a UDH from `from`: a PoR (IEI 0x71), possibly concatenated, becomes a
     /// `ResponsePacket`; anything else is ignored.
-    fn on_user_data(&mut self, from: &str, user_data: &[u8], now: Instant) {
+    fn on_user_data(&mut self, from: &str, user_data: &[u8], ack: InboundAck, now: Instant) {
         let concat = match parse_segment(user_data) {
             Ok((header, None, tail)) => {
                 if header.packet_kind() == Some(PacketKind::Response) {
@@ -498,6 +500,7 @@ impl Core {
                         from: from.to_string(),
                         packet: tail.to_vec(),
                         sms_framing: true,
+                        ack,
                     });
                 } else {
                     trace!(%from, "MO with a UDH but no response packet IEI ignored");
@@ -521,6 +524,7 @@ impl Core {
                         from: from.to_string(),
                         packet: packet.data,
                         sms_framing: true,
+                        ack,
                     });
                 } else {
                     trace!(%from, "concatenated MO without response packet IEI ignored");
@@ -758,7 +762,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn partial_mo_expires() {
+    async fn partial_mo_expires_and_the_completing_segment_waits_for_the_por_taker() {
+        use std::sync::atomic::{AtomicU32, Ordering};
         let (mut core, sink) = core();
         let parts = split_packet(
             PacketKind::Response,
@@ -772,14 +777,43 @@ mod tests {
             short_message: ud.to_vec(),
             ..Default::default()
         };
+        // Each deliver_sm's acknowledgement sets its bit when it goes.
+        let acked = Arc::new(AtomicU32::new(0));
+        let ack = |bit: u32| {
+            let acked = acked.clone();
+            InboundAck::new(move |_| {
+                acked.fetch_or(bit, Ordering::SeqCst);
+            })
+        };
         let t0 = Instant::now();
-        core.on_deliver(&mo(&parts[1]), t0);
+        core.on_deliver(&mo(&parts[1]), ack(1), t0);
         assert_eq!(core.reassembler.len(), 1);
+        assert_eq!(
+            acked.load(Ordering::SeqCst),
+            1,
+            "a segment short of the PoR goes at once"
+        );
         core.sweep(t0 + Duration::from_secs(2), &config());
         assert!(core.reassembler.is_empty() && core.reassembly_started.is_empty());
         // The first segment alone now waits for a new second one.
-        core.on_deliver(&mo(&parts[0]), t0);
-        core.on_deliver(&mo(&parts[1]), t0);
-        assert_eq!(sink.0.lock().unwrap().len(), 1);
+        core.on_deliver(&mo(&parts[0]), ack(2), t0);
+        core.on_deliver(&mo(&parts[1]), ack(4), t0);
+        let events: Vec<DeliveryEvent> = std::mem::take(&mut *sink.0.lock().unwrap());
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            acked.load(Ordering::SeqCst),
+            1 | 2,
+            "the segment completing the PoR waits for the PoR's taker"
+        );
+        drop(events);
+        assert_eq!(acked.load(Ordering::SeqCst), 7);
+        // A receipt is acknowledged at once.
+        let receipt = InboundSm {
+            esm_class: 0x04,
+            short_message: b"id:77 sub:001 dlvrd:001 submit date:2611211200 done date:2611211200 stat:DELIVRD err:000 text:".to_vec(),
+            ..Default::default()
+        };
+        core.on_deliver(&receipt, ack(8), t0);
+        assert_eq!(acked.load(Ordering::SeqCst), 15);
     }
 }

@@ -22,6 +22,8 @@ impl SmppStatus {
     pub const THROTTLED: SmppStatus = SmppStatus(0x58);
     /// ESME_RX_P_APPN: ESME receiver permanent application error.
     pub const RECEIVER_PERMANENT_ERROR: SmppStatus = SmppStatus(0x65);
+    /// ESME_RX_T_APPN: temporary error in the receiving application (deliver again later).
+    pub const RECEIVER_TEMPORARY_ERROR: SmppStatus = SmppStatus(0x64);
 
     /// The SMPP 3.4 name, if the value is defined there.
     pub fn name(self) -> Option<&'static str> {
