@@ -363,20 +363,23 @@ async fn submit_sm_decodes_as_intended_in_smpp34() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn deliver_sm_from_smpp34_becomes_events() {
-    let mut h = Harness::start().await;
-    let esme = h.esme();
+/// An unprotected PoR (RPL on) for TAR B00010 with the counter's last octet `n`.
+fn por_with_counter(n: u8) -> Vec<u8> {
+    vec![
+        0x00, 0x0E, 0x0A, 0xB0, 0x00, 0x10, 0, 0, 0, 0, n, 0, 0x00, 0x90, 0x00, 0x01,
+    ]
+}
 
-    // MO SMS-SUBMIT from the card: UDH 02 71 00 + PoR.
-    let por = vec![
-        0x00, 0x0E, 0x0A, 0xB0, 0x00, 0x10, 0, 0, 0, 0, 1, 0, 0x00, 0x90, 0x00, 0x01,
-    ];
+/// The card's PoR as an MO from `from`: UDH 02 71 00 + the PoR, PID 7F, DCS F6.
+async fn por_mo(
+    esme: &ESME,
+    from: &str,
+    por: &[u8],
+) -> Result<smpp34::deliver_sm_resp, smpp34::SmppError> {
     let mut ud = vec![0x02, 0x71, 0x00];
-    ud.extend_from_slice(&por);
-    let resp = esme
-        .deliver_sm()
-        .source_addr("491700000001")
+    ud.extend_from_slice(por);
+    esme.deliver_sm()
+        .source_addr(from)
         .source_addr_ton(1)
         .source_addr_npi(1)
         .esm_class(0x40)
@@ -384,6 +387,17 @@ async fn deliver_sm_from_smpp34_becomes_events() {
         .data_coding(0xF6)
         .short_message(ud)
         .send()
+        .await
+}
+
+#[tokio::test]
+async fn deliver_sm_from_smpp34_becomes_events() {
+    let mut h = Harness::start().await;
+    let esme = h.esme();
+
+    // MO SMS-SUBMIT from the card: UDH 02 71 00 + PoR.
+    let por = por_with_counter(1);
+    let resp = por_mo(&esme, "491700000001", &por)
         .await
         .expect("deliver_sm_resp");
     assert!(resp.is_success(), "status {:#x}", resp.command_status());
@@ -561,23 +575,8 @@ async fn deliver_sm_resp_waits_until_the_por_is_taken_care_of() {
         .hold_acks
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let esme = h.esme();
-    let por = vec![
-        0x00, 0x0E, 0x0A, 0xB0, 0x00, 0x10, 0, 0, 0, 0, 2, 0, 0x00, 0x90, 0x00, 0x01,
-    ];
-    let mut ud = vec![0x02, 0x71, 0x00];
-    ud.extend_from_slice(&por);
-    let mo = tokio::spawn(async move {
-        esme.deliver_sm()
-            .source_addr("491700000003")
-            .source_addr_ton(1)
-            .source_addr_npi(1)
-            .esm_class(0x40)
-            .protocol_id(0x7F)
-            .data_coding(0xF6)
-            .short_message(ud)
-            .send()
-            .await
-    });
+    let por = por_with_counter(2);
+    let mo = tokio::spawn(async move { por_mo(&esme, "491700000003", &por).await });
     h.sink
         .wait("ResponsePacket", |e| {
             e.iter()
