@@ -330,13 +330,11 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
                 from,
                 packet,
                 scope,
-                ack,
                 ..
             } => {
-                // Acknowledged now, kept in memory only: a card resumed after a restart takes
-                // it within `resume_wait`, and the network must not wait that long. (A second
-                // stop in between loses it: the card then reads "PoR lost in a restart".)
-                drop(ack);
+                // Kept in memory only (the gateway acknowledged it): a card resumed after a
+                // restart takes it within `resume_wait`. A second stop in between loses it;
+                // the card then reads "PoR lost in a restart".
                 if let Ok(mut o) = shared.orphans.lock() {
                     let msisdn = from.trim_start_matches('+').to_string();
                     o.add(msisdn, packet, scope, now_ms());

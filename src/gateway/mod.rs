@@ -805,21 +805,22 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
                     else {
                         return;
                     };
-                    {
-                        shared.metrics.unmatched_por();
-                        tracing::debug!("PoR from {from} matches no command: {reason}");
-                        // Campaign cards resumed after a restart look for theirs here.
-                        tap(
-                            &shared,
-                            DispatchNote::UnmatchedPor {
-                                from,
-                                packet,
-                                scope,
-                                reason,
-                                ack,
-                            },
-                        );
-                    }
+                    shared.metrics.unmatched_por();
+                    tracing::debug!("PoR from {from} matches no command: {reason}");
+                    // Acknowledged now: no command waits for it. Campaign cards resumed after
+                    // a restart look for theirs among these (kept in memory a while, see
+                    // `campaign::runner::Orphans`); the network must not wait that long.
+                    drop(ack);
+                    tap(
+                        &shared,
+                        DispatchNote::UnmatchedPor {
+                            from,
+                            packet,
+                            scope,
+                            reason,
+                            ack: InboundAck::none(),
+                        },
+                    );
                 });
             }
         }
@@ -853,8 +854,14 @@ async fn match_in_store(
         return Some(ack);
     };
     let msisdn = from.trim_start_matches('+');
-    let Ok(candidates) = shared.store.awaiting_por(msisdn, view.tar).await else {
-        return Some(ack);
+    let candidates = match shared.store.awaiting_por(msisdn, view.tar).await {
+        Ok(c) => c,
+        Err(e) => {
+            // Not looked up: the SMSC delivers it again later.
+            tracing::warn!("PoR from {from} not matched, the store failed: {e}");
+            ack.retry_later();
+            return Some(ack);
+        }
     };
     for record in candidates {
         let Some(secured) = record.secured.clone() else {
