@@ -595,6 +595,29 @@ async fn deliver_sm_resp_waits_until_the_por_is_taken_care_of() {
         .expect("task")
         .expect("deliver_sm_resp");
     assert!(resp.is_success(), "status {:#x}", resp.command_status());
+
+    // A PoR that could not be recorded is answered ESME_RX_T_APPN: deliver it again later.
+    let esme = h.esme();
+    let mo = tokio::spawn(async move { por_mo(&esme, "491700000003", &por_with_counter(3)).await });
+    let held = async {
+        loop {
+            if let Some(ack) = h.sink.held.lock().unwrap().pop() {
+                return ack;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let ack = timeout(LIMIT, held)
+        .await
+        .expect("the PoR's acknowledgement");
+    ack.retry_later();
+    drop(ack);
+    let resp = timeout(LIMIT, mo)
+        .await
+        .expect("deliver_sm_resp")
+        .expect("task")
+        .expect("deliver_sm_resp");
+    assert_eq!(resp.command_status(), 0x64, "ESME_RX_T_APPN");
     h.stop().await;
 }
 
