@@ -36,6 +36,10 @@ pub struct CampaignLoadArgs {
     /// SMPP binds.
     #[arg(long, default_value_t = 1)]
     binds: usize,
+    /// The simulator's deliver_sm window per bind (receipts and PoRs unanswered at most), as
+    /// a real SMSC has one; unlimited when absent.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    deliver_window: Option<u32>,
     /// Cards of the campaign in flight at most.
     #[arg(long, default_value_t = 20_000)]
     max_in_flight: usize,
@@ -194,29 +198,33 @@ async fn run_async(args: CampaignLoadArgs) -> anyhow::Result<ExitCode> {
     println!("baseline: securing the packet, one core: {baseline:.0} packets/s");
 
     let t = Instant::now();
+    let listen = format!("127.0.0.1:{smpp_port}");
+    let cards = args.cards.to_string();
+    let window = args.deliver_window.map(|w| w.to_string());
+    let mut sim_args = vec![
+        "smsc-sim",
+        "--listen",
+        &listen,
+        "--cards",
+        &cards,
+        "--seed",
+        "11",
+        "--algorithm",
+        "aes",
+        "--write-vendor-file",
+        vendor.to_str().unwrap_or_default(),
+        "--journal",
+        journal.to_str().unwrap_or_default(),
+    ];
+    if let Some(w) = &window {
+        sim_args.extend(["--deliver-window", w.as_str()]);
+    }
     let sim = Killed(
-        otagw(
-            &config,
-            &[
-                "smsc-sim",
-                "--listen",
-                &format!("127.0.0.1:{smpp_port}"),
-                "--cards",
-                &args.cards.to_string(),
-                "--seed",
-                "11",
-                "--algorithm",
-                "aes",
-                "--write-vendor-file",
-                vendor.to_str().unwrap_or_default(),
-                "--journal",
-                journal.to_str().unwrap_or_default(),
-            ],
-        )?
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting smsc-sim")?,
+        otagw(&config, &sim_args)?
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting smsc-sim")?,
     );
     while std::net::TcpStream::connect(("127.0.0.1", smpp_port)).is_err() {
         if t.elapsed() > Duration::from_secs(600) {

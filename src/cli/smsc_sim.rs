@@ -49,6 +49,10 @@ pub struct SmscSimArgs {
     /// Send no plain delivery receipts (PoRs in receipts still go out).
     #[arg(long)]
     no_receipts: bool,
+    /// At most this many deliver_sm (receipts, PoRs) unanswered per bind, as an SMSC's window;
+    /// unlimited when absent.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    deliver_window: Option<u32>,
     /// Serve SMPP over TLS with this certificate chain (PEM); requires --tls-key.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -114,6 +118,7 @@ pub fn run(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
             ..FaultConfig::default()
         },
         receipts: !a.no_receipts,
+        deliver_window: a.deliver_window.map(|w| w as usize),
         tls: match (&a.tls_cert, &a.tls_key) {
             (Some(cert), Some(key)) => {
                 let tls = SmscTls::new(TlsIdentity::new(

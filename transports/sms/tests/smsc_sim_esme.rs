@@ -234,6 +234,17 @@ impl Esme {
         }
     }
 
+    /// deliver_sm_resp status 0 to `seq` (message_id is an empty C-octet string).
+    async fn answer_deliver(&mut self, seq: u32) {
+        let mut resp = Vec::with_capacity(17);
+        resp.extend_from_slice(&17u32.to_be_bytes());
+        resp.extend_from_slice(&0x8000_0005u32.to_be_bytes());
+        resp.extend_from_slice(&0u32.to_be_bytes());
+        resp.extend_from_slice(&seq.to_be_bytes());
+        resp.push(0);
+        self.send_raw(&resp).await;
+    }
+
     async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
     }
@@ -264,14 +275,7 @@ impl Esme {
                         body: f[16..].to_vec(),
                     };
                     if pdu.id == 0x0000_0005 && self.ack {
-                        // deliver_sm_resp: message_id is an empty C-octet string.
-                        let mut resp = Vec::with_capacity(17);
-                        resp.extend_from_slice(&17u32.to_be_bytes());
-                        resp.extend_from_slice(&0x8000_0005u32.to_be_bytes());
-                        resp.extend_from_slice(&0u32.to_be_bytes());
-                        resp.extend_from_slice(&pdu.seq.to_be_bytes());
-                        resp.push(0);
-                        self.send_raw(&resp).await;
+                        self.answer_deliver(pdu.seq).await;
                     }
                     return Some(pdu);
                 }
@@ -306,13 +310,17 @@ impl Esme {
 
     /// The next deliver_sm, or `None` after `wait`.
     async fn next_deliver(&mut self, wait: Duration) -> Option<Deliver> {
+        self.next_deliver_pdu(wait).await.map(|p| parse_deliver(&p))
+    }
+
+    async fn next_deliver_pdu(&mut self, wait: Duration) -> Option<RawPdu> {
         if let Some(p) = self.delivers.pop_front() {
-            return Some(parse_deliver(&p));
+            return Some(p);
         }
         loop {
             let p = self.read_pdu(wait).await?;
             if p.id == 0x0000_0005 {
-                return Some(parse_deliver(&p));
+                return Some(p);
             }
             self.others.push_back(p);
         }
@@ -1240,6 +1248,38 @@ async fn unacknowledged_deliver_sm_are_redelivered_to_another_bind() {
     let mo = next.expect_deliver().await;
     assert_eq!(mo.short_message, por(true, POR_PACKET).user_data);
     assert_eq!(sim.stats().deliver_redelivered, 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn deliver_window_holds_the_next_deliver_sm_until_one_is_answered() {
+    let msisdn = "491700000052";
+    let net = Arc::new(Net::default().with_card(msisdn, Some(por(true, POR_PACKET))));
+    let sim = start(net, |c| c.deliver_window = Some(1)).await;
+    let mut esme = Esme::bind_ok(sim.local_addr(), "trx").await;
+    esme.ack = false;
+    let id = esme
+        .submit_ok(ota(msisdn, &single_sms(&command_packet(20)), 1))
+        .await;
+    let receipt = esme.next_deliver_pdu(STEP).await.expect("the receipt");
+    assert_eq!(parse_deliver(&receipt).receipted_id(), id);
+    assert!(
+        esme.next_deliver_pdu(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the PoR waits while the receipt is unanswered (window 1)"
+    );
+    esme.answer_deliver(receipt.seq).await;
+    let mo = esme.next_deliver_pdu(STEP).await.expect("the PoR");
+    assert_eq!(
+        parse_deliver(&mo).short_message,
+        por(true, POR_PACKET).user_data
+    );
+    // Unanswered when the session ends: delivered again on the next bind.
+    drop(esme);
+    let mut next = Esme::bind_ok(sim.local_addr(), "rx").await;
+    let again = next.expect_deliver().await;
+    assert_eq!(again.short_message, por(true, POR_PACKET).user_data);
     sim.shutdown().await;
 }
 

@@ -122,6 +122,9 @@ pub struct SmscConfig {
     /// deliver_sm not acknowledged when their session ends are sent again on another receiving
     /// bind of the same system_id (or kept in the backlog until one binds).
     pub redeliver_unacked: bool,
+    /// At most this many deliver_sm unanswered per session, as an SMSC's window (`None`, the
+    /// default: no limit); the others wait in order.
+    pub deliver_window: Option<usize>,
     /// Also put the classic receipt text in short_message of a receipt that carries a PoR in
     /// message_payload. Off by default: SMPP 3.4 wants sm_length 0 when message_payload is used.
     pub receipt_text_with_payload: bool,
@@ -145,6 +148,7 @@ impl Default for SmscConfig {
             max_pdu_len: 65_536,
             backlog_limit: 100_000,
             redeliver_unacked: true,
+            deliver_window: None,
             receipt_text_with_payload: false,
             tls: None,
         }

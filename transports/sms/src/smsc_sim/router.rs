@@ -33,6 +33,10 @@ pub(crate) struct SessionOut {
     sequence: AtomicU32,
     /// deliver_sm sent and not yet answered, by sequence number.
     outstanding: Mutex<HashMap<u32, Bytes>>,
+    /// At most this many deliver_sm unanswered (`None`: no limit); the others wait here, in
+    /// order, as an SMSC's window holds them.
+    window: Option<usize>,
+    waiting: Mutex<VecDeque<(u32, Bytes)>>,
     /// Bound (any mode): an unbind goes out on shutdown.
     pub bound: AtomicBool,
 }
@@ -45,12 +49,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SessionOut {
-    pub(crate) fn new(id: u64, tx: mpsc::UnboundedSender<Out>) -> Self {
+    pub(crate) fn new(id: u64, tx: mpsc::UnboundedSender<Out>, window: Option<usize>) -> Self {
         Self {
             id,
             tx,
             sequence: AtomicU32::new(1),
             outstanding: Mutex::new(HashMap::new()),
+            window: window.map(|w| w.max(1)),
+            waiting: Mutex::new(VecDeque::new()),
             bound: AtomicBool::new(false),
         }
     }
@@ -65,9 +71,25 @@ impl SessionOut {
         }
     }
 
-    /// Sends a deliver_sm; `Err` gives it back if the session is gone.
+    /// Sends a deliver_sm, or queues it behind a full window; `Err` gives it back if the
+    /// session is gone.
     fn send_deliver(&self, sequence: u32, pdu: Bytes) -> Result<(), Bytes> {
-        lock(&self.outstanding).insert(sequence, pdu.clone());
+        {
+            let mut outstanding = lock(&self.outstanding);
+            if let Some(window) = self.window {
+                let mut waiting = lock(&self.waiting);
+                if outstanding.len() >= window || !waiting.is_empty() {
+                    waiting.push_back((sequence, pdu));
+                    return Ok(());
+                }
+            }
+            outstanding.insert(sequence, pdu.clone());
+        }
+        self.write(sequence, pdu)
+    }
+
+    /// Hands a deliver_sm already counted in `outstanding` to the writer.
+    fn write(&self, sequence: u32, pdu: Bytes) -> Result<(), Bytes> {
         if self.tx.send(Out::Raw(pdu)).is_err() {
             // Whoever removes it from `outstanding` owns the redelivery.
             return match lock(&self.outstanding).remove(&sequence) {
@@ -78,16 +100,35 @@ impl SessionOut {
         Ok(())
     }
 
-    /// The deliver_sm answered by `sequence`, if it was outstanding.
+    /// The deliver_sm answered by `sequence`, if it was outstanding; the window's room goes
+    /// to the next waiting one.
     pub(crate) fn settle(&self, sequence: u32) -> bool {
-        lock(&self.outstanding).remove(&sequence).is_some()
+        let next = {
+            let mut outstanding = lock(&self.outstanding);
+            if outstanding.remove(&sequence).is_none() {
+                return false;
+            }
+            let next = lock(&self.waiting).pop_front();
+            if let Some((sequence, pdu)) = &next {
+                outstanding.insert(*sequence, pdu.clone());
+            }
+            next
+        };
+        if let Some((sequence, pdu)) = next {
+            if let Err(pdu) = self.write(sequence, pdu) {
+                // The session is ending: kept for `take_outstanding`, which re-routes it.
+                lock(&self.waiting).push_front((sequence, pdu));
+            }
+        }
+        true
     }
 
-    /// Every deliver_sm still unanswered (the session ended).
+    /// Every deliver_sm still unanswered or waiting for the window (the session ended).
     pub(crate) fn take_outstanding(&self) -> Vec<Bytes> {
         let mut map = lock(&self.outstanding);
         let mut v: Vec<(u32, Bytes)> = map.drain().collect();
         v.sort_by_key(|(s, _)| *s);
+        v.extend(lock(&self.waiting).drain(..));
         v.into_iter().map(|(_, b)| b).collect()
     }
 }

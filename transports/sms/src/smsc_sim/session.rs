@@ -68,7 +68,7 @@ pub(crate) async fn run<R, W>(
     Counters::inc(&shared.counters.sessions_open);
     let id = shared.next_session_id();
     let (tx, rx) = mpsc::unbounded_channel();
-    let out = Arc::new(SessionOut::new(id, tx));
+    let out = Arc::new(SessionOut::new(id, tx, shared.config.deliver_window));
     let token = super::router::lock(&shared.sessions).child_token();
     let epoch = Instant::now();
     let last_rx = Arc::new(AtomicU64::new(0));
