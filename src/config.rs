@@ -260,6 +260,9 @@ pub struct SmppSettings {
     pub rate: Option<f64>,
     /// PEM CA to run SMPP over TLS.
     pub tls_ca: Option<PathBuf>,
+    /// Answer a PoR's deliver_sm only once the PoR is stored (default true): a restart then
+    /// loses no PoR, but each unanswered PoR holds a place in the SMSC's window meanwhile.
+    pub answer_pors_after_store: bool,
 }
 
 impl Default for SmppSettings {
@@ -272,6 +275,7 @@ impl Default for SmppSettings {
             window: 50,
             rate: None,
             tls_ca: None,
+            answer_pors_after_store: true,
         }
     }
 }
@@ -750,6 +754,16 @@ mod tests {
         .unwrap_or_default();
         assert_eq!(c.api.listen.port(), 9000);
         assert_eq!(c.smpp.as_ref().map(|s| s.window), Some(7));
+        assert_eq!(
+            c.smpp.as_ref().map(|s| s.answer_pors_after_store),
+            Some(true),
+            "PoRs are answered after they are stored unless the operator says otherwise"
+        );
+        let off = Config::parse("[smpp]\nanswer_pors_after_store = false\n").unwrap_or_default();
+        assert_eq!(
+            off.smpp.as_ref().map(|s| s.answer_pors_after_store),
+            Some(false)
+        );
         assert_eq!(c.pipeline.attempts, 5);
         assert_eq!(c.store_url(), "sqlite:///tmp/x/otagw.db");
         let e = Config::parse("[api]\nlisen = \"x\"\n")

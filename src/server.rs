@@ -188,6 +188,7 @@ pub async fn start_with_store(
         c.binds = s.binds.max(1);
         c.window = s.window.max(1);
         c.rate_limit = s.rate;
+        c.answer_pors_after_store = s.answer_pors_after_store;
         c.reconnect.initial = Duration::from_millis(200);
         if let Some(ca) = &s.tls_ca {
             c.tls = Some(SmppTls::new(otagw_sms::smpp::PemSource::file(ca.clone())));

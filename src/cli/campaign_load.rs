@@ -40,6 +40,9 @@ pub struct CampaignLoadArgs {
     /// a real SMSC has one; unlimited when absent.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     deliver_window: Option<u32>,
+    /// `[smpp] answer_pors_after_store = false`: answer every deliver_sm at once.
+    #[arg(long)]
+    answer_pors_at_once: bool,
     /// Cards of the campaign in flight at most.
     #[arg(long, default_value_t = 20_000)]
     max_in_flight: usize,
@@ -181,7 +184,7 @@ async fn run_async(args: CampaignLoadArgs) -> anyhow::Result<ExitCode> {
             "data_dir = {dir:?}\ngateway_id = \"campaign-load\"\n\n[api]\nlisten = \
              \"127.0.0.1:{api_port}\"\n\n[store]\nurl = {store_url:?}\nsqlite_synchronous = \
              \"{sync}\"\n\n[smpp]\naddress = \"127.0.0.1:{smpp_port}\"\nbinds = {binds}\n\
-             window = {window}\n\n[campaigns]\nmax_in_flight = {mif}\npor_timeout_secs = 60\n\
+             window = {window}\nanswer_pors_after_store = {hold}\n\n[campaigns]\nmax_in_flight = {mif}\npor_timeout_secs = 60\n\
              resume_wait_secs = 3\n",
             dir = dir.display().to_string(),
             sync = if args.sqlite_synchronous_normal {
@@ -190,6 +193,7 @@ async fn run_async(args: CampaignLoadArgs) -> anyhow::Result<ExitCode> {
                 "full"
             },
             binds = args.binds,
+            hold = !args.answer_pors_at_once,
             window = args.window,
             mif = args.max_in_flight,
         ),

@@ -168,6 +168,10 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(tweak: impl FnOnce(&mut SmppConfig)) -> Self {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
@@ -187,6 +191,7 @@ impl Harness {
         config.response_timeout = Duration::from_secs(2);
         config.reconnect.initial = Duration::from_millis(20);
         config.reconnect.max = Duration::from_millis(200);
+        tweak(&mut config);
         let transport = SmppTransport::start(config).unwrap();
         let sink = Arc::new(Sink::default());
         transport.set_event_sink(sink.clone());
@@ -618,6 +623,25 @@ async fn deliver_sm_resp_waits_until_the_por_is_taken_care_of() {
         .expect("task")
         .expect("deliver_sm_resp");
     assert_eq!(resp.command_status(), 0x64, "ESME_RX_T_APPN");
+    h.stop().await;
+}
+
+/// With `answer_pors_after_store` off (operators who trade the restart guarantee for PoR rate
+/// through a small SMSC window), the PoR's deliver_sm is answered at once, held or not.
+#[tokio::test]
+async fn pors_answered_at_once_when_the_operator_turns_holding_off() {
+    let h = Harness::start_with(|c| c.answer_pors_after_store = false).await;
+    h.sink
+        .hold_acks
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let resp = timeout(
+        LIMIT,
+        por_mo(&h.esme(), "491700000004", &por_with_counter(4)),
+    )
+    .await
+    .expect("answered without the PoR being let go")
+    .expect("deliver_sm_resp");
+    assert!(resp.is_success(), "status {:#x}", resp.command_status());
     h.stop().await;
 }
 

@@ -181,6 +181,11 @@ pub struct SmppConfig {
     pub queue_capacity: usize,
     /// Largest PDU accepted from the SMSC (command_length); a larger one drops the session.
     pub max_pdu_len: usize,
+    /// Answer a PoR's `deliver_sm` only once the gateway is done with it (it stored the PoR),
+    /// so that a PoR taken in by a process that dies is delivered again (the default). Off,
+    /// every `deliver_sm` is answered at once: more PoRs per second through a small SMSC
+    /// window, and a restart may lose the PoRs taken in but not stored.
+    pub answer_pors_after_store: bool,
     /// SMPP over TLS: `None` (the default) is plain TCP; `Some` runs a TLS handshake on
     /// each connection before the bind ([`SmppTls`]: CA, server name, client certificate).
     /// A failed handshake is a [`SmppError::Tls`] and is retried like a failed connect.
@@ -224,6 +229,7 @@ impl Default for SmppConfig {
             source: SourceAddress::default(),
             default_validity_minutes: None,
             concat_width: ConcatWidth::EightBit,
+            answer_pors_after_store: true,
             receipt_wait: Duration::from_secs(48 * 3600),
             sequential_receipt_timeout: Duration::from_secs(600),
             reassembly_timeout: Duration::from_secs(600),

@@ -786,6 +786,12 @@ impl<'a> Session<'a> {
         let ack = InboundAck::new(move |status| {
             let _ = acks.send((sequence, status));
         });
+        let ack = if self.shared.config.answer_pors_after_store {
+            ack
+        } else {
+            drop(ack);
+            InboundAck::none()
+        };
         let released = self.shared.core().on_deliver(&sm, ack, Instant::now());
         // What needed no holding (receipts, MOs we ignore) is answered before anything else
         // goes out.
