@@ -90,6 +90,22 @@ async fn run_to_completion(
     (id, rows)
 }
 
+/// The counters of key set 1 of the first `n` cards.
+async fn counters(env: &DevEnv, n: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let set = env
+            .server
+            .store
+            .key_set(&env.iccid(i).unwrap(), 1)
+            .await
+            .unwrap()
+            .unwrap();
+        out.push(set.counter);
+    }
+    out
+}
+
 async fn count(env: &DevEnv, id: i64, iteration: i64, state: &str) -> u64 {
     env.server
         .store
@@ -301,6 +317,7 @@ async fn script_larger_than_one_packet_goes_as_several_each_with_its_counter() {
 async fn sms_campaign_ends_delivered_and_stop_terminates() {
     let env = env(8, None).await;
     let (_, group) = env.fleet_group.unwrap();
+    let before = counters(&env, 8).await;
     let id = create(
         &env,
         CampaignRequest {
@@ -325,6 +342,8 @@ async fn sms_campaign_ends_delivered_and_stop_terminates() {
         .unwrap();
     wait_status(&env, id, status::COMPLETED).await;
     assert_eq!(count(&env, id, 1, card_state::DELIVERED).await, 8);
+    // A text sends no SCP80 packet: no card's counter moved.
+    assert_eq!(counters(&env, 8).await, before);
     // Nothing to retry: every card succeeded.
     let e = env
         .server
@@ -515,6 +534,7 @@ async fn tls_trigger_rfm_campaign_runs_over_https() {
     .await
     .expect("devkit with HTTPS");
     let (profile, group) = env.fleet_group.unwrap();
+    let before = counters(&env, 3).await;
     let (id, rows) = run_to_completion(
         &env,
         &serde_json::json!({"profile": profile, "name": "spn_https", "type": "TLS_TRIGGER_RFM",
@@ -526,6 +546,10 @@ async fn tls_trigger_rfm_campaign_runs_over_https() {
     )
     .await;
     assert_eq!(count(&env, id, 1, card_state::POR_OK).await, 3, "{rows:?}");
+    // One counter per card, the trigger's: the campaign's claim spends none.
+    let after = counters(&env, 3).await;
+    let spent: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(spent, vec![1, 1, 1]);
     for i in 0..3 {
         let content = env
             .fleet

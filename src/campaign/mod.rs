@@ -809,6 +809,7 @@ impl CampaignPlan {
             kic_version: self.kic >> 4,
             kid_version: self.kid >> 4,
             counter_version: self.spi.counter_version(self.kic, self.kid),
+            spends_counter: !self.campaign_type.is_text() && !self.campaign_type.is_tls(),
         }
     }
 

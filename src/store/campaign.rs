@@ -118,6 +118,10 @@ pub struct ClaimKeys {
     pub kid_version: u8,
     /// The key set whose counter the packets use.
     pub counter_version: u8,
+    /// Whether the claim reserves that counter. SMS text and TLS_TRIGGER campaigns send no
+    /// SCP80 packet of their own (the HTTPS trigger reserves its counter when it is secured):
+    /// their claims spend no counter and need no key set.
+    pub spends_counter: bool,
 }
 
 /// A state change of one card's row, applied only if it moves the row forward

@@ -538,7 +538,12 @@ impl CampaignStore for SqlStore {
             .map(|r| col::<String>(r, "iccid"))
             .collect::<Result<_, _>>()?;
         let mut counters: HashMap<String, u64> = HashMap::with_capacity(iccids.len());
-        for chunk in iccids.chunks(CHUNK) {
+        let reserve = if keys.spends_counter {
+            iccids.as_slice()
+        } else {
+            &[]
+        };
+        for chunk in reserve.chunks(CHUNK) {
             let mut p = Params::new(self.dialect);
             let sql = format!(
                 "UPDATE key_sets SET counter = counter + 1 WHERE version = {} AND iccid IN ({}) \
@@ -556,9 +561,31 @@ impl CampaignStore for SqlStore {
             }
         }
         // Cards with a counter go to `sending` with it; cards without that key set fail here.
-        let (with, without): (Vec<&String>, Vec<&String>) =
-            iccids.iter().partition(|i| counters.contains_key(*i));
-        for chunk in with.chunks(CHUNK) {
+        // A claim that spends no counter takes every card, with none.
+        let (with, without): (Vec<&String>, Vec<&String>) = iccids
+            .iter()
+            .partition(|i| !keys.spends_counter || counters.contains_key(*i));
+        for chunk in with.chunks(CHUNK).filter(|_| !keys.spends_counter) {
+            let mut p = Params::new(self.dialect);
+            let sql = format!(
+                "UPDATE campaign_cards SET state = 'sending', progress = step * 16 + 1, \
+                 counter = NULL, updated_at = {} \
+                 WHERE campaign_id = {} AND iteration = {} AND iccid IN ({})",
+                p.p(),
+                p.p(),
+                p.p(),
+                p.list(chunk.len())
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(now)
+                .bind(campaign_id)
+                .bind(iteration);
+            for i in chunk {
+                q = q.bind(i.as_str());
+            }
+            q.execute(&mut *tx).await.map_err(dbe)?;
+        }
+        for chunk in with.chunks(CHUNK).filter(|_| keys.spends_counter) {
             // The counter just reserved is the key set's (same transaction): a primary-key
             // lookup per row.
             let mut p = Params::new(self.dialect);
@@ -611,9 +638,10 @@ impl CampaignStore for SqlStore {
         let rows: Vec<AnyRow> = rows
             .into_iter()
             .filter(|r| {
-                col::<String>(r, "iccid")
-                    .map(|i| counters.contains_key(&i))
-                    .unwrap_or(false)
+                !keys.spends_counter
+                    || col::<String>(r, "iccid")
+                        .map(|i| counters.contains_key(&i))
+                        .unwrap_or(false)
             })
             .collect();
         let mut claimed = Self::claimed(&rows, &sets, keys, &counters)?;
