@@ -314,8 +314,21 @@ async fn script_larger_than_one_packet_goes_as_several_each_with_its_counter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sms_campaign_ends_delivered_and_stop_terminates() {
-    let env = env(8, None).await;
+async fn sms_campaign_ends_delivered_spending_no_counter_sqlite() {
+    sms_campaign_ends_delivered(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_campaign_ends_delivered_spending_no_counter_postgres() {
+    let url = devkit::postgres_scratch_url(&devkit::test_database_url())
+        .await
+        .expect("PostgreSQL (see README: the tests need it on 127.0.0.1:5432)");
+    sms_campaign_ends_delivered(Some(url.clone())).await;
+    devkit::drop_postgres_scratch(&url).await;
+}
+
+async fn sms_campaign_ends_delivered(store_url: Option<String>) {
+    let env = env(8, store_url).await;
     let (_, group) = env.fleet_group.unwrap();
     let before = counters(&env, 8).await;
     let id = create(
