@@ -565,46 +565,33 @@ impl CampaignStore for SqlStore {
         let (with, without): (Vec<&String>, Vec<&String>) = iccids
             .iter()
             .partition(|i| !keys.spends_counter || counters.contains_key(*i));
-        for chunk in with.chunks(CHUNK).filter(|_| !keys.spends_counter) {
+        for chunk in with.chunks(CHUNK) {
             let mut p = Params::new(self.dialect);
+            // The counter just reserved is the key set's (same transaction): a primary-key
+            // lookup per row.
+            let counter = if keys.spends_counter {
+                format!(
+                    "(SELECT k.counter FROM key_sets k \
+                     WHERE k.iccid = campaign_cards.iccid AND k.version = {})",
+                    p.p()
+                )
+            } else {
+                "NULL".to_string()
+            };
             let sql = format!(
                 "UPDATE campaign_cards SET state = 'sending', progress = step * 16 + 1, \
-                 counter = NULL, updated_at = {} \
+                 counter = {counter}, updated_at = {} \
                  WHERE campaign_id = {} AND iteration = {} AND iccid IN ({})",
                 p.p(),
                 p.p(),
                 p.p(),
                 p.list(chunk.len())
             );
-            let mut q = sqlx::query(&sql)
-                .bind(now)
-                .bind(campaign_id)
-                .bind(iteration);
-            for i in chunk {
-                q = q.bind(i.as_str());
+            let mut q = sqlx::query(&sql);
+            if keys.spends_counter {
+                q = q.bind(i64::from(keys.counter_version));
             }
-            q.execute(&mut *tx).await.map_err(dbe)?;
-        }
-        for chunk in with.chunks(CHUNK).filter(|_| keys.spends_counter) {
-            // The counter just reserved is the key set's (same transaction): a primary-key
-            // lookup per row.
-            let mut p = Params::new(self.dialect);
-            let sql = format!(
-                "UPDATE campaign_cards SET state = 'sending', progress = step * 16 + 1, \
-                 counter = (SELECT k.counter FROM key_sets k \
-                 WHERE k.iccid = campaign_cards.iccid AND k.version = {}), \
-                 updated_at = {} WHERE campaign_id = {} AND iteration = {} AND iccid IN ({})",
-                p.p(),
-                p.p(),
-                p.p(),
-                p.p(),
-                p.list(chunk.len())
-            );
-            let mut q = sqlx::query(&sql)
-                .bind(i64::from(keys.counter_version))
-                .bind(now)
-                .bind(campaign_id)
-                .bind(iteration);
+            let mut q = q.bind(now).bind(campaign_id).bind(iteration);
             for i in chunk {
                 q = q.bind(i.as_str());
             }
