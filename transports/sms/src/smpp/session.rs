@@ -781,15 +781,14 @@ impl<'a> Session<'a> {
         };
         // Answered when the gateway is done with what it carried: a PoR once it is stored.
         // If this session is gone by then, the SMSC delivers the message again.
-        let acks = self.acks_tx.clone();
-        let sequence = raw.sequence;
-        let ack = InboundAck::new(move |status| {
-            let _ = acks.send((sequence, status));
-        });
         let ack = if self.shared.config.answer_pors_after_store {
-            ack
+            let acks = self.acks_tx.clone();
+            let sequence = raw.sequence;
+            InboundAck::new(move |status| {
+                let _ = acks.send((sequence, status));
+            })
         } else {
-            drop(ack);
+            self.answer_deliver(raw.sequence, AckStatus::Done);
             InboundAck::none()
         };
         let released = self.shared.core().on_deliver(&sm, ack, Instant::now());
