@@ -18,6 +18,16 @@ async fn env(cards: usize, store_url: Option<String>) -> DevEnv {
     .expect("devkit")
 }
 
+/// Runs `case` on a fresh PostgreSQL schema (the local server: the tests need it on
+/// 127.0.0.1:5432, see README), then drops the schema.
+async fn on_postgres<F: std::future::Future<Output = ()>>(case: impl FnOnce(Option<String>) -> F) {
+    let url = devkit::postgres_scratch_url(&devkit::test_database_url())
+        .await
+        .expect("PostgreSQL (see README: the tests need it on 127.0.0.1:5432)");
+    case(Some(url.clone())).await;
+    devkit::drop_postgres_scratch(&url).await;
+}
+
 async fn create(env: &DevEnv, req: CampaignRequest) -> i64 {
     let store = env.server.store.clone();
     let (profile_id, _) = env.fleet_group.expect("provisioned");
@@ -225,11 +235,7 @@ async fn rfm_campaign_with_placeholders_and_retry_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfm_campaign_with_placeholders_and_retry_postgres() {
-    let url = devkit::postgres_scratch_url(&devkit::test_database_url())
-        .await
-        .expect("PostgreSQL (see README: the tests need it on 127.0.0.1:5432)");
-    rfm_with_placeholders_and_retry(Some(url.clone())).await;
-    devkit::drop_postgres_scratch(&url).await;
+    on_postgres(rfm_with_placeholders_and_retry).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,11 +326,7 @@ async fn sms_campaign_ends_delivered_spending_no_counter_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sms_campaign_ends_delivered_spending_no_counter_postgres() {
-    let url = devkit::postgres_scratch_url(&devkit::test_database_url())
-        .await
-        .expect("PostgreSQL (see README: the tests need it on 127.0.0.1:5432)");
-    sms_campaign_ends_delivered(Some(url.clone())).await;
-    devkit::drop_postgres_scratch(&url).await;
+    on_postgres(sms_campaign_ends_delivered).await;
 }
 
 async fn sms_campaign_ends_delivered(store_url: Option<String>) {
