@@ -652,15 +652,16 @@ async fn a_second_session_for_the_same_card_is_refused() {
         .await
         .expect("handshake");
     let _ = second
-        .write_all(&client::write_post(
-            "/gp/admin",
-            "h",
-            "a",
-            &[],
-            None,
-            false,
-            false,
-        ))
+        .write_all(&client::write_post(&client::Post {
+            target: "/gp/admin",
+            host: "h",
+            agent_id: "a",
+            body: &[],
+            kind: Default::default(),
+            script_status: None,
+            resume: false,
+            chunked: false,
+        }))
         .await;
     let (got, closed) = read_all(&mut second, Duration::from_secs(5)).await;
     assert!(
@@ -672,7 +673,7 @@ async fn a_second_session_for_the_same_card_is_refused() {
     // The first session still works: nothing queued, so 204 ends it.
     struct NoScripts;
     impl client::CardAgent for NoScripts {
-        fn execute(&mut self, _: &[u8], _: Option<&str>) -> client::AgentReply {
+        fn execute(&mut self, _: client::ScriptRequest<'_>) -> client::AgentReply {
             client::AgentReply::Drop
         }
     }

@@ -2538,7 +2538,7 @@ async fn scp81_psk_keys_sealed_and_unique(b: Backend) {
 /// again, a chunk left SENT by a broken session handed out again; dropped with their command;
 /// a command whose triggers went unanswered reopens for SMS.
 async fn scp81_chunks_answered_once(b: Backend) {
-    use otagw::store::scp81::{ChunkState, NewChunk, Scp81Store};
+    use otagw::store::scp81::{ChunkState, NewChunk, Scp81Store, ScriptKind};
     let db = TestDb::new(b).await;
     let store = db.open().await;
     let a = account(&store, "a").await;
@@ -2546,6 +2546,11 @@ async fn scp81_chunks_answered_once(b: Backend) {
     let chunk = |n: u8| NewChunk {
         script: vec![0xAE, 0x80, 0x22, 0x01, n, 0x00, 0x00],
         targeted_application: (n == 2).then(|| "//aid/A000000009/0001FFFFFFFF89B00010".into()),
+        kind: if n == 2 {
+            ScriptKind::RemoteFile
+        } else {
+            ScriptKind::CardContent
+        },
     };
     let chunks = [chunk(0), chunk(1), chunk(2)];
     assert!(store
@@ -2611,6 +2616,12 @@ async fn scp81_chunks_answered_once(b: Backend) {
         third.targeted_application.as_deref(),
         Some("//aid/A000000009/0001FFFFFFFF89B00010")
     );
+    assert_eq!((first.kind, third.kind), (ScriptKind::CardContent, ScriptKind::RemoteFile));
+    // A POST's URI names a chunk of the card's: found by card, command and position only.
+    let named = store.card_chunk(&iccid(1), "c1", 2).await.unwrap();
+    assert_eq!(named.map(|c| (c.seq, c.state)), Some((2, ChunkState::Sent)));
+    assert_eq!(store.card_chunk(&iccid(2), "c1", 2).await.unwrap(), None);
+    assert_eq!(store.card_chunk(&iccid(1), "c1", 3).await.unwrap(), None);
     assert!(store
         .answer_chunk(&a, "c1", 2, &[], "unknown-application", 19)
         .await
@@ -2632,6 +2643,74 @@ async fn scp81_chunks_answered_once(b: Backend) {
     );
     assert_eq!(store.drop_chunks(&a, "c1").await.unwrap(), 3);
     assert!(store.command_chunks(&a, "c1").await.unwrap().is_empty());
+    // A failed chunk drops the QUEUED ones after it; answered and SENT ones stay.
+    assert!(store
+        .queue_chunks(&a, "c2", &iccid(1), &chunks, 21)
+        .await
+        .unwrap());
+    store.next_chunk(&iccid(1), 22).await.unwrap().expect("c2 chunk 0");
+    assert_eq!(store.drop_queued(&a, "c2").await.unwrap(), 2);
+    let left = store.command_chunks(&a, "c2").await.unwrap();
+    assert_eq!(
+        left.iter().map(|c| (c.seq, c.state)).collect::<Vec<_>>(),
+        vec![(0, ChunkState::Sent)]
+    );
+}
+
+/// A database an earlier version created has `admin_chunks` without the `kind` column: opening
+/// it adds the column, the old rows read as GP scripts, and new chunks store their kind.
+async fn scp81_chunk_kind_added_to_an_old_table(b: Backend) {
+    use otagw::store::scp81::{ChunkState, NewChunk, Scp81Store, ScriptKind};
+    let db = TestDb::new(b).await;
+    {
+        let (int, blob) = match b {
+            Backend::Sqlite => ("INTEGER", "BLOB"),
+            Backend::Postgres => ("BIGINT", "BYTEA"),
+        };
+        sqlx::any::install_default_drivers();
+        let url = match b {
+            Backend::Sqlite => format!("{}?mode=rwc", db.url),
+            Backend::Postgres => db.url.clone(),
+        };
+        let pool = sqlx::AnyPool::connect(&url).await.expect("raw connection");
+        // The table as the previous release created it.
+        sqlx::query(&format!(
+            "CREATE TABLE admin_chunks (account_id TEXT NOT NULL, command_id TEXT NOT NULL, \
+             seq {int} NOT NULL, iccid TEXT NOT NULL, script {blob} NOT NULL, \
+             targeted_application TEXT, state TEXT NOT NULL, response {blob}, \
+             script_status TEXT, sends {int} NOT NULL, queued_at {int} NOT NULL, \
+             updated_at {int} NOT NULL, PRIMARY KEY (account_id, command_id, seq))"
+        ))
+        .execute(&pool)
+        .await
+        .expect("old table");
+        sqlx::query(
+            "INSERT INTO admin_chunks VALUES ('a0', 'old', 0, '8949', $1, NULL, 'QUEUED', \
+             NULL, NULL, 0, 1, 1)",
+        )
+        .bind(vec![0xAEu8, 0x80, 0x00, 0x00])
+        .execute(&pool)
+        .await
+        .expect("old row");
+        pool.close().await;
+    }
+    let store = db.open().await;
+    let old = store.card_chunk("8949", "old", 0).await.unwrap().expect("old row");
+    assert_eq!((old.kind, old.state), (ScriptKind::CardContent, ChunkState::Queued));
+    let a = account(&store, "a").await;
+    store.insert_cards(&a, &[card(&iccid(1))], 1).await.unwrap();
+    let new = NewChunk {
+        script: vec![0xAE, 0x80, 0x00, 0x00],
+        targeted_application: None,
+        kind: ScriptKind::RemoteFile,
+    };
+    assert!(store.queue_chunks(&a, "c", &iccid(1), &[new], 2).await.unwrap());
+    let got = store.card_chunk(&iccid(1), "c", 0).await.unwrap().expect("new row");
+    assert_eq!(got.kind, ScriptKind::RemoteFile);
+    drop(store);
+    // Opening it again finds the column there.
+    let again = db.open().await;
+    assert!(again.card_chunk(&iccid(1), "c", 0).await.unwrap().is_some());
 }
 
 macro_rules! suite {
@@ -2683,6 +2762,7 @@ suite!(
     card_groups_create_and_page,
     scp81_psk_keys_sealed_and_unique,
     scp81_chunks_answered_once,
+    scp81_chunk_kind_added_to_an_old_table,
 );
 
 #[tokio::test]

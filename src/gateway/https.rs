@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use otagw_https::admin::AdminRequest;
+use otagw_https::admin::{aid_uri, default_application_aid, AdminRequest};
 use otagw_https::server::{AdminSessions, PskDirectory, ScriptChunk};
 use otagw_https::trigger::{
     ConnectionParams, HttpParams, RetryPolicy as CardRetry, SecurityParams, TimerValue,
@@ -26,7 +26,8 @@ use tokio::sync::Notify;
 use super::{apply, fail, now_ms, Recorded, Shared};
 use crate::command::build::{build_script, BuildContext};
 use crate::command::{
-    CardResponse, CommandError, CommandStatus, ErrorCode, OtaCommandRequest, StatusWordData,
+    CardResponse, CommandError, CommandStatus, CommandType, ErrorCode, OtaCommandRequest,
+    StatusWordData,
 };
 use crate::correlation::PendingCommand;
 use crate::dispatch::OtaOutcome;
@@ -34,10 +35,11 @@ use crate::gateway::outcome::sw_is_success;
 use crate::pipeline::secure::{card_class, requested_applet};
 use crate::pipeline::{validate_request, RetryPolicy, ValidSecurity};
 use crate::script::response::parse_expanded_response;
+use crate::script::apdu::CApdu;
 use crate::script::{CommandScript, ScriptFormat, ScriptItem};
 use crate::security::command::encode_command_packet;
 use crate::security::{CommandHeader, Counter, KeyIdentifier, Scp80Keys};
-use crate::store::scp81::{ChunkRecord, ChunkState, NewChunk};
+use crate::store::scp81::{ChunkRecord, ChunkState, NewChunk, ScriptKind};
 use crate::store::{CommandRecord, Store, StoreError, Transition};
 
 /// TAR of the Issuer Security Domain: the default target of the trigger.
@@ -74,6 +76,9 @@ pub struct HttpsOptions {
     pub max_script_bytes: usize,
     /// After the triggers go unanswered, send the command over SMS instead of failing.
     pub fallback_to_sms: bool,
+    /// AIDs of the applications behind TARs (RFM applications, other security domains), for
+    /// `X-Admin-Targeted-Application`; a TAR not here gets [`default_application_aid`].
+    pub applications: HashMap<[u8; 3], Vec<u8>>,
 }
 
 impl Default for HttpsOptions {
@@ -94,14 +99,17 @@ impl Default for HttpsOptions {
             chunk_bytes: 2048,
             max_script_bytes: 256 * 1024,
             fallback_to_sms: false,
+            applications: HashMap::new(),
         }
     }
 }
 
 /// The HTTP parameters a profile may set for its cards' triggers (`defaults.http`, JSON):
 /// `host`, `uri`, `agentId`, `tar` (6 hex digits), `apn`, `keyVersion` (0x40-0x4F), `keyId`,
-/// `cardRetries`, `cardRetryDelaySecs`. They override the gateway's `[https]` settings.
-pub const PROFILE_HTTP_FIELDS: [&str; 9] = [
+/// `cardRetries`, `cardRetryDelaySecs`, `applications` (TAR to AID, both hex: the AIDs of the
+/// cards' RFM applications and security domains, named in `X-Admin-Targeted-Application`).
+/// They override the gateway's `[https]` settings.
+pub const PROFILE_HTTP_FIELDS: [&str; 10] = [
     "host",
     "uri",
     "agentId",
@@ -111,6 +119,7 @@ pub const PROFILE_HTTP_FIELDS: [&str; 9] = [
     "keyId",
     "cardRetries",
     "cardRetryDelaySecs",
+    "applications",
 ];
 
 impl HttpsOptions {
@@ -154,6 +163,24 @@ impl HttpsOptions {
                 "cardRetries" => o.card_retries = number(u64::from(u16::MAX))? as u16,
                 "cardRetryDelaySecs" => {
                     o.card_retry_delay = Duration::from_secs(number(359_999)?);
+                }
+                "applications" => {
+                    let map = v
+                        .as_object()
+                        .ok_or_else(|| err(k, "must be an object of TAR: AID"))?;
+                    for (tar, aid) in map {
+                        let field = format!("applications.{tar}");
+                        let tar_bytes = hex::decode(tar)
+                            .ok()
+                            .and_then(|b| <[u8; 3]>::try_from(b.as_slice()).ok())
+                            .ok_or_else(|| err(&field, "the key must be a TAR of 6 hex digits"))?;
+                        let aid_bytes = aid
+                            .as_str()
+                            .and_then(|a| hex::decode(a).ok())
+                            .filter(|a| (5..=16).contains(&a.len()))
+                            .ok_or_else(|| err(&field, "must be an AID of 5 to 16 octets in hex"))?;
+                        o.applications.insert(tar_bytes, aid_bytes);
+                    }
                 }
                 other => {
                     return Err(err(
@@ -227,21 +254,61 @@ impl HttpsOptions {
     }
 }
 
-/// `X-Admin-Targeted-Application` for a script meant for the application behind `tar`
-/// (`None` for the security domain the trigger went to). The AID carries the TAR in its octets
-/// 13 to 15 (TS 101 220 clause 6.2; **verify** the RID/PIX prefix for real cards): ETSI RID
-/// A000000009, application code 0001, then FF FF FF FF 89 and the TAR.
-pub fn targeted_application(tar: [u8; 3], sd_tar: [u8; 3]) -> Option<String> {
-    (tar != sd_tar).then(|| format!("//aid/A000000009/0001FFFFFFFF89{}", hex::encode_upper(tar)))
+/// Whether a command type's script is remote file management (an RFM application, TS 102 226
+/// Annex B media types) rather than card content management (a security domain).
+pub fn is_rfm(command_type: CommandType) -> bool {
+    matches!(
+        command_type,
+        CommandType::Rfm | CommandType::FileUpdate | CommandType::ProfileUpdate
+    )
 }
 
-/// The TAR named by a targeted application AID (octets 13 to 15), if it is one.
-pub fn tar_of_targeted_application(value: &str) -> Option<[u8; 3]> {
-    let rest = value.strip_prefix("//aid/")?;
-    let (rid, pix) = rest.split_once('/')?;
-    let aid = hex::decode(format!("{rid}{pix}")).ok()?;
-    let t = aid.get(12..15)?;
-    Some([t[0], t[1], t[2]])
+/// The media types and `X-Admin-Targeted-Application` of a command's chunks. RFM goes to the
+/// RFM application's AID with the ETSI media types; RAM to the security domain holding the PSK
+/// (no header) or, for another TAR, that security domain's AID.
+pub fn script_target(
+    command_type: CommandType,
+    tar: [u8; 3],
+    options: &HttpsOptions,
+) -> (ScriptKind, Option<String>) {
+    let aid = || {
+        options
+            .applications
+            .get(&tar)
+            .cloned()
+            .unwrap_or_else(|| default_application_aid(tar))
+    };
+    if is_rfm(command_type) {
+        (ScriptKind::RemoteFile, Some(aid_uri(&aid())))
+    } else if tar == options.trigger_tar {
+        (ScriptKind::CardContent, None)
+    } else {
+        (ScriptKind::CardContent, Some(aid_uri(&aid())))
+    }
+}
+
+/// The query a chunk's `X-Admin-Next-URI` carries: its command and position. The card posts
+/// that chunk's responses there and re-posts there when it resumes.
+pub fn chunk_reference(command_id: &str, seq: u32) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("cmd", command_id)
+        .append_pair("chunk", &seq.to_string())
+        .finish()
+}
+
+/// The chunk a POST's target names (see [`chunk_reference`]); `None` for the trigger's URI.
+pub fn chunk_of_target(target: &str) -> Option<(String, u32)> {
+    let (_, query) = target.split_once('?')?;
+    let mut command = None;
+    let mut seq = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "cmd" => command = Some(v.into_owned()),
+            "chunk" => seq = v.parse::<u32>().ok(),
+            _ => {}
+        }
+    }
+    Some((command?, seq?))
 }
 
 /// Splits a script into expanded chunks (`AE 80 ... 00 00`) of at most `max` octets (a single
@@ -274,22 +341,19 @@ pub fn split_script(script: &CommandScript, max: usize) -> Result<Vec<Vec<u8>>, 
 /// PSK identity to (ICCID, key).
 type PskCache = HashMap<Vec<u8>, (String, Vec<u8>)>;
 
-/// One card's open session.
-#[derive(Debug, Default)]
-struct OpenSession {
-    /// The chunk handed out and not answered yet: (account, command, seq).
-    in_flight: Option<(String, String, u32)>,
-    /// A chunk was asked for: what an earlier session left SENT has been dealt with.
-    started: bool,
-}
-
-/// The store behind the admin server: PSKs from an in-memory cache (the handshake never waits
-/// for the database; the cache is filled when a trigger goes out and from
-/// [`Scp81Sessions::load_psk`]), chunks and answers in the store.
+/// The store behind the admin server: PSKs from an in-memory cache (filled when a trigger goes
+/// out; an identity not in it is looked up in the store, so a card whose own retry opens a
+/// session after a restart is known), chunks and answers in the store.
+///
+/// Which chunk a card's answer is for comes from the POST's URI: each chunk's
+/// `X-Admin-Next-URI` names it ([`chunk_reference`]), and a card resuming after a break
+/// re-posts to the last URI it navigated (Amendment B). An answer is recorded only for a chunk
+/// still outstanding (SENT); a repeated one is a duplicate, and the chunk after it goes again.
 pub struct Scp81Sessions {
     store: Arc<dyn Store>,
     psk: RwLock<PskCache>,
-    open: Mutex<HashMap<String, OpenSession>>,
+    /// Cards with a session open here, and the chunk each was last handed.
+    open: Mutex<HashMap<String, Option<(String, String, u32)>>>,
     waiters: Mutex<HashMap<(String, String), Arc<Notify>>>,
 }
 
@@ -313,6 +377,35 @@ impl Scp81Sessions {
     pub fn load_psk(&self, identity: &[u8], iccid: &str, key: &[u8]) {
         if let Ok(mut m) = self.psk.write() {
             m.insert(identity.to_vec(), (iccid.to_string(), key.to_vec()));
+        }
+    }
+
+    /// The card and key of an identity: from the cache, else from the store (then cached).
+    ///
+    /// OpenSSL asks from inside the handshake, synchronously, on a runtime worker thread; on a
+    /// cache miss the worker is handed over to the store query (`block_in_place`). A runtime
+    /// with one thread cannot do that: there only the cache answers.
+    fn lookup(&self, identity: &[u8]) -> Option<(String, Vec<u8>)> {
+        if let Some(hit) = self.psk.read().ok().and_then(|m| m.get(identity).cloned()) {
+            return Some(hit);
+        }
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return None;
+        }
+        let s = self.store.scp81()?;
+        let found = tokio::task::block_in_place(|| handle.block_on(s.psk_by_identity(identity)));
+        match found {
+            Ok(Some(p)) => {
+                tracing::info!(iccid = %p.iccid, "PSK identity found in the store");
+                self.load_psk(&p.identity, &p.iccid, &p.key);
+                Some((p.iccid, p.key))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("PSK identity look-up: {e}");
+                None
+            }
         }
     }
 
@@ -363,10 +456,7 @@ impl Scp81Sessions {
 
 impl PskDirectory for Scp81Sessions {
     fn key_for(&self, identity: &[u8]) -> Option<Vec<u8>> {
-        self.psk
-            .read()
-            .ok()
-            .and_then(|m| m.get(identity).map(|(_, k)| k.clone()))
+        self.lookup(identity).map(|(_, k)| k)
     }
 }
 
@@ -375,17 +465,13 @@ impl AdminSessions for Scp81Sessions {
         let Some(iccid) = self.iccid_of(identity) else {
             return false;
         };
-        {
-            let Ok(mut open) = self.open.lock() else {
-                return false;
-            };
-            if open.contains_key(&iccid) {
-                return false;
-            }
-            open.insert(iccid.clone(), OpenSession::default());
+        let Ok(mut open) = self.open.lock() else {
+            return false;
+        };
+        if open.contains_key(&iccid) {
+            return false;
         }
-        // A chunk an earlier session left SENT stays so until this session's first POST: with
-        // X-Admin-Resume it carries that chunk's responses, else the chunk goes again.
+        open.insert(iccid, None);
         true
     }
 
@@ -398,9 +484,9 @@ impl AdminSessions for Scp81Sessions {
             .lock()
             .ok()
             .and_then(|mut m| m.remove(&iccid))
-            .and_then(|s| s.in_flight);
+            .flatten();
         if let Some((account, command, seq)) = left {
-            tracing::info!(%iccid, completed, %command, seq, "session ended with a chunk unanswered: the next session resumes or resends it");
+            tracing::info!(%iccid, completed, %command, seq, "session ended: a chunk handed out may be unanswered");
             self.wake(&account, &command);
         }
     }
@@ -408,25 +494,13 @@ impl AdminSessions for Scp81Sessions {
     async fn next_chunk(&self, identity: &[u8]) -> Option<ScriptChunk> {
         let iccid = self.iccid_of(identity)?;
         let s = self.store.scp81()?;
-        let (unanswered, first) = self
-            .open
-            .lock()
-            .ok()
-            .and_then(|mut m| {
-                m.get_mut(&iccid).map(|o| {
-                    let first = !std::mem::replace(&mut o.started, true);
-                    (o.in_flight.take(), first)
-                })
-            })
-            .unwrap_or((None, false));
-        if unanswered.is_some() || first {
-            // The card posted without answering the last script, or an earlier session left
-            // one unanswered and this session did not resume it: it goes again.
-            match s.requeue_sent(&iccid, now_ms()).await {
-                Ok(n) if n > 0 => tracing::info!(%iccid, "{n} unanswered chunk(s) sent again"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(%iccid, "requeueing chunks: {e}"),
-            }
+        // The card's POST has answered its outstanding chunk (recorded just before) or it has
+        // no answer for it (it never ran, or the card resumed before it): a chunk still SENT
+        // goes again.
+        match s.requeue_sent(&iccid, now_ms()).await {
+            Ok(n) if n > 0 => tracing::info!(%iccid, "{n} unanswered chunk(s) sent again"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%iccid, "requeueing chunks: {e}"),
         }
         let chunk = match s.next_chunk(&iccid, now_ms()).await {
             Ok(c) => c?,
@@ -437,7 +511,7 @@ impl AdminSessions for Scp81Sessions {
         };
         if let Ok(mut m) = self.open.lock() {
             if let Some(o) = m.get_mut(&iccid) {
-                o.in_flight = Some((
+                *o = Some((
                     chunk.account_id.clone(),
                     chunk.command_id.clone(),
                     chunk.seq,
@@ -445,8 +519,10 @@ impl AdminSessions for Scp81Sessions {
             }
         }
         Some(ScriptChunk {
+            reference: chunk_reference(&chunk.command_id, chunk.seq),
             script: chunk.script,
             targeted_application: chunk.targeted_application,
+            kind: chunk.kind,
         })
     }
 
@@ -457,46 +533,64 @@ impl AdminSessions for Scp81Sessions {
         let Some(s) = self.store.scp81() else {
             return;
         };
-        let in_flight = self
-            .open
-            .lock()
-            .ok()
-            .and_then(|mut m| m.get_mut(&iccid).and_then(|o| o.in_flight.take()));
-        let (in_flight, started) = {
-            let started = self
-                .open
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&iccid).map(|o| o.started))
-                .unwrap_or(true);
-            (in_flight, started)
-        };
-        let in_flight = match in_flight {
-            Some(c) => Some(c),
-            // Amendment B resume: the first POST of a new session answers the script the
-            // interrupted session left unanswered.
-            None if request.resume && !started => match s.sent_chunk(&iccid).await {
-                Ok(c) => c.map(|c| (c.account_id, c.command_id, c.seq)),
-                Err(e) => {
-                    tracing::warn!(%iccid, "resume: {e}");
-                    None
-                }
-            },
-            None => None,
-        };
-        let Some((account, command, seq)) = in_flight else {
-            tracing::warn!(%iccid, resume = request.resume, "responses posted with no script outstanding");
+        let Some((command, seq)) = chunk_of_target(&request.target) else {
+            tracing::warn!(%iccid, target = %request.target, resume = request.resume,
+                "responses posted to a URI that names no chunk: not recorded");
             return;
         };
+        let chunk = match s.card_chunk(&iccid, &command, seq).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                tracing::warn!(%iccid, %command, seq, "responses for a chunk this card does not have");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%iccid, %command, seq, "looking the chunk up: {e}");
+                return;
+            }
+        };
+        if chunk.state != ChunkState::Sent {
+            // A resumed session repeating an answer already recorded: the chunk after it is
+            // the one outstanding, and goes again.
+            tracing::info!(%iccid, %command, seq, state = chunk.state.as_str(), resume = request.resume,
+                "repeated answer to a chunk not outstanding: not recorded");
+            return;
+        }
+        if request.response_kind().is_some_and(|k| k != chunk.kind) {
+            tracing::warn!(%iccid, %command, seq, content_type = ?request.content_type,
+                "the card labels its answer for another kind of script");
+        }
         let status = request
             .script_status
             .as_ref()
             .map_or("ok".to_string(), |s| s.as_str().to_string());
         match s
-            .answer_chunk(&account, &command, seq, &request.body, &status, now_ms())
+            .answer_chunk(
+                &chunk.account_id,
+                &command,
+                seq,
+                &request.body,
+                &status,
+                now_ms(),
+            )
             .await
         {
-            Ok(true) => self.wake(&account, &command),
+            Ok(true) => {
+                let answered = ChunkRecord {
+                    response: Some(request.body.clone()),
+                    script_status: Some(status),
+                    state: ChunkState::Answered,
+                    ..chunk
+                };
+                if let Some(problem) = chunk_outcome(&answered).problem {
+                    // The command has failed: its later chunks must not run.
+                    match s.drop_queued(&answered.account_id, &command).await {
+                        Ok(n) => tracing::info!(%iccid, %command, seq, "{problem}; {n} later chunk(s) dropped"),
+                        Err(e) => tracing::warn!(%iccid, %command, "dropping the later chunks: {e}"),
+                    }
+                }
+                self.wake(&answered.account_id, &command);
+            }
             Ok(false) => tracing::warn!(%iccid, %command, seq, "answer to a chunk no longer SENT"),
             Err(e) => tracing::warn!(%iccid, %command, seq, "recording the answer: {e}"),
         }
@@ -536,7 +630,88 @@ struct Prepared {
     identity: Vec<u8>,
 }
 
-/// The end state of a command whose chunks are all answered.
+/// What one answered chunk says.
+#[derive(Debug, Default)]
+pub struct ChunkOutcome {
+    pub executed: u32,
+    pub status_words: Vec<StatusWordData>,
+    /// The last R-APDU's status word and data.
+    pub last: Option<(u16, Vec<u8>)>,
+    /// Why the chunk failed, naming the APDU where it stopped; `None` if it succeeded.
+    pub problem: Option<String>,
+}
+
+/// Reads a chunk's answer: its status words, and whether (and where) it failed.
+pub fn chunk_outcome(c: &ChunkRecord) -> ChunkOutcome {
+    let mut out = ChunkOutcome::default();
+    if let Some(status) = c.script_status.as_deref().filter(|s| *s != "ok") {
+        out.problem = Some(format!(
+            "card reports X-Admin-Script-Status {status} for chunk {}",
+            c.seq
+        ));
+        return out;
+    }
+    let body = c.response.as_deref().unwrap_or_default();
+    let parsed = match parse_expanded_response(body) {
+        Ok(p) => p,
+        Err(e) => {
+            out.problem = Some(format!(
+                "chunk {}: the card's answer is not a response script: {e}",
+                c.seq
+            ));
+            return out;
+        }
+    };
+    out.executed = parsed.executed as u32;
+    out.status_words = parsed
+        .responses
+        .iter()
+        .map(|r| StatusWordData {
+            sw: format!("{:04X}", r.sw),
+            data: hex::encode_upper(&r.data),
+        })
+        .collect();
+    out.last = parsed.last().map(|r| (r.sw, r.data.clone()));
+    if let Some((sw, _)) = out.last.as_ref().filter(|(sw, _)| !sw_is_success(*sw)) {
+        // The card stops at the first failing C-APDU of an expanded script (TS 102 226
+        // 5.2.2): the last one it ran is the one that failed.
+        let apdus: Vec<CApdu> = CommandScript::parse(&c.script, ScriptFormat::ExpandedIndefinite)
+            .map(|s| {
+                s.items
+                    .into_iter()
+                    .filter_map(|i| match i {
+                        ScriptItem::Command(c) => Some(c),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let n = parsed.executed.max(1);
+        let which = apdus.get(n - 1).map_or(String::new(), |a| {
+            format!(
+                " ({:02X} {:02X} {:02X} {:02X})",
+                a.cla(),
+                a.ins(),
+                a.p1(),
+                a.p2()
+            )
+        });
+        out.problem = Some(format!(
+            "chunk {}: C-APDU {n} of {}{which} answered {sw:04X}",
+            c.seq,
+            apdus.len()
+        ));
+    } else if let Some(bad) = parsed.bad_format {
+        out.problem = Some(format!(
+            "chunk {}: the card found the script malformed ({bad:?})",
+            c.seq
+        ));
+    }
+    out
+}
+
+/// The end state of a command whose chunks are all answered (a chunk that failed ends it: the
+/// chunks after it were dropped unsent).
 pub fn session_transition(chunks: &[ChunkRecord], at: i64) -> Transition {
     let mut response = CardResponse {
         por_status: "00".into(),
@@ -548,54 +723,15 @@ pub fn session_transition(chunks: &[ChunkRecord], at: i64) -> Transition {
     };
     let mut problem: Option<String> = None;
     for c in chunks {
-        if let Some(status) = c.script_status.as_deref().filter(|s| *s != "ok") {
-            problem.get_or_insert_with(|| {
-                format!(
-                    "card reports X-Admin-Script-Status {status} for chunk {}",
-                    c.seq
-                )
-            });
-            continue;
+        let o = chunk_outcome(c);
+        response.executed = Some(response.executed.unwrap_or(0) + o.executed);
+        response.status_words.extend(o.status_words);
+        if let Some((sw, data)) = o.last {
+            response.status_code = Some(sw);
+            response.data = Some(hex::encode_upper(&data));
         }
-        let body = c.response.as_deref().unwrap_or_default();
-        match parse_expanded_response(body) {
-            Ok(parsed) => {
-                response.executed = Some(response.executed.unwrap_or(0) + parsed.executed as u32);
-                for r in &parsed.responses {
-                    response.status_words.push(StatusWordData {
-                        sw: format!("{:04X}", r.sw),
-                        data: hex::encode_upper(&r.data),
-                    });
-                }
-                if let Some(last) = parsed.last() {
-                    response.status_code = Some(last.sw);
-                    response.data = Some(hex::encode_upper(&last.data));
-                    if !sw_is_success(last.sw) {
-                        problem.get_or_insert_with(|| {
-                            format!(
-                                "chunk {}: the card ran {} command(s); the last answered {:04X}",
-                                c.seq, parsed.executed, last.sw
-                            )
-                        });
-                    }
-                }
-                if let Some(bad) = parsed.bad_format {
-                    problem.get_or_insert_with(|| {
-                        format!(
-                            "chunk {}: the card found the script malformed ({bad:?})",
-                            c.seq
-                        )
-                    });
-                }
-            }
-            Err(e) => {
-                problem.get_or_insert_with(|| {
-                    format!(
-                        "chunk {}: the card's answer is not a response script: {e}",
-                        c.seq
-                    )
-                });
-            }
+        if let Some(p) = o.problem {
+            problem.get_or_insert(p);
         }
     }
     let from = vec![CommandStatus::Sent, CommandStatus::Delivered];
@@ -708,7 +844,8 @@ impl HttpsDriver {
         retry: RetryPolicy,
     ) -> Result<Option<Transition>, Stop> {
         let store = shared.store.as_ref();
-        let prepared = self.prepare(shared, record).await?;
+        let options = self.card_options(shared, record).await?;
+        let prepared = self.prepare(shared, record, &options).await?;
         let notify = self.sessions.waiter(&record.account_id, &record.id);
         // Answered already (a restart while the session ran)?
         if let Some(t) = self.finished(shared, record).await? {
@@ -720,25 +857,6 @@ impl HttpsDriver {
                 "HTTPS needs the SMS route for its trigger",
             )
         })?;
-        // The card's profile may set its own trigger parameters (`defaults.http`).
-        let options = match store
-            .card_profile(&record.account_id, &record.iccid)
-            .await?
-        {
-            Some(p) => match store.profile(&record.account_id, p).await? {
-                Some(profile) => match &profile.defaults.http {
-                    Some(http) => self.options.with_profile(http).map_err(|(f, p)| {
-                        job_fail(
-                            ErrorCode::InvalidState,
-                            format!("profile {}: {f}: {p}", profile.id),
-                        )
-                    })?,
-                    None => self.options.clone(),
-                },
-                None => self.options.clone(),
-            },
-            None => self.options.clone(),
-        };
         for attempt in 1..=retry.attempts.max(1) {
             let counter = store
                 .reserve_counter(&record.iccid, prepared.sec.counter_version())
@@ -871,11 +989,39 @@ impl HttpsDriver {
         Ok(Some(session_transition(&chunks, now_ms())))
     }
 
+    /// The gateway's settings with the card's profile's (`defaults.http`) over them.
+    async fn card_options(
+        &self,
+        shared: &Arc<Shared>,
+        record: &CommandRecord,
+    ) -> Result<HttpsOptions, Stop> {
+        let store = shared.store.as_ref();
+        let Some(p) = store
+            .card_profile(&record.account_id, &record.iccid)
+            .await?
+        else {
+            return Ok(self.options.clone());
+        };
+        let Some(profile) = store.profile(&record.account_id, p).await? else {
+            return Ok(self.options.clone());
+        };
+        match &profile.defaults.http {
+            Some(http) => self.options.with_profile(http).map_err(|(f, p)| {
+                job_fail(
+                    ErrorCode::InvalidState,
+                    format!("profile {}: {f}: {p}", profile.id),
+                )
+            }),
+            None => Ok(self.options.clone()),
+        }
+    }
+
     /// Checks the command, builds and queues its chunks (once), and finds the card's keys.
     async fn prepare(
         &self,
         shared: &Arc<Shared>,
         record: &CommandRecord,
+        options: &HttpsOptions,
     ) -> Result<Prepared, Stop> {
         let store = shared.store.as_ref();
         let scp81 = store
@@ -923,14 +1069,14 @@ impl HttpsDriver {
             kic_set.clone()
         };
         let psk = scp81
-            .psk(&record.iccid, self.options.psk_key_version)
+            .psk(&record.iccid, options.psk_key_version)
             .await?
             .ok_or_else(|| {
                 job_fail(
                     ErrorCode::SecurityError,
                     format!(
                         "card {} has no SCP81 PSK of key version {:#04x}",
-                        record.iccid, self.options.psk_key_version
+                        record.iccid, options.psk_key_version
                     ),
                 )
             })?;
@@ -976,13 +1122,14 @@ impl HttpsDriver {
             }
             let script = CommandScript::parse(&built.script, built.format)
                 .map_err(|e| job_fail(ErrorCode::InvalidState, format!("script: {e}")))?;
-            let target = targeted_application(sec.tar, self.options.trigger_tar);
+            let (kind, target) = script_target(req.command_type, sec.tar, options);
             let chunks: Vec<NewChunk> = split_script(&script, self.options.chunk_bytes)
                 .map_err(|e| job_fail(ErrorCode::InvalidState, format!("script: {e}")))?
                 .into_iter()
                 .map(|script| NewChunk {
                     script,
                     targeted_application: target.clone(),
+                    kind,
                 })
                 .collect();
             if chunks.is_empty() {

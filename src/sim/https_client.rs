@@ -11,15 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use otagw_https::admin::ScriptStatus;
-use otagw_https::client::{self, AgentReply, CardAgent, ClientConfig, ClientOutcome};
+use otagw_https::admin::{aid_of_uri, default_application_aid, ScriptKind, ScriptStatus};
+use otagw_https::client::{
+    self, AgentReply, CardAgent, ClientConfig, ClientOutcome, ResumePoint, ScriptRequest,
+};
 use otagw_https::server::TlsVersion;
 use otagw_https::trigger::{ConnectionParams, TriggerParams};
 use otagw_sms::smsc_sim::{HandsetNetwork, HandsetReply};
 
-use super::card::TAR_RAM_ISD;
+use super::card::{TAR_RAM_ISD, TAR_RFM_GSM, TAR_RFM_USIM};
 use super::Fleet;
-use crate::gateway::https::tar_of_targeted_application;
 
 /// How the virtual cards behave over HTTPS (tests change it between commands).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,9 @@ pub struct CardTls {
     pub ignore_triggers: u32,
     /// Longest wait for the server.
     pub io_timeout: Duration,
+    /// AIDs of the cards' RFM applications by TAR, where they differ from
+    /// [`default_application_aid`] (real cards' RFM applications have their issuer's AIDs).
+    pub rfm_aids: Vec<([u8; 3], Vec<u8>)>,
 }
 
 impl Default for CardTls {
@@ -56,6 +60,7 @@ impl Default for CardTls {
             drop_after_running: false,
             ignore_triggers: 0,
             io_timeout: Duration::from_secs(10),
+            rfm_aids: Vec::new(),
         }
     }
 }
@@ -78,8 +83,8 @@ pub struct HttpsHandsets {
     pub stats: Arc<CardSessionStats>,
     /// Outcomes of the sessions so far (negotiated version and cipher, or the error).
     pub outcomes: Mutex<Vec<Result<ClientOutcome, String>>>,
-    /// Responses a card holds from an interrupted session, by MSISDN.
-    unsent: Mutex<std::collections::HashMap<String, (Vec<u8>, ScriptStatus)>>,
+    /// Where a card resumes an interrupted session, by MSISDN.
+    unsent: Mutex<std::collections::HashMap<String, ResumePoint>>,
 }
 
 impl HttpsHandsets {
@@ -185,6 +190,7 @@ impl HttpsHandsets {
                 }
             };
             let mut agent = FleetAgent {
+                rfm_aids: &tls.rfm_aids,
                 fleet: &self.fleet,
                 msisdn,
                 drop_at,
@@ -214,26 +220,57 @@ struct FleetAgent<'a> {
     drop_after_running: bool,
     scripts: u32,
     stats: &'a CardSessionStats,
+    rfm_aids: &'a [([u8; 3], Vec<u8>)],
+}
+
+impl FleetAgent<'_> {
+    /// The TAR of the RFM application with this AID, if the card has one.
+    fn rfm_tar(&self, aid: &[u8]) -> Option<[u8; 3]> {
+        [TAR_RFM_GSM, TAR_RFM_USIM].into_iter().find(|tar| {
+            let own = self
+                .rfm_aids
+                .iter()
+                .find(|(t, _)| t == tar)
+                .map_or_else(|| default_application_aid(*tar), |(_, a)| a.clone());
+            own == aid
+        })
+    }
+
+    /// Where a script goes, as an Amendment B agent decides: GP scripts to the security domain
+    /// (the ISD here: the card has no other), RFM scripts (TS 102 226 Annex B media types) to
+    /// the RFM application the targeted AID names.
+    fn route(&self, request: &ScriptRequest<'_>) -> Result<[u8; 3], ScriptStatus> {
+        let aid = request.targeted_application.map(aid_of_uri);
+        match (request.kind, aid) {
+            (Some(ScriptKind::CardContent), None) => Ok(TAR_RAM_ISD),
+            // An RFM application is not a security domain; anything else is unknown.
+            (Some(ScriptKind::CardContent), Some(Some(aid))) => match self.rfm_tar(&aid) {
+                Some(_) => Err(ScriptStatus::NotASecurityDomain),
+                None => Err(ScriptStatus::UnknownApplication),
+            },
+            (Some(ScriptKind::RemoteFile), Some(Some(aid))) => {
+                self.rfm_tar(&aid).ok_or(ScriptStatus::UnknownApplication)
+            }
+            _ => Err(ScriptStatus::UnknownApplication),
+        }
+    }
 }
 
 impl CardAgent for FleetAgent<'_> {
-    fn execute(&mut self, script: &[u8], targeted_application: Option<&str>) -> AgentReply {
+    fn execute(&mut self, request: ScriptRequest<'_>) -> AgentReply {
         self.scripts += 1;
         let dropping = self.drop_at == Some(self.scripts);
         if dropping && !self.drop_after_running {
             return AgentReply::Drop;
         }
         self.stats.scripts.fetch_add(1, Ordering::Relaxed);
-        let tar = match targeted_application {
-            None => TAR_RAM_ISD,
-            Some(t) => match tar_of_targeted_application(t) {
-                Some(tar) => tar,
-                None => return AgentReply::Respond(Vec::new(), ScriptStatus::UnknownApplication),
-            },
+        let tar = match self.route(&request) {
+            Ok(tar) => tar,
+            Err(status) => return AgentReply::Respond(Vec::new(), status),
         };
         let (response, status) = match self
             .fleet
-            .with_card(self.msisdn, |c| c.run_script(tar, script))
+            .with_card(self.msisdn, |c| c.run_script(tar, request.script))
             .flatten()
         {
             Some(response) => (response, ScriptStatus::Ok),

@@ -229,6 +229,7 @@ CREATE TABLE IF NOT EXISTS admin_chunks (
     iccid TEXT NOT NULL,
     script {blob} NOT NULL,
     targeted_application TEXT,
+    kind TEXT,
     state TEXT NOT NULL,
     response {blob},
     script_status TEXT,

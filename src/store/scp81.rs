@@ -8,6 +8,7 @@
 //! ([`Scp81Store::requeue_sent`]); an ANSWERED chunk is never handed out again.
 
 use async_trait::async_trait;
+pub use otagw_https::admin::ScriptKind;
 
 use super::{Millis, StoreError};
 
@@ -74,6 +75,8 @@ pub struct NewChunk {
     pub script: Vec<u8>,
     /// `X-Admin-Targeted-Application` (`//aid/<RID>/<PIX>`) when not for the security domain.
     pub targeted_application: Option<String>,
+    /// GP card content management or ETSI RFM (its media types).
+    pub kind: ScriptKind,
 }
 
 /// A chunk as stored.
@@ -86,6 +89,7 @@ pub struct ChunkRecord {
     pub iccid: String,
     pub script: Vec<u8>,
     pub targeted_application: Option<String>,
+    pub kind: ScriptKind,
     pub state: ChunkState,
     /// The card's response script (`AF 80 ... 00 00`), once answered.
     pub response: Option<Vec<u8>>,
@@ -133,6 +137,15 @@ pub trait Scp81Store: Send + Sync {
     /// The card's oldest SENT chunk: the one an interrupted session left unanswered (a card
     /// resuming posts its responses first, with `X-Admin-Resume: true`).
     async fn sent_chunk(&self, iccid: &str) -> Result<Option<ChunkRecord>, StoreError>;
+    /// One chunk of the card's, by its command and position (what a POST's URI names).
+    async fn card_chunk(
+        &self,
+        iccid: &str,
+        command_id: &str,
+        seq: u32,
+    ) -> Result<Option<ChunkRecord>, StoreError>;
+    /// Removes a command's QUEUED chunks (an earlier chunk failed: the rest must not run).
+    async fn drop_queued(&self, account_id: &str, command_id: &str) -> Result<u64, StoreError>;
     /// Hands out the card's oldest QUEUED chunk (now SENT), if any.
     async fn next_chunk(&self, iccid: &str, now: Millis)
         -> Result<Option<ChunkRecord>, StoreError>;

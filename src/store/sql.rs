@@ -38,6 +38,10 @@ mod scp81;
 /// The schema, with `{int}`, `{blob}` and `{serial}` for the dialect to fill in.
 const SCHEMA: &str = include_str!("schema.sql");
 
+/// Columns added to tables after their first release: (table, column, type). Nullable, so
+/// rows written before read as NULL.
+const ADDED_COLUMNS: [(&str, &str, &str); 1] = [("admin_chunks", "kind", "TEXT")];
+
 /// Advisory lock key serializing schema creation between PostgreSQL gateways starting at once.
 const SCHEMA_LOCK_KEY: i64 = 0x6f74_6167_7701;
 
@@ -216,7 +220,42 @@ impl SqlStore {
                 .await
                 .map_err(|e| StoreError::Database(format!("schema: {e}")))?;
         }
+        for (table, column, ty) in ADDED_COLUMNS {
+            self.add_column(&mut tx, table, column, ty).await?;
+        }
         tx.commit().await.map_err(dbe)
+    }
+
+    /// Adds a column a later version put in `schema.sql` to a table an earlier version
+    /// created (`CREATE TABLE IF NOT EXISTS` leaves such a table as it was).
+    async fn add_column(
+        &self,
+        tx: &mut Tx,
+        table: &str,
+        column: &str,
+        ty: &str,
+    ) -> Result<(), StoreError> {
+        let present = match self.dialect {
+            Dialect::Sqlite => {
+                sqlx::query("SELECT COUNT(*) AS n FROM pragma_table_info($2) WHERE name = $1")
+            }
+            Dialect::Postgres => sqlx::query(
+                "SELECT COUNT(*) AS n FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $2 AND column_name = $1",
+            ),
+        }
+        .bind(column)
+        .bind(table)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| StoreError::Database(format!("schema: {table}.{column}: {e}")))?;
+        if col::<i64>(&present, "n")? == 0 {
+            sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| StoreError::Database(format!("schema: {table}.{column}: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Begins a write transaction (on SQLite it takes the write lock at once).

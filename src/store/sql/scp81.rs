@@ -5,12 +5,12 @@ use sqlx::any::AnyRow;
 
 use super::{col, dbe, map_insert, SqlStore};
 use crate::store::scp81::{
-    ChunkRecord, ChunkState, NewChunk, PskRecord, Scp81Store, PSK_KEY_VERSIONS,
+    ChunkRecord, ChunkState, NewChunk, PskRecord, Scp81Store, ScriptKind, PSK_KEY_VERSIONS,
 };
 use crate::store::{Millis, StoreError};
 
 const CHUNK_COLUMNS: &str = "account_id, command_id, seq, iccid, script, targeted_application, \
-     state, response, script_status, sends";
+     kind, state, response, script_status, sends";
 
 fn psk_aad(iccid: &str, version: u8) -> String {
     format!("scp81:{iccid}:{version}:psk")
@@ -25,6 +25,12 @@ fn chunk_from_row(row: &AnyRow) -> Result<ChunkRecord, StoreError> {
         iccid: col(row, "iccid")?,
         script: col(row, "script")?,
         targeted_application: col(row, "targeted_application")?,
+        // NULL in rows queued before the column existed: they were all GP scripts.
+        kind: match col::<Option<String>>(row, "kind")? {
+            None => ScriptKind::CardContent,
+            Some(k) => ScriptKind::parse(&k)
+                .ok_or_else(|| StoreError::Database(format!("chunk kind {k:?}")))?,
+        },
         state: ChunkState::parse(&state)
             .ok_or_else(|| StoreError::Database(format!("chunk state {state:?}")))?,
         response: col(row, "response")?,
@@ -142,8 +148,8 @@ impl Scp81Store for SqlStore {
         for (seq, chunk) in chunks.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO admin_chunks (account_id, command_id, seq, iccid, script, \
-                 targeted_application, state, response, script_status, sends, queued_at, \
-                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'QUEUED', NULL, NULL, 0, $7, $7)",
+                 targeted_application, kind, state, response, script_status, sends, queued_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $8, 'QUEUED', NULL, NULL, 0, $7, $7)",
             )
             .bind(account_id)
             .bind(command_id)
@@ -152,6 +158,7 @@ impl Scp81Store for SqlStore {
             .bind(chunk.script.clone())
             .bind(chunk.targeted_application.clone())
             .bind(now)
+            .bind(chunk.kind.as_str())
             .execute(&mut *tx)
             .await
             .map_err(dbe)?;
@@ -200,6 +207,38 @@ impl Scp81Store for SqlStore {
         .await
         .map_err(dbe)?;
         row.as_ref().map(chunk_from_row).transpose()
+    }
+
+    async fn card_chunk(
+        &self,
+        iccid: &str,
+        command_id: &str,
+        seq: u32,
+    ) -> Result<Option<ChunkRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHUNK_COLUMNS} FROM admin_chunks WHERE iccid = $1 AND command_id = $2 \
+             AND seq = $3"
+        ))
+        .bind(iccid)
+        .bind(command_id)
+        .bind(i64::from(seq))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        row.as_ref().map(chunk_from_row).transpose()
+    }
+
+    async fn drop_queued(&self, account_id: &str, command_id: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM admin_chunks WHERE account_id = $1 AND command_id = $2 \
+             AND state = 'QUEUED'",
+        )
+        .bind(account_id)
+        .bind(command_id)
+        .execute(&self.pool)
+        .await
+        .map_err(dbe)?;
+        Ok(r.rows_affected())
     }
 
     async fn next_chunk(

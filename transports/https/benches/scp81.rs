@@ -63,6 +63,8 @@ impl AdminSessions for ChunkThenDone {
         (!done).then(|| ScriptChunk {
             script: script(),
             targeted_application: None,
+            kind: Default::default(),
+            reference: "step=1".into(),
         })
     }
     async fn record_responses(&self, _identity: &[u8], _request: &AdminRequest) {
@@ -160,26 +162,28 @@ async fn full_session(
         addr,
         connector,
         config,
-        &client::write_post(
-            &config.uri,
-            &config.host,
-            &config.agent_id,
-            &[],
-            None,
-            false,
-            false,
-        ),
+        &client::write_post(&client::Post {
+            target: &config.uri,
+            host: &config.host,
+            agent_id: &config.agent_id,
+            body: &[],
+            kind: admin::ScriptKind::CardContent,
+            script_status: None,
+            resume: false,
+            chunked: false,
+        }),
     )
     .await?;
-    let post = client::write_post(
-        "/gp/admin?step=1",
-        &config.host,
-        &config.agent_id,
-        &response_script(),
-        Some(&admin::ScriptStatus::Ok),
-        false,
-        false,
-    );
+    let post = client::write_post(&client::Post {
+        target: "/gp/admin?step=1",
+        host: &config.host,
+        agent_id: &config.agent_id,
+        body: &response_script(),
+        kind: admin::ScriptKind::CardContent,
+        script_status: Some(&admin::ScriptStatus::Ok),
+        resume: false,
+        chunked: false,
+    });
     s.write_all(&post).await.map_err(|e| e.to_string())?;
     let mut parser = ResponseParser::new(1 << 16);
     let mut buf = [0u8; 1024];
@@ -255,7 +259,12 @@ impl Drop for SServer {
 async fn start_s_server(suite: Suite) -> Result<(SServer, SocketAddr), String> {
     let dir = std::env::temp_dir().join(format!("scp81-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let body = admin::write_script_response("/gp/admin?step=1", None, &script())
+    let body = admin::write_script_response(
+        "/gp/admin?step=1",
+        None,
+        admin::ScriptKind::CardContent,
+        &script(),
+    )
         .map_err(|e| e.to_string())?;
     std::fs::write(dir.join("chunk"), body).map_err(|e| e.to_string())?;
     let port = free_port();
@@ -325,15 +334,16 @@ async fn rate_bench() {
                 return;
             }
         };
-        let post = Arc::new(client::write_post(
-            &config.uri,
-            &config.host,
-            &config.agent_id,
-            &[],
-            None,
-            false,
-            false,
-        ));
+        let post = Arc::new(client::write_post(&client::Post {
+            target: &config.uri,
+            host: &config.host,
+            agent_id: &config.agent_id,
+            body: &[],
+            kind: admin::ScriptKind::CardContent,
+            script_status: None,
+            resume: false,
+            chunked: false,
+        }));
         let get = Arc::new(b"GET /chunk HTTP/1.0\r\n\r\n".to_vec());
         for clients in [1usize, 4] {
             let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
@@ -464,15 +474,16 @@ async fn idle_bench() {
     let Ok(connector) = client::connector(&config) else {
         return;
     };
-    let post = client::write_post(
-        &config.uri,
-        &config.host,
-        &config.agent_id,
-        &[],
-        None,
-        false,
-        false,
-    );
+    let post = client::write_post(&client::Post {
+        target: &config.uri,
+        host: &config.host,
+        agent_id: &config.agent_id,
+        body: &[],
+        kind: admin::ScriptKind::CardContent,
+        script_status: None,
+        resume: false,
+        chunked: false,
+    });
     // Warm up (allocator arenas, OpenSSL tables), then the baseline.
     for _ in 0..200 {
         let _ = fetch_one(addr, &connector, &config, &post).await;

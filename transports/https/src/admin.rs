@@ -28,6 +28,71 @@ pub const CONTENT_TYPE_SCRIPT: &str = "application/vnd.globalplatform.card-conte
 /// Card-to-server body: an expanded remote response script (`AF 80 ... 00 00`).
 pub const CONTENT_TYPE_RESPONSE: &str =
     "application/vnd.globalplatform.card-content-mgt-response;version=1.0";
+/// Server-to-card body for an RFM application (TS 102 226 Annex B): the same expanded script,
+/// labelled for the ETSI remote file management application named by
+/// `X-Admin-Targeted-Application`.
+pub const CONTENT_TYPE_RFM_COMMAND: &str = "application/vnd.etsi.scp.command-data;version=1.0";
+/// Card-to-server body of an RFM application (TS 102 226 Annex B).
+pub const CONTENT_TYPE_RFM_RESPONSE: &str = "application/vnd.etsi.scp.response-data;version=1.0";
+
+/// Which application family a script is for, which decides its media types: GlobalPlatform
+/// card content management (a security domain: RAM) or ETSI remote file management (an RFM
+/// application, TS 102 226 Annex B). An agent given an RFM application's AID under the GP
+/// media type answers `not-a-security-domain` and runs nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ScriptKind {
+    #[default]
+    CardContent,
+    RemoteFile,
+}
+
+impl ScriptKind {
+    /// `Content-Type` of a script of this kind (server to card).
+    pub fn command_content_type(self) -> &'static str {
+        match self {
+            ScriptKind::CardContent => CONTENT_TYPE_SCRIPT,
+            ScriptKind::RemoteFile => CONTENT_TYPE_RFM_COMMAND,
+        }
+    }
+
+    /// `Content-Type` of the responses to a script of this kind (card to server).
+    pub fn response_content_type(self) -> &'static str {
+        match self {
+            ScriptKind::CardContent => CONTENT_TYPE_RESPONSE,
+            ScriptKind::RemoteFile => CONTENT_TYPE_RFM_RESPONSE,
+        }
+    }
+
+    /// The kind a server-to-card `Content-Type` names, if either.
+    pub fn of_command(content_type: &str) -> Option<ScriptKind> {
+        [ScriptKind::CardContent, ScriptKind::RemoteFile]
+            .into_iter()
+            .find(|k| media_type_eq(content_type, k.command_content_type()))
+    }
+
+    /// The kind a card-to-server `Content-Type` names, if either.
+    pub fn of_response(content_type: &str) -> Option<ScriptKind> {
+        [ScriptKind::CardContent, ScriptKind::RemoteFile]
+            .into_iter()
+            .find(|k| media_type_eq(content_type, k.response_content_type()))
+    }
+
+    /// Short name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScriptKind::CardContent => "gp",
+            ScriptKind::RemoteFile => "etsi-rfm",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ScriptKind> {
+        match s {
+            "gp" => Some(ScriptKind::CardContent),
+            "etsi-rfm" => Some(ScriptKind::RemoteFile),
+            _ => None,
+        }
+    }
+}
 
 /// Header names exactly as Amendment B writes them (some cards compare case-sensitively).
 pub mod header {
@@ -40,6 +105,33 @@ pub mod header {
     pub const CONTENT_TYPE: &str = "Content-Type";
     pub const CONTENT_LENGTH: &str = "Content-Length";
     pub const TRANSFER_ENCODING: &str = "Transfer-Encoding";
+}
+
+/// The AID a TAR's application has when the card's profile names none: ETSI RID A000000009,
+/// application code 0001, FF FF FF FF 89 and the TAR in octets 13 to 15 (TS 101 220 clause
+/// 6.2's TAR-in-AID rule). A documented default only: real cards' RFM applications and
+/// security domains have the AIDs their issuer gave them, which profiles carry
+/// (otagw: `defaults.http.applications`).
+pub fn default_application_aid(tar: [u8; 3]) -> Vec<u8> {
+    let mut aid = vec![0xA0, 0x00, 0x00, 0x00, 0x09, 0x00, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x89];
+    aid.extend_from_slice(&tar);
+    aid
+}
+
+/// `//aid/<RID>/<PIX>` (Amendment B, `X-Admin-Targeted-Application`): the RID is the AID's
+/// first five octets.
+pub fn aid_uri(aid: &[u8]) -> String {
+    let (rid, pix) = aid.split_at(aid.len().min(5));
+    format!("//aid/{}/{}", hex::encode_upper(rid), hex::encode_upper(pix))
+}
+
+/// The AID an `X-Admin-Targeted-Application` value names.
+pub fn aid_of_uri(value: &str) -> Option<Vec<u8>> {
+    let rest = value.strip_prefix("//aid/")?;
+    let (rid, pix) = rest.split_once('/')?;
+    let rid = hex::decode(rid).ok().filter(|r| r.len() == 5)?;
+    let pix = hex::decode(pix).ok().filter(|p| p.len() <= 11)?;
+    Some([rid, pix].concat())
 }
 
 /// Size limits for one request.
@@ -126,8 +218,9 @@ pub struct AdminRequest {
     pub host: Option<String>,
     /// `X-Admin-Protocol` value (`globalplatform-remote-admin/1.0`, or a later 1.x).
     pub protocol: String,
-    /// `X-Admin-From`: the agent id from the trigger parameters (tag 8B).
-    pub from: String,
+    /// `X-Admin-From`: the agent id from the trigger parameters (tag 8B). Some agents leave
+    /// it out; other servers accept that, so it is optional here (and logged by the caller).
+    pub from: Option<String>,
     pub script_status: Option<ScriptStatus>,
     /// `X-Admin-Resume: true`: the card re-posts after an interrupted session.
     pub resume: bool,
@@ -135,6 +228,13 @@ pub struct AdminRequest {
     pub framing: BodyFraming,
     /// The decoded body: empty on the session's first POST, else `AF 80 ... 00 00`.
     pub body: Vec<u8>,
+}
+
+impl AdminRequest {
+    /// The kind of script the body answers, by its `Content-Type` (`None` without a body).
+    pub fn response_kind(&self) -> Option<ScriptKind> {
+        self.content_type.as_deref().and_then(ScriptKind::of_response)
+    }
 }
 
 /// Typed errors for malformed or unacceptable requests.
@@ -572,7 +672,6 @@ impl RequestParser {
         if !protocol.starts_with("globalplatform-remote-admin/1.") {
             return Err(ParseError::Protocol(protocol));
         }
-        let from = from.ok_or(ParseError::MissingHeader(header::FROM))?;
         let resume = match resume.as_deref() {
             None => false,
             Some(v) if v.eq_ignore_ascii_case("true") => true,
@@ -615,15 +714,16 @@ enum Framing {
     Chunked,
 }
 
-/// A request carrying a body must label it as the card's response script. The media type and
-/// parameter are compared without case and without spaces around `;`.
+/// A request carrying a body must label it as the card's response script: GP card content
+/// management or ETSI RFM (TS 102 226 Annex B). The media type and parameter are compared
+/// without case and without spaces around `;`.
 fn check_content_type(request: &AdminRequest) -> Result<(), ParseError> {
     if request.body.is_empty() && request.framing == BodyFraming::Chunked {
         return Ok(());
     }
     match &request.content_type {
         None => Err(ParseError::MissingHeader(header::CONTENT_TYPE)),
-        Some(ct) if media_type_eq(ct, CONTENT_TYPE_RESPONSE) => Ok(()),
+        Some(ct) if ScriptKind::of_response(ct).is_some() => Ok(()),
         Some(ct) => Err(ParseError::ContentType(ct.clone())),
     }
 }
@@ -651,10 +751,11 @@ fn check_value(name: &'static str, v: &str) -> Result<(), WriteError> {
 }
 
 /// `200 OK` carrying the next script chunk (expanded format `AE 80 ... 00 00`, built by the
-/// caller) and the URI the card posts the responses to.
+/// caller) labelled for its kind of application, and the URI the card posts the responses to.
 pub fn write_script_response(
     next_uri: &str,
     targeted_application: Option<&str>,
+    kind: ScriptKind,
     script: &[u8],
 ) -> Result<Vec<u8>, WriteError> {
     check_value(header::NEXT_URI, next_uri)?;
@@ -668,7 +769,7 @@ pub fn write_script_response(
     if let Some(t) = targeted_application {
         push_header(&mut out, header::TARGETED_APPLICATION, t);
     }
-    push_header(&mut out, header::CONTENT_TYPE, CONTENT_TYPE_SCRIPT);
+    push_header(&mut out, header::CONTENT_TYPE, kind.command_content_type());
     push_header(&mut out, header::CONTENT_LENGTH, &script.len().to_string());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(script);

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
-use crate::admin::{header, ChunkedDecoder, ScriptStatus, ADMIN_PROTOCOL, CONTENT_TYPE_RESPONSE};
+use crate::admin::{header, ChunkedDecoder, ScriptKind, ScriptStatus, ADMIN_PROTOCOL};
 use crate::server::TlsVersion;
 
 /// How the card connects.
@@ -48,17 +48,41 @@ pub struct ClientConfig {
 pub enum AgentReply {
     /// The response script (`AF 80 ... 00 00`) for the next POST, and its script status.
     Respond(Vec<u8>, ScriptStatus),
-    /// The card loses the bearer: the connection is dropped without a word.
+    /// The card loses the bearer while the script arrives: the connection is dropped without
+    /// a word, and the script does not run.
     Drop,
     /// The card ran the script but loses the bearer before posting the responses; it keeps
     /// them for the next session's first POST (`X-Admin-Resume: true`).
     DropAfter(Vec<u8>, ScriptStatus),
 }
 
+/// A script the server sent, as the agent sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScriptRequest<'a> {
+    pub script: &'a [u8],
+    /// The `X-Admin-Targeted-Application` value, if any.
+    pub targeted_application: Option<&'a str>,
+    /// From the `Content-Type`: GP card content management or ETSI RFM; `None` for any other
+    /// media type (an agent refuses such a script).
+    pub kind: Option<ScriptKind>,
+}
+
 /// Runs the scripts the server sends (on the card's applets).
 pub trait CardAgent: Send {
-    /// `targeted_application` is the `X-Admin-Targeted-Application` value, if any.
-    fn execute(&mut self, script: &[u8], targeted_application: Option<&str>) -> AgentReply;
+    fn execute(&mut self, request: ScriptRequest<'_>) -> AgentReply;
+}
+
+/// Where a card picks an interrupted session up (Amendment B resume): it re-posts to the last
+/// URI it navigated, with `X-Admin-Resume: true` and the responses it has for that URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// The trigger's URI or the last `X-Admin-Next-URI`.
+    pub uri: String,
+    /// The responses for that URI (empty when it is the trigger's URI).
+    pub body: Vec<u8>,
+    pub status: Option<ScriptStatus>,
+    /// The kind of script the responses answer (their media type).
+    pub kind: ScriptKind,
 }
 
 /// How a session ended on the card's side.
@@ -72,9 +96,9 @@ pub struct ClientOutcome {
     pub completed: bool,
     /// The agent dropped the connection.
     pub dropped: bool,
-    /// Responses the card still holds (it dropped after running a script): post them with
+    /// Where the card resumes after it dropped the connection: post there with
     /// `X-Admin-Resume: true` in the next session ([`run_session`]'s `resume`).
-    pub unsent: Option<(Vec<u8>, ScriptStatus)>,
+    pub unsent: Option<ResumePoint>,
     /// Negotiated version and cipher.
     pub tls_version: String,
     pub cipher: String,
@@ -108,17 +132,33 @@ pub struct AdminResponse {
     pub body: Vec<u8>,
 }
 
+/// One card POST.
+#[derive(Debug, Clone, Copy)]
+pub struct Post<'a> {
+    pub target: &'a str,
+    pub host: &'a str,
+    pub agent_id: &'a str,
+    /// Responses (may be empty), labelled as answers to a script of `kind`.
+    pub body: &'a [u8],
+    pub kind: ScriptKind,
+    pub script_status: Option<&'a ScriptStatus>,
+    pub resume: bool,
+    pub chunked: bool,
+}
+
 /// Writes one card POST: the protocol headers exactly as Amendment B names them, the body
 /// (responses, may be empty) framed chunked or with a length.
-pub fn write_post(
-    target: &str,
-    host: &str,
-    agent_id: &str,
-    body: &[u8],
-    script_status: Option<&ScriptStatus>,
-    resume: bool,
-    chunked: bool,
-) -> Vec<u8> {
+pub fn write_post(p: &Post<'_>) -> Vec<u8> {
+    let Post {
+        target,
+        host,
+        agent_id,
+        body,
+        kind,
+        script_status,
+        resume,
+        chunked,
+    } = *p;
     let mut out = Vec::with_capacity(256 + body.len());
     out.extend_from_slice(format!("POST {target} HTTP/1.1\r\n").as_bytes());
     let mut h = |name: &str, value: &str| {
@@ -137,7 +177,7 @@ pub fn write_post(
         h(header::RESUME, "true");
     }
     if !body.is_empty() {
-        h(header::CONTENT_TYPE, CONTENT_TYPE_RESPONSE);
+        h(header::CONTENT_TYPE, kind.response_content_type());
         if chunked {
             h(header::TRANSFER_ENCODING, "chunked");
         } else {
@@ -329,13 +369,13 @@ async fn read_response(
 }
 
 /// Runs the POST loop over an established stream until 204, an error or the agent drops.
-/// `resume`: responses an interrupted session left unsent; the first POST carries them with
-/// `X-Admin-Resume: true` (Amendment B).
+/// `resume`: where an interrupted session left off; the first POST goes there with
+/// `X-Admin-Resume: true` (Amendment B), else to the trigger's URI.
 pub async fn run_session(
     mut stream: SslStream<TcpStream>,
     config: &ClientConfig,
     agent: &mut dyn CardAgent,
-    resume: Option<(Vec<u8>, ScriptStatus)>,
+    resume: Option<ResumePoint>,
 ) -> Result<ClientOutcome, ClientError> {
     let mut outcome = ClientOutcome {
         posts: 0,
@@ -351,58 +391,89 @@ pub async fn run_session(
             .unwrap_or_default(),
     };
     let mut parser = ResponseParser::new(1 << 20);
-    let mut target = config.uri.clone();
     let mut resuming = resume.is_some();
-    let (mut body, mut status) = match resume {
-        Some((b, s)) => (b, Some(s)),
-        None => (Vec::new(), None),
-    };
+    // The URI navigated and what is posted there: kept so a break can resume from it.
+    let mut at = resume.unwrap_or(ResumePoint {
+        uri: config.uri.clone(),
+        body: Vec::new(),
+        status: None,
+        kind: ScriptKind::CardContent,
+    });
     loop {
-        let post = write_post(
-            &target,
-            &config.host,
-            &config.agent_id,
-            &body,
-            status.as_ref(),
-            std::mem::take(&mut resuming),
-            config.chunked,
-        );
+        let post = write_post(&Post {
+            target: &at.uri,
+            host: &config.host,
+            agent_id: &config.agent_id,
+            body: &at.body,
+            kind: at.kind,
+            script_status: at.status.as_ref(),
+            resume: std::mem::take(&mut resuming),
+            chunked: config.chunked,
+        });
         stream.write_all(&post).await?;
         stream.flush().await?;
         outcome.posts += 1;
         let response = read_response(&mut stream, &mut parser, config.io_timeout).await?;
         match response.status {
             200 => {
-                let next = response
-                    .next_uri
-                    .clone()
-                    .ok_or_else(|| ClientError::Http("200 without X-Admin-Next-URI".into()))?;
                 outcome.scripts += 1;
-                match agent.execute(&response.body, response.targeted_application.as_deref()) {
-                    AgentReply::Respond(r, s) => {
-                        body = r;
-                        status = Some(s);
-                    }
+                let kind = response
+                    .content_type
+                    .as_deref()
+                    .and_then(ScriptKind::of_command);
+                let reply = agent.execute(ScriptRequest {
+                    script: &response.body,
+                    targeted_application: response.targeted_application.as_deref(),
+                    kind,
+                });
+                let kind = kind.unwrap_or_default();
+                let (body, status) = match reply {
+                    AgentReply::Respond(r, s) => (r, s),
                     AgentReply::Drop => {
+                        // The script never ran: the card re-posts what it last posted.
                         outcome.dropped = true;
+                        outcome.unsent = Some(at);
                         // No close_notify: the bearer is gone.
                         drop(stream);
                         return Ok(outcome);
                     }
                     AgentReply::DropAfter(r, s) => {
                         outcome.dropped = true;
-                        outcome.unsent = Some((r, s));
+                        outcome.unsent = response.next_uri.map(|uri| ResumePoint {
+                            uri,
+                            body: r,
+                            status: Some(s),
+                            kind,
+                        });
                         drop(stream);
                         return Ok(outcome);
                     }
+                };
+                match response.next_uri {
+                    Some(uri) => {
+                        at = ResumePoint {
+                            uri,
+                            body,
+                            status: Some(status),
+                            kind,
+                        }
+                    }
+                    // Amendment B: no Next-URI, the script was the last; the session ends.
+                    None => {
+                        outcome.completed = true;
+                        let _ = Pin::new(&mut stream).shutdown().await;
+                        return Ok(outcome);
+                    }
                 }
-                target = next;
             }
             204 => match response.next_uri {
-                Some(next) => {
-                    target = next;
-                    body.clear();
-                    status = None;
+                Some(uri) => {
+                    at = ResumePoint {
+                        uri,
+                        body: Vec::new(),
+                        status: None,
+                        kind: ScriptKind::CardContent,
+                    };
                 }
                 None => {
                     outcome.completed = true;

@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openssl::error::ErrorStack;
-use openssl::ssl::{Ssl, SslAcceptor, SslContext, SslMethod, SslMode, SslOptions, SslVersion};
+use openssl::ssl::{
+    Ssl, SslAcceptor, SslContext, SslMethod, SslMode, SslOptions, SslSessionCacheMode, SslVersion,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_openssl::SslStream;
 
-use crate::admin::{self, AdminRequest, Limits, RequestParser};
+use crate::admin::{self, AdminRequest, Limits, RequestParser, ScriptKind};
 
 /// Looks a card's SCP81 PSK (key versions 0x40-0x4F) up by its PSK-TLS identity.
 ///
@@ -34,8 +36,15 @@ pub struct ScriptChunk {
     /// Expanded remote command script (`AE 80 ... 00 00`), built by the caller.
     pub script: Vec<u8>,
     /// `//aid/<RID>/<PIX>` when the script is for another security domain than the one holding
-    /// the PSK (Amendment B: `X-Admin-Targeted-Application`).
+    /// the PSK (Amendment B: `X-Admin-Targeted-Application`), or the RFM application's AID
+    /// (TS 102 226 Annex B).
     pub targeted_application: Option<String>,
+    /// GP card content management or ETSI RFM: the media types of the script and its answer.
+    pub kind: ScriptKind,
+    /// Query parameters naming this chunk (`a=1&b=2`, already encoded), put in its
+    /// `X-Admin-Next-URI`: the card posts this chunk's responses there, and re-posts there when
+    /// it resumes (Amendment B), so the POST's target says which chunk an answer is for.
+    pub reference: String,
 }
 
 /// What the gateway provides to the runner, per PSK identity. Async, because the gateway
@@ -126,7 +135,8 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Longest wait for the card's next bytes (slow clients are dropped).
     pub idle_timeout: Duration,
-    /// Path the `X-Admin-Next-URI` values are built on; `step=N` is added as a query parameter.
+    /// Path the `X-Admin-Next-URI` values are built on; each chunk's
+    /// [`ScriptChunk::reference`] is added as its query.
     pub next_uri_path: String,
 }
 
@@ -185,6 +195,13 @@ pub fn build_acceptor(
     // Cards over BIP often close the channel without close_notify; a read then gives EOF and
     // the HTTP framing (Content-Length or chunked) tells a clean close from a truncated request.
     b.set_options(SslOptions::IGNORE_UNEXPECTED_EOF);
+    // No session resumption: some cards abort on a NewSessionTicket, and SGP.02 rules
+    // resumption out; no tickets, and no server-side session cache either.
+    b.set_options(SslOptions::NO_TICKET);
+    b.set_session_cache_mode(SslSessionCacheMode::OFF);
+    // The `openssl` crate clears this bit to counter BEAST, so on TLS 1.0 CBC suites every
+    // response would be preceded by an empty-fragment record; cards expect one record.
+    b.set_options(SslOptions::DONT_INSERT_EMPTY_FRAGMENTS);
     // Idle sessions (a card thinking between POSTs) give their 16 KiB+ record buffers back.
     b.set_mode(SslMode::RELEASE_BUFFERS);
     if tls.no_encrypt_then_mac {
@@ -308,13 +325,16 @@ impl<S: AdminSessions> AdminServer<S> {
         }
     }
 
-    fn next_uri(&self, step: u32) -> String {
+    fn next_uri(&self, reference: &str) -> String {
+        if reference.is_empty() {
+            return self.config.next_uri_path.clone();
+        }
         let sep = if self.config.next_uri_path.contains('?') {
             '&'
         } else {
             '?'
         };
-        format!("{}{sep}step={step}", self.config.next_uri_path)
+        format!("{}{sep}{reference}", self.config.next_uri_path)
     }
 
     /// Runs one card connection: handshake, then the POST loop until 204, close or error.
@@ -440,6 +460,10 @@ impl<S: AdminSessions> AdminServer<S> {
             };
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             outcome.requests += 1;
+            if request.from.is_none() {
+                // Amendment B has the agent send it; other servers accept its absence too.
+                tracing::info!(%peer, identity = %hex(&outcome.identity), "POST without X-Admin-From");
+            }
             if let Some(status) = &request.script_status {
                 if !status.is_ok() {
                     tracing::warn!(%peer, identity = %hex(&outcome.identity), %status, "card reports script status");
@@ -455,8 +479,9 @@ impl<S: AdminSessions> AdminServer<S> {
             match self.sessions.next_chunk(&outcome.identity).await {
                 Some(chunk) => {
                     let out = admin::write_script_response(
-                        &self.next_uri(outcome.requests),
+                        &self.next_uri(&chunk.reference),
                         chunk.targeted_application.as_deref(),
+                        chunk.kind,
                         &chunk.script,
                     )?;
                     stream.write_all(&out).await?;

@@ -3,9 +3,10 @@
 //! trigger's connection parameters read back.
 
 use otagw_https::admin::{
-    self, BodyFraming, RequestParser, ScriptStatus, CONTENT_TYPE_RESPONSE, CONTENT_TYPE_SCRIPT,
+    self, BodyFraming, RequestParser, ScriptKind, ScriptStatus, CONTENT_TYPE_RESPONSE,
+    CONTENT_TYPE_RFM_RESPONSE, CONTENT_TYPE_SCRIPT,
 };
-use otagw_https::client::{write_post, ResponseParser};
+use otagw_https::client::{write_post, Post, ResponseParser};
 use otagw_https::trigger::ConnectionParams;
 
 const RESPONSES: [u8; 16] = [
@@ -14,16 +15,21 @@ const RESPONSES: [u8; 16] = [
 
 #[test]
 fn posts_parse_back_in_both_framings_split_anywhere() {
-    for chunked in [false, true] {
-        let post = write_post(
-            "/gp/admin?step=1",
-            "otagw",
-            "8949000000000000018",
-            &RESPONSES,
-            Some(&ScriptStatus::Ok),
-            true,
+    for (chunked, kind) in [
+        (false, ScriptKind::CardContent),
+        (true, ScriptKind::CardContent),
+        (true, ScriptKind::RemoteFile),
+    ] {
+        let post = write_post(&Post {
+            target: "/gp/admin?step=1",
+            host: "otagw",
+            agent_id: "8949000000000000018",
+            body: &RESPONSES,
+            kind,
+            script_status: Some(&ScriptStatus::Ok),
+            resume: true,
             chunked,
-        );
+        });
         let text = String::from_utf8_lossy(&post);
         // Header names exactly as Amendment B writes them.
         for h in [
@@ -34,7 +40,11 @@ fn posts_parse_back_in_both_framings_split_anywhere() {
         ] {
             assert!(text.contains(h), "{h:?} missing from {text}");
         }
-        assert!(text.contains(&format!("Content-Type: {CONTENT_TYPE_RESPONSE}\r\n")));
+        let content_type = match kind {
+            ScriptKind::CardContent => CONTENT_TYPE_RESPONSE,
+            ScriptKind::RemoteFile => CONTENT_TYPE_RFM_RESPONSE,
+        };
+        assert!(text.contains(&format!("Content-Type: {content_type}\r\n")));
         for split in [1, 7, post.len() / 2, post.len() - 1] {
             let mut p = RequestParser::new(admin::Limits::default());
             p.push(&post[..split]);
@@ -47,7 +57,8 @@ fn posts_parse_back_in_both_framings_split_anywhere() {
             let r = p.next_request().unwrap().expect("a request");
             assert_eq!(r.body, RESPONSES);
             assert_eq!(r.target, "/gp/admin?step=1");
-            assert_eq!(r.from, "8949000000000000018");
+            assert_eq!(r.from.as_deref(), Some("8949000000000000018"));
+            assert_eq!(r.response_kind(), Some(kind));
             assert!(r.resume);
             assert_eq!(r.script_status, Some(ScriptStatus::Ok));
             let framing = if chunked {
@@ -59,7 +70,16 @@ fn posts_parse_back_in_both_framings_split_anywhere() {
         }
     }
     // The session's first POST: no body, no Content-Type.
-    let first = write_post("/gp/admin", "h", "a", &[], None, false, true);
+    let first = write_post(&Post {
+        target: "/gp/admin",
+        host: "h",
+        agent_id: "a",
+        body: &[],
+        kind: ScriptKind::CardContent,
+        script_status: None,
+        resume: false,
+        chunked: true,
+    });
     let text = String::from_utf8_lossy(&first);
     assert!(
         !text.contains("Content-Type") && !text.contains("Transfer-Encoding"),
@@ -75,6 +95,7 @@ fn responses_parse_back_and_pipeline() {
     let mut wire = admin::write_script_response(
         "/gp/admin?step=1",
         Some("//aid/A000000009/0001FFFFFFFF89B00010"),
+        ScriptKind::CardContent,
         &script,
     )
     .unwrap();

@@ -54,6 +54,8 @@ fn sessions_with_one_chunk() -> Arc<Sessions> {
         VecDeque::from([ScriptChunk {
             script: SCRIPT.to_vec(),
             targeted_application: None,
+            kind: Default::default(),
+            reference: "step=1".into(),
         }]),
     );
     Arc::new(s)

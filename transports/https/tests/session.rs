@@ -113,10 +113,14 @@ async fn two_chunks_targeted_application_resume_and_script_status() {
             ScriptChunk {
                 script: vec![0xAE, 0x80, 0x22, 0x01, 0x00, 0x00, 0x00],
                 targeted_application: None,
+                kind: Default::default(),
+                reference: "step=1".into(),
             },
             ScriptChunk {
                 script: vec![0xAE, 0x80, 0x22, 0x01, 0x01, 0x00, 0x00],
                 targeted_application: Some("//aid/A000000151/53504300".into()),
+                kind: Default::default(),
+                reference: "step=2".into(),
             },
         ])),
         recorded: Mutex::new(Vec::new()),
@@ -193,6 +197,8 @@ async fn card_dropping_mid_session_is_reported() {
         chunks: Mutex::new(VecDeque::from([ScriptChunk {
             script: vec![0xAE, 0x80, 0x00, 0x00],
             targeted_application: None,
+            kind: Default::default(),
+            reference: "step=1".into(),
         }])),
         recorded: Mutex::new(Vec::new()),
     });
@@ -224,6 +230,8 @@ async fn card_closing_between_requests_without_close_notify() {
         chunks: Mutex::new(VecDeque::from([ScriptChunk {
             script: vec![0xAE, 0x80, 0x00, 0x00],
             targeted_application: None,
+            kind: Default::default(),
+            reference: "step=1".into(),
         }])),
         recorded: Mutex::new(Vec::new()),
     });
