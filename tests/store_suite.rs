@@ -2616,7 +2616,10 @@ async fn scp81_chunks_answered_once(b: Backend) {
         third.targeted_application.as_deref(),
         Some("//aid/A000000009/0001FFFFFFFF89B00010")
     );
-    assert_eq!((first.kind, third.kind), (ScriptKind::CardContent, ScriptKind::RemoteFile));
+    assert_eq!(
+        (first.kind, third.kind),
+        (ScriptKind::CardContent, ScriptKind::RemoteFile)
+    );
     // A POST's URI names a chunk of the card's: found by card, command and position only.
     let named = store.card_chunk(&iccid(1), "c1", 2).await.unwrap();
     assert_eq!(named.map(|c| (c.seq, c.state)), Some((2, ChunkState::Sent)));
@@ -2648,7 +2651,11 @@ async fn scp81_chunks_answered_once(b: Backend) {
         .queue_chunks(&a, "c2", &iccid(1), &chunks, 21)
         .await
         .unwrap());
-    store.next_chunk(&iccid(1), 22).await.unwrap().expect("c2 chunk 0");
+    store
+        .next_chunk(&iccid(1), 22)
+        .await
+        .unwrap()
+        .expect("c2 chunk 0");
     assert_eq!(store.drop_queued(&a, "c2").await.unwrap(), 2);
     let left = store.command_chunks(&a, "c2").await.unwrap();
     assert_eq!(
@@ -2695,8 +2702,15 @@ async fn scp81_chunk_kind_added_to_an_old_table(b: Backend) {
         pool.close().await;
     }
     let store = db.open().await;
-    let old = store.card_chunk("8949", "old", 0).await.unwrap().expect("old row");
-    assert_eq!((old.kind, old.state), (ScriptKind::CardContent, ChunkState::Queued));
+    let old = store
+        .card_chunk("8949", "old", 0)
+        .await
+        .unwrap()
+        .expect("old row");
+    assert_eq!(
+        (old.kind, old.state),
+        (ScriptKind::CardContent, ChunkState::Queued)
+    );
     let a = account(&store, "a").await;
     store.insert_cards(&a, &[card(&iccid(1))], 1).await.unwrap();
     let new = NewChunk {
@@ -2704,8 +2718,15 @@ async fn scp81_chunk_kind_added_to_an_old_table(b: Backend) {
         targeted_application: None,
         kind: ScriptKind::RemoteFile,
     };
-    assert!(store.queue_chunks(&a, "c", &iccid(1), &[new], 2).await.unwrap());
-    let got = store.card_chunk(&iccid(1), "c", 0).await.unwrap().expect("new row");
+    assert!(store
+        .queue_chunks(&a, "c", &iccid(1), &[new], 2)
+        .await
+        .unwrap());
+    let got = store
+        .card_chunk(&iccid(1), "c", 0)
+        .await
+        .unwrap()
+        .expect("new row");
     assert_eq!(got.kind, ScriptKind::RemoteFile);
     drop(store);
     // Opening it again finds the column there.

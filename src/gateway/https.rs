@@ -34,8 +34,8 @@ use crate::dispatch::OtaOutcome;
 use crate::gateway::outcome::sw_is_success;
 use crate::pipeline::secure::{card_class, requested_applet};
 use crate::pipeline::{validate_request, RetryPolicy, ValidSecurity};
-use crate::script::response::parse_expanded_response;
 use crate::script::apdu::CApdu;
+use crate::script::response::parse_expanded_response;
 use crate::script::{CommandScript, ScriptFormat, ScriptItem};
 use crate::security::command::encode_command_packet;
 use crate::security::{CommandHeader, Counter, KeyIdentifier, Scp80Keys};
@@ -178,7 +178,9 @@ impl HttpsOptions {
                             .as_str()
                             .and_then(|a| hex::decode(a).ok())
                             .filter(|a| (5..=16).contains(&a.len()))
-                            .ok_or_else(|| err(&field, "must be an AID of 5 to 16 octets in hex"))?;
+                            .ok_or_else(|| {
+                                err(&field, "must be an AID of 5 to 16 octets in hex")
+                            })?;
                         o.applications.insert(tar_bytes, aid_bytes);
                     }
                 }
@@ -585,8 +587,12 @@ impl AdminSessions for Scp81Sessions {
                 if let Some(problem) = chunk_outcome(&answered).problem {
                     // The command has failed: its later chunks must not run.
                     match s.drop_queued(&answered.account_id, &command).await {
-                        Ok(n) => tracing::info!(%iccid, %command, seq, "{problem}; {n} later chunk(s) dropped"),
-                        Err(e) => tracing::warn!(%iccid, %command, "dropping the later chunks: {e}"),
+                        Ok(n) => {
+                            tracing::info!(%iccid, %command, seq, "{problem}; {n} later chunk(s) dropped")
+                        }
+                        Err(e) => {
+                            tracing::warn!(%iccid, %command, "dropping the later chunks: {e}")
+                        }
                     }
                 }
                 self.wake(&answered.account_id, &command);

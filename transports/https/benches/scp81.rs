@@ -265,7 +265,7 @@ async fn start_s_server(suite: Suite) -> Result<(SServer, SocketAddr), String> {
         admin::ScriptKind::CardContent,
         &script(),
     )
-        .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?;
     std::fs::write(dir.join("chunk"), body).map_err(|e| e.to_string())?;
     let port = free_port();
     let child = Command::new("openssl")

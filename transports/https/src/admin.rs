@@ -113,7 +113,9 @@ pub mod header {
 /// security domains have the AIDs their issuer gave them, which profiles carry
 /// (otagw: `defaults.http.applications`).
 pub fn default_application_aid(tar: [u8; 3]) -> Vec<u8> {
-    let mut aid = vec![0xA0, 0x00, 0x00, 0x00, 0x09, 0x00, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x89];
+    let mut aid = vec![
+        0xA0, 0x00, 0x00, 0x00, 0x09, 0x00, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x89,
+    ];
     aid.extend_from_slice(&tar);
     aid
 }
@@ -122,7 +124,11 @@ pub fn default_application_aid(tar: [u8; 3]) -> Vec<u8> {
 /// first five octets.
 pub fn aid_uri(aid: &[u8]) -> String {
     let (rid, pix) = aid.split_at(aid.len().min(5));
-    format!("//aid/{}/{}", hex::encode_upper(rid), hex::encode_upper(pix))
+    format!(
+        "//aid/{}/{}",
+        hex::encode_upper(rid),
+        hex::encode_upper(pix)
+    )
 }
 
 /// The AID an `X-Admin-Targeted-Application` value names.
@@ -233,7 +239,9 @@ pub struct AdminRequest {
 impl AdminRequest {
     /// The kind of script the body answers, by its `Content-Type` (`None` without a body).
     pub fn response_kind(&self) -> Option<ScriptKind> {
-        self.content_type.as_deref().and_then(ScriptKind::of_response)
+        self.content_type
+            .as_deref()
+            .and_then(ScriptKind::of_response)
     }
 }
 

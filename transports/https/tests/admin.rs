@@ -358,7 +358,8 @@ fn response_parses_back_with_httparse() {
         None,
         ScriptKind::CardContent,
         &[0xAE, 0x80, 0x00, 0x00],
-    ).unwrap();
+    )
+    .unwrap();
     let mut headers = [httparse::EMPTY_HEADER; 8];
     let mut resp = httparse::Response::new(&mut headers);
     let httparse::Status::Complete(n) = resp.parse(&out).unwrap() else {
@@ -395,7 +396,8 @@ fn rfm_scripts_use_the_etsi_media_types() {
         text.contains("\r\nContent-Type: application/vnd.etsi.scp.command-data;version=1.0\r\n"),
         "{text}"
     );
-    assert!(text.contains("\r\nX-Admin-Targeted-Application: //aid/A000000087/1002FFFFFFFF8907090000\r\n"));
+    assert!(text
+        .contains("\r\nX-Admin-Targeted-Application: //aid/A000000087/1002FFFFFFFF8907090000\r\n"));
     let mut r = head(&format!(
         "Content-Type: application/vnd.etsi.scp.response-data;version=1.0\r\nContent-Length: {}\r\n",
         RESP_BODY.len()
@@ -419,7 +421,9 @@ fn rfm_scripts_use_the_etsi_media_types() {
 #[test]
 fn a_post_without_x_admin_from_is_accepted() {
     let req = RequestParser::default()
-        .feed(b"POST /gp/admin HTTP/1.1\r\nX-Admin-Protocol: globalplatform-remote-admin/1.0\r\n\r\n")
+        .feed(
+            b"POST /gp/admin HTTP/1.1\r\nX-Admin-Protocol: globalplatform-remote-admin/1.0\r\n\r\n",
+        )
         .expect("accepted")
         .expect("complete");
     assert_eq!(req.from, None);
@@ -431,7 +435,10 @@ fn a_post_without_x_admin_from_is_accepted() {
 fn aid_uris() {
     let aid = hex::decode("A0000000871002FFFFFFFF8907090000").unwrap();
     assert_eq!(aid_uri(&aid), "//aid/A000000087/1002FFFFFFFF8907090000");
-    assert_eq!(aid_of_uri("//aid/A000000087/1002FFFFFFFF8907090000"), Some(aid));
+    assert_eq!(
+        aid_of_uri("//aid/A000000087/1002FFFFFFFF8907090000"),
+        Some(aid)
+    );
     assert_eq!(
         aid_uri(&default_application_aid([0xB0, 0x00, 0x10])),
         "//aid/A000000009/0001FFFFFFFF89B00010"

@@ -393,3 +393,149 @@ async fn slow_card_hits_idle_timeout() {
     assert!(matches!(r, Err(SessionError::Timeout)), "{r:?}");
     assert_eq!(ServerStats::get(&server.stats().handshakes), 1);
 }
+
+/// Runs `openssl s_client` (with extra arguments) against `port` for one POST and its answer,
+/// then closes; returns what it printed (stdout and stderr).
+async fn s_client_one_post(port: u16, extra: &[&str]) -> String {
+    let mut args = vec![
+        "s_client".to_string(),
+        "-connect".into(),
+        format!("127.0.0.1:{port}"),
+        "-psk".into(),
+        KEY_HEX.into(),
+        "-psk_identity".into(),
+        IDENTITY.into(),
+        "-ign_eof".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut card = Command::new("openssl")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl CLI");
+    let mut stdin = card.stdin.take().unwrap();
+    let first = "POST /gp/admin HTTP/1.1\r\nHost: ota.test\r\nX-Admin-Protocol: globalplatform-remote-admin/1.0\r\nX-Admin-From: a\r\n\r\n";
+    stdin.write_all(first.as_bytes()).await.unwrap();
+    stdin.flush().await.unwrap();
+    // The server answers 204 (nothing queued) and closes; s_client then ends.
+    let out = tokio::time::timeout(Duration::from_secs(10), card.wait_with_output())
+        .await
+        .expect("s_client ends")
+        .expect("s_client output");
+    drop(stdin);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Cards may abort on a NewSessionTicket and SGP.02 rules resumption out: s_client, offering
+/// the SessionTicket extension, gets no ticket and no session id, so it has no session to
+/// resume (it writes `-sess_out` only for a resumable one).
+#[tokio::test]
+async fn no_session_ticket_and_no_resumption() {
+    let (server, listener, port) = server(Arc::new(Sessions::default())).await;
+    let serving = tokio::spawn(server.clone().serve(listener));
+    let dir = std::env::temp_dir().join(format!("otagw-sess-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sess = dir.join("session.pem");
+    let sess = sess.to_str().unwrap();
+    for version in ["-tls1_2", "-tls1"] {
+        let cipher = if version == "-tls1" {
+            "PSK-AES128-CBC-SHA"
+        } else {
+            "PSK-AES128-GCM-SHA256"
+        };
+        let first = s_client_one_post(port, &[version, "-cipher", cipher, "-sess_out", sess]).await;
+        assert!(first.contains("HTTP/1.1 204"), "{first}");
+        assert!(first.contains("New, "), "{first}");
+        assert!(
+            !first.contains("TLS session ticket"),
+            "a session ticket came with {version}: {first}"
+        );
+        // No session id either (no server cache): the session cannot be resumed, so
+        // s_client has nothing to write to -sess_out.
+        let id = first
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Session-ID:"))
+            .map(str::trim);
+        assert_eq!(id, Some(""), "{first}");
+        assert!(
+            !std::path::Path::new(sess).exists(),
+            "s_client saved a resumable session: {first}"
+        );
+    }
+    serving.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads TLS records (type, length) from a byte stream, as far as they are complete.
+fn tls_records(bytes: &[u8]) -> Vec<(u8, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 5 <= bytes.len() {
+        let len = usize::from(u16::from_be_bytes([bytes[i + 3], bytes[i + 4]]));
+        out.push((bytes[i], len));
+        i += 5 + len;
+    }
+    out
+}
+
+/// On TLS 1.0 CBC suites OpenSSL may put an empty-fragment record before each write (the
+/// BEAST countermeasure); cards expect a response in one record. A relay between s_client and
+/// the server counts the server's application-data records: one per response.
+#[tokio::test]
+async fn tls10_cbc_responses_come_in_one_record_each() {
+    let (server, listener, port) = server(Arc::new(Sessions::default())).await;
+    let serving = tokio::spawn(server.clone().serve(listener));
+    let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_port = relay.local_addr().unwrap().port();
+    let captured = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let cap = captured.clone();
+    let relaying = tokio::spawn(async move {
+        let (mut card, _) = relay.accept().await.unwrap();
+        let mut srv = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (mut cr, mut cw) = card.split();
+        let (mut sr, mut sw) = srv.split();
+        let up = tokio::io::copy(&mut cr, &mut sw);
+        let down = async {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = sr.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    let _ = cw.shutdown().await;
+                    break;
+                }
+                cap.lock().unwrap().extend_from_slice(&buf[..n]);
+                if cw.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::join!(up, down);
+    });
+    let out = s_client_one_post(relay_port, &["-tls1", "-cipher", "PSK-AES128-CBC-SHA"]).await;
+    assert!(out.contains("HTTP/1.1 204"), "{out}");
+    let _ = tokio::time::timeout(Duration::from_secs(5), relaying).await;
+    serving.abort();
+    let bytes = captured.lock().unwrap().clone();
+    let records = tls_records(&bytes);
+    assert!(
+        records.iter().any(|(t, _)| *t == 0x14),
+        "no ChangeCipherSpec: {records:?}"
+    );
+    // After the handshake, the server wrote one response (the 204 that ends the session): one
+    // application-data record, not an empty one before it.
+    let app: Vec<usize> = records
+        .iter()
+        .filter(|(t, _)| *t == 0x17)
+        .map(|(_, l)| *l)
+        .collect();
+    assert_eq!(app.len(), 1, "application-data records {app:?}");
+}
