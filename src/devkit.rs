@@ -61,6 +61,9 @@ pub struct DevOptions {
     /// With [`DevOptions::provision`]: the `fleet` profile's CAT_TP push parameters
     /// (`defaults.catp`).
     pub profile_catp: Option<serde_json::Value>,
+    /// With [`DevOptions::provision`] and HTTPS: the `fleet` profile's HTTP parameters
+    /// (`defaults.http`; `{"agentId": "otagw-devkit"}` when not set).
+    pub profile_http: Option<serde_json::Value>,
     /// How those terminals behave (faults, silent cards).
     pub terminals: crate::sim::catp_client::TerminalSettings,
 }
@@ -82,6 +85,7 @@ impl Default for DevOptions {
             https: None,
             catp: None,
             profile_catp: None,
+            profile_http: None,
             terminals: Default::default(),
         }
     }
@@ -293,10 +297,12 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
                             .map(|_| "https".to_string())
                             .or_else(|| options.catp.as_ref().map(|_| "catp".to_string())),
                         // TLS_TRIGGER campaigns need a profile with HTTP parameters.
-                        http: options
-                            .https
-                            .as_ref()
-                            .map(|_| serde_json::json!({"agentId": "otagw-devkit"})),
+                        http: options.https.as_ref().map(|_| {
+                            options
+                                .profile_http
+                                .clone()
+                                .unwrap_or_else(|| serde_json::json!({"agentId": "otagw-devkit"}))
+                        }),
                         catp: options.profile_catp.clone(),
                         ..Default::default()
                     },

@@ -738,3 +738,249 @@ async fn unanswered_triggers_fall_back_to_sms() {
     assert_eq!(handsets.stats.sessions.load(Relaxed), 0);
     env.shutdown().await;
 }
+
+/// An RFM application whose AID is its issuer's, not the one made up from its TAR: the
+/// card's profile names it (`defaults.http.applications`), and the script goes to it with the
+/// ETSI media types (TS 102 226 Annex B). Without that, the card knows no such application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfm_goes_to_the_application_aid_the_profile_names() {
+    const AID: &str = "A0000000871002FFFFFFFF8907090000";
+    for named in [true, false] {
+        let http = if named {
+            json!({"agentId": "otagw-devkit", "applications": {"B00010": AID}})
+        } else {
+            json!({"agentId": "otagw-devkit"})
+        };
+        let env = devkit::start(DevOptions {
+            cards: 2,
+            provision: true,
+            https: Some(https_settings()),
+            profile_http: Some(http),
+            ..DevOptions::default()
+        })
+        .await
+        .expect("dev environment");
+        let handsets = env.https.clone().expect("https handsets");
+        handsets.set_tls(CardTls {
+            rfm_aids: vec![([0xB0, 0x00, 0x10], hex::decode(AID).unwrap())],
+            ..CardTls::default()
+        });
+        let iccid = env.iccid(0).expect("card");
+        let id = post_ok(
+            &env,
+            &https_cmd("RFM", &iccid, "B00010", json!({"apdus": READ_ICCID})),
+        )
+        .await;
+        let r = env
+            .wait_done(&id, Duration::from_secs(20))
+            .await
+            .expect("done");
+        let account = env.account_id.clone();
+        let scp81 = env.server.store.scp81().expect("scp81 store");
+        let chunks = scp81.command_chunks(&account, &id).await.expect("chunks");
+        if named {
+            assert_eq!(r["status"], "SUCCESS", "{r}");
+            assert_eq!(
+                r["response"]["data"]
+                    .as_str()
+                    .map(|d| swapped_bcd(d).trim_end_matches('f').to_string()),
+                Some(iccid.clone()),
+                "{r}"
+            );
+            assert_eq!(
+                chunks[0].targeted_application.as_deref(),
+                Some("//aid/A000000087/1002FFFFFFFF8907090000")
+            );
+            assert_eq!(chunks[0].kind, otagw::store::scp81::ScriptKind::RemoteFile);
+        } else {
+            assert_eq!(r["status"], "FAILED", "{r}");
+            let message = r["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("unknown-application"), "{message}");
+            assert_eq!(
+                chunks[0].targeted_application.as_deref(),
+                Some("//aid/A000000009/0001FFFFFFFF89B00010")
+            );
+        }
+        env.shutdown().await;
+    }
+}
+
+/// A profile's application AIDs are checked when it is used: a bad one is named.
+#[test]
+fn bad_application_aids_are_named() {
+    let base = otagw::gateway::https::HttpsOptions::default();
+    for (bad, field) in [
+        (
+            json!({"applications": {"B000": "A000000087"}}),
+            "http.applications.B000",
+        ),
+        (
+            json!({"applications": {"B00010": "A0000000"}}),
+            "http.applications.B00010",
+        ),
+        (
+            json!({"applications": {"B00010": 5}}),
+            "http.applications.B00010",
+        ),
+        (json!({"applications": ["B00010"]}), "http.applications"),
+    ] {
+        assert_eq!(base.with_profile(&bad).unwrap_err().0, field, "{bad}");
+    }
+}
+
+/// The bearer breaks while the card downloads a LOAD chunk: Amendment B has it re-post its
+/// last POST (the previous chunk's answers, `X-Admin-Resume: true`) in the next session. That
+/// answer is a duplicate; the chunk it was downloading goes again, so no LOAD block is lost
+/// and the applet installs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_break_while_a_chunk_downloads_resends_that_chunk() {
+    let env = env_with(
+        "sqlite",
+        HttpsSettings {
+            chunk_bytes: 1024,
+            ..https_settings()
+        },
+        3,
+    )
+    .await;
+    let handsets = env.https.clone().expect("https handsets");
+    handsets.set_tls(CardTls {
+        drop_at_script: Some(3),
+        drops_left: 1,
+        ..CardTls::default()
+    });
+    let iccid = env.iccid(1).expect("card");
+    let msisdn = env.msisdn(1).expect("card");
+    let (code, up) = env
+        .post_bytes("/api/v1/applets?name=big", devkit::sample_load_file(4000))
+        .await
+        .expect("upload");
+    assert_eq!(code, 201, "{up}");
+    let applet = up["appletId"].as_str().unwrap_or_default().to_string();
+    let id = post_ok(
+        &env,
+        &https_cmd(
+            "APP_INSTALL",
+            &iccid,
+            "000000",
+            json!({"parameters": {"appletId": applet, "instanceAid": "F001020304050102"}}),
+        ),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(30))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    let installed = env
+        .fleet
+        .with_card(&msisdn, |c| {
+            c.registry()
+                .applets()
+                .iter()
+                .any(|a| a.aid.to_string() == "F001020304050102")
+        })
+        .unwrap_or(false);
+    assert!(installed, "the applet is not on the card");
+    let scp81 = env.server.store.scp81().expect("scp81 store");
+    let chunks = scp81
+        .command_chunks(&env.account_id, &id)
+        .await
+        .expect("chunks");
+    let sends: Vec<u32> = chunks.iter().map(|c| c.sends).collect();
+    assert!(sends.len() >= 4, "{sends:?}");
+    let mut expected = vec![1; sends.len()];
+    expected[2] = 2;
+    assert_eq!(
+        sends, expected,
+        "only the chunk being downloaded goes twice"
+    );
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(handsets.stats.dropped.load(Relaxed), 1);
+    env.shutdown().await;
+}
+
+/// A chunk whose C-APDU fails ends the command: the chunks after it are not sent, and the
+/// error names the chunk, the C-APDU and its status word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_chunk_stops_the_script() {
+    let env = env_with(
+        "sqlite",
+        HttpsSettings {
+            chunk_bytes: 16,
+            ..https_settings()
+        },
+        1,
+    )
+    .await;
+    let handsets = env.https.clone().expect("https handsets");
+    let iccid = env.iccid(0).expect("card");
+    let id = post_ok(
+        &env,
+        &https_cmd(
+            "RFM",
+            &iccid,
+            "B00010",
+            json!({"apdus": ["00A40004023F00", "00A40004026F99", "00A40004023F00"]}),
+        ),
+    )
+    .await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "FAILED", "{r}");
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("chunk 1: C-APDU 1 of 1 (00 A4 00 04) answered 6A82"),
+        "{message}"
+    );
+    let scp81 = env.server.store.scp81().expect("scp81 store");
+    let chunks = scp81
+        .command_chunks(&env.account_id, &id)
+        .await
+        .expect("chunks");
+    assert_eq!(
+        chunks.len(),
+        2,
+        "the third chunk was dropped unsent: {chunks:?}"
+    );
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(handsets.stats.scripts.load(Relaxed), 2);
+    env.shutdown().await;
+}
+
+/// After a restart the PSK cache is empty; a card opening a session by its own retry policy
+/// is looked up in the store and gets its session (here nothing is queued: 204).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_unknown_to_the_cache_is_found_in_the_store() {
+    let env = env_with("sqlite", https_settings(), 1).await;
+    let addr = env.server.https_addr.expect("admin server");
+    let msisdn = env.msisdn(1).expect("card");
+    let (identity, key) = env
+        .fleet
+        .with_card(&msisdn, |c| c.psk(0x40))
+        .flatten()
+        .expect("psk");
+    // No trigger went to this card: the server's cache has never seen its identity.
+    let card = ClientConfig {
+        identity,
+        key,
+        ..card_config()
+    };
+    let connector = client::connector(&card).expect("connector");
+    let stream = client::connect(addr, &connector, Duration::from_secs(5))
+        .await
+        .expect("the handshake succeeds with the stored PSK");
+    struct NoScripts;
+    impl client::CardAgent for NoScripts {
+        fn execute(&mut self, _: client::ScriptRequest<'_>) -> client::AgentReply {
+            client::AgentReply::Drop
+        }
+    }
+    let outcome = client::run_session(stream, &card, &mut NoScripts, None)
+        .await
+        .expect("session");
+    assert!(outcome.completed, "{outcome:?}");
+    env.shutdown().await;
+}

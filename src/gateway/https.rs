@@ -343,6 +343,9 @@ pub fn split_script(script: &CommandScript, max: usize) -> Result<Vec<Vec<u8>>, 
 /// PSK identity to (ICCID, key).
 type PskCache = HashMap<Vec<u8>, (String, Vec<u8>)>;
 
+/// A chunk handed to a card: (account, command, seq).
+type HandedChunk = (String, String, u32);
+
 /// The store behind the admin server: PSKs from an in-memory cache (filled when a trigger goes
 /// out; an identity not in it is looked up in the store, so a card whose own retry opens a
 /// session after a restart is known), chunks and answers in the store.
@@ -355,7 +358,7 @@ pub struct Scp81Sessions {
     store: Arc<dyn Store>,
     psk: RwLock<PskCache>,
     /// Cards with a session open here, and the chunk each was last handed.
-    open: Mutex<HashMap<String, Option<(String, String, u32)>>>,
+    open: Mutex<HashMap<String, Option<HandedChunk>>>,
     waiters: Mutex<HashMap<(String, String), Arc<Notify>>>,
 }
 
