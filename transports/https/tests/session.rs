@@ -252,3 +252,133 @@ async fn card_closing_between_requests_without_close_notify() {
     assert!(!outcome.completed);
     assert_eq!(outcome.requests, 1);
 }
+
+/// A server that answers the card's POSTs with canned bytes, over PSK-TLS.
+async fn canned_server(answers: Vec<Vec<u8>>) -> (u16, tokio::task::JoinHandle<Vec<String>>) {
+    let acceptor = build_acceptor(
+        &TlsConfig::default(),
+        Arc::new(Keys),
+        Arc::new(ServerStats::default()),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ssl = openssl::ssl::Ssl::new(acceptor.context()).unwrap();
+        let mut s = SslStream::new(ssl, tcp).unwrap();
+        Pin::new(&mut s).accept().await.unwrap();
+        let mut parser = otagw_https::admin::RequestParser::default();
+        let mut targets = Vec::new();
+        let mut buf = [0u8; 2048];
+        for answer in answers {
+            let request = loop {
+                if let Some(r) = parser.next_request().unwrap() {
+                    break r;
+                }
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the card closed before its POST");
+                parser.push(&buf[..n]);
+            };
+            targets.push(format!("{} resume={}", request.target, request.resume));
+            s.write_all(&answer).await.unwrap();
+        }
+        // The card ends the session: it closes instead of posting again.
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("the card closes")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the card posted again");
+        targets
+    });
+    (port, task)
+}
+
+fn card(port: u16) -> (std::net::SocketAddr, otagw_https::client::ClientConfig) {
+    (
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        otagw_https::client::ClientConfig {
+            identity: b"card-7".to_vec(),
+            key: KEY.to_vec(),
+            ciphers: "PSK-AES128-CBC-SHA256".into(),
+            min_version: TlsVersion::Tls12,
+            max_version: TlsVersion::Tls12,
+            host: "h".into(),
+            agent_id: "a".into(),
+            uri: "/trigger".into(),
+            chunked: true,
+            io_timeout: Duration::from_secs(5),
+        },
+    )
+}
+
+struct Runs(u32);
+impl otagw_https::client::CardAgent for Runs {
+    fn execute(
+        &mut self,
+        _: otagw_https::client::ScriptRequest<'_>,
+    ) -> otagw_https::client::AgentReply {
+        self.0 += 1;
+        otagw_https::client::AgentReply::Respond(
+            vec![0xAF, 0x80, 0x23, 0x02, 0x90, 0x00, 0x00, 0x00],
+            ScriptStatus::Ok,
+        )
+    }
+}
+
+/// Amendment B: a `200` without `X-Admin-Next-URI` carries the session's last script; the
+/// agent runs it and the session ends (it does not treat the answer as an error).
+#[tokio::test]
+async fn a_200_without_next_uri_is_the_last_script() {
+    let script = [
+        0xAE, 0x80, 0x22, 0x05, 0x00, 0xA4, 0x00, 0x04, 0x00, 0x00, 0x00,
+    ];
+    let mut last = format!(
+        "HTTP/1.1 200 OK\r\nX-Admin-Protocol: globalplatform-remote-admin/1.0\r\nContent-Type: application/vnd.globalplatform.card-content-mgt;version=1.0\r\nContent-Length: {}\r\n\r\n",
+        script.len()
+    )
+    .into_bytes();
+    last.extend_from_slice(&script);
+    let (port, server) = canned_server(vec![last]).await;
+    let (addr, config) = card(port);
+    let connector = otagw_https::client::connector(&config).unwrap();
+    let stream = otagw_https::client::connect(addr, &connector, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut agent = Runs(0);
+    let outcome = otagw_https::client::run_session(stream, &config, &mut agent, None)
+        .await
+        .expect("no error");
+    assert!(outcome.completed, "{outcome:?}");
+    assert_eq!((agent.0, outcome.posts, outcome.scripts), (1, 1, 1));
+    assert_eq!(server.await.unwrap(), vec!["/trigger resume=false"]);
+}
+
+/// The card resumes where it left off: the first POST goes to the resume point's URI, with
+/// `X-Admin-Resume: true`.
+#[tokio::test]
+async fn a_resumed_session_posts_to_the_last_uri_navigated() {
+    let done =
+        b"HTTP/1.1 204 No Content\r\nX-Admin-Protocol: globalplatform-remote-admin/1.0\r\n\r\n"
+            .to_vec();
+    let (port, server) = canned_server(vec![done]).await;
+    let (addr, config) = card(port);
+    let connector = otagw_https::client::connector(&config).unwrap();
+    let stream = otagw_https::client::connect(addr, &connector, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let resume = otagw_https::client::ResumePoint {
+        uri: "/gp/admin?cmd=c1&chunk=3".into(),
+        body: vec![0xAF, 0x80, 0x23, 0x02, 0x90, 0x00, 0x00, 0x00],
+        status: Some(ScriptStatus::Ok),
+        kind: otagw_https::admin::ScriptKind::RemoteFile,
+    };
+    let outcome = otagw_https::client::run_session(stream, &config, &mut Runs(0), Some(resume))
+        .await
+        .expect("no error");
+    assert!(outcome.completed);
+    assert_eq!(
+        server.await.unwrap(),
+        vec!["/gp/admin?cmd=c1&chunk=3 resume=true"]
+    );
+}
