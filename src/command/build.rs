@@ -180,11 +180,13 @@ impl GpProfile {
                 .as_str()
                 .ok_or_else(|| err(format!("must be a string, not {}", json_kind(v))))?;
             match k.as_str() {
-                "version" => out.version = GpVersion::parse(text).ok_or_else(|| {
-                    err(format!(
+                "version" => {
+                    out.version = GpVersion::parse(text).ok_or_else(|| {
+                        err(format!(
                         "{text:?} is not a GlobalPlatform version such as \"2.2.1\" or \"2.3.1\""
                     ))
-                })?,
+                    })?
+                }
                 "kcvFill" => {
                     out.kcv_fill = match text {
                         "01" => KcvFill::Ones,
