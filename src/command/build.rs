@@ -24,6 +24,9 @@
 //! {"apdus": ["00A40004023F00", "00A40004027F20", "00B0000009"], "format": "expanded"}
 //! ```
 //!
+//! RAM for a card whose profile says GlobalPlatform 2.1.1: a GET STATUS with P2 `02`/`03` (the
+//! TLV format, which such a card answers with 6A86) is refused naming the APDU; use P2 `00`/`01`.
+//!
 //! ## FILE_UPDATE
 //!
 //! `data.parameters`:
@@ -74,6 +77,9 @@
 //! | `kic`, `kid` | hex string | the new keys; each one absent is generated at random, as long as the securing key set's current one |
 //! | `keyType` | `"des"` or `"aes"` | the keys' family; default from the key set's stored algorithms, else from the KIc/KID codings in `security`, else from the key length (8: DES, 32: AES) |
 //!
+//! AES key check values encipher `01` octets, or `00` where the card profile's
+//! `defaults.gp.kcvFill` is `"00"`.
+//!
 //! [`BuiltScript::new_keys`] carries the new keys (and the unchanged KIK) for the gateway to store
 //! once the PoR confirms.
 //!
@@ -99,14 +105,23 @@
 //! | `install` | boolean | send INSTALL [for install and make selectable]; default true |
 //!
 //! `toolkit`: `format` (`"uicc"`: tag `EA { 80 }`, the default for UICC class cards; `"sim"`:
-//! tag `CA`, the default for GSM class), `priority` (default 1), `maxTimers` (0),
+//! tag `CA` in `EF`, the default for GSM class), `priority` (default 1), `maxTimers` (0),
 //! `maxMenuTextLength` (16), `menuEntries` (array of `{"position": n, "identifier": n}`, default
 //! none), `maxChannels` (0), `minimumSecurityLevel` (hex, default empty), `tarValues` (array of
 //! 6-hex-digit TARs, default none), `maxServices` (UICC format, 0), `accessDomain` (SIM format,
-//! hex, default `00`: full access).
+//! hex, default `FF`: no file access; `00` grants full access), `fileAccess` (UICC format: the
+//! UICC Access Application specific parameters, tag `81` in `EA`, TS 102 226 8.2.1.3.2.2; an
+//! array of `{"adf": AID hex, "accessDomain": hex, "dap": hex}`, one per file system: no `adf`
+//! is the UICC shared file system, `accessDomain` defaults to `00` full access; default none,
+//! which leaves `81` out: no file access), `adminFileAccess` (UICC format, the same for the
+//! administrative access, tag `82`).
+//!
+//! The install parameters are `C9 .. [EF ..] [EA ..]`: `EA` is a sibling of `C9` and `EF`
+//! (TS 102 226 8.2.1.3.2.2). Their length is BER (`81 xx` from 128 octets) for GP 2.3.1 cards
+//! and one octet for older ones: the card profile's `defaults.gp.version`, see [`GpProfile`].
 //!
 //! ```json
-//! {"parameters": {"appletId": "a1b2", "instanceAid": "F0010203040502", "toolkit": {"tarValues": ["C00001"]}}}
+//! {"parameters": {"appletId": "a1b2", "instanceAid": "F0010203040502", "toolkit": {"tarValues": ["C00001"], "fileAccess": [{"accessDomain": "00"}]}}}
 //! ```
 //!
 //! ## APP_DELETE

@@ -7,10 +7,10 @@
 //! | condition                                              | SW   |
 //! |--------------------------------------------------------|------|
 //! | INSTALL/DELETE: load file, module, instance or SD unknown | 6A88 |
-//! | INSTALL: malformed data, AID already in use, bad privileges or parameters | 6A80 |
+//! | INSTALL: malformed data, AID already in use, bad privileges or parameters (`EA` inside `EF`; an install parameters length the card's GP version reads otherwise: BER from 2.3.1, one octet before) | 6A80 |
 //! | LOAD: load file data block malformed, or its package AID is not the one announced | 6A80 |
 //! | LOAD without INSTALL [for load], DELETE of the ISD or of a load file with instances (P2 00) | 6985 |
-//! | LOAD block number out of sequence, bad P1/P2           | 6A86 |
+//! | LOAD block number out of sequence, bad P1/P2; GET STATUS P2 `02` on a GP 2.1.1 card | 6A86 |
 //! | LOAD beyond 65,535 octets                              | 6A84 |
 //! | GET STATUS: nothing matches                            | 6A88 |
 //! | GET STATUS: more entries than fit (then P2 03 for the rest) | 6310 |
