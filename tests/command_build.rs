@@ -5,18 +5,19 @@
 
 use std::io::{Cursor, Write};
 
-use otagw::command::build::{build_script, BuildContext, BuildError, BuiltScript};
+use otagw::command::build::{build_script, BuildContext, BuildError, BuiltScript, GpProfile};
 use otagw::command::OtaCommandRequest;
-use otagw::script::gp::PutKeyResponse;
+use otagw::script::gp::{KcvFill, PutKeyResponse};
 use otagw::script::{
-    parse_command_script, parse_compact_response, parse_expanded_response, CardClass, ScriptFormat,
+    parse_command_script, parse_compact_response, parse_expanded_response, CardClass, FileAccess,
+    GpVersion, ScriptFormat,
 };
 use otagw::security::command::encode_command_packet;
 use otagw::security::{
     CcScope, CipherAlgorithm, CommandHeader, Counter, IntegrityAlgorithm, KeyConfig, KeyIdentifier,
     PorStatus, ResponsePacketView, Scp80Keys, Spi, Tar,
 };
-use otagw::sim::{KeySet, VirtualCard, TAR_RAM_ISD, TAR_RFM_GSM, TAR_RFM_USIM};
+use otagw::sim::{CardPolicy, KeySet, VirtualCard, TAR_RAM_ISD, TAR_RFM_GSM, TAR_RFM_USIM};
 use otagw::store::{KeyMaterial, KeySetRecord};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -72,6 +73,7 @@ struct Ctx {
     class: CardClass,
     applet: Option<Vec<u8>>,
     max: usize,
+    gp: GpProfile,
 }
 
 impl Ctx {
@@ -81,6 +83,7 @@ impl Ctx {
             class: CardClass::Uicc,
             applet: None,
             max: 2000,
+            gp: GpProfile::default(),
         }
     }
 
@@ -90,6 +93,7 @@ impl Ctx {
             key_set: &self.key_set,
             applet: self.applet.as_deref(),
             max_script_len: self.max,
+            gp: self.gp,
         };
         build_script(req, &ctx, &mut StdRng::seed_from_u64(7))
     }
@@ -480,7 +484,7 @@ fn key_update_over_scp80_3des_and_aes() {
         } else {
             otagw::script::gp::NewKey::des
         };
-        assert!(answer.confirms(1, &[family(&new.kic), family(&new.kid)]));
+        assert!(answer.confirms(1, &[family(&new.kic), family(&new.kid)], KcvFill::Ones));
 
         // The card holds the new keys, its KIK and its counter (6, from this packet).
         let ks = card.key_set(1).unwrap();
@@ -650,7 +654,7 @@ fn unknown_parameters() {
         ),
         "data.parameters.toolkit: unknown parameter \"tars\" (toolkit takes format, priority, \
          maxTimers, maxMenuTextLength, menuEntries, maxChannels, minimumSecurityLevel, \
-         tarValues, maxServices, accessDomain)"
+         tarValues, maxServices, accessDomain, fileAccess, adminFileAccess)"
     );
 }
 
@@ -823,4 +827,260 @@ fn too_long_for_the_transport() {
         ),
         BuildError::TooLong { max: 60, .. }
     ));
+}
+
+fn card_with(policy: CardPolicy) -> VirtualCard {
+    card().with_policy(policy)
+}
+
+/// The INSTALL [for install] a built APP_INSTALL ends with.
+fn last_command_data(built: &BuiltScript) -> Vec<u8> {
+    parse_command_script(&built.script, built.format)
+        .unwrap()
+        .commands()
+        .last()
+        .unwrap()
+        .data()
+        .to_vec()
+}
+
+/// Issue 19 points 10 and 12: the UICC toolkit parameters go in `EA` beside `C9` (not inside
+/// `EF`), with the UICC file access the caller grants as tag `81` in the coding of
+/// kaoh/globalplatform's installDataTest.c (`81 18 00 01 00 00 10 A0..0100 01 00 00`: full
+/// access to the UICC shared file system and to one ADF). Without `fileAccess` no `81` goes
+/// out: no access.
+#[test]
+fn app_install_uicc_toolkit_with_file_access() {
+    let mut ctx = Ctx::new();
+    ctx.applet = Some(cap_zip());
+    let adf = "A0000000871002FFFFFFFF8900000100";
+    let req = request(
+        "APP_INSTALL",
+        "15",
+        json!({"parameters": {
+            "appletId": "hello-1",
+            "toolkit": {
+                "tarValues": ["C00001"],
+                "fileAccess": [{}, {"adf": adf, "accessDomain": "00"}],
+            },
+        }}),
+    );
+    let built = ctx.build(&req).unwrap();
+    let data = last_command_data(&built);
+    let field = h(&format!(
+        "2B C900 EA27 800B 01 00 10 00 00 00 03C00001 00 8118 00 0100 00 10{adf} 0100 00 00"
+    ));
+    assert_eq!(&data[data.len() - field.len()..], &field[..]);
+    let mut card = card();
+    let response = card.run_script(TAR_RAM_ISD, &built.script).unwrap();
+    assert_eq!(last_sw(&response), 0x9000);
+    let app = card.registry().applet(&h("F0010203040501")).unwrap();
+    assert_eq!(
+        app.parameters.uicc_access,
+        [
+            FileAccess::full(None),
+            FileAccess::full(Some(otagw::script::Aid::from_hex(adf).unwrap()))
+        ]
+    );
+    assert_eq!(
+        app.parameters
+            .uicc_toolkit
+            .as_ref()
+            .unwrap()
+            .tar_values
+            .len(),
+        1
+    );
+
+    // No fileAccess: EA holds the toolkit parameters alone.
+    let req = request(
+        "APP_INSTALL",
+        "15",
+        json!({"parameters": {"appletId": "hello-1", "toolkit": {}}}),
+    );
+    let data = last_command_data(&ctx.build(&req).unwrap());
+    // Length, C9 00, EA { 80 08 toolkit }, empty install token.
+    let field = h("0E C900 EA0A 8008 01 00 10 00 00 00 00 00  00");
+    assert_eq!(&data[data.len() - field.len()..], &field[..]);
+
+    // Errors name the field.
+    let t = |toolkit: Value| {
+        msg(
+            &ctx,
+            "APP_INSTALL",
+            json!({"parameters": {"appletId": "hello-1", "toolkit": toolkit}}),
+        )
+    };
+    assert!(t(json!({"fileAccess": [{"adf": "A000"}]}))
+        .starts_with("data.parameters.toolkit.fileAccess[0].adf: "));
+    assert!(t(json!({"fileAccess": [{"accessDomain": ""}]}))
+        .starts_with("data.parameters.toolkit.fileAccess[0].accessDomain: "));
+    assert!(t(json!({"fileAccess": [{"readOnly": true}]}))
+        .starts_with("data.parameters.toolkit.fileAccess[0]: unknown parameter"));
+    assert!(t(json!({"format": "sim", "fileAccess": [{}]}))
+        .starts_with("data.parameters.toolkit.fileAccess: only exists in the \"uicc\" format"));
+    assert!(t(json!({"accessDomain": "00"}))
+        .starts_with("data.parameters.toolkit.accessDomain: only exists in the \"sim\" format"));
+}
+
+/// Issue 19 point 12: a SIM toolkit install grants no file access (`FF`) unless the caller
+/// gives accessDomain (other tools default to none too).
+#[test]
+fn sim_toolkit_file_access_defaults_to_none() {
+    let mut ctx = Ctx::new();
+    ctx.applet = Some(cap_zip());
+    for (toolkit, expected) in [
+        (json!({"format": "sim"}), 0xFF),
+        (json!({"format": "sim", "accessDomain": "00"}), 0x00),
+    ] {
+        let req = request(
+            "APP_INSTALL",
+            "15",
+            json!({"parameters": {"appletId": "hello-1", "toolkit": toolkit}}),
+        );
+        let built = ctx.build(&req).unwrap();
+        let mut card = card();
+        let response = card.run_script(TAR_RAM_ISD, &built.script).unwrap();
+        assert_eq!(last_sw(&response), 0x9000);
+        let app = card.registry().applet(&h("F0010203040501")).unwrap();
+        let sim = app.parameters.sim_toolkit.as_ref().unwrap();
+        assert_eq!(sim.access_domain, [expected]);
+    }
+}
+
+/// Issue 19 point 11: 148 octets of install parameters go as `81 94` to a GP 2.3.1 card (the
+/// default) and as `94` to a card whose profile says 2.2.1; each card takes its own form and
+/// refuses the other with 6A80.
+#[test]
+fn install_parameters_length_follows_the_profile() {
+    let mut ctx = Ctx::new();
+    ctx.applet = Some(cap_zip());
+    let req = request(
+        "APP_INSTALL",
+        "15",
+        json!({"parameters": {"appletId": "hello-1", "applicationParameters": "AB".repeat(0x91)}}),
+    );
+    let new = ctx.build(&req).unwrap();
+    let old_version = GpVersion::parse("2.2.1").unwrap();
+    ctx.gp.version = old_version;
+    let old = ctx.build(&req).unwrap();
+    let new_data = last_command_data(&new);
+    let old_data = last_command_data(&old);
+    assert_eq!(&new_data[25..30], &h("8194 C98191")[..]);
+    assert_eq!(&old_data[25..29], &h("94 C98191")[..]);
+    let old_card = CardPolicy {
+        gp_version: old_version,
+        ..CardPolicy::default()
+    };
+    for (policy, built, sw) in [
+        (CardPolicy::default(), &new, 0x9000),
+        (CardPolicy::default(), &old, 0x6A80),
+        (old_card, &old, 0x9000),
+        (old_card, &new, 0x6A80),
+    ] {
+        let mut card = card_with(policy);
+        let response = card.run_script(TAR_RAM_ISD, &built.script).unwrap();
+        assert_eq!(last_sw(&response), sw, "{policy:?}");
+    }
+}
+
+/// Issue 19 point 12: with the profile's kcvFill "00", AES check values are computed over
+/// zeros; a card computing them that way takes the PUT KEY, one using `01` refuses it (6982).
+#[test]
+fn key_update_aes_check_values_follow_the_profile() {
+    let (kic, kid, kik) = (
+        "000102030405060708090A0B0C0D0E0F",
+        "101112131415161718191A1B1C1D1E1F",
+        "202122232425262728292A2B2C2D2E2F",
+    );
+    let (c, i) = (CipherAlgorithm::AesCbc, IntegrityAlgorithm::AesCmac);
+    let mut rec = record(1, kic, kid, Some(kik));
+    rec.kic_algorithm = Some(c);
+    rec.kid_algorithm = Some(i);
+    let mut ctx = Ctx::new();
+    ctx.key_set = rec;
+    ctx.gp.kcv_fill = KcvFill::Zeros;
+    let req = request(
+        "KEY_UPDATE",
+        "12",
+        json!({"parameters": {"kic": "00".repeat(16)}}),
+    );
+    let built = ctx.build(&req).unwrap();
+    // The KIc's check value is AES(zero key, zero block) = 66E94B.. (FIPS-197 style known
+    // answer, checked with OpenSSL).
+    let data = last_command_data(&built);
+    assert_eq!(
+        &data[1 + 1 + 1 + 17..1 + 1 + 1 + 17 + 4],
+        &h("03 66E94B")[..]
+    );
+    for (fill, sw) in [(KcvFill::Zeros, 0x9000), (KcvFill::Ones, 0x6982)] {
+        let set = KeySet::new(1, &h(kic), &h(kid))
+            .unwrap()
+            .with_kik(&h(kik))
+            .unwrap()
+            .with_counter(Counter::new(5).unwrap())
+            .with_algorithms(Some(c), Some(i))
+            .unwrap();
+        let mut card = VirtualCard::new("8949000000000000001", "262011234567890", "1")
+            .unwrap()
+            .with_key_set(set)
+            .with_policy(CardPolicy {
+                kcv_fill: fill,
+                ..CardPolicy::default()
+            });
+        let outcome = card.process(&packet(
+            0x12,
+            &h(kic),
+            &h(kid),
+            6,
+            TAR_RAM_ISD,
+            &built.script,
+        ));
+        assert_eq!(outcome.last_sw, Some(sw), "{fill:?}");
+    }
+}
+
+/// Issue 19 point 12: GP 2.1.1 cards answer GET STATUS P2 02 with 6A86. For a card whose
+/// profile says 2.1.1 a RAM script asking P2 02 is refused at build time naming the APDU and
+/// the P2 to use; P2 00 builds and the card answers in the GP 2.1.1 format.
+#[test]
+fn get_status_p2_for_gp_2_1_1_cards() {
+    let mut ctx = Ctx::new();
+    let tlv = json!({"apdus": ["00A40004023F00", "80F28002024F0000"]});
+    assert!(ctx.build(&request("RAM", "15", tlv.clone())).is_ok());
+    ctx.gp.version = GpVersion::V2_1_1;
+    let e = err(&ctx, "RAM", tlv);
+    assert_eq!(e.field(), "data.apdus[1]");
+    assert!(e.problem().contains("6A86: use P2 00"), "{e}");
+    let next = msg(&ctx, "RAM", json!({"apdus": ["80F2400303 4F0000"]}));
+    assert!(next.contains("use P2 01"), "{next}");
+    let built = ctx
+        .build(&request(
+            "RAM",
+            "15",
+            json!({"apdus": ["80F28000024F0000"], "format": "expanded"}),
+        ))
+        .unwrap();
+    let old_card = CardPolicy {
+        gp_version: GpVersion::V2_1_1,
+        ..CardPolicy::default()
+    };
+    let response = card_with(old_card)
+        .run_script(TAR_RAM_ISD, &built.script)
+        .unwrap();
+    let r = parse_expanded_response(&response).unwrap();
+    assert_eq!(r.last().unwrap().sw, 0x9000);
+    assert_eq!(r.last().unwrap().data, h("08 A000000151000000 0F 9E"));
+    // The same card answers P2 02 with 6A86 (what a script built without the profile meets).
+    let built = Ctx::new()
+        .build(&request(
+            "RAM",
+            "15",
+            json!({"apdus": ["80F28002024F0000"], "format": "expanded"}),
+        ))
+        .unwrap();
+    let response = card_with(old_card)
+        .run_script(TAR_RAM_ISD, &built.script)
+        .unwrap();
+    assert_eq!(last_sw(&response), 0x6A86);
 }

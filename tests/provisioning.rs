@@ -351,3 +351,68 @@ fn cli_end_to_end() {
     assert_eq!(out.lines().count(), 2, "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A profile's `defaults.gp` is checked when the profile is created (422 naming the field),
+/// and a command for one of its cards is built for its GlobalPlatform version: a GP 2.1.1
+/// card's RAM script asking GET STATUS P2 02 (which such a card answers with 6A86) is refused
+/// naming the APDU.
+#[tokio::test]
+async fn profile_gp_settings() {
+    let env = env().await;
+    for (gp, field) in [
+        (json!({"version": "3.0"}), "defaults.gp.version"),
+        (json!({"kcvFill": "FF"}), "defaults.gp.kcvFill"),
+        (json!({"getStatusP2": "00"}), "defaults.gp.getStatusP2"),
+        (json!("2.1.1"), "defaults.gp"),
+    ] {
+        let (code, e) = env
+            .post(
+                "/api/v1/profiles",
+                &json!({"name": "gp_bad", "defaults": {"gp": gp}}),
+            )
+            .await
+            .expect("post");
+        assert_eq!((code, e["field"].as_str()), (422, Some(field)), "{e}");
+    }
+    let (code, p) = env
+        .post(
+            "/api/v1/profiles",
+            &json!({"name": "gp211", "defaults": {"gp": {"version": "2.1.1", "kcvFill": "00"}}}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(code, 201, "{p}");
+    assert_eq!(p["defaults"]["gp"]["version"], "2.1.1");
+    let id = p["id"].as_i64().expect("id");
+    let (code, r) = post_text(
+        &env,
+        &format!("/api/v1/profiles/{id}/provision"),
+        &vendor(100, 101),
+    )
+    .await;
+    assert_eq!(code, 201, "{r}");
+    let command = |apdu: &str| {
+        json!({
+            "type": "RAM",
+            "target": {"iccid": iccid(100)},
+            "security": {"spi": "1621", "kic": "15", "kid": "15", "tar": "000000"},
+            "data": {"apdus": [apdu]},
+        })
+    };
+    let (code, e) = env
+        .post("/api/v1/ota/commands", &command("80F28002024F0000"))
+        .await
+        .expect("post");
+    assert_eq!(
+        (code, e["field"].as_str()),
+        (422, Some("data.apdus[0]")),
+        "{e}"
+    );
+    let message = e["message"].as_str().unwrap_or_default();
+    assert!(message.contains("use P2 00"), "{message}");
+    let (code, a) = env
+        .post("/api/v1/ota/commands", &command("80F28000024F0000"))
+        .await
+        .expect("post");
+    assert!((200..300).contains(&code), "{code} {a}");
+}

@@ -7,7 +7,8 @@ use otagw::script::ram::{get_status, install_for_install, install_for_load, load
 use otagw::script::rfm::{self, CardClass};
 use otagw::script::{
     pack_scripts, parse_compact_response, parse_expanded_response, Aid, CApdu, CapFile,
-    CommandScript, InstallParameters, Privileges, ScriptFormat, StatusSubset, ToolkitParameters,
+    CommandScript, GpVersion, InstallParameters, Privileges, ScriptFormat, StatusSubset,
+    ToolkitParameters,
 };
 use otagw::security::command::encode_command_packet;
 use otagw::security::{
@@ -238,6 +239,7 @@ fn counter_modes() {
         .unwrap()
         .with_policy(CardPolicy {
             protect_counter_errors: true,
+            ..CardPolicy::default()
         })
         .with_key_set(
             otagw::sim::KeySet::new(1, &gw.kic_key, &gw.kid_key)
@@ -433,6 +435,7 @@ fn ram_install_and_get_status() {
     cmds.extend(load_commands(lf.bytes(), format, budget).unwrap());
     cmds.push(
         install_for_install(
+            GpVersion::default(),
             lf.package_aid(),
             module,
             &instance,

@@ -1713,6 +1713,7 @@ fn new_profile(name: &str) -> NewProfile {
             transport: Some("sms".to_string()),
             http: Some(serde_json::json!({"url": "https://ota.example/tls", "psk": 1})),
             catp: Some(serde_json::json!({"bufferSize": 900, "apn": "fleet.example"})),
+            gp: Some(serde_json::json!({"version": "2.2.1", "kcvFill": "00"})),
             validity_period_minutes: Some(90),
         },
     }

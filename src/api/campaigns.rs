@@ -183,6 +183,11 @@ pub async fn create_profile(
             return Err(ApiError::invalid(format!("defaults.{field}"), problem));
         }
     }
+    if let Some(gp) = &d.gp {
+        if let Err((field, problem)) = crate::command::build::GpProfile::from_json(gp) {
+            return Err(ApiError::invalid(format!("defaults.{field}"), problem));
+        }
+    }
     if let Some(t) = d.transport.as_deref() {
         if !crate::campaign::TRANSPORTS.contains(&t) {
             return Err(ApiError::invalid(

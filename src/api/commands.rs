@@ -12,7 +12,7 @@ use super::{ApiError, AppState, JsonBody};
 use crate::command::build::{build_script, BuildContext};
 use crate::command::{CommandEvent, CommandStatus, OtaCommandRequest, OtaResult, Target};
 use crate::gateway::now_ms;
-use crate::pipeline::secure::{card_class, requested_applet};
+use crate::pipeline::secure::{card_class, card_gp, requested_applet};
 use crate::pipeline::validate_request;
 use crate::store::{Account, BatchRecord, CancelOutcome, CommandRecord, NewCommand};
 
@@ -129,11 +129,16 @@ pub(crate) async fn prepare(
         ),
         None => None,
     };
+    let gp = card_gp(store.as_ref(), &account.id, &card.iccid)
+        .await
+        .map_err(ApiError::store)?
+        .map_err(|e| ApiError::invalid(f("target.iccid"), e))?;
     let ctx = BuildContext {
         card_class: card_class(&card.attributes),
         key_set: &key_set,
         applet: applet.as_deref(),
         max_script_len: state.gateway.transports().max_script_len(&transport),
+        gp,
     };
     // Built once here to refuse what cannot be built; the pipeline builds it again when it
     // secures it (KEY_UPDATE keys are generated then, not now).

@@ -929,7 +929,10 @@ fn ram_commands(
             params.uicc_toolkit = Some(t);
         }
         out.push(
+            // A campaign spans cards: the current GP coding (BER lengths; identical to the
+            // one-octet coding below 128 octets of parameters).
             script::ram::install_for_install(
+                script::GpVersion::default(),
                 &package,
                 &module,
                 &module,

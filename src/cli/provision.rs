@@ -297,6 +297,7 @@ pub(crate) fn run_profile(command: ProfileCommand) -> anyhow::Result<ExitCode> {
                 transport,
                 http,
                 catp,
+                gp: None,
                 validity_period_minutes: validity_period,
             };
             let app_type = app_type.map(|a| {

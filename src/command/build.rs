@@ -24,6 +24,9 @@
 //! {"apdus": ["00A40004023F00", "00A40004027F20", "00B0000009"], "format": "expanded"}
 //! ```
 //!
+//! RAM for a card whose profile says GlobalPlatform 2.1.1: a GET STATUS with P2 `02`/`03` (the
+//! TLV format, which such a card answers with 6A86) is refused naming the APDU; use P2 `00`/`01`.
+//!
 //! ## FILE_UPDATE
 //!
 //! `data.parameters`:
@@ -74,6 +77,9 @@
 //! | `kic`, `kid` | hex string | the new keys; each one absent is generated at random, as long as the securing key set's current one |
 //! | `keyType` | `"des"` or `"aes"` | the keys' family; default from the key set's stored algorithms, else from the KIc/KID codings in `security`, else from the key length (8: DES, 32: AES) |
 //!
+//! AES key check values encipher `01` octets, or `00` where the card profile's
+//! `defaults.gp.kcvFill` is `"00"`.
+//!
 //! [`BuiltScript::new_keys`] carries the new keys (and the unchanged KIK) for the gateway to store
 //! once the PoR confirms.
 //!
@@ -99,14 +105,23 @@
 //! | `install` | boolean | send INSTALL [for install and make selectable]; default true |
 //!
 //! `toolkit`: `format` (`"uicc"`: tag `EA { 80 }`, the default for UICC class cards; `"sim"`:
-//! tag `CA`, the default for GSM class), `priority` (default 1), `maxTimers` (0),
+//! tag `CA` in `EF`, the default for GSM class), `priority` (default 1), `maxTimers` (0),
 //! `maxMenuTextLength` (16), `menuEntries` (array of `{"position": n, "identifier": n}`, default
 //! none), `maxChannels` (0), `minimumSecurityLevel` (hex, default empty), `tarValues` (array of
 //! 6-hex-digit TARs, default none), `maxServices` (UICC format, 0), `accessDomain` (SIM format,
-//! hex, default `00`: full access).
+//! hex, default `FF`: no file access; `00` grants full access), `fileAccess` (UICC format: the
+//! UICC Access Application specific parameters, tag `81` in `EA`, TS 102 226 8.2.1.3.2.2; an
+//! array of `{"adf": AID hex, "accessDomain": hex, "dap": hex}`, one per file system: no `adf`
+//! is the UICC shared file system, `accessDomain` defaults to `00` full access; default none,
+//! which leaves `81` out: no file access), `adminFileAccess` (UICC format, the same for the
+//! administrative access, tag `82`).
+//!
+//! The install parameters are `C9 .. [EF ..] [EA ..]`: `EA` is a sibling of `C9` and `EF`
+//! (TS 102 226 8.2.1.3.2.2). Their length is BER (`81 xx` from 128 octets) for GP 2.3.1 cards
+//! and one octet for older ones: the card profile's `defaults.gp.version`, see [`GpProfile`].
 //!
 //! ```json
-//! {"parameters": {"appletId": "a1b2", "instanceAid": "F0010203040502", "toolkit": {"tarValues": ["C00001"]}}}
+//! {"parameters": {"appletId": "a1b2", "instanceAid": "F0010203040502", "toolkit": {"tarValues": ["C00001"], "fileAccess": [{"accessDomain": "00"}]}}}
 //! ```
 //!
 //! ## APP_DELETE
@@ -123,9 +138,10 @@ use rand::{CryptoRng, RngCore};
 use serde_json::{Map, Value};
 
 use super::{CommandType, OtaCommandRequest};
-use crate::script::gp::{put_key, KeyType, NewKey, PutKeyError, KEY_ID_KIC};
+use crate::script::gp::{put_key, KcvFill, KeyType, NewKey, PutKeyError, KEY_ID_KIC};
 use crate::script::ram::{
-    delete, install_for_install, install_for_load, load_blocks, max_load_block_size,
+    delete, install_for_install, install_for_load, load_blocks, max_load_block_size, FileAccess,
+    GpVersion, StatusFormat, ACCESS_FULL, ACCESS_NONE, INS_GET_STATUS,
 };
 use crate::script::rfm::{select_fid, select_path, update_binary, update_record, FID_MF};
 use crate::script::{
@@ -146,6 +162,63 @@ pub struct BuildContext<'a> {
     pub applet: Option<&'a [u8]>,
     /// Octets of script the transport's packet carries.
     pub max_script_len: usize,
+    /// The card's GlobalPlatform implementation, from its profile's `defaults.gp`.
+    pub gp: GpProfile,
+}
+
+/// Fields of a profile's `defaults.gp`.
+pub const PROFILE_GP_FIELDS: &[&str] = &["version", "kcvFill"];
+
+/// What a card's profile says of its GlobalPlatform implementation (`defaults.gp`, for
+/// example `{"version": "2.2.1", "kcvFill": "00"}`); the default is GP 2.3.1 with AES check
+/// values over `01` octets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GpProfile {
+    /// `version`: the install parameters' length coding (BER from 2.3.1 on) and the GET STATUS
+    /// format (P2 `00` only for 2.1.1).
+    pub version: GpVersion,
+    /// `kcvFill`: `"01"` or `"00"`, the octets AES key check values encipher (KEY_UPDATE).
+    pub kcv_fill: KcvFill,
+}
+
+impl GpProfile {
+    /// Reads a profile's `defaults.gp`; the error names the field (`gp.version`) and the
+    /// problem.
+    pub fn from_json(gp: &Value) -> Result<Self, (String, String)> {
+        let obj = gp
+            .as_object()
+            .ok_or_else(|| ("gp".to_string(), "must be a JSON object".to_string()))?;
+        let mut out = GpProfile::default();
+        for (k, v) in obj {
+            let err = |p: String| (format!("gp.{k}"), p);
+            let text = v
+                .as_str()
+                .ok_or_else(|| err(format!("must be a string, not {}", json_kind(v))))?;
+            match k.as_str() {
+                "version" => {
+                    out.version = GpVersion::parse(text).ok_or_else(|| {
+                        err(format!(
+                        "{text:?} is not a GlobalPlatform version such as \"2.2.1\" or \"2.3.1\""
+                    ))
+                    })?
+                }
+                "kcvFill" => {
+                    out.kcv_fill = match text {
+                        "01" => KcvFill::Ones,
+                        "00" => KcvFill::Zeros,
+                        _ => return Err(err(format!("{text:?} is not \"01\" or \"00\""))),
+                    }
+                }
+                _ => {
+                    return Err(err(format!(
+                        "unknown; the fields are {}",
+                        PROFILE_GP_FIELDS.join(", ")
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A built script.
@@ -282,7 +355,11 @@ pub fn build_script<R: RngCore + CryptoRng + ?Sized>(
     let commands = match t {
         CommandType::Rfm | CommandType::Ram => {
             Params::new(req, &[])?;
-            raw_apdus(req, format)?
+            let apdus = raw_apdus(req, format)?;
+            if t == CommandType::Ram {
+                check_get_status(&apdus, ctx.gp.version)?;
+            }
+            apdus
         }
         CommandType::FileUpdate => file_update(&Params::new(req, FILE_UPDATE)?, ctx)?,
         CommandType::ProfileUpdate => profile_update(&Params::new(req, PROFILE_UPDATE)?, ctx)?,
@@ -376,6 +453,8 @@ const TOOLKIT: &[&str] = &[
     "tarValues",
     "maxServices",
     "accessDomain",
+    "fileAccess",
+    "adminFileAccess",
 ];
 
 static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
@@ -549,6 +628,29 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 /// RFM / RAM: the caller's C-APDUs.
+/// GP 2.1.1 cards answer GET STATUS P2 `02`/`03` (TLV format) with 6A86 (GP 2.3 table
+/// 11-34): refused here for a card whose profile says 2.1.1, naming the P2 to use instead.
+fn check_get_status(apdus: &[CApdu], version: GpVersion) -> Result<(), BuildError> {
+    if version.status_format() != StatusFormat::Legacy {
+        return Ok(());
+    }
+    match apdus
+        .iter()
+        .position(|c| c.cla() & 0xF0 == 0x80 && c.ins() == INS_GET_STATUS && c.p2() & 0x02 != 0)
+    {
+        Some(i) => Err(invalid(
+            format!("data.apdus[{i}]"),
+            format!(
+                "GET STATUS P2 {:02X} asks for the TLV format, which a GlobalPlatform {version} \
+                 card (the profile's gp.version) answers with 6A86: use P2 {:02X}",
+                apdus.get(i).map_or(0x02, CApdu::p2),
+                apdus.get(i).map_or(0x00, |c| c.p2() & 0x01)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn raw_apdus(req: &OtaCommandRequest, format: ScriptFormat) -> Result<Vec<CApdu>, BuildError> {
     if req.data.apdus.is_empty() {
         return Err(missing(
@@ -995,7 +1097,15 @@ fn key_update<R: RngCore + CryptoRng + ?Sized>(
             value,
         });
     }
-    let cmd = put_key(Some(version), version, KEY_ID_KIC, &keys, kik).map_err(|e| match e {
+    let cmd = put_key(
+        Some(version),
+        version,
+        KEY_ID_KIC,
+        &keys,
+        kik,
+        ctx.gp.kcv_fill,
+    )
+    .map_err(|e| match e {
         PutKeyError::KikLength { .. } => invalid(
             "security",
             format!("the KIK of key set {}: {e}", ks.version),
@@ -1026,10 +1136,52 @@ pub(crate) fn load_file(field: &str, bytes: &[u8]) -> Result<LoadFile, BuildErro
     })
 }
 
-fn toolkit_parameters(
-    value: &Value,
-    class: CardClass,
-) -> Result<(bool, ToolkitParameters), BuildError> {
+/// A `fileAccess` / `adminFileAccess` array: `{"adf": AID hex (absent: the UICC shared file
+/// system), "accessDomain": hex (default "00", full access), "dap": hex}` per file system.
+fn file_access(t: &Params<'_>, name: &str) -> Result<Vec<FileAccess>, BuildError> {
+    let mut out = Vec::new();
+    for (i, v) in t.array(name)?.into_iter().flatten().enumerate() {
+        let field = format!("{}[{i}]", t.field(name));
+        let Value::Object(m) = v else {
+            return Err(invalid(
+                field,
+                format!(
+                    "must be {{\"adf\": AID, \"accessDomain\": hex}}, not {}",
+                    json_kind(v)
+                ),
+            ));
+        };
+        let e = Params::object(
+            field.clone(),
+            m,
+            &["adf", "accessDomain", "dap"],
+            "a file access entry",
+        )?;
+        let access_domain = e.hex("accessDomain")?.unwrap_or_else(|| vec![ACCESS_FULL]);
+        if access_domain.is_empty() {
+            return Err(invalid(e.field("accessDomain"), "is empty"));
+        }
+        out.push(FileAccess {
+            file_system: e.aid("adf")?,
+            access_domain,
+            dap: e.hex("dap")?.unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// The `toolkit` object of APP_INSTALL.
+struct Toolkit {
+    /// UICC format (`EA`) rather than SIM (`CA`).
+    uicc: bool,
+    params: ToolkitParameters,
+    /// `EA { 81 }` entries.
+    access: Vec<FileAccess>,
+    /// `EA { 82 }` entries.
+    admin_access: Vec<FileAccess>,
+}
+
+fn toolkit_parameters(value: &Value, class: CardClass) -> Result<Toolkit, BuildError> {
     let path = "data.parameters.toolkit".to_string();
     let Value::Object(map) = value else {
         return Err(invalid(
@@ -1099,16 +1251,31 @@ fn toolkit_parameters(
     if uicc && t.has("accessDomain") {
         return Err(invalid(
             t.field("accessDomain"),
-            "only exists in the \"sim\" format",
+            "only exists in the \"sim\" format; the \"uicc\" format grants file access with \
+             fileAccess",
         ));
     }
-    Ok((
+    for name in ["fileAccess", "adminFileAccess"] {
+        if !uicc && t.has(name) {
+            return Err(invalid(
+                t.field(name),
+                "only exists in the \"uicc\" format; the \"sim\" format grants file access \
+                 with accessDomain",
+            ));
+        }
+    }
+    let access = file_access(&t, "fileAccess")?;
+    let admin_access = file_access(&t, "adminFileAccess")?;
+    Ok(Toolkit {
         uicc,
-        ToolkitParameters {
+        access,
+        admin_access,
+        params: ToolkitParameters {
+            // No file access unless the caller grants it (TS 102 226 8.2.1.3.2.3: `FF`).
             access_domain: if uicc {
                 Vec::new()
             } else {
-                t.hex("accessDomain")?.unwrap_or_else(|| vec![0x00])
+                t.hex("accessDomain")?.unwrap_or_else(|| vec![ACCESS_NONE])
             },
             priority: t.u8("priority", 0..=255)?.unwrap_or(1),
             max_timers: t.u8("maxTimers", 0..=255)?.unwrap_or(0),
@@ -1119,7 +1286,7 @@ fn toolkit_parameters(
             tar_values,
             max_services: t.u8("maxServices", 0..=255)?.unwrap_or(0),
         },
-    ))
+    })
 }
 
 fn app_install(
@@ -1201,16 +1368,26 @@ fn app_install(
             ..InstallParameters::default()
         };
         if let Some(v) = p.get("toolkit") {
-            let (uicc, t) = toolkit_parameters(v, ctx.card_class)?;
-            if uicc {
-                params.uicc_toolkit = Some(t);
+            let t = toolkit_parameters(v, ctx.card_class)?;
+            if t.uicc {
+                params.uicc_toolkit = Some(t.params);
+                params.uicc_access = t.access;
+                params.uicc_admin_access = t.admin_access;
             } else {
-                params.sim_toolkit = Some(t);
+                params.sim_toolkit = Some(t.params);
             }
         }
         cmds.push(
-            install_for_install(&package, &module, &instance, privileges, &params, true)
-                .map_err(script_err("data.parameters"))?,
+            install_for_install(
+                ctx.gp.version,
+                &package,
+                &module,
+                &instance,
+                privileges,
+                &params,
+                true,
+            )
+            .map_err(script_err("data.parameters"))?,
         );
     }
     Ok(cmds)

@@ -1111,11 +1111,15 @@ impl HttpsDriver {
                 ),
                 None => None,
             };
+            let gp = crate::pipeline::secure::card_gp(store, &record.account_id, &card.iccid)
+                .await?
+                .map_err(|e| job_fail(ErrorCode::InvalidState, e))?;
             let ctx = BuildContext {
                 card_class: card_class(&card.attributes),
                 key_set: &counter_set,
                 applet: applet.as_deref(),
                 max_script_len: self.options.max_script_bytes,
+                gp,
             };
             let built = build_script(&req, &ctx, &mut rand::thread_rng()).map_err(|e| {
                 job_fail(

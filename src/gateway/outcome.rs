@@ -92,10 +92,14 @@ pub fn por_transition(
                     response.status_code = Some(last.sw);
                     response.data = Some(hex::encode_upper(&last.data));
                     if !sw_is_success(last.sw) {
-                        let message = format!(
+                        let mut message = format!(
                             "card ran {} command(s); the last answered {:04X}",
                             parsed.executed, last.sw
                         );
+                        if let Some(hint) = get_status_hint(request, parsed.executed, last.sw) {
+                            message.push_str(": ");
+                            message.push_str(&hint);
+                        }
                         return failed(ErrorCode::CommandFailed, message, response);
                     }
                 }
@@ -121,6 +125,25 @@ pub fn por_transition(
         error: None,
         at,
         new_keys: None,
+    }
+}
+
+/// What to do about a RAM script whose `executed`-th command, a GET STATUS asking for the TLV
+/// format (P2 `02`/`03`), got 6A86: GP 2.1.1 cards know only P2 `00`/`01` (GP 2.3 table
+/// 11-34), so the script has to be sent again with it, as GlobalPlatformPro falls back.
+fn get_status_hint(req: Option<&OtaCommandRequest>, executed: usize, sw: u16) -> Option<String> {
+    let req = req.filter(|r| r.command_type == CommandType::Ram && sw == 0x6A86)?;
+    let text = req.data.apdus.get(executed.checked_sub(1)?)?;
+    let clean: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let apdu = hex::decode(clean).ok()?;
+    match apdu.get(..4)? {
+        [cla, 0xF2, _, p2] if cla & 0xF0 == 0x80 && p2 & 0x02 != 0 => Some(format!(
+            "GET STATUS P2 {p2:02X} asks for the TLV format, which a GlobalPlatform 2.1.1 card \
+             refuses: send it again with P2 {:02X} and set the card profile's gp.version to \
+             \"2.1.1\"",
+            p2 & 0x01
+        )),
+        _ => None,
     }
 }
 
@@ -154,5 +177,23 @@ mod tests {
         for sw in [0x6A82, 0x6982, 0x6F00, 0x9400] {
             assert!(!sw_is_success(sw), "{sw:04X}");
         }
+    }
+
+    #[test]
+    fn get_status_6a86_hint() {
+        let req: OtaCommandRequest = serde_json::from_value(serde_json::json!({
+            "type": "RAM",
+            "target": {"iccid": "8949000000000000001"},
+            "security": {"spi": "1621", "kic": "15", "kid": "15", "tar": "000000"},
+            "data": {"apdus": ["80E60C0000", "80F2 4002 02 4F00 00", "80F24000024F0000"]},
+        }))
+        .unwrap();
+        let hint = get_status_hint(Some(&req), 2, 0x6A86).unwrap();
+        assert!(hint.contains("send it again with P2 00"), "{hint}");
+        assert_eq!(get_status_hint(Some(&req), 2, 0x6A88), None);
+        assert_eq!(get_status_hint(Some(&req), 3, 0x6A86), None);
+        assert_eq!(get_status_hint(Some(&req), 1, 0x6A86), None);
+        assert_eq!(get_status_hint(Some(&req), 0, 0x6A86), None);
+        assert_eq!(get_status_hint(None, 2, 0x6A86), None);
     }
 }

@@ -9,12 +9,12 @@ use std::task::{Context, Poll};
 use tower::{Layer, Service, ServiceExt};
 
 use super::{Job, JobError, Transports};
-use crate::command::build::{build_script, BuildContext};
+use crate::command::build::{build_script, BuildContext, GpProfile};
 use crate::command::{CommandType, ErrorCode};
 use crate::script::CardClass;
 use crate::security::command::encode_command_packet_framed;
 use crate::security::{CommandHeader, Counter, KeyIdentifier, PacketFraming};
-use crate::store::{SecuredPacket, Store};
+use crate::store::{SecuredPacket, Store, StoreError};
 
 /// Octets a command packet adds around its script, at most: CPL, CHL, SPI..PCNTR (13), a
 /// 16-octet CC and 15 octets of padding.
@@ -68,6 +68,27 @@ pub fn requested_applet(req: &crate::command::OtaCommandRequest) -> Option<&str>
     req.data.parameters.as_ref()?.get("appletId")?.as_str()
 }
 
+/// The GlobalPlatform settings (`defaults.gp`) of the profile a card is linked to; the
+/// default without a profile or without `gp`. The inner error names the profile and field of
+/// a stored value that does not read (profiles are checked when created).
+pub async fn card_gp(
+    store: &dyn Store,
+    account_id: &str,
+    iccid: &str,
+) -> Result<Result<GpProfile, String>, StoreError> {
+    let Some(id) = store.card_profile(account_id, iccid).await? else {
+        return Ok(Ok(GpProfile::default()));
+    };
+    Ok(match store.profile(account_id, id).await? {
+        Some(p) => match &p.defaults.gp {
+            Some(gp) => GpProfile::from_json(gp)
+                .map_err(|(field, problem)| format!("profile {}: {field}: {problem}", p.id)),
+            None => Ok(GpProfile::default()),
+        },
+        None => Ok(GpProfile::default()),
+    })
+}
+
 /// The card class a card's attributes ask for (`cardClass`: `gsm` or `uicc`, default UICC).
 pub fn card_class(attributes: &std::collections::BTreeMap<String, String>) -> CardClass {
     match attributes
@@ -113,11 +134,15 @@ async fn secure(store: &dyn Store, transports: &Transports, mut job: Job) -> Res
         ),
         None => None,
     };
+    let gp = card_gp(store, &job.record.account_id, &card.iccid)
+        .await?
+        .map_err(|e| fail(ErrorCode::InvalidState, e))?;
     let ctx = BuildContext {
         card_class: card_class(&card.attributes),
         key_set,
         applet: applet.as_deref(),
         max_script_len: transports.max_script_len(&job.record.transport),
+        gp,
     };
     let built = build_script(req, &ctx, &mut rand::thread_rng()).map_err(|e| {
         fail(

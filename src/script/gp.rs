@@ -43,7 +43,8 @@
 //! # Key check values (GP 2.3 annex B.6)
 //!
 //! - DES: the first 3 octets of 3DES-ECB (DES-ECB for an 8-octet key) of 8 octets `00`.
-//! - AES: the first 3 octets of AES-ECB of 16 octets `01`.
+//! - AES: the first 3 octets of AES-ECB of 16 octets `01`. Some cards compute it over 16
+//!   octets `00` instead: [`KcvFill::Zeros`], a setting of the card's profile.
 //!
 //! # Response
 //!
@@ -298,16 +299,50 @@ fn cipher(algorithm: CipherAlgorithm, key: &[u8]) -> Result<CipherKey, PutKeyErr
     CipherKey::new(algorithm, key).map_err(|e| PutKeyError::Crypto(e.to_string()))
 }
 
+/// The octets an AES key check value enciphers (DES ones always use `00`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KcvFill {
+    /// 16 octets `01` (GP 2.3 annex B.6, Amendment D).
+    #[default]
+    Ones,
+    /// 16 octets `00`, as some cards compute it.
+    Zeros,
+}
+
+impl KcvFill {
+    /// The fill octet.
+    pub fn octet(self) -> u8 {
+        match self {
+            KcvFill::Ones => 0x01,
+            KcvFill::Zeros => 0x00,
+        }
+    }
+}
+
 /// The key check value of `key` (GP 2.3 annex B.6): 3 octets.
 pub fn key_check_value(key_type: KeyType, key: &[u8]) -> Result<[u8; KCV_LEN], PutKeyError> {
-    let block = key_check_block(key_type, key, 0)?;
+    key_check_value_with(key_type, key, KcvFill::default())
+}
+
+/// [`key_check_value`] with the AES fill a card uses.
+pub fn key_check_value_with(
+    key_type: KeyType,
+    key: &[u8],
+    fill: KcvFill,
+) -> Result<[u8; KCV_LEN], PutKeyError> {
+    let block = key_check_block(key_type, key, 0, fill)?;
     let mut kcv = [0u8; KCV_LEN];
     kcv.copy_from_slice(block.get(..KCV_LEN).unwrap_or(&[0; KCV_LEN]));
     Ok(kcv)
 }
 
 /// The whole enciphered check block (8 or 16 octets) of which the KCV is a prefix.
-fn key_check_block(key_type: KeyType, key: &[u8], id: u8) -> Result<Vec<u8>, PutKeyError> {
+fn key_check_block(
+    key_type: KeyType,
+    key: &[u8],
+    id: u8,
+    fill: KcvFill,
+) -> Result<Vec<u8>, PutKeyError> {
     let algorithm = key_type
         .kcv_algorithm(key.len())
         .ok_or(PutKeyError::KeyLength {
@@ -317,7 +352,7 @@ fn key_check_block(key_type: KeyType, key: &[u8], id: u8) -> Result<Vec<u8>, Put
         })?;
     let mut block = match key_type {
         KeyType::Des => vec![0x00; 8],
-        KeyType::Aes => vec![0x01; 16],
+        KeyType::Aes => vec![fill.octet(); 16],
     };
     // One block with a zero IV: CBC and ECB agree.
     cipher(algorithm, key)?
@@ -364,7 +399,13 @@ impl NewKey {
 }
 
 /// Appends the key data field of one key: type, length, key component block, KCV.
-fn push_key_data(out: &mut Vec<u8>, id: u8, key: &NewKey, kik: &[u8]) -> Result<(), PutKeyError> {
+fn push_key_data(
+    out: &mut Vec<u8>,
+    id: u8,
+    key: &NewKey,
+    kik: &[u8],
+    fill: KcvFill,
+) -> Result<(), PutKeyError> {
     let t = key.key_type;
     if !t.accepts_key_len(key.value.len()) {
         return Err(PutKeyError::KeyLength {
@@ -377,7 +418,7 @@ fn push_key_data(out: &mut Vec<u8>, id: u8, key: &NewKey, kik: &[u8]) -> Result<
         key_type: t,
         len: kik.len(),
     })?;
-    let kcv = key_check_value(t, &key.value)?;
+    let kcv = key_check_value_with(t, &key.value, fill)?;
     let mut enciphered = key.value.clone();
     enciphered.resize(key.value.len().next_multiple_of(t.block_len()), 0x00);
     cipher(algorithm, kik)?
@@ -407,6 +448,7 @@ pub fn put_key_data(
     first_id: u8,
     keys: &[NewKey],
     kik: &[u8],
+    fill: KcvFill,
 ) -> Result<Vec<u8>, PutKeyError> {
     if !(1..=0x7F).contains(&new_version) {
         return Err(PutKeyError::KeyVersion(new_version));
@@ -420,7 +462,7 @@ pub fn put_key_data(
             .ok()
             .filter(|id| (1..=0x7F).contains(id))
             .ok_or(PutKeyError::KeyIdentifier(first_id))?;
-        push_key_data(&mut data, id, key, kik)?;
+        push_key_data(&mut data, id, key, kik, fill)?;
     }
     if data.len() > MAX_SHORT_DATA {
         return Err(PutKeyError::DataTooLong(data.len()));
@@ -433,13 +475,15 @@ pub fn put_key_data(
 /// `replaced_version` is P1: the key version whose keys are replaced, or `None` (P1 `00`) to
 /// add a key set. `new_version` (1..=127) is the version the keys get. `first_id` (1..=127) is
 /// the identifier of `keys[0]`, the others following consecutively; P2 b8 is set when there is
-/// more than one key. Keys are enciphered under `kik` (see the module documentation).
+/// more than one key. Keys are enciphered under `kik` (see the module documentation); their
+/// check values use `fill` for AES keys.
 pub fn put_key(
     replaced_version: Option<u8>,
     new_version: u8,
     first_id: u8,
     keys: &[NewKey],
     kik: &[u8],
+    fill: KcvFill,
 ) -> Result<CApdu, PutKeyError> {
     let p1 = match replaced_version {
         None => 0x00,
@@ -449,7 +493,7 @@ pub fn put_key(
     if !(1..=0x7F).contains(&first_id) {
         return Err(PutKeyError::KeyIdentifier(first_id));
     }
-    let data = put_key_data(new_version, first_id, keys, kik)?;
+    let data = put_key_data(new_version, first_id, keys, kik, fill)?;
     let p2 = if keys.len() > 1 {
         first_id | P2_MULTIPLE_KEYS
     } else {
@@ -580,8 +624,13 @@ fn open_block(
 /// Checks, in order: CLA `80`/`84` and INS `D8`; P1 (00 or 1..=127); P2's key identifier
 /// (1..=127, consecutive identifiers for several keys staying in range); the new key version
 /// (1..=127); each key's type (DES or AES), key component block, clear length and check value;
-/// nothing left over; a single key when P2 b8 is clear.
-pub fn parse_put_key(apdu: &CApdu, kik: &[u8]) -> Result<PutKeyCommand, PutKeyError> {
+/// nothing left over; a single key when P2 b8 is clear. AES check values are checked with
+/// `fill`, the card's.
+pub fn parse_put_key(
+    apdu: &CApdu,
+    kik: &[u8],
+    fill: KcvFill,
+) -> Result<PutKeyCommand, PutKeyError> {
     if !matches!(apdu.cla(), 0x80 | 0x84) || apdu.ins() != INS_PUT_KEY {
         return Err(PutKeyError::NotPutKey {
             cla: apdu.cla(),
@@ -626,7 +675,7 @@ pub fn parse_put_key(apdu: &CApdu, kik: &[u8]) -> Result<PutKeyCommand, PutKeyEr
         let kek = cipher(algorithm, kik)?;
         let value = open_block(id, key_type, block, &kek)?;
         if kcv_len != 0 {
-            let computed = key_check_block(key_type, &value, id)?;
+            let computed = key_check_block(key_type, &value, id, fill)?;
             let computed = computed.get(..kcv_len).unwrap_or_default();
             if computed != kcv {
                 return Err(PutKeyError::KcvMismatch {
@@ -699,14 +748,14 @@ impl PutKeyResponse {
         Ok(PutKeyResponse { version, kcvs })
     }
 
-    /// Whether this answers putting `keys` under `version` (same version, same check values).
-    pub fn confirms(&self, version: u8, keys: &[NewKey]) -> bool {
+    /// Whether this answers putting `keys` under `version` (same version, same check values,
+    /// AES ones over `fill`).
+    pub fn confirms(&self, version: u8, keys: &[NewKey], fill: KcvFill) -> bool {
         self.version == version
             && self.kcvs.len() == keys.len()
-            && keys
-                .iter()
-                .zip(&self.kcvs)
-                .all(|(k, kcv)| key_check_value(k.key_type, &k.value).is_ok_and(|c| c == *kcv))
+            && keys.iter().zip(&self.kcvs).all(|(k, kcv)| {
+                key_check_value_with(k.key_type, &k.value, fill).is_ok_and(|c| c == *kcv)
+            })
     }
 }
 
@@ -721,6 +770,46 @@ mod tests {
     // "504A77" for AES in GlobalPlatformPro's key listings); 08D7B4 is the widely quoted KCV of
     // the 3DES test key 0123456789ABCDEF FEDCBA9876543210.
     const GP_KEY: &str = "404142434445464748494A4B4C4D4E4F";
+
+    /// Cards that compute AES check values over `00` octets: AES-128 of the zero block under
+    /// 000102..0F is the widely published C6A13B37.. (checked with OpenSSL `enc -aes-128-ecb`),
+    /// and 189956.. under the GP test key; DES check values do not change.
+    #[test]
+    fn check_values_over_zeros() {
+        let kcv = |t, k: &str, f| hex::encode_upper(key_check_value_with(t, &h(k), f).unwrap());
+        assert_eq!(
+            kcv(
+                KeyType::Aes,
+                "000102030405060708090A0B0C0D0E0F",
+                KcvFill::Zeros
+            ),
+            "C6A13B"
+        );
+        assert_eq!(kcv(KeyType::Aes, GP_KEY, KcvFill::Zeros), "189956");
+        assert_eq!(kcv(KeyType::Aes, GP_KEY, KcvFill::Ones), "504A77");
+        assert_eq!(kcv(KeyType::Des, GP_KEY, KcvFill::Zeros), "8BAF47");
+        let kik = h(GP_KEY);
+        let key = NewKey::aes(&h("000102030405060708090A0B0C0D0E0F"));
+        let cmd = put_key(
+            Some(1),
+            1,
+            1,
+            std::slice::from_ref(&key),
+            &kik,
+            KcvFill::Zeros,
+        )
+        .unwrap();
+        assert_eq!(&cmd.data()[cmd.data().len() - 3..], &h("C6A13B")[..]);
+        // A card checking with the other fill refuses it; the same fill accepts it.
+        assert!(matches!(
+            parse_put_key(&cmd, &kik, KcvFill::Ones),
+            Err(PutKeyError::KcvMismatch { .. })
+        ));
+        assert!(parse_put_key(&cmd, &kik, KcvFill::Zeros).is_ok());
+        let answer = PutKeyResponse::parse(&h("01 C6A13B")).unwrap();
+        assert!(answer.confirms(1, std::slice::from_ref(&key), KcvFill::Zeros));
+        assert!(!answer.confirms(1, std::slice::from_ref(&key), KcvFill::Ones));
+    }
 
     #[test]
     fn known_check_values() {
@@ -766,6 +855,7 @@ mod tests {
                 NewKey::des(&h("202122232425262728292A2B2C2D2E2F")),
             ],
             &h(GP_KEY),
+            KcvFill::Ones,
         )
         .unwrap();
         assert_eq!(
@@ -775,7 +865,7 @@ mod tests {
              8010314490AAFC94915857D7AD0D461A64C103DF928E\
              00"
         );
-        let parsed = parse_put_key(&cmd, &h(GP_KEY)).unwrap();
+        let parsed = parse_put_key(&cmd, &h(GP_KEY), KcvFill::Ones).unwrap();
         assert_eq!(parsed.replaced_version, Some(1));
         assert_eq!(parsed.new_version, 1);
         assert_eq!(
@@ -801,6 +891,7 @@ mod tests {
             KEY_ID_KIC,
             &[NewKey::aes(&h("101112131415161718191A1B1C1D1E1F"))],
             &kik,
+            KcvFill::Ones,
         )
         .unwrap();
         assert_eq!(
@@ -809,13 +900,21 @@ mod tests {
         );
         // AES-192 key: padded to two blocks, clear length 18.
         let k192 = h("202122232425262728292A2B2C2D2E2F3031323334353637");
-        let cmd = put_key(Some(2), 2, KEY_ID_KID, &[NewKey::aes(&k192)], &kik).unwrap();
+        let cmd = put_key(
+            Some(2),
+            2,
+            KEY_ID_KID,
+            &[NewKey::aes(&k192)],
+            &kik,
+            KcvFill::Ones,
+        )
+        .unwrap();
         assert_eq!(
             hex::encode_upper(cmd.data()),
             "0288211 85BE87E2E5B447C944B21C9AF7756C0D871A6E66ED9D63A019C7FB9D7348EF9C2 0320ED61"
                 .replace(' ', "")
         );
-        let parsed = parse_put_key(&cmd, &kik).unwrap();
+        let parsed = parse_put_key(&cmd, &kik, KcvFill::Ones).unwrap();
         assert_eq!(parsed.keys[0].value, k192);
         assert_eq!(parsed.keys[0].id, KEY_ID_KID);
         assert_eq!(parsed.keys[0].kcv.as_deref(), Some(&h("20ED61")[..]));
@@ -830,25 +929,29 @@ mod tests {
             1,
             &[NewKey::des(&h("101112131415161718191A1B1C1D1E1F"))],
             &kik,
+            KcvFill::Ones,
         )
         .unwrap();
         let mut with_len = vec![0x01, 0x80, 0x11, 0x10];
         with_len.extend_from_slice(&plain[3..19]);
         with_len.extend_from_slice(&plain[19..]);
         let cmd = CApdu::new(0x80, 0xD8, 0x01, 0x01, with_len, None).unwrap();
-        let parsed = parse_put_key(&cmd, &kik).unwrap();
+        let parsed = parse_put_key(&cmd, &kik, KcvFill::Ones).unwrap();
         assert_eq!(parsed.keys[0].value, h("101112131415161718191A1B1C1D1E1F"));
         // AES key in the table 11-71 form (whole blocks, no length): 88 10 <16> 03 KCV.
         let akik = h("000102030405060708090A0B0C0D0E0F");
         let data = h("01 88 10 07FEEF74E1D5036E900EEE118E949293 03 013808");
         let cmd = CApdu::new(0x80, 0xD8, 0x00, 0x01, data, None).unwrap();
-        let parsed = parse_put_key(&cmd, &akik).unwrap();
+        let parsed = parse_put_key(&cmd, &akik, KcvFill::Ones).unwrap();
         assert_eq!(parsed.keys[0].value, h("101112131415161718191A1B1C1D1E1F"));
         assert_eq!(parsed.replaced_version, None);
         // No KCV: accepted unchecked.
         let data = h("01 88 10 07FEEF74E1D5036E900EEE118E949293 00");
         let cmd = CApdu::new(0x80, 0xD8, 0x00, 0x01, data, None).unwrap();
-        assert_eq!(parse_put_key(&cmd, &akik).unwrap().keys[0].kcv, None);
+        assert_eq!(
+            parse_put_key(&cmd, &akik, KcvFill::Ones).unwrap().keys[0].kcv,
+            None
+        );
     }
 
     #[test]
@@ -860,11 +963,16 @@ mod tests {
             1,
             &[NewKey::des(&h("101112131415161718191A1B1C1D1E1F"))],
             &kik,
+            KcvFill::Ones,
         )
         .unwrap();
         let with =
             |p1: u8, p2: u8, data: Vec<u8>| CApdu::new(0x80, 0xD8, p1, p2, data, None).unwrap();
-        let err = |c: &CApdu, kik: &[u8]| parse_put_key(c, kik).unwrap_err().to_string();
+        let err = |c: &CApdu, kik: &[u8]| {
+            parse_put_key(c, kik, KcvFill::Ones)
+                .unwrap_err()
+                .to_string()
+        };
         // Wrong KIK: the KCV does not match.
         assert_eq!(
             err(&good, &h("00112233445566778899AABBCCDDEEFF")),
@@ -927,6 +1035,7 @@ mod tests {
             1,
             &[NewKey::des(&[1; 16]), NewKey::des(&[2; 16])],
             &kik,
+            KcvFill::Ones,
         )
         .unwrap();
         assert_eq!(
@@ -969,29 +1078,67 @@ mod tests {
         let kik = h(GP_KEY);
         let e = |r: Result<CApdu, PutKeyError>| r.unwrap_err().to_string();
         assert_eq!(
-            e(put_key(Some(1), 1, 1, &[NewKey::des(&[0; 10])], &kik)),
+            e(put_key(
+                Some(1),
+                1,
+                1,
+                &[NewKey::des(&[0; 10])],
+                &kik,
+                KcvFill::Ones
+            )),
             "key 1 (KIc): 10-octet DES key, expected 8, 16 or 24 octets"
         );
         assert_eq!(
-            e(put_key(Some(1), 1, 2, &[NewKey::aes(&[0; 16])], &[0; 8])),
+            e(put_key(
+                Some(1),
+                1,
+                2,
+                &[NewKey::aes(&[0; 16])],
+                &[0; 8],
+                KcvFill::Ones
+            )),
             "a KIK of 8 octets cannot encipher AES keys (it must be 16, 24 or 32 octets)"
         );
         assert_eq!(
-            e(put_key(Some(1), 0, 1, &[NewKey::des(&[0; 16])], &kik)),
+            e(put_key(
+                Some(1),
+                0,
+                1,
+                &[NewKey::des(&[0; 16])],
+                &kik,
+                KcvFill::Ones
+            )),
             "key version 0 is out of 1..=127"
         );
         assert_eq!(
-            e(put_key(Some(200), 1, 1, &[NewKey::des(&[0; 16])], &kik)),
+            e(put_key(
+                Some(200),
+                1,
+                1,
+                &[NewKey::des(&[0; 16])],
+                &kik,
+                KcvFill::Ones
+            )),
             "key version 200 is out of 1..=127"
         );
         assert_eq!(
-            e(put_key(None, 1, 0, &[NewKey::des(&[0; 16])], &kik)),
+            e(put_key(
+                None,
+                1,
+                0,
+                &[NewKey::des(&[0; 16])],
+                &kik,
+                KcvFill::Ones
+            )),
             "key identifier 0 is out of 1..=127"
         );
-        assert_eq!(e(put_key(None, 1, 1, &[], &kik)), "PUT KEY carries no key");
+        assert_eq!(
+            e(put_key(None, 1, 1, &[], &kik, KcvFill::Ones)),
+            "PUT KEY carries no key"
+        );
         let many = vec![NewKey::aes(&[7; 32]); 7];
         assert_eq!(
-            e(put_key(None, 1, 1, &many, &kik)),
+            e(put_key(None, 1, 1, &many, &kik, KcvFill::Ones)),
             "PUT KEY data of 274 octets exceeds the 255 a short APDU carries"
         );
         assert!(!format!("{:?}", NewKey::des(&[0xAB; 16])).contains("AB"));
@@ -1016,9 +1163,9 @@ mod tests {
         );
         let back = PutKeyResponse::parse(&r.to_bytes()).unwrap();
         assert_eq!(back, r);
-        assert!(back.confirms(3, &keys));
-        assert!(!back.confirms(2, &keys));
-        assert!(!back.confirms(3, &keys[..1]));
+        assert!(back.confirms(3, &keys, KcvFill::Ones));
+        assert!(!back.confirms(2, &keys, KcvFill::Ones));
+        assert!(!back.confirms(3, &keys[..1], KcvFill::Ones));
         assert_eq!(
             PutKeyResponse::parse(&[]).unwrap_err(),
             PutKeyError::Response(0)
@@ -1049,8 +1196,8 @@ mod tests {
             replace in any::<bool>(),
         ) {
             // A 16-octet KIK serves both families (2-key 3DES and AES-128).
-            let cmd = put_key(replace.then_some(version), version, 1, &keys, &kik16).unwrap();
-            let parsed = parse_put_key(&cmd, &kik16).unwrap();
+            let cmd = put_key(replace.then_some(version), version, 1, &keys, &kik16, KcvFill::Ones).unwrap();
+            let parsed = parse_put_key(&cmd, &kik16, KcvFill::Ones).unwrap();
             prop_assert_eq!(parsed.new_version, version);
             prop_assert_eq!(parsed.replaced_version, replace.then_some(version));
             prop_assert_eq!(parsed.keys.len(), keys.len());
@@ -1068,7 +1215,7 @@ mod tests {
             kik_len in prop_oneof![Just(0usize), Just(8), Just(16), Just(24), Just(32)],
         ) {
             let cmd = CApdu::new(0x80, 0xD8, p1, p2, data, None).unwrap();
-            let _ = parse_put_key(&cmd, &vec![0x5A; kik_len]);
+            let _ = parse_put_key(&cmd, &vec![0x5A; kik_len], KcvFill::Ones);
         }
     }
 }

@@ -27,7 +27,11 @@ pub use command::{
     pack_scripts, parse_command_script, CommandScript, PackedScript, ScriptFormat, ScriptItem,
 };
 pub use error::ScriptError;
-pub use ram::{Aid, InstallParameters, MenuEntry, Privileges, StatusSubset, ToolkitParameters};
+pub use gp::KcvFill;
+pub use ram::{
+    Aid, FileAccess, GpVersion, InstallParameters, MenuEntry, Privileges, StatusFormat,
+    StatusSubset, ToolkitParameters,
+};
 pub use response::{
     parse_compact_response, parse_expanded_response, parse_script_response, parse_status_words,
     BadFormat, ScriptResponse,

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::apdu::{CApdu, MAX_SHORT_DATA};
-use super::ber::{push_ber_length, push_tlv, Reader};
+use super::ber::{parse_ber_length, push_ber_length, push_tlv, Reader};
 use super::command::ScriptFormat;
 use super::error::ScriptError;
 
@@ -395,9 +395,145 @@ fn trailing(r: &Reader<'_>, context: &'static str) -> Result<(), ScriptError> {
     }
 }
 
+/// A GlobalPlatform Card Specification version, as a card's profile states it (`2.1.1`,
+/// `2.2.1`, `2.3.1`, ...). What differs between versions here: the install parameters' length
+/// coding and the GET STATUS response formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GpVersion(pub u8, pub u8, pub u8);
+
+impl GpVersion {
+    /// GP 2.1.1: GET STATUS answers only in the P2 `00` format.
+    pub const V2_1_1: GpVersion = GpVersion(2, 1, 1);
+    /// GP 2.2: first with the TLV GET STATUS format (P2 `02`).
+    pub const V2_2: GpVersion = GpVersion(2, 2, 0);
+    /// GP 2.3.1: first to read the install parameters' length as BER.
+    pub const V2_3_1: GpVersion = GpVersion(2, 3, 1);
+
+    /// Parses `2.3.1`, `2.2` (1 to 3 dot-separated numbers, major version 2).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().split('.').map(|p| p.parse::<u8>().ok());
+        let major = parts.next()??;
+        let minor = parts.next().unwrap_or(Some(0))?;
+        let patch = parts.next().unwrap_or(Some(0))?;
+        (major == 2 && parts.next().is_none()).then_some(GpVersion(major, minor, patch))
+    }
+
+    /// Whether the install parameters' length is BER-coded (`81 xx` from 128 octets on; GP
+    /// Card Spec 2.3.1 table 11-49); before 2.3.1 it is a single octet.
+    pub fn ber_install_parameters_length(self) -> bool {
+        self >= GpVersion::V2_3_1
+    }
+
+    /// The GET STATUS response format the card answers: TLV (P2 `02`) from GP 2.2 on, the
+    /// GP 2.1.1 format (P2 `00`) before.
+    pub fn status_format(self) -> StatusFormat {
+        if self >= GpVersion::V2_2 {
+            StatusFormat::Tlv
+        } else {
+            StatusFormat::Legacy
+        }
+    }
+}
+
+impl Default for GpVersion {
+    /// GP 2.3.1, the version these builders follow.
+    fn default() -> Self {
+        GpVersion::V2_3_1
+    }
+}
+
+impl fmt::Display for GpVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// One UICC file system an application is granted access to: an entry of the "UICC Access
+/// Application specific parameters" (tag `81` in `EA`) or "UICC Administrative Access
+/// Application specific parameters" (tag `82`), TS 102 226 8.2.1.3.2.2: LV file system AID
+/// (empty: the UICC shared file system under the MF, else an ADF), LV access domain, LV access
+/// domain DAP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileAccess {
+    /// The ADF's AID; `None` for the UICC shared file system.
+    pub file_system: Option<Aid>,
+    /// Access domain: `00` full access, `FF` no access, `02 xx xx xx` UICC access mechanism
+    /// (TS 102 226 8.2.1.3.2.3, the same coding as the SIM format's access domain).
+    pub access_domain: Vec<u8>,
+    /// Access domain DAP (usually empty).
+    pub dap: Vec<u8>,
+}
+
+impl FileAccess {
+    /// Full access (`00`) to the UICC shared file system or to one ADF.
+    pub fn full(file_system: Option<Aid>) -> Self {
+        FileAccess {
+            file_system,
+            access_domain: vec![ACCESS_FULL],
+            dap: Vec::new(),
+        }
+    }
+
+    /// The concatenated entries.
+    pub fn encode_all(entries: &[FileAccess]) -> Result<Vec<u8>, ScriptError> {
+        let mut out = Vec::new();
+        for e in entries {
+            if e.access_domain.is_empty() {
+                return Err(ScriptError::Empty("access domain"));
+            }
+            push_lv(
+                &mut out,
+                "UICC file system AID",
+                e.file_system
+                    .as_ref()
+                    .map(Aid::as_bytes)
+                    .unwrap_or_default(),
+            )?;
+            push_lv(&mut out, "access domain", &e.access_domain)?;
+            push_lv(&mut out, "access domain DAP", &e.dap)?;
+        }
+        Ok(out)
+    }
+
+    /// Parses the value of tag `81` or `82` (one or more entries).
+    pub fn parse_all(bytes: &[u8]) -> Result<Vec<FileAccess>, ScriptError> {
+        let mut r = Reader::new(bytes);
+        let mut out = Vec::new();
+        while !r.is_empty() {
+            let fs = r.lv("UICC file system AID")?;
+            let file_system = if fs.is_empty() {
+                None
+            } else {
+                Some(Aid::new(fs)?)
+            };
+            let access_domain = r.lv("access domain")?.to_vec();
+            if access_domain.is_empty() {
+                return Err(ScriptError::Empty("access domain"));
+            }
+            let dap = r.lv("access domain DAP")?.to_vec();
+            out.push(FileAccess {
+                file_system,
+                access_domain,
+                dap,
+            });
+        }
+        if out.is_empty() {
+            return Err(ScriptError::Empty("UICC access parameters"));
+        }
+        Ok(out)
+    }
+}
+
+/// Access domain `00`: full access to the file system (TS 102 226 8.2.1.3.2.3).
+pub const ACCESS_FULL: u8 = 0x00;
+/// Access domain `FF`: no access to the file system.
+pub const ACCESS_NONE: u8 = 0xFF;
+
 /// Install parameters of INSTALL [for install] (GP Card Spec 2.3 table 11-49, TS 102 226
-/// 8.2.1.3.2): `C9` application specific parameters, then, if any is set, `EF` system
-/// specific parameters holding `C7`, `C8`, `CA` and `EA { 80 }`.
+/// 8.2.1.3.2): `C9` application specific parameters, then, if any is set, `EF` system specific
+/// parameters holding `C7`, `C8` and `CA`, then, if any is set, `EA` UICC system specific
+/// parameters holding `80`, `81` and `82`. `EA` is a sibling of `C9` and `EF`, never inside
+/// `EF` (TS 102 226 8.2.1.3.2.2; kaoh/globalplatform and the SIMalliance profile agree).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstallParameters {
     /// `C9` value handed to the applet's install method (may be empty; the TLV is always sent).
@@ -410,6 +546,10 @@ pub struct InstallParameters {
     pub sim_toolkit: Option<ToolkitParameters>,
     /// `EA { 80 }`: UICC toolkit application parameters (TS 102 226 8.2.1.3.2.2.1).
     pub uicc_toolkit: Option<ToolkitParameters>,
+    /// `EA { 81 }`: UICC file access; empty: the tag is left out, which grants no access.
+    pub uicc_access: Vec<FileAccess>,
+    /// `EA { 82 }`: UICC administrative access (as RFM has); empty: left out.
+    pub uicc_admin_access: Vec<FileAccess>,
 }
 
 impl InstallParameters {
@@ -427,22 +567,104 @@ impl InstallParameters {
         if let Some(t) = &self.sim_toolkit {
             push_tlv(&mut sys, 0xCA, &t.to_sim_bytes()?)?;
         }
-        if let Some(t) = &self.uicc_toolkit {
-            let mut ea = Vec::new();
-            push_tlv(&mut ea, 0x80, &t.to_uicc_bytes()?)?;
-            push_tlv(&mut sys, 0xEA, &ea)?;
-        }
         if !sys.is_empty() {
             push_tlv(&mut out, 0xEF, &sys)?;
         }
+        let mut uicc = Vec::new();
+        if let Some(t) = &self.uicc_toolkit {
+            push_tlv(&mut uicc, 0x80, &t.to_uicc_bytes()?)?;
+        }
+        if !self.uicc_access.is_empty() {
+            push_tlv(&mut uicc, 0x81, &FileAccess::encode_all(&self.uicc_access)?)?;
+        }
+        if !self.uicc_admin_access.is_empty() {
+            push_tlv(
+                &mut uicc,
+                0x82,
+                &FileAccess::encode_all(&self.uicc_admin_access)?,
+            )?;
+        }
+        if !uicc.is_empty() {
+            push_tlv(&mut out, 0xEA, &uicc)?;
+        }
         Ok(out)
+    }
+
+    /// Parses an install parameters field as a card does: `C9`, `EF` and `EA` at the top level
+    /// (other tags refused); unknown tags inside `EF` and `EA` skipped; an `EA` inside `EF`
+    /// refused, since no card reads it there.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ScriptError> {
+        let mut p = InstallParameters::default();
+        let mut r = Reader::new(bytes);
+        while !r.is_empty() {
+            let t = r.tlv("install parameters")?;
+            match t.tag {
+                0xC9 => p.application_specific = t.value.to_vec(),
+                0xEF => {
+                    let mut s = Reader::new(t.value);
+                    while !s.is_empty() {
+                        let t = s.tlv("system specific parameters")?;
+                        match t.tag {
+                            0xC7 => p.volatile_memory_quota = Some(quantity(t.value)?),
+                            0xC8 => p.non_volatile_memory_quota = Some(quantity(t.value)?),
+                            0xCA => p.sim_toolkit = Some(ToolkitParameters::parse_sim(t.value)?),
+                            found @ 0xEA => {
+                                return Err(ScriptError::UnexpectedTag {
+                                    context: "system specific parameters (EF)",
+                                    expected: "C7, C8 or CA (EA belongs beside EF)",
+                                    found,
+                                })
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                0xEA => {
+                    let mut u = Reader::new(t.value);
+                    while !u.is_empty() {
+                        let t = u.tlv("UICC system specific parameters")?;
+                        match t.tag {
+                            0x80 => p.uicc_toolkit = Some(ToolkitParameters::parse_uicc(t.value)?),
+                            0x81 => p.uicc_access = FileAccess::parse_all(t.value)?,
+                            0x82 => p.uicc_admin_access = FileAccess::parse_all(t.value)?,
+                            _ => {}
+                        }
+                    }
+                }
+                found => {
+                    return Err(ScriptError::UnexpectedTag {
+                        context: "install parameters",
+                        expected: "C9, EF or EA",
+                        found,
+                    })
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// A memory quota value: 2 or 4 octets.
+fn quantity(v: &[u8]) -> Result<u32, ScriptError> {
+    match v.len() {
+        2 | 4 => Ok(v.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))),
+        n => Err(ScriptError::OutOfRange {
+            field: "memory quota length",
+            value: u32::try_from(n).unwrap_or(u32::MAX),
+            range: "2 or 4 octets",
+        }),
     }
 }
 
 /// INSTALL [for install] (GP Card Spec 2.3 11.5.2.3.2), `80 E6 0C 00` with `make_selectable`
 /// (install and make selectable) or `80 E6 04 00`: load file AID, module AID, instance AID,
 /// privileges, install parameters, empty install token, `Le 00`.
+///
+/// The install parameters' length follows `version`: BER from GP 2.3.1 on (`81 xx` from 128
+/// octets; such a card reads a bare `93` as a long-form length and answers 6A80), one octet
+/// before (an older card reads `81` as the length).
 pub fn install_for_install(
+    version: GpVersion,
     load_file_aid: &Aid,
     module_aid: &Aid,
     instance_aid: &Aid,
@@ -455,11 +677,32 @@ pub fn install_for_install(
     push_lv(&mut data, "module AID", module_aid.as_bytes())?;
     push_lv(&mut data, "instance AID", instance_aid.as_bytes())?;
     push_lv(&mut data, "privileges", privileges.as_bytes())?;
-    push_lv(&mut data, "install parameters", &parameters.to_bytes()?)?;
+    let params = parameters.to_bytes()?;
+    if version.ber_install_parameters_length() {
+        push_ber_length(&mut data, params.len())?;
+        data.extend_from_slice(&params);
+    } else {
+        push_lv(&mut data, "install parameters", &params)?;
+    }
     push_lv(&mut data, "install token", &[])?;
     check_data("INSTALL [for install] data", &data)?;
     let p1 = if make_selectable { 0x0C } else { 0x04 };
     gp_command(INS_INSTALL, p1, 0x00, data)
+}
+
+/// Reads the install parameters field of INSTALL [for install] data as a card of `version`
+/// does (see [`install_for_install`]): BER length from GP 2.3.1 on, one octet before.
+pub(crate) fn read_install_parameters_field<'a>(
+    r: &mut Reader<'a>,
+    version: GpVersion,
+) -> Result<&'a [u8], ScriptError> {
+    if version.ber_install_parameters_length() {
+        let (len, used) = parse_ber_length(r.remaining())?;
+        r.take(used, "install parameters length")?;
+        r.take(len, "install parameters")
+    } else {
+        r.lv("install parameters")
+    }
 }
 
 /// DELETE [card content] (GP Card Spec 2.3 11.2): `80 E4 00 P2 Lc 4F L AID Le 00`, P2 `80`
@@ -496,20 +739,89 @@ impl StatusSubset {
     }
 }
 
+/// GET STATUS response formats (GP Card Spec 2.3 table 11-34, P2 b2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatusFormat {
+    /// P2 `02`: `E3` TLVs per entry (GP 2.2 on).
+    Tlv,
+    /// P2 `00`: the GP 2.1.1 format (LV AID, life cycle, privileges); the only one GP 2.1.1
+    /// cards know, which answer 6A86 to P2 `02`.
+    Legacy,
+}
+
+impl StatusFormat {
+    /// P2 for the first (or all) occurrences; `| 01` asks for the next ones.
+    pub fn p2(self) -> u8 {
+        match self {
+            StatusFormat::Tlv => 0x02,
+            StatusFormat::Legacy => 0x00,
+        }
+    }
+}
+
 /// GET STATUS in TLV format (GP Card Spec 2.3 11.4): `80 F2 P1 P2 Lc 4F L [AID] Le 00`.
 ///
 /// P2 is `02` (first or all occurrences) or `03` with `next` (after SW 6310). Without
-/// `aid_filter` the search qualifier is `4F 00` (match all).
+/// `aid_filter` the search qualifier is `4F 00` (match all). See [`get_status_in`] for GP 2.1.1
+/// cards.
 pub fn get_status(subset: StatusSubset, aid_filter: Option<&Aid>, next: bool) -> CApdu {
+    get_status_in(StatusFormat::Tlv, subset, aid_filter, next)
+}
+
+/// GET STATUS asking for `format`: P2 `02`/`03` (TLV) or `00`/`01` (GP 2.1.1 format).
+pub fn get_status_in(
+    format: StatusFormat,
+    subset: StatusSubset,
+    aid_filter: Option<&Aid>,
+    next: bool,
+) -> CApdu {
     let aid = aid_filter.map(Aid::as_bytes).unwrap_or_default();
     let mut data = Vec::with_capacity(2 + aid.len());
     data.push(0x4F);
     // An AID is at most 16 octets.
     data.push(aid.len() as u8);
     data.extend_from_slice(aid);
-    let p2 = if next { 0x03 } else { 0x02 };
+    let p2 = format.p2() | u8::from(next);
     CApdu::new(GP_CLA, INS_GET_STATUS, subset.p1(), p2, data, Some(0x00))
         .unwrap_or_else(|_| CApdu::case2(GP_CLA, INS_GET_STATUS, subset.p1(), p2, 0x00))
+}
+
+/// One entry of a GET STATUS response in the GP 2.1.1 format (P2 `00`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyStatusEntry {
+    /// The AID.
+    pub aid: Aid,
+    /// Life cycle state.
+    pub life_cycle: u8,
+    /// First privilege octet.
+    pub privileges: u8,
+    /// Executable modules (P1 `10` only).
+    pub modules: Vec<Aid>,
+}
+
+/// Parses GET STATUS response data in the GP 2.1.1 format (GP 2.1.1 9.4.3.1): per entry LV
+/// AID, life cycle, privileges, and with P1 `10` the number of modules and their LV AIDs.
+pub fn parse_legacy_status(p1: u8, data: &[u8]) -> Result<Vec<LegacyStatusEntry>, ScriptError> {
+    let mut r = Reader::new(data);
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        let aid = Aid::new(r.lv("GET STATUS AID")?)?;
+        let life_cycle = r.u8("life cycle state")?;
+        let privileges = r.u8("privileges")?;
+        let mut modules = Vec::new();
+        if p1 == 0x10 {
+            for _ in 0..r.u8("number of modules")? {
+                modules.push(Aid::new(r.lv("module AID")?)?);
+            }
+        }
+        out.push(LegacyStatusEntry {
+            aid,
+            life_cycle,
+            privileges,
+            modules,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -651,6 +963,7 @@ mod tests {
         let lf = aid("F00102030405");
         let app = aid("F0010203040501");
         let plain = install_for_install(
+            GpVersion::default(),
             &lf,
             &app,
             &app,
@@ -665,6 +978,7 @@ mod tests {
              02C9000000"
         );
         let not_selectable = install_for_install(
+            GpVersion::default(),
             &lf,
             &app,
             &app,
@@ -726,26 +1040,24 @@ mod tests {
             volatile_memory_quota: Some(0x0100),
             non_volatile_memory_quota: Some(0x0400),
             sim_toolkit: Some(toolkit()),
-            uicc_toolkit: None,
+            ..InstallParameters::default()
         };
         assert_eq!(
             params.to_bytes().unwrap(),
             h("C900 EF18 C7020100 C8020400 CA0E 0100 01 00 10 01 0100 00 00 03C00001")
         );
-        let uicc = InstallParameters {
-            uicc_toolkit: Some(ToolkitParameters {
-                max_services: 2,
-                ..toolkit()
-            }),
-            ..InstallParameters::default()
-        };
-        assert_eq!(
-            uicc.to_bytes().unwrap(),
-            h("C900 EF11 EA0F 800D 01 00 10 01 0100 00 00 03C00001 02")
-        );
         let lf = aid("F00102030405");
         let app = aid("F0010203040501");
-        let cmd = install_for_install(&lf, &app, &app, Privileges::NONE, &params, true).unwrap();
+        let cmd = install_for_install(
+            GpVersion::default(),
+            &lf,
+            &app,
+            &app,
+            Privileges::NONE,
+            &params,
+            true,
+        )
+        .unwrap();
         // 7 + 8 + 8 + 2 + (1 + 28) + 1 = 55 = 0x37
         assert_eq!(
             cmd.to_string(),
@@ -753,6 +1065,187 @@ mod tests {
              1CC900EF18C7020100C8020400CA0E0100010010010100000003C000010000"
         );
         assert_eq!(quantity_bytes(0x12345), h("00012345"));
+    }
+
+    /// `EA` is a top-level sibling of `C9` and `EF` (TS 102 226 8.2.1.3.2.2): the bytes of
+    /// issue 19 point 10, `C9 00 EA 0F 80 0D ..` and, with quotas, `C9 00 EF 08 C7 .. C8 ..
+    /// EA 0F ..`. The old builder nested it: `C9 00 EF 11 EA 0F ..`.
+    #[test]
+    fn uicc_toolkit_parameters_beside_ef() {
+        let t = ToolkitParameters {
+            max_services: 2,
+            access_domain: vec![],
+            ..toolkit()
+        };
+        let uicc = InstallParameters {
+            uicc_toolkit: Some(t.clone()),
+            ..InstallParameters::default()
+        };
+        let toolkit_80 = "800D 01 00 10 01 0100 00 00 03C00001 02";
+        assert_eq!(
+            uicc.to_bytes().unwrap(),
+            h(&format!("C900 EA0F {toolkit_80}"))
+        );
+        let with_quotas = InstallParameters {
+            volatile_memory_quota: Some(0x0100),
+            non_volatile_memory_quota: Some(0x0400),
+            ..uicc.clone()
+        };
+        let bytes = with_quotas.to_bytes().unwrap();
+        assert_eq!(
+            bytes,
+            h(&format!("C900 EF08 C7020100 C8020400 EA0F {toolkit_80}"))
+        );
+        assert_eq!(InstallParameters::parse(&bytes).unwrap(), with_quotas);
+        // The nested form is what no card reads: refused.
+        let nested = h(&format!("C900 EF11 EA0F {toolkit_80}"));
+        assert!(matches!(
+            InstallParameters::parse(&nested),
+            Err(ScriptError::UnexpectedTag { found: 0xEA, .. })
+        ));
+        assert!(InstallParameters::parse(&h("C900 CA00")).is_err());
+    }
+
+    /// UICC toolkit and file access parameters as kaoh/globalplatform's test builds them
+    /// (globalplatform/src/installDataTest.c, `build_uicc_system_specific_params_toolkit`):
+    /// `80 0D ..` then `81 18` with full access to the UICC shared file system and to the ADF
+    /// `A0000000871002FFFFFFFF8900000100`.
+    #[test]
+    fn uicc_file_access_parameters_match_kaoh() {
+        let params = InstallParameters {
+            uicc_toolkit: Some(ToolkitParameters {
+                priority: 0x01,
+                max_timers: 0x00,
+                max_menu_text_length: 0x14,
+                menu_entries: vec![],
+                max_channels: 0x02,
+                // MSL parameter 01 (minimum SPI1) and its value.
+                minimum_security_level: vec![0x01, 0x1E],
+                tar_values: vec![[0xD5, 0x01, 0x03]],
+                max_services: 0x00,
+                access_domain: vec![],
+            }),
+            uicc_access: vec![
+                FileAccess::full(None),
+                FileAccess::full(Some(aid("A0000000871002FFFFFFFF8900000100"))),
+            ],
+            ..InstallParameters::default()
+        };
+        let kaoh =
+            "800d010014000202011e03d501030081180001000010A0000000871002FFFFFFFF8900000100010000";
+        let mut expected = h("C900 EA29");
+        expected.extend(h(kaoh));
+        assert_eq!(params.to_bytes().unwrap(), expected);
+        assert_eq!(InstallParameters::parse(&expected).unwrap(), params);
+        // The GlobalPlatformPro issue 389 command's `81 18` value parses the same way.
+        let gppro =
+            FileAccess::parse_all(&h("0001000010A0000000871002FFFFFFFF8907090000010000")).unwrap();
+        assert_eq!(gppro.len(), 2);
+        assert_eq!(gppro[0], FileAccess::full(None));
+        assert_eq!(
+            gppro[1].file_system,
+            Some(aid("A0000000871002FFFFFFFF8907090000"))
+        );
+        assert!(FileAccess::parse_all(&h("00 00 00")).is_err());
+        assert!(FileAccess::parse_all(&h("03 A00000 0100 00")).is_err());
+        assert!(FileAccess::parse_all(&[]).is_err());
+    }
+
+    /// From 128 octets of install parameters on, GP 2.3.1 cards need `81 xx`; older cards the
+    /// single octet.
+    #[test]
+    fn install_parameters_length_follows_the_gp_version() {
+        let lf = aid("F00102030405");
+        let app = aid("F0010203040501");
+        let params = InstallParameters {
+            application_specific: vec![0xAB; 0x91],
+            ..InstallParameters::default()
+        };
+        // Load file, module, instance AIDs and privileges take 25 octets; then the field:
+        // C9 81 91 + 145 octets = 148 = 0x94.
+        let data = |v| {
+            install_for_install(v, &lf, &app, &app, Privileges::NONE, &params, true)
+                .unwrap()
+                .data()
+                .to_vec()
+        };
+        let new = data(GpVersion::V2_3_1);
+        assert_eq!(&new[25..29], &h("81 94 C9 81")[..]);
+        assert_eq!(new.len(), 25 + 2 + 0x94 + 1);
+        let old = data(GpVersion(2, 2, 1));
+        assert_eq!(&old[25..28], &h("94 C9 81")[..]);
+        assert_eq!(old.len(), 25 + 1 + 0x94 + 1);
+        for (v, bytes) in [(GpVersion::V2_3_1, &new), (GpVersion::V2_1_1, &old)] {
+            let mut r = Reader::new(&bytes[25..]);
+            let field = read_install_parameters_field(&mut r, v).unwrap();
+            assert_eq!(InstallParameters::parse(field).unwrap(), params);
+            assert_eq!(r.remaining(), &[0x00]);
+        }
+        // Short fields are the same in both codings.
+        let short = |v| {
+            install_for_install(
+                v,
+                &lf,
+                &app,
+                &app,
+                Privileges::NONE,
+                &InstallParameters::default(),
+                true,
+            )
+            .unwrap()
+        };
+        assert_eq!(short(GpVersion::V2_1_1), short(GpVersion::V2_3_1));
+    }
+
+    #[test]
+    fn gp_versions() {
+        assert_eq!(GpVersion::parse("2.3.1"), Some(GpVersion::V2_3_1));
+        assert_eq!(GpVersion::parse(" 2.2 "), Some(GpVersion(2, 2, 0)));
+        assert_eq!(GpVersion::parse("2.1.1"), Some(GpVersion::V2_1_1));
+        for bad in ["", "3.0", "2.x", "2.3.1.4", "2..1", "2.300"] {
+            assert_eq!(GpVersion::parse(bad), None, "{bad}");
+        }
+        assert!(!GpVersion::parse("2.3")
+            .unwrap()
+            .ber_install_parameters_length());
+        assert!(GpVersion::parse("2.3.2")
+            .unwrap()
+            .ber_install_parameters_length());
+        assert_eq!(GpVersion::V2_1_1.status_format(), StatusFormat::Legacy);
+        assert_eq!(GpVersion(2, 2, 1).status_format(), StatusFormat::Tlv);
+        assert_eq!(GpVersion::default().to_string(), "2.3.1");
+    }
+
+    /// GP 2.1.1 GET STATUS: P2 `00`, next `01`; the response as GlobalPlatformPro's GP 2.1.1
+    /// listing reads it (LV AID, life cycle, privileges).
+    #[test]
+    fn legacy_get_status() {
+        assert_eq!(
+            get_status_in(
+                StatusFormat::Legacy,
+                StatusSubset::Applications,
+                None,
+                false
+            )
+            .to_string(),
+            "80F24000024F0000"
+        );
+        assert_eq!(
+            get_status_in(StatusFormat::Legacy, StatusSubset::Applications, None, true).p2(),
+            0x01
+        );
+        let entries = parse_legacy_status(
+            0x40,
+            &h("07 F0010203040501 07 00  08 A000000151000000 0F 9E"),
+        )
+        .unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].aid, aid("A000000151000000"));
+        assert_eq!((entries[1].life_cycle, entries[1].privileges), (0x0F, 0x9E));
+        let lf =
+            parse_legacy_status(0x10, &h("06 F00102030405 01 00 01 07 F0010203040501")).unwrap();
+        assert_eq!(lf[0].modules, vec![aid("F0010203040501")]);
+        assert!(parse_legacy_status(0x40, &h("07 F0010203040501 07")).is_err());
     }
 
     #[test]
@@ -796,6 +1289,7 @@ mod tests {
         let module = &lf.applet_aids()[0];
         cmds.push(
             install_for_install(
+                GpVersion::default(),
                 lf.package_aid(),
                 module,
                 module,

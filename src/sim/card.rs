@@ -12,6 +12,8 @@ use crate::security::{
     Scp80Keys, SecurityError, Spi, Tar,
 };
 
+use crate::script::{GpVersion, KcvFill};
+
 use super::digits::Digits;
 use super::exec::{run_script, ScriptRun};
 use super::fs::{FileSystem, NodeKind, Template};
@@ -254,6 +256,11 @@ pub struct CardPolicy {
     /// packet itself was authentic. Off (the default): they go in clear like the other security
     /// errors, as PROTOCOL-NOTES reports of real cards on a replayed counter.
     pub protect_counter_errors: bool,
+    /// The GlobalPlatform version the ISD implements: how it reads the install parameters'
+    /// length and which GET STATUS formats it answers (GP 2.1.1: P2 `02` gets 6A86).
+    pub gp_version: GpVersion,
+    /// The octets its AES key check values encipher.
+    pub kcv_fill: KcvFill,
 }
 
 /// A virtual UICC.
@@ -653,7 +660,12 @@ impl VirtualCard {
             }
             Target::Ram => {
                 let reg = self.ram.get_or_insert_with(Default::default);
-                let mut isd = Isd::new(Ram::new(reg), &mut self.keys, key_version);
+                let mut isd = Isd::new(
+                    Ram::new(reg, self.policy.gp_version),
+                    &mut self.keys,
+                    key_version,
+                    self.policy.kcv_fill,
+                );
                 let run = run_script(&mut isd, script);
                 if **reg == Registry::EMPTY {
                     self.ram = None;

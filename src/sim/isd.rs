@@ -14,7 +14,9 @@
 //! | the securing key set has no KIK; P1's key set does not exist; a key identifier other than 1..=3 | 6A88 |
 //! | malformed data, unknown key type, key length or family the key set cannot take, new version outside 1..=15 or already in use | 6A80 |
 
-use crate::script::gp::{parse_put_key, KeyType, PutKeyError, INS_PUT_KEY};
+use crate::script::gp::{
+    key_check_value_with, parse_put_key, KcvFill, KeyType, PutKeyError, INS_PUT_KEY,
+};
 use crate::script::{CApdu, RApdu};
 use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
 
@@ -39,14 +41,22 @@ pub(crate) struct Isd<'a> {
     keys: &'a mut Vec<KeySet>,
     /// Key version of the key set that secured the packet; `None` for unsecured runs.
     key_version: Option<u8>,
+    /// The AES key check value fill this card uses.
+    kcv_fill: KcvFill,
 }
 
 impl<'a> Isd<'a> {
-    pub fn new(ram: Ram<'a>, keys: &'a mut Vec<KeySet>, key_version: Option<u8>) -> Self {
+    pub fn new(
+        ram: Ram<'a>,
+        keys: &'a mut Vec<KeySet>,
+        key_version: Option<u8>,
+        kcv_fill: KcvFill,
+    ) -> Self {
         Isd {
             ram,
             keys,
             key_version,
+            kcv_fill,
         }
     }
 
@@ -63,7 +73,7 @@ impl<'a> Isd<'a> {
         else {
             return status(sw::NOT_FOUND);
         };
-        let cmd = match parse_put_key(c, &kik) {
+        let cmd = match parse_put_key(c, &kik, self.kcv_fill) {
             Ok(cmd) => cmd,
             Err(PutKeyError::KcvMismatch { .. } | PutKeyError::KikLength { .. }) => {
                 return status(sw::SECURITY)
@@ -113,7 +123,7 @@ impl<'a> Isd<'a> {
         let mut response = vec![cmd.new_version];
         for key in &cmd.keys {
             // Checked KCVs are prefixes of the computed one; answer the full 3 octets.
-            match crate::script::gp::key_check_value(key.key_type, &key.value) {
+            match key_check_value_with(key.key_type, &key.value, self.kcv_fill) {
                 Ok(kcv) => response.extend_from_slice(&kcv),
                 Err(_) => return status(sw::WRONG_DATA),
             }

@@ -7,10 +7,10 @@
 //! | condition                                              | SW   |
 //! |--------------------------------------------------------|------|
 //! | INSTALL/DELETE: load file, module, instance or SD unknown | 6A88 |
-//! | INSTALL: malformed data, AID already in use, bad privileges or parameters | 6A80 |
+//! | INSTALL: malformed data, AID already in use, bad privileges or parameters (`EA` inside `EF`; an install parameters length the card's GP version reads otherwise: BER from 2.3.1, one octet before) | 6A80 |
 //! | LOAD: load file data block malformed, or its package AID is not the one announced | 6A80 |
 //! | LOAD without INSTALL [for load], DELETE of the ISD or of a load file with instances (P2 00) | 6985 |
-//! | LOAD block number out of sequence, bad P1/P2           | 6A86 |
+//! | LOAD block number out of sequence, bad P1/P2; GET STATUS P2 `02` on a GP 2.1.1 card | 6A86 |
 //! | LOAD beyond 65,535 octets                              | 6A84 |
 //! | GET STATUS: nothing matches                            | 6A88 |
 //! | GET STATUS: more entries than fit (then P2 03 for the rest) | 6310 |
@@ -22,7 +22,8 @@
 //! T=0 case 4 command; with Le the data comes back directly.
 
 use crate::script::ber::Reader;
-use crate::script::{Aid, CApdu, InstallParameters, LoadFile, RApdu, ToolkitParameters};
+use crate::script::ram::{read_install_parameters_field, GpVersion, StatusFormat};
+use crate::script::{Aid, CApdu, InstallParameters, LoadFile, RApdu};
 
 use super::exec::Applet;
 
@@ -162,15 +163,18 @@ fn confirmation(c: &CApdu) -> RApdu {
 /// One command packet's run of the ISD's RAM applet over a card's registry.
 pub(crate) struct Ram<'a> {
     reg: &'a mut Registry,
+    /// The card's GlobalPlatform version: install parameters' length coding, GET STATUS formats.
+    version: GpVersion,
     /// Entries GET STATUS still has to return (P2 03), for the rest of this packet.
     status_rest: Option<Vec<Vec<u8>>>,
     pending_response: Option<Vec<u8>>,
 }
 
 impl<'a> Ram<'a> {
-    pub fn new(reg: &'a mut Registry) -> Self {
+    pub fn new(reg: &'a mut Registry, version: GpVersion) -> Self {
         Ram {
             reg,
+            version,
             status_rest: None,
             pending_response: None,
         }
@@ -264,7 +268,7 @@ impl<'a> Ram<'a> {
     /// INSTALL [for install] (GP 2.3 11.5.2.3.2): load file AID, module AID, instance AID,
     /// privileges, install parameters, token.
     fn install_for_install(&mut self, c: &CApdu, selectable: bool) -> RApdu {
-        let Some(f) = parse_install(c.data()) else {
+        let Some(f) = parse_install(c.data(), self.version) else {
             return status(sw::WRONG_DATA);
         };
         let Some(lf) = self
@@ -295,7 +299,7 @@ impl<'a> Ram<'a> {
             [a, b, c] => [*a, *b, *c],
             _ => return status(sw::WRONG_DATA),
         };
-        let Some(parameters) = parse_install_parameters(&f.parameters) else {
+        let Ok(parameters) = InstallParameters::parse(&f.parameters) else {
             return status(sw::WRONG_DATA);
         };
         self.reg.applets.push(AppletInstance {
@@ -315,7 +319,7 @@ impl<'a> Ram<'a> {
 
     /// INSTALL [for make selectable] (GP 2.3 11.5.2.3.3): empty, empty, instance AID, ...
     fn make_selectable(&mut self, c: &CApdu) -> RApdu {
-        let Some(f) = parse_install(c.data()) else {
+        let Some(f) = parse_install(c.data(), self.version) else {
             return status(sw::WRONG_DATA);
         };
         match self
@@ -372,30 +376,35 @@ impl<'a> Ram<'a> {
         status(sw::NOT_FOUND)
     }
 
-    /// GET STATUS (GP 2.3 11.4), TLV format only (P2 02 first, 03 next): one `E3` per entry
-    /// holding `4F` AID, `9F70` life cycle, and `C5` privileges (ISD, applications), `C4` load
-    /// file AID and `CC` security domain (applications), `CE` version and `84` modules (load
-    /// files, the latter with P1 10).
+    /// GET STATUS (GP 2.3 11.4). P2 `02` (first) / `03` (next): one `E3` per entry holding
+    /// `4F` AID, `9F70` life cycle, and `C5` privileges (ISD, applications), `C4` load file AID
+    /// and `CC` security domain (applications), `CE` version and `84` modules (load files, the
+    /// latter with P1 10). P2 `00` / `01`: the GP 2.1.1 format (LV AID, life cycle, first
+    /// privilege octet, with P1 10 the modules), which later versions keep as deprecated. A
+    /// GP 2.1.1 card knows only the latter and answers 6A86 to P2 `02`, as real ones do.
     fn get_status(&mut self, c: &CApdu) -> RApdu {
-        let entries = match c.p2() {
-            0x02 => {
-                let mut r = Reader::new(c.data());
-                let prefix = match r.tlv("GET STATUS search criteria") {
-                    Ok(t) if t.tag == 0x4F => t.value.to_vec(),
-                    _ => return status(sw::WRONG_DATA),
-                };
-                let entries = self.status_entries(c.p1(), &prefix);
-                match entries {
-                    Some(e) if e.is_empty() => return status(sw::NOT_FOUND),
-                    Some(e) => e,
-                    None => return status(sw::BAD_P1P2),
-                }
+        let format = match c.p2() & !0x01 {
+            0x02 if self.version.status_format() == StatusFormat::Tlv => StatusFormat::Tlv,
+            0x00 => StatusFormat::Legacy,
+            _ => return status(sw::BAD_P1P2),
+        };
+        let entries = if c.p2() & 0x01 == 0 {
+            let mut r = Reader::new(c.data());
+            let prefix = match r.tlv("GET STATUS search criteria") {
+                Ok(t) if t.tag == 0x4F => t.value.to_vec(),
+                _ => return status(sw::WRONG_DATA),
+            };
+            let entries = self.status_entries(c.p1(), &prefix, format);
+            match entries {
+                Some(e) if e.is_empty() => return status(sw::NOT_FOUND),
+                Some(e) => e,
+                None => return status(sw::BAD_P1P2),
             }
-            0x03 => match self.status_rest.take() {
+        } else {
+            match self.status_rest.take() {
                 Some(rest) => rest,
                 None => return status(sw::CONDITIONS),
-            },
-            _ => return status(sw::BAD_P1P2),
+            }
         };
         let mut data = Vec::new();
         let mut taken = 0;
@@ -422,9 +431,12 @@ impl<'a> Ram<'a> {
         RApdu::new(data, sw)
     }
 
-    fn status_entries(&self, p1: u8, prefix: &[u8]) -> Option<Vec<Vec<u8>>> {
+    fn status_entries(&self, p1: u8, prefix: &[u8], format: StatusFormat) -> Option<Vec<Vec<u8>>> {
         let m = |aid: &[u8]| aid.starts_with(prefix);
         let reg = &*self.reg;
+        if format == StatusFormat::Legacy {
+            return self.legacy_status_entries(p1, &m);
+        }
         Some(match p1 {
             0x80 => m(&ISD_AID)
                 .then(|| e3(&ISD_AID, life_cycle::SECURED, Some(&ISD_PRIVILEGES), &[]))
@@ -455,6 +467,47 @@ impl<'a> Ram<'a> {
                         }
                     }
                     e3(l.aid.as_bytes(), l.life_cycle, None, &extra)
+                })
+                .collect(),
+            _ => return None,
+        })
+    }
+
+    /// Entries in the GP 2.1.1 format (GP 2.1.1 9.4.3.1).
+    fn legacy_status_entries(&self, p1: u8, m: &dyn Fn(&[u8]) -> bool) -> Option<Vec<Vec<u8>>> {
+        let reg = &*self.reg;
+        let entry = |aid: &[u8], life_cycle: u8, privileges: u8| {
+            let mut e = Vec::with_capacity(aid.len() + 3);
+            e.push(aid.len() as u8);
+            e.extend_from_slice(aid);
+            e.extend_from_slice(&[life_cycle, privileges]);
+            e
+        };
+        Some(match p1 {
+            0x80 => m(&ISD_AID)
+                .then(|| entry(&ISD_AID, life_cycle::SECURED, ISD_PRIVILEGES[0]))
+                .into_iter()
+                .collect(),
+            0x40 => reg
+                .applets
+                .iter()
+                .filter(|a| m(a.aid.as_bytes()))
+                .map(|a| entry(a.aid.as_bytes(), a.life_cycle, a.privileges[0]))
+                .collect(),
+            0x20 | 0x10 => reg
+                .load_files
+                .iter()
+                .filter(|l| m(l.aid.as_bytes()))
+                .map(|l| {
+                    let mut e = entry(l.aid.as_bytes(), l.life_cycle, 0x00);
+                    if p1 == 0x10 {
+                        e.push(l.modules.len().min(0xFF) as u8);
+                        for module in &l.modules {
+                            e.push(module.as_bytes().len() as u8);
+                            e.extend_from_slice(module.as_bytes());
+                        }
+                    }
+                    e
                 })
                 .collect(),
             _ => return None,
@@ -520,63 +573,26 @@ struct InstallFields {
     parameters: Vec<u8>,
 }
 
-fn parse_install(data: &[u8]) -> Option<InstallFields> {
+/// The INSTALL data fields; the install parameters' length is read as `version` reads it (a
+/// GP 2.3.1 card takes `81 xx`, an older one takes `81` as the length and fails).
+fn parse_install(data: &[u8], version: GpVersion) -> Option<InstallFields> {
     let mut r = Reader::new(data);
-    let mut lv = || r.lv("INSTALL field").ok().map(<[u8]>::to_vec);
-    let f = InstallFields {
-        load_file: lv()?,
-        module: lv()?,
-        instance: lv()?,
-        privileges: lv()?,
-        parameters: lv()?,
-    };
-    lv()?; // install token
-    Some(f)
-}
-
-fn quantity(v: &[u8]) -> Option<u32> {
-    match v.len() {
-        2 | 4 => Some(v.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))),
-        _ => None,
-    }
-}
-
-/// Install parameters (GP 2.3 table 11-49, TS 102 226 8.2.1.3.2): `C9` application specific
-/// parameters (may be absent), `EF` system specific parameters with `C7`, `C8`, `CA` (SIM
-/// toolkit) and `EA { 80 }` (UICC toolkit); other tags inside `EF`/`EA` are skipped.
-fn parse_install_parameters(bytes: &[u8]) -> Option<InstallParameters> {
-    let mut p = InstallParameters::default();
-    let mut r = Reader::new(bytes);
-    while !r.is_empty() {
-        let t = r.tlv("install parameters").ok()?;
-        match t.tag {
-            0xC9 => p.application_specific = t.value.to_vec(),
-            0xEF => {
-                let mut s = Reader::new(t.value);
-                while !s.is_empty() {
-                    let t = s.tlv("system specific parameters").ok()?;
-                    match t.tag {
-                        0xC7 => p.volatile_memory_quota = Some(quantity(t.value)?),
-                        0xC8 => p.non_volatile_memory_quota = Some(quantity(t.value)?),
-                        0xCA => p.sim_toolkit = Some(ToolkitParameters::parse_sim(t.value).ok()?),
-                        0xEA => {
-                            let mut u = Reader::new(t.value);
-                            while !u.is_empty() {
-                                let t = u.tlv("UICC system specific parameters").ok()?;
-                                if t.tag == 0x80 {
-                                    p.uicc_toolkit =
-                                        Some(ToolkitParameters::parse_uicc(t.value).ok()?);
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ => return None,
-        }
-    }
-    Some(p)
+    let lv = |r: &mut Reader<'_>| r.lv("INSTALL field").ok().map(<[u8]>::to_vec);
+    let load_file = lv(&mut r)?;
+    let module = lv(&mut r)?;
+    let instance = lv(&mut r)?;
+    let privileges = lv(&mut r)?;
+    let parameters = read_install_parameters_field(&mut r, version)
+        .ok()?
+        .to_vec();
+    lv(&mut r)?; // install token
+    r.is_empty().then_some(InstallFields {
+        load_file,
+        module,
+        instance,
+        privileges,
+        parameters,
+    })
 }
 
 impl Applet for Ram<'_> {
@@ -605,9 +621,10 @@ impl Applet for Ram<'_> {
 mod tests {
     use super::*;
     use crate::script::ram::{
-        delete, get_status, install_for_install, install_for_load, load_blocks,
+        delete, get_status, get_status_in, install_for_install, install_for_load, load_blocks,
+        parse_legacy_status,
     };
-    use crate::script::{MenuEntry, Privileges, StatusSubset};
+    use crate::script::{FileAccess, MenuEntry, Privileges, StatusSubset, ToolkitParameters};
 
     fn h(s: &str) -> Vec<u8> {
         hex::decode(s.split_whitespace().collect::<String>()).unwrap()
@@ -632,7 +649,11 @@ mod tests {
     }
 
     fn run(reg: &mut Registry, cmds: &[CApdu]) -> Vec<RApdu> {
-        let mut ram = Ram::new(reg);
+        run_as(GpVersion::default(), reg, cmds)
+    }
+
+    fn run_as(version: GpVersion, reg: &mut Registry, cmds: &[CApdu]) -> Vec<RApdu> {
+        let mut ram = Ram::new(reg, version);
         cmds.iter().map(|c| ram.execute(c)).collect()
     }
 
@@ -648,6 +669,7 @@ mod tests {
 
     fn install(instance: &str, params: &InstallParameters) -> CApdu {
         install_for_install(
+            GpVersion::default(),
             &aid("F00102030405"),
             &aid("F0010203040501"),
             &aid(instance),
@@ -738,6 +760,7 @@ mod tests {
         assert_eq!(sws(&r), [0x6A88]);
         run(&mut reg, &load_commands());
         let bad_module = install_for_install(
+            GpVersion::default(),
             &aid("F00102030405"),
             &aid("F0010203040599"),
             &aid("F0010203040501"),
@@ -847,12 +870,141 @@ mod tests {
                 CApdu::case2(0x00, 0xC0, 0, 0, 0),
                 CApdu::case1(0x84, 0xF2, 0x40, 0x02),
                 CApdu::case1(0x80, 0xCA, 0x00, 0x66),
-                CApdu::new(0x80, 0xF2, 0x40, 0x00, h("4F00"), None).unwrap(),
+                CApdu::new(0x80, 0xF2, 0x40, 0x04, h("4F00"), None).unwrap(),
                 CApdu::new(0x80, 0xF2, 0x01, 0x02, h("4F00"), None).unwrap(),
             ],
         );
         assert_eq!(r[0].sw, 0x611C);
         assert_eq!(r[1].data.len(), 0x1C);
         assert_eq!(sws(&r[2..]), [0x6985, 0x6E00, 0x6D00, 0x6A86, 0x6A86]);
+    }
+
+    /// Issue 19 point 10: `EA` beside `EF` is what the card reads (toolkit and file access
+    /// recorded); the nested `EF { EA }` form that otagw used to send is refused with 6A80.
+    #[test]
+    fn uicc_toolkit_parameters_at_the_top_level() {
+        let mut reg = Registry::default();
+        run(&mut reg, &load_commands());
+        let toolkit = ToolkitParameters {
+            priority: 1,
+            max_menu_text_length: 0x10,
+            tar_values: vec![[0xC0, 0x00, 0x01]],
+            ..ToolkitParameters::default()
+        };
+        let params = InstallParameters {
+            volatile_memory_quota: Some(0x0100),
+            uicc_toolkit: Some(toolkit),
+            uicc_access: vec![FileAccess::full(None)],
+            ..InstallParameters::default()
+        };
+        let bytes = params.to_bytes().unwrap();
+        assert_eq!(&bytes[..8], &h("C900 EF04 C7020100 EA")[..8]);
+        // The old layout: the same EA moved inside EF.
+        let ea = &bytes[8..];
+        let mut nested = h("C900 EF");
+        nested.push((4 + ea.len()) as u8);
+        nested.extend(h("C7020100"));
+        nested.extend_from_slice(ea);
+        let raw = |instance: &str, p: &[u8]| {
+            let mut data = h("06F00102030405 07F0010203040501");
+            data.push(7);
+            data.extend(aid(instance).as_bytes());
+            data.extend(h("0100"));
+            data.push(p.len() as u8);
+            data.extend_from_slice(p);
+            data.push(0x00);
+            CApdu::new(0x80, 0xE6, 0x0C, 0x00, data, Some(0)).unwrap()
+        };
+        let r = run(
+            &mut reg,
+            &[
+                raw("F0010203040502", &nested),
+                raw("F0010203040501", &bytes),
+            ],
+        );
+        assert_eq!(sws(&r), [0x6A80, 0x9000]);
+        assert!(reg.applet(&h("F0010203040502")).is_none());
+        let app = reg.applet(&h("F0010203040501")).unwrap();
+        assert_eq!(app.parameters, params);
+        assert_eq!(app.parameters.uicc_access, [FileAccess::full(None)]);
+    }
+
+    /// Issue 19 point 11: 148 octets of install parameters. A GP 2.3.1 card takes `81 94`; a
+    /// GP 2.2.1 card reads `81` as the length and refuses it, and takes the single `94`.
+    #[test]
+    fn install_parameters_length_per_gp_version() {
+        let params = InstallParameters {
+            application_specific: vec![0xAB; 0x91],
+            ..InstallParameters::default()
+        };
+        let cmd = |v| {
+            install_for_install(
+                v,
+                &aid("F00102030405"),
+                &aid("F0010203040501"),
+                &aid("F0010203040501"),
+                Privileges::NONE,
+                &params,
+                true,
+            )
+            .unwrap()
+        };
+        let old = GpVersion(2, 2, 1);
+        for (card, sent, sw) in [
+            (GpVersion::V2_3_1, GpVersion::V2_3_1, 0x9000),
+            (GpVersion::V2_3_1, old, 0x6A80),
+            (old, GpVersion::V2_3_1, 0x6A80),
+            (old, old, 0x9000),
+        ] {
+            let mut reg = Registry::default();
+            run_as(card, &mut reg, &load_commands());
+            let r = run_as(card, &mut reg, &[cmd(sent)]);
+            assert_eq!(sws(&r), [sw], "card {card}, sent for {sent}");
+            if sw == 0x9000 {
+                let app = reg.applet(&h("F0010203040501")).unwrap();
+                assert_eq!(app.parameters, params);
+            }
+        }
+    }
+
+    /// Issue 19 point 12: a GP 2.1.1 card answers GET STATUS P2 02 with 6A86 and P2 00 in the
+    /// GP 2.1.1 format; later cards answer both.
+    #[test]
+    fn get_status_formats_per_gp_version() {
+        let mut reg = Registry::default();
+        let v211 = GpVersion::V2_1_1;
+        run_as(v211, &mut reg, &load_commands());
+        run_as(
+            v211,
+            &mut reg,
+            &[install("F0010203040501", &InstallParameters::default())],
+        );
+        let legacy = |subset, next| get_status_in(StatusFormat::Legacy, subset, None, next);
+        let r = run_as(
+            v211,
+            &mut reg,
+            &[
+                get_status(StatusSubset::Applications, None, false),
+                legacy(StatusSubset::Applications, false),
+                legacy(StatusSubset::LoadFilesAndModules, false),
+                legacy(StatusSubset::IssuerSecurityDomain, false),
+            ],
+        );
+        assert_eq!(sws(&r), [0x6A86, 0x9000, 0x9000, 0x9000]);
+        assert_eq!(r[1].data, h("07 F0010203040501 07 00"));
+        assert_eq!(r[2].data, h("06 F00102030405 01 00 01 07 F0010203040501"));
+        assert_eq!(r[3].data, h("08 A000000151000000 0F 9E"));
+        let modules = parse_legacy_status(0x10, &r[2].data).unwrap();
+        assert_eq!(modules[0].modules, [aid("F0010203040501")]);
+        // A GP 2.3.1 card answers both formats.
+        let r = run(
+            &mut reg,
+            &[
+                get_status(StatusSubset::Applications, None, false),
+                legacy(StatusSubset::Applications, false),
+            ],
+        );
+        assert_eq!(sws(&r), [0x9000, 0x9000]);
+        assert_eq!(r[1].data, h("07 F0010203040501 07 00"));
     }
 }

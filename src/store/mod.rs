@@ -392,6 +392,10 @@ pub struct ProfileDefaults {
     /// [`crate::gateway::catp::PROFILE_CATP_FIELDS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catp: Option<serde_json::Value>,
+    /// The cards' GlobalPlatform implementation (a JSON object: `version`, `kcvFill`; see
+    /// [`crate::command::build::GpProfile`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gp: Option<serde_json::Value>,
     /// Validity period of the campaigns' messages, minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validity_period_minutes: Option<u32>,
