@@ -634,7 +634,14 @@ async fn the_profile_default_sends_over_catp_with_the_profiles_push() {
         .push_request()
         .clone();
     assert_eq!(push.bip.destination, gateway.bip.destination);
-    assert_eq!(push.link, gateway.link);
+    assert_eq!(push.link.destination_port, gateway.link.destination_port);
+    assert_eq!(push.link.max_sdu_size, gateway.link.max_sdu_size);
+    // The SYN identification the card is told to send (the `36` object): its ICCID.
+    let iccid = env.iccid(1).expect("card");
+    assert_eq!(
+        Some(push.link.identification),
+        otagw_catp::pdu::iccid_to_identification(&iccid)
+    );
     assert_eq!(
         gateway.bip.buffer_size, 1400,
         "the [catp] default is untouched"

@@ -242,7 +242,7 @@ mod tests {
             },
             link: CatTpLinkRequest {
                 destination_port: 4500,
-                max_sdu_size: 65535,
+                max_sdu_size: Some(65535),
                 identification: Vec::new(),
             },
         }

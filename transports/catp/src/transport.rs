@@ -75,7 +75,8 @@ impl CatpSettings {
             },
             link: CatTpLinkRequest {
                 destination_port: self.cattp_port,
-                max_sdu_size: self.link.max_sdu_size,
+                max_sdu_size: Some(self.link.max_sdu_size),
+                // Per card: its ICCID ([`CatpTransport`] fills it in before each push).
                 identification: Vec::new(),
             },
         }
@@ -293,7 +294,12 @@ impl Inner {
             };
             if !already_pushed {
                 self.pushes.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = self.pusher.push(&message, &self.push_request).await {
+                // The card's ICCID as the SYN identification (the `36` object), so that the
+                // link names the card whatever identification the card would use by default.
+                let mut request = self.push_request.clone();
+                request.link.identification =
+                    crate::pdu::iccid_to_identification(&iccid).unwrap_or_default();
+                if let Err(e) = self.pusher.push(&message, &request).await {
                     if !e.is_transient() {
                         self.emit(fail(e));
                         return;
