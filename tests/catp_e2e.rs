@@ -223,6 +223,37 @@ async fn silent_card_fails_with_timeout_after_the_configured_pushes() {
     env.shutdown().await;
 }
 
+/// The push asks for a PoR on error (SPI octet 2 b2b1 = 10). A card that refuses it (here: the
+/// push goes to a TAR the card does not know, PoR status 09) says so by SMS, and the command
+/// fails at once naming the card's status, after one push, instead of waiting out every push
+/// and send to end TIMEOUT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_push_fails_the_command_naming_the_cards_status() {
+    let catp = CatpConfig {
+        push_tar: "B20100".into(),
+        ..catp_config()
+    };
+    let env = env_with_config(TerminalSettings::default(), 2, catp).await;
+    let iccid = env.iccid(0).expect("card");
+    let started = std::time::Instant::now();
+    let r = run(&env, &cmd("RFM", &iccid, "B00010", long_rfm())).await;
+    assert_eq!(r["status"], "FAILED", "{r}");
+    assert_eq!(r["error"]["code"], "TRANSPORT_ERROR", "{r}");
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refused the CAT_TP push: PoR status 09"),
+        "{r}"
+    );
+    assert_eq!(r["attempts"], 1, "{r}");
+    assert_eq!(catp_stats(&env).pushes, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "not the 2 x 2 pushes of 2 s: {:?}",
+        started.elapsed()
+    );
+    env.shutdown().await;
+}
+
 fn events(r: &Value) -> Vec<(String, String)> {
     r["events"]
         .as_array()
