@@ -63,7 +63,7 @@ impl LinkPusher for DirectPush {
         &'a self,
         message: &'a OutboundMessage,
         request: &'a PushRequest,
-    ) -> BoxFuture<'a, Result<(), TransportError>> {
+    ) -> BoxFuture<'a, Result<otagw_catp::PushRefusal, TransportError>> {
         Box::pin(async move {
             let Payload::SecuredPacket { counter, .. } = &message.payload else {
                 return Err(TransportError::Rejected("not a packet".into()));
@@ -82,7 +82,7 @@ impl LinkPusher for DirectPush {
             let packet = encode_command_packet(&header, &keys(&self.card, &spi), &data)
                 .map_err(|e| TransportError::Rejected(e.to_string()))?;
             self.terminals.command_packet(&self.card.msisdn, &packet);
-            Ok(())
+            Ok(otagw_catp::no_refusal())
         })
     }
 }

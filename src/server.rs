@@ -212,6 +212,7 @@ pub async fn start_with_store(
         });
         smpp = Some(t);
     }
+    let mut sms_pusher = None;
     let catp = match (&config.catp, &smpp) {
         (Some(c), Some(sms)) => {
             let (settings, push_tar) =
@@ -222,6 +223,7 @@ pub async fn start_with_store(
                 sms,
                 push_tar,
             ));
+            sms_pusher = Some(pusher.clone());
             let t = Arc::new(
                 otagw_catp::CatpTransport::start(settings, pusher)
                     .await
@@ -275,6 +277,10 @@ pub async fn start_with_store(
             url: redact(&config.store_url()),
             message: e.to_string(),
         })?;
+    // Pushes go through the SMS dispatcher, which hears their error PoRs.
+    if let (Some(pusher), Some(sms)) = (&sms_pusher, gateway.transports().route("sms")) {
+        pusher.attach(sms.dispatcher.clone());
+    }
     let campaigns =
         crate::campaign::runner::CampaignRunner::start(&gateway, config.campaign_runner());
     let mut https_addr = None;

@@ -223,6 +223,37 @@ async fn silent_card_fails_with_timeout_after_the_configured_pushes() {
     env.shutdown().await;
 }
 
+/// The push asks for a PoR on error (SPI octet 2 b2b1 = 10). A card that refuses it (here: the
+/// push goes to a TAR the card does not know, PoR status 09) says so by SMS, and the command
+/// fails at once naming the card's status, after one push, instead of waiting out every push
+/// and send to end TIMEOUT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_push_fails_the_command_naming_the_cards_status() {
+    let catp = CatpConfig {
+        push_tar: "B20100".into(),
+        ..catp_config()
+    };
+    let env = env_with_config(TerminalSettings::default(), 2, catp).await;
+    let iccid = env.iccid(0).expect("card");
+    let started = std::time::Instant::now();
+    let r = run(&env, &cmd("RFM", &iccid, "B00010", long_rfm())).await;
+    assert_eq!(r["status"], "FAILED", "{r}");
+    assert_eq!(r["error"]["code"], "TRANSPORT_ERROR", "{r}");
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refused the CAT_TP push: PoR status 09"),
+        "{r}"
+    );
+    assert_eq!(r["attempts"], 1, "{r}");
+    assert_eq!(catp_stats(&env).pushes, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "not the 2 x 2 pushes of 2 s: {:?}",
+        started.elapsed()
+    );
+    env.shutdown().await;
+}
+
 fn events(r: &Value) -> Vec<(String, String)> {
     r["events"]
         .as_array()
@@ -360,6 +391,94 @@ fn scp80_framed_for_cattp_round_trip() {
     assert_eq!(decoded.status, PorStatus::Ok);
     assert_eq!(decoded.data, vec![0x01, 0x90, 0x00]);
     assert!(view.open(&spi, &keys, CcScope::FromRpl).is_err());
+}
+
+/// Public vectors of the opentelecoms gsm0348 Java library (github.com/opentelecoms-org/gsm0348,
+/// `gsm0348-impl/src/test/java/Gsm0348Test.java` at commit
+/// 738c6f08cf350f22f9d8ff8e854c1eeb43451c7d): `should_build_command_packet_aes_cat_tp` (CAT_TP
+/// framing) and `should_build_command_packet_aes` (the same inputs framed for SMS-PP), both
+/// AES-128 CBC + AES-CMAC-64, SPI 06 21, KIc/KID 12, TAR 010203, counter 0, data AA BB; and
+/// `should_recover_response_packet_cat_tp`, a PoR with RPI 02 and no RC/CC. Ours encode and
+/// decode them byte for byte.
+#[test]
+fn gsm0348_library_vectors_for_scp80_over_cattp() {
+    let key = hex::decode("11223344556677889910111213141516").unwrap();
+    let spi = Spi::from_bytes([0x06, 0x21]);
+    let cfg = KeyConfig {
+        kic_key: Some(&key),
+        kid_key: Some(&key),
+        kic_algorithm: Some(CipherAlgorithm::AesCbc),
+        kid_algorithm: Some(IntegrityAlgorithm::AesCmac),
+        cc_len: Some(8),
+    };
+    let keys = Scp80Keys::resolve(&spi, 0x12, 0x12, &cfg).expect("keys");
+    let header = CommandHeader {
+        spi,
+        kic: KeyIdentifier(0x12),
+        kid: KeyIdentifier(0x12),
+        tar: [0x01, 0x02, 0x03],
+        counter: Counter::new(0).expect("counter"),
+    };
+    // CPI CPL CHL SPI KIc KID TAR, then the ciphered CNTR PCNTR CC data.
+    let cattp = hex::decode(concat!(
+        "01181506211212010203",
+        "E66898201308DA27D2A8F23145A6F7C3"
+    ))
+    .unwrap();
+    let sms = hex::decode(concat!(
+        "00181506211212010203",
+        "4814CE84CBDEBC1A0DF20A5EE20E74C6"
+    ))
+    .unwrap();
+    let data = [0xAA, 0xBB];
+    assert_eq!(
+        encode_command_packet_framed(&header, &keys, &data, PacketFraming::CatTp).expect("encode"),
+        cattp
+    );
+    assert_eq!(
+        encode_command_packet_framed(&header, &keys, &data, PacketFraming::Sms).expect("encode"),
+        sms
+    );
+    // The card's side: CPI 01, CPL 18 (BER), the CC over them.
+    let two = cattp_command_to_two_octet_form(&cattp).expect("reframe");
+    assert_eq!(&two[..2], &[0x00, 0x18]);
+    let opened = CommandPacketView::parse_framed(&two, PacketFraming::CatTp)
+        .expect("parse")
+        .open(&keys)
+        .expect("verifies");
+    assert_eq!(opened.data, data);
+    assert_eq!((opened.header.counter.value(), opened.pcntr), (0, 0));
+    // Read as SMS-framed, the CAT_TP packet's CC does not verify (it covers CPI and BER CPL).
+    assert!(CommandPacketView::parse(&two)
+        .expect("parse")
+        .open(&keys)
+        .is_err());
+
+    // The PoR: RPI 02, RPL 0E, RHL 0A (no RC/CC), TAR B00001, counter 0, PCNTR 0, status 00
+    // (PoR OK), data 02 61 01; the library's profile there: SPI 06 01, DES keys of zeros.
+    let por = hex::decode("020e0ab0000100000000000000026101").unwrap();
+    let zeros = [0u8; 8];
+    let por_spi = Spi::from_bytes([0x06, 0x01]);
+    let des = KeyConfig {
+        kic_key: Some(&zeros),
+        kid_key: Some(&zeros),
+        ..KeyConfig::default()
+    };
+    let des_keys = Scp80Keys::resolve(&por_spi, 0x11, 0x11, &des).expect("keys");
+    let back = ResponsePacketView::cattp_to_two_octet_form(&por).expect("reframe");
+    assert_eq!(&back[..2], &[0x00, 0x0E]);
+    let decoded = ResponsePacketView::parse(&back)
+        .expect("parse")
+        .open(&por_spi, &des_keys, CcScope::CatTp)
+        .expect("opens");
+    assert_eq!(decoded.tar, [0xB0, 0x00, 0x01]);
+    assert_eq!(decoded.counter.value(), 0);
+    assert_eq!(decoded.status, PorStatus::Ok);
+    assert_eq!(decoded.data, vec![0x02, 0x61, 0x01]);
+    assert_eq!(
+        otagw_catp::framing::to_cattp(otagw_catp::framing::RPI, &back).expect("frame"),
+        por
+    );
 }
 
 /// A UDP relay between the cards and the gateway that records every datagram (as if captured
@@ -634,7 +753,14 @@ async fn the_profile_default_sends_over_catp_with_the_profiles_push() {
         .push_request()
         .clone();
     assert_eq!(push.bip.destination, gateway.bip.destination);
-    assert_eq!(push.link, gateway.link);
+    assert_eq!(push.link.destination_port, gateway.link.destination_port);
+    assert_eq!(push.link.max_sdu_size, gateway.link.max_sdu_size);
+    // The SYN identification the card is told to send (the `36` object): its ICCID.
+    let iccid = env.iccid(1).expect("card");
+    assert_eq!(
+        Some(push.link.identification),
+        otagw_catp::pdu::iccid_to_identification(&iccid)
+    );
     assert_eq!(
         gateway.bip.buffer_size, 1400,
         "the [catp] default is untouched"

@@ -655,3 +655,102 @@ fn implicit_codings_use_the_fleet_defaults() {
         (PorStatus::CipheringError, PorProtection::UnprotectedError)
     );
 }
+
+/// The BIP channel opening request of a push (the first PUSH APDU), to `destination`.
+fn push_bip_apdu(destination: std::net::SocketAddr) -> Vec<u8> {
+    use otagw_catp::push::{Bearer, BipOpenRequest, CatTpLinkRequest, PushRequest};
+    let push = PushRequest {
+        bip: BipOpenRequest {
+            bearer: Bearer::default_bearer(),
+            buffer_size: 1400,
+            network_access_name: None,
+            destination,
+        },
+        link: CatTpLinkRequest {
+            destination_port: 4500,
+            max_sdu_size: None,
+            identification: Vec::new(),
+        },
+    };
+    let b = push.encode().unwrap();
+    b[..5 + usize::from(b[4])].to_vec()
+}
+
+/// The card reads the PUSH for CAT_TP link establishment (TS 102 226 clause 9.2.2) as
+/// COMPREHENSION-TLVs, as real cards do: the raw octets otagw used to send (port 4500, max SDU
+/// 65535) are refused with 6A80 and, with PoR on error (SPI 2 b2b1 = 10), a PoR saying so; the
+/// TLV form is taken with or without the CR bit on its tags.
+#[test]
+fn push_is_read_strictly_as_comprehension_tlvs() {
+    let fleet = fleet();
+    let gw = Gateway::new(0x12, 0x12);
+    let on_error = [0x16, 0x3A];
+    let bip = push_bip_apdu("127.0.0.1:4500".parse().unwrap());
+
+    let mut raw = bip.clone();
+    raw.extend_from_slice(&hex::decode("80EC0102041194FFFF").unwrap());
+    let packet = gw.packet(on_error, TAR_RAM_ISD, 1, &raw);
+    let outcome = fleet.process(MSISDN, &packet).unwrap();
+    assert!(outcome.push.is_none(), "{outcome:?}");
+    assert_eq!((outcome.executed, outcome.last_sw), (2, Some(0x6A80)));
+    let por = send(&fleet, &gw.packet(on_error, TAR_RAM_ISD, 2, &raw)).expect("PoR on error");
+    let d = gw.open(on_error, &por);
+    assert_eq!(d.status, PorStatus::Ok);
+    let resp = parse_compact_response(&d.data).unwrap();
+    assert_eq!((resp.executed, resp.last().unwrap().sw), (2, 0x6A80));
+
+    // The TLV form, CR bit set on every tag (BC, B9, B6): taken, no PoR (none on success).
+    let mut tlv = bip.clone();
+    let link = hex::decode("BC03001194B902FFFFB603010203").unwrap();
+    tlv.extend_from_slice(&[0x80, 0xEC, 0x01, 0x02, link.len() as u8]);
+    tlv.extend_from_slice(&link);
+    let outcome = fleet
+        .process(MSISDN, &gw.packet(on_error, TAR_RAM_ISD, 3, &tlv))
+        .unwrap();
+    let push = outcome.push.expect("push taken");
+    assert_eq!(push.link.destination_port, 4500);
+    assert_eq!(push.link.max_sdu_size, Some(0xFFFF));
+    assert_eq!(push.link.identification, vec![1, 2, 3]);
+    assert!(outcome.por.is_none());
+    // Clear CR bits: the same.
+    let mut plain = bip;
+    let link = hex::decode("3C030011943902FFFF3603010203").unwrap();
+    plain.extend_from_slice(&[0x80, 0xEC, 0x01, 0x02, link.len() as u8]);
+    plain.extend_from_slice(&link);
+    let outcome = fleet
+        .process(MSISDN, &gw.packet(on_error, TAR_RAM_ISD, 4, &plain))
+        .unwrap();
+    assert_eq!(outcome.push, Some(push));
+}
+
+/// The card's terminal opens the link with the identification of the push's `36` object in
+/// its SYN (not the ICCID it would send by default).
+#[tokio::test]
+async fn the_syn_carries_the_pushed_identification() {
+    use otagw::sim::catp_client::{CatpTerminals, TerminalSettings};
+    use otagw_catp::pdu::{Pdu, VarPart};
+    let fleet = std::sync::Arc::new(fleet());
+    let terminals = CatpTerminals::new(fleet, TerminalSettings::default());
+    let gateway = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let gw = Gateway::new(0x12, 0x12);
+    let mut push = push_bip_apdu(gateway.local_addr().unwrap());
+    let link = hex::decode("3C03001194360401020304").unwrap();
+    push.extend_from_slice(&[0x80, 0xEC, 0x01, 0x02, link.len() as u8]);
+    push.extend_from_slice(&link);
+    let reply = terminals.command_packet(MSISDN, &gw.packet([0x16, 0x3A], TAR_RAM_ISD, 1, &push));
+    assert!(matches!(reply, HandsetReply::Delivered { por: None }));
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        gateway.recv_from(&mut buf),
+    )
+    .await
+    .expect("a SYN")
+    .unwrap();
+    let syn = Pdu::decode(&buf[..n]).unwrap();
+    assert_eq!(syn.dst_port, 4500);
+    let VarPart::Syn(params) = syn.var else {
+        panic!("not a SYN: {syn:?}")
+    };
+    assert_eq!(params.identification, vec![1, 2, 3, 4]);
+}

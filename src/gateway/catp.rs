@@ -4,24 +4,34 @@
 //! The push takes the command's SPI, KIc and KID, and a counter of its own reserved from the
 //! store (a counter value is never used twice), with two changes: the counter is "present, not
 //! checked" (the card does not move its counter on it, TS 102 225 clause 5.1.1, so the command
-//! that follows on the link, secured earlier with a lower counter, is still accepted) and no
-//! PoR is asked for (the link coming up is the answer). It goes to the TAR configured as
-//! `push_tar` (the ISD's RAM application, 000000, by default): TS 102 226 clause 9 adds PUSH
-//! to the RFM and RAM command sets.
+//! that follows on the link, secured earlier with a lower counter, is still accepted) and the
+//! PoR is asked for on error only (SPI octet 2 b2b1 = 10): the link coming up is the answer to
+//! a push taken, and a card that refuses it (a PUSH it cannot read, 6A80; a security error)
+//! says so. With the SMS dispatcher attached ([`SmsPusher::attach`]) the push waits there for
+//! that PoR like a command, and an error PoR fails the commands waiting for the card's link,
+//! naming the card's status, instead of leaving them to time out. It goes to the TAR
+//! configured as `push_tar` (the ISD's RAM application, 000000, by default): TS 102 226
+//! clause 9 adds PUSH to the RFM and RAM command sets.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use otagw_catp::push::{apn_labels, PushRequest};
-use otagw_catp::LinkPusher;
+use otagw_catp::{LinkPusher, PushRefusal};
 use otagw_transport::{
     BoxFuture, MessageId, OutboundMessage, Payload, SendOptions, Transport, TransportError,
 };
 
+use crate::correlation::PendingCommand;
+use crate::dispatch::OtaOutcome;
+use crate::gateway::outcome::sw_is_success;
 use crate::pipeline::resolve::scp80_keys;
+use crate::pipeline::SharedDispatcher;
+use crate::script::parse_compact_response;
 use crate::security::command::{cattp_command_to_two_octet_form, encode_command_packet};
 use crate::security::{
-    CommandHeader, CommandPacketView, Counter, CounterMode, PorRequirement, Spi, Tar,
+    CommandHeader, CommandPacketView, Counter, CounterMode, DecodedResponse, PorRequirement,
+    PorStatus, Spi, Tar,
 };
 use crate::store::Store;
 
@@ -110,10 +120,29 @@ pub fn check_profile_catp(catp: &serde_json::Value) -> Result<(), (String, Strin
     push_for_profile(&base, [0; 3], catp).map(|_| ())
 }
 
+/// What a PoR for a push says against it, if anything: an error status (a security error, TAR
+/// unknown, ...) or, with PoR OK, a PUSH answered with an error status word (6A80: data the
+/// card could not read). The compact response (TS 102 226 clause 5.1.2) names the PUSH.
+pub fn push_refusal(por: &DecodedResponse) -> Option<String> {
+    if por.status != PorStatus::Ok {
+        return Some(format!(
+            "PoR status {:02X} {}",
+            por.status.to_byte(),
+            por.status.name()
+        ));
+    }
+    let response = parse_compact_response(&por.data).ok()?;
+    let sw = response.last()?.sw;
+    (!sw_is_success(sw)).then(|| format!("PUSH command {} answered SW {sw:04X}", response.executed))
+}
+
 /// Secures pushes with the store's keys and sends them through an SMS transport.
 pub struct SmsPusher {
     store: Arc<dyn Store>,
     sms: Arc<dyn Transport>,
+    /// The SMS transport's dispatcher, once the gateway runs: pushes go through it so that
+    /// their error PoRs are matched.
+    dispatcher: OnceLock<SharedDispatcher>,
     push_tar: Tar,
     next_id: AtomicU64,
 }
@@ -124,18 +153,26 @@ impl SmsPusher {
         Self {
             store,
             sms,
+            dispatcher: OnceLock::new(),
             push_tar,
             // Apart from the gateway's command ids (clock << 16): nothing maps these to commands.
             next_id: AtomicU64::new(1 << 63),
         }
     }
 
-    /// The push SMS for `message` (a CAT_TP-framed command packet).
+    /// Sends pushes through `dispatcher` (the SMS transport's, which owns that transport's
+    /// events) from now on, so that the card's error PoR for a push is heard.
+    pub fn attach(&self, dispatcher: SharedDispatcher) {
+        let _ = self.dispatcher.set(dispatcher);
+    }
+
+    /// The push SMS for `message` (a CAT_TP-framed command packet), and what its PoR is
+    /// matched against.
     pub async fn build(
         &self,
         message: &OutboundMessage,
         request: &PushRequest,
-    ) -> Result<OutboundMessage, TransportError> {
+    ) -> Result<(OutboundMessage, PendingCommand<MessageId>), TransportError> {
         let rejected = |what: String| TransportError::Rejected(format!("push: {what}"));
         let Payload::SecuredPacket { packet, .. } = &message.payload else {
             return Err(rejected("not a secured packet".into()));
@@ -161,7 +198,9 @@ impl SmsPusher {
                 CounterMode::NoCounter => CounterMode::NoCounter,
                 _ => CounterMode::NotChecked,
             },
-            por: PorRequirement::None,
+            // PoR on error (SPI octet 2 b2b1 = 10): a refusal is heard, a push taken is
+            // answered by the link.
+            por: PorRequirement::OnError,
             ..view.spi
         };
         let keys = scp80_keys(&spi, view.kic.0, view.kid.0, &kic_set, &kid_set)
@@ -196,8 +235,17 @@ impl SmsPusher {
         let data = request.encode().map_err(|e| rejected(e.to_string()))?;
         let packet =
             encode_command_packet(&header, &keys, &data).map_err(|e| rejected(e.to_string()))?;
-        Ok(OutboundMessage {
-            id: MessageId(self.next_id.fetch_add(1, Ordering::Relaxed)),
+        let id = MessageId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let pending = PendingCommand {
+            id,
+            msisdn: message.destination.msisdn.clone(),
+            tar,
+            counter,
+            spi,
+            keys,
+        };
+        let push = OutboundMessage {
+            id,
             destination: message.destination.clone(),
             payload: Payload::SecuredPacket {
                 packet,
@@ -209,7 +257,8 @@ impl SmsPusher {
                 delivery_report: false,
                 sequential_segments: false,
             },
-        })
+        };
+        Ok((push, pending))
     }
 }
 
@@ -218,10 +267,35 @@ impl LinkPusher for SmsPusher {
         &'a self,
         message: &'a OutboundMessage,
         request: &'a PushRequest,
-    ) -> BoxFuture<'a, Result<(), TransportError>> {
+    ) -> BoxFuture<'a, Result<PushRefusal, TransportError>> {
         Box::pin(async move {
-            let push = self.build(message, request).await?;
-            self.sms.send(push).await
+            let (push, pending) = self.build(message, request).await?;
+            let Some(dispatcher) = self.dispatcher.get().cloned() else {
+                self.sms.send(push).await?;
+                return Ok(otagw_catp::no_refusal());
+            };
+            let id = push.id;
+            let por = dispatcher.send(push, pending).await?;
+            let (tx, refusal) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let mut tx = tx;
+                tokio::select! {
+                    outcome = por => {
+                        if let Ok(OtaOutcome::Por(por, ack)) = outcome {
+                            if let Some(why) = push_refusal(&por) {
+                                tracing::info!("CAT_TP push {id:?} refused: {why}");
+                                let _ = tx.send(why);
+                            }
+                            // Nothing to record: the network may take it back now.
+                            drop(ack);
+                        }
+                    }
+                    // The transport stopped waiting (the link came up, or the wait ended):
+                    // the push's PoR, if one still comes, is nobody's.
+                    _ = tx.closed() => dispatcher.forget(id),
+                }
+            });
+            Ok(refusal)
         })
     }
 }
@@ -242,7 +316,7 @@ mod tests {
             },
             link: CatTpLinkRequest {
                 destination_port: 4500,
-                max_sdu_size: 65535,
+                max_sdu_size: Some(65535),
                 identification: Vec::new(),
             },
         }
@@ -276,6 +350,38 @@ mod tests {
             push_for_profile(&base(), [0, 0, 0], &json!({})).expect("valid"),
             (base(), [0, 0, 0])
         );
+    }
+
+    fn por(status: PorStatus, data: &[u8]) -> DecodedResponse {
+        DecodedResponse {
+            rpl: 0,
+            rhl: 10,
+            tar: [0, 0, 0],
+            counter: Counter::new(7).expect("counter"),
+            pcntr: 0,
+            status,
+            status_name: status.name(),
+            rc_cc_ds: crate::security::MacValue::from_slice(&[]).expect("empty"),
+            data: data.to_vec(),
+            protection: crate::security::PorProtection::UnprotectedError,
+            cc_scope: crate::security::CcScope::SmsUdh,
+        }
+    }
+
+    #[test]
+    fn what_a_pushs_por_says_against_it() {
+        assert_eq!(
+            push_refusal(&por(PorStatus::TarUnknown, &[])).as_deref(),
+            Some("PoR status 09 tar_unknown")
+        );
+        // PoR OK, the second PUSH refused with 6A80 (data it could not read).
+        assert_eq!(
+            push_refusal(&por(PorStatus::Ok, &[0x02, 0x6A, 0x80])).as_deref(),
+            Some("PUSH command 2 answered SW 6A80")
+        );
+        // A PoR that reports success, or nothing readable, is no refusal.
+        assert_eq!(push_refusal(&por(PorStatus::Ok, &[0x02, 0x90, 0x00])), None);
+        assert_eq!(push_refusal(&por(PorStatus::Ok, &[])), None);
     }
 
     #[test]

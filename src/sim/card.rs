@@ -873,15 +873,36 @@ impl VirtualCard {
 
         // The key set securing the packet: the KID's with integrity, else the KIc's.
         let key_version = spi.counter_version(view.kic.0, view.kid.0);
-        // PUSH APDUs to the ISD (TS 102 226 clause 9): nothing to execute here, the terminal
-        // opens the channel and the link.
-        if matches!(target, Target::Ram) && otagw_catp::push::PushRequest::is_push(&opened.data) {
-            let push = otagw_catp::push::PushRequest::decode(&opened.data).ok();
-            let por = por_wanted(&spi, false)
+        // PUSH APDUs to the ISD (TS 102 226 clause 9): read strictly, as COMPREHENSION-TLVs;
+        // nothing to execute here, the terminal opens the channel and the link. A PUSH the card
+        // cannot read is refused with its status word, and a PoR if the SPI asks for one on error.
+        if matches!(target, Target::Ram) && opened.data.starts_with(&PUSH_HEADER) {
+            let (push, run) = run_push(&opened.data);
+            let por = por_wanted(&spi, run.failed)
                 .then(|| {
-                    self.protected_por(&spi, &keys, view.tar, counter, PorStatus::Ok, &[], framing)
+                    let status = PorStatus::Ok;
+                    self.protected_por(
+                        &spi,
+                        &keys,
+                        view.tar,
+                        counter,
+                        status,
+                        &run.response,
+                        framing,
+                    )
                 })
                 .flatten();
+            if run.failed {
+                return CardOutcome {
+                    status: Some(PorStatus::Ok),
+                    executed: run.executed,
+                    last_sw: run.last_sw,
+                    por_protected: por.is_some(),
+                    por,
+                    detail: Some("PUSH refused".into()),
+                    push: None,
+                };
+            }
             return CardOutcome {
                 push,
                 ..CardOutcome::received(por)
@@ -932,6 +953,39 @@ impl VirtualCard {
             .ok()
             .and_then(|p| por_reply(p, spi, framing))
     }
+}
+
+/// CLA INS P1 of the TS 102 226 clause 9 PUSH command.
+const PUSH_HEADER: [u8; 3] = [
+    otagw_catp::push::PUSH_CLA,
+    otagw_catp::push::PUSH_INS,
+    otagw_catp::push::PUSH_P1,
+];
+
+/// Runs a compact script of PUSH APDUs as a card does: each in turn, stopping at the first
+/// refused one (its status word, `6A 80` for data that are not the COMPREHENSION-TLVs it
+/// expects). The response is the compact one: commands executed, the last status word.
+fn run_push(data: &[u8]) -> (Option<otagw_catp::push::PushRequest>, ScriptRun) {
+    use otagw_catp::push::{read_commands, PushRequest};
+    let (done, error) = read_commands(data);
+    let read = match error {
+        Some(e) => Err((done.len() + 1, e)),
+        // Every APDU read: each request once, both there (else the last is wrong data).
+        None => PushRequest::decode(data).map_err(|e| (done.len(), e)),
+    };
+    let (executed, sw, push) = match read {
+        Ok(push) => (done.len(), 0x9000, Some(push)),
+        Err((executed, e)) => (executed, e.status_word(), None),
+    };
+    let mut response = vec![u8::try_from(executed).unwrap_or(u8::MAX)];
+    response.extend_from_slice(&sw.to_be_bytes());
+    let run = ScriptRun {
+        response,
+        executed,
+        last_sw: Some(sw),
+        failed: push.is_none(),
+    };
+    (push, run)
 }
 
 #[cfg(test)]

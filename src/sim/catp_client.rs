@@ -145,7 +145,7 @@ impl CatpTerminals {
             return;
         };
         let mut config = self.settings.link.clone();
-        config.identification = iccid_to_identification(&iccid).unwrap_or_default();
+        config.identification = syn_identification(&push, &iccid);
         let ports = (self.settings.local_port, push.link.destination_port);
         let impairment = Impairment {
             seed: self.settings.impairment.seed ^ iccid_seed(&iccid),
@@ -198,6 +198,16 @@ impl CatpTerminals {
                 o.remove(&msisdn);
             }
         });
+    }
+}
+
+/// The identification the card sends in its SYN: the push's `36` object when there is one
+/// (TS 102 226 clause 9.2.2), else the card's default, its ICCID.
+fn syn_identification(push: &PushRequest, iccid: &str) -> Vec<u8> {
+    if push.link.identification.is_empty() {
+        iccid_to_identification(iccid).unwrap_or_default()
+    } else {
+        push.link.identification.clone()
     }
 }
 

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::pdu::{self, reason, Flags, Pdu, SynParams, VarPart, FIXED_HEADER_LEN, MAX_EAKS};
+use crate::pdu::{
+    self, reason, Flags, Pdu, SynParams, VarPart, FIXED_HEADER_LEN, MAX_EAKS, MIN_PDU_SIZE,
+};
 
 /// Connection parameters (ours; the peer's arrive in its SYN).
 #[derive(Clone, Debug)]
@@ -145,6 +147,12 @@ fn seq_diff(a: u16, b: u16) -> i16 {
     a.wrapping_sub(b) as i16
 }
 
+/// Why a plain SYN must be refused before any connection is made, as the RST reason code:
+/// a max PDU size below [`MIN_PDU_SIZE`] is an illegal parameter (reason 1).
+pub fn syn_refusal(syn: &SynParams) -> Option<u8> {
+    (syn.max_pdu_size < MIN_PDU_SIZE).then_some(reason::ILLEGAL_PARAMETERS)
+}
+
 /// One CAT_TP connection.
 #[derive(Debug)]
 pub struct Connection {
@@ -197,7 +205,8 @@ impl Connection {
     }
 
     /// Server side: a SYN PDU arrived (already decoded); answer with SYN-ACK.
-    /// Returns `None` (and nothing is sent) if the PDU is not a plain SYN.
+    /// Returns `None` (and nothing is sent) if the PDU is not a plain SYN. A SYN whose max PDU
+    /// size is below [`MIN_PDU_SIZE`] is the caller's to refuse ([`syn_refusal`]).
     pub fn accept(config: Config, syn: &Pdu, iss: u16) -> Option<Connection> {
         let VarPart::Syn(params) = &syn.var else {
             return None;
@@ -396,6 +405,14 @@ impl Connection {
                 };
                 if !ok {
                     self.stats.ignored += 1;
+                    return events;
+                }
+                if params.max_pdu_size < MIN_PDU_SIZE {
+                    // Not even a SYN fits in the PDUs it takes: illegal parameters.
+                    self.abort(reason::ILLEGAL_PARAMETERS);
+                    events.push(Event::Closed(CloseReason::LocalReset(
+                        reason::ILLEGAL_PARAMETERS,
+                    )));
                     return events;
                 }
                 self.peer = Some(params.clone());
@@ -690,11 +707,17 @@ impl Connection {
         if self.ack_pending {
             self.ack_pending = false;
             let mut p = self.header(Flags::ACK, self.snd_nxt);
-            if self.has_ooo() {
+            // The EAK list is part of the header, so the whole PDU must fit the peer's max PDU
+            // size: (max PDU - 18) / 2 numbers at most, and never more than the one-octet header
+            // length allows. The lowest numbers go first (they are the ones resent soonest).
+            let room = self.peer.as_ref().map_or(0, |peer| {
+                (usize::from(peer.max_pdu_size).saturating_sub(FIXED_HEADER_LEN) / 2).min(MAX_EAKS)
+            });
+            if self.has_ooo() && room > 0 {
                 let mut list: Vec<u16> = self.ooo.keys().copied().collect();
                 let base = self.rcv_cur;
                 list.sort_by_key(|n| n.wrapping_sub(base));
-                list.truncate(MAX_EAKS);
+                list.truncate(room);
                 p.flags = Flags::ACK | Flags::EAK;
                 p.var = VarPart::Eak(list);
             }

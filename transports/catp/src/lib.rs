@@ -27,4 +27,4 @@ pub use conn::{CloseReason, Config, Connection, Event, Role, SendError, State, S
 pub use driver::{ClientLink, Endpoint, Impairment, LinkEvent};
 pub use pdu::{DecodeError, EncodeError, Flags, Pdu, SynParams, VarPart};
 pub use server::{Server, ServerStats};
-pub use transport::{CatpSettings, CatpTransport, LinkPusher};
+pub use transport::{no_refusal, CatpSettings, CatpTransport, LinkPusher, PushRefusal};

@@ -30,6 +30,10 @@ pub const FIXED_HEADER_LEN: usize = 18;
 pub const MAX_HEADER_LEN: usize = 255;
 /// Most out-of-sequence numbers one EAK PDU can carry ((255 - 18) / 2).
 pub const MAX_EAKS: usize = (MAX_HEADER_LEN - FIXED_HEADER_LEN) / 2;
+/// Smallest max PDU size a SYN may announce: the header of a SYN without identification (18 +
+/// 5 = 0x17). A peer announcing less could not take the SYN-ACK; its SYN is refused with RST
+/// reason 1 (illegal parameters).
+pub const MIN_PDU_SIZE: u16 = (FIXED_HEADER_LEN + 5) as u16;
 /// Longest identification one SYN PDU can carry (255 - 18 - 5).
 pub const MAX_IDENTIFICATION_LEN: usize = MAX_HEADER_LEN - FIXED_HEADER_LEN - 5;
 

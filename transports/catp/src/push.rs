@@ -8,10 +8,11 @@
 //! | P2 | data |
 //! |---|---|
 //! | `01` request for BIP channel opening | COMPREHENSION-TLV data objects of OPEN CHANNEL (TS 102 223 clause 6.6.27; CR bit clear): `35` bearer description, `39` buffer size (2), optional `47` network access name, `3C` UICC/terminal interface transport level (`01` UDP, UICC in client mode, remote connection; port 2), `3E` data destination address (`21` IPv4 / `57` IPv6 and the address). Never "other address (local)" (clause 9.2.1) |
-//! | `02` request for CAT_TP link establishment | CAT_TP destination port (2), max SDU size (2), then the optional identification data (clause 9.2.2) |
+//! | `02` request for CAT_TP link establishment | COMPREHENSION-TLV data objects too (clause 9.2.2): `3C` UICC/terminal interface transport level (`00` and the CAT_TP destination port; mandatory), `39` buffer size (the max SDU size; optional), `36` channel data (the identification the card puts in its SYN; optional) |
 //!
-//! Checked against the text of clauses 9.2 and 9.2.1. The layout of the clause 9.2.2 data after
-//! the port and SDU size (how identification data is coded) is our reading; we send none.
+//! Checked against the text of clauses 9.2 and 9.2.1; the clause 9.2.2 objects as the njiwa
+//! SM-SR writes them (`src/io/njiwa/sr/transports/BipCatTP.java`, `makePushCmd2`). A card
+//! refuses data it cannot parse as COMPREHENSION-TLVs with status word `6A 80` (clause 9.2.1).
 
 use std::net::IpAddr;
 
@@ -27,10 +28,20 @@ pub const P2_BIP_OPEN: u8 = 0x01;
 pub const P2_CATTP_LINK: u8 = 0x02;
 /// TS 102 223 COMPREHENSION-TLV tags (CR bit clear).
 const TAG_BEARER: u8 = 0x35;
+const TAG_CHANNEL_DATA: u8 = 0x36;
 const TAG_BUFFER_SIZE: u8 = 0x39;
 const TAG_APN: u8 = 0x47;
 const TAG_TRANSPORT_LEVEL: u8 = 0x3C;
 const TAG_ADDRESS: u8 = 0x3E;
+/// The CR ("comprehension required") bit of a one-octet tag (TS 101 220 tag coding).
+const CR: u8 = 0x80;
+/// Protocol type octet of the `3C` object in the CAT_TP link request: only the port counts
+/// there (the channel is the one P2 `01` opened); njiwa writes `00`.
+pub const LINK_TRANSPORT_TYPE: u8 = 0x00;
+/// Status word of a PUSH whose data the card cannot use (TS 102 226 clause 9.2.1).
+pub const SW_WRONG_DATA: u16 = 0x6A80;
+/// Status word of a PUSH with a P1/P2 the card does not know.
+pub const SW_WRONG_P1P2: u16 = 0x6A86;
 /// Transport protocol type "UDP, UICC in client mode, remote connection" (TS 102 223 8.59).
 pub const TRANSPORT_UDP_CLIENT_REMOTE: u8 = 0x01;
 
@@ -71,10 +82,11 @@ pub struct BipOpenRequest {
 pub struct CatTpLinkRequest {
     /// CAT_TP destination port (the gateway's CAT_TP port, in the PDU header).
     pub destination_port: u16,
-    /// Largest SDU the gateway will send.
-    pub max_sdu_size: u16,
-    /// Identification data the card may be asked to present (usually empty: the card sends
-    /// its ICCID in the SYN).
+    /// Largest SDU the gateway will send (the `39` object), if said.
+    pub max_sdu_size: Option<u16>,
+    /// Identification the card puts in its SYN (the `36` object; empty: not sent, the card
+    /// uses its default). The gateway sends the card's ICCID so that the SYN names it whatever
+    /// the card's default.
     pub identification: Vec<u8>,
 }
 
@@ -101,6 +113,19 @@ pub enum PushError {
     },
     #[error("{0} too long to encode")]
     TooLong(&'static str),
+    #[error("{what}: tag {tag:#04x} with the CR bit set is not understood")]
+    NotUnderstood { what: &'static str, tag: u8 },
+}
+
+impl PushError {
+    /// The status word a card answers the PUSH APDU with (TS 102 226 clause 9.2.1: `6A 80`
+    /// for data it refuses).
+    pub fn status_word(&self) -> u16 {
+        match self {
+            PushError::NotPush(_) => SW_WRONG_P1P2,
+            _ => SW_WRONG_DATA,
+        }
+    }
 }
 
 /// A dotted APN (`iot.example`) as the network access name's labels (TS 23.003 clause 9.1:
@@ -137,31 +162,82 @@ fn tlv(out: &mut Vec<u8>, tag: u8, value: &[u8], what: &'static str) -> Result<(
     Ok(())
 }
 
-/// Reads one BER-TLV with a one-octet tag: (tag, value, rest).
-fn read_tlv<'a>(b: &'a [u8], what: &'static str) -> Result<(u8, &'a [u8], &'a [u8]), PushError> {
+/// Reads one COMPREHENSION-TLV (TS 102 223 annex C) with a one-octet tag: (tag with the CR
+/// bit cleared, whether CR was set, value, rest). Strict as a card is: the three-octet tag
+/// format and the tag values `00`/`80`/`FF` are refused, a length is `00`..`7F` or `81`
+/// `80`..`FF` (a PUSH APDU carries at most 255 octets), and the value must be all there.
+#[allow(clippy::type_complexity)]
+fn read_tlv<'a>(
+    b: &'a [u8],
+    what: &'static str,
+) -> Result<(u8, bool, &'a [u8], &'a [u8]), PushError> {
+    let invalid = |reason| PushError::Invalid {
+        field: what,
+        reason,
+    };
     let (&tag, rest) = b.split_first().ok_or(PushError::Truncated(what))?;
+    if matches!(tag, 0x00 | 0x7F | 0x80 | 0xFF) {
+        return Err(invalid("tag not a one-octet COMPREHENSION-TLV tag"));
+    }
     let (&l0, rest) = rest.split_first().ok_or(PushError::Truncated(what))?;
     let (len, rest) = match l0 {
         0..=0x7F => (usize::from(l0), rest),
-        0x81 => {
-            let (&l, r) = rest.split_first().ok_or(PushError::Truncated(what))?;
-            (usize::from(l), r)
-        }
-        0x82 => {
-            let l = rest.get(..2).ok_or(PushError::Truncated(what))?;
-            (usize::from(u16::from_be_bytes([l[0], l[1]])), &rest[2..])
-        }
-        _ => {
-            return Err(PushError::Invalid {
-                field: what,
-                reason: "length coding",
-            })
-        }
+        0x81 => match rest.split_first() {
+            Some((&l, r)) if l >= 0x80 => (usize::from(l), r),
+            Some(_) => return Err(invalid("length 81 followed by less than 80")),
+            None => return Err(PushError::Truncated(what)),
+        },
+        _ => return Err(invalid("length coding")),
     };
     if rest.len() < len {
         return Err(PushError::Truncated(what));
     }
-    Ok((tag, &rest[..len], &rest[len..]))
+    Ok((tag & !CR, tag & CR != 0, &rest[..len], &rest[len..]))
+}
+
+/// One PUSH command as a card reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushCommand {
+    /// P2 `01`.
+    BipOpen(BipOpenRequest),
+    /// P2 `02`.
+    CatTpLink(CatTpLinkRequest),
+}
+
+/// Reads a compact script of PUSH APDUs as a card runs it: each command in turn, stopping at
+/// the first one refused (its error says the status word, [`PushError::status_word`]). The
+/// commands read before it are returned with it (the PoR's "number of commands executed").
+pub fn read_commands(data: &[u8]) -> (Vec<PushCommand>, Option<PushError>) {
+    let mut done = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        match read_command(rest) {
+            Ok((command, r)) => {
+                done.push(command);
+                rest = r;
+            }
+            Err(e) => return (done, Some(e)),
+        }
+    }
+    (done, None)
+}
+
+/// The first PUSH APDU of `b` and what follows it.
+fn read_command(b: &[u8]) -> Result<(PushCommand, &[u8]), PushError> {
+    let header = b.get(..5).ok_or(PushError::Truncated("PUSH APDU header"))?;
+    if header[..3] != [PUSH_CLA, PUSH_INS, PUSH_P1] {
+        return Err(PushError::NotPush(hex::encode_upper(&header[..4])));
+    }
+    let len = usize::from(header[4]);
+    let value = b
+        .get(5..5 + len)
+        .ok_or(PushError::Truncated("PUSH APDU data"))?;
+    let command = match header[3] {
+        P2_BIP_OPEN => PushCommand::BipOpen(decode_bip(value)?),
+        P2_CATTP_LINK => PushCommand::CatTpLink(decode_link(value)?),
+        _ => return Err(PushError::NotPush(hex::encode_upper(&header[..4]))),
+    };
+    Ok((command, &b[5 + len..]))
 }
 
 impl PushRequest {
@@ -201,9 +277,32 @@ impl PushRequest {
         tlv(&mut bip, TAG_ADDRESS, &addr, "data destination address")?;
 
         let mut link = Vec::new();
-        link.extend_from_slice(&self.link.destination_port.to_be_bytes());
-        link.extend_from_slice(&self.link.max_sdu_size.to_be_bytes());
-        link.extend_from_slice(&self.link.identification);
+        let port = self.link.destination_port.to_be_bytes();
+        tlv(
+            &mut link,
+            TAG_TRANSPORT_LEVEL,
+            &[LINK_TRANSPORT_TYPE, port[0], port[1]],
+            "CAT_TP transport level",
+        )?;
+        if let Some(sdu) = self.link.max_sdu_size {
+            tlv(
+                &mut link,
+                TAG_BUFFER_SIZE,
+                &sdu.to_be_bytes(),
+                "max SDU size",
+            )?;
+        }
+        if !self.link.identification.is_empty() {
+            if self.link.identification.len() > crate::pdu::MAX_IDENTIFICATION_LEN {
+                return Err(PushError::TooLong("identification"));
+            }
+            tlv(
+                &mut link,
+                TAG_CHANNEL_DATA,
+                &self.link.identification,
+                "identification",
+            )?;
+        }
 
         let mut out = Vec::new();
         push_apdu(&mut out, P2_BIP_OPEN, &bip, "BIP channel opening request")?;
@@ -211,34 +310,25 @@ impl PushRequest {
         Ok(out)
     }
 
-    /// Reads push data (the card side): PUSH APDUs back to back, the BIP channel opening
-    /// request and the CAT_TP link request each exactly once.
+    /// Reads push data (the card side, [`read_commands`]): PUSH APDUs back to back, the BIP
+    /// channel opening request and the CAT_TP link request each exactly once.
     pub fn decode(data: &[u8]) -> Result<PushRequest, PushError> {
+        let (commands, error) = read_commands(data);
+        if let Some(e) = error {
+            return Err(e);
+        }
         let mut bip = None;
         let mut link = None;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let header = rest
-                .get(..5)
-                .ok_or(PushError::Truncated("PUSH APDU header"))?;
-            if header[..3] != [PUSH_CLA, PUSH_INS, PUSH_P1] {
-                return Err(PushError::NotPush(hex::encode_upper(&header[..4])));
-            }
-            let len = usize::from(header[4]);
-            let value = rest
-                .get(5..5 + len)
-                .ok_or(PushError::Truncated("PUSH APDU data"))?;
-            rest = &rest[5 + len..];
-            match header[3] {
-                P2_BIP_OPEN if bip.is_none() => bip = Some(decode_bip(value)?),
-                P2_CATTP_LINK if link.is_none() => link = Some(decode_link(value)?),
-                P2_BIP_OPEN | P2_CATTP_LINK => {
-                    return Err(PushError::Invalid {
-                        field: "PUSH command",
-                        reason: "repeated",
-                    })
-                }
-                _ => return Err(PushError::NotPush(hex::encode_upper(&header[..4]))),
+        for c in commands {
+            let repeated = match c {
+                PushCommand::BipOpen(b) => bip.replace(b).is_some(),
+                PushCommand::CatTpLink(l) => link.replace(l).is_some(),
+            };
+            if repeated {
+                return Err(PushError::Invalid {
+                    field: "PUSH command",
+                    reason: "repeated",
+                });
             }
         }
         Ok(PushRequest {
@@ -269,10 +359,11 @@ fn decode_bip(mut b: &[u8]) -> Result<BipOpenRequest, PushError> {
     let mut port = None;
     let mut ip: Option<IpAddr> = None;
     while !b.is_empty() {
-        let (tag, v, r) = read_tlv(b, "BIP channel opening request")?;
+        // The CR bit may be set (TS 102 223 lets either form through); the card hands the other OPEN
+        // CHANNEL objects to its terminal, which judges them.
+        let (tag, _, v, r) = read_tlv(b, "BIP channel opening request")?;
         b = r;
-        // The CR bit (b8) may be set by other encoders.
-        match tag & 0x7F {
+        match tag {
             TAG_BEARER => {
                 let (&t, p) = v.split_first().ok_or(PushError::Truncated("bearer"))?;
                 bearer = Some(Bearer {
@@ -332,14 +423,56 @@ fn decode_bip(mut b: &[u8]) -> Result<BipOpenRequest, PushError> {
     })
 }
 
-fn decode_link(v: &[u8]) -> Result<CatTpLinkRequest, PushError> {
-    let head = v
-        .get(..4)
-        .ok_or(PushError::Truncated("CAT_TP link request"))?;
+fn decode_link(mut b: &[u8]) -> Result<CatTpLinkRequest, PushError> {
+    const WHAT: &str = "CAT_TP link request";
+    let mut port = None;
+    let mut sdu = None;
+    let mut identification = None;
+    while !b.is_empty() {
+        let (tag, cr, v, r) = read_tlv(b, WHAT)?;
+        b = r;
+        let repeated = match tag {
+            TAG_TRANSPORT_LEVEL => {
+                let [_, hi, lo]: [u8; 3] = v.try_into().map_err(|_| PushError::Invalid {
+                    field: "CAT_TP transport level",
+                    reason: "not 3 octets",
+                })?;
+                port.replace(u16::from_be_bytes([hi, lo])).is_some()
+            }
+            TAG_BUFFER_SIZE => {
+                let s: [u8; 2] = v.try_into().map_err(|_| PushError::Invalid {
+                    field: "max SDU size",
+                    reason: "not 2 octets",
+                })?;
+                sdu.replace(u16::from_be_bytes(s)).is_some()
+            }
+            TAG_CHANNEL_DATA => {
+                // The card must fit it in its SYN (TS 102 127: one-octet identification length
+                // inside a one-octet header length).
+                if v.len() > crate::pdu::MAX_IDENTIFICATION_LEN {
+                    return Err(PushError::Invalid {
+                        field: "identification",
+                        reason: "longer than a SYN carries",
+                    });
+                }
+                identification.replace(v.to_vec()).is_some()
+            }
+            // An object not understood is skipped unless its CR bit asks for comprehension
+            // (TS 102 223, unknown COMPREHENSION-TLVs).
+            _ if cr => return Err(PushError::NotUnderstood { what: WHAT, tag }),
+            _ => false,
+        };
+        if repeated {
+            return Err(PushError::Invalid {
+                field: WHAT,
+                reason: "a data object repeated",
+            });
+        }
+    }
     Ok(CatTpLinkRequest {
-        destination_port: u16::from_be_bytes([head[0], head[1]]),
-        max_sdu_size: u16::from_be_bytes([head[2], head[3]]),
-        identification: v[4..].to_vec(),
+        destination_port: port.ok_or(PushError::Missing("a CAT_TP transport level (3C)"))?,
+        max_sdu_size: sdu,
+        identification: identification.unwrap_or_default(),
     })
 }
 
@@ -360,10 +493,15 @@ mod tests {
             },
             link: CatTpLinkRequest {
                 destination_port: 0x1F90,
-                max_sdu_size: 4096,
-                identification: Vec::new(),
+                max_sdu_size: Some(4096),
+                identification: crate::pdu::iccid_to_identification("8949000000000000001").unwrap(),
             },
         }
+    }
+
+    /// The BIP part of `sample()` as encoded (36 octets), for tests of the link part alone.
+    fn bip_apdu() -> Vec<u8> {
+        sample().encode().unwrap()[..36].to_vec()
     }
 
     #[test]
@@ -383,9 +521,13 @@ mod tests {
             "3e05",
             "210a010203", // IPv4 10.1.2.3
             "80ec0102",
-            "04",
-            "1f90",
-            "1000", // PUSH: request for CAT_TP link establishment, port 8080, max SDU 4096
+            "15", // PUSH: request for CAT_TP link establishment, 21 octets
+            "3c03",
+            "001f90", // transport level: the CAT_TP port 8080
+            "3902",
+            "1000", // buffer size: max SDU 4096
+            "360a",
+            "989400000000000000f1", // channel data: the identification (ICCID 8949...001)
         ))
         .unwrap();
         assert_eq!(b, expected);
@@ -443,7 +585,98 @@ mod tests {
     #[test]
     fn oversized_data_is_refused_when_encoding() {
         let mut p = sample();
-        p.link.identification = vec![0; 252];
-        assert_eq!(p.encode(), Err(PushError::TooLong("CAT_TP link request")));
+        p.link.identification = vec![0; crate::pdu::MAX_IDENTIFICATION_LEN + 1];
+        assert_eq!(p.encode(), Err(PushError::TooLong("identification")));
+        p.link.identification.clear();
+        p.bip.bearer.parameters = vec![0; 250];
+        assert_eq!(
+            p.encode(),
+            Err(PushError::TooLong("BIP channel opening request"))
+        );
+    }
+
+    /// What otagw sent before (raw octets: port 4500, max SDU 65535), and what a card's
+    /// COMPREHENSION-TLV parser makes of it: tag 11, then length octet 94 (148 to a lax
+    /// parser, with 2 octets left; not a valid length coding to a strict one). Either way the
+    /// card refuses the PUSH with 6A80; the BIP request before it ran.
+    #[test]
+    fn a_raw_octet_link_request_is_refused_with_6a80() {
+        let mut raw = bip_apdu();
+        raw.extend_from_slice(&hex::decode("80EC0102041194FFFF").unwrap());
+        let (done, error) = read_commands(&raw);
+        assert_eq!(done.len(), 1);
+        assert!(matches!(done[0], PushCommand::BipOpen(_)));
+        let error = error.expect("refused");
+        assert_eq!(
+            error,
+            PushError::Invalid {
+                field: "CAT_TP link request",
+                reason: "length coding"
+            }
+        );
+        assert_eq!(error.status_word(), 0x6A80);
+        assert!(PushRequest::decode(&raw).is_err());
+        assert!(!PushRequest::is_push(&raw));
+        // The sample's raw form (port 1F90: tag 1F, length 90, not a valid length coding).
+        let mut raw = bip_apdu();
+        raw.extend_from_slice(&hex::decode("80EC0102041F901000").unwrap());
+        assert_eq!(read_commands(&raw).1.unwrap().status_word(), 0x6A80);
+    }
+
+    fn link_only(data: &str) -> Result<CatTpLinkRequest, PushError> {
+        let data = hex::decode(data).unwrap();
+        let mut b = bip_apdu();
+        b.extend_from_slice(&[0x80, 0xEC, 0x01, 0x02, data.len() as u8]);
+        b.extend_from_slice(&data);
+        PushRequest::decode(&b).map(|p| p.link)
+    }
+
+    #[test]
+    fn link_objects_as_a_card_reads_them() {
+        let port_only = CatTpLinkRequest {
+            destination_port: 0x1194,
+            max_sdu_size: None,
+            identification: Vec::new(),
+        };
+        // Only the transport level is mandatory; its protocol type octet is not looked at.
+        assert_eq!(link_only("3C03001194"), Ok(port_only.clone()));
+        assert_eq!(link_only("3C03011194"), Ok(port_only.clone()));
+        // The CR bit may be set on any of them (BC, B9, B6), in any order.
+        assert_eq!(
+            link_only("B6020102B9020400BC03001194"),
+            Ok(CatTpLinkRequest {
+                max_sdu_size: Some(1024),
+                identification: vec![1, 2],
+                ..port_only.clone()
+            })
+        );
+        // An object not understood: skipped without CR, refused with it.
+        assert_eq!(link_only("3C030011940D0100"), Ok(port_only.clone()));
+        assert_eq!(
+            link_only("3C030011948D0100"),
+            Err(PushError::NotUnderstood {
+                what: "CAT_TP link request",
+                tag: 0x0D
+            })
+        );
+        for bad in [
+            "",                     // no transport level
+            "39020400",             // no transport level
+            "3C021194",             // transport level of 2 octets
+            "3C03001194390104",     // buffer size of 1 octet
+            "3C030011943C03001194", // transport level twice
+            "3C8103001194",         // length 81 with a value below 80
+            "3C820003001194",       // length coding 82 in a short APDU
+            "7F00013C03001194",     // three-octet tag format
+            "3C04001194",           // length beyond the data
+        ] {
+            let e = link_only(bad).expect_err(bad);
+            assert_eq!(e.status_word(), 0x6A80, "{bad}: {e}");
+        }
+        // An identification longer than a SYN carries.
+        let long_id = format!("3C030011943681E9{}", "00".repeat(233));
+        assert!(link_only(&long_id).is_err());
+        let longest = format!("3C030011943681E8{}", "00".repeat(232));
+        assert_eq!(link_only(&longest).unwrap().identification.len(), 232);
     }
 }

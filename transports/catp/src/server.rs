@@ -19,6 +19,8 @@ pub struct ServerStats {
     pub accepted: u64,
     /// SYNs refused (connection limit).
     pub refused: u64,
+    /// SYNs refused for illegal parameters (a max PDU size below the SYN header's).
+    pub illegal: u64,
     /// Non-SYN PDUs from peers without a connection (answered with RST).
     pub unknown_peer: u64,
     /// Connections replaced by a new SYN from the same address.
@@ -164,6 +166,13 @@ impl<A: Eq + Hash + Clone> Server<A> {
                 self.mark(&from);
             }
             _ if is_plain_syn => {
+                if let VarPart::Syn(params) = &pdu.var {
+                    if let Some(code) = crate::conn::syn_refusal(params) {
+                        self.stats.illegal += 1;
+                        self.rst_to(from, &pdu, code);
+                        return;
+                    }
+                }
                 if self.conns.len() >= self.max_connections {
                     self.stats.refused += 1;
                     self.rst_to(from, &pdu, reason::TEMPORARILY_UNABLE);

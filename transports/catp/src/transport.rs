@@ -26,6 +26,12 @@ use crate::framing;
 use crate::pdu::reason;
 use crate::push::{Bearer, BipOpenRequest, CatTpLinkRequest, PushRequest};
 
+/// What the card may still say about a push it was sent: resolves with the card's refusal
+/// (its PoR on error names the status, TS 102 225 SPI "PoR on error"), or fails (sender
+/// dropped) when nothing more will come. The transport drops it when it stops waiting, which
+/// tells the pusher to stop listening.
+pub type PushRefusal = oneshot::Receiver<String>;
+
 /// Asks a card to open its BIP channel and CAT_TP link: secures `request` for the card of
 /// `message` (its keys, a counter) and sends it over SMS. Implemented by the gateway, which
 /// holds the keys; the transport knows none.
@@ -34,7 +40,12 @@ pub trait LinkPusher: Send + Sync {
         &'a self,
         message: &'a OutboundMessage,
         request: &'a PushRequest,
-    ) -> BoxFuture<'a, Result<(), TransportError>>;
+    ) -> BoxFuture<'a, Result<PushRefusal, TransportError>>;
+}
+
+/// A [`PushRefusal`] that never resolves to a refusal (for pushers that hear nothing back).
+pub fn no_refusal() -> PushRefusal {
+    oneshot::channel().1
 }
 
 /// Settings of the CAT_TP transport.
@@ -75,7 +86,8 @@ impl CatpSettings {
             },
             link: CatTpLinkRequest {
                 destination_port: self.cattp_port,
-                max_sdu_size: self.link.max_sdu_size,
+                max_sdu_size: Some(self.link.max_sdu_size),
+                // Per card: its ICCID ([`CatpTransport`] fills it in before each push).
                 identification: Vec::new(),
             },
         }
@@ -140,8 +152,8 @@ struct Links {
     by_addr: HashMap<SocketAddr, String>,
     /// Cards we have (had) messages for: ICCID -> MSISDN.
     msisdn: HashMap<String, String>,
-    /// Messages waiting for a card's link.
-    waiting: HashMap<String, Vec<oneshot::Sender<SocketAddr>>>,
+    /// Messages waiting for a card's link (or for the card's refusal of the push).
+    waiting: HashMap<String, Vec<oneshot::Sender<Result<SocketAddr, TransportError>>>>,
 }
 
 struct Inner {
@@ -190,7 +202,7 @@ impl Inner {
                     Some(w) => {
                         self.accepted.fetch_add(1, Ordering::Relaxed);
                         for tx in w {
-                            let _ = tx.send(peer);
+                            let _ = tx.send(Ok(peer));
                         }
                     }
                     None => {
@@ -253,8 +265,26 @@ impl Inner {
         }
     }
 
+    /// Fails every message waiting for the card's link with `error` (the card refused the
+    /// push: no link will come of it).
+    fn refuse_waiters(&self, iccid: &str, error: &TransportError) {
+        let waiters = self
+            .links
+            .lock()
+            .ok()
+            .and_then(|mut l| l.waiting.remove(iccid))
+            .unwrap_or_default();
+        for tx in waiters {
+            let _ = tx.send(Err(error.clone()));
+        }
+    }
+
     /// Registers a wait for the card's link; true if a push is already out for it.
-    fn wait_for_link(&self, iccid: &str) -> Option<(oneshot::Receiver<SocketAddr>, bool)> {
+    #[allow(clippy::type_complexity)]
+    fn wait_for_link(
+        &self,
+        iccid: &str,
+    ) -> Option<(oneshot::Receiver<Result<SocketAddr, TransportError>>, bool)> {
         let mut l = self.links.lock().ok()?;
         let (tx, rx) = oneshot::channel();
         let list = l.waiting.entry(iccid.to_string()).or_default();
@@ -291,17 +321,48 @@ impl Inner {
             let Some((rx, already_pushed)) = self.wait_for_link(&iccid) else {
                 break;
             };
+            let mut refusal = None;
             if !already_pushed {
                 self.pushes.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = self.pusher.push(&message, &self.push_request).await {
-                    if !e.is_transient() {
+                // The card's ICCID as the SYN identification (the `36` object), so that the
+                // link names the card whatever identification the card would use by default.
+                let mut request = self.push_request.clone();
+                request.link.identification =
+                    crate::pdu::iccid_to_identification(&iccid).unwrap_or_default();
+                match self.pusher.push(&message, &request).await {
+                    Ok(r) => refusal = Some(r),
+                    Err(e) if !e.is_transient() => {
                         self.emit(fail(e));
                         return;
                     }
-                    tracing::warn!("CAT_TP push to {iccid}: {e}");
+                    Err(e) => tracing::warn!("CAT_TP push to {iccid}: {e}"),
                 }
             }
-            let _ = tokio::time::timeout(self.settings.link_timeout, rx).await;
+            let link = tokio::time::timeout(self.settings.link_timeout, rx);
+            let waited = match refusal {
+                Some(mut refusal) => tokio::select! {
+                    w = link => w,
+                    // An error PoR for the push: no link comes of it, for this message or
+                    // any other waiting for the card.
+                    Ok(why) = &mut refusal => {
+                        let e = TransportError::Rejected(format!(
+                            "card {iccid} refused the CAT_TP push: {why}"
+                        ));
+                        self.refuse_waiters(&iccid, &e);
+                        if let Ok(mut l) = self.links.lock() {
+                            l.forget_card_if_idle(&iccid);
+                        }
+                        self.emit(fail(e));
+                        return;
+                    }
+                },
+                None => link.await,
+            };
+            if let Ok(Ok(Err(e))) = waited {
+                // Another message's push was refused.
+                self.emit(fail(e));
+                return;
+            }
         }
         if let Ok(mut l) = self.links.lock() {
             l.forget_card_if_idle(&iccid);

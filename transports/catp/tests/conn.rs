@@ -849,3 +849,100 @@ fn syn_over_the_connection_limit_gets_rst_reason_2() {
     );
     assert_eq!(srv.len(), 1);
 }
+
+/// An EAK lists its numbers in the header, so the whole PDU must fit the peer's max PDU size:
+/// a server announcing 24 octets gets at most (24 - 18) / 2 = 3 numbers, the lowest first.
+#[test]
+fn eak_list_fits_the_peers_max_pdu() {
+    let t0 = Instant::now();
+    let mut card = Connection::connect(
+        Config {
+            window: 16,
+            ..card_config()
+        },
+        0x4000,
+        80,
+        100,
+    );
+    let mut srv = Server::new(
+        Config {
+            max_pdu_size: 24,
+            ..server_config()
+        },
+        100,
+        7000,
+    );
+    let (ce, _) = pump(&mut card, &mut srv, t0);
+    assert!(matches!(&ce[..], [Event::Connected(p)] if p.max_pdu_size == 24));
+    for i in 0..8u8 {
+        srv.send(&CARD, &[i]).unwrap();
+    }
+    let pdus = drain_server(&mut srv, t0);
+    assert_eq!(pdus.len(), 8, "within the card's window");
+    // The first is lost: seven arrive out of sequence.
+    for p in &pdus[1..] {
+        assert!(card.handle_pdu(t0, p).is_empty());
+    }
+    let first = Pdu::decode(&pdus[1]).unwrap().seq;
+    let eak = card.poll_transmit(t0).unwrap();
+    assert!(eak.len() <= 24, "{} octets", eak.len());
+    let eak = Pdu::decode(&eak).unwrap();
+    assert_eq!(eak.flags, Flags::ACK | Flags::EAK);
+    assert_eq!(
+        eak.var,
+        VarPart::Eak(vec![first, first.wrapping_add(1), first.wrapping_add(2)])
+    );
+}
+
+/// A SYN announcing a max PDU size below the SYN header's own size (0x17) is refused with RST
+/// reason 1 (illegal parameters) and no connection is made; 0x17 is taken. The same on the
+/// card's side for a SYN-ACK.
+#[test]
+fn syn_with_a_max_pdu_below_the_header_gets_rst_reason_1() {
+    let t0 = Instant::now();
+    let mut srv: Server<u32> = Server::new(server_config(), 10, 0);
+    let small = |max_pdu_size: u16| Config {
+        max_pdu_size,
+        ..card_config()
+    };
+    let mut a = Connection::connect(small(0x16), 0x4000, 80, 0);
+    srv.handle_datagram(t0, CARD, &a.poll_transmit(t0).unwrap());
+    let out = drain_server(&mut srv, t0);
+    assert_eq!(out.len(), 1);
+    let rst = Pdu::decode(&out[0]).unwrap();
+    assert!(rst.flags.contains(Flags::RST));
+    assert_eq!(rst.var, VarPart::Rst(reason::ILLEGAL_PARAMETERS));
+    assert_eq!(
+        a.handle_pdu(t0, &out[0]),
+        vec![Event::Closed(CloseReason::PeerReset(1))]
+    );
+    assert!(srv.is_empty());
+    assert_eq!(srv.stats().illegal, 1);
+    assert!(server_events(&mut srv).is_empty());
+
+    let mut b = Connection::connect(small(0x17), 0x4000, 80, 0);
+    let (ce, se) = pump(&mut b, &mut srv, t0);
+    assert!(matches!(&ce[..], [Event::Connected(_)]), "{ce:?}");
+    assert!(matches!(&se[..], [Event::Connected(p)] if p.max_pdu_size == 0x17));
+
+    // The card's side: a SYN-ACK announcing 0x16.
+    let mut card = Connection::connect(card_config(), 0x4000, 80, 500);
+    let syn = Pdu::decode(&card.poll_transmit(t0).unwrap()).unwrap();
+    let mut tiny = Server::new(
+        Config {
+            max_pdu_size: 0x16,
+            ..server_config()
+        },
+        10,
+        0,
+    );
+    tiny.handle_datagram(t0, CARD, &syn.encode().unwrap());
+    let syn_ack = drain_server(&mut tiny, t0);
+    assert_eq!(
+        card.handle_pdu(t0, &syn_ack[0]),
+        vec![Event::Closed(CloseReason::LocalReset(1))]
+    );
+    let rst = Pdu::decode(&card.poll_transmit(t0).unwrap()).unwrap();
+    assert_eq!(rst.var, VarPart::Rst(reason::ILLEGAL_PARAMETERS));
+    assert_eq!(card.state(), State::Closed);
+}

@@ -37,6 +37,9 @@ fn fast() -> Config {
 struct InProcessCard {
     iccid: &'static str,
     silent: bool,
+    /// Refuses the push with this (as the gateway reads the card's error PoR) and never
+    /// connects.
+    refuse: Option<&'static str>,
     pushes: AtomicUsize,
     links: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -46,8 +49,17 @@ impl LinkPusher for InProcessCard {
         &'a self,
         _message: &'a OutboundMessage,
         request: &'a PushRequest,
-    ) -> BoxFuture<'a, Result<(), TransportError>> {
+    ) -> BoxFuture<'a, Result<otagw_catp::PushRefusal, TransportError>> {
         self.pushes.fetch_add(1, Ordering::SeqCst);
+        if let Some(why) = self.refuse {
+            // The PoR comes back over SMS a little later.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = tx.send(why.to_string());
+            });
+            return Box::pin(async { Ok(rx) });
+        }
         let silent = self.silent;
         let request = request.clone();
         let iccid = self.iccid;
@@ -85,7 +97,7 @@ impl LinkPusher for InProcessCard {
         if let Ok(mut l) = self.links.lock() {
             l.push(task);
         }
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(otagw_catp::no_refusal()) })
     }
 }
 
@@ -153,6 +165,7 @@ async fn one_push_for_concurrent_messages_and_pors_with_the_msisdn() {
     let card = Arc::new(InProcessCard {
         iccid: ICCID,
         silent: false,
+        refuse: None,
         pushes: AtomicUsize::new(0),
         links: Mutex::default(),
     });
@@ -208,6 +221,7 @@ async fn silent_card_times_out_after_the_pushes() {
     let card = Arc::new(InProcessCard {
         iccid: ICCID,
         silent: true,
+        refuse: None,
         pushes: AtomicUsize::new(0),
         links: Mutex::default(),
     });
@@ -233,6 +247,7 @@ async fn a_link_from_an_unknown_card_is_reset() {
     let card = Arc::new(InProcessCard {
         iccid: ICCID,
         silent: true,
+        refuse: None,
         pushes: AtomicUsize::new(0),
         links: Mutex::default(),
     });
@@ -271,6 +286,7 @@ async fn refusals() {
     let card = Arc::new(InProcessCard {
         iccid: ICCID,
         silent: true,
+        refuse: None,
         pushes: AtomicUsize::new(0),
         links: Mutex::default(),
     });
@@ -297,4 +313,49 @@ async fn refusals() {
     };
     assert!(t.send(text).await.is_err());
     assert_eq!(card.pushes.load(Ordering::SeqCst), 0, "nothing pushed");
+}
+
+/// A card that answers the push with an error PoR: every message waiting for its link fails at
+/// once with the card's status named (one push, no waiting for the link timeout).
+#[tokio::test]
+async fn a_refused_push_fails_the_waiting_messages_naming_the_status() {
+    let card = Arc::new(InProcessCard {
+        iccid: ICCID,
+        silent: false,
+        refuse: Some("PoR status 0A insufficient security level"),
+        pushes: AtomicUsize::new(0),
+        links: Mutex::default(),
+    });
+    let (t, mut rx) = transport(card.clone(), Duration::from_secs(30)).await;
+    let started = std::time::Instant::now();
+    t.send(message(1, packet(100), Some(ICCID)))
+        .await
+        .expect("taken");
+    t.send(message(2, packet(100), Some(ICCID)))
+        .await
+        .expect("taken");
+    let mut failed = Vec::new();
+    while failed.len() < 2 {
+        match next(&mut rx).await {
+            DeliveryEvent::Failed { id, error } => failed.push((id, error)),
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not the 30 s link timeout"
+    );
+    failed.sort_by_key(|(id, _)| id.0);
+    for (i, (id, error)) in failed.iter().enumerate() {
+        assert_eq!(id.0, i as u64 + 1);
+        assert_eq!(
+            error,
+            &TransportError::Rejected(format!(
+                "card {ICCID} refused the CAT_TP push: PoR status 0A insufficient security level"
+            ))
+        );
+        assert!(!error.is_transient());
+    }
+    assert_eq!(card.pushes.load(Ordering::SeqCst), 1, "one push for both");
+    assert_eq!(t.stats().pushes, 1);
 }

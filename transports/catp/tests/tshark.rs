@@ -288,7 +288,10 @@ fn tshark_dissects_our_pdus_as_meant() {
 /// The PUSH for BIP channel opening carries the OPEN CHANNEL data objects the card replays to
 /// its terminal (TS 102 226 clause 9.2.1). tshark's CAT dissector (`etsi_cat`, fed through a
 /// user DLT) reads them, behind the command details and device identities the card adds, as
-/// we meant: bearer, buffer size, APN, transport level and destination address.
+/// we meant: bearer, buffer size, APN, transport level and destination address. The PUSH for
+/// CAT_TP link establishment (clause 9.2.2) carries COMPREHENSION-TLVs too, which the same
+/// dissector reads behind the same header: transport level (the port), buffer size (the max
+/// SDU) and channel data (the identification).
 #[test]
 fn tshark_reads_the_push_open_channel_objects_as_meant() {
     use otagw_catp::push::{apn_labels, Bearer, BipOpenRequest, CatTpLinkRequest, PushRequest};
@@ -304,11 +307,13 @@ fn tshark_reads_the_push_open_channel_objects_as_meant() {
         },
         link: CatTpLinkRequest {
             destination_port: 4500,
-            max_sdu_size: 4096,
-            identification: Vec::new(),
+            max_sdu_size: Some(4096),
+            identification: otagw_catp::pdu::iccid_to_identification("8949000000000000001")
+                .unwrap(),
         },
     };
     let mut records = Vec::new();
+    let mut links = Vec::new();
     for p in [push("198.51.100.7:4600"), push("[2001:db8::7]:4601")] {
         let script = p.encode().unwrap();
         // The first APDU: 80 EC 01 01 Lc, then its data.
@@ -318,7 +323,15 @@ fn tshark_reads_the_push_open_channel_objects_as_meant() {
         let mut open_channel = hex::decode("810301400182028182").unwrap();
         open_channel.extend_from_slice(data);
         records.push(open_channel);
+        // The second: 80 EC 01 02 Lc, then its data, behind the same header.
+        let second = &script[5 + data.len()..];
+        assert_eq!(&second[..4], &[0x80, 0xEC, 0x01, 0x02]);
+        assert_eq!(second.len(), 5 + usize::from(second[4]));
+        let mut link = hex::decode("810301400182028182").unwrap();
+        link.extend_from_slice(&second[5..]);
+        links.push(link);
     }
+    records.extend(links);
     let f = otagw_catp::pcap::write_frames(LINKTYPE_USER0, &records);
     let dir = std::env::temp_dir().join(format!("otagw-push-tshark-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -359,6 +372,9 @@ fn tshark_reads_the_push_open_channel_objects_as_meant() {
         vec![
             "0x40|0x02|3|2|1400|0x01|4600|0x21|198.51.100.7|".to_string(),
             "0x40|0x02|3|2|1400|0x01|4601|0x57||2001:db8::7".to_string(),
+            // Port 4500 behind protocol type 00 (only the port counts there), max SDU 4096.
+            "0x40||||4096|0x00|4500|||".to_string(),
+            "0x40||||4096|0x00|4500|||".to_string(),
         ]
     );
     // The APN has no field of its own: the dissector's text.
@@ -370,5 +386,11 @@ fn tshark_reads_the_push_open_channel_objects_as_meant() {
         .expect("tshark runs");
     let text = String::from_utf8_lossy(&verbose.stdout);
     assert_eq!(text.matches("APN: fleet.example").count(), 2, "{text}");
+    // Nor has the channel data (the identification, the ICCID as swapped-nibble BCD).
+    assert_eq!(
+        text.matches("Channel data: 989400000000000000f1").count(),
+        2,
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
