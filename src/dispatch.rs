@@ -74,6 +74,8 @@ struct Inner {
     observer: Mutex<Option<tokio::sync::mpsc::UnboundedSender<DispatchNote>>>,
     correlator: Mutex<PorCorrelator<MessageId>>,
     waiters: Mutex<HashMap<MessageId, oneshot::Sender<OtaOutcome>>>,
+    /// Commands that end on their delivery report (SPI: no PoR, or PoR on error only).
+    delivery_waiters: Mutex<HashMap<MessageId, oneshot::Sender<()>>>,
     rejected: AtomicU64,
     unmatched: AtomicU64,
     delivered: AtomicU64,
@@ -158,6 +160,14 @@ impl EventSink for Inner {
             }
             DeliveryEvent::Delivered { id } => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
+                let waiter = self
+                    .delivery_waiters
+                    .lock()
+                    .ok()
+                    .and_then(|mut w| w.remove(&id));
+                if let Some(w) = waiter {
+                    let _ = w.send(());
+                }
                 self.note(DispatchNote::Delivered { id });
             }
             DeliveryEvent::Accepted { id, network_refs } => {
@@ -236,12 +246,25 @@ impl OtaDispatcher {
         rx
     }
 
+    /// A receiver resolved when the network reports `id` delivered to the handset. Register
+    /// it before sending: the report may come at once.
+    pub fn on_delivered(&self, id: MessageId) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.inner.delivery_waiters.lock() {
+            w.insert(id, tx);
+        }
+        rx
+    }
+
     /// Stops waiting for a command (timed out at the caller).
     pub fn forget(&self, id: MessageId) {
         if let Ok(mut c) = self.inner.correlator.lock() {
             c.remove(&id);
         }
         if let Ok(mut w) = self.inner.waiters.lock() {
+            w.remove(&id);
+        }
+        if let Ok(mut w) = self.inner.delivery_waiters.lock() {
             w.remove(&id);
         }
     }

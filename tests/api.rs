@@ -898,6 +898,85 @@ async fn health_reports_the_smsc(backend: &str) {
     let _ = std::fs::remove_dir_all(data_dir);
 }
 
+/// TS 102 225 5.1.1, the SPI's PoR coding, for single commands over SMS: no PoR (`16 00`): the
+/// delivery report ends the command with SUCCESS; PoR on error only (`16 3A`): delivery and
+/// then the PoR wait with no PoR is SUCCESS, an error PoR is FAILED with the card's status.
+/// Each is sent exactly once (a resend would be a replayed counter), and its result says no
+/// PoR came. The reserved coding 11 is refused at submission.
+async fn por_modes_over_sms(backend: &str) {
+    let env = env_for(
+        backend,
+        DevOptions {
+            por_timeout: Duration::from_secs(2),
+            ..DevOptions::default()
+        },
+    )
+    .await;
+    let iccid = env.iccid(0).expect("card");
+    let msisdn = env.msisdn(0).expect("card");
+    let with_spi = |spi: &str, tar: &str| {
+        let mut c = cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]}));
+        c["security"]["spi"] = json!(spi);
+        c["security"]["tar"] = json!(tar);
+        c
+    };
+    let card_counter = || {
+        env.fleet
+            .with_card(&msisdn, |c| c.key_set(1).map(|k| k.counter().value()))
+            .flatten()
+            .unwrap_or(0)
+    };
+    for (spi, tar, status, por_name) in [
+        ("1600", "B00010", "SUCCESS", "no PoR requested"),
+        ("163A", "B00010", "SUCCESS", "no error PoR"),
+        ("163A", "B00099", "FAILED", "tar_unknown"),
+    ] {
+        let before = env.smsc.stats().submits_accepted;
+        let id = post_ok(&env, &with_spi(spi, tar)).await;
+        let r = env
+            .wait_done(&id, Duration::from_secs(20))
+            .await
+            .expect("done");
+        assert_eq!(r["status"], status, "SPI {spi}: {r}");
+        assert_eq!(r["attempts"], 1, "SPI {spi}: sent once: {r}");
+        assert_eq!(
+            env.smsc.stats().submits_accepted - before,
+            1,
+            "SPI {spi}: one submit_sm"
+        );
+        assert_eq!(r["response"]["porStatusName"], por_name, "SPI {spi}: {r}");
+        let kinds = events(&r);
+        if status == "SUCCESS" {
+            // DELIVERED comes before the end, never after it.
+            let d = kinds.iter().position(|k| k == "DELIVERED");
+            let s = kinds.iter().position(|k| k == "SUCCESS");
+            assert!(d.is_some() && d < s, "{kinds:?}");
+            // The card ran it with this counter and saw no other send of it.
+            assert_eq!(Some(card_counter()), r["counter"].as_u64(), "{r}");
+        } else {
+            assert_eq!(r["response"]["porStatus"], "09", "{r}");
+        }
+    }
+    let (code, answer) = env
+        .post("/api/v1/ota/commands", &with_spi("1603", "B00010"))
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{answer}");
+    assert!(answer.to_string().contains("security.spi"), "{answer}");
+    let mut key_update = with_spi("1600", "B00010");
+    key_update["type"] = json!("KEY_UPDATE");
+    let (code, answer) = env
+        .post("/api/v1/ota/commands", &key_update)
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("KEY_UPDATE needs a PoR"),
+        "{answer}"
+    );
+    env.shutdown().await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -926,4 +1005,5 @@ both_backends!(
     two_gateways_never_send_a_command_twice,
     applet_upload_install_delete,
     health_reports_the_smsc,
+    por_modes_over_sms,
 );

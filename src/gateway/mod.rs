@@ -700,11 +700,14 @@ fn publish_to(shared: &Shared, account_id: &str, event: &str, data: serde_json::
 /// Records a command's PoR: keys of a confirmed KEY_UPDATE first, then the end state.
 async fn finish_with_por(shared: &Shared, done: &Done) -> Option<CommandStatus> {
     let record = &done.record;
+    let Some(por) = &done.por else {
+        return finish_without_por(shared, done).await;
+    };
     let request: Option<OtaCommandRequest> = serde_json::from_value(record.request.clone()).ok();
     let t = outcome::por_transition(
         record.command_type,
         request.as_ref(),
-        &done.por,
+        por,
         record.attempts.max(1),
         now_ms(),
     );
@@ -749,6 +752,27 @@ async fn finish_with_por(shared: &Shared, done: &Done) -> Option<CommandStatus> 
         done.ack.retry_later();
     }
     (recorded == Recorded::Yes).then_some(t.to)
+}
+
+/// A command that ended on its delivery, as its SPI asked (no PoR, or PoR on error only and
+/// none came). The delivery is recorded first (the notes task may not have yet), so the
+/// history reads DELIVERED then SUCCESS.
+async fn finish_without_por(shared: &Shared, done: &Done) -> Option<CommandStatus> {
+    let record = &done.record;
+    let at = now_ms();
+    if let Ok(true) = shared
+        .store
+        .record_delivery(&record.account_id, &record.id, at)
+        .await
+    {
+        shared.metrics.delivered();
+    }
+    let t = outcome::no_por_transition(
+        Spi::from_bytes(done.secured.spi).por,
+        shared.config.pipeline.por_timeout.as_secs(),
+        now_ms(),
+    );
+    (apply(shared, record, &t).await == Recorded::Yes).then_some(t.to)
 }
 
 async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote>) {
@@ -880,7 +904,7 @@ async fn match_in_store(
         let done = Done {
             record,
             secured,
-            por,
+            por: Some(por),
             ack,
         };
         finish_with_por(shared, &done).await;

@@ -7,7 +7,7 @@ use crate::command::{
 };
 use crate::script::response::parse_script_response;
 use crate::script::ScriptFormat;
-use crate::security::{DecodedResponse, PorProtection, PorStatus};
+use crate::security::{DecodedResponse, PorProtection, PorRequirement, PorStatus};
 use crate::store::{Millis, Transition};
 
 /// Whether a status word means the command did what it was asked: 9000, 61xx (more data),
@@ -144,6 +144,41 @@ fn get_status_hint(req: Option<&OtaCommandRequest>, executed: usize, sw: u16) ->
             p2 & 0x01
         )),
         _ => None,
+    }
+}
+
+/// The transition of a command that ended without a PoR, as its SPI asked (TS 102 225 clause
+/// 5.1.1): delivered with no PoR asked for, or with a PoR asked on error only and none come
+/// within the wait. Its response says so instead of a PoR status.
+pub fn no_por_transition(por: PorRequirement, wait_secs: u64, at: Millis) -> Transition {
+    let (name, detail) = match por {
+        PorRequirement::OnError => (
+            "no error PoR",
+            format!(
+                "delivered; the SPI asks for a PoR on error only, and none came within {wait_secs} s"
+            ),
+        ),
+        _ => (
+            "no PoR requested",
+            "delivered; the SPI asks for no PoR".to_string(),
+        ),
+    };
+    Transition {
+        from: vec![CommandStatus::Sent, CommandStatus::Delivered],
+        to: CommandStatus::Success,
+        event: "SUCCESS".into(),
+        detail,
+        response: Some(CardResponse {
+            por_status: "none".into(),
+            por_status_name: name.into(),
+            status_code: None,
+            data: None,
+            executed: None,
+            status_words: Vec::new(),
+        }),
+        error: None,
+        at,
+        new_keys: None,
     }
 }
 

@@ -94,15 +94,17 @@ impl Job {
     }
 }
 
-/// A command that got its PoR.
+/// A command that got its PoR, or ended without one as its SPI says (see
+/// [`crate::security::PorEnding`]).
 #[derive(Debug, Clone)]
 pub struct Done {
     /// The command as it was sent.
     pub record: CommandRecord,
     /// The packet it was sent as.
     pub secured: SecuredPacket,
-    /// The PoR, verified.
-    pub por: DecodedResponse,
+    /// The PoR, verified; `None`: delivered, and the SPI asked for no PoR (or for one on error
+    /// only, and none came within the wait).
+    pub por: Option<DecodedResponse>,
     /// The network's acknowledgement of the PoR: dropped once the PoR is recorded.
     pub ack: otagw_transport::InboundAck,
 }
@@ -179,7 +181,7 @@ pub fn build(
         .layer(priority::PriorityLayer)
         .layer(limit::LimitLayer)
         .layer(timeout::TimeoutLayer::new(config.por_timeout))
-        .service(send::SendService::new(store, log));
+        .service(send::SendService::new(store, log, config.por_timeout));
     BoxCloneSyncService::new(service)
 }
 

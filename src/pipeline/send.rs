@@ -16,7 +16,7 @@ use super::{Done, Job, JobError, SharedDispatcher};
 use crate::command::ErrorCode;
 use crate::correlation::PendingCommand;
 use crate::dispatch::OtaOutcome;
-use crate::security::{Counter, Spi};
+use crate::security::{Counter, PorEnding, Spi};
 use crate::store::Store;
 
 /// How often a command waiting for its PoR checks whether it ended elsewhere.
@@ -92,12 +92,23 @@ impl MessageLog {
 pub struct SendService {
     store: Arc<dyn Store>,
     log: Arc<MessageLog>,
+    por_timeout: std::time::Duration,
 }
 
 impl SendService {
-    /// Over a store, logging message ids in `log`.
-    pub fn new(store: Arc<dyn Store>, log: Arc<MessageLog>) -> Self {
-        Self { store, log }
+    /// Over a store, logging message ids in `log`. `por_timeout`: for commands that end on
+    /// their delivery (see [`PorEnding`]), how long to wait for the delivery report, and for
+    /// PoR-on-error ones how long after it to listen for an error PoR.
+    pub fn new(
+        store: Arc<dyn Store>,
+        log: Arc<MessageLog>,
+        por_timeout: std::time::Duration,
+    ) -> Self {
+        Self {
+            store,
+            log,
+            por_timeout,
+        }
     }
 }
 
@@ -113,7 +124,12 @@ impl Drop for WaitGuard {
     }
 }
 
-async fn send(store: Arc<dyn Store>, log: Arc<MessageLog>, job: Job) -> Result<Done, JobError> {
+async fn send(
+    store: Arc<dyn Store>,
+    log: Arc<MessageLog>,
+    por_timeout: std::time::Duration,
+    job: Job,
+) -> Result<Done, JobError> {
     let route = job.route.as_ref().ok_or_else(|| job.missing("route"))?;
     let secured = job
         .secured
@@ -130,15 +146,38 @@ async fn send(store: Arc<dyn Store>, log: Arc<MessageLog>, job: Job) -> Result<D
         code: ErrorCode::SecurityError,
         message: e.to_string(),
     })?;
+    let spi = Spi::from_bytes(secured.spi);
+    let ending = spi.por.ending().ok_or_else(|| JobError::Fail {
+        code: ErrorCode::InvalidState,
+        message: "SPI PoR coding 11 is reserved".into(),
+    })?;
     let pending = PendingCommand {
         id,
         msisdn: secured.msisdn.clone(),
         tar: secured.tar,
         counter,
-        spi: Spi::from_bytes(secured.spi),
+        spi,
         keys,
     };
+    let no_por = |job: &Job| Done {
+        record: job.record.clone(),
+        secured: secured.clone(),
+        por: None,
+        ack: otagw_transport::InboundAck::none(),
+    };
+    // Registered before the packet goes: the report may come at once.
+    let delivered = (ending != PorEnding::Por).then(|| route.dispatcher.on_delivered(id));
     let rx = if job.resume_wait {
+        if ending != PorEnding::Por {
+            // A restart forgot the message ids; the store says whether delivery was seen.
+            if job.record.delivered_at.is_none() {
+                // Not confirmed: the same packet may go again.
+                return Err(JobError::Timeout(std::time::Duration::ZERO));
+            }
+            if ending == PorEnding::Delivery {
+                return Ok(no_por(&job));
+            }
+        }
         route.dispatcher.expect(pending)
     } else {
         let now = crate::gateway::now_ms();
@@ -188,10 +227,37 @@ async fn send(store: Arc<dyn Store>, log: Arc<MessageLog>, job: Job) -> Result<D
             }
         }
     };
+    // What ends the wait besides the PoR: for commands that end on their delivery, the report
+    // (and for PoR-on-error ones the quiet period after it).
+    let delivery_end = async {
+        match (ending, delivered) {
+            (PorEnding::Por, _) | (_, None) => std::future::pending::<Result<(), JobError>>().await,
+            (_, Some(_)) if job.resume_wait => {
+                tokio::time::sleep(por_timeout).await;
+                Ok(())
+            }
+            (_, Some(rx)) => {
+                match tokio::time::timeout(por_timeout, rx).await {
+                    Ok(Ok(())) => {}
+                    // No report in time (or no report at all from this transport): the packet
+                    // may go again, as it was never confirmed delivered.
+                    _ => return Err(JobError::Timeout(por_timeout)),
+                }
+                if ending == PorEnding::DeliveryThenSilence {
+                    tokio::time::sleep(por_timeout).await;
+                }
+                Ok(())
+            }
+        }
+    };
     let outcome = tokio::select! {
         outcome = rx => outcome,
         status = ended_elsewhere => {
             return Err(JobError::Skipped(format!("ended elsewhere as {status}")));
+        }
+        end = delivery_end => {
+            drop(guard);
+            return end.map(|()| no_por(&job));
         }
     };
     drop(guard);
@@ -199,7 +265,7 @@ async fn send(store: Arc<dyn Store>, log: Arc<MessageLog>, job: Job) -> Result<D
         Ok(OtaOutcome::Por(por, ack)) => Ok(Done {
             record: job.record.clone(),
             secured,
-            por,
+            por: Some(por),
             ack,
         }),
         Ok(OtaOutcome::Failed(e)) => Err(JobError::Transport(e)),
@@ -217,6 +283,11 @@ impl Service<Job> for SendService {
     }
 
     fn call(&mut self, job: Job) -> Self::Future {
-        Box::pin(send(self.store.clone(), self.log.clone(), job))
+        Box::pin(send(
+            self.store.clone(),
+            self.log.clone(),
+            self.por_timeout,
+            job,
+        ))
     }
 }

@@ -54,7 +54,17 @@ where
     }
 
     fn call(&mut self, job: Job) -> Self::Future {
-        let limit = self.por_timeout;
+        // A command that ends on its delivery report keeps its own deadlines in `send` (the
+        // report, then for PoR-on-error the quiet period): this one only backs them up.
+        let ends_on_delivery = job.secured.as_ref().is_some_and(|s| {
+            crate::security::Spi::from_bytes(s.spi).por.ending()
+                != Some(crate::security::PorEnding::Por)
+        });
+        let limit = if ends_on_delivery {
+            self.por_timeout * 2 + Duration::from_secs(5)
+        } else {
+            self.por_timeout
+        };
         let fut = self.inner.call(job);
         Box::pin(async move {
             match tokio::time::timeout(limit, fut).await {

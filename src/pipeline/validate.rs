@@ -9,7 +9,7 @@ use tower::{Layer, Service};
 
 use super::{Job, JobError};
 use crate::command::{CommandType, ErrorCode, HexOrNumber, OtaCommandRequest};
-use crate::security::{Spi, Tar};
+use crate::security::{PorRequirement, Spi, Tar};
 
 /// A field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +110,27 @@ pub fn validate_request(req: &OtaCommandRequest) -> Result<ValidSecurity, FieldE
     let [kid] = hex_octets::<1>("security.kid", &req.security.kid)?;
     let tar = hex_octets::<3>("security.tar", &req.security.tar)?;
     let spi = Spi::from_bytes(spi);
+    match spi.por {
+        // TS 102 225 5.1.1: b2b1 = 11 of the second octet is reserved.
+        PorRequirement::Reserved => {
+            return Err(FieldError::new(
+                "security.spi",
+                "the PoR coding 11 (second octet, b2b1) is reserved; use 00 (no PoR), 01 (PoR \
+                 always) or 10 (PoR on error only)",
+            ))
+        }
+        // The new keys are stored once the card's PoR confirms them.
+        PorRequirement::None | PorRequirement::OnError
+            if req.command_type == CommandType::KeyUpdate =>
+        {
+            return Err(FieldError::new(
+                "security.spi",
+                "KEY_UPDATE needs a PoR always (second octet b2b1 = 01): only the card's PoR \
+                 confirms the new keys",
+            ))
+        }
+        _ => {}
+    }
     if kic >> 4 == 0 && spi.ciphered {
         return Err(FieldError::new(
             "security.kic",

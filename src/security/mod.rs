@@ -20,7 +20,7 @@ pub use counter::{check_counter, Counter};
 pub use crypto::{CipherKey, IntegrityKey, MacValue};
 pub use keys::{KeyConfig, Scp80Keys};
 pub use response::{CcScope, DecodedResponse, PorProtection, ResponseHeader, ResponsePacketView};
-pub use spi::{CounterMode, Integrity, PorRequirement, Spi};
+pub use spi::{CounterMode, Integrity, PorEnding, PorRequirement, Spi};
 pub use status::PorStatus;
 
 /// Toolkit Application Reference: three octets naming the applet on the card.

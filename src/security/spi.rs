@@ -104,6 +104,34 @@ impl PorRequirement {
     }
 }
 
+/// What ends a command sent with a PoR requirement: the one rule every transport and path
+/// follows (TS 102 225 clause 5.1.1, SPI second octet b2b1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PorEnding {
+    /// The card's PoR ends it (success or failure by its status); no PoR in time: resend the
+    /// same packet, then fail.
+    Por,
+    /// The network's delivery report ends it with success: the card sends nothing. A packet
+    /// whose delivery was confirmed is never sent again (the card would see a replay).
+    Delivery,
+    /// A PoR ends it with the card's error; delivery followed by the PoR wait with no PoR ends
+    /// it with success. Never resent once delivered.
+    DeliveryThenSilence,
+}
+
+impl PorRequirement {
+    /// How a command with this requirement ends; `None` for the reserved coding, which is
+    /// refused at submission.
+    pub fn ending(self) -> Option<PorEnding> {
+        match self {
+            Self::Always => Some(PorEnding::Por),
+            Self::None => Some(PorEnding::Delivery),
+            Self::OnError => Some(PorEnding::DeliveryThenSilence),
+            Self::Reserved => None,
+        }
+    }
+}
+
 /// Both SPI octets as typed fields. Reserved bits are kept so any two octets round-trip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Spi {
