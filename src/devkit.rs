@@ -32,6 +32,8 @@ pub struct DevOptions {
     pub store_url: Option<String>,
     /// PoR timeout.
     pub por_timeout: Duration,
+    /// Campaigns' PoR wait (`[campaigns] por_timeout_secs`); `None` keeps its default.
+    pub campaign_por_timeout: Option<Duration>,
     /// Sends per command.
     pub attempts: u32,
     /// First resend delay.
@@ -74,6 +76,7 @@ impl Default for DevOptions {
             cards: 5,
             store_url: None,
             por_timeout: Duration::from_secs(10),
+            campaign_por_timeout: None,
             attempts: 3,
             backoff: Duration::from_millis(500),
             window: 50,
@@ -238,6 +241,9 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         c
     });
     config.pipeline.por_timeout_secs = options.por_timeout.as_secs().max(1);
+    if let Some(t) = options.campaign_por_timeout {
+        config.campaigns.por_timeout_secs = t.as_secs().max(1);
+    }
     config.pipeline.attempts = options.attempts;
     config.pipeline.backoff_ms = options.backoff.as_millis() as u64;
     if options.paused {

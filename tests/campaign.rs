@@ -319,6 +319,83 @@ async fn script_larger_than_one_packet_goes_as_several_each_with_its_counter() {
     env.shutdown().await;
 }
 
+/// The SPI's PoR coding in campaigns (TS 102 225 5.1.1): no PoR (`16 00`) and PoR on error
+/// only (`16 3A`) end each card DELIVERED once delivered (the latter after the PoR wait in
+/// silence), each packet sent once; an error PoR (unknown TAR, PoR on error) ends the card
+/// POR_ERROR with the card's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfm_campaign_por_modes() {
+    let env = devkit::start(DevOptions {
+        cards: 3,
+        provision: true,
+        campaign_por_timeout: Some(Duration::from_secs(2)),
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit");
+    let (_, group) = env.fleet_group.unwrap();
+    for (spi, tar, state, detail) in [
+        ("1600", "B00010", card_state::DELIVERED, "no PoR asked"),
+        ("163A", "B00010", card_state::DELIVERED, "no error PoR"),
+        ("163A", "B00099", card_state::POR_ERROR, "09"),
+    ] {
+        let before_submits = env.smsc.stats().submits_accepted;
+        let before = counters(&env, 3).await;
+        let id = create(
+            &env,
+            CampaignRequest {
+                profile: 1,
+                name: format!("por_{spi}_{tar}"),
+                campaign_type: Some(CampaignType::Rfm),
+                commands: vec!["A0A40000023F00".into()],
+                spi: Some(spi.into()),
+                tar: Some(tar.into()),
+                ..Default::default()
+            },
+        )
+        .await;
+        env.server
+            .store
+            .start_campaign(
+                &env.account_id,
+                id,
+                &CampaignTarget::Group(group),
+                &[],
+                otagw::gateway::now_ms(),
+            )
+            .await
+            .unwrap();
+        wait_status(&env, id, status::COMPLETED).await;
+        let rows = env
+            .server
+            .store
+            .campaign_cards(id, 1, None, "", 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            count(&env, id, 1, state).await,
+            3,
+            "SPI {spi} TAR {tar}: {rows:?}"
+        );
+        assert!(
+            rows.iter()
+                .all(|r| r.detail.as_deref().unwrap_or_default().contains(detail)),
+            "SPI {spi} TAR {tar}: {rows:?}"
+        );
+        assert_eq!(
+            env.smsc.stats().submits_accepted - before_submits,
+            3,
+            "SPI {spi}: one packet per card"
+        );
+        let after = counters(&env, 3).await;
+        assert!(
+            after.iter().zip(&before).all(|(a, b)| a - b == 1),
+            "one counter per card: {before:?} -> {after:?}"
+        );
+    }
+    env.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sms_campaign_ends_delivered_spending_no_counter_sqlite() {
     sms_campaign_ends_delivered(None).await;

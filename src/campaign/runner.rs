@@ -24,7 +24,7 @@ use crate::dispatch::{DispatchNote, OtaOutcome, SecuredCommand};
 use crate::gateway::{now_ms, Gateway};
 use crate::pipeline::resolve::scp80_keys;
 use crate::pipeline::route::Route;
-use crate::security::{CcScope, DecodedResponse, PorStatus, ResponsePacketView};
+use crate::security::{CcScope, DecodedResponse, PorEnding, PorStatus, ResponsePacketView};
 use crate::store::campaign::{CampaignRecord, CardUpdate, ClaimedCard};
 use crate::store::{Millis, Store};
 
@@ -980,15 +980,70 @@ async fn run_leg(
                     {
                         Ok(Some(rx)) => {
                             run.tally.sent.fetch_add(1, Ordering::Relaxed);
-                            match tokio::time::timeout(shared.config.por_timeout, rx).await {
-                                Ok(Ok(o)) => Ok(o),
-                                Ok(Err(_)) => Err("the dispatcher stopped".to_string()),
-                                Err(_) => {
-                                    leg.route.dispatcher.forget(id);
-                                    Err(format!(
-                                        "no PoR within {} s",
-                                        shared.config.por_timeout.as_secs()
-                                    ))
+                            let wait = shared.config.por_timeout;
+                            if plan.spi.por.ending() == Some(PorEnding::DeliveryThenSilence) {
+                                // PoR on error only (TS 102 225 5.1.1): an error PoR ends the
+                                // card; delivery and then the PoR wait in silence is success.
+                                let silence = async {
+                                    match tokio::time::timeout(wait, delivered).await {
+                                        Ok(Ok(())) => {
+                                            tokio::time::sleep(wait).await;
+                                            Ok(())
+                                        }
+                                        _ => Err(format!(
+                                            "no delivery report within {} s",
+                                            wait.as_secs()
+                                        )),
+                                    }
+                                };
+                                let got = tokio::select! {
+                                    o = rx => Some(o.map_err(|_| "the dispatcher stopped".to_string())),
+                                    quiet = silence => {
+                                        leg.route.dispatcher.forget(id);
+                                        quiet.err().map(Err)
+                                    }
+                                };
+                                match got {
+                                    Some(o) => o,
+                                    None => {
+                                        land(shared, id);
+                                        if step + 1 < scripts.len() as i64 {
+                                            step += 1;
+                                            match next_counter(
+                                                shared,
+                                                run,
+                                                &card.iccid,
+                                                step_base + step,
+                                            )
+                                            .await
+                                            {
+                                                Ok(c) => counter = c,
+                                                Err(e) => {
+                                                    return End::new(step, card_state::FAILED, e)
+                                                }
+                                            }
+                                            resume = false;
+                                            continue;
+                                        }
+                                        return End::new(
+                                            step,
+                                            card_state::DELIVERED,
+                                            format!(
+                                                "delivered; no error PoR within {} s (PoR on \
+                                                 error only)",
+                                                wait.as_secs()
+                                            ),
+                                        );
+                                    }
+                                }
+                            } else {
+                                match tokio::time::timeout(wait, rx).await {
+                                    Ok(Ok(o)) => Ok(o),
+                                    Ok(Err(_)) => Err("the dispatcher stopped".to_string()),
+                                    Err(_) => {
+                                        leg.route.dispatcher.forget(id);
+                                        Err(format!("no PoR within {} s", wait.as_secs()))
+                                    }
                                 }
                             }
                         }
