@@ -2,7 +2,7 @@
 //! `otagw serve`, `otagw demo` and the API tests all start it this way.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,20 +104,47 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Where the master key came from, for messages (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySource {
+    /// `OTAGW_MASTER_KEY`, a file's path, ...
+    pub description: String,
+    /// The file made just now because there was none (removed again if the store refuses
+    /// the key: it guards nothing).
+    pub generated: Option<PathBuf>,
+}
+
 /// The master key: `OTAGW_MASTER_KEY` / `OTAGW_MASTER_KEY_FILE`, else the configured file,
 /// else `master.key` in the data directory, made on first start (mode 0600).
 pub fn master_key(config: &Config) -> Result<MasterKey, ServerError> {
-    if std::env::var_os("OTAGW_MASTER_KEY").is_some()
-        || std::env::var_os("OTAGW_MASTER_KEY_FILE").is_some()
-    {
-        return MasterKey::from_env().map_err(|e| ServerError::MasterKey(e.to_string()));
+    master_key_with_source(config).map(|(k, _)| k)
+}
+
+/// [`master_key`] and where it came from.
+pub fn master_key_with_source(config: &Config) -> Result<(MasterKey, KeySource), ServerError> {
+    let from = |description: String| KeySource {
+        description,
+        generated: None,
+    };
+    if std::env::var_os("OTAGW_MASTER_KEY").is_some() {
+        let key = MasterKey::from_env().map_err(|e| ServerError::MasterKey(e.to_string()))?;
+        return Ok((key, from("OTAGW_MASTER_KEY".into())));
+    }
+    if let Some(p) = std::env::var_os("OTAGW_MASTER_KEY_FILE") {
+        let key = MasterKey::from_env().map_err(|e| ServerError::MasterKey(e.to_string()))?;
+        return Ok((
+            key,
+            from(format!("OTAGW_MASTER_KEY_FILE {}", Path::new(&p).display())),
+        ));
     }
     if let Some(p) = &config.store.master_key_file {
-        return MasterKey::from_file(p).map_err(|e| ServerError::MasterKey(e.to_string()));
+        let key = MasterKey::from_file(p).map_err(|e| ServerError::MasterKey(e.to_string()))?;
+        return Ok((key, from(format!("master_key_file {}", p.display()))));
     }
     let path = config.data_dir.join("master.key");
     if path.exists() {
-        return MasterKey::from_file(&path).map_err(|e| ServerError::MasterKey(e.to_string()));
+        let key = MasterKey::from_file(&path).map_err(|e| ServerError::MasterKey(e.to_string()))?;
+        return Ok((key, from(path.display().to_string())));
     }
     let hex_key = {
         use rand::RngCore;
@@ -131,7 +158,13 @@ pub fn master_key(config: &Config) -> Result<MasterKey, ServerError> {
         "made a new master key in {} (back it up: key values in the store cannot be read without it)",
         path.display()
     );
-    Ok(key)
+    Ok((
+        key,
+        KeySource {
+            description: format!("{} (made just now)", path.display()),
+            generated: Some(path),
+        },
+    ))
 }
 
 fn write_secret(path: &Path, text: &str) -> Result<(), ServerError> {
@@ -155,17 +188,30 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> 
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         ServerError::Io(format!("data directory {}: {e}", config.data_dir.display()))
     })?;
-    let key = master_key(config)?;
+    let (key, source) = master_key_with_source(config)?;
     let url = config.store_url();
     let options = config
         .sql_options()
         .map_err(|e| ServerError::Io(e.to_string()))?;
-    let store = SqlStore::connect_with(&url, key, options)
-        .await
-        .map_err(|e| ServerError::Store {
-            url: redact(&url),
-            message: e.to_string(),
-        })?;
+    let store = match SqlStore::connect_with(&url, key, options).await {
+        Ok(s) => s,
+        Err(e @ crate::store::StoreError::WrongMasterKey(_)) => {
+            if let Some(made) = &source.generated {
+                let _ = std::fs::remove_file(made);
+            }
+            return Err(ServerError::MasterKey(format!(
+                "the key from {} does not belong to the database {}: {e}",
+                source.description,
+                redact(&url)
+            )));
+        }
+        Err(e) => {
+            return Err(ServerError::Store {
+                url: redact(&url),
+                message: e.to_string(),
+            })
+        }
+    };
     Ok(Arc::new(store))
 }
 

@@ -303,3 +303,74 @@ fn rc_check_values() {
     assert_eq!(hex::encode(crc16.compute(b"123456789")), "906e");
     assert_eq!(hex::encode(crc32.compute(b"123456789")), "cbf43926");
 }
+
+/// `otagw serve` started with another data directory (so a new master key) against an existing
+/// database refuses to start, saying which key and which database, and leaves no new key file
+/// behind; with the database's own key it starts.
+#[test]
+fn serve_refuses_a_master_key_that_is_not_the_databases() {
+    let base = std::env::temp_dir().join(format!("otagw-mk-{}", std::process::id()));
+    let (first, second) = (base.join("first"), base.join("second"));
+    std::fs::create_dir_all(&second).unwrap();
+    let mut config = otagw::config::Config::default();
+    config.data_dir = first.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = otagw::server::open_store(&config)
+            .await
+            .expect("first start");
+        drop(store);
+    });
+    let db = format!("sqlite://{}", first.join("otagw.db").display());
+    let run = |data_dir: &std::path::Path| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_otagw"))
+            .args(["serve", "--database-url", &db, "--listen", "127.0.0.1:0"])
+            .env("OTAGW_DATA_DIR", data_dir)
+            .env_remove("OTAGW_MASTER_KEY")
+            .env_remove("OTAGW_MASTER_KEY_FILE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("otagw serve");
+        for _ in 0..80 {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let exited = child.try_wait().unwrap();
+        if exited.is_none() {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            exited.and_then(|s| s.code()),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stderr) = run(&second);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not belong to the database"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&second.join("master.key").display().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&first.join("otagw.db").display().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        !second.join("master.key").exists(),
+        "the new key file stays"
+    );
+    // Its own key (in the first data directory) starts it: still running after 4 s.
+    let (code, stderr) = run(&first);
+    assert_eq!(code, None, "{stderr}");
+    let _ = std::fs::remove_dir_all(&base);
+}

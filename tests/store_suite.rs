@@ -594,21 +594,64 @@ async fn keys_sealed_at_rest(b: Backend) {
         }
     }
 
-    // Another master key opens nothing.
-    let wrong = db.open_with(MasterKey::generate()).await;
-    let err = wrong.key_set(&iccid(1), 1).await.unwrap_err();
-    assert!(matches!(err, StoreError::Sealing(_)), "{err}");
-    assert!(err.to_string().contains("wrong master key"), "{err}");
+    // Another master key is refused when the store opens, before any key value is read.
+    let err = match SqlStore::connect(&db.url, MasterKey::generate()).await {
+        Err(e) => e,
+        Ok(_) => panic!("a store opened with another master key"),
+    };
+    assert!(matches!(err, StoreError::WrongMasterKey(_)), "{err}");
+    assert!(err.to_string().contains("master key"), "{err}");
+    // The right one still opens everything.
+    let right = db.open().await;
+    assert!(right.card(&a, &iccid(1)).await.unwrap().is_some());
+    assert!(right.key_set(&iccid(1), 1).await.unwrap().is_some());
+}
+
+/// The master key's check value: a database made with one key refuses another at open, with
+/// or without key sets in it; a database from before check values (none stored) is checked
+/// against a sealed key set, then gets its check value.
+async fn master_key_checked_at_open(b: Backend) {
+    let db = TestDb::new(b).await;
+    // Empty database: the check value alone tells.
+    drop(db.open().await);
+    let other = MasterKey::from_bytes([9; 32]);
     assert!(matches!(
-        wrong.webhooks(&a).await,
-        Err(StoreError::Sealing(_))
+        SqlStore::connect(&db.url, other.clone()).await,
+        Err(StoreError::WrongMasterKey(_))
     ));
-    assert!(matches!(
-        wrong.command_by_id(&a, "ku").await,
-        Err(StoreError::Sealing(_))
-    ));
-    // Public card state needs no key.
-    assert!(wrong.card(&a, &iccid(1)).await.unwrap().is_some());
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    store.insert_cards(&a, &[card(&iccid(1))], 1).await.unwrap();
+    store.close().await;
+    drop(store);
+    // As if made before check values: no row; the key set tells.
+    let raw = db.raw().await;
+    sqlx::query("DELETE FROM store_meta")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let err = match SqlStore::connect(&db.url, other.clone()).await {
+        Err(e) => e,
+        Ok(_) => panic!("opened with another key"),
+    };
+    assert!(err.to_string().contains(&iccid(1)), "{err}");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM store_meta")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "a refused key writes no check value");
+    // The right key opens it and records the check value.
+    let store = db.open().await;
+    assert_eq!(
+        store.key_set(&iccid(1), 1).await.unwrap().unwrap().keys,
+        keys(1)
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM store_meta")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    raw.close().await;
 }
 
 async fn counters(b: Backend) {
@@ -2529,10 +2572,12 @@ async fn scp81_psk_keys_sealed_and_unique(b: Backend) {
         Err(StoreError::Sealing(_))
     ));
     raw.close().await;
-    // Another master key cannot open them.
+    // Another master key is refused at open.
     drop(store);
-    let other = db.open_with(MasterKey::from_bytes([7; 32])).await;
-    assert!(other.psk_by_identity(b"id-card-1b").await.is_err());
+    assert!(matches!(
+        SqlStore::connect(&db.url, MasterKey::from_bytes([7; 32])).await,
+        Err(StoreError::WrongMasterKey(_))
+    ));
 }
 
 /// SCP81 chunks: queued once per command, handed out oldest first, an answered chunk never
@@ -2785,6 +2830,7 @@ suite!(
     scp81_psk_keys_sealed_and_unique,
     scp81_chunks_answered_once,
     scp81_chunk_kind_added_to_an_old_table,
+    master_key_checked_at_open,
 );
 
 #[tokio::test]

@@ -60,6 +60,9 @@ pub enum StoreError {
     /// A sealed key could not be opened (wrong master key, corrupted row).
     #[error("key material: {0}")]
     Sealing(#[from] SealingError),
+    /// The master key given is not the one that sealed this database's key values.
+    #[error("the master key does not open this database's key values ({0}): start with the master key this database was made with")]
+    WrongMasterKey(String),
 }
 
 /// An account: tokens, cards, commands and webhooks belong to one.

@@ -240,3 +240,10 @@ CREATE TABLE IF NOT EXISTS admin_chunks (
 );
 
 CREATE INDEX IF NOT EXISTS admin_chunks_card ON admin_chunks (iccid, state, queued_at);
+
+-- The store's own facts: the master key's check value (a known text sealed under it), so a
+-- gateway started with another key refuses to start instead of failing on the first key read.
+CREATE TABLE IF NOT EXISTS store_meta (
+    name TEXT PRIMARY KEY,
+    value {blob} NOT NULL
+);

@@ -42,6 +42,11 @@ const SCHEMA: &str = include_str!("schema.sql");
 /// rows written before read as NULL.
 const ADDED_COLUMNS: [(&str, &str, &str); 1] = [("admin_chunks", "kind", "TEXT")];
 
+/// `store_meta` row holding the master key's check value (also its sealing AAD).
+const MASTER_KEY_CHECK: &str = "master_key_check";
+/// What the check value seals.
+const MASTER_KEY_CHECK_TEXT: &[u8] = b"otagw master key check v1";
+
 /// Advisory lock key serializing schema creation between PostgreSQL gateways starting at once.
 const SCHEMA_LOCK_KEY: i64 = 0x6f74_6167_7701;
 
@@ -168,7 +173,61 @@ impl SqlStore {
             key: master_key,
         };
         store.create_schema().await?;
+        store.check_master_key().await?;
         Ok(store)
+    }
+
+    /// Checks the master key against the database: its check value if the database has one,
+    /// else (a database from before check values) one sealed key set; then records the check
+    /// value. A wrong key is refused here, before anything is read or written with it.
+    async fn check_master_key(&self) -> Result<(), StoreError> {
+        let row = sqlx::query("SELECT value FROM store_meta WHERE name = $1")
+            .bind(MASTER_KEY_CHECK)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(dbe)?;
+        if let Some(row) = row {
+            let sealed: Vec<u8> = col(&row, "value")?;
+            return match self.open(&sealed, MASTER_KEY_CHECK) {
+                Ok(v) if v == MASTER_KEY_CHECK_TEXT => Ok(()),
+                _ => Err(StoreError::WrongMasterKey(
+                    "its check value does not open".into(),
+                )),
+            };
+        }
+        let sample = sqlx::query("SELECT iccid, version, kic, kid, kik FROM key_sets LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(dbe)?;
+        if let Some(row) = sample {
+            let iccid: String = col(&row, "iccid")?;
+            let version = u8::try_from(col::<i64>(&row, "version")?).unwrap_or(0);
+            let kic: Vec<u8> = col(&row, "kic")?;
+            let kid: Vec<u8> = col(&row, "kid")?;
+            let kik: Option<Vec<u8>> = col(&row, "kik")?;
+            if self
+                .open_keys(&key_set_prefix(&iccid, version), &kic, &kid, kik.as_deref())
+                .is_err()
+            {
+                return Err(StoreError::WrongMasterKey(format!(
+                    "card {iccid}'s key set {version} does not open"
+                )));
+            }
+        }
+        let sealed = self.seal(MASTER_KEY_CHECK_TEXT, MASTER_KEY_CHECK)?;
+        // Another gateway may record it at the same moment: the first one stays.
+        let inserted = sqlx::query(
+            "INSERT INTO store_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(MASTER_KEY_CHECK)
+        .bind(sealed)
+        .execute(&self.pool)
+        .await
+        .map_err(dbe)?;
+        if inserted.rows_affected() == 0 {
+            return Box::pin(self.check_master_key()).await;
+        }
+        Ok(())
     }
 
     /// Closes the connections (waits for those in use to come back).
