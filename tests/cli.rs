@@ -312,8 +312,10 @@ fn serve_refuses_a_master_key_that_is_not_the_databases() {
     let base = std::env::temp_dir().join(format!("otagw-mk-{}", std::process::id()));
     let (first, second) = (base.join("first"), base.join("second"));
     std::fs::create_dir_all(&second).unwrap();
-    let mut config = otagw::config::Config::default();
-    config.data_dir = first.clone();
+    let config = otagw::config::Config {
+        data_dir: first.clone(),
+        ..Default::default()
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
