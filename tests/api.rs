@@ -977,6 +977,100 @@ async fn por_modes_over_sms(backend: &str) {
     env.shutdown().await;
 }
 
+/// The Prometheus figures agree with the store after a mixed run: commands finished by status,
+/// delivery reports (one per DELIVERED event) and PoR latencies (one per success a PoR ended).
+async fn metrics_agree_with_the_store(backend: &str) {
+    let env = env_for(
+        backend,
+        DevOptions {
+            por_timeout: Duration::from_secs(2),
+            ..DevOptions::default()
+        },
+    )
+    .await;
+    let mut ids = Vec::new();
+    for (i, (spi, apdu)) in [
+        ("1639", "00A40004023F00"),
+        ("1639", "00A40004026F99"),
+        ("1600", "00A40004023F00"),
+        ("163A", "00A40004023F00"),
+        ("1639", "00A40004022FE2"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut c = cmd(
+            "RFM",
+            &env.iccid(i % 5).expect("card"),
+            json!({"apdus": [apdu]}),
+        );
+        c["security"]["spi"] = json!(spi);
+        ids.push(post_ok(&env, &c).await);
+    }
+    let mut by_status = std::collections::BTreeMap::<String, u64>::new();
+    let (mut delivered_events, mut por_successes) = (0u64, 0u64);
+    for id in &ids {
+        let r = env
+            .wait_done(id, Duration::from_secs(20))
+            .await
+            .expect("done");
+        *by_status
+            .entry(r["status"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+        delivered_events += events(&r).iter().filter(|k| *k == "DELIVERED").count() as u64;
+        if r["status"] == "SUCCESS" && r["response"]["porStatus"] != "none" {
+            por_successes += 1;
+        }
+    }
+    // Late delivery reports (after the PoR) are recorded too: let them land, then re-read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    delivered_events = 0;
+    for id in &ids {
+        let (_, r) = env
+            .get(&format!("/api/v1/ota/commands/{id}"))
+            .await
+            .expect("command");
+        delivered_events += events(&r).iter().filter(|k| *k == "DELIVERED").count() as u64;
+    }
+    let text = env
+        .client
+        .get(format!("{}/metrics", env.server.base_url()))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    let value = |prefix: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    for (status, n) in &by_status {
+        assert_eq!(
+            value(&format!(
+                "otagw_commands_finished_total{{transport=\"sms\",status=\"{status}\""
+            )),
+            *n,
+            "{status}: {text}"
+        );
+    }
+    assert_eq!(by_status.get("SUCCESS"), Some(&4), "{by_status:?}");
+    assert_eq!(
+        value("otagw_delivery_reports_total"),
+        delivered_events,
+        "{text}"
+    );
+    assert!(
+        delivered_events >= 5,
+        "every command was delivered: {delivered_events}"
+    );
+    assert_eq!(value("otagw_por_seconds_count"), por_successes, "{text}");
+    env.shutdown().await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1006,4 +1100,5 @@ both_backends!(
     applet_upload_install_delete,
     health_reports_the_smsc,
     por_modes_over_sms,
+    metrics_agree_with_the_store,
 );

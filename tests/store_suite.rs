@@ -1685,7 +1685,8 @@ async fn delivery_reports(b: Backend) {
         350,
     );
     assert!(store.transition(&a, &ids[1], &t).await.unwrap());
-    assert!(!store.record_delivery(&a, &ids[1], 500).await.unwrap());
+    assert!(store.record_delivery(&a, &ids[1], 500).await.unwrap());
+    assert!(!store.record_delivery(&a, &ids[1], 501).await.unwrap());
     let (rec, events) = store.command(&a, &ids[1]).await.unwrap().unwrap();
     assert_eq!(rec.status, CommandStatus::Success);
     assert_eq!(rec.delivered_at, Some(500));

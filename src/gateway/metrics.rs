@@ -49,7 +49,7 @@ impl GatewayMetrics {
         let delivered = Counter::default();
         registry.register(
             "delivery_reports",
-            "Delivery reports that moved a command to DELIVERED",
+            "Delivery reports recorded (each a DELIVERED event in the command's history)",
             delivered.clone(),
         );
         let unmatched = Counter::default();
@@ -61,7 +61,7 @@ impl GatewayMetrics {
         let latency = Histogram::new(exponential_buckets(0.005, 2.0, 16));
         registry.register(
             "por_seconds",
-            "Time from first send to a successful PoR",
+            "Time from a command's last send to the successful PoR that ended it",
             latency.clone(),
         );
         let in_flight = Gauge::default();

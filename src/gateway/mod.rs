@@ -658,8 +658,13 @@ async fn apply(shared: &Shared, record: &CommandRecord, t: &Transition) -> Recor
             shared
                 .metrics
                 .finished(&record.transport, t.to, t.error.as_ref().map(|e| e.code));
+            // Only commands a PoR ended: a no-PoR success ends on its delivery report.
+            let by_por = t
+                .response
+                .as_ref()
+                .is_some_and(|r| r.por_status != outcome::NO_POR_STATUS);
             if let Some(sent) = record.sent_at {
-                if t.to == CommandStatus::Success {
+                if t.to == CommandStatus::Success && by_por {
                     shared
                         .metrics
                         .por_latency((t.at - sent).max(0) as f64 / 1000.0);

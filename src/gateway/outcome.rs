@@ -147,6 +147,9 @@ fn get_status_hint(req: Option<&OtaCommandRequest>, executed: usize, sw: u16) ->
     }
 }
 
+/// `porStatus` of a command that ended without a PoR.
+pub const NO_POR_STATUS: &str = "none";
+
 /// The transition of a command that ended without a PoR, as its SPI asked (TS 102 225 clause
 /// 5.1.1): delivered with no PoR asked for, or with a PoR asked on error only and none come
 /// within the wait. Its response says so instead of a PoR status.
@@ -169,7 +172,7 @@ pub fn no_por_transition(por: PorRequirement, wait_secs: u64, at: Millis) -> Tra
         event: "SUCCESS".into(),
         detail,
         response: Some(CardResponse {
-            por_status: "none".into(),
+            por_status: NO_POR_STATUS.into(),
             por_status_name: name.into(),
             status_code: None,
             data: None,

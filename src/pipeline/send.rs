@@ -159,8 +159,10 @@ async fn send(
         spi,
         keys,
     };
-    let no_por = |job: &Job| Done {
-        record: job.record.clone(),
+    // The record as sent: its send time is what PoR latency is measured from.
+    let mut sent = job.record.clone();
+    let no_por = |sent: &crate::store::CommandRecord| Done {
+        record: sent.clone(),
         secured: secured.clone(),
         por: None,
         ack: otagw_transport::InboundAck::none(),
@@ -175,12 +177,13 @@ async fn send(
                 return Err(JobError::Timeout(std::time::Duration::ZERO));
             }
             if ending == PorEnding::Delivery {
-                return Ok(no_por(&job));
+                return Ok(no_por(&sent));
             }
         }
         route.dispatcher.expect(pending)
     } else {
         let now = crate::gateway::now_ms();
+        sent.sent_at = Some(now);
         if !store
             .record_send(&record.account_id, &record.id, &job.owner, now)
             .await?
@@ -257,13 +260,13 @@ async fn send(
         }
         end = delivery_end => {
             drop(guard);
-            return end.map(|()| no_por(&job));
+            return end.map(|()| no_por(&sent));
         }
     };
     drop(guard);
     match outcome {
         Ok(OtaOutcome::Por(por, ack)) => Ok(Done {
-            record: job.record.clone(),
+            record: sent,
             secured,
             por: Some(por),
             ack,

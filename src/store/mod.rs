@@ -613,7 +613,8 @@ pub trait Store: CampaignStore + Send + Sync {
     ) -> Result<bool, StoreError>;
     /// A delivery report: sets delivered_at (the first one counts), moves SENT to DELIVERED,
     /// and appends event DELIVERED, also when the PoR came first and the command has ended.
-    /// Returns whether the command moved to DELIVERED.
+    /// Returns whether the report was recorded (false: a second report, or no such command),
+    /// so a count of `true`s matches the DELIVERED events in the store.
     async fn record_delivery(
         &self,
         account_id: &str,

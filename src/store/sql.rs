@@ -1850,7 +1850,7 @@ impl Store for SqlStore {
         )
         .await?;
         tx.commit().await.map_err(dbe)?;
-        Ok(moved)
+        Ok(true)
     }
 
     async fn add_event(
