@@ -770,3 +770,63 @@ async fn catp_campaign_card_without_a_link_falls_back_to_sms() {
     }
     env.shutdown().await;
 }
+
+/// A CAT_TP campaign whose SPI asks no PoR (TS 102 225 5.1.1, SPI2 b2b1 = 00): each card's
+/// packet ends DELIVERED on the card's CAT_TP acknowledgement of it, sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catp_campaign_without_por_ends_delivered_on_the_cards_ack() {
+    let env = devkit::start(DevOptions {
+        cards: 3,
+        provision: true,
+        por_timeout: Duration::from_secs(3),
+        catp: Some(otagw::config::CatpConfig {
+            link_timeout_secs: 3,
+            push_attempts: 2,
+            ..otagw::config::CatpConfig::default()
+        }),
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit with CAT_TP");
+    let (profile, group) = env.fleet_group.unwrap();
+    let mut commands = vec!["A0A40000027F10".to_string(), "A0A40000026F3C".to_string()];
+    for r in 1..=10u8 {
+        commands.push(format!("A0DC{r:02X}04B0{}", "3C".repeat(176)));
+    }
+    let (id, rows) = run_to_completion(
+        &env,
+        &serde_json::json!({"profile": profile, "name": "records_catp_no_por", "type": "RFM",
+                "spi": "1600", "commands": commands}),
+        group,
+    )
+    .await;
+    assert_eq!(
+        count(&env, id, 1, card_state::DELIVERED).await,
+        3,
+        "{rows:?}"
+    );
+    for row in &rows {
+        assert_eq!(row.step, 0, "one CAT_TP packet: {row:?}");
+    }
+    let catp = env.server.catp.as_ref().expect("catp transport").stats();
+    assert_eq!(catp.packets_sent, 3, "each card's packet once: {catp:?}");
+    assert_eq!(catp.pors, 0, "{catp:?}");
+    for i in 0..3 {
+        let msisdn = env.msisdn(i).unwrap();
+        let content = env
+            .fleet
+            .with_card(&msisdn, |c| c.read_file(&[0x3F00, 0x7F10, 0x6F3C]))
+            .flatten()
+            .unwrap();
+        assert!(content.iter().all(|b| *b == 0x3C), "card {i}");
+        assert_eq!(
+            env.terminals
+                .as_ref()
+                .expect("terminals")
+                .sdus_received(&msisdn),
+            1,
+            "card {i} got its packet once"
+        );
+    }
+    env.shutdown().await;
+}

@@ -322,6 +322,69 @@ async fn silent_card_gets_the_command_over_sms_when_the_fallback_is_on() {
     env.shutdown().await;
 }
 
+/// The SPI's PoR coding over CAT_TP (TS 102 225 5.1.1), the twin of `por_modes_over_sms` in
+/// tests/api.rs: with no PoR asked the card's CAT_TP acknowledgement of the packet is the
+/// delivery report that ends the command; with PoR on error, delivery and a PoR wait without
+/// a PoR end it SUCCESS, an error PoR FAILED. Each packet goes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn por_modes_over_catp() {
+    let env = devkit::start(DevOptions {
+        cards: 1,
+        por_timeout: Duration::from_secs(2),
+        attempts: 2,
+        backoff: Duration::from_millis(200),
+        catp: Some(catp_config()),
+        terminals: TerminalSettings::default(),
+        ..DevOptions::default()
+    })
+    .await
+    .expect("dev environment");
+    let iccid = env.iccid(0).expect("card");
+    let msisdn = env.msisdn(0).expect("card");
+    let card_counter = || {
+        env.fleet
+            .with_card(&msisdn, |c| c.key_set(1).map(|k| k.counter().value()))
+            .flatten()
+            .unwrap_or(0)
+    };
+    let sdus = || {
+        env.terminals
+            .as_ref()
+            .expect("terminals")
+            .sdus_received(&msisdn)
+    };
+    for (spi, tar, status, por_name) in [
+        ("1600", "B00010", "SUCCESS", "no PoR requested"),
+        ("163A", "B00010", "SUCCESS", "no error PoR"),
+        ("160A", "B00010", "SUCCESS", "no error PoR"),
+        ("163A", "B00099", "FAILED", "tar_unknown"),
+    ] {
+        let (sent, got) = (catp_stats(&env).packets_sent, sdus());
+        let mut body = cmd("RFM", &iccid, tar, json!({"apdus": ["00A40004023F00"]}));
+        body["security"]["spi"] = json!(spi);
+        let r = run(&env, &body).await;
+        assert_eq!(r["status"], status, "SPI {spi}: {r}");
+        assert_eq!(r["transport"], "catp", "SPI {spi}: {r}");
+        assert_eq!(r["attempts"], 1, "SPI {spi}: sent once: {r}");
+        assert_eq!(catp_stats(&env).packets_sent - sent, 1, "SPI {spi}");
+        assert_eq!(sdus() - got, 1, "SPI {spi}: the card got it once");
+        assert_eq!(r["response"]["porStatusName"], por_name, "SPI {spi}: {r}");
+        let kinds: Vec<String> = events(&r).into_iter().map(|(k, _)| k).collect();
+        if status == "SUCCESS" {
+            // The card's acknowledgement (DELIVERED) comes before the end, never after it.
+            let d = kinds.iter().position(|k| k == "DELIVERED");
+            let s = kinds.iter().position(|k| k == "SUCCESS");
+            assert!(d.is_some() && d < s, "SPI {spi}: {kinds:?}");
+            assert_eq!(Some(card_counter()), r["counter"].as_u64(), "{r}");
+        } else {
+            assert_eq!(r["response"]["porStatus"], "09", "{r}");
+        }
+    }
+    // One push opened the link that carried all four.
+    assert_eq!(catp_stats(&env).pushes, 1);
+    env.shutdown().await;
+}
+
 /// The SCP80 bytes over CAT_TP, without sockets: CPI 01 and a BER CPL, the RC/CC over them
 /// (so the same packet in SMS framing does not verify), and the PoR with RPI 02.
 #[test]

@@ -169,7 +169,7 @@ impl CatpTerminals {
                             l.insert(msisdn.clone(), link.stats().conn);
                         }
                         match e {
-                            Event::Connected(_) => {}
+                            Event::Connected(_) | Event::SduAcked(_) => {}
                             Event::Sdu(sdu) => {
                                 if let Ok(mut r) = received.lock() {
                                     *r.entry(msisdn.clone()).or_default() += 1;

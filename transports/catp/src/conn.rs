@@ -95,6 +95,10 @@ pub enum Event {
     Connected(SynParams),
     /// One whole SDU, reassembled, in order, exactly once.
     Sdu(Vec<u8>),
+    /// The SDU that [`Connection::send`] numbered so is acknowledged by the peer: the cumulative
+    /// ACK number covers its last PDU (TS 102 127; an EAK alone frees nothing). Once per SDU,
+    /// in the order sent; never for an SDU still unacknowledged when the link closes.
+    SduAcked(u64),
     Closed(CloseReason),
 }
 
@@ -140,6 +144,17 @@ struct Segment {
     eaked: bool,
     /// Waiting to go out again (timeout or fast retransmit).
     resend: bool,
+    /// The SDU this PDU ends (set on an SDU's last segment only).
+    ends_sdu: Option<u64>,
+}
+
+/// A piece of an SDU waiting for the send window.
+#[derive(Debug)]
+struct Queued {
+    data: Vec<u8>,
+    /// SEG: more segments of the same SDU follow.
+    more: bool,
+    sdu: u64,
 }
 
 /// `a - b` as a signed distance in sequence space.
@@ -172,7 +187,9 @@ pub struct Connection {
     /// Sequenced PDUs sent and not yet cumulatively acknowledged, in sequence order.
     unacked: VecDeque<Segment>,
     /// Segments of SDUs waiting for the send window.
-    queue: VecDeque<(Vec<u8>, bool)>,
+    queue: VecDeque<Queued>,
+    /// The number the next SDU sent gets.
+    next_sdu: u64,
     // receive side
     /// Last sequence number received in sequence.
     rcv_cur: u16,
@@ -200,7 +217,7 @@ impl Connection {
             iss,
         );
         let syn = c.our_syn();
-        c.push_sequenced(Flags::SYN, Some(syn), Vec::new());
+        c.push_sequenced(Flags::SYN, Some(syn), Vec::new(), None);
         c
     }
 
@@ -228,7 +245,7 @@ impl Connection {
         c.rcv_cur = syn.seq;
         c.stats.pdus_in += 1;
         let ours = c.our_syn();
-        c.push_sequenced(Flags::SYN, Some(ours), Vec::new());
+        c.push_sequenced(Flags::SYN, Some(ours), Vec::new(), None);
         Some(c)
     }
 
@@ -254,6 +271,7 @@ impl Connection {
             snd_una: iss,
             unacked: VecDeque::new(),
             queue: VecDeque::new(),
+            next_sdu: 0,
             rcv_cur: 0,
             ooo: HashMap::new(),
             reassembly: Vec::new(),
@@ -273,7 +291,13 @@ impl Connection {
         }
     }
 
-    fn push_sequenced(&mut self, flags: Flags, syn: Option<SynParams>, data: Vec<u8>) {
+    fn push_sequenced(
+        &mut self,
+        flags: Flags,
+        syn: Option<SynParams>,
+        data: Vec<u8>,
+        ends_sdu: Option<u64>,
+    ) {
         let seq = self.snd_nxt;
         self.snd_nxt = self.snd_nxt.wrapping_add(1);
         self.unacked.push_back(Segment {
@@ -285,6 +309,7 @@ impl Connection {
             retries: 0,
             eaked: false,
             resend: true,
+            ends_sdu,
         });
     }
 
@@ -317,7 +342,9 @@ impl Connection {
     }
 
     /// Queue an SDU; it is cut into PDUs that fit the peer's max PDU size (SEG on all but the last).
-    pub fn send(&mut self, sdu: &[u8]) -> Result<(), SendError> {
+    /// Returns the SDU's number (0, 1, ... on this connection), named again by
+    /// [`Event::SduAcked`] once the peer has acknowledged all of it.
+    pub fn send(&mut self, sdu: &[u8]) -> Result<u64, SendError> {
         if self.state != State::Open {
             return Err(SendError::NotOpen(self.state));
         }
@@ -334,11 +361,17 @@ impl Connection {
         let room = (peer.max_pdu_size as usize)
             .saturating_sub(FIXED_HEADER_LEN)
             .max(1);
+        let n = self.next_sdu;
+        self.next_sdu += 1;
         let mut chunks = sdu.chunks(room).peekable();
         while let Some(c) = chunks.next() {
-            self.queue.push_back((c.to_vec(), chunks.peek().is_some()));
+            self.queue.push_back(Queued {
+                data: c.to_vec(),
+                more: chunks.peek().is_some(),
+                sdu: n,
+            });
         }
-        Ok(())
+        Ok(n)
     }
 
     /// Reset the connection with `reason` (0 for a normal ending). The RST goes out on the next
@@ -419,7 +452,8 @@ impl Connection {
                 self.peer_iss = Some(p.seq);
                 self.rcv_cur = p.seq;
                 self.peer_window = p.window.max(1);
-                self.ack_through(p.ack);
+                // Acknowledges our SYN only: no SDU can be outstanding yet.
+                self.ack_through(p.ack, &mut events);
                 self.state = State::Open;
                 self.ack_pending = true;
                 events.push(Event::Connected(params.clone()));
@@ -465,7 +499,7 @@ impl Connection {
         let in_range =
             seq_diff(p.ack, self.snd_una.wrapping_sub(1)) >= 0 && seq_diff(p.ack, self.snd_nxt) < 0;
         if in_range {
-            self.ack_through(p.ack);
+            self.ack_through(p.ack, &mut events);
         }
         if let VarPart::Eak(list) = &p.var {
             self.handle_eak(list);
@@ -477,9 +511,14 @@ impl Connection {
         events
     }
 
-    fn ack_through(&mut self, ack: u16) {
+    /// Frees what the cumulative ACK number `ack` covers. An SDU is acknowledged when its last
+    /// PDU is freed here: its segments are consecutive and freed in order, so all are.
+    fn ack_through(&mut self, ack: u16, events: &mut Vec<Event>) {
         while let Some(front) = self.unacked.front() {
             if seq_diff(ack, front.seq) >= 0 {
+                if let Some(n) = front.ends_sdu {
+                    events.push(Event::SduAcked(n));
+                }
                 self.unacked.pop_front();
             } else {
                 break;
@@ -694,14 +733,16 @@ impl Connection {
         // New data within the peer's window.
         let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
         if in_flight < self.peer_window && !self.queue.is_empty() {
-            let (data, more) = self.queue.pop_front().unwrap_or_default();
-            let flags = if more { Flags::SEG } else { Flags::empty() };
-            self.push_sequenced(flags, None, data);
+            if let Some(q) = self.queue.pop_front() {
+                let flags = if q.more { Flags::SEG } else { Flags::empty() };
+                let ends = (!q.more).then_some(q.sdu);
+                self.push_sequenced(flags, None, q.data, ends);
+            }
             return self.poll_transmit(now);
         }
         if self.nul_pending && in_flight < self.peer_window {
             self.nul_pending = false;
-            self.push_sequenced(Flags::NUL, None, Vec::new());
+            self.push_sequenced(Flags::NUL, None, Vec::new(), None);
             return self.poll_transmit(now);
         }
         if self.ack_pending {

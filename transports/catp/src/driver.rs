@@ -28,6 +28,9 @@ pub enum LinkEvent {
     Connected { peer: SocketAddr, params: SynParams },
     /// One whole SDU from a card.
     Sdu { peer: SocketAddr, data: Vec<u8> },
+    /// The card acknowledged all of the SDU numbered `sdu` by [`Endpoint::send`] (the
+    /// cumulative ACK covers its last PDU): it reached the card's CAT_TP layer.
+    Acked { peer: SocketAddr, sdu: u64 },
     /// A link ended.
     Closed {
         peer: SocketAddr,
@@ -39,7 +42,7 @@ enum Command {
     Send {
         to: SocketAddr,
         sdu: Vec<u8>,
-        reply: oneshot::Sender<Result<(), SendError>>,
+        reply: oneshot::Sender<Result<u64, SendError>>,
     },
     Close {
         to: SocketAddr,
@@ -97,8 +100,9 @@ impl Endpoint {
         self.local_addr
     }
 
-    /// Queues an SDU on the link with `to`.
-    pub async fn send(&self, to: SocketAddr, sdu: Vec<u8>) -> Result<(), SendError> {
+    /// Queues an SDU on the link with `to`; returns its number (unique on this endpoint), which
+    /// [`LinkEvent::Acked`] names once the card has acknowledged it.
+    pub async fn send(&self, to: SocketAddr, sdu: Vec<u8>) -> Result<u64, SendError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Send { to, sdu, reply })
@@ -167,6 +171,7 @@ async fn run_endpoint(
             let ev = match e {
                 Event::Connected(params) => LinkEvent::Connected { peer, params },
                 Event::Sdu(data) => LinkEvent::Sdu { peer, data },
+                Event::SduAcked(sdu) => LinkEvent::Acked { peer, sdu },
                 Event::Closed(reason) => LinkEvent::Closed { peer, reason },
             };
             let _ = events.send(ev);
@@ -303,7 +308,7 @@ pub struct ClientLink {
 }
 
 enum ClientCommand {
-    Send(Vec<u8>, oneshot::Sender<Result<(), SendError>>),
+    Send(Vec<u8>, oneshot::Sender<Result<u64, SendError>>),
     Close(u8),
 }
 
@@ -359,8 +364,8 @@ impl ClientLink {
         self.events.recv().await
     }
 
-    /// Queues an SDU.
-    pub async fn send(&self, sdu: Vec<u8>) -> Result<(), SendError> {
+    /// Queues an SDU; returns its number, named by [`Event::SduAcked`] once acknowledged.
+    pub async fn send(&self, sdu: Vec<u8>) -> Result<u64, SendError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(ClientCommand::Send(sdu, tx))

@@ -32,6 +32,18 @@ struct Entry {
     conn: Connection,
     id: u64,
     deadline: Option<Instant>,
+    /// The connection's numbers of its SDUs not yet acknowledged -> the server's numbers.
+    sdus: HashMap<u64, u64>,
+}
+
+impl Entry {
+    /// The server's number for an SDU the connection reports acknowledged.
+    fn translate(&mut self, e: Event) -> Event {
+        match e {
+            Event::SduAcked(n) => Event::SduAcked(self.sdus.remove(&n).unwrap_or(n)),
+            e => e,
+        }
+    }
 }
 
 /// CAT_TP server endpoint.
@@ -45,6 +57,9 @@ pub struct Server<A> {
     by_id: HashMap<u64, A>,
     next_id: u64,
     next_iss: u16,
+    /// SDU numbers are the server's, unique over all its connections (a connection's own start
+    /// at 0), so that an acknowledgement never names an SDU of an earlier link at the address.
+    next_sdu: u64,
     events: VecDeque<(A, Event)>,
     /// Datagrams not owned by a connection (RST to unknown peers).
     loose: VecDeque<(A, Vec<u8>)>,
@@ -65,6 +80,7 @@ impl<A: Eq + Hash + Clone> Server<A> {
             by_id: HashMap::new(),
             next_id: 0,
             next_iss: iss_seed,
+            next_sdu: 0,
             events: VecDeque::new(),
             loose: VecDeque::new(),
             dirty: VecDeque::new(),
@@ -159,6 +175,7 @@ impl<A: Eq + Hash + Clone> Server<A> {
             Some(st) if st != State::Closed || !is_plain_syn => {
                 if let Some(entry) = self.conns.get_mut(&from) {
                     for e in entry.conn.handle_decoded(now, pdu) {
+                        let e = entry.translate(e);
                         self.events.push_back((from.clone(), e));
                     }
                 }
@@ -192,6 +209,7 @@ impl<A: Eq + Hash + Clone> Server<A> {
                             conn,
                             id,
                             deadline: None,
+                            sdus: HashMap::new(),
                         },
                     );
                     self.refresh(&from);
@@ -223,15 +241,19 @@ impl<A: Eq + Hash + Clone> Server<A> {
         }
     }
 
-    /// Queue an SDU on the connection with `addr`.
-    pub fn send(&mut self, addr: &A, sdu: &[u8]) -> Result<(), SendError> {
+    /// Queue an SDU on the connection with `addr`. Returns its number, unique on this server,
+    /// which [`Event::SduAcked`] names once the peer has acknowledged all of it.
+    pub fn send(&mut self, addr: &A, sdu: &[u8]) -> Result<u64, SendError> {
         let e = self
             .conns
             .get_mut(addr)
             .ok_or(SendError::NotOpen(State::Closed))?;
-        e.conn.send(sdu)?;
+        let n = e.conn.send(sdu)?;
+        let ours = self.next_sdu;
+        self.next_sdu += 1;
+        e.sdus.insert(n, ours);
         self.mark(addr);
-        Ok(())
+        Ok(ours)
     }
 
     /// Reset the connection with `addr` (for example an identification not in the store).
@@ -287,6 +309,7 @@ impl<A: Eq + Hash + Clone> Server<A> {
         for a in due {
             if let Some(entry) = self.conns.get_mut(&a) {
                 for e in entry.conn.handle_timeout(now) {
+                    let e = entry.translate(e);
                     self.events.push_back((a.clone(), e));
                 }
             }

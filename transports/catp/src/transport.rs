@@ -8,15 +8,15 @@
 //! message for (whose ICCID came from the store with the command) are kept; a SYN with an
 //! unknown or missing identification is reset with reason 1 (illegal parameters).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use otagw_transport::{
-    BoxFuture, DeliveryEvent, EventSink, InboundAck, OutboundMessage, PacketFormat, Payload,
-    Transport, TransportError,
+    BoxFuture, DeliveryEvent, EventSink, InboundAck, MessageId, OutboundMessage, PacketFormat,
+    Payload, Transport, TransportError,
 };
 use tokio::sync::oneshot;
 
@@ -154,6 +154,10 @@ struct Links {
     msisdn: HashMap<String, String>,
     /// Messages waiting for a card's link (or for the card's refusal of the push).
     waiting: HashMap<String, Vec<oneshot::Sender<Result<SocketAddr, TransportError>>>>,
+    /// Packets on a link not yet acknowledged by the card: endpoint SDU number -> (link, message).
+    unacked: HashMap<u64, (SocketAddr, MessageId)>,
+    /// SDUs acknowledged before their sender recorded them (the ACK raced the send's reply).
+    acked_early: HashSet<u64>,
 }
 
 struct Inner {
@@ -238,9 +242,24 @@ impl Inner {
                     }
                 }
             }
+            LinkEvent::Acked { peer, sdu } => {
+                let id = self.links.lock().ok().and_then(|mut l| {
+                    let id = l.unacked.remove(&sdu).map(|(_, id)| id);
+                    if id.is_none() {
+                        l.acked_early.insert(sdu);
+                    }
+                    id
+                });
+                if let Some(id) = id {
+                    tracing::debug!("CAT_TP link {peer}: message {id} acknowledged");
+                    self.emit(DeliveryEvent::Delivered { id });
+                }
+            }
             LinkEvent::Closed { peer, reason } => {
                 tracing::debug!("CAT_TP link {peer} closed: {reason:?}");
                 if let Ok(mut l) = self.links.lock() {
+                    // Never acknowledged: no Delivered (the message times out or is resent).
+                    l.unacked.retain(|_, (addr, _)| *addr != peer);
                     if let Some(iccid) = l.by_addr.remove(&peer) {
                         if l.by_iccid.get(&iccid) == Some(&peer) {
                             l.by_iccid.remove(&iccid);
@@ -300,12 +319,25 @@ impl Inner {
         for attempt in 0..=self.settings.push_attempts {
             if let Some(addr) = self.link_of(&iccid) {
                 match self.endpoint.send(addr, packet.clone()).await {
-                    Ok(()) => {
+                    Ok(sdu) => {
                         self.sent.fetch_add(1, Ordering::Relaxed);
                         self.emit(DeliveryEvent::Accepted {
                             id,
                             network_refs: vec![format!("catp:{addr}")],
                         });
+                        // The card's CAT_TP ACK covering the SDU is the delivery report
+                        // (TS 102 127: the card has the whole packet).
+                        let acked = self.links.lock().is_ok_and(|mut l| {
+                            let early = l.acked_early.remove(&sdu);
+                            // A link closed meanwhile will acknowledge nothing more.
+                            if !early && l.by_addr.contains_key(&addr) {
+                                l.unacked.insert(sdu, (addr, id));
+                            }
+                            early
+                        });
+                        if acked {
+                            self.emit(DeliveryEvent::Delivered { id });
+                        }
                         return;
                     }
                     Err(SendError::NotOpen(_)) => self.forget_link(&iccid, addr),

@@ -59,6 +59,24 @@ fn server_events(s: &mut Server<u32>) -> Vec<Event> {
     v
 }
 
+/// The events other than [`Event::SduAcked`].
+fn sdus(ev: &[Event]) -> Vec<Event> {
+    ev.iter()
+        .filter(|e| !matches!(e, Event::SduAcked(_)))
+        .cloned()
+        .collect()
+}
+
+/// The SDU numbers of the [`Event::SduAcked`] events, in order.
+fn acks(ev: &[Event]) -> Vec<u64> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::SduAcked(n) => Some(*n),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Exchange datagrams with no loss until both sides are quiet. Returns (card events, server events).
 fn pump(card: &mut Connection, srv: &mut Server<u32>, now: Instant) -> (Vec<Event>, Vec<Event>) {
     let (mut ce, mut se) = (Vec::new(), Vec::new());
@@ -249,8 +267,11 @@ fn lost_syn_syn_ack_and_ack_recover() {
     card.send(&sdu).unwrap();
     srv.send(&CARD, &sdu).unwrap();
     let (ce, se, _) = pump_lossy(&mut card, &mut srv, t0, |n, _| n == 2, |n, _| n == 3);
-    assert_eq!(ce, vec![Event::Sdu(sdu.clone())]);
-    assert_eq!(se, vec![Event::Sdu(sdu)]);
+    assert_eq!(sdus(&ce), vec![Event::Sdu(sdu.clone())]);
+    assert_eq!(sdus(&se), vec![Event::Sdu(sdu)]);
+    // Each side's SDU acknowledged once (across the sequence-number wrap).
+    assert_eq!(acks(&ce), vec![0]);
+    assert_eq!(acks(&se), vec![0]);
 }
 
 fn card_ack_once() -> bool {
@@ -945,4 +966,180 @@ fn syn_with_a_max_pdu_below_the_header_gets_rst_reason_1() {
     let rst = Pdu::decode(&card.poll_transmit(t0).unwrap()).unwrap();
     assert_eq!(rst.var, VarPart::Rst(reason::ILLEGAL_PARAMETERS));
     assert_eq!(card.state(), State::Closed);
+}
+
+#[test]
+fn single_pdu_sdus_are_acked_once_by_the_ack_covering_them() {
+    let t0 = Instant::now();
+    let (mut card, mut srv) = open_pair(t0);
+    assert_eq!(srv.send(&CARD, b"one"), Ok(0));
+    assert_eq!(srv.send(&CARD, b"two"), Ok(1));
+    let pdus = drain_server(&mut srv, t0);
+    assert_eq!(pdus.len(), 2);
+    // Nothing is acknowledged by sending.
+    assert!(acks(&server_events(&mut srv)).is_empty());
+    // The card has the first: its ACK covers SDU 0 only.
+    assert_eq!(
+        card.handle_pdu(t0, &pdus[0]),
+        vec![Event::Sdu(b"one".to_vec())]
+    );
+    let ack1 = card.poll_transmit(t0).unwrap();
+    srv.handle_datagram(t0, CARD, &ack1);
+    assert_eq!(server_events(&mut srv), vec![Event::SduAcked(0)]);
+    // The same ACK again (duplicated on the way) acknowledges nothing new.
+    srv.handle_datagram(t0, CARD, &ack1);
+    assert!(server_events(&mut srv).is_empty());
+    card.handle_pdu(t0, &pdus[1]);
+    let ack2 = card.poll_transmit(t0).unwrap();
+    srv.handle_datagram(t0, CARD, &ack2);
+    assert_eq!(server_events(&mut srv), vec![Event::SduAcked(1)]);
+    srv.handle_datagram(t0, CARD, &ack2);
+    srv.handle_datagram(t0, CARD, &ack1);
+    assert!(server_events(&mut srv).is_empty());
+    // The card's own SDUs are numbered per connection, acknowledged likewise.
+    assert_eq!(card.send(b"up"), Ok(0));
+    let (ce, se) = pump(&mut card, &mut srv, t0);
+    assert_eq!(ce, vec![Event::SduAcked(0)]);
+    assert_eq!(se, vec![Event::Sdu(b"up".to_vec())]);
+}
+
+#[test]
+fn a_segmented_sdu_is_acked_when_its_last_pdu_is_not_by_eak() {
+    let t0 = Instant::now();
+    let (mut card, mut srv) = open_pair(t0);
+    // 110 data octets per PDU towards the card: A is three PDUs, B one (the window is 4).
+    let a: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    assert_eq!(srv.send(&CARD, &a), Ok(0));
+    assert_eq!(srv.send(&CARD, b"B"), Ok(1));
+    let pdus = drain_server(&mut srv, t0);
+    assert_eq!(pdus.len(), 4);
+    let seq = |i: usize| Pdu::decode(&pdus[i]).unwrap().seq;
+    // The first two segments of A in order: the ACK covers them, not A's last PDU.
+    card.handle_pdu(t0, &pdus[0]);
+    card.handle_pdu(t0, &pdus[1]);
+    let ack = Pdu::decode(&card.poll_transmit(t0).unwrap()).unwrap();
+    assert_eq!(ack.ack, seq(1));
+    srv.handle_datagram(t0, CARD, &ack.encode().unwrap());
+    assert!(server_events(&mut srv).is_empty(), "A is not all there");
+    // A's last segment lost, B's arrives: the EAK names B's PDU, which frees nothing.
+    card.handle_pdu(t0, &pdus[3]);
+    let eak = Pdu::decode(&card.poll_transmit(t0).unwrap()).unwrap();
+    assert_eq!(eak.var, VarPart::Eak(vec![seq(3)]));
+    assert_eq!(eak.ack, seq(1));
+    srv.handle_datagram(t0, CARD, &eak.encode().unwrap());
+    assert!(
+        server_events(&mut srv).is_empty(),
+        "an EAK acknowledges no SDU"
+    );
+    // The fast retransmission of A's last segment fills the gap: one ACK covers A and B.
+    let re = drain_server(&mut srv, t0);
+    assert_eq!(re, vec![pdus[2].clone()]);
+    assert_eq!(
+        card.handle_pdu(t0, &re[0]),
+        vec![Event::Sdu(a), Event::Sdu(b"B".to_vec())]
+    );
+    let ack = card.poll_transmit(t0).unwrap();
+    assert_eq!(Pdu::decode(&ack).unwrap().ack, seq(3));
+    srv.handle_datagram(t0, CARD, &ack);
+    assert_eq!(
+        server_events(&mut srv),
+        vec![Event::SduAcked(0), Event::SduAcked(1)]
+    );
+    srv.handle_datagram(t0, CARD, &ack);
+    assert!(server_events(&mut srv).is_empty(), "once per SDU");
+    assert!(srv.connection(&CARD).unwrap().is_idle());
+}
+
+#[test]
+fn sdus_acked_exactly_once_over_a_lossy_link() {
+    let t0 = Instant::now();
+    let (mut card, mut srv) = open_pair(t0);
+    let mut sent = Vec::new();
+    for i in 0..6u32 {
+        let sdu: Vec<u8> = (0..(50 + i * 90)).map(|j| (i + j) as u8).collect();
+        sent.push(srv.send(&CARD, &sdu).unwrap());
+    }
+    // Drop every third PDU to the card and every second PDU back (ACKs and EAKs among them).
+    let (ce, se, _) = pump_lossy(
+        &mut card,
+        &mut srv,
+        t0,
+        |n, _| n % 2 == 0,
+        |n, _| n % 3 == 0,
+    );
+    assert_eq!(sdus(&ce).len(), 6);
+    assert_eq!(acks(&se), sent, "each SDU once, in order");
+    assert!(srv.connection(&CARD).unwrap().stats().retransmits > 0);
+}
+
+#[test]
+fn no_ack_event_for_an_sdu_outstanding_when_the_link_ends() {
+    let t0 = Instant::now();
+    let (mut card, mut srv) = open_pair(t0);
+    srv.send(&CARD, b"never acknowledged").unwrap();
+    // The card hears nothing: the server gives up after its retries (RST reason 5).
+    let (_, se, _) = pump_lossy(&mut card, &mut srv, t0, |_, _| false, |_, _| true);
+    assert_eq!(se, vec![Event::Closed(CloseReason::Timeout)]);
+    // A card that resets instead.
+    let (mut card, mut srv) = open_pair(t0);
+    srv.send(&CARD, b"x").unwrap();
+    drain_server(&mut srv, t0);
+    card.close(reason::NORMAL);
+    let (_, se) = pump(&mut card, &mut srv, t0);
+    assert_eq!(se, vec![Event::Closed(CloseReason::PeerReset(0))]);
+}
+
+#[test]
+fn server_sdu_numbers_name_one_link_each() {
+    let t0 = Instant::now();
+    let mut srv: Server<u32> = Server::new(server_config(), 10, 1);
+    let mut cards = vec![
+        Connection::connect(card_config(), 1, 2, 10),
+        Connection::connect(card_config(), 1, 2, 20),
+    ];
+    // Pumps between both cards (addresses 0 and 1) and the server until quiet.
+    let pump2 = |cards: &mut Vec<Connection>, srv: &mut Server<u32>| {
+        let mut ev = Vec::new();
+        for _ in 0..100 {
+            let mut any = false;
+            for (i, c) in cards.iter_mut().enumerate() {
+                while let Some(d) = c.poll_transmit(t0) {
+                    any = true;
+                    srv.handle_datagram(t0, i as u32, &d);
+                }
+            }
+            while let Some((a, d)) = srv.poll_transmit(t0) {
+                any = true;
+                cards[a as usize].handle_pdu(t0, &d);
+            }
+            while let Some(e) = srv.poll_event() {
+                ev.push(e);
+            }
+            if !any {
+                return ev;
+            }
+        }
+        panic!("no quiescence");
+    };
+    pump2(&mut cards, &mut srv);
+    // Both links start at SDU 0 on their own; the server's numbers do not repeat.
+    assert_eq!(srv.send(&0, b"a"), Ok(0));
+    assert_eq!(srv.send(&1, b"b"), Ok(1));
+    assert_eq!(srv.send(&0, b"c"), Ok(2));
+    let ev = pump2(&mut cards, &mut srv);
+    let mut got: Vec<(u32, u64)> = ev
+        .into_iter()
+        .filter_map(|(a, e)| match e {
+            Event::SduAcked(n) => Some((a, n)),
+            _ => None,
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(0, 0), (0, 2), (1, 1)]);
+    // A new link from address 0 after the old one ended goes on from there.
+    cards[0] = Connection::connect(card_config(), 1, 2, 30);
+    pump2(&mut cards, &mut srv);
+    assert_eq!(srv.send(&0, b"d"), Ok(3));
+    let ev = pump2(&mut cards, &mut srv);
+    assert!(ev.contains(&(0, Event::SduAcked(3))), "{ev:?}");
 }

@@ -78,25 +78,37 @@ async fn carries_32k_both_ways(
 
     let started = Instant::now();
     let down = pattern(32 * 1024, 0x5A);
-    ep.send(peer, down.clone()).await.expect("send");
+    let down_n = ep.send(peer, down.clone()).await.expect("send");
     match next_client_event(&mut link).await {
         Event::Sdu(d) => assert!(d == down, "32 KiB to the card, intact"),
         e => panic!("unexpected {e:?}"),
     }
     let up = pattern(32 * 1024, 0xA5);
-    link.send(up.clone()).await.expect("send");
-    match next_link_event(&mut events).await {
-        LinkEvent::Sdu { peer: p, data } => {
-            assert_eq!(p, peer);
-            assert!(data == up, "32 KiB from the card, intact");
+    let up_n = link.send(up.clone()).await.expect("send");
+    // The card's ACK of the 32 KiB comes before (or with) its first PDU of the upload.
+    let mut acked = Vec::new();
+    loop {
+        match next_link_event(&mut events).await {
+            LinkEvent::Acked { peer: p, sdu } => {
+                assert_eq!(p, peer);
+                acked.push(sdu);
+            }
+            LinkEvent::Sdu { peer: p, data } => {
+                assert_eq!(p, peer);
+                assert!(data == up, "32 KiB from the card, intact");
+                break;
+            }
+            e => panic!("unexpected {e:?}"),
         }
-        e => panic!("unexpected {e:?}"),
     }
+    assert_eq!(acked, vec![down_n], "the card's acknowledgement, once");
+    assert_eq!(next_client_event(&mut link).await, Event::SduAcked(up_n));
     let took = started.elapsed();
-    // Nothing else arrives: each SDU once.
+    // Nothing else arrives: each SDU (and its acknowledgement) once.
     assert!(timeout(Duration::from_millis(300), link.next_event())
         .await
         .is_err());
+    assert!(events.try_recv().is_err());
     (took, link.stats())
 }
 

@@ -90,7 +90,7 @@ impl LinkPusher for InProcessCard {
                         let _ = link.send(por).await;
                     }
                     Event::Closed(_) => break,
-                    Event::Connected(_) => {}
+                    Event::Connected(_) | Event::SduAcked(_) => {}
                 }
             }
         });
@@ -178,13 +178,19 @@ async fn one_push_for_concurrent_messages_and_pors_with_the_msisdn() {
     t.send(message(2, packet(3000), Some(&format!("{ICCID}F"))))
         .await
         .expect("taken");
-    let mut accepted = 0;
+    let mut accepted = Vec::new();
+    let mut delivered = Vec::new();
     let mut pors = Vec::new();
-    while accepted < 2 || pors.len() < 2 {
+    while accepted.len() < 2 || delivered.len() < 2 || pors.len() < 2 {
         match next(&mut rx).await {
-            DeliveryEvent::Accepted { network_refs, .. } => {
+            DeliveryEvent::Accepted { id, network_refs } => {
                 assert!(network_refs[0].starts_with("catp:127.0.0.1:"));
-                accepted += 1;
+                accepted.push(id);
+            }
+            // The card's CAT_TP ACK covering the whole packet, after the link took it.
+            DeliveryEvent::Delivered { id } => {
+                assert!(accepted.contains(&id), "{id} delivered before accepted");
+                delivered.push(id);
             }
             DeliveryEvent::ResponsePacket {
                 from,
@@ -199,6 +205,12 @@ async fn one_push_for_concurrent_messages_and_pors_with_the_msisdn() {
             e => panic!("unexpected {e:?}"),
         }
     }
+    delivered.sort();
+    assert_eq!(delivered, vec![MessageId(1), MessageId(2)], "each once");
+    // Nothing more (the card acknowledged each packet once).
+    assert!(tokio::time::timeout(Duration::from_millis(300), rx.recv())
+        .await
+        .is_err());
     // Two-octet RPL form; the card saw each SDU whole (lengths 102 and 3004 with CPI+length).
     pors.sort();
     assert_eq!(pors[0], vec![0x00, 0x03, 0x01, 0x00, 102]);
@@ -358,4 +370,100 @@ async fn a_refused_push_fails_the_waiting_messages_naming_the_status() {
     }
     assert_eq!(card.pushes.load(Ordering::SeqCst), 1, "one push for both");
     assert_eq!(t.stats().pushes, 1);
+}
+
+/// On a push, connects from a bare socket, takes the first data PDU without acknowledging it
+/// and resets the link.
+struct ResettingCard {
+    links: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl LinkPusher for ResettingCard {
+    fn push<'a>(
+        &'a self,
+        _message: &'a OutboundMessage,
+        request: &'a PushRequest,
+    ) -> BoxFuture<'a, Result<otagw_catp::PushRefusal, TransportError>> {
+        let request = request.clone();
+        let task = tokio::spawn(async move {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            socket
+                .connect(request.bip.destination)
+                .await
+                .expect("connect");
+            let cfg = Config {
+                identification: iccid_to_identification(ICCID).unwrap_or_default(),
+                ..fast()
+            };
+            let port = request.link.destination_port;
+            let mut conn = otagw_catp::Connection::connect(cfg, 0x4000, port, 77);
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                while let Some(d) = conn.poll_transmit(std::time::Instant::now()) {
+                    let _ = socket.send(&d).await;
+                }
+                let Ok(n) = socket.recv(&mut buf).await else {
+                    return;
+                };
+                let is_data =
+                    otagw_catp::pdu::Pdu::decode(&buf[..n]).is_ok_and(|p| !p.data.is_empty());
+                if is_data {
+                    // Never acknowledged: the RST goes out instead.
+                    conn.close(otagw_catp::pdu::reason::NORMAL);
+                    while let Some(d) = conn.poll_transmit(std::time::Instant::now()) {
+                        let _ = socket.send(&d).await;
+                    }
+                    return;
+                }
+                conn.handle_pdu(std::time::Instant::now(), &buf[..n]);
+            }
+        });
+        if let Ok(mut l) = self.links.lock() {
+            l.push(task);
+        }
+        Box::pin(async { Ok(otagw_catp::no_refusal()) })
+    }
+}
+
+/// Taken by the link (Accepted) but never acknowledged by the card before the link ended: no
+/// Delivered.
+#[tokio::test]
+async fn a_link_reset_before_the_ack_delivers_nothing() {
+    let card = Arc::new(ResettingCard {
+        links: Mutex::default(),
+    });
+    let t = CatpTransport::start(
+        CatpSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            link: fast(),
+            link_timeout: Duration::from_secs(5),
+            ..CatpSettings::default()
+        },
+        card,
+    )
+    .await
+    .expect("start");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    t.set_event_sink(Arc::new(Sink(tx)));
+    t.send(message(5, packet(100), Some(ICCID)))
+        .await
+        .expect("taken");
+    assert!(matches!(
+        next(&mut rx).await,
+        DeliveryEvent::Accepted {
+            id: MessageId(5),
+            ..
+        }
+    ));
+    // The link is gone once the card's RST arrived.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while t.has_link(ICCID) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!t.has_link(ICCID), "the card reset its link");
+    let more = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+    assert!(more.is_err(), "nothing more, no Delivered: {more:?}");
+    assert_eq!(t.stats().packets_sent, 1);
 }
