@@ -66,6 +66,8 @@ pub struct Config {
     pub campaigns: CampaignsSettings,
     /// CAT_TP over UDP (the BIP transport; needs `[smpp]` for its push). Absent: none.
     pub catp: Option<CatpConfig>,
+    /// Log lines: format and level.
+    pub log: crate::logging::LogSettings,
 }
 
 /// `[campaigns]`.
@@ -337,6 +339,7 @@ impl Default for Config {
             campaigns: CampaignsSettings::default(),
             https: None,
             catp: None,
+            log: crate::logging::LogSettings::default(),
         }
     }
 }
@@ -389,7 +392,8 @@ impl Config {
     /// `OTAGW_MASTER_KEY_FILE` (or `OTAGW_MASTER_KEY` itself), `OTAGW_SQLITE_SYNCHRONOUS`,
     /// `OTAGW_SMPP_ADDRESS`,
     /// `OTAGW_SMPP_SYSTEM_ID`, `OTAGW_SMPP_PASSWORD`, `OTAGW_SMPP_BINDS`, `OTAGW_SMPP_WINDOW`,
-    /// `OTAGW_POR_TIMEOUT_SECS`, `OTAGW_RETRY_ATTEMPTS`.
+    /// `OTAGW_POR_TIMEOUT_SECS`, `OTAGW_RETRY_ATTEMPTS`, `OTAGW_LOG_FORMAT`, `OTAGW_LOG_LEVEL`
+    /// (`RUST_LOG` overrides the level).
     pub fn apply_env(&mut self) -> Result<(), ConfigError> {
         if let Some(v) = env("OTAGW_DATA_DIR") {
             self.data_dir = v.into();
@@ -435,6 +439,12 @@ impl Config {
         }
         if let Some(v) = env_parse("OTAGW_RETRY_ATTEMPTS")? {
             self.pipeline.attempts = v;
+        }
+        if let Some(v) = env_parse("OTAGW_LOG_FORMAT")? {
+            self.log.format = v;
+        }
+        if let Some(v) = env("OTAGW_LOG_LEVEL") {
+            self.log.level = v;
         }
         Ok(())
     }

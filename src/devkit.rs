@@ -136,6 +136,13 @@ pub struct DevEnv {
     master_key: [u8; 32],
 }
 
+impl DevEnv {
+    /// The master key sealing this environment's store (tests look for it where it must not be).
+    pub fn master_key_bytes(&self) -> [u8; 32] {
+        self.master_key
+    }
+}
+
 /// The fleet's defaults: AES-128 CBC and CMAC, key version 1.
 pub fn fleet_defaults() -> FleetDefaults {
     FleetDefaults {

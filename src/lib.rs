@@ -7,6 +7,7 @@ pub mod correlation;
 pub mod devkit;
 pub mod dispatch;
 pub mod gateway;
+pub mod logging;
 pub mod pipeline;
 pub mod provision;
 pub mod script;

@@ -94,7 +94,8 @@ impl ServerHandle {
     }
 }
 
-fn redact(url: &str) -> String {
+/// A store URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
     match url.split_once('@') {
         Some((head, tail)) if head.contains("://") => {
             let scheme = head.split("://").next().unwrap_or("");

@@ -446,6 +446,7 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
         otagw_transport::PacketFormat::Sms => crate::security::command::PacketFraming::Sms,
     };
     let budget = shared.transports.max_script_len(&transport);
+    tracing::info!(campaign = id, iteration = campaign.iteration, %transport, "campaign running");
     let plan = match plan_of(&shared, &campaign, budget).await {
         Ok(p) => Arc::new(p),
         Err(reason) => {
@@ -623,6 +624,9 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
         .filter(|t| t.iteration == campaign.iteration)
         .map(|t| (t.state.clone(), t.cards.into()))
         .collect();
+    if completed {
+        tracing::info!(campaign = id, iteration = campaign.iteration, cards = %serde_json::Value::Object(states.clone()), "campaign completed");
+    }
     publish(
         &shared,
         &campaign.account_id,

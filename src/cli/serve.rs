@@ -34,12 +34,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.api.listen = listen;
     }
+    config.log.install().context("logging")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
     runtime.block_on(async move {
         let server = otagw::server::start(&config).await?;
+        tracing::info!(
+            api = %server.base_url(),
+            gateway = %server.gateway.id(),
+            store = %otagw::server::redact(&config.store_url()),
+            backend = server.store.backend(),
+            data_dir = %config.data_dir.display(),
+            smsc = %config.smpp.as_ref().map_or("-".to_string(), |s| s.address.clone()),
+            https = %server.https_addr.map_or("-".to_string(), |a| a.to_string()),
+            catp = %server.catp.as_ref().map_or("-".to_string(), |c| c.local_addr().to_string()),
+            "otagw serve started"
+        );
         println!(
             "otagw serve: API {} gateway {} store {}",
             server.base_url(),

@@ -503,6 +503,7 @@ async fn run_pipeline(
             Some(CommandStatus::Failed)
         }
         Err(JobError::Timeout(d)) => {
+            tracing::warn!(command = %record.id, iccid = %record.iccid, "no PoR within {d:?}");
             fail(
                 shared,
                 record,
@@ -655,6 +656,8 @@ async fn apply(shared: &Shared, record: &CommandRecord, t: &Transition) -> Recor
         .await
     {
         Ok(true) => {
+            tracing::debug!(command = %record.id, iccid = %record.iccid, transport = %record.transport,
+                status = %t.to, detail = %t.detail, "command ended");
             shared
                 .metrics
                 .finished(&record.transport, t.to, t.error.as_ref().map(|e| e.code));
