@@ -392,7 +392,8 @@ impl Config {
     /// `OTAGW_MASTER_KEY_FILE` (or `OTAGW_MASTER_KEY` itself), `OTAGW_SQLITE_SYNCHRONOUS`,
     /// `OTAGW_SMPP_ADDRESS`,
     /// `OTAGW_SMPP_SYSTEM_ID`, `OTAGW_SMPP_PASSWORD`, `OTAGW_SMPP_BINDS`, `OTAGW_SMPP_WINDOW`,
-    /// `OTAGW_POR_TIMEOUT_SECS`, `OTAGW_RETRY_ATTEMPTS`, `OTAGW_LOG_FORMAT`, `OTAGW_LOG_LEVEL`
+    /// `OTAGW_POR_TIMEOUT_SECS`, `OTAGW_RETRY_ATTEMPTS`, `OTAGW_CAMPAIGN_POR_TIMEOUT_SECS`,
+    /// `OTAGW_LOG_FORMAT`, `OTAGW_LOG_LEVEL`
     /// (`RUST_LOG` overrides the level).
     pub fn apply_env(&mut self) -> Result<(), ConfigError> {
         if let Some(v) = env("OTAGW_DATA_DIR") {
@@ -439,6 +440,9 @@ impl Config {
         }
         if let Some(v) = env_parse("OTAGW_RETRY_ATTEMPTS")? {
             self.pipeline.attempts = v;
+        }
+        if let Some(v) = env_parse("OTAGW_CAMPAIGN_POR_TIMEOUT_SECS")? {
+            self.campaigns.por_timeout_secs = v;
         }
         if let Some(v) = env_parse("OTAGW_LOG_FORMAT")? {
             self.log.format = v;
