@@ -365,6 +365,55 @@ fn print_table(v: &CampaignView) {
     }
 }
 
+/// What the watch bars show for the current iteration, from the store's totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Frame {
+    cards: u64,
+    sent: u64,
+    delivered: u64,
+    done: u64,
+    succeeded: u64,
+}
+
+fn frame(v: &ops::CampaignView) -> Option<Frame> {
+    let it = v.iterations.iter().find(|i| i.iteration == v.iteration)?;
+    let get = |s: &str| it.states.get(s).copied().unwrap_or(0);
+    // A delivered card is done when nothing more is awaited from it: a text, or an SPI that
+    // asks no PoR or one on error only (TS 102 225 5.1.1).
+    let delivered_ends = v.campaign_type == "SMS"
+        || v.campaign_type == "FLASH"
+        || hex::decode(&v.settings.spi)
+            .ok()
+            .and_then(|b| <[u8; 2]>::try_from(b.as_slice()).ok())
+            .is_some_and(|b| {
+                otagw::security::Spi::from_bytes(b).por.ending()
+                    != Some(otagw::security::PorEnding::Por)
+            });
+    let delivered_done = if delivered_ends {
+        get(card_state::DELIVERED)
+    } else {
+        0
+    };
+    Some(Frame {
+        cards: it.cards,
+        sent: it.cards - get(card_state::PENDING) - get(card_state::SENDING),
+        delivered: get(card_state::DELIVERED) + get(card_state::POR_OK),
+        done: get(card_state::POR_OK)
+            + get(card_state::POR_ERROR)
+            + get(card_state::FAILED)
+            + get(card_state::EXPIRED)
+            + delivered_done,
+        succeeded: get(card_state::POR_OK) + delivered_done,
+    })
+}
+
+/// Stops the bars where the store's totals put them (`finish` would fill them to the length).
+fn end_bars(bars: &[(&str, ProgressBar)]) {
+    for (_, b) in bars {
+        b.abandon();
+    }
+}
+
 async fn watch_campaign(
     store: &dyn otagw::store::Store,
     account_id: &str,
@@ -384,37 +433,86 @@ async fn watch_campaign(
         .collect();
     loop {
         let v = ops::show(store, account_id, id).await.map_err(report)?;
-        if let Some(it) = v.iterations.iter().find(|i| i.iteration == v.iteration) {
-            let get = |s: &str| it.states.get(s).copied().unwrap_or(0);
-            let done = get(card_state::POR_OK)
-                + get(card_state::POR_ERROR)
-                + get(card_state::FAILED)
-                + get(card_state::EXPIRED);
-            let delivered = get(card_state::DELIVERED) + get(card_state::POR_OK);
-            let sent = it.cards - get(card_state::PENDING) - get(card_state::SENDING);
-            let succeeded = get(card_state::POR_OK)
-                + if v.campaign_type == "SMS" || v.campaign_type == "FLASH" {
-                    get(card_state::DELIVERED)
-                } else {
-                    0
-                };
+        if let Some(c) = frame(&v) {
             for (name, b) in &bars {
-                b.set_length(it.cards);
+                b.set_length(c.cards);
                 b.set_position(match *name {
-                    "sent" => sent,
-                    "delivered" => delivered,
-                    "done" => done,
-                    _ => succeeded,
+                    "sent" => c.sent,
+                    "delivered" => c.delivered,
+                    "done" => c.done,
+                    _ => c.succeeded,
                 });
             }
         }
         if v.state != status::RUNNING {
-            for (_, b) in &bars {
-                b.finish();
-            }
+            end_bars(&bars);
             print_table(&v);
             return Ok(());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(kind: &str, spi: &str, states: &[(&str, u64)]) -> ops::CampaignView {
+        let settings = serde_json::from_value(serde_json::json!({
+            "spi": spi, "tar": "B00010", "kicByte": "12", "kidByte": "12",
+            "transmissionMode": "conc", "commands": [], "validityPeriod": 0,
+            "includeSimRefresh": false, "load": false, "install": false, "delete": false,
+            "placeholders": []
+        }))
+        .expect("settings");
+        ops::CampaignView {
+            id: 1,
+            name: "c".into(),
+            campaign_type: kind.into(),
+            state: status::COMPLETED.into(),
+            profile_id: 1,
+            iteration: 1,
+            messages_per_card: 1,
+            settings,
+            created: 0,
+            updated: 0,
+            started: None,
+            finished: None,
+            iterations: vec![ops::IterationTotals {
+                iteration: 1,
+                cards: states.iter().map(|(_, n)| n).sum(),
+                states: states.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            }],
+        }
+    }
+
+    /// The bars show the store's totals: 3 PoR OK and 12 failed is 3 succeeded, not 15.
+    #[test]
+    fn bars_show_the_real_totals() {
+        let v = view(
+            "RFM",
+            "1621",
+            &[(card_state::POR_OK, 3), (card_state::FAILED, 12)],
+        );
+        let f = frame(&v).expect("frame");
+        assert_eq!((f.cards, f.done, f.succeeded), (15, 15, 3));
+        // PoR always: a delivered card still waits for its PoR.
+        let v = view("RFM", "1621", &[(card_state::DELIVERED, 15)]);
+        let f = frame(&v).expect("frame");
+        assert_eq!((f.done, f.succeeded, f.delivered), (0, 0, 15));
+        // No PoR asked: delivered is done and succeeded.
+        let v = view("RFM", "1600", &[(card_state::DELIVERED, 15)]);
+        let f = frame(&v).expect("frame");
+        assert_eq!((f.done, f.succeeded), (15, 15));
+    }
+
+    /// The last frame stays as the store has it: 3 of 15 succeeded reads 3/15 at the end.
+    #[test]
+    fn the_last_frame_keeps_its_totals() {
+        let b = ProgressBar::hidden();
+        b.set_length(15);
+        b.set_position(3);
+        end_bars(&[("succeeded", b.clone())]);
+        assert_eq!((b.position(), b.length()), (3, Some(15)));
     }
 }
