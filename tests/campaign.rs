@@ -396,6 +396,64 @@ async fn rfm_campaign_por_modes() {
     env.shutdown().await;
 }
 
+/// One rule for a script's answer, campaigns as single commands: without `expectedLastSw`, a
+/// script that stopped on an error status word (9404, file not found) is POR_ERROR, not
+/// POR_OK; the details are decoded (status words, data), not raw hex.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_status_word_fails_the_card_without_expected_sw() {
+    let env = env(2, None).await;
+    let (_, group) = env.fleet_group.unwrap();
+    for (commands, state, detail) in [
+        (
+            vec!["A0A40000023F00", "A0A40000026F99"],
+            card_state::POR_ERROR,
+            "the last answered 9404",
+        ),
+        (
+            vec!["A0A40000023F00", "A0A40000022FE2", "A0B000000A"],
+            card_state::POR_OK,
+            "3 command(s): 9000 (data 98",
+        ),
+    ] {
+        let id = create(
+            &env,
+            CampaignRequest {
+                profile: 1,
+                name: format!("sw_{state}"),
+                campaign_type: Some(CampaignType::Rfm),
+                commands: commands.into_iter().map(String::from).collect(),
+                ..Default::default()
+            },
+        )
+        .await;
+        env.server
+            .store
+            .start_campaign(
+                &env.account_id,
+                id,
+                &CampaignTarget::Group(group),
+                &[],
+                otagw::gateway::now_ms(),
+            )
+            .await
+            .unwrap();
+        wait_status(&env, id, status::COMPLETED).await;
+        let rows = env
+            .server
+            .store
+            .campaign_cards(id, 1, None, "", 10)
+            .await
+            .unwrap();
+        assert_eq!(count(&env, id, 1, state).await, 2, "{rows:?}");
+        assert!(
+            rows.iter()
+                .all(|r| r.detail.as_deref().unwrap_or_default().contains(detail)),
+            "{rows:?}"
+        );
+    }
+    env.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sms_campaign_ends_delivered_spending_no_counter_sqlite() {
     sms_campaign_ends_delivered(None).await;

@@ -821,21 +821,17 @@ impl CampaignPlan {
     /// Checks a PoR's response data against the expected last status word; the detail to
     /// store on success or the reason on failure.
     pub fn check_response(&self, data: &[u8]) -> Result<String, String> {
-        let summary = hex::encode_upper(data);
-        let Some(expected) = self.expected_last_sw else {
-            return Ok(summary);
-        };
-        let parsed = script::parse_script_response(data, self.format)
-            .map_err(|e| format!("response {summary} does not parse: {e}"))?;
-        match parsed.last().map(|r| r.sw) {
-            Some(sw) if sw == expected => Ok(summary),
-            Some(sw) => Err(format!(
-                "last status word {sw:04X}, expected {expected:04X} (response {summary})"
-            )),
-            None => Err(format!(
-                "no status word in the response, expected {expected:04X}"
-            )),
+        if data.is_empty() {
+            return match self.expected_last_sw {
+                Some(e) => Err(format!("no status word in the response, expected {e:04X}")),
+                None => Ok("PoR OK, no response data".into()),
+            };
         }
+        let parsed = script::parse_script_response(data, self.format)
+            .map_err(|e| format!("response {} does not parse: {e}", hex::encode_upper(data)))?;
+        // The same rule as single commands: the expected SW if given, else a success SW.
+        parsed.judge(self.expected_last_sw)?;
+        Ok(parsed.summary())
     }
 }
 

@@ -10,11 +10,7 @@ use crate::script::ScriptFormat;
 use crate::security::{DecodedResponse, PorProtection, PorRequirement, PorStatus};
 use crate::store::{Millis, Transition};
 
-/// Whether a status word means the command did what it was asked: 9000, 61xx (more data),
-/// 91xx (proactive command pending), 92xx (memory retries), 9Fxx (GSM: response ready).
-pub fn sw_is_success(sw: u16) -> bool {
-    sw == 0x9000 || matches!(sw >> 8, 0x61 | 0x91 | 0x92 | 0x9F)
-}
+pub use crate::script::response::sw_is_success;
 
 /// The script format a request asked for.
 pub fn request_format(req: Option<&OtaCommandRequest>) -> ScriptFormat {
@@ -91,17 +87,16 @@ pub fn por_transition(
                 if let Some(last) = parsed.last() {
                     response.status_code = Some(last.sw);
                     response.data = Some(hex::encode_upper(&last.data));
-                    if !sw_is_success(last.sw) {
-                        let mut message = format!(
-                            "card ran {} command(s); the last answered {:04X}",
-                            parsed.executed, last.sw
-                        );
-                        if let Some(hint) = get_status_hint(request, parsed.executed, last.sw) {
-                            message.push_str(": ");
-                            message.push_str(&hint);
-                        }
-                        return failed(ErrorCode::CommandFailed, message, response);
+                }
+                if let Err(mut message) = parsed.judge(None) {
+                    let hint = parsed
+                        .last()
+                        .and_then(|last| get_status_hint(request, parsed.executed, last.sw));
+                    if let Some(hint) = hint {
+                        message.push_str(": ");
+                        message.push_str(&hint);
                     }
+                    return failed(ErrorCode::CommandFailed, message, response);
                 }
             }
             Err(e) => {

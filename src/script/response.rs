@@ -55,6 +55,12 @@ impl BadFormat {
     }
 }
 
+/// Whether a status word means the command did what it was asked: 9000, 61xx (more data),
+/// 91xx (proactive command pending), 92xx (memory retries), 9Fxx (GSM: response ready).
+pub fn sw_is_success(sw: u16) -> bool {
+    sw == 0x9000 || matches!(sw >> 8, 0x61 | 0x91 | 0x92 | 0x9F)
+}
+
 /// A parsed script response.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ScriptResponse {
@@ -77,6 +83,43 @@ impl ScriptResponse {
     /// The last R-APDU, if any.
     pub fn last(&self) -> Option<&RApdu> {
         self.responses.last()
+    }
+
+    /// The one rule for whether a script did what it was asked, for single commands and
+    /// campaign cards alike: its last status word is `expected` when one is given, else a
+    /// success ([`sw_is_success`]); a bad format report is a failure. `Err` says why.
+    pub fn judge(&self, expected: Option<u16>) -> Result<(), String> {
+        if let Some(bad) = &self.bad_format {
+            return Err(format!("the card found the script malformed ({bad:?})"));
+        }
+        match (self.last().map(|r| r.sw), expected) {
+            (Some(sw), Some(e)) if sw == e => Ok(()),
+            (Some(sw), Some(e)) => Err(format!(
+                "the card ran {} command(s); the last answered {sw:04X}, expected {e:04X}",
+                self.executed
+            )),
+            (Some(sw), None) if sw_is_success(sw) => Ok(()),
+            (Some(sw), None) => Err(format!(
+                "the card ran {} command(s); the last answered {sw:04X}",
+                self.executed
+            )),
+            (None, Some(e)) => Err(format!("no status word in the response, expected {e:04X}")),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// The response decoded for people: `3 command(s): 9000, 9000, 9000 (data 98940000)`.
+    pub fn summary(&self) -> String {
+        let sws: Vec<String> = self
+            .responses
+            .iter()
+            .map(|r| format!("{:04X}", r.sw))
+            .collect();
+        let mut out = format!("{} command(s): {}", self.executed, sws.join(", "));
+        if let Some(last) = self.last().filter(|r| !r.data.is_empty()) {
+            out.push_str(&format!(" (data {})", hex::encode_upper(&last.data)));
+        }
+        out
     }
 
     /// `(status word, data)` of every R-APDU, in order.
