@@ -416,3 +416,46 @@ async fn profile_gp_settings() {
         .expect("post");
     assert!((200..300).contains(&code), "{code} {a}");
 }
+
+/// Cards provisioned from a vendor file have key sets without algorithms: rotate-keys takes
+/// the KIc/KID codings from their profile (`kicByte`/`kidByte`) and the rotation runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_keys_on_provisioned_cards_uses_the_profile_codings() {
+    let env = otagw::devkit::start(otagw::devkit::DevOptions {
+        cards: 2,
+        provision: true,
+        ..Default::default()
+    })
+    .await
+    .expect("devkit");
+    let iccid = env.iccid(1).expect("card");
+    let set = env
+        .server
+        .store
+        .key_set(&iccid, 1)
+        .await
+        .expect("store")
+        .expect("key set");
+    assert!(
+        set.kic_algorithm.is_none() || set.kid_algorithm.is_none(),
+        "the vendor file's key set has algorithms: this test needs one without"
+    );
+    let (code, r) = env
+        .post(
+            "/api/v1/ota/security/rotate-keys",
+            &serde_json::json!({"iccid": iccid}),
+        )
+        .await
+        .expect("rotate");
+    assert_eq!(code, 202, "{r}");
+    let id = r["commands"][0]["commandId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let done = env
+        .wait_done(&id, std::time::Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(done["status"], "SUCCESS", "{done}");
+    env.shutdown().await;
+}

@@ -322,6 +322,36 @@ pub struct RotationsStarted {
     pub commands: Vec<RotationStarted>,
 }
 
+/// The algorithm nibbles of the KIc and KID octets the card's profile names, if it has both.
+async fn profile_codings(
+    state: &AppState,
+    account_id: &str,
+    iccid: &str,
+) -> Result<Option<(u8, u8)>, ApiError> {
+    let Some(id) = state
+        .store
+        .card_profile(account_id, iccid)
+        .await
+        .map_err(ApiError::store)?
+    else {
+        return Ok(None);
+    };
+    let Some(profile) = state
+        .store
+        .profile(account_id, id)
+        .await
+        .map_err(ApiError::store)?
+    else {
+        return Ok(None);
+    };
+    let nibble = |b: &Option<String>| {
+        b.as_deref()
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .map(|v| v & 0x0F)
+    };
+    Ok(nibble(&profile.defaults.kic_byte).zip(nibble(&profile.defaults.kid_byte)))
+}
+
 /// Start KEY_UPDATE (new random keys, PUT KEY under the card's KIK) for a card or a list.
 #[utoipa::path(post, path = "/api/v1/ota/security/rotate-keys", tag = "security",
     request_body = RotateKeys,
@@ -368,10 +398,19 @@ pub async fn rotate_keys(
                 format!("card {iccid} with key version {version} not found"),
             ));
         };
-        let (Some(c), Some(d)) = (set.kic_algorithm, set.kid_algorithm) else {
+        // The key set's own algorithms, else its card's profile's KIc/KID codings (cards
+        // provisioned from a vendor file carry keys without algorithms; their profile says).
+        let codings = match (set.kic_algorithm, set.kid_algorithm) {
+            (Some(c), Some(d)) => Some((c.kic_nibble(), d.kid_nibble())),
+            _ => profile_codings(&state, &account.id, iccid).await?,
+        };
+        let Some((c, d)) = codings else {
             return Err(ApiError::invalid(
                 field,
-                format!("card {iccid}: key version {version} has no algorithm recorded (kicAlgorithm / kidAlgorithm)"),
+                format!(
+                    "card {iccid}: key version {version} has no algorithm recorded \
+                     (kicAlgorithm / kidAlgorithm) and its profile names no kicByte / kidByte"
+                ),
             ));
         };
         let req = OtaCommandRequest {
@@ -384,8 +423,8 @@ pub async fn rotate_keys(
             },
             security: SecuritySettings {
                 spi: HexOrNumber::Hex(body.spi.clone().unwrap_or_else(|| "1639".into())),
-                kic: format!("{:02X}", version << 4 | c.kic_nibble()),
-                kid: format!("{:02X}", version << 4 | d.kid_nibble()),
+                kic: format!("{:02X}", version << 4 | c),
+                kid: format!("{:02X}", version << 4 | d),
                 tar: body.tar.clone().unwrap_or_else(|| "000000".into()),
             },
             data: CommandData {
