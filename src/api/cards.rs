@@ -33,10 +33,13 @@ pub struct KeySetInput {
     /// KIK (key-encryption key for PUT KEY), hex.
     #[serde(default)]
     pub kik: Option<String>,
-    /// Ciphering algorithm for implicit KIc codings (`aes-cbc`, `3des-2key`, ...).
+    /// Ciphering algorithm for implicit KIc codings (`aes-cbc`, `3des-2key`, ...); an explicit
+    /// KIc coding must agree with it.
     #[serde(default)]
     pub kic_algorithm: Option<String>,
-    /// Integrity algorithm for implicit KID codings (`aes-cmac`, `3des-2key`, ...).
+    /// Integrity algorithm for implicit KID codings (`aes-cmac`, `3des-2key`, ...); an explicit
+    /// KID coding of the same kind (CC) must agree with it, and an RC (CRC16/CRC32) coding is
+    /// not affected by it.
     #[serde(default)]
     pub kid_algorithm: Option<String>,
     /// Last counter the card has seen with this key set (default 0).

@@ -327,6 +327,9 @@ impl IntegrityAlgorithm {
             }),
             (Some(c), None) => Ok(c),
             (Some(c), Some(k)) if c == k => Ok(c),
+            // A configured CC algorithm says nothing of an RC (and the other way round): the
+            // explicit coding stands (SPI 11 35 with KID 15, CRC32, on a 3DES key set).
+            (Some(c), Some(k)) if !fits(k) => Ok(c),
             (Some(c), Some(k)) => Err(SecurityError::AlgorithmConflict {
                 field: "KID",
                 value: kid,
@@ -435,6 +438,25 @@ mod tests {
         );
         assert!(IntegrityAlgorithm::from_kid(0x0D, Integrity::Cc, None).is_err());
         assert!(IntegrityAlgorithm::from_kid(0x02, Integrity::Rc, None).is_err());
+        // A key set configured for a CC (3DES) does not override an explicit RC coding (SPI
+        // 11 35, KID 15: CRC32); a CC of another algorithm still conflicts.
+        assert_eq!(
+            IntegrityAlgorithm::from_kid(
+                0x15,
+                Integrity::Rc,
+                Some(IntegrityAlgorithm::TripleDes2KeyCbcMac)
+            )
+            .ok(),
+            Some(IntegrityAlgorithm::Crc32)
+        );
+        assert!(matches!(
+            IntegrityAlgorithm::from_kid(
+                0x12,
+                Integrity::Cc,
+                Some(IntegrityAlgorithm::TripleDes2KeyCbcMac)
+            ),
+            Err(SecurityError::AlgorithmConflict { .. })
+        ));
         assert!(IntegrityAlgorithm::from_kid(0x02, Integrity::Ds, None).is_err());
     }
 
