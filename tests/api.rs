@@ -1070,6 +1070,48 @@ async fn metrics_agree_with_the_store(backend: &str) {
     env.shutdown().await;
 }
 
+/// A command (or a batch's command) naming a transport this gateway does not run is refused
+/// at submission, naming `transport` and the transports it has, and nothing is sent: it is
+/// not sent by SMS while its result says HTTPS / CAT_TP.
+async fn unconfigured_transport_is_refused(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let iccid = env.iccid(0).expect("card");
+    let before = env.smsc.stats().submits_accepted;
+    for transport in ["https", "catp"] {
+        let mut c = cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]}));
+        c["transport"] = json!(transport);
+        let (code, body) = env.post("/api/v1/ota/commands", &c).await.expect("post");
+        assert_eq!(code, 422, "{transport}: {body}");
+        assert_eq!(body["error"], "VALIDATION_ERROR", "{body}");
+        assert_eq!(body["field"], "transport", "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("{transport:?} is not configured")),
+            "{body}"
+        );
+        assert!(message.ends_with("it offers sms"), "{body}");
+        let ok = cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]}));
+        let (code, body) = env
+            .post("/api/v1/ota/batch", &json!({"commands": [ok, c]}))
+            .await
+            .expect("post");
+        assert_eq!(code, 422, "{transport}: {body}");
+        assert_eq!(body["field"], "commands[1].transport", "{body}");
+    }
+    // SMS itself is accepted.
+    let mut c = cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]}));
+    c["transport"] = json!("sms");
+    let id = post_ok(&env, &c).await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["transport"], "sms", "{r}");
+    // Only that one was sent.
+    assert_eq!(env.smsc.stats().submits_accepted - before, 1);
+    env.shutdown().await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1100,4 +1142,5 @@ both_backends!(
     health_reports_the_smsc,
     por_modes_over_sms,
     metrics_agree_with_the_store,
+    unconfigured_transport_is_refused,
 );

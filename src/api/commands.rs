@@ -73,17 +73,33 @@ pub(crate) async fn prepare(
                 format!("card {} not found", req.target.iccid),
             )
         })?;
-    // No transport asked for: the card's profile default, else SMS.
+    // No transport asked for: the card's profile default when this gateway offers it, else
+    // SMS (recorded as SMS: the command says how it goes). One asked for must be offered.
     let transport = match req.transport.clone() {
         Some(t) => t,
         None => profile_transport(state, &account.id, &card.iccid)
             .await?
+            .filter(|t| state.gateway.offers(t))
             .unwrap_or_else(|| "sms".into()),
     };
     if !TRANSPORTS.contains(&transport.as_str()) {
         return Err(ApiError::invalid(
             f("transport"),
             format!("unknown transport {transport:?}: one of sms, catp, https"),
+        ));
+    }
+    if !state.gateway.offers(&transport) {
+        let offered = state.gateway.offered();
+        return Err(ApiError::invalid(
+            f("transport"),
+            format!(
+                "transport {transport:?} is not configured on this gateway: it offers {}",
+                if offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    offered.join(", ")
+                }
+            ),
         ));
     }
     if card.msisdn.is_none() {
