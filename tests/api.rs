@@ -1112,6 +1112,75 @@ async fn unconfigured_transport_is_refused(backend: &str) {
     env.shutdown().await;
 }
 
+/// Adding a card another account holds is refused (an ICCID belongs to one account) with the
+/// very answer its own account gets for adding it again: it does not say where the card is.
+async fn another_accounts_iccid_is_refused_without_saying_where(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let held = env.iccid(0).expect("card");
+    let other = env
+        .server
+        .store
+        .create_account("other", otagw::gateway::now_ms())
+        .await
+        .expect("account");
+    let token = env
+        .server
+        .store
+        .create_token(&other.id, "t", otagw::gateway::now_ms())
+        .await
+        .expect("token");
+    let k = "00112233445566778899AABBCCDDEEFF";
+    let body = json!({"cards": [
+        {"iccid": "898800000000000991", "keySets": [{"version": 1, "kic": k, "kid": k}]},
+        {"iccid": held, "keySets": [{"version": 1, "kic": k, "kid": k}]},
+    ]});
+    let post = |token: String| {
+        let body = body.clone();
+        let env = &env;
+        async move {
+            let r = env
+                .client
+                .post(format!("{}/api/v1/cards", env.server.base_url()))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .expect("post");
+            let code = r.status().as_u16();
+            let mut v: Value = r.json().await.unwrap_or_default();
+            v.as_object_mut().map(|o| o.remove("timestamp"));
+            (code, v)
+        }
+    };
+    let (code, theirs) = post(token).await;
+    assert_eq!(code, 409, "{theirs}");
+    assert_eq!(theirs["field"], "cards[1].iccid", "{theirs}");
+    let message = theirs["message"].as_str().unwrap_or_default();
+    assert!(!message.contains("exists"), "{theirs}");
+    assert!(!message.contains("account"), "{theirs}");
+    // The holder's own answer is the same, word for word.
+    let (code, own) = post(env.token.clone()).await;
+    assert_eq!(code, 409, "{own}");
+    assert_eq!(own, theirs);
+    // All or none: the first card was not added for either.
+    let (code, _) = env
+        .get("/api/v1/cards/898800000000000991")
+        .await
+        .expect("get");
+    assert_eq!(code, 404);
+    // The same ICCID twice in one request names both places.
+    let (code, twice) = env
+        .post(
+            "/api/v1/cards",
+            &json!({"cards": [body["cards"][0].clone(), body["cards"][0].clone()]}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{twice}");
+    assert_eq!(twice["field"], "cards[1].iccid", "{twice}");
+    env.shutdown().await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1143,4 +1212,5 @@ both_backends!(
     por_modes_over_sms,
     metrics_agree_with_the_store,
     unconfigured_transport_is_refused,
+    another_accounts_iccid_is_refused_without_saying_where,
 );
