@@ -1181,6 +1181,70 @@ async fn another_accounts_iccid_is_refused_without_saying_where(backend: &str) {
     env.shutdown().await;
 }
 
+/// A `target.imsi` / `target.msisdn` that is not the card's is refused at submission (422
+/// naming the field), not accepted and failed when the pipeline gets to it.
+async fn wrong_target_identity_is_refused_at_submission(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let iccid = env.iccid(0).expect("card");
+    let (code, card) = env
+        .get(&format!("/api/v1/cards/{iccid}"))
+        .await
+        .expect("card");
+    assert_eq!(code, 200, "{card}");
+    let imsi = card["imsi"]
+        .as_str()
+        .expect("the card has an IMSI")
+        .to_string();
+    let msisdn = card["msisdn"].as_str().expect("MSISDN").to_string();
+    let wrong_imsi = if imsi.ends_with('1') {
+        format!("{}2", &imsi[..imsi.len() - 1])
+    } else {
+        format!("{}1", &imsi[..imsi.len() - 1])
+    };
+    let with = |imsi: &str, msisdn: &str| {
+        let mut c = cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]}));
+        c["target"]["imsi"] = json!(imsi);
+        c["target"]["msisdn"] = json!(msisdn);
+        c
+    };
+    let (code, body) = env
+        .post("/api/v1/ota/commands", &with(&wrong_imsi, &msisdn))
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["field"], "target.imsi", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&wrong_imsi),
+        "{body}"
+    );
+    let (code, body) = env
+        .post("/api/v1/ota/commands", &with(&imsi, "31699999999"))
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["field"], "target.msisdn", "{body}");
+    let (code, body) = env
+        .post(
+            "/api/v1/ota/batch",
+            &json!({"commands": [with(&wrong_imsi, &msisdn)]}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["field"], "commands[0].target.imsi", "{body}");
+    // The right ones go through (MSISDN with or without +).
+    let id = post_ok(&env, &with(&imsi, &format!("+{msisdn}"))).await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    env.shutdown().await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1213,4 +1277,5 @@ both_backends!(
     metrics_agree_with_the_store,
     unconfigured_transport_is_refused,
     another_accounts_iccid_is_refused_without_saying_where,
+    wrong_target_identity_is_refused_at_submission,
 );

@@ -73,6 +73,24 @@ pub(crate) async fn prepare(
                 format!("card {} not found", req.target.iccid),
             )
         })?;
+    // The target's other identities must be this card's (the pipeline checks them again
+    // when it sends, in case the card changed since).
+    if let (Some(want), Some(have)) = (&req.target.imsi, &card.imsi) {
+        if want != have {
+            return Err(ApiError::invalid(
+                f("target.imsi"),
+                format!("{want} is not the IMSI of card {}", card.iccid),
+            ));
+        }
+    }
+    if let (Some(want), Some(have)) = (&req.target.msisdn, &card.msisdn) {
+        if want.trim_start_matches('+') != have.trim_start_matches('+') {
+            return Err(ApiError::invalid(
+                f("target.msisdn"),
+                format!("{want} is not the MSISDN of card {}", card.iccid),
+            ));
+        }
+    }
     // No transport asked for: the card's profile default when this gateway offers it, else
     // SMS (recorded as SMS: the command says how it goes). One asked for must be offered.
     let transport = match req.transport.clone() {
