@@ -1070,6 +1070,181 @@ async fn metrics_agree_with_the_store(backend: &str) {
     env.shutdown().await;
 }
 
+/// A command (or a batch's command) naming a transport this gateway does not run is refused
+/// at submission, naming `transport` and the transports it has, and nothing is sent: it is
+/// not sent by SMS while its result says HTTPS / CAT_TP.
+async fn unconfigured_transport_is_refused(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let iccid = env.iccid(0).expect("card");
+    let before = env.smsc.stats().submits_accepted;
+    for transport in ["https", "catp"] {
+        let mut c = cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]}));
+        c["transport"] = json!(transport);
+        let (code, body) = env.post("/api/v1/ota/commands", &c).await.expect("post");
+        assert_eq!(code, 422, "{transport}: {body}");
+        assert_eq!(body["error"], "VALIDATION_ERROR", "{body}");
+        assert_eq!(body["field"], "transport", "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("{transport:?} is not configured")),
+            "{body}"
+        );
+        assert!(message.ends_with("it offers sms"), "{body}");
+        let ok = cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]}));
+        let (code, body) = env
+            .post("/api/v1/ota/batch", &json!({"commands": [ok, c]}))
+            .await
+            .expect("post");
+        assert_eq!(code, 422, "{transport}: {body}");
+        assert_eq!(body["field"], "commands[1].transport", "{body}");
+    }
+    // SMS itself is accepted.
+    let mut c = cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]}));
+    c["transport"] = json!("sms");
+    let id = post_ok(&env, &c).await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["transport"], "sms", "{r}");
+    // Only that one was sent.
+    assert_eq!(env.smsc.stats().submits_accepted - before, 1);
+    env.shutdown().await;
+}
+
+/// Adding a card another account holds is refused (an ICCID belongs to one account) with the
+/// very answer its own account gets for adding it again: it does not say where the card is.
+async fn another_accounts_iccid_is_refused_without_saying_where(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let held = env.iccid(0).expect("card");
+    let other = env
+        .server
+        .store
+        .create_account("other", otagw::gateway::now_ms())
+        .await
+        .expect("account");
+    let token = env
+        .server
+        .store
+        .create_token(&other.id, "t", otagw::gateway::now_ms())
+        .await
+        .expect("token");
+    let k = "00112233445566778899AABBCCDDEEFF";
+    let body = json!({"cards": [
+        {"iccid": "898800000000000991", "keySets": [{"version": 1, "kic": k, "kid": k}]},
+        {"iccid": held, "keySets": [{"version": 1, "kic": k, "kid": k}]},
+    ]});
+    let post = |token: String| {
+        let body = body.clone();
+        let env = &env;
+        async move {
+            let r = env
+                .client
+                .post(format!("{}/api/v1/cards", env.server.base_url()))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .expect("post");
+            let code = r.status().as_u16();
+            let mut v: Value = r.json().await.unwrap_or_default();
+            v.as_object_mut().map(|o| o.remove("timestamp"));
+            (code, v)
+        }
+    };
+    let (code, theirs) = post(token).await;
+    assert_eq!(code, 409, "{theirs}");
+    assert_eq!(theirs["field"], "cards[1].iccid", "{theirs}");
+    let message = theirs["message"].as_str().unwrap_or_default();
+    assert!(!message.contains("exists"), "{theirs}");
+    assert!(!message.contains("account"), "{theirs}");
+    // The holder's own answer is the same, word for word.
+    let (code, own) = post(env.token.clone()).await;
+    assert_eq!(code, 409, "{own}");
+    assert_eq!(own, theirs);
+    // All or none: the first card was not added for either.
+    let (code, _) = env
+        .get("/api/v1/cards/898800000000000991")
+        .await
+        .expect("get");
+    assert_eq!(code, 404);
+    // The same ICCID twice in one request names both places.
+    let (code, twice) = env
+        .post(
+            "/api/v1/cards",
+            &json!({"cards": [body["cards"][0].clone(), body["cards"][0].clone()]}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{twice}");
+    assert_eq!(twice["field"], "cards[1].iccid", "{twice}");
+    env.shutdown().await;
+}
+
+/// A `target.imsi` / `target.msisdn` that is not the card's is refused at submission (422
+/// naming the field), not accepted and failed when the pipeline gets to it.
+async fn wrong_target_identity_is_refused_at_submission(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let iccid = env.iccid(0).expect("card");
+    let (code, card) = env
+        .get(&format!("/api/v1/cards/{iccid}"))
+        .await
+        .expect("card");
+    assert_eq!(code, 200, "{card}");
+    let imsi = card["imsi"]
+        .as_str()
+        .expect("the card has an IMSI")
+        .to_string();
+    let msisdn = card["msisdn"].as_str().expect("MSISDN").to_string();
+    let wrong_imsi = if imsi.ends_with('1') {
+        format!("{}2", &imsi[..imsi.len() - 1])
+    } else {
+        format!("{}1", &imsi[..imsi.len() - 1])
+    };
+    let with = |imsi: &str, msisdn: &str| {
+        let mut c = cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]}));
+        c["target"]["imsi"] = json!(imsi);
+        c["target"]["msisdn"] = json!(msisdn);
+        c
+    };
+    let (code, body) = env
+        .post("/api/v1/ota/commands", &with(&wrong_imsi, &msisdn))
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["field"], "target.imsi", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&wrong_imsi),
+        "{body}"
+    );
+    let (code, body) = env
+        .post("/api/v1/ota/commands", &with(&imsi, "31699999999"))
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["field"], "target.msisdn", "{body}");
+    let (code, body) = env
+        .post(
+            "/api/v1/ota/batch",
+            &json!({"commands": [with(&wrong_imsi, &msisdn)]}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["field"], "commands[0].target.imsi", "{body}");
+    // The right ones go through (MSISDN with or without +).
+    let id = post_ok(&env, &with(&imsi, &format!("+{msisdn}"))).await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    env.shutdown().await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1100,4 +1275,7 @@ both_backends!(
     health_reports_the_smsc,
     por_modes_over_sms,
     metrics_agree_with_the_store,
+    unconfigured_transport_is_refused,
+    another_accounts_iccid_is_refused_without_saying_where,
+    wrong_target_identity_is_refused_at_submission,
 );

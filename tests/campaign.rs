@@ -713,6 +713,110 @@ async fn tls_trigger_rfm_campaign_runs_over_https() {
     env.shutdown().await;
 }
 
+/// Starting a campaign on a new card with no MSISDN is refused (naming `msisdn`): the card it
+/// would provision could never be reached, would spend a counter and could not be removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_on_a_new_card_without_msisdn_is_refused() {
+    let env = devkit::start(DevOptions {
+        cards: 1,
+        provision: true,
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit");
+    let (profile, _) = env.fleet_group.unwrap();
+    let (code, created) = env
+        .post(
+            "/api/v1/campaigns",
+            &serde_json::json!({"profile": profile, "name": "no_msisdn", "type": "RFM",
+                "commands": ["00A40004023F00"], "expectedLastSw": "9000"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let iccid = "898800000000000992";
+    let k = "00112233445566778899AABBCCDDEEFF";
+    let (code, body) = env
+        .post(
+            &format!("/api/v1/campaigns/{id}/start"),
+            &serde_json::json!({"iccid": iccid, "kicKey": k, "kidKey": k}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["field"], "msisdn", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot be reached"),
+        "{body}"
+    );
+    let (code, _) = env.get(&format!("/api/v1/cards/{iccid}")).await.unwrap();
+    assert_eq!(code, 404, "no card created");
+    let (_, c) = env.get(&format!("/api/v1/campaigns/{id}")).await.unwrap();
+    assert!(c["state"].is_string() && c["state"] != "RUNNING", "{c}");
+    env.shutdown().await;
+}
+
+/// Without `[https]`, a TLS_TRIGGER campaign is refused at start (naming `transport`), not
+/// sent by SMS while saying HTTPS; no card is provisioned for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_trigger_campaign_refused_without_https() {
+    let env = devkit::start(DevOptions {
+        cards: 2,
+        provision: true,
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit");
+    // A profile made for HTTPS (as on a gateway that has it).
+    let (code, made) = env
+        .post(
+            "/api/v1/profiles",
+            &serde_json::json!({"name": "tls", "appType": "rfm",
+                "defaults": {"http": {"agentId": "otagw-devkit"}}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{made}");
+    let profile = made["id"].as_i64().unwrap();
+    let (code, created) = env
+        .post(
+            "/api/v1/campaigns",
+            &serde_json::json!({"profile": profile, "name": "no_https", "type": "TLS_TRIGGER_RFM",
+                "spi": "1639", "commands": ["00A40004023F00"], "expectedLastSw": "9000"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    // A new card of this profile, provisioned by the start: neither started nor created.
+    let iccid = "898800000000000990";
+    let (code, body) = env
+        .post(
+            &format!("/api/v1/campaigns/{id}/start"),
+            &serde_json::json!({"iccid": iccid, "msisdn": "31600000990",
+                "kicKey": "00112233445566778899AABBCCDDEEFF",
+                "kidKey": "00112233445566778899AABBCCDDEEFF"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["field"], "transport", "{body}");
+    let (code, _) = env.get(&format!("/api/v1/cards/{iccid}")).await.unwrap();
+    assert_eq!(code, 404, "no card created");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"https\": this gateway offers sms"),
+        "{body}"
+    );
+    env.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfm_campaign_over_catp_by_the_profile_default() {
     // The provisioned profile defaults to CAT_TP when the gateway runs it.

@@ -1665,7 +1665,7 @@ async fn delivery_reports(b: Backend) {
     let db = TestDb::new(b).await;
     let store = db.open().await;
     let a = account(&store, "a").await;
-    let ids = sent_commands(&store, &a, 2, "gw").await;
+    let ids = sent_commands(&store, &a, 3, "gw").await;
     // SENT -> DELIVERED with its time.
     assert!(store.record_delivery(&a, &ids[0], 300).await.unwrap());
     let (rec, events) = store.command(&a, &ids[0]).await.unwrap().unwrap();
@@ -1692,6 +1692,16 @@ async fn delivery_reports(b: Backend) {
     assert_eq!(rec.delivered_at, Some(500));
     assert_eq!(rec.completed_at, Some(350));
     assert_eq!(events.last().unwrap().kind, "DELIVERED");
+    // A report received (340) before the PoR (350) but written after it: the history is in
+    // the order things happened, not the order they were written.
+    assert!(store.transition(&a, &ids[2], &t).await.unwrap());
+    assert!(store.record_delivery(&a, &ids[2], 340).await.unwrap());
+    let (rec, events) = store.command(&a, &ids[2]).await.unwrap().unwrap();
+    assert_eq!((rec.delivered_at, rec.completed_at), (Some(340), Some(350)));
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let at = |k: &str| kinds.iter().position(|x| *x == k);
+    assert!(at("DELIVERED") < at("SUCCESS"), "{kinds:?}");
+    assert!(events.windows(2).all(|w| w[0].at <= w[1].at), "{events:?}");
     // Another account's command is not touched.
     let other = account(&store, "b").await;
     assert!(!store.record_delivery(&other, &ids[1], 600).await.unwrap());

@@ -83,6 +83,30 @@ pub async fn start(
     Path(id): Path<i64>,
     JsonBody(body): JsonBody<StartRequest>,
 ) -> Result<Json<StartOutcome>, ApiError> {
+    // TLS_TRIGGER campaigns run over HTTPS: refused here when this gateway has no HTTPS
+    // (its commands would otherwise go by SMS while saying HTTPS).
+    if let Some(c) = state
+        .store
+        .campaign(&account.id, id)
+        .await
+        .map_err(ApiError::store)?
+    {
+        let tls = c
+            .campaign_type
+            .parse::<crate::campaign::CampaignType>()
+            .is_ok_and(|t| t.is_tls());
+        if tls && !state.gateway.offers("https") {
+            return Err(ApiError::invalid(
+                "transport",
+                format!(
+                    "campaign {id} is {}, which runs over transport \"https\": this gateway \
+                     offers {}",
+                    c.campaign_type,
+                    state.gateway.offered().join(", ")
+                ),
+            ));
+        }
+    }
     Ok(Json(
         ops::start(&state.store, &account.id, id, &body, now_ms()).await?,
     ))

@@ -17,7 +17,7 @@ use crate::command::{
 use crate::gateway::now_ms;
 use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
 use crate::store::{
-    Account, AppletRecord, CardRecord, KeyMaterial, KeySetRecord, NewCard, Webhook,
+    Account, AppletRecord, CardRecord, KeyMaterial, KeySetRecord, NewCard, StoreError, Webhook,
 };
 
 /// A key set as posted.
@@ -203,11 +203,31 @@ pub async fn add_cards(
         .enumerate()
         .map(|(i, c)| card_of(i, c))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut first = std::collections::HashMap::with_capacity(cards.len());
+    for (i, c) in cards.iter().enumerate() {
+        if let Some(j) = first.insert(c.iccid.as_str(), i) {
+            return Err(ApiError::invalid(
+                format!("cards[{i}].iccid"),
+                format!("{} is given twice (also cards[{j}])", c.iccid),
+            ));
+        }
+    }
     state
         .store
         .insert_cards(&account.id, &cards, now_ms())
         .await
-        .map_err(ApiError::store)?;
+        .map_err(|e| {
+            // Name the field of the card refused.
+            let at = match &e {
+                StoreError::Duplicate { what: "card", key } => first.get(key.as_str()).copied(),
+                _ => None,
+            };
+            let mut err = ApiError::store(e);
+            if let Some(i) = at {
+                err.field = Some(format!("cards[{i}].iccid"));
+            }
+            err
+        })?;
     Ok((StatusCode::CREATED, Json(CardsAdded { added: cards.len() })))
 }
 

@@ -73,17 +73,51 @@ pub(crate) async fn prepare(
                 format!("card {} not found", req.target.iccid),
             )
         })?;
-    // No transport asked for: the card's profile default, else SMS.
+    // The target's other identities must be this card's (the pipeline checks them again
+    // when it sends, in case the card changed since).
+    if let (Some(want), Some(have)) = (&req.target.imsi, &card.imsi) {
+        if want != have {
+            return Err(ApiError::invalid(
+                f("target.imsi"),
+                format!("{want} is not the IMSI of card {}", card.iccid),
+            ));
+        }
+    }
+    if let (Some(want), Some(have)) = (&req.target.msisdn, &card.msisdn) {
+        if want.trim_start_matches('+') != have.trim_start_matches('+') {
+            return Err(ApiError::invalid(
+                f("target.msisdn"),
+                format!("{want} is not the MSISDN of card {}", card.iccid),
+            ));
+        }
+    }
+    // No transport asked for: the card's profile default when this gateway offers it, else
+    // SMS (recorded as SMS: the command says how it goes). One asked for must be offered.
     let transport = match req.transport.clone() {
         Some(t) => t,
         None => profile_transport(state, &account.id, &card.iccid)
             .await?
+            .filter(|t| state.gateway.offers(t))
             .unwrap_or_else(|| "sms".into()),
     };
     if !TRANSPORTS.contains(&transport.as_str()) {
         return Err(ApiError::invalid(
             f("transport"),
             format!("unknown transport {transport:?}: one of sms, catp, https"),
+        ));
+    }
+    if !state.gateway.offers(&transport) {
+        let offered = state.gateway.offered();
+        return Err(ApiError::invalid(
+            f("transport"),
+            format!(
+                "transport {transport:?} is not configured on this gateway: it offers {}",
+                if offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    offered.join(", ")
+                }
+            ),
         ));
     }
     if card.msisdn.is_none() {

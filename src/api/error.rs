@@ -94,6 +94,12 @@ impl ApiError {
     /// 500 from the store (the message names what failed, never key material).
     pub fn store(e: StoreError) -> Self {
         match e {
+            // An ICCID is held by one account only (its key sets are the card's): the answer
+            // is the same whether this account or another holds it, and says neither.
+            StoreError::Duplicate { what: "card", key } => Self::conflict(
+                "DUPLICATE",
+                format!("card {key} cannot be added: its ICCID is already registered"),
+            ),
             StoreError::Duplicate { what, key } => {
                 Self::conflict("DUPLICATE", format!("{what} {key} already exists"))
             }

@@ -388,12 +388,17 @@ async fn provision_one(
             format!("{version} is not a key version 1..15"),
         ));
     }
-    let msisdn = req
-        .msisdn
-        .as_deref()
-        .map(crate::provision::normalize_msisdn)
-        .transpose()
-        .map_err(|p| field("msisdn", p))?;
+    // Without an MSISDN the card could never be reached, yet would spend a counter and stay.
+    let Some(msisdn) = req.msisdn.as_deref() else {
+        return Err(field(
+            "msisdn",
+            format!(
+                "{iccid} is no card of profile {profile_id}; provisioning it needs its MSISDN \
+                 (--msisdn): a card without one cannot be reached"
+            ),
+        ));
+    };
+    let msisdn = Some(crate::provision::normalize_msisdn(msisdn).map_err(|p| field("msisdn", p))?);
     let imsi = req
         .imsi
         .as_deref()

@@ -174,6 +174,8 @@ enum WriterMsg {
 struct Shared {
     store: Arc<dyn Store>,
     transports: Arc<crate::pipeline::route::Transports>,
+    /// The gateway runs HTTPS (TLS_TRIGGER campaigns need it).
+    https: bool,
     config: RunnerConfig,
     webhooks: Option<Webhooks>,
     writer: mpsc::Sender<WriterMsg>,
@@ -201,6 +203,7 @@ impl CampaignRunner {
         let shared = Arc::new(Shared {
             store: gateway.store().clone(),
             transports: gateway.transports().clone(),
+            https: gateway.offers("https"),
             config,
             webhooks: gateway.webhooks().cloned(),
             writer: writer_tx,
@@ -1276,6 +1279,14 @@ async fn run_text(
 async fn run_https(shared: &Shared, run: &Run, card: &ClaimedCard) -> End {
     use crate::command::{CommandStatus, OtaCommandRequest};
     let plan = &run.plan;
+    if !shared.https {
+        // Not sent by SMS in its place while saying HTTPS: the card fails, saying why.
+        return End::new(
+            0,
+            card_state::FAILED,
+            "this gateway has no HTTPS transport ([https] not configured)".to_string(),
+        );
+    }
     let lines = match plan.command_lines(card.data.as_deref()) {
         Ok(l) => l,
         Err(e) => return End::new(0, card_state::FAILED, e),

@@ -142,7 +142,7 @@ pub(crate) struct StartArgs {
     /// Card MSISDN.
     #[arg(long)]
     msisdn: Option<String>,
-    /// Card ICCID (provisioned now with --imsi/--kic-key/--kid-key if unknown).
+    /// Card ICCID (provisioned now with --msisdn/--kic-key/--kid-key, and --imsi, if unknown).
     #[arg(long)]
     iccid: Option<String>,
     /// New card: IMSI.

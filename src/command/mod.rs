@@ -368,7 +368,10 @@ pub struct OtaResult {
     /// Handed to the transport, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<i64>,
-    /// Delivery report, ms.
+    /// When the gateway received the network's delivery report, ms. The report can come after
+    /// the PoR (the PoR already proves delivery): then this is later than `completedAt`, and
+    /// the DELIVERED event follows the end in `events`; it is when the report came, not when
+    /// the card got the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<i64>,
     /// Terminal state reached, ms.
@@ -385,7 +388,7 @@ pub struct OtaResult {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<CommandError>,
-    /// History.
+    /// History, in the order things happened (by time, then as recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<CommandEvent>,
 }

@@ -174,7 +174,7 @@ impl Gateway {
                 )))
             }
             (Some(_), _) => {
-                tracing::warn!("HTTPS configured but no SMS route for triggers or no SCP81 store: HTTPS commands go over SMS");
+                tracing::warn!("HTTPS configured but no SMS route for triggers or no SCP81 store: HTTPS commands are refused");
                 None
             }
             _ => None,
@@ -250,6 +250,23 @@ impl Gateway {
     /// The transports.
     pub fn transports(&self) -> &Arc<Transports> {
         &self.shared.transports
+    }
+
+    /// Whether a command asking for `transport` would go over it here (and not be sent by
+    /// SMS in its place): SMS and CAT_TP when configured, HTTPS when its driver runs.
+    pub fn offers(&self, transport: &str) -> bool {
+        match transport {
+            "https" => self.shared.https.is_some(),
+            other => self.shared.transports.knows(other),
+        }
+    }
+
+    /// The transports this gateway offers, of [`crate::api::commands::TRANSPORTS`].
+    pub fn offered(&self) -> Vec<&'static str> {
+        crate::api::commands::TRANSPORTS
+            .into_iter()
+            .filter(|t| self.offers(t))
+            .collect()
     }
 
     /// This gateway's id.

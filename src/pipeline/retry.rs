@@ -81,6 +81,8 @@ where
             let mut resends = 0u32;
             loop {
                 let waited_only = job.resume_wait;
+                // The sends made so far (the send stage records one more on the result).
+                job.record.attempts = sent;
                 let result = inner.clone().oneshot(job.clone()).await;
                 if !waited_only {
                     sent += 1;
@@ -133,6 +135,66 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::{CommandStatus, CommandType, Priority};
+    use crate::store::CommandRecord;
+    use std::sync::{Arc, Mutex};
+
+    fn record(attempts: u32) -> CommandRecord {
+        CommandRecord {
+            id: "c1".into(),
+            account_id: "a".into(),
+            batch_id: None,
+            command_type: CommandType::Rfm,
+            iccid: "8949000000000000000".into(),
+            transport: "sms".into(),
+            priority: Priority::Normal,
+            request: serde_json::Value::Null,
+            status: CommandStatus::Pending,
+            created_at: 0,
+            updated_at: 0,
+            expires_at: None,
+            sent_at: None,
+            delivered_at: None,
+            completed_at: None,
+            attempts,
+            secured: None,
+            response: None,
+            error: None,
+            owner: None,
+            lease_until: None,
+        }
+    }
+
+    /// Each pass sees the sends made before it (the send stage counts its own on the result,
+    /// so a PoR refusing a resend as counter low knows it was a resend).
+    #[tokio::test]
+    async fn each_pass_sees_the_sends_before_it() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let inner = tower::service_fn(move |job: Job| {
+            let log = log.clone();
+            async move {
+                let mut log = log
+                    .lock()
+                    .map_err(|_| JobError::Skipped("poisoned".into()))?;
+                log.push(job.record.attempts);
+                if log.len() < 3 {
+                    Err(JobError::Timeout(Duration::ZERO))
+                } else {
+                    Ok(job.record.attempts)
+                }
+            }
+        });
+        let policy = RetryPolicy {
+            attempts: 5,
+            backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+        };
+        let job = Job::new(record(1), "gw", policy);
+        let out = RetryLayer.layer(inner).oneshot(job).await;
+        assert!(matches!(out, Ok(3)), "{out:?}");
+        assert_eq!(*seen.lock().expect("log"), vec![1, 2, 3]);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

@@ -192,6 +192,8 @@ async fn send(
                 "ended or taken over before this send".into(),
             ));
         }
+        // This send counts: the result (a PoR refusing a resend) says which send it was.
+        sent.attempts = record.attempts + 1;
         let validity_minutes = record
             .expires_at
             .map(|e| ((e - now).max(60_000) / 60_000) as u32);

@@ -1405,7 +1405,7 @@ impl Store for SqlStore {
         };
         let rows = sqlx::query(
             "SELECT at, kind, detail FROM command_events WHERE account_id = $1 AND command_id = $2 \
-             ORDER BY seq",
+             ORDER BY at, seq",
         )
         .bind(account_id)
         .bind(id)
