@@ -725,6 +725,64 @@ mod tests {
     }
 
     #[test]
+    fn api_connection_limits_parse_and_take_the_environment() {
+        let d = Config::default().api.limits();
+        assert_eq!(d.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(d.idle_timeout, Duration::from_secs(60));
+        assert_eq!(d.max_connections, 10_000);
+        let c = Config::parse(
+            "[api]\nheader_read_timeout_secs = 2\nidle_timeout_secs = 3\nmax_connections = 50\n",
+        )
+        .unwrap_or_default();
+        let l = c.api.limits();
+        assert_eq!(l.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(l.idle_timeout, Duration::from_secs(3));
+        assert_eq!(l.max_connections, 50);
+        // Zero would close every connection at once: it means the least instead.
+        let z = Config::parse("[api]\nheader_read_timeout_secs = 0\nmax_connections = 0\n")
+            .unwrap_or_default()
+            .api
+            .limits();
+        assert_eq!(z.header_read_timeout, Duration::from_secs(1));
+        assert_eq!(z.max_connections, 1);
+
+        // Only this test sets these variables.
+        let mut c = Config::default();
+        std::env::set_var("OTAGW_API_HEADER_READ_TIMEOUT_SECS", "4");
+        std::env::set_var("OTAGW_API_IDLE_TIMEOUT_SECS", "5");
+        std::env::set_var("OTAGW_API_MAX_CONNECTIONS", "600");
+        let applied = c.apply_env();
+        std::env::set_var("OTAGW_API_MAX_CONNECTIONS", "many");
+        let bad = Config::default().apply_env();
+        for v in [
+            "OTAGW_API_HEADER_READ_TIMEOUT_SECS",
+            "OTAGW_API_IDLE_TIMEOUT_SECS",
+            "OTAGW_API_MAX_CONNECTIONS",
+        ] {
+            std::env::remove_var(v);
+        }
+        assert!(applied.is_ok(), "{applied:?}");
+        assert_eq!(
+            (
+                c.api.header_read_timeout_secs,
+                c.api.idle_timeout_secs,
+                c.api.max_connections
+            ),
+            (4, 5, 600)
+        );
+        assert!(
+            matches!(
+                bad,
+                Err(ConfigError::Env {
+                    name: "OTAGW_API_MAX_CONNECTIONS",
+                    ..
+                })
+            ),
+            "{bad:?}"
+        );
+    }
+
+    #[test]
     fn the_example_file_parses() {
         let text = include_str!("../otagw.example.toml");
         let c = Config::parse(text);

@@ -355,7 +355,7 @@ pub async fn start_with_store(
         tracing::info!("otagw: SCP81 admin server on {https_addr:?}");
     }
     let router = api::router(AppState::new(gateway.clone(), health));
-    let listener = std::net::TcpListener::bind(config.api.listen)
+    let listener = api::serve::bind(config.api.listen)
         .map_err(|e| ServerError::Api(format!("listen on {}: {e}", config.api.listen)))?;
     let api_addr = listener
         .local_addr()

@@ -388,6 +388,20 @@ pub async fn serve(
     Ok(())
 }
 
+/// Binds the API's listener with a 1,024-connection accept backlog (the kernel caps it at
+/// `net.core.somaxconn`): std's 128 overflows under bursts of connections, and each dropped
+/// SYN costs its client a one-second retransmission.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
+}
+
 fn out_of_descriptors(e: &io::Error) -> bool {
     // EMFILE / ENFILE.
     matches!(e.raw_os_error(), Some(23 | 24))
