@@ -268,7 +268,11 @@ async fn health_answers_while_20000_half_open_connections_are_held() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stats.open(), 0);
-    assert!(stats.timed_out() >= (cap * 9 / 10) as u64, "{}", stats.timed_out());
+    assert!(
+        stats.timed_out() >= (cap * 9 / 10) as u64,
+        "{}",
+        stats.timed_out()
+    );
     for (mut child, _) in children {
         let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
             .await
@@ -315,7 +319,10 @@ fn time_to_close(s: &mut TcpStream, limit: Duration) -> Duration {
     match s.read(&mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        other => panic!("expected the server to close, got {other:?} after {:?}", t.elapsed()),
+        other => panic!(
+            "expected the server to close, got {other:?} after {:?}",
+            t.elapsed()
+        ),
     }
     t.elapsed()
 }
@@ -494,8 +501,7 @@ async fn at_the_cap_the_oldest_waiting_connection_makes_room() {
             s.set_read_timeout(Some(Duration::from_millis(300)))
                 .expect("timeout");
             let mut buf = [0u8; 16];
-            if matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            {
+            if matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
                 others_open += 1;
             }
         }

@@ -130,12 +130,16 @@ impl Connections {
     /// Makes room for one more connection; false if every open one has a request in flight.
     fn make_room(&self, max: usize) -> bool {
         let open = self.lock();
-        if open.len().saturating_sub(self.closing.load(Ordering::Relaxed)) < max {
+        if open
+            .len()
+            .saturating_sub(self.closing.load(Ordering::Relaxed))
+            < max
+        {
             return true;
         }
-        let victim = open.values().find(|c| {
-            !c.evicted.load(Ordering::Relaxed) && c.clock().in_flight == 0
-        });
+        let victim = open
+            .values()
+            .find(|c| !c.evicted.load(Ordering::Relaxed) && c.clock().in_flight == 0);
         match victim {
             Some(c) => {
                 c.evicted.store(true, Ordering::Relaxed);
@@ -213,7 +217,8 @@ impl Conn {
                 } else if let Some(t) = c.header_since {
                     Some((t + limits.header_read_timeout, Expired::Header))
                 } else {
-                    c.idle_since.map(|t| (t + limits.idle_timeout, Expired::Idle))
+                    c.idle_since
+                        .map(|t| (t + limits.idle_timeout, Expired::Idle))
                 }
             };
             match deadline {
