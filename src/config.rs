@@ -229,6 +229,25 @@ pub struct ApiSettings {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
+    /// Seconds a client has to send a request's header: from the connection's start (the TLS
+    /// handshake included) for its first request, from its first byte for later ones.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may wait for its next request after a response (keep-alive).
+    pub idle_timeout_secs: u64,
+    /// Connections open at once at most. At the limit a new connection takes the place of the
+    /// oldest one with no request in flight, so held connections cannot lock clients out.
+    pub max_connections: usize,
+}
+
+impl ApiSettings {
+    /// The listener's connection limits.
+    pub fn limits(&self) -> crate::api::serve::ConnLimits {
+        crate::api::serve::ConnLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+            max_connections: self.max_connections.max(1),
+        }
+    }
 }
 
 /// `[store]`.
@@ -323,6 +342,9 @@ impl Default for ApiSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tls_cert: None,
             tls_key: None,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 10_000,
         }
     }
 }
@@ -388,7 +410,9 @@ impl Config {
     }
 
     /// Environment variables override the file: `OTAGW_DATA_DIR`, `OTAGW_GATEWAY_ID`,
-    /// `OTAGW_API_LISTEN`, `OTAGW_API_TLS_CERT`, `OTAGW_API_TLS_KEY`, `OTAGW_DATABASE_URL`,
+    /// `OTAGW_API_LISTEN`, `OTAGW_API_TLS_CERT`, `OTAGW_API_TLS_KEY`,
+    /// `OTAGW_API_HEADER_READ_TIMEOUT_SECS`, `OTAGW_API_IDLE_TIMEOUT_SECS`,
+    /// `OTAGW_API_MAX_CONNECTIONS`, `OTAGW_DATABASE_URL`,
     /// `OTAGW_MASTER_KEY_FILE` (or `OTAGW_MASTER_KEY` itself), `OTAGW_SQLITE_SYNCHRONOUS`,
     /// `OTAGW_SMPP_ADDRESS`,
     /// `OTAGW_SMPP_SYSTEM_ID`, `OTAGW_SMPP_PASSWORD`, `OTAGW_SMPP_BINDS`, `OTAGW_SMPP_WINDOW`,
@@ -410,6 +434,15 @@ impl Config {
         }
         if let Some(v) = env("OTAGW_API_TLS_KEY") {
             self.api.tls_key = Some(v.into());
+        }
+        if let Some(v) = env_parse("OTAGW_API_HEADER_READ_TIMEOUT_SECS")? {
+            self.api.header_read_timeout_secs = v;
+        }
+        if let Some(v) = env_parse("OTAGW_API_IDLE_TIMEOUT_SECS")? {
+            self.api.idle_timeout_secs = v;
+        }
+        if let Some(v) = env_parse("OTAGW_API_MAX_CONNECTIONS")? {
+            self.api.max_connections = v;
         }
         if let Some(v) = env("OTAGW_DATABASE_URL") {
             self.store.url = Some(v);
@@ -703,6 +736,64 @@ mod tests {
         );
         assert!(v6.is_err());
         assert!(Config::parse("[https]\nlisen = 1\n").is_err());
+    }
+
+    #[test]
+    fn api_connection_limits_parse_and_take_the_environment() {
+        let d = Config::default().api.limits();
+        assert_eq!(d.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(d.idle_timeout, Duration::from_secs(60));
+        assert_eq!(d.max_connections, 10_000);
+        let c = Config::parse(
+            "[api]\nheader_read_timeout_secs = 2\nidle_timeout_secs = 3\nmax_connections = 50\n",
+        )
+        .unwrap_or_default();
+        let l = c.api.limits();
+        assert_eq!(l.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(l.idle_timeout, Duration::from_secs(3));
+        assert_eq!(l.max_connections, 50);
+        // Zero would close every connection at once: it means the least instead.
+        let z = Config::parse("[api]\nheader_read_timeout_secs = 0\nmax_connections = 0\n")
+            .unwrap_or_default()
+            .api
+            .limits();
+        assert_eq!(z.header_read_timeout, Duration::from_secs(1));
+        assert_eq!(z.max_connections, 1);
+
+        // Only this test sets these variables.
+        let mut c = Config::default();
+        std::env::set_var("OTAGW_API_HEADER_READ_TIMEOUT_SECS", "4");
+        std::env::set_var("OTAGW_API_IDLE_TIMEOUT_SECS", "5");
+        std::env::set_var("OTAGW_API_MAX_CONNECTIONS", "600");
+        let applied = c.apply_env();
+        std::env::set_var("OTAGW_API_MAX_CONNECTIONS", "many");
+        let bad = Config::default().apply_env();
+        for v in [
+            "OTAGW_API_HEADER_READ_TIMEOUT_SECS",
+            "OTAGW_API_IDLE_TIMEOUT_SECS",
+            "OTAGW_API_MAX_CONNECTIONS",
+        ] {
+            std::env::remove_var(v);
+        }
+        assert!(applied.is_ok(), "{applied:?}");
+        assert_eq!(
+            (
+                c.api.header_read_timeout_secs,
+                c.api.idle_timeout_secs,
+                c.api.max_connections
+            ),
+            (4, 5, 600)
+        );
+        assert!(
+            matches!(
+                bad,
+                Err(ConfigError::Env {
+                    name: "OTAGW_API_MAX_CONNECTIONS",
+                    ..
+                })
+            ),
+            "{bad:?}"
+        );
     }
 
     #[test]

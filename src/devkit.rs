@@ -68,6 +68,9 @@ pub struct DevOptions {
     pub profile_http: Option<serde_json::Value>,
     /// How those terminals behave (faults, silent cards).
     pub terminals: crate::sim::catp_client::TerminalSettings,
+    /// The API's connection limits (`[api]`); the listen address stays an ephemeral loopback
+    /// port.
+    pub api_limits: Option<crate::config::ApiSettings>,
 }
 
 impl Default for DevOptions {
@@ -90,6 +93,7 @@ impl Default for DevOptions {
             profile_catp: None,
             profile_http: None,
             terminals: Default::default(),
+            api_limits: None,
         }
     }
 }
@@ -236,6 +240,11 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         gateway_id: Some(options.gateway_id.clone()),
         ..Config::default()
     };
+    if let Some(api) = &options.api_limits {
+        config.api.header_read_timeout_secs = api.header_read_timeout_secs;
+        config.api.idle_timeout_secs = api.idle_timeout_secs;
+        config.api.max_connections = api.max_connections;
+    }
     config.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     config.store.url = options.store_url.clone();
     config.smpp = Some(SmppSettings {

@@ -65,6 +65,7 @@ pub struct ServerHandle {
     https_task: Option<tokio::task::JoinHandle<()>>,
     stop: watch::Sender<bool>,
     api_task: tokio::task::JoinHandle<()>,
+    api_connections: Arc<api::serve::Connections>,
 }
 
 impl ServerHandle {
@@ -72,6 +73,11 @@ impl ServerHandle {
     pub fn base_url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.api_addr)
+    }
+
+    /// The API's connections: how many are open, evicted, timed out.
+    pub fn api_connections(&self) -> &api::serve::Connections {
+        &self.api_connections
     }
 
     /// Stops the API, the engine and the SMPP binds (unbind).
@@ -350,11 +356,8 @@ pub async fn start_with_store(
         tracing::info!("otagw: SCP81 admin server on {https_addr:?}");
     }
     let router = api::router(AppState::new(gateway.clone(), health));
-    let listener = std::net::TcpListener::bind(config.api.listen)
+    let listener = api::serve::bind(config.api.listen)
         .map_err(|e| ServerError::Api(format!("listen on {}: {e}", config.api.listen)))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| ServerError::Api(e.to_string()))?;
     let api_addr = listener
         .local_addr()
         .map_err(|e| ServerError::Api(e.to_string()))?;
@@ -374,25 +377,16 @@ pub async fn start_with_store(
         }
     };
     let is_tls = tls.is_some();
-    let api_task = match tls {
-        Some(tls) => tokio::spawn(async move {
-            if let Err(e) = api::tls::serve_tls(listener, tls, router, shutdown).await {
-                tracing::error!("API server: {e}");
-            }
-        }),
-        None => {
-            let listener = tokio::net::TcpListener::from_std(listener)
-                .map_err(|e| ServerError::Api(e.to_string()))?;
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!("API server: {e}");
-                }
-            })
+    let api_connections = api::serve::Connections::new();
+    let limits = config.api.limits();
+    let connections = api_connections.clone();
+    let api_task = tokio::spawn(async move {
+        if let Err(e) =
+            api::serve::serve(listener, tls, router, limits, connections, shutdown).await
+        {
+            tracing::error!("API server: {e}");
         }
-    };
+    });
     tracing::info!(
         "otagw: API on {}://{api_addr}, store {}, gateway {}",
         if is_tls { "https" } else { "http" },
@@ -412,5 +406,6 @@ pub async fn start_with_store(
         https_task,
         stop,
         api_task,
+        api_connections,
     })
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod openapi;
 pub mod ops;
 pub mod scp81;
+pub mod serve;
 pub mod tls;
 pub mod webhook;
 

@@ -1,23 +1,18 @@
 //! HTTPS for the northbound API: a rustls server configuration (ring provider) from PEM files,
-//! and an axum server over it with graceful shutdown.
+//! and the API's server ([`super::serve`]) over it.
 //!
 //! Certificates: `api.tls_cert` / `api.tls_key` in the configuration (or `OTAGW_API_TLS_CERT`
 //! / `OTAGW_API_TLS_KEY`). `certs/README.md` describes the development pair and real ones.
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// How long in-flight requests may run on after shutdown is asked before their connections
-/// are closed.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub use super::serve::SHUTDOWN_GRACE;
 
 /// Why the TLS configuration could not be built. Each error names the file concerned.
 #[derive(Debug, thiserror::Error)]
@@ -188,8 +183,9 @@ fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// Serves `router` over TLS on `listener` until `shutdown` completes; then stops accepting,
 /// lets in-flight requests finish for up to [`SHUTDOWN_GRACE`], and returns.
 ///
-/// Handlers can extract `axum::extract::ConnectInfo<SocketAddr>` (the client's address). A
-/// TLS handshake that does not finish within 10 s is dropped. A tokio listener converts with
+/// Handlers can extract `axum::extract::ConnectInfo<SocketAddr>` (the client's address).
+/// Connections get the default [`super::serve::ConnLimits`] (a TLS handshake is part of the
+/// 10 s header time); [`super::serve::serve`] takes others. A tokio listener converts with
 /// `listener.into_std()?`.
 pub async fn serve_tls(
     listener: std::net::TcpListener,
@@ -197,17 +193,13 @@ pub async fn serve_tls(
     router: axum::Router,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(config))
-        .handle(handle.clone())
-        .serve(router.into_make_service_with_connect_info::<SocketAddr>());
-    tokio::pin!(server);
-    tokio::pin!(shutdown);
-    tokio::select! {
-        result = &mut server => return result,
-        () = &mut shutdown => {}
-    }
-    tracing::info!("API: shutting down (grace {} s)", SHUTDOWN_GRACE.as_secs());
-    handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
-    server.await
+    super::serve::serve(
+        listener,
+        Some(config),
+        router,
+        super::serve::ConnLimits::default(),
+        super::serve::Connections::new(),
+        shutdown,
+    )
+    .await
 }
