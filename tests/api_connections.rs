@@ -4,8 +4,8 @@
 //! request in flight makes room, so health keeps answering while 20,000 half-open
 //! connections are held.
 //!
-//! The held connections come from two child processes (this test binary again, running the
-//! ignored `half_open_holder` test): each process may hold at most `ulimit -Hn` descriptors
+//! The held connections come from two child processes (this test binary again, running its
+//! `half_open_holder` function, which does nothing unless the parent's variables are set): each process may hold at most `ulimit -Hn` descriptors
 //! (20,000 here, and no raising it without privileges), and the server needs its own. The
 //! test takes about 30 s: the held connections get a 20 s header time, for slow machines.
 
@@ -25,6 +25,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 const HEALTH: &str = "/api/v1/ota/health";
+
+/// The tests here measure timeouts of about a second: they run one at a time, so the 20,000
+/// connections of one do not slow another's clock.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const PARTIAL: &[u8] = b"GET /api/v1/ota/health HTTP/1.1\r\nHost: otagw\r\nAccept: */*\r\n";
 
 /// Raises the soft descriptor limit to the hard one; returns the hard one.
@@ -61,7 +65,6 @@ fn rss_mib() -> u64 {
 /// connections, sends each half a request, prints `HELD`, and on `CHECK` from stdin prints
 /// how many the server has closed.
 #[test]
-#[ignore = "a helper the half-open test runs in child processes"]
 fn half_open_holder() {
     let (Ok(addr), Ok(count)) = (
         std::env::var("OTAGW_HOLD_ADDR"),
@@ -159,6 +162,7 @@ async fn next_line(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_answers_while_20000_half_open_connections_are_held() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let hard = raise_fd_limit();
     // Each child holds up to 10,000; the server must stay under its own limit.
     let per_child = 10_000.min(hard.saturating_sub(64)) as usize;
@@ -187,7 +191,6 @@ async fn health_answers_while_20000_half_open_connections_are_held() {
     for c in 0..2 {
         let mut child = tokio::process::Command::new(&exe)
             .args([
-                "--ignored",
                 "--exact",
                 "half_open_holder",
                 "--nocapture",
@@ -330,6 +333,7 @@ fn time_to_close(s: &mut TcpStream, limit: Duration) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let env = devkit::start(DevOptions {
         cards: 1,
         api_limits: Some(ApiSettings {
@@ -429,6 +433,7 @@ impl Plain {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_handshake_that_never_finishes_is_closed_after_the_header_timeout() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
     let config = otagw::api::tls::server_config(
         &certs.join("dev-server.pem"),
@@ -471,6 +476,7 @@ async fn a_tls_handshake_that_never_finishes_is_closed_after_the_header_timeout(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_cap_the_oldest_waiting_connection_makes_room() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let server = start(
         ConnLimits {
             max_connections: 3,
