@@ -615,6 +615,23 @@ async fn documents_and_metrics(backend: &str) {
             "{path} missing from the OpenAPI document"
         );
     }
+    for (path, method, statuses) in [
+        ("/api/v1/tokens", "get", &["200"][..]),
+        ("/api/v1/tokens/{id}", "delete", &["204", "404"][..]),
+        ("/api/v1/webhooks/{id}", "delete", &["204", "404"][..]),
+        ("/api/v1/webhooks", "post", &["201", "422"][..]),
+    ] {
+        for status in statuses {
+            assert!(
+                doc["paths"][path][method]["responses"][status].is_object(),
+                "{method} {path} {status} missing from the OpenAPI document"
+            );
+        }
+    }
+    assert!(
+        doc["components"]["schemas"]["AddWebhook"]["properties"]["events"].is_object(),
+        "AddWebhook.events missing from the OpenAPI document"
+    );
     let iccid = env.iccid(0).expect("card");
     let id = post_ok(
         &env,
@@ -647,14 +664,21 @@ async fn webhooks_get_signed_events(backend: &str) {
     let seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
     let s = seen.clone();
     let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-            let s = s.clone();
-            async move {
-                s.lock().map(|mut v| v.push((headers, body))).ok();
-                "ok"
-            }
-        }),
+        "/{path}",
+        axum::routing::post(
+            move |axum::extract::Path(path): axum::extract::Path<String>,
+                  mut headers: axum::http::HeaderMap,
+                  body: String| {
+                let s = s.clone();
+                async move {
+                    if let Ok(p) = axum::http::HeaderValue::from_str(&path) {
+                        headers.insert("x-test-path", p);
+                    }
+                    s.lock().map(|mut v| v.push((headers, body))).ok();
+                    "ok"
+                }
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -670,6 +694,32 @@ async fn webhooks_get_signed_events(backend: &str) {
         .await
         .expect("webhook");
     assert_eq!(code, 201, "{w}");
+    assert_eq!(w["events"], json!([]), "{w}");
+    // A second webhook, for command.completed only.
+    let (code, only) = env
+        .post(
+            "/api/v1/webhooks",
+            &json!({"url": format!("http://{addr}/only"), "secret": secret,
+                    "events": ["command.completed"]}),
+        )
+        .await
+        .expect("webhook");
+    assert_eq!(code, 201, "{only}");
+    assert_eq!(only["events"], json!(["command.completed"]));
+    // Listed with their filters, without their secrets.
+    let (code, list) = env.get("/api/v1/webhooks").await.expect("list");
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    assert!(!list.to_string().contains(secret), "{list}");
+    let listed_only = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|h| h["id"] == only["id"])
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(listed_only["events"], json!(["command.completed"]));
+    assert!(listed_only.get("secret").is_none());
     let iccid = env.iccid(0).expect("card");
     let id = post_ok(
         &env,
@@ -716,6 +766,282 @@ async fn webhooks_get_signed_events(backend: &str) {
     let v: Value = serde_json::from_str(&body).unwrap_or_default();
     assert_eq!(v["data"]["commandId"], id.as_str());
     assert_eq!(v["data"]["status"], "SUCCESS");
+    // The unfiltered webhook got command.delivered too; the filtered one got
+    // command.completed and nothing else.
+    let got = |path: &str| -> Vec<String> {
+        seen.lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|(h, _)| h.get("x-test-path").is_some_and(|p| p == path))
+                    .filter_map(|(h, _)| {
+                        h.get("x-otagw-event")
+                            .and_then(|e| e.to_str().ok())
+                            .map(String::from)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for _ in 0..200 {
+        if got("hook").iter().any(|e| e == "command.delivered")
+            && got("only").iter().any(|e| e == "command.completed")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        got("hook").iter().any(|e| e == "command.delivered"),
+        "{:?}",
+        got("hook")
+    );
+    assert_eq!(got("only"), vec!["command.completed".to_string()]);
+    env.shutdown().await;
+}
+
+/// A request with a bearer token: (status, JSON body or Null).
+async fn call(
+    env: &DevEnv,
+    method: reqwest::Method,
+    path: &str,
+    base: &str,
+    token: &str,
+) -> (u16, Value) {
+    let r = env
+        .client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Tokens are listed without their values and revoked: every gateway refuses a revoked token
+/// at once, another account's token id answers 404, a token may revoke itself.
+async fn tokens_listed_and_revoked(backend: &str) {
+    use reqwest::Method;
+    let env = env_for(
+        backend,
+        DevOptions {
+            cards: 1,
+            ..DevOptions::default()
+        },
+    )
+    .await;
+    let base = env.server.base_url();
+    let store = env.server.store.clone();
+    let now = otagw::gateway::now_ms();
+    let (code, list) = call(&env, Method::GET, "/api/v1/tokens", &base, &env.token).await;
+    assert_eq!(code, 200, "{list}");
+    let mine = list.as_array().cloned().unwrap_or_default();
+    assert_eq!(mine.len(), 1, "{list}");
+    let my_id = mine[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(mine[0]["name"], "devkit");
+    assert!(mine[0]["createdAt"].as_i64().is_some(), "{list}");
+    assert_eq!(
+        mine[0].as_object().map(|o| o.len()),
+        Some(3),
+        "only id, name and createdAt: {list}"
+    );
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(env.token.as_bytes()));
+    assert!(
+        !list.to_string().contains(&env.token[6..]) && !list.to_string().contains(&hash),
+        "{list}"
+    );
+
+    // A second token of this account, used on both gateways before it is revoked.
+    let second = store
+        .create_token(&env.account_id, "second", now)
+        .await
+        .expect("token");
+    let peer = env.start_peer("otagw-peer").await.expect("peer gateway");
+    let peer_base = peer.base_url();
+    for b in [&base, &peer_base] {
+        let (code, list) = call(&env, Method::GET, "/api/v1/tokens", b, &second).await;
+        assert_eq!(code, 200, "{list}");
+        assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    }
+    let (_, list) = call(&env, Method::GET, "/api/v1/tokens", &base, &env.token).await;
+    let second_id = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["name"] == "second")
+        .and_then(|t| t["id"].as_str())
+        .expect("second listed")
+        .to_string();
+
+    // Another account sees only its own, and cannot revoke ours: 404 as for no such id.
+    let other = store.create_account("other", now).await.expect("account");
+    let other_token = store
+        .create_token(&other.id, "o", now)
+        .await
+        .expect("token");
+    let (code, list) = call(&env, Method::GET, "/api/v1/tokens", &base, &other_token).await;
+    assert_eq!(code, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["name"], "o");
+    let (code, err_other) = call(
+        &env,
+        Method::DELETE,
+        &format!("/api/v1/tokens/{second_id}"),
+        &base,
+        &other_token,
+    )
+    .await;
+    assert_eq!(code, 404, "{err_other}");
+    assert_eq!(err_other["error"], "NOT_FOUND");
+    let (code, err_none) = call(
+        &env,
+        Method::DELETE,
+        "/api/v1/tokens/no-such-token",
+        &base,
+        &other_token,
+    )
+    .await;
+    assert_eq!(code, 404, "{err_none}");
+    assert_eq!(
+        err_other["message"]
+            .as_str()
+            .map(|m| m.replace(&second_id, "ID")),
+        err_none["message"]
+            .as_str()
+            .map(|m| m.replace("no-such-token", "ID"))
+    );
+    let (code, _) = call(&env, Method::GET, "/api/v1/tokens", &peer_base, &second).await;
+    assert_eq!(code, 200, "still valid");
+
+    // Revoked through this gateway: refused by both at once.
+    let (code, body) = call(
+        &env,
+        Method::DELETE,
+        &format!("/api/v1/tokens/{second_id}"),
+        &base,
+        &env.token,
+    )
+    .await;
+    assert_eq!(code, 204, "{body}");
+    for b in [&base, &peer_base] {
+        let (code, body) = call(&env, Method::GET, "/api/v1/tokens", b, &second).await;
+        assert_eq!(code, 401, "{b}: {body}");
+        assert_eq!(body["error"], "UNAUTHORIZED");
+    }
+    let (code, body) = call(
+        &env,
+        Method::DELETE,
+        &format!("/api/v1/tokens/{second_id}"),
+        &base,
+        &env.token,
+    )
+    .await;
+    assert_eq!(code, 404, "revoked twice: {body}");
+
+    // A token may revoke itself (here through the peer); then it is refused.
+    let (code, _) = call(
+        &env,
+        Method::DELETE,
+        &format!("/api/v1/tokens/{my_id}"),
+        &peer_base,
+        &env.token,
+    )
+    .await;
+    assert_eq!(code, 204);
+    for b in [&base, &peer_base] {
+        let (code, _) = call(&env, Method::GET, "/api/v1/ota/metrics", b, &env.token).await;
+        assert_eq!(code, 401, "{b}");
+    }
+    // The other account's token is untouched.
+    let (code, _) = call(&env, Method::GET, "/api/v1/tokens", &base, &other_token).await;
+    assert_eq!(code, 200);
+    peer.shutdown().await;
+    env.shutdown().await;
+}
+
+/// Webhooks are deleted by their account only; an unknown event name is refused naming it.
+async fn webhooks_deleted_and_event_names_checked(backend: &str) {
+    use reqwest::Method;
+    let env = env_for(
+        backend,
+        DevOptions {
+            cards: 1,
+            ..DevOptions::default()
+        },
+    )
+    .await;
+    let base = env.server.base_url();
+    let (code, err) = env
+        .post(
+            "/api/v1/webhooks",
+            &json!({"url": "https://hooks.example.invalid/x",
+                    "events": ["command.completed", "command.finished"]}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{err}");
+    assert_eq!(err["error"], "VALIDATION_ERROR");
+    assert_eq!(err["field"], "events[1]");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("command.finished")),
+        "{err}"
+    );
+    let (code, err) = env
+        .post(
+            "/api/v1/webhooks",
+            &json!({"url": "https://hooks.example.invalid/x", "events": "command.completed"}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(err["field"], "events", "{err}");
+    let (code, list) = env.get("/api/v1/webhooks").await.expect("list");
+    assert_eq!((code, list.clone()), (200, json!([])), "nothing was added");
+
+    let mut ids = Vec::new();
+    for events in [json!(["campaign.progress"]), json!([])] {
+        let (code, w) = env
+            .post(
+                "/api/v1/webhooks",
+                &json!({"url": "https://hooks.example.invalid/x", "events": events}),
+            )
+            .await
+            .expect("post");
+        assert_eq!(code, 201, "{w}");
+        ids.push(w["id"].as_str().expect("id").to_string());
+    }
+    let other = env
+        .server
+        .store
+        .create_account("other", otagw::gateway::now_ms())
+        .await
+        .expect("account");
+    let other_token = env
+        .server
+        .store
+        .create_token(&other.id, "t", otagw::gateway::now_ms())
+        .await
+        .expect("token");
+    let (code, list) = call(&env, Method::GET, "/api/v1/webhooks", &base, &other_token).await;
+    assert_eq!((code, list), (200, json!([])));
+    let path = format!("/api/v1/webhooks/{}", ids[0]);
+    let (code, body) = call(&env, Method::DELETE, &path, &base, &other_token).await;
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(body["error"], "NOT_FOUND");
+    let (_, list) = env.get("/api/v1/webhooks").await.expect("list");
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    let (code, body) = call(&env, Method::DELETE, &path, &base, &env.token).await;
+    assert_eq!(code, 204, "{body}");
+    let (_, list) = env.get("/api/v1/webhooks").await.expect("list");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["id"], ids[1].as_str());
+    assert_eq!(list[0]["events"], json!([]));
+    let (code, _) = call(&env, Method::DELETE, &path, &base, &env.token).await;
+    assert_eq!(code, 404, "deleted twice");
     env.shutdown().await;
 }
 
@@ -1270,6 +1596,8 @@ both_backends!(
     key_rotation_then_commands_use_the_new_keys,
     documents_and_metrics,
     webhooks_get_signed_events,
+    tokens_listed_and_revoked,
+    webhooks_deleted_and_event_names_checked,
     two_gateways_never_send_a_command_twice,
     applet_upload_install_delete,
     health_reports_the_smsc,

@@ -376,3 +376,105 @@ fn serve_refuses_a_master_key_that_is_not_the_databases() {
     assert_eq!(code, None, "{stderr}");
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `otagw account tokens` and `otagw account revoke-token`, on a fresh data directory.
+#[test]
+fn account_tokens_listed_and_revoked() {
+    let dir = std::env::temp_dir().join(format!("otagw-cli-tok-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_otagw"))
+            .args(args)
+            .env("OTAGW_DATA_DIR", &dir)
+            .env_remove("OTAGW_CONFIG")
+            .env_remove("OTAGW_DATABASE_URL")
+            .output()
+            .expect("run otagw");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run(&["account", "create", "--name", "acme"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["account", "tokens", "--account", "acme"]);
+    assert!(ok);
+    assert!(out.contains("no tokens"), "{out}");
+    let (ok, first, err) = run(&["token", "create", "--account", "acme", "--label", "ci"]);
+    assert!(ok, "{err}");
+    let (ok, second, err) = run(&["token", "create", "--account", "acme", "--label", "ops"]);
+    assert!(ok, "{err}");
+    let (first, second) = (first.trim(), second.trim());
+    assert!(first.starts_with("otagw_") && second.starts_with("otagw_"));
+
+    let (ok, out, err) = run(&["account", "tokens", "--account", "acme"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].ends_with(" ci") && lines[1].ends_with(" ops"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&first[6..]) && !out.contains(&second[6..]),
+        "token value listed: {out}"
+    );
+    let ci_id = lines[0].split_whitespace().next().expect("id").to_string();
+
+    let (ok, _, err) = run(&[
+        "account",
+        "revoke-token",
+        "--account",
+        "nobody",
+        "--id",
+        &ci_id,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("--account: no account named \"nobody\""),
+        "{err}"
+    );
+    let (ok, _, err) = run(&["account", "create", "--name", "other"]);
+    assert!(ok, "{err}");
+    // Another account's token is not found there.
+    let (ok, _, err) = run(&[
+        "account",
+        "revoke-token",
+        "--account",
+        "other",
+        "--id",
+        &ci_id,
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--id: account other has no token"), "{err}");
+
+    let (ok, out, err) = run(&[
+        "account",
+        "revoke-token",
+        "--account",
+        "acme",
+        "--id",
+        &ci_id,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("token {ci_id} revoked")), "{out}");
+    let (ok, out, _) = run(&["account", "tokens", "--account", "acme"]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.trim_end().ends_with(" ops") && !out.contains(&ci_id),
+        "{out}"
+    );
+    let (ok, _, err) = run(&[
+        "account",
+        "revoke-token",
+        "--account",
+        "acme",
+        "--id",
+        &ci_id,
+    ]);
+    assert!(!ok, "revoked twice");
+    assert!(err.contains("has no token"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

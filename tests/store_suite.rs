@@ -316,6 +316,44 @@ async fn accounts_and_tokens(b: Backend) {
         })
     ));
 
+    // Listed by id, label and time, oldest first; never the value.
+    let listed = store.tokens(&acme.id).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|t| (t.label.as_str(), t.created_at))
+            .collect::<Vec<_>>(),
+        vec![("ci", 7), ("ops", 8)]
+    );
+    assert!(!listed[0].id.is_empty() && listed[0].id != listed[1].id);
+    assert!(listed.iter().all(
+        |t| !format!("{t:?}").contains(&token[6..]) && !format!("{t:?}").contains(&second[6..])
+    ));
+    let other = store.create_account("other", 10).await.unwrap();
+    assert!(store.tokens(&other.id).await.unwrap().is_empty());
+    // Another account cannot revoke it: the same answer as for no such token.
+    assert!(matches!(
+        store.revoke_token(&other.id, &listed[0].id).await,
+        Err(StoreError::NotFound { what: "token", .. })
+    ));
+    assert!(store.account_for_token(&token).await.unwrap().is_some());
+    store.revoke_token(&acme.id, &listed[0].id).await.unwrap();
+    assert_eq!(store.account_for_token(&token).await.unwrap(), None);
+    assert_eq!(
+        store.account_for_token(&second).await.unwrap(),
+        Some(acme.clone())
+    );
+    assert_eq!(
+        store.tokens(&acme.id).await.unwrap(),
+        vec![listed[1].clone()]
+    );
+    assert!(matches!(
+        store.revoke_token(&acme.id, &listed[0].id).await,
+        Err(StoreError::NotFound { what: "token", .. })
+    ));
+    // A third token, for the raw checks below.
+    let token = store.create_token(&acme.id, "ci2", 11).await.unwrap();
+
     // Only the hash is stored.
     let raw = db.raw().await;
     let hashes: Vec<String> = sqlx::query("SELECT token_hash FROM tokens")
@@ -498,6 +536,7 @@ async fn keys_sealed_at_rest(b: Backend) {
             account_id: a.clone(),
             url: "https://example.invalid/hook".into(),
             secret: secret.clone(),
+            events: Vec::new(),
         })
         .await
         .unwrap();
@@ -1476,11 +1515,13 @@ async fn webhooks_and_applets(b: Backend) {
         account_id: a.clone(),
         url: "https://hooks.example.invalid/1".into(),
         secret: vec![1, 2, 3, 4],
+        events: Vec::new(),
     };
     let w2 = Webhook {
         id: "w2".into(),
         secret: b"another secret".to_vec(),
         url: "https://hooks.example.invalid/2".into(),
+        events: vec!["command.completed".into(), "campaign.progress".into()],
         ..w1.clone()
     };
     store.add_webhook(&w1).await.unwrap();
@@ -1497,6 +1538,24 @@ async fn webhooks_and_applets(b: Backend) {
         vec![w1.clone(), w2.clone()]
     );
     assert!(store.webhooks(&other).await.unwrap().is_empty());
+    // Deleting: only this account's, and only once.
+    assert!(matches!(
+        store.delete_webhook(&other, "w1").await,
+        Err(StoreError::NotFound {
+            what: "webhook",
+            ..
+        })
+    ));
+    assert_eq!(store.webhooks(&a).await.unwrap().len(), 2);
+    store.delete_webhook(&a, "w1").await.unwrap();
+    assert_eq!(store.webhooks(&a).await.unwrap(), vec![w2.clone()]);
+    assert!(matches!(
+        store.delete_webhook(&a, "w1").await,
+        Err(StoreError::NotFound {
+            what: "webhook",
+            ..
+        })
+    ));
 
     let applet = AppletRecord {
         id: "app-1".into(),
@@ -2791,6 +2850,95 @@ async fn scp81_chunk_kind_added_to_an_old_table(b: Backend) {
     assert!(again.card_chunk(&iccid(1), "c", 0).await.unwrap().is_some());
 }
 
+/// Tokens and webhooks from before token ids and webhook event filters: the tokens get ids
+/// (and can be revoked), the webhooks receive every event.
+async fn token_ids_and_webhook_events_added_to_old_tables(b: Backend) {
+    let db = TestDb::new(b).await;
+    let old_token = "otagw_old-token-from-an-earlier-release";
+    {
+        let (int, blob) = match b {
+            Backend::Sqlite => ("INTEGER", "BLOB"),
+            Backend::Postgres => ("BIGINT", "BYTEA"),
+        };
+        sqlx::any::install_default_drivers();
+        let url = match b {
+            Backend::Sqlite => format!("{}?mode=rwc", db.url),
+            Backend::Postgres => db.url.clone(),
+        };
+        let pool = sqlx::AnyPool::connect(&url).await.expect("raw connection");
+        // The tables as the previous release created them.
+        for statement in [
+            "CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, \
+             created_at {int} NOT NULL)"
+                .replace("{int}", int),
+            "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, account_id TEXT NOT NULL \
+             REFERENCES accounts (id), label TEXT NOT NULL, created_at {int} NOT NULL)"
+                .replace("{int}", int),
+            "CREATE TABLE webhooks (account_id TEXT NOT NULL REFERENCES accounts (id), \
+             id TEXT NOT NULL, url TEXT NOT NULL, secret {blob} NOT NULL, \
+             PRIMARY KEY (account_id, id))"
+                .replace("{blob}", blob),
+            "INSERT INTO accounts VALUES ('a0', 'old', 1)".to_string(),
+        ] {
+            sqlx::query(&statement)
+                .execute(&pool)
+                .await
+                .expect("old table");
+        }
+        use sha2::Digest;
+        for (hash, label) in [
+            (
+                hex::encode(sha2::Sha256::digest(old_token.as_bytes())),
+                "one",
+            ),
+            ("00".repeat(32), "two"),
+        ] {
+            sqlx::query("INSERT INTO tokens VALUES ($1, 'a0', $2, 5)")
+                .bind(hash)
+                .bind(label)
+                .execute(&pool)
+                .await
+                .expect("old token");
+        }
+        pool.close().await;
+    }
+    let store = db.open().await;
+    let tokens = store.tokens("a0").await.unwrap();
+    assert_eq!(tokens.len(), 2);
+    assert!(tokens.iter().all(|t| !t.id.is_empty()), "{tokens:?}");
+    assert_ne!(tokens[0].id, tokens[1].id);
+    let one = tokens.iter().find(|t| t.label == "one").expect("one");
+    assert_eq!(
+        store
+            .account_for_token(old_token)
+            .await
+            .unwrap()
+            .map(|a| a.id),
+        Some("a0".to_string())
+    );
+    store.revoke_token("a0", &one.id).await.unwrap();
+    assert_eq!(store.account_for_token(old_token).await.unwrap(), None);
+    // A webhook added now (after the column was added) keeps its filter; ids are stable
+    // across opening again.
+    let hook = Webhook {
+        id: "w".into(),
+        account_id: "a0".into(),
+        url: "https://hooks.example.invalid/w".into(),
+        secret: b"0123456789abcdef".to_vec(),
+        events: vec!["command.por".into()],
+    };
+    store.add_webhook(&hook).await.unwrap();
+    drop(store);
+    let again = db.open().await;
+    assert_eq!(again.webhooks("a0").await.unwrap(), vec![hook]);
+    let left = again.tokens("a0").await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        left[0].id,
+        tokens.iter().find(|t| t.label == "two").unwrap().id
+    );
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -2841,6 +2989,7 @@ suite!(
     scp81_psk_keys_sealed_and_unique,
     scp81_chunks_answered_once,
     scp81_chunk_kind_added_to_an_old_table,
+    token_ids_and_webhook_events_added_to_old_tables,
     master_key_checked_at_open,
 );
 

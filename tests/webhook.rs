@@ -109,6 +109,7 @@ fn hook(id: &str, account: &str, url: &str, secret: &[u8]) -> Webhook {
         account_id: account.to_string(),
         url: url.to_string(),
         secret: secret.to_vec(),
+        events: Vec::new(),
     }
 }
 

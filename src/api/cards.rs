@@ -588,6 +588,10 @@ pub struct AddWebhook {
     /// HMAC-SHA256 secret (generated when absent; returned only now).
     #[serde(default)]
     pub secret: Option<String>,
+    /// The events it receives (`command.completed`, `campaign.progress`, ...); absent or
+    /// empty: every event.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
 }
 
 /// A webhook.
@@ -601,10 +605,16 @@ pub struct WebhookView {
     /// The secret, only in the answer that created it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// The events it receives; empty: every event.
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
-/// Subscribe a URL to this account's events (receipts, PoRs, final statuses), signed with
-/// HMAC-SHA256 in `X-Otagw-Signature`.
+/// Subscribe a URL to this account's events (receipts, PoRs, final statuses, campaign
+/// progress), signed with HMAC-SHA256 in `X-Otagw-Signature`. With `events`, only those
+/// events (`command.delivered`, `command.por`, `command.completed`, `campaign.running`,
+/// `campaign.progress`, `campaign.completed`, `campaign.terminated`); another name is refused
+/// (422, naming `events[i]`).
 #[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", request_body = AddWebhook,
     responses((status = 201, body = WebhookView), (status = 422, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -630,25 +640,68 @@ pub async fn add_webhook(
             hex::encode(b)
         }
     };
+    let mut events: Vec<String> = Vec::new();
+    for (i, name) in body.events.unwrap_or_default().into_iter().enumerate() {
+        if !crate::api::webhook::events::PUBLISHED.contains(&name.as_str()) {
+            return Err(ApiError::invalid(
+                format!("events[{i}]"),
+                format!(
+                    "{name:?} is not an event the gateway publishes (one of: {})",
+                    crate::api::webhook::events::PUBLISHED.join(", ")
+                ),
+            ));
+        }
+        if !events.contains(&name) {
+            events.push(name);
+        }
+    }
     let hook = Webhook {
         id: uuid::Uuid::new_v4().to_string(),
         account_id: account.id.clone(),
         url: url.to_string(),
         secret: secret.as_bytes().to_vec(),
+        events,
     };
     state
         .store
         .add_webhook(&hook)
         .await
         .map_err(ApiError::store)?;
+    if let Some(w) = state.gateway.webhooks() {
+        w.forget(&account.id);
+    }
     Ok((
         StatusCode::CREATED,
         Json(WebhookView {
             id: hook.id,
             url: hook.url,
             secret: Some(secret),
+            events: hook.events,
         }),
     ))
+}
+
+/// Deletes a webhook of this account: it gets no further events (other gateways stop within
+/// their few seconds of webhook caching). Another account's webhook id answers 404.
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "the webhook's id")),
+    responses((status = 204, description = "deleted"),
+        (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_webhook(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store
+        .delete_webhook(&account.id, &id)
+        .await
+        .map_err(ApiError::store)?;
+    if let Some(w) = state.gateway.webhooks() {
+        w.forget(&account.id);
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// This account's webhooks (without secrets).
@@ -670,6 +723,7 @@ pub async fn list_webhooks(
                 id: h.id,
                 url: h.url,
                 secret: None,
+                events: h.events,
             })
             .collect(),
     ))

@@ -1,5 +1,5 @@
 //! The northbound REST API (axum): OTA commands, batches, cards, key rotation, metrics,
-//! health, webhooks and uploaded applets, with an OpenAPI document at `/api/v1/openapi.json`
+//! health, webhooks, bearer tokens and uploaded applets, with an OpenAPI document at `/api/v1/openapi.json`
 //! and Prometheus text at `/metrics`. Every route but health needs a bearer token; an account
 //! sees only its own cards and commands (another account's id answers 404).
 
@@ -13,20 +13,20 @@ pub mod ops;
 pub mod scp81;
 pub mod serve;
 pub mod tls;
+pub mod tokens;
 pub mod webhook;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::gateway::Gateway;
-use crate::store::{Account, Store};
+use crate::store::Store;
 
 pub use error::{ApiError, JsonBody};
 
@@ -54,7 +54,6 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     /// Transport health probes.
     pub health: Vec<HealthProbe>,
-    tokens: Arc<Mutex<HashMap<String, Account>>>,
 }
 
 impl AppState {
@@ -64,12 +63,12 @@ impl AppState {
             store: gateway.store().clone(),
             gateway,
             health,
-            tokens: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 }
 
-/// Bearer-token authentication: puts the caller's [`Account`] in the request's extensions.
+/// Bearer-token authentication: puts the caller's [`Account`](crate::store::Account) in the
+/// request's extensions.
 async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
@@ -87,30 +86,14 @@ async fn authenticate(
         .ok_or_else(|| {
             ApiError::unauthorized("a bearer token is required (Authorization: Bearer ...)")
         })?;
-    let cached = state
-        .tokens
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&token).cloned());
-    let account = match cached {
-        Some(a) => a,
-        None => {
-            let a = state
-                .store
-                .account_for_token(&token)
-                .await
-                .map_err(ApiError::store)?
-                .ok_or_else(|| ApiError::unauthorized("unknown bearer token"))?;
-            // Tokens are never revoked yet, so a found token stays valid for the process.
-            if let Ok(mut m) = state.tokens.lock() {
-                if m.len() > 10_000 {
-                    m.clear();
-                }
-                m.insert(token, a.clone());
-            }
-            a
-        }
-    };
+    // Looked up on every request (one primary-key read), never cached: a token revoked
+    // through any gateway or the CLI is refused by every gateway at once.
+    let account = state
+        .store
+        .account_for_token(&token)
+        .await
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::unauthorized("unknown bearer token"))?;
     request.extensions_mut().insert(account);
     Ok(next.run(request).await)
 }
@@ -136,6 +119,9 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/webhooks",
             post(cards::add_webhook).get(cards::list_webhooks),
         )
+        .route("/api/v1/webhooks/{id}", delete(cards::delete_webhook))
+        .route("/api/v1/tokens", get(tokens::list))
+        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         .route(
             "/api/v1/profiles",
             post(campaigns::create_profile).get(campaigns::list_profiles),

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{campaign_ops, campaigns, cards, commands, error, ops, scp81};
+use super::{campaign_ops, campaigns, cards, commands, error, ops, scp81, tokens};
 use crate::command;
 
 struct BearerAuth;
@@ -22,11 +22,12 @@ impl Modify for BearerAuth {
 /// The API's document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "otagw", description = "OTA gateway for SIM cards: SCP80 over SMS-PP; commands, batches, cards, keys, webhooks."),
+    info(title = "otagw", description = "OTA gateway for SIM cards: SCP80 over SMS-PP; commands, batches, cards, keys, webhooks, tokens."),
     paths(
         commands::create, commands::get_one, commands::cancel, commands::create_batch,
         commands::get_batch, cards::add_cards, cards::get_card, cards::rotate_keys,
         cards::security_status, cards::upload_applet, cards::add_webhook, cards::list_webhooks,
+        cards::delete_webhook, tokens::list, tokens::revoke,
         ops::health, ops::metrics_json, campaigns::create_profile, campaigns::list_profiles,
         campaigns::get_profile, campaigns::provision, campaigns::create_group,
         campaigns::list_groups, campaigns::get_group, campaign_ops::create, campaign_ops::list,
@@ -46,7 +47,7 @@ impl Modify for BearerAuth {
         crate::campaign::ops::CampaignView, crate::campaign::ops::IterationTotals,
         crate::campaign::ops::StartRequest, crate::campaign::ops::StartOutcome,
         campaign_ops::CampaignCard,
-        scp81::PutPsk,
+        scp81::PutPsk, tokens::TokenView,
     )),
     modifiers(&BearerAuth),
 )]

@@ -30,6 +30,7 @@
 //! and at most [`WebhookLimits::per_webhook_concurrency`] deliveries in progress, so a slow or
 //! dead URL only delays (and eventually drops) its own deliveries, never another webhook's.
 //! Events are not guaranteed to arrive in order; receivers order them by the body's timestamp.
+//! A webhook registered with `events` gets only those events (see [`events::PUBLISHED`]).
 //!
 //! Secrets are never logged; URLs are logged without their query and credentials.
 
@@ -59,8 +60,26 @@ pub mod events {
     pub const COMMAND_POR: &str = "command.por";
     /// The command reached a terminal status.
     pub const COMMAND_COMPLETED: &str = "command.completed";
+    /// A campaign started (or resumed) running.
+    pub const CAMPAIGN_RUNNING: &str = "campaign.running";
     /// Progress of a campaign (batch).
     pub const CAMPAIGN_PROGRESS: &str = "campaign.progress";
+    /// A campaign finished its cards.
+    pub const CAMPAIGN_COMPLETED: &str = "campaign.completed";
+    /// A campaign was stopped or could not go on.
+    pub const CAMPAIGN_TERMINATED: &str = "campaign.terminated";
+
+    /// Every event the gateway publishes: what a webhook's `events` filter may name.
+    /// ([`COMMAND_ACCEPTED`] is not published yet, so not offered.)
+    pub const PUBLISHED: [&str; 7] = [
+        COMMAND_DELIVERED,
+        COMMAND_POR,
+        COMMAND_COMPLETED,
+        CAMPAIGN_RUNNING,
+        CAMPAIGN_PROGRESS,
+        CAMPAIGN_COMPLETED,
+        CAMPAIGN_TERMINATED,
+    ];
 }
 
 /// Header naming the event.
@@ -307,6 +326,13 @@ impl Webhooks {
         shared.queued.notify_one();
     }
 
+    /// Forgets the account's cached webhook list, so the next event looks it up again (after
+    /// a webhook was added or deleted through this gateway; other gateways see the change
+    /// within [`WebhookLimits::cache_ttl`]).
+    pub fn forget(&self, account_id: &str) {
+        lock(&self.shared.cache).remove(account_id);
+    }
+
     /// Counters since start.
     pub fn stats(&self) -> WebhookStats {
         let c = &self.shared.counters;
@@ -514,7 +540,12 @@ impl Shared {
         let Some(hooks) = self.webhooks_for(&event).await else {
             return;
         };
-        if hooks.is_empty() {
+        // A webhook with an event filter gets only the events it names.
+        let wanted: Vec<&Webhook> = hooks
+            .iter()
+            .filter(|h| h.events.is_empty() || h.events.contains(&event.event))
+            .collect();
+        if wanted.is_empty() {
             return;
         }
         let body = serde_json::json!({
@@ -530,7 +561,7 @@ impl Shared {
                 return;
             }
         };
-        for hook in hooks.iter() {
+        for hook in wanted {
             self.enqueue(Delivery {
                 id: uuid::Uuid::new_v4().to_string(),
                 webhook: hook.clone(),

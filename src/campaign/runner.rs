@@ -18,7 +18,7 @@ use otagw_transport::{
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::{card_state, status, CampaignPlan, CampaignSettings, CampaignType};
-use crate::api::webhook::{WebhookEvent, Webhooks};
+use crate::api::webhook::{events, WebhookEvent, Webhooks};
 use crate::correlation::PendingCommand;
 use crate::dispatch::{DispatchNote, OtaOutcome, SecuredCommand};
 use crate::gateway::{now_ms, Gateway};
@@ -461,7 +461,7 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
             publish(
                 &shared,
                 &campaign.account_id,
-                "campaign.terminated",
+                events::CAMPAIGN_TERMINATED,
                 serde_json::json!({"campaignId": id, "iteration": campaign.iteration, "reason": reason}),
             );
             return;
@@ -508,7 +508,7 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
     publish(
         &shared,
         &campaign.account_id,
-        "campaign.running",
+        events::CAMPAIGN_RUNNING,
         serde_json::json!({"campaignId": id, "iteration": campaign.iteration}),
     );
     let mut last_progress = tokio::time::Instant::now();
@@ -605,7 +605,12 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
             let mut data = tally.json();
             data["campaignId"] = id.into();
             data["iteration"] = campaign.iteration.into();
-            publish(&shared, &campaign.account_id, "campaign.progress", data);
+            publish(
+                &shared,
+                &campaign.account_id,
+                events::CAMPAIGN_PROGRESS,
+                data,
+            );
         }
     }
     // Every card in flight ends (PoR, failure or timeout) before the campaign does.
@@ -634,9 +639,9 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
         &shared,
         &campaign.account_id,
         if completed {
-            "campaign.completed"
+            events::CAMPAIGN_COMPLETED
         } else {
-            "campaign.terminated"
+            events::CAMPAIGN_TERMINATED
         },
         serde_json::json!({"campaignId": id, "iteration": campaign.iteration, "cards": states}),
     );

@@ -1,5 +1,5 @@
-//! `otagw account create` and `otagw token create`: API tenants and their bearer tokens,
-//! written straight to the configured store.
+//! `otagw account create|tokens|revoke-token` and `otagw token create`: API tenants and their
+//! bearer tokens, read and written straight in the configured store.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +24,25 @@ pub enum AccountCommand {
         /// Unique name (letters, digits, '-', '_').
         #[arg(long)]
         name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List an account's bearer tokens: id, creation time and label (never their values).
+    Tokens {
+        /// The account's name.
+        #[arg(long)]
+        account: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke one of an account's bearer tokens: every gateway refuses it from then on.
+    RevokeToken {
+        /// The account's name.
+        #[arg(long)]
+        account: String,
+        /// The token's id (as `otagw account tokens` lists it).
+        #[arg(long)]
+        id: String,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -78,7 +97,44 @@ pub fn run_account(command: AccountCommand) -> anyhow::Result<ExitCode> {
             println!("account {} created (id {})", account.name, account.id);
             Ok(ExitCode::SUCCESS)
         }
+        AccountCommand::Tokens { account, store } => {
+            let tokens = with_store(&store, async |s| {
+                let a = account_named(&*s, &account).await?;
+                Ok(s.tokens(&a.id).await?)
+            })?;
+            if tokens.is_empty() {
+                println!("account {account} has no tokens");
+            }
+            for t in tokens {
+                println!("{}  created {}  {}", t.id, t.created_at, t.label);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AccountCommand::RevokeToken { account, id, store } => {
+            with_store(&store, async |s| {
+                let a = account_named(&*s, &account).await?;
+                match s.revoke_token(&a.id, &id).await {
+                    Err(otagw::store::StoreError::NotFound { .. }) => {
+                        bail!("--id: account {account} has no token {id:?}")
+                    }
+                    other => Ok(other?),
+                }
+            })?;
+            println!("token {id} revoked");
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The account of that name, or an error naming `--account`.
+async fn account_named(
+    store: &dyn otagw::store::Store,
+    name: &str,
+) -> anyhow::Result<otagw::store::Account> {
+    store
+        .account_by_name(name)
+        .await?
+        .with_context(|| format!("--account: no account named {name:?}"))
 }
 
 pub fn run_token(command: TokenCommand) -> anyhow::Result<ExitCode> {
@@ -89,10 +145,7 @@ pub fn run_token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             store,
         } => {
             let token = with_store(&store, async |s| {
-                let a = s
-                    .account_by_name(&account)
-                    .await?
-                    .with_context(|| format!("--account: no account named {account:?}"))?;
+                let a = account_named(&*s, &account).await?;
                 Ok(s.create_token(&a.id, &label, otagw::gateway::now_ms())
                     .await?)
             })?;

@@ -17,7 +17,7 @@ use otagw_transport::{InboundAck, Transport};
 use tokio::sync::{mpsc, Notify};
 use tower::ServiceExt;
 
-use crate::api::webhook::{WebhookEvent, Webhooks};
+use crate::api::webhook::{events, WebhookEvent, Webhooks};
 use crate::command::{CommandStatus, CommandType, ErrorCode, OtaCommandRequest};
 use crate::dispatch::{DispatchNote, OtaDispatcher};
 use crate::pipeline::limit::RateLimiter;
@@ -693,7 +693,7 @@ async fn apply(shared: &Shared, record: &CommandRecord, t: &Transition) -> Recor
             publish(
                 shared,
                 record,
-                "command.completed",
+                events::COMMAND_COMPLETED,
                 serde_json::json!({
                     "commandId": record.id,
                     "status": t.to,
@@ -739,7 +739,7 @@ async fn finish_with_por(shared: &Shared, done: &Done) -> Option<CommandStatus> 
     publish(
         shared,
         record,
-        "command.por",
+        events::COMMAND_POR,
         serde_json::json!({
             "commandId": record.id,
             "porStatus": t.response.as_ref().map(|r| r.por_status.clone()),
@@ -834,7 +834,7 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
                     publish_to(
                         &shared,
                         &account,
-                        "command.delivered",
+                        events::COMMAND_DELIVERED,
                         serde_json::json!({"commandId": command}),
                         at,
                     );
@@ -979,7 +979,7 @@ async fn housekeeping(shared: Arc<Shared>) {
                     publish_to(
                         &shared,
                         &account,
-                        "command.completed",
+                        events::COMMAND_COMPLETED,
                         serde_json::json!({"commandId": id, "status": "EXPIRED"}),
                         now,
                     );

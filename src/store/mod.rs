@@ -76,6 +76,17 @@ pub struct Account {
     pub created_at: Millis,
 }
 
+/// A bearer token as listed: never its value nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Stable id (what revoking names).
+    pub id: String,
+    /// Label given at creation.
+    pub label: String,
+    /// Created, ms.
+    pub created_at: Millis,
+}
+
 /// Key material of one key set, in clear (only in memory; sealed in the store).
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyMaterial {
@@ -326,6 +337,8 @@ pub struct Webhook {
     pub url: String,
     /// HMAC-SHA256 secret (stored sealed).
     pub secret: Vec<u8>,
+    /// The event names it receives; empty: every event.
+    pub events: Vec<String>,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -336,6 +349,7 @@ impl std::fmt::Debug for Webhook {
             .field("account_id", &self.account_id)
             .field("url", &self.url)
             .field("secret_len", &self.secret.len())
+            .field("events", &self.events)
             .finish()
     }
 }
@@ -501,8 +515,13 @@ pub trait Store: CampaignStore + Send + Sync {
         label: &str,
         now: Millis,
     ) -> Result<String, StoreError>;
-    /// The account a bearer token belongs to.
+    /// The account a bearer token belongs to (none once the token is revoked).
     async fn account_for_token(&self, token: &str) -> Result<Option<Account>, StoreError>;
+    /// An account's tokens, oldest first (ids, labels and times only).
+    async fn tokens(&self, account_id: &str) -> Result<Vec<TokenInfo>, StoreError>;
+    /// Revokes (deletes) a token of this account; NotFound when this account has no token
+    /// with that id.
+    async fn revoke_token(&self, account_id: &str, id: &str) -> Result<(), StoreError>;
 
     // Cards and keys.
     /// Adds cards, all or none (a duplicate ICCID fails the whole call, naming it).
@@ -663,6 +682,8 @@ pub trait Store: CampaignStore + Send + Sync {
     async fn add_webhook(&self, webhook: &Webhook) -> Result<(), StoreError>;
     /// An account's webhooks.
     async fn webhooks(&self, account_id: &str) -> Result<Vec<Webhook>, StoreError>;
+    /// Deletes a webhook of this account; NotFound when this account has none with that id.
+    async fn delete_webhook(&self, account_id: &str, id: &str) -> Result<(), StoreError>;
     /// Stores an uploaded applet.
     async fn insert_applet(&self, applet: &AppletRecord) -> Result<(), StoreError>;
     /// An applet of this account.

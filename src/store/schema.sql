@@ -17,7 +17,9 @@ CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY,
     account_id TEXT NOT NULL REFERENCES accounts (id),
     label TEXT NOT NULL,
-    created_at {int} NOT NULL
+    created_at {int} NOT NULL,
+    -- Listing and revoking name a token by this id (filled in at open for older rows).
+    id TEXT
 );
 
 CREATE INDEX IF NOT EXISTS tokens_account ON tokens (account_id);
@@ -122,6 +124,8 @@ CREATE TABLE IF NOT EXISTS webhooks (
     id TEXT NOT NULL,
     url TEXT NOT NULL,
     secret {blob} NOT NULL,
+    -- JSON array of the event names it receives; NULL or empty: every event.
+    events TEXT,
     PRIMARY KEY (account_id, id)
 );
 

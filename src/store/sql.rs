@@ -27,7 +27,7 @@ use super::{
     Account, AppletRecord, BatchRecord, CancelOutcome, CardGroupRecord, CardKey, CardRecord,
     CommandRecord, CommandStats, GroupMembers, KeyMaterial, KeySetRecord, KeyVersionStatus,
     MasterKey, Millis, NewCard, NewCommand, NewProfile, ProfileRecord, SecuredPacket, Store,
-    StoreError, Transition, Webhook,
+    StoreError, TokenInfo, Transition, Webhook,
 };
 use crate::command::{
     CardResponse, CommandError, CommandEvent, CommandStatus, CommandType, Priority,
@@ -40,7 +40,11 @@ const SCHEMA: &str = include_str!("schema.sql");
 
 /// Columns added to tables after their first release: (table, column, type). Nullable, so
 /// rows written before read as NULL.
-const ADDED_COLUMNS: [(&str, &str, &str); 1] = [("admin_chunks", "kind", "TEXT")];
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    ("admin_chunks", "kind", "TEXT"),
+    ("tokens", "id", "TEXT"),
+    ("webhooks", "events", "TEXT"),
+];
 
 /// `store_meta` row holding the master key's check value (also its sealing AAD).
 const MASTER_KEY_CHECK: &str = "master_key_check";
@@ -281,6 +285,20 @@ impl SqlStore {
         }
         for (table, column, ty) in ADDED_COLUMNS {
             self.add_column(&mut tx, table, column, ty).await?;
+        }
+        // Tokens made before tokens had ids get one, so they can be listed and revoked.
+        let unnamed = sqlx::query("SELECT token_hash FROM tokens WHERE id IS NULL")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| StoreError::Database(format!("schema: tokens.id: {e}")))?;
+        for row in &unnamed {
+            let hash: String = col(row, "token_hash")?;
+            sqlx::query("UPDATE tokens SET id = $1 WHERE token_hash = $2")
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::Database(format!("schema: tokens.id: {e}")))?;
         }
         tx.commit().await.map_err(dbe)
     }
@@ -1202,13 +1220,14 @@ impl Store for SqlStore {
         rand::rngs::OsRng.fill_bytes(&mut secret);
         let token = format!("otagw_{}", hex::encode(secret));
         let done = sqlx::query(
-            "INSERT INTO tokens (token_hash, account_id, label, created_at) \
-             SELECT $1, id, $3, $4 FROM accounts WHERE id = $2",
+            "INSERT INTO tokens (token_hash, account_id, label, created_at, id) \
+             SELECT $1, id, $3, $4, $5 FROM accounts WHERE id = $2",
         )
         .bind(token_hash(&token))
         .bind(account_id)
         .bind(label)
         .bind(now)
+        .bind(uuid::Uuid::new_v4().to_string())
         .execute(&self.pool)
         .await
         .map_err(|e| map_insert(e, "token", label, account_id))?;
@@ -1233,6 +1252,42 @@ impl Store for SqlStore {
         .as_ref()
         .map(account_from_row)
         .transpose()
+    }
+
+    async fn tokens(&self, account_id: &str) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, label, created_at FROM tokens WHERE account_id = $1 \
+             ORDER BY created_at, id",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenInfo {
+                    id: col(row, "id")?,
+                    label: col(row, "label")?,
+                    created_at: col(row, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_token(&self, account_id: &str, id: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM tokens WHERE account_id = $1 AND id = $2")
+            .bind(account_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(dbe)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "token",
+                key: id.to_string(),
+            });
+        }
+        Ok(())
     }
 
     async fn insert_cards(
@@ -2118,20 +2173,49 @@ impl Store for SqlStore {
             &webhook.secret,
             &webhook_aad(&webhook.account_id, &webhook.id),
         )?;
-        sqlx::query("INSERT INTO webhooks (account_id, id, url, secret) VALUES ($1, $2, $3, $4)")
-            .bind(webhook.account_id.as_str())
-            .bind(webhook.id.as_str())
-            .bind(webhook.url.as_str())
-            .bind(secret)
+        let events = if webhook.events.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(&webhook.events)
+                    .map_err(|e| StoreError::Database(format!("webhook events: {e}")))?,
+            )
+        };
+        sqlx::query(
+            "INSERT INTO webhooks (account_id, id, url, secret, events) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(webhook.account_id.as_str())
+        .bind(webhook.id.as_str())
+        .bind(webhook.url.as_str())
+        .bind(secret)
+        .bind(events)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_insert(e, "webhook", &webhook.id, &webhook.account_id))?;
+        Ok(())
+    }
+
+    async fn delete_webhook(&self, account_id: &str, id: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM webhooks WHERE account_id = $1 AND id = $2")
+            .bind(account_id)
+            .bind(id)
             .execute(&self.pool)
             .await
-            .map_err(|e| map_insert(e, "webhook", &webhook.id, &webhook.account_id))?;
+            .map_err(dbe)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "webhook",
+                key: id.to_string(),
+            });
+        }
         Ok(())
     }
 
     async fn webhooks(&self, account_id: &str) -> Result<Vec<Webhook>, StoreError> {
         let rows = sqlx::query(
-            "SELECT account_id, id, url, secret FROM webhooks WHERE account_id = $1 ORDER BY id",
+            "SELECT account_id, id, url, secret, events FROM webhooks WHERE account_id = $1 \
+             ORDER BY id",
         )
         .bind(account_id)
         .fetch_all(&self.pool)
@@ -2142,10 +2226,17 @@ impl Store for SqlStore {
                 let id: String = col(row, "id")?;
                 let sealed: Vec<u8> = col(row, "secret")?;
                 let secret = self.open(&sealed, &webhook_aad(account_id, &id))?;
+                let events: Option<String> = col(row, "events")?;
+                let events = match events {
+                    Some(text) => serde_json::from_str(&text)
+                        .map_err(|e| StoreError::Database(format!("webhook {id}: events: {e}")))?,
+                    None => Vec::new(),
+                };
                 Ok(Webhook {
                     account_id: col(row, "account_id")?,
                     url: col(row, "url")?,
                     secret,
+                    events,
                     id,
                 })
             })
