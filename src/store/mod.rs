@@ -60,6 +60,16 @@ pub enum StoreError {
     /// A sealed key could not be opened (wrong master key, corrupted row).
     #[error("key material: {0}")]
     Sealing(#[from] SealingError),
+    /// The thing cannot be changed now (names why: live commands, a running campaign).
+    #[error("{what} {key} is in use: {reason}")]
+    InUse {
+        /// Which kind of thing.
+        what: &'static str,
+        /// Its key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// The master key given is not the one that sealed this database's key values.
     #[error("the master key does not open this database's key values ({0}): start with the master key this database was made with")]
     WrongMasterKey(String),
@@ -491,6 +501,43 @@ pub enum CardKey {
     Msisdn,
 }
 
+/// A page of an account's cards, by ICCID: prefix filters (digits) and the ICCID to list after.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardSearch {
+    /// ICCID prefix.
+    pub iccid: Option<String>,
+    /// IMSI prefix.
+    pub imsi: Option<String>,
+    /// MSISDN prefix.
+    pub msisdn: Option<String>,
+    /// List the cards whose ICCID sorts after this one.
+    pub after: Option<String>,
+    /// Most cards listed.
+    pub limit: u32,
+}
+
+/// Changes to a card, validated by the caller (`None`: unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardChanges {
+    /// New IMSI.
+    pub imsi: Option<String>,
+    /// New MSISDN (digits).
+    pub msisdn: Option<String>,
+    /// Attributes set (`Some`) or removed (`None`); others are kept.
+    pub attributes: BTreeMap<String, Option<String>>,
+}
+
+/// What deleting a card removed, and the command history kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CardDeleted {
+    /// Key sets (OTA and SCP81) deleted with it.
+    pub key_sets: u64,
+    /// Card group memberships removed.
+    pub group_memberships: u64,
+    /// Finished commands of the card, kept and still readable by id.
+    pub commands_kept: u64,
+}
+
 /// The store.
 #[async_trait]
 pub trait Store: CampaignStore + Send + Sync {
@@ -548,6 +595,25 @@ pub trait Store: CampaignStore + Send + Sync {
     ) -> Result<(), StoreError>;
     /// Cards of an account with their key versions (security status), up to `limit`.
     async fn cards(&self, account_id: &str, limit: u32) -> Result<Vec<CardRecord>, StoreError>;
+    /// A page of an account's cards in ICCID order, filtered by prefixes (Invalid, naming the
+    /// filter, when a prefix or `after` is not digits).
+    async fn search_cards(
+        &self,
+        account_id: &str,
+        search: &CardSearch,
+    ) -> Result<Vec<CardRecord>, StoreError>;
+    /// Changes a card of this account (NotFound for another account's card) and returns it.
+    async fn update_card(
+        &self,
+        account_id: &str,
+        iccid: &str,
+        changes: &CardChanges,
+    ) -> Result<CardRecord, StoreError>;
+    /// Deletes a card of this account with its key sets, group and profile memberships and its
+    /// rows in finished campaigns. Refused (InUse, naming why) while the card has a live
+    /// command (PENDING, SENT, DELIVERED) or is in a campaign not yet COMPLETED or CANCELLED.
+    /// Its finished commands and their events are kept (readable by id; the card is gone).
+    async fn delete_card(&self, account_id: &str, iccid: &str) -> Result<CardDeleted, StoreError>;
 
     // Commands.
     /// Stores a new PENDING command (event CREATED). A duplicate id fails naming it.

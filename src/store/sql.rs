@@ -24,7 +24,8 @@ use sqlx::error::ErrorKind;
 use sqlx::{Any, AnyPool, Executor, Row};
 
 use super::{
-    Account, AppletRecord, BatchRecord, CancelOutcome, CardGroupRecord, CardKey, CardRecord,
+    Account, AppletRecord, BatchRecord, CancelOutcome, CardChanges, CardDeleted, CardGroupRecord,
+    CardKey, CardRecord, CardSearch,
     CommandRecord, CommandStats, GroupMembers, KeyMaterial, KeySetRecord, KeyVersionStatus,
     MasterKey, Millis, NewCard, NewCommand, NewProfile, ProfileRecord, SecuredPacket, Store,
     StoreError, TokenInfo, Transition, Webhook,
@@ -1017,6 +1018,18 @@ fn status_list(statuses: &[CommandStatus]) -> String {
 
 /// Checks cards before they are written (ICCIDs once, key versions 1..=15 once each, counters
 /// in range); returns their attributes as JSON text.
+/// Digits only (a search prefix, an IMSI or MSISDN as stored), or Invalid naming `field`.
+fn check_digits(field: &str, value: &str) -> Result<(), StoreError> {
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid {
+            field: field.to_string(),
+            problem: format!("{value:?} is not digits"),
+        })
+    }
+}
+
 fn check_new_cards(cards: &[NewCard]) -> Result<Vec<String>, StoreError> {
     let mut seen = HashSet::with_capacity(cards.len());
     for card in cards {
@@ -1429,6 +1442,211 @@ impl Store for SqlStore {
                 card_from_row(row, versions.remove(&iccid).unwrap_or_default())
             })
             .collect()
+    }
+
+    async fn search_cards(
+        &self,
+        account_id: &str,
+        search: &CardSearch,
+    ) -> Result<Vec<CardRecord>, StoreError> {
+        let mut sql = String::from(
+            "SELECT iccid, account_id, imsi, msisdn, attributes, created_at FROM cards \
+             WHERE account_id = $1",
+        );
+        let mut binds = vec![account_id.to_string()];
+        for (column, value) in [
+            ("iccid", &search.iccid),
+            ("imsi", &search.imsi),
+            ("msisdn", &search.msisdn),
+        ] {
+            let Some(prefix) = value.as_deref().filter(|p| !p.is_empty()) else {
+                continue;
+            };
+            check_digits(column, prefix)?;
+            binds.push(format!("{prefix}%"));
+            sql.push_str(&format!(" AND {column} LIKE ${}", binds.len()));
+        }
+        if let Some(after) = &search.after {
+            check_digits("after", after)?;
+            binds.push(after.clone());
+            sql.push_str(&format!(" AND iccid > ${}", binds.len()));
+        }
+        sql.push_str(&format!(" ORDER BY iccid LIMIT ${}", binds.len() + 1));
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = q.bind(b.as_str());
+        }
+        let rows = q
+            .bind(i64::from(search.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(dbe)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let iccid: String = col(row, "iccid")?;
+            let mut versions = self
+                .key_versions(
+                    "SELECT iccid, version, counter, rotated_at FROM key_sets WHERE iccid = $1 \
+                     ORDER BY version",
+                    (&iccid, None),
+                )
+                .await?;
+            out.push(card_from_row(
+                row,
+                versions.remove(&iccid).unwrap_or_default(),
+            )?);
+        }
+        Ok(out)
+    }
+
+    async fn update_card(
+        &self,
+        account_id: &str,
+        iccid: &str,
+        changes: &CardChanges,
+    ) -> Result<CardRecord, StoreError> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "SELECT imsi, msisdn, attributes FROM cards WHERE account_id = $1 AND iccid = $2",
+        )
+        .bind(account_id)
+        .bind(iccid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(dbe)?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound {
+                what: "card",
+                key: iccid.to_string(),
+            });
+        };
+        let mut imsi: Option<String> = col(&row, "imsi")?;
+        let mut msisdn: Option<String> = col(&row, "msisdn")?;
+        let attributes: String = col(&row, "attributes")?;
+        let mut attributes: BTreeMap<String, String> =
+            serde_json::from_str(&attributes).map_err(|e| bad_column("cards.attributes", e))?;
+        if let Some(v) = &changes.imsi {
+            check_digits("imsi", v)?;
+            imsi = Some(v.clone());
+        }
+        if let Some(v) = &changes.msisdn {
+            check_digits("msisdn", v)?;
+            msisdn = Some(v.clone());
+        }
+        for (name, value) in &changes.attributes {
+            match value {
+                Some(v) => attributes.insert(name.clone(), v.clone()),
+                None => attributes.remove(name),
+            };
+        }
+        sqlx::query(
+            "UPDATE cards SET imsi = $1, msisdn = $2, attributes = $3 \
+             WHERE account_id = $4 AND iccid = $5",
+        )
+        .bind(imsi)
+        .bind(msisdn)
+        .bind(json_text(&attributes, "attributes")?)
+        .bind(account_id)
+        .bind(iccid)
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe)?;
+        tx.commit().await.map_err(dbe)?;
+        self.card(account_id, iccid)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "card",
+                key: iccid.to_string(),
+            })
+    }
+
+    async fn delete_card(&self, account_id: &str, iccid: &str) -> Result<CardDeleted, StoreError> {
+        let mut tx = self.begin().await?;
+        let exists = sqlx::query("SELECT iccid FROM cards WHERE account_id = $1 AND iccid = $2")
+            .bind(account_id)
+            .bind(iccid)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(dbe)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound {
+                what: "card",
+                key: iccid.to_string(),
+            });
+        }
+        let busy = |reason: String| StoreError::InUse {
+            what: "card",
+            key: iccid.to_string(),
+            reason,
+        };
+        let live = sqlx::query(
+            "SELECT id, status FROM commands WHERE iccid = $1 \
+             AND status IN ('PENDING', 'SENT', 'DELIVERED') ORDER BY created_at, id",
+        )
+        .bind(iccid)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(dbe)?;
+        if let Some(first) = live.first() {
+            let id: String = col(first, "id")?;
+            let status: String = col(first, "status")?;
+            return Err(busy(format!(
+                "{} live command(s) (PENDING, SENT or DELIVERED), e.g. {id} ({status}); \
+                 cancel them or let them finish first",
+                live.len()
+            )));
+        }
+        let campaign = sqlx::query(
+            "SELECT c.name AS name, c.status AS status FROM campaign_cards cc \
+             JOIN campaigns c ON c.id = cc.campaign_id \
+             WHERE cc.iccid = $1 AND c.status NOT IN ('COMPLETED', 'CANCELLED') \
+             ORDER BY c.id LIMIT 1",
+        )
+        .bind(iccid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(dbe)?;
+        if let Some(c) = campaign {
+            let name: String = col(&c, "name")?;
+            let status: String = col(&c, "status")?;
+            return Err(busy(format!(
+                "it is in campaign {name:?} ({status}); stop the campaign first"
+            )));
+        }
+        let mut deleted = CardDeleted::default();
+        for table in ["key_sets", "scp81_keys"] {
+            deleted.key_sets += sqlx::query(&format!("DELETE FROM {table} WHERE iccid = $1"))
+                .bind(iccid)
+                .execute(&mut *tx)
+                .await
+                .map_err(dbe)?
+                .rows_affected();
+        }
+        deleted.group_memberships = sqlx::query("DELETE FROM card_group_members WHERE iccid = $1")
+            .bind(iccid)
+            .execute(&mut *tx)
+            .await
+            .map_err(dbe)?
+            .rows_affected();
+        for sql in [
+            "DELETE FROM profile_cards WHERE iccid = $1",
+            "DELETE FROM campaign_cards WHERE iccid = $1",
+            "DELETE FROM cards WHERE iccid = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(iccid)
+                .execute(&mut *tx)
+                .await
+                .map_err(dbe)?;
+        }
+        let kept = sqlx::query("SELECT COUNT(*) AS n FROM commands WHERE iccid = $1")
+            .bind(iccid)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(dbe)?;
+        deleted.commands_kept = to_u64(col(&kept, "n")?, "commands count")?;
+        tx.commit().await.map_err(dbe)?;
+        Ok(deleted)
     }
 
     async fn insert_command(&self, command: &NewCommand) -> Result<(), StoreError> {
