@@ -18,7 +18,7 @@ use crate::sim::digits::{luhn_digit, Digits};
 use crate::sim::fleet::{
     check_columns, header_columns, parse_counter, parse_key, split_fields, Column,
 };
-use crate::store::{KeyMaterial, KeySetRecord, NewCard, Store, StoreError};
+use crate::store::{CardChanges, KeyMaterial, KeySetRecord, NewCard, Store, StoreError};
 
 /// Most problems an error lists (the rest are counted).
 const MAX_LISTED: usize = 20;
@@ -123,6 +123,50 @@ pub fn normalize_iccid(value: &str) -> Result<String, String> {
         }
     }
     Ok(digits.to_string())
+}
+
+/// A card update checked the same way for REST (`PATCH /api/v1/cards/{iccid}`) and the CLI
+/// (`otagw card update`): IMSI as [`check_imsi`], MSISDN as [`normalize_msisdn`], attribute
+/// names not empty and not secrets (PIN*, PUK*, ADM*, KI, ...), `cardClass` `uicc` or `gsm`; at
+/// least one change. The error is (field, problem), the field as the API names it.
+pub fn card_changes(
+    imsi: Option<&str>,
+    msisdn: Option<&str>,
+    attributes: &BTreeMap<String, Option<String>>,
+) -> Result<CardChanges, (String, String)> {
+    if imsi.is_none() && msisdn.is_none() && attributes.is_empty() {
+        return Err((
+            "body".into(),
+            "nothing to change: give imsi, msisdn or attributes".into(),
+        ));
+    }
+    let imsi = imsi
+        .map(|v| check_imsi(v.trim()))
+        .transpose()
+        .map_err(|p| ("imsi".to_string(), p))?;
+    let msisdn = msisdn
+        .map(|v| normalize_msisdn(v.trim()))
+        .transpose()
+        .map_err(|p| ("msisdn".to_string(), p))?;
+    for (name, value) in attributes {
+        let field = format!("attributes.{name}");
+        if name.trim().is_empty() {
+            return Err(("attributes".into(), "an attribute name is empty".into()));
+        }
+        if secret_column(&name.to_ascii_uppercase()) {
+            return Err((field, "secrets (PIN, PUK, ADM, KI, OPC, DEK) are not stored".into()));
+        }
+        if let (true, Some(v)) = (name == "cardClass", value) {
+            if !["uicc", "gsm"].contains(&v.to_ascii_lowercase().as_str()) {
+                return Err((field, format!("{v:?} is not uicc or gsm")));
+            }
+        }
+    }
+    Ok(CardChanges {
+        imsi,
+        msisdn,
+        attributes: attributes.clone(),
+    })
 }
 
 /// An IMSI: 6 to 15 digits.

@@ -17,7 +17,8 @@ use crate::command::{
 use crate::gateway::now_ms;
 use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
 use crate::store::{
-    Account, AppletRecord, CardRecord, KeyMaterial, KeySetRecord, NewCard, StoreError, Webhook,
+    Account, AppletRecord, CardDeleted, CardRecord, CardSearch, KeyMaterial, KeySetRecord,
+    NewCard, StoreError, Webhook,
 };
 
 /// A key set as posted.
@@ -51,7 +52,8 @@ pub struct KeySetInput {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CardInput {
-    /// ICCID, 18 to 20 digits (trailing F padding is removed).
+    /// ICCID, 18 to 20 digits (trailing F padding is removed); on 19 and 20 digits the last
+    /// one is the Luhn check digit.
     pub iccid: String,
     /// IMSI.
     #[serde(default)]
@@ -105,7 +107,9 @@ fn key_hex(field: &str, s: &str) -> Result<Vec<u8>, ApiError> {
 
 fn card_of(i: usize, c: CardInput) -> Result<NewCard, ApiError> {
     let f = |name: &str| format!("cards[{i}].{name}");
-    let iccid = digits(&f("iccid"), c.iccid.trim_end_matches(['F', 'f']), 18, 20)?;
+    // The one ICCID check, as `otagw provision` runs it (length, digits, F padding, Luhn).
+    let iccid = crate::provision::normalize_iccid(c.iccid.trim())
+        .map_err(|p| ApiError::invalid(f("iccid"), p))?;
     let imsi = c
         .imsi
         .as_deref()
@@ -293,7 +297,7 @@ pub async fn get_card(
     Extension(account): Extension<Account>,
     Path(iccid): Path<String>,
 ) -> Result<Json<CardView>, ApiError> {
-    let iccid = iccid.trim_end_matches(['F', 'f']).to_string();
+    let iccid = path_iccid(&iccid);
     let card = state
         .store
         .card(&account.id, &iccid)
@@ -478,6 +482,200 @@ pub async fn rotate_keys(
         StatusCode::ACCEPTED,
         Json(RotationsStarted { commands: started }),
     ))
+}
+
+/// ICCID of a path: F padding removed (a card of another account answers 404 like a missing
+/// one; a malformed ICCID names no card, so it answers 404 too).
+fn path_iccid(iccid: &str) -> String {
+    iccid.trim().trim_end_matches(['F', 'f']).to_string()
+}
+
+/// Most cards a listing page holds.
+pub const MAX_PAGE: u32 = 1000;
+
+/// Query of a card listing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListCardsQuery {
+    /// ICCID prefix (digits).
+    pub iccid: Option<String>,
+    /// IMSI prefix (digits).
+    pub imsi: Option<String>,
+    /// MSISDN prefix (digits, a leading '+' ignored).
+    pub msisdn: Option<String>,
+    /// Most cards (1 to 1000, default 100).
+    pub limit: Option<u32>,
+    /// List the cards after this ICCID (the previous page's `nextAfter`).
+    pub after: Option<String>,
+}
+
+/// A page of cards, by ICCID.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CardPage {
+    /// The cards (key versions and counters, never key values).
+    pub cards: Vec<CardView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+}
+
+/// A digit prefix filter, or 422 naming it.
+fn prefix(field: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let v = if field == "msisdn" {
+        v.strip_prefix('+').unwrap_or(v)
+    } else {
+        v
+    };
+    let v = if field == "iccid" || field == "after" {
+        v.trim_end_matches(['F', 'f'])
+    } else {
+        v
+    };
+    if v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid(
+            field,
+            format!("{v:?} is not a prefix of up to 20 digits"),
+        ));
+    }
+    Ok(Some(v.to_string()))
+}
+
+/// This account's cards by ICCID, filtered by ICCID, IMSI and MSISDN prefixes, a page at a time.
+#[utoipa::path(get, path = "/api/v1/cards", tag = "cards", params(ListCardsQuery),
+    responses((status = 200, body = CardPage), (status = 422, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_cards(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Query(q): Query<ListCardsQuery>,
+) -> Result<Json<CardPage>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("{limit} is not 1 to {MAX_PAGE}"),
+        ));
+    }
+    let search = CardSearch {
+        iccid: prefix("iccid", q.iccid.as_deref())?,
+        imsi: prefix("imsi", q.imsi.as_deref())?,
+        msisdn: prefix("msisdn", q.msisdn.as_deref())?,
+        after: prefix("after", q.after.as_deref())?,
+        limit: limit + 1,
+    };
+    let mut cards = state
+        .store
+        .search_cards(&account.id, &search)
+        .await
+        .map_err(ApiError::store)?;
+    let more = cards.len() > limit as usize;
+    cards.truncate(limit as usize);
+    let next_after = more.then(|| cards.last().map(|c| c.iccid.clone())).flatten();
+    Ok(Json(CardPage {
+        cards: cards.into_iter().map(view).collect(),
+        next_after,
+    }))
+}
+
+/// Changes to a card; absent fields are kept.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateCard {
+    /// New IMSI, 6 to 15 digits.
+    #[serde(default)]
+    pub imsi: Option<String>,
+    /// New MSISDN, 1 to 15 digits, optionally after '+'.
+    #[serde(default)]
+    pub msisdn: Option<String>,
+    /// Attributes to set; `null` removes one; others are kept. `cardClass`: `uicc` or `gsm`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Option<String>>,
+}
+
+/// Change a card's IMSI, MSISDN or attributes (the same checks as `otagw card update`).
+#[utoipa::path(patch, path = "/api/v1/cards/{iccid}", tag = "cards", request_body = UpdateCard,
+    params(("iccid" = String, Path, description = "ICCID")),
+    responses((status = 200, body = CardView), (status = 400, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update_card(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Path(iccid): Path<String>,
+    JsonBody(body): JsonBody<UpdateCard>,
+) -> Result<Json<CardView>, ApiError> {
+    let iccid = path_iccid(&iccid);
+    let changes = crate::provision::card_changes(
+        body.imsi.as_deref(),
+        body.msisdn.as_deref(),
+        &body.attributes,
+    )
+    .map_err(|(field, problem)| ApiError::invalid(field, problem))?;
+    let card = state
+        .store
+        .update_card(&account.id, &iccid, &changes)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => {
+                ApiError::not_found(Some("iccid"), format!("card {iccid} not found"))
+            }
+            e => ApiError::store(e),
+        })?;
+    Ok(Json(view(card)))
+}
+
+/// What deleting a card removed, and the history kept.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CardRemoved {
+    /// The card.
+    pub iccid: String,
+    /// Key sets deleted with it (OTA and SCP81).
+    pub key_sets_deleted: u64,
+    /// Card group memberships removed.
+    pub group_memberships_removed: u64,
+    /// Finished commands of the card, kept: `GET /api/v1/ota/commands/{id}` still shows them.
+    pub commands_kept: u64,
+}
+
+/// Delete a card with its key sets and group memberships. Refused (409 `CARD_IN_USE`, saying
+/// why) while it has a live command (PENDING, SENT, DELIVERED) or is in a campaign not yet
+/// completed or cancelled. Its finished commands stay readable.
+#[utoipa::path(delete, path = "/api/v1/cards/{iccid}", tag = "cards",
+    params(("iccid" = String, Path, description = "ICCID")),
+    responses((status = 200, body = CardRemoved), (status = 404, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_card(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Path(iccid): Path<String>,
+) -> Result<Json<CardRemoved>, ApiError> {
+    let iccid = path_iccid(&iccid);
+    let CardDeleted {
+        key_sets,
+        group_memberships,
+        commands_kept,
+    } = state
+        .store
+        .delete_card(&account.id, &iccid)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => {
+                ApiError::not_found(Some("iccid"), format!("card {iccid} not found"))
+            }
+            e => ApiError::store(e),
+        })?;
+    Ok(Json(CardRemoved {
+        iccid,
+        key_sets_deleted: key_sets,
+        group_memberships_removed: group_memberships,
+        commands_kept,
+    }))
 }
 
 /// Query of the security status.

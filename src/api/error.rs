@@ -107,6 +107,13 @@ impl ApiError {
                 Self::not_found(None, format!("{what} {key} not found"))
             }
             StoreError::Invalid { field, problem } => Self::invalid(field, problem),
+            StoreError::InUse { what, key, reason } => Self {
+                field: Some("iccid".into()),
+                ..Self::conflict(
+                    "CARD_IN_USE",
+                    format!("{what} {key} cannot be deleted: {reason}"),
+                )
+            },
             other => {
                 tracing::error!("store: {other}");
                 Self::new(

@@ -111,8 +111,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/ota/security/rotate-keys", post(cards::rotate_keys))
         .route("/api/v1/ota/security/status", get(cards::security_status))
         .route("/api/v1/ota/metrics", get(ops::metrics_json))
-        .route("/api/v1/cards", post(cards::add_cards))
-        .route("/api/v1/cards/{iccid}", get(cards::get_card))
+        .route(
+            "/api/v1/cards",
+            post(cards::add_cards).get(cards::list_cards),
+        )
+        .route(
+            "/api/v1/cards/{iccid}",
+            get(cards::get_card)
+                .patch(cards::update_card)
+                .delete(cards::delete_card),
+        )
         .route("/api/v1/cards/{iccid}/scp81-keys", put(scp81::put_psk))
         .route("/api/v1/applets", post(cards::upload_applet))
         .route(

@@ -25,7 +25,8 @@ impl Modify for BearerAuth {
     info(title = "otagw", description = "OTA gateway for SIM cards: SCP80 over SMS-PP; commands, batches, cards, keys, webhooks, tokens."),
     paths(
         commands::create, commands::get_one, commands::cancel, commands::create_batch,
-        commands::get_batch, cards::add_cards, cards::get_card, cards::rotate_keys,
+        commands::get_batch, cards::add_cards, cards::get_card, cards::list_cards,
+        cards::update_card, cards::delete_card, cards::rotate_keys,
         cards::security_status, cards::upload_applet, cards::add_webhook, cards::list_webhooks,
         cards::delete_webhook, tokens::list, tokens::revoke,
         ops::health, ops::metrics_json, campaigns::create_profile, campaigns::list_profiles,
@@ -47,7 +48,8 @@ impl Modify for BearerAuth {
         crate::campaign::ops::CampaignView, crate::campaign::ops::IterationTotals,
         crate::campaign::ops::StartRequest, crate::campaign::ops::StartOutcome,
         campaign_ops::CampaignCard,
-        scp81::PutPsk, tokens::TokenView,
+        scp81::PutPsk, tokens::TokenView, cards::CardPage, cards::UpdateCard, cards::CardRemoved,
+        cards::CardView,
     )),
     modifiers(&BearerAuth),
 )]
