@@ -3,6 +3,7 @@
 mod account;
 mod api_load;
 mod campaign;
+mod card;
 mod campaign_load;
 mod demo;
 mod provision;
@@ -62,6 +63,11 @@ enum Command {
     },
     /// Provision cards from a SIM vendor output file (`VAR_OUT:` CSV), all or nothing.
     Provision(provision::ProvisionArgs),
+    /// Cards: list, show, update, delete (the checks of the REST API; never key values).
+    Card {
+        #[command(subcommand)]
+        command: card::CardCommand,
+    },
     /// Card groups (cards of one profile).
     Group {
         #[command(subcommand)]
@@ -91,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SmsLoad(args) => sms_load::run(args),
         Command::Profile { command } => provision::run_profile(command),
         Command::Provision(args) => provision::run_provision(args),
+        Command::Card { command } => card::run(command),
         Command::Group { command } => provision::run_group(command),
         Command::Campaign { command } => campaign::run(command),
         Command::CampaignLoad(args) => campaign_load::run(args),
