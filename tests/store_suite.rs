@@ -10,7 +10,8 @@ use std::sync::Arc;
 use otagw::command::{CardResponse, CommandError, CommandStatus, CommandType, ErrorCode, Priority};
 use otagw::security::{CipherAlgorithm, IntegrityAlgorithm};
 use otagw::store::{
-    provision_rows, AppletRecord, BatchRecord, CancelOutcome, CardKey, GroupMembers, KeyMaterial,
+    provision_rows, AppletRecord, BatchRecord, CancelOutcome, CardChanges, CardKey, CardSearch,
+    GroupMembers, KeyMaterial,
     KeySetRecord, MasterKey, NewCard, NewCommand, NewKeys, NewProfile, ProfileDefaults,
     SealingError, SecuredPacket, SqlStore, Store, StoreError, Transition, Webhook,
 };
@@ -2939,6 +2940,154 @@ async fn token_ids_and_webhook_events_added_to_old_tables(b: Backend) {
     );
 }
 
+/// Cards searched by prefixes a page at a time, updated, and deleted: refused while a command
+/// is live or a campaign runs, then gone with its key sets and group memberships, its finished
+/// commands kept. Another account's card is not found, like a missing one.
+async fn cards_searched_updated_deleted(b: Backend) {
+    use otagw::store::campaign::{CampaignTarget, NewCampaign};
+    use otagw::store::CampaignStore;
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let other = account(&store, "other").await;
+    let p = profile_id(&store, &a, "main").await;
+    provision(&store, &a, p, &cards_range(1..6)).await;
+    store
+        .insert_cards(&other, &[card(&iccid(100))], 1)
+        .await
+        .unwrap();
+
+    // Search: prefixes, pages by ICCID, this account only.
+    let page = |iccid: Option<&str>, imsi: Option<&str>, after: Option<&str>, limit| CardSearch {
+        iccid: iccid.map(str::to_string),
+        imsi: imsi.map(str::to_string),
+        msisdn: None,
+        after: after.map(str::to_string),
+        limit,
+    };
+    let all = store.search_cards(&a, &page(None, None, None, 100)).await.unwrap();
+    let got: Vec<_> = all.iter().map(|c| c.iccid.clone()).collect();
+    assert_eq!(got, (1..6).map(iccid).collect::<Vec<_>>());
+    assert_eq!(all[0].key_versions.len(), 1);
+    let first = store.search_cards(&a, &page(None, None, None, 2)).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let next = store
+        .search_cards(&a, &page(None, None, Some(&first[1].iccid), 2))
+        .await
+        .unwrap();
+    assert_eq!(next[0].iccid, iccid(3));
+    let by_imsi = store
+        .search_cards(&a, &page(None, Some("208010000000004"), None, 10))
+        .await
+        .unwrap();
+    assert_eq!(by_imsi.len(), 1);
+    assert_eq!(by_imsi[0].iccid, iccid(4));
+    assert!(store
+        .search_cards(&a, &page(Some(&iccid(100)), None, None, 10))
+        .await
+        .unwrap()
+        .is_empty());
+    match store.search_cards(&a, &page(Some("89%"), None, None, 10)).await {
+        Err(StoreError::Invalid { field, .. }) => assert_eq!(field, "iccid"),
+        other => panic!("expected Invalid iccid, got {other:?}"),
+    }
+
+    // Update: fields changed, other attributes kept, a null removes one.
+    let mut attributes = BTreeMap::new();
+    attributes.insert("cardClass".to_string(), Some("gsm".to_string()));
+    attributes.insert("PIN1".to_string(), None);
+    let changes = CardChanges {
+        imsi: None,
+        msisdn: Some("4917000001".into()),
+        attributes,
+    };
+    let updated = store.update_card(&a, &iccid(2), &changes).await.unwrap();
+    assert_eq!(updated.msisdn.as_deref(), Some("4917000001"));
+    assert_eq!(updated.imsi, card(&iccid(2)).imsi);
+    assert_eq!(updated.attributes.get("cardClass").map(String::as_str), Some("gsm"));
+    assert!(!updated.attributes.contains_key("PIN1"));
+    assert_eq!(store.card(&a, &iccid(2)).await.unwrap(), Some(updated));
+    assert!(matches!(
+        store.update_card(&a, &iccid(100), &changes).await,
+        Err(StoreError::NotFound { what: "card", .. })
+    ));
+    assert_eq!(
+        store.card(&other, &iccid(100)).await.unwrap().unwrap().msisdn,
+        card(&iccid(100)).msisdn
+    );
+
+    // Delete: another account's card is not found (and stays).
+    assert!(matches!(
+        store.delete_card(&a, &iccid(100)).await,
+        Err(StoreError::NotFound { what: "card", .. })
+    ));
+    assert!(store.card(&other, &iccid(100)).await.unwrap().is_some());
+
+    // A live command refuses it; once finished, the card goes and the command stays.
+    store.insert_command(&command(&a, "live", 10)).await.unwrap();
+    match store.delete_card(&a, &iccid(1)).await {
+        Err(StoreError::InUse { reason, .. }) => assert!(reason.contains("live"), "{reason}"),
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    assert!(store.card(&a, &iccid(1)).await.unwrap().is_some());
+    assert!(matches!(
+        store.cancel_command(&a, "live", 20).await.unwrap(),
+        CancelOutcome::Cancelled
+    ));
+    let group = store
+        .create_card_group(&a, p, "g", &GroupMembers::AllOfProfile, 30)
+        .await
+        .unwrap();
+    assert_eq!(group.cards, 5);
+    let done = store.delete_card(&a, &iccid(1)).await.unwrap();
+    assert_eq!(
+        (done.key_sets, done.group_memberships, done.commands_kept),
+        (1, 1, 1)
+    );
+    assert!(store.card(&a, &iccid(1)).await.unwrap().is_none());
+    assert!(store.key_set(&iccid(1), 1).await.unwrap().is_none());
+    assert_eq!(store.card_group(&a, group.id).await.unwrap().unwrap().cards, 4);
+    let (kept, events) = store.command(&a, "live").await.unwrap().expect("history kept");
+    assert_eq!(kept.status, CommandStatus::Cancelled);
+    assert!(!events.is_empty());
+    assert!(matches!(
+        store.delete_card(&a, &iccid(1)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // A running campaign refuses it; once completed, the card goes.
+    let c = store
+        .create_campaign(
+            &NewCampaign {
+                account_id: a.clone(),
+                profile_id: p,
+                name: "c".into(),
+                campaign_type: "RFM".into(),
+                settings: "{}".into(),
+                messages_per_card: 1,
+            },
+            40,
+        )
+        .await
+        .unwrap();
+    store
+        .start_campaign(&a, c.id, &CampaignTarget::Card(iccid(3)), &[], 41)
+        .await
+        .unwrap();
+    match store.delete_card(&a, &iccid(3)).await {
+        Err(StoreError::InUse { reason, .. }) => {
+            assert!(reason.contains("campaign \"c\" (RUNNING)"), "{reason}")
+        }
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    assert!(store
+        .set_campaign_status(c.id, &["RUNNING"], "COMPLETED", 42)
+        .await
+        .unwrap());
+    store.delete_card(&a, &iccid(3)).await.unwrap();
+    assert!(store.card(&a, &iccid(3)).await.unwrap().is_none());
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -2991,6 +3140,7 @@ suite!(
     scp81_chunk_kind_added_to_an_old_table,
     token_ids_and_webhook_events_added_to_old_tables,
     master_key_checked_at_open,
+    cards_searched_updated_deleted,
 );
 
 #[tokio::test]
