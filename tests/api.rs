@@ -1571,6 +1571,180 @@ async fn wrong_target_identity_is_refused_at_submission(backend: &str) {
     env.shutdown().await;
 }
 
+async fn send(env: &DevEnv, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut r = env
+        .client
+        .request(method, format!("{}{path}", env.server.base_url()))
+        .bearer_auth(&env.token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.expect("request");
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Cards listed by prefixes a page at a time, updated field by field (each bad field named),
+/// deleted (409 naming the live command, then gone; its finished command still readable);
+/// another account's card answers 404 like a missing one; ICCIDs Luhn-checked when added.
+async fn cards_listed_updated_deleted(backend: &str) {
+    use reqwest::Method;
+    let env = env_for(
+        backend,
+        DevOptions {
+            paused: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    // The ICCID check of `otagw provision`: a wrong Luhn digit is refused, naming the field.
+    let (code, body) = env
+        .post(
+            "/api/v1/cards",
+            &json!({"cards": [{"iccid": "8933012300000000013", "keySets": []}]}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["field"], "cards[0].iccid");
+    assert!(body["message"].as_str().unwrap().contains("Luhn"), "{body}");
+    let (code, body) = env
+        .post(
+            "/api/v1/cards",
+            &json!({"cards": [
+                {"iccid": "8933012300000000012", "imsi": "208010000000012", "msisdn": "33610000012"},
+                {"iccid": "8933012300000000020F", "imsi": "208010000000020",
+                 "attributes": {"cardClass": "uicc"}}]}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(code, 201, "{body}");
+
+    // Listing: prefixes, pages.
+    let (code, page) = env.get("/api/v1/cards?iccid=89330123&limit=1").await.unwrap();
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(page["cards"].as_array().unwrap().len(), 1);
+    assert_eq!(page["cards"][0]["iccid"], "8933012300000000012");
+    assert_eq!(page["nextAfter"], "8933012300000000012");
+    let (_, page) = env
+        .get("/api/v1/cards?iccid=89330123&limit=1&after=8933012300000000012")
+        .await
+        .unwrap();
+    assert_eq!(page["cards"][0]["iccid"], "8933012300000000020");
+    assert!(page.get("nextAfter").is_none(), "{page}");
+    let (_, page) = env.get("/api/v1/cards?imsi=20801000000002").await.unwrap();
+    let listed: Vec<&str> = page["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["iccid"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["8933012300000000020"]);
+    let (_, page) = env.get("/api/v1/cards?msisdn=%2B3361").await.unwrap();
+    assert_eq!(page["cards"].as_array().unwrap().len(), 1, "{page}");
+    for (query, field) in [("iccid=89x", "iccid"), ("imsi=2%25", "imsi"), ("limit=0", "limit")] {
+        let (code, body) = env.get(&format!("/api/v1/cards?{query}")).await.unwrap();
+        assert_eq!(code, 422, "{query}: {body}");
+        assert_eq!(body["field"], field, "{query}: {body}");
+    }
+    // Key versions and counters, never key values.
+    let (_, all) = env.get("/api/v1/cards?limit=1000").await.unwrap();
+    let fleet_card = env.iccid(0).expect("card");
+    let text = all.to_string();
+    assert!(text.contains(&fleet_card) && text.contains("keyVersions"));
+    assert!(!text.contains("kic") && !text.contains("kid"), "{text}");
+
+    // Update: each bad field named; unknown fields refused; a good change applied.
+    let path = "/api/v1/cards/8933012300000000012";
+    for (body, field) in [
+        (json!({"msisdn": "33a"}), "msisdn"),
+        (json!({"imsi": "123"}), "imsi"),
+        (json!({"attributes": {"cardClass": "sim-ish"}}), "attributes.cardClass"),
+        (json!({"attributes": {"PIN1": "1234"}}), "attributes.PIN1"),
+        (json!({}), "body"),
+    ] {
+        let (code, answer) = send(&env, Method::PATCH, path, Some(body.clone())).await;
+        assert_eq!(code, 422, "{body}: {answer}");
+        assert_eq!(answer["field"], field, "{body}: {answer}");
+    }
+    let (code, answer) = send(&env, Method::PATCH, path, Some(json!({"iccid": "1"}))).await;
+    assert_eq!((code, answer["field"].as_str()), (400, Some("iccid")), "{answer}");
+    let (code, card) = send(
+        &env,
+        Method::PATCH,
+        path,
+        Some(json!({"msisdn": "+33699999999", "attributes": {"cardClass": "gsm", "note": "x"}})),
+    )
+    .await;
+    assert_eq!(code, 200, "{card}");
+    assert_eq!(card["msisdn"], "33699999999");
+    assert_eq!(card["imsi"], "208010000000012");
+    assert_eq!(card["attributes"], json!({"cardClass": "gsm", "note": "x"}));
+    let (code, card) = send(&env, Method::PATCH, path, Some(json!({"attributes": {"note": null}}))).await;
+    assert_eq!(code, 200, "{card}");
+    assert_eq!(card["attributes"], json!({"cardClass": "gsm"}));
+    assert_eq!(env.get(path).await.unwrap().1, card);
+
+    // Another account: 404 for its GET, PATCH and DELETE alike, and the card is unchanged.
+    let store = &env.server.store;
+    let other = store
+        .create_account("other", otagw::gateway::now_ms())
+        .await
+        .expect("account");
+    let token = store
+        .create_token(&other.id, "t", otagw::gateway::now_ms())
+        .await
+        .expect("token");
+    let base = env.server.base_url();
+    for method in [Method::GET, Method::DELETE] {
+        let (code, body) = call(&env, method.clone(), path, &base, &token).await;
+        assert_eq!(code, 404, "{method} {body}");
+        let (missing, missing_body) =
+            call(&env, method.clone(), "/api/v1/cards/8933012300000000038", &base, &token).await;
+        assert_eq!(missing, 404);
+        assert_eq!(body["error"], missing_body["error"]);
+    }
+    let r = env
+        .client
+        .patch(format!("{base}{path}"))
+        .bearer_auth(&token)
+        .json(&json!({"msisdn": "1234"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(env.get(path).await.unwrap().1["msisdn"], "33699999999");
+
+    // Delete: a live command refuses it (409 naming why); once cancelled, the card goes and
+    // the command stays readable.
+    let id = post_ok(&env, &cmd("RFM", &fleet_card, json!({"apdus": ["00A40004023F00"]}))).await;
+    let card_path = format!("/api/v1/cards/{fleet_card}");
+    let (code, body) = send(&env, Method::DELETE, &card_path, None).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["error"], "CARD_IN_USE");
+    assert!(body["message"].as_str().unwrap().contains(&id), "{body}");
+    assert_eq!(env.get(&card_path).await.unwrap().0, 200);
+    let (code, body) = send(&env, Method::DELETE, &format!("/api/v1/ota/commands/{id}"), None).await;
+    assert!(code < 300, "{body}");
+    let (code, body) = send(&env, Method::DELETE, &card_path, None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["commandsKept"], 1);
+    assert!(body["keySetsDeleted"].as_u64().unwrap() >= 1, "{body}");
+    assert_eq!(env.get(&card_path).await.unwrap().0, 404);
+    let (code, body) = env.get(&format!("/api/v1/ota/commands/{id}")).await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "CANCELLED");
+    let (code, _) = send(&env, Method::DELETE, &card_path, None).await;
+    assert_eq!(code, 404);
+
+    // The document has the new operations.
+    let (_, doc) = env.get("/api/v1/openapi.json").await.unwrap();
+    assert!(doc["paths"]["/api/v1/cards"]["get"].is_object());
+    assert!(doc["paths"]["/api/v1/cards/{iccid}"]["patch"].is_object());
+    assert!(doc["paths"]["/api/v1/cards/{iccid}"]["delete"].is_object());
+    env.shutdown().await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1585,6 +1759,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    cards_listed_updated_deleted,
     rfm_round_trip_and_history,
     file_and_profile_updates_change_the_card,
     error_status_word_fails_the_command,
