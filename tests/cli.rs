@@ -478,3 +478,99 @@ fn account_tokens_listed_and_revoked() {
     assert!(err.contains("has no token"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `otagw card list|show|update|delete` on the store, and the ICCID check `otagw provision`
+/// shares with `POST /api/v1/cards`: the same wrong Luhn digit is refused, naming the ICCID.
+#[test]
+fn cards_listed_updated_deleted_and_iccids_checked_like_rest() {
+    let dir = std::env::temp_dir().join(format!("otagw-cli-card-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_otagw"))
+            .args(args)
+            .env("OTAGW_DATA_DIR", &dir)
+            .env_remove("OTAGW_CONFIG")
+            .env_remove("OTAGW_DATABASE_URL")
+            .output()
+            .expect("run otagw");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(run(&["account", "create", "--name", "acme"]).0);
+    assert!(run(&["profile", "create", "--name", "poc", "--app-type", "rfm"]).0);
+    let k = "00112233445566778899AABBCCDDEEFF";
+    let header = "VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIK,CNTR,PIN1\n";
+    // The ICCID REST refuses in `cards_listed_updated_deleted` (tests/api.rs): wrong Luhn digit.
+    let bad = dir.join("bad.out");
+    std::fs::write(
+        &bad,
+        format!("{header}8933012300000000013,208010000000013,33610000013,{k},{k},{k},0000000001,1234\n"),
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["provision", "--file", bad.to_str().unwrap(), "--profile", "poc"]);
+    assert!(!ok);
+    assert!(err.contains("field ICCID") && err.contains("Luhn"), "{err}");
+    let good = dir.join("good.out");
+    std::fs::write(
+        &good,
+        format!(
+            "{header}8933012300000000012,208010000000012,33610000012,{k},{k},{k},0000000001,1234\n\
+             8933012300000000020F,208010000000020,33610000020,{k},{k},{k},0000000001,1234\n"
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["provision", "--file", good.to_str().unwrap(), "--profile", "poc"]);
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = run(&["card", "list", "--iccid", "89330123", "--limit", "1"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("8933012300000000012") && !out.contains("8933012300000000020  "), "{out}");
+    assert!(out.contains("more: --after 8933012300000000012"), "{out}");
+    let (ok, out, _) = run(&["card", "list", "--imsi", "20801000000002"]);
+    assert!(ok);
+    assert!(out.contains("8933012300000000020") && out.contains("1 card(s)"), "{out}");
+    let (ok, _, err) = run(&["card", "list", "--iccid", "89x"]);
+    assert!(!ok);
+    assert!(err.contains("--iccid"), "{err}");
+
+    // The checks of PATCH, options named.
+    for (args, named) in [
+        (vec!["--msisdn", "33a"], "--msisdn"),
+        (vec!["--imsi", "123"], "--imsi"),
+        (vec!["--set", "cardClass=sim-ish"], "attributes.cardClass"),
+        (vec!["--set", "PIN1=1234"], "attributes.PIN1"),
+        (vec![], "nothing to change"),
+    ] {
+        let mut a = vec!["card", "update", "--iccid", "8933012300000000012"];
+        a.extend(args.iter().copied());
+        let (ok, _, err) = run(&a);
+        assert!(!ok, "{args:?}");
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
+    let (ok, out, err) = run(&[
+        "card", "update", "--iccid", "8933012300000000012", "--msisdn", "+33699999999", "--set",
+        "cardClass=gsm",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("msisdn      33699999999"), "{out}");
+    let (ok, out, _) = run(&["card", "show", "--iccid", "8933012300000000012F"]);
+    assert!(ok);
+    assert!(out.contains("attribute   cardClass=gsm") && out.contains("key version 1"), "{out}");
+    assert!(!out.contains("PIN1") && !out.to_lowercase().contains("00112233"), "{out}");
+
+    // Another account does not see it.
+    assert!(run(&["account", "create", "--name", "other"]).0);
+    let (ok, _, err) = run(&["card", "delete", "--iccid", "8933012300000000012", "--account", "other"]);
+    assert!(!ok);
+    assert!(err.contains("--iccid: card 8933012300000000012 not found"), "{err}");
+    let (ok, out, err) = run(&["card", "delete", "--iccid", "8933012300000000012", "--account", "acme"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("card 8933012300000000012 deleted (1 key set(s)"), "{out}");
+    let (ok, _, err) = run(&["card", "show", "--iccid", "8933012300000000012", "--account", "acme"]);
+    assert!(!ok);
+    assert!(err.contains("not found"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
