@@ -154,7 +154,10 @@ pub fn card_changes(
             return Err(("attributes".into(), "an attribute name is empty".into()));
         }
         if secret_column(&name.to_ascii_uppercase()) {
-            return Err((field, "secrets (PIN, PUK, ADM, KI, OPC, DEK) are not stored".into()));
+            return Err((
+                field,
+                "secrets (PIN, PUK, ADM, KI, OPC, DEK) are not stored".into(),
+            ));
         }
         if let (true, Some(v)) = (name == "cardClass", value) {
             if !["uicc", "gsm"].contains(&v.to_ascii_lowercase().as_str()) {

@@ -1571,7 +1571,12 @@ async fn wrong_target_identity_is_refused_at_submission(backend: &str) {
     env.shutdown().await;
 }
 
-async fn send(env: &DevEnv, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn send(
+    env: &DevEnv,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut r = env
         .client
         .request(method, format!("{}{path}", env.server.base_url()))
@@ -1621,7 +1626,10 @@ async fn cards_listed_updated_deleted(backend: &str) {
     assert_eq!(code, 201, "{body}");
 
     // Listing: prefixes, pages.
-    let (code, page) = env.get("/api/v1/cards?iccid=89330123&limit=1").await.unwrap();
+    let (code, page) = env
+        .get("/api/v1/cards?iccid=89330123&limit=1")
+        .await
+        .unwrap();
     assert_eq!(code, 200, "{page}");
     assert_eq!(page["cards"].as_array().unwrap().len(), 1);
     assert_eq!(page["cards"][0]["iccid"], "8933012300000000012");
@@ -1642,7 +1650,11 @@ async fn cards_listed_updated_deleted(backend: &str) {
     assert_eq!(listed, ["8933012300000000020"]);
     let (_, page) = env.get("/api/v1/cards?msisdn=%2B3361").await.unwrap();
     assert_eq!(page["cards"].as_array().unwrap().len(), 1, "{page}");
-    for (query, field) in [("iccid=89x", "iccid"), ("imsi=2%25", "imsi"), ("limit=0", "limit")] {
+    for (query, field) in [
+        ("iccid=89x", "iccid"),
+        ("imsi=2%25", "imsi"),
+        ("limit=0", "limit"),
+    ] {
         let (code, body) = env.get(&format!("/api/v1/cards?{query}")).await.unwrap();
         assert_eq!(code, 422, "{query}: {body}");
         assert_eq!(body["field"], field, "{query}: {body}");
@@ -1659,7 +1671,10 @@ async fn cards_listed_updated_deleted(backend: &str) {
     for (body, field) in [
         (json!({"msisdn": "33a"}), "msisdn"),
         (json!({"imsi": "123"}), "imsi"),
-        (json!({"attributes": {"cardClass": "sim-ish"}}), "attributes.cardClass"),
+        (
+            json!({"attributes": {"cardClass": "sim-ish"}}),
+            "attributes.cardClass",
+        ),
         (json!({"attributes": {"PIN1": "1234"}}), "attributes.PIN1"),
         (json!({}), "body"),
     ] {
@@ -1668,7 +1683,11 @@ async fn cards_listed_updated_deleted(backend: &str) {
         assert_eq!(answer["field"], field, "{body}: {answer}");
     }
     let (code, answer) = send(&env, Method::PATCH, path, Some(json!({"iccid": "1"}))).await;
-    assert_eq!((code, answer["field"].as_str()), (400, Some("iccid")), "{answer}");
+    assert_eq!(
+        (code, answer["field"].as_str()),
+        (400, Some("iccid")),
+        "{answer}"
+    );
     let (code, card) = send(
         &env,
         Method::PATCH,
@@ -1680,7 +1699,13 @@ async fn cards_listed_updated_deleted(backend: &str) {
     assert_eq!(card["msisdn"], "33699999999");
     assert_eq!(card["imsi"], "208010000000012");
     assert_eq!(card["attributes"], json!({"cardClass": "gsm", "note": "x"}));
-    let (code, card) = send(&env, Method::PATCH, path, Some(json!({"attributes": {"note": null}}))).await;
+    let (code, card) = send(
+        &env,
+        Method::PATCH,
+        path,
+        Some(json!({"attributes": {"note": null}})),
+    )
+    .await;
     assert_eq!(code, 200, "{card}");
     assert_eq!(card["attributes"], json!({"cardClass": "gsm"}));
     assert_eq!(env.get(path).await.unwrap().1, card);
@@ -1699,8 +1724,14 @@ async fn cards_listed_updated_deleted(backend: &str) {
     for method in [Method::GET, Method::DELETE] {
         let (code, body) = call(&env, method.clone(), path, &base, &token).await;
         assert_eq!(code, 404, "{method} {body}");
-        let (missing, missing_body) =
-            call(&env, method.clone(), "/api/v1/cards/8933012300000000038", &base, &token).await;
+        let (missing, missing_body) = call(
+            &env,
+            method.clone(),
+            "/api/v1/cards/8933012300000000038",
+            &base,
+            &token,
+        )
+        .await;
         assert_eq!(missing, 404);
         assert_eq!(body["error"], missing_body["error"]);
     }
@@ -1717,21 +1748,34 @@ async fn cards_listed_updated_deleted(backend: &str) {
 
     // Delete: a live command refuses it (409 naming why); once cancelled, the card goes and
     // the command stays readable.
-    let id = post_ok(&env, &cmd("RFM", &fleet_card, json!({"apdus": ["00A40004023F00"]}))).await;
+    let id = post_ok(
+        &env,
+        &cmd("RFM", &fleet_card, json!({"apdus": ["00A40004023F00"]})),
+    )
+    .await;
     let card_path = format!("/api/v1/cards/{fleet_card}");
     let (code, body) = send(&env, Method::DELETE, &card_path, None).await;
     assert_eq!(code, 409, "{body}");
     assert_eq!(body["error"], "CARD_IN_USE");
     assert!(body["message"].as_str().unwrap().contains(&id), "{body}");
     assert_eq!(env.get(&card_path).await.unwrap().0, 200);
-    let (code, body) = send(&env, Method::DELETE, &format!("/api/v1/ota/commands/{id}"), None).await;
+    let (code, body) = send(
+        &env,
+        Method::DELETE,
+        &format!("/api/v1/ota/commands/{id}"),
+        None,
+    )
+    .await;
     assert!(code < 300, "{body}");
     let (code, body) = send(&env, Method::DELETE, &card_path, None).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["commandsKept"], 1);
     assert!(body["keySetsDeleted"].as_u64().unwrap() >= 1, "{body}");
     assert_eq!(env.get(&card_path).await.unwrap().0, 404);
-    let (code, body) = env.get(&format!("/api/v1/ota/commands/{id}")).await.unwrap();
+    let (code, body) = env
+        .get(&format!("/api/v1/ota/commands/{id}"))
+        .await
+        .unwrap();
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"], "CANCELLED");
     let (code, _) = send(&env, Method::DELETE, &card_path, None).await;

@@ -483,7 +483,8 @@ fn account_tokens_listed_and_revoked() {
 /// shares with `POST /api/v1/cards`: the same wrong Luhn digit is refused, naming the ICCID.
 #[test]
 fn cards_listed_updated_deleted_and_iccids_checked_like_rest() {
-    let dir = std::env::temp_dir().join(format!("otagw-cli-card-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("otagw-cli-card-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("dir");
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_otagw"))
@@ -507,10 +508,18 @@ fn cards_listed_updated_deleted_and_iccids_checked_like_rest() {
     let bad = dir.join("bad.out");
     std::fs::write(
         &bad,
-        format!("{header}8933012300000000013,208010000000013,33610000013,{k},{k},{k},0000000001,1234\n"),
+        format!(
+            "{header}8933012300000000013,208010000000013,33610000013,{k},{k},{k},0000000001,1234\n"
+        ),
     )
     .unwrap();
-    let (ok, _, err) = run(&["provision", "--file", bad.to_str().unwrap(), "--profile", "poc"]);
+    let (ok, _, err) = run(&[
+        "provision",
+        "--file",
+        bad.to_str().unwrap(),
+        "--profile",
+        "poc",
+    ]);
     assert!(!ok);
     assert!(err.contains("field ICCID") && err.contains("Luhn"), "{err}");
     let good = dir.join("good.out");
@@ -522,16 +531,28 @@ fn cards_listed_updated_deleted_and_iccids_checked_like_rest() {
         ),
     )
     .unwrap();
-    let (ok, _, err) = run(&["provision", "--file", good.to_str().unwrap(), "--profile", "poc"]);
+    let (ok, _, err) = run(&[
+        "provision",
+        "--file",
+        good.to_str().unwrap(),
+        "--profile",
+        "poc",
+    ]);
     assert!(ok, "{err}");
 
     let (ok, out, err) = run(&["card", "list", "--iccid", "89330123", "--limit", "1"]);
     assert!(ok, "{err}");
-    assert!(out.contains("8933012300000000012") && !out.contains("8933012300000000020  "), "{out}");
+    assert!(
+        out.contains("8933012300000000012") && !out.contains("8933012300000000020  "),
+        "{out}"
+    );
     assert!(out.contains("more: --after 8933012300000000012"), "{out}");
     let (ok, out, _) = run(&["card", "list", "--imsi", "20801000000002"]);
     assert!(ok);
-    assert!(out.contains("8933012300000000020") && out.contains("1 card(s)"), "{out}");
+    assert!(
+        out.contains("8933012300000000020") && out.contains("1 card(s)"),
+        "{out}"
+    );
     let (ok, _, err) = run(&["card", "list", "--iccid", "89x"]);
     assert!(!ok);
     assert!(err.contains("--iccid"), "{err}");
@@ -551,25 +572,64 @@ fn cards_listed_updated_deleted_and_iccids_checked_like_rest() {
         assert!(err.contains(named), "{args:?}: {err}");
     }
     let (ok, out, err) = run(&[
-        "card", "update", "--iccid", "8933012300000000012", "--msisdn", "+33699999999", "--set",
+        "card",
+        "update",
+        "--iccid",
+        "8933012300000000012",
+        "--msisdn",
+        "+33699999999",
+        "--set",
         "cardClass=gsm",
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("msisdn      33699999999"), "{out}");
     let (ok, out, _) = run(&["card", "show", "--iccid", "8933012300000000012F"]);
     assert!(ok);
-    assert!(out.contains("attribute   cardClass=gsm") && out.contains("key version 1"), "{out}");
-    assert!(!out.contains("PIN1") && !out.to_lowercase().contains("00112233"), "{out}");
+    assert!(
+        out.contains("attribute   cardClass=gsm") && out.contains("key version 1"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("PIN1") && !out.to_lowercase().contains("00112233"),
+        "{out}"
+    );
 
     // Another account does not see it.
     assert!(run(&["account", "create", "--name", "other"]).0);
-    let (ok, _, err) = run(&["card", "delete", "--iccid", "8933012300000000012", "--account", "other"]);
+    let (ok, _, err) = run(&[
+        "card",
+        "delete",
+        "--iccid",
+        "8933012300000000012",
+        "--account",
+        "other",
+    ]);
     assert!(!ok);
-    assert!(err.contains("--iccid: card 8933012300000000012 not found"), "{err}");
-    let (ok, out, err) = run(&["card", "delete", "--iccid", "8933012300000000012", "--account", "acme"]);
+    assert!(
+        err.contains("--iccid: card 8933012300000000012 not found"),
+        "{err}"
+    );
+    let (ok, out, err) = run(&[
+        "card",
+        "delete",
+        "--iccid",
+        "8933012300000000012",
+        "--account",
+        "acme",
+    ]);
     assert!(ok, "{err}");
-    assert!(out.contains("card 8933012300000000012 deleted (1 key set(s)"), "{out}");
-    let (ok, _, err) = run(&["card", "show", "--iccid", "8933012300000000012", "--account", "acme"]);
+    assert!(
+        out.contains("card 8933012300000000012 deleted (1 key set(s)"),
+        "{out}"
+    );
+    let (ok, _, err) = run(&[
+        "card",
+        "show",
+        "--iccid",
+        "8933012300000000012",
+        "--account",
+        "acme",
+    ]);
     assert!(!ok);
     assert!(err.contains("not found"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -11,9 +11,8 @@ use otagw::command::{CardResponse, CommandError, CommandStatus, CommandType, Err
 use otagw::security::{CipherAlgorithm, IntegrityAlgorithm};
 use otagw::store::{
     provision_rows, AppletRecord, BatchRecord, CancelOutcome, CardChanges, CardKey, CardSearch,
-    GroupMembers, KeyMaterial,
-    KeySetRecord, MasterKey, NewCard, NewCommand, NewKeys, NewProfile, ProfileDefaults,
-    SealingError, SecuredPacket, SqlStore, Store, StoreError, Transition, Webhook,
+    GroupMembers, KeyMaterial, KeySetRecord, MasterKey, NewCard, NewCommand, NewKeys, NewProfile,
+    ProfileDefaults, SealingError, SecuredPacket, SqlStore, Store, StoreError, Transition, Webhook,
 };
 use sqlx::Row;
 
@@ -2965,11 +2964,17 @@ async fn cards_searched_updated_deleted(b: Backend) {
         after: after.map(str::to_string),
         limit,
     };
-    let all = store.search_cards(&a, &page(None, None, None, 100)).await.unwrap();
+    let all = store
+        .search_cards(&a, &page(None, None, None, 100))
+        .await
+        .unwrap();
     let got: Vec<_> = all.iter().map(|c| c.iccid.clone()).collect();
     assert_eq!(got, (1..6).map(iccid).collect::<Vec<_>>());
     assert_eq!(all[0].key_versions.len(), 1);
-    let first = store.search_cards(&a, &page(None, None, None, 2)).await.unwrap();
+    let first = store
+        .search_cards(&a, &page(None, None, None, 2))
+        .await
+        .unwrap();
     assert_eq!(first.len(), 2);
     let next = store
         .search_cards(&a, &page(None, None, Some(&first[1].iccid), 2))
@@ -2987,7 +2992,10 @@ async fn cards_searched_updated_deleted(b: Backend) {
         .await
         .unwrap()
         .is_empty());
-    match store.search_cards(&a, &page(Some("89%"), None, None, 10)).await {
+    match store
+        .search_cards(&a, &page(Some("89%"), None, None, 10))
+        .await
+    {
         Err(StoreError::Invalid { field, .. }) => assert_eq!(field, "iccid"),
         other => panic!("expected Invalid iccid, got {other:?}"),
     }
@@ -3004,7 +3012,10 @@ async fn cards_searched_updated_deleted(b: Backend) {
     let updated = store.update_card(&a, &iccid(2), &changes).await.unwrap();
     assert_eq!(updated.msisdn.as_deref(), Some("4917000001"));
     assert_eq!(updated.imsi, card(&iccid(2)).imsi);
-    assert_eq!(updated.attributes.get("cardClass").map(String::as_str), Some("gsm"));
+    assert_eq!(
+        updated.attributes.get("cardClass").map(String::as_str),
+        Some("gsm")
+    );
     assert!(!updated.attributes.contains_key("PIN1"));
     assert_eq!(store.card(&a, &iccid(2)).await.unwrap(), Some(updated));
     assert!(matches!(
@@ -3012,7 +3023,12 @@ async fn cards_searched_updated_deleted(b: Backend) {
         Err(StoreError::NotFound { what: "card", .. })
     ));
     assert_eq!(
-        store.card(&other, &iccid(100)).await.unwrap().unwrap().msisdn,
+        store
+            .card(&other, &iccid(100))
+            .await
+            .unwrap()
+            .unwrap()
+            .msisdn,
         card(&iccid(100)).msisdn
     );
 
@@ -3024,7 +3040,10 @@ async fn cards_searched_updated_deleted(b: Backend) {
     assert!(store.card(&other, &iccid(100)).await.unwrap().is_some());
 
     // A live command refuses it; once finished, the card goes and the command stays.
-    store.insert_command(&command(&a, "live", 10)).await.unwrap();
+    store
+        .insert_command(&command(&a, "live", 10))
+        .await
+        .unwrap();
     match store.delete_card(&a, &iccid(1)).await {
         Err(StoreError::InUse { reason, .. }) => assert!(reason.contains("live"), "{reason}"),
         other => panic!("expected InUse, got {other:?}"),
@@ -3046,8 +3065,15 @@ async fn cards_searched_updated_deleted(b: Backend) {
     );
     assert!(store.card(&a, &iccid(1)).await.unwrap().is_none());
     assert!(store.key_set(&iccid(1), 1).await.unwrap().is_none());
-    assert_eq!(store.card_group(&a, group.id).await.unwrap().unwrap().cards, 4);
-    let (kept, events) = store.command(&a, "live").await.unwrap().expect("history kept");
+    assert_eq!(
+        store.card_group(&a, group.id).await.unwrap().unwrap().cards,
+        4
+    );
+    let (kept, events) = store
+        .command(&a, "live")
+        .await
+        .unwrap()
+        .expect("history kept");
     assert_eq!(kept.status, CommandStatus::Cancelled);
     assert!(!events.is_empty());
     assert!(matches!(

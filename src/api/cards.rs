@@ -17,8 +17,8 @@ use crate::command::{
 use crate::gateway::now_ms;
 use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
 use crate::store::{
-    Account, AppletRecord, CardDeleted, CardRecord, CardSearch, KeyMaterial, KeySetRecord,
-    NewCard, StoreError, Webhook,
+    Account, AppletRecord, CardDeleted, CardRecord, CardSearch, KeyMaterial, KeySetRecord, NewCard,
+    StoreError, Webhook,
 };
 
 /// A key set as posted.
@@ -574,7 +574,9 @@ pub async fn list_cards(
         .map_err(ApiError::store)?;
     let more = cards.len() > limit as usize;
     cards.truncate(limit as usize);
-    let next_after = more.then(|| cards.last().map(|c| c.iccid.clone())).flatten();
+    let next_after = more
+        .then(|| cards.last().map(|c| c.iccid.clone()))
+        .flatten();
     Ok(Json(CardPage {
         cards: cards.into_iter().map(view).collect(),
         next_after,

@@ -127,7 +127,10 @@ pub(crate) fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
             account,
         } => {
             if !(1..=otagw::api::cards::MAX_PAGE).contains(&limit) {
-                bail!("--limit: {limit} is not 1 to {}", otagw::api::cards::MAX_PAGE);
+                bail!(
+                    "--limit: {limit} is not 1 to {}",
+                    otagw::api::cards::MAX_PAGE
+                );
             }
             let search = CardSearch {
                 iccid: prefix("--iccid", iccid.as_deref())?,
@@ -170,7 +173,9 @@ pub(crate) fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
             let iccid = card_iccid(&iccid);
             let card = super::account::with_store(&account.store, async |s| {
                 let a = resolve_account(&*s, account.account.as_deref()).await?;
-                s.card(&a.id, &iccid).await?.ok_or_else(|| not_found(&iccid))
+                s.card(&a.id, &iccid)
+                    .await?
+                    .ok_or_else(|| not_found(&iccid))
             })?;
             print_card(&card);
             Ok(ExitCode::SUCCESS)

@@ -3,8 +3,8 @@
 mod account;
 mod api_load;
 mod campaign;
-mod card;
 mod campaign_load;
+mod card;
 mod demo;
 mod provision;
 mod scp80;

@@ -25,10 +25,9 @@ use sqlx::{Any, AnyPool, Executor, Row};
 
 use super::{
     Account, AppletRecord, BatchRecord, CancelOutcome, CardChanges, CardDeleted, CardGroupRecord,
-    CardKey, CardRecord, CardSearch,
-    CommandRecord, CommandStats, GroupMembers, KeyMaterial, KeySetRecord, KeyVersionStatus,
-    MasterKey, Millis, NewCard, NewCommand, NewProfile, ProfileRecord, SecuredPacket, Store,
-    StoreError, TokenInfo, Transition, Webhook,
+    CardKey, CardRecord, CardSearch, CommandRecord, CommandStats, GroupMembers, KeyMaterial,
+    KeySetRecord, KeyVersionStatus, MasterKey, Millis, NewCard, NewCommand, NewProfile,
+    ProfileRecord, SecuredPacket, Store, StoreError, TokenInfo, Transition, Webhook,
 };
 use crate::command::{
     CardResponse, CommandError, CommandEvent, CommandStatus, CommandType, Priority,
