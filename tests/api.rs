@@ -1789,6 +1789,65 @@ async fn cards_listed_updated_deleted(backend: &str) {
     env.shutdown().await;
 }
 
+/// Every error is the JSON error body with its status, the framework's own rejections too (a
+/// path id that does not parse, a method the route lacks), a JSON body up to the stated 16 MiB
+/// is read (axum's default stopped at 2 MB), and the document lists 401 on every operation
+/// that needs a token and 400 where something is parsed.
+async fn errors_are_json_and_documented(backend: &str) {
+    let env = env_for(backend, DevOptions::default()).await;
+    let base = env.server.base_url();
+    let send = |m: reqwest::Method, path: &str| {
+        env.client
+            .request(m, format!("{base}{path}"))
+            .bearer_auth(&env.token)
+    };
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/api/v1/campaigns/abc", 400),
+        (reqwest::Method::PUT, "/api/v1/ota/commands", 405),
+        (reqwest::Method::GET, "/api/v1/nothing-here", 404),
+    ] {
+        let r = send(method.clone(), path).send().await.expect("request");
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(ct.starts_with("application/json"), "{method} {path}: {ct}");
+        let body: Value = r.json().await.expect("JSON body");
+        assert!(
+            body["error"].is_string() && body["message"].is_string(),
+            "{body}"
+        );
+    }
+    // 3 MB of JSON: read and judged (422 on the field), not refused as too long.
+    let mut big = cmd(
+        "RFM",
+        "8949000000000000000",
+        json!({"apdus": ["00A40004023F00"]}),
+    );
+    big["padding"] = json!("x".repeat(3 << 20));
+    let r = send(reqwest::Method::POST, "/api/v1/ota/commands")
+        .json(&big)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.expect("JSON body");
+    assert_ne!(status, 413, "{body}");
+    assert!(
+        !body.to_string().contains("length limit"),
+        "a 3 MB body was cut at axum's 2 MB default: {body}"
+    );
+    let (_, doc) = env.get("/api/v1/openapi.json").await.expect("document");
+    let ops = doc["paths"]["/api/v1/campaigns/{id}"]["get"]["responses"].clone();
+    assert!(ops["401"].is_object() && ops["400"].is_object(), "{ops}");
+    let health = doc["paths"]["/api/v1/ota/health"]["get"]["responses"].clone();
+    assert!(health["401"].is_null(), "health needs no token: {health}");
+    env.shutdown().await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1825,4 +1884,5 @@ both_backends!(
     unconfigured_transport_is_refused,
     another_accounts_iccid_is_refused_without_saying_where,
     wrong_target_identity_is_refused_at_submission,
+    errors_are_json_and_documented,
 );

@@ -151,6 +151,51 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Turns an error answer that is not JSON (axum's own rejections of a path or query that does
+/// not parse, 405 with an empty body, 413 from the body limit) into the documented error body,
+/// keeping its status and its text as the message.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let code = match status.as_u16() {
+        400 => "BAD_REQUEST",
+        404 => "NOT_FOUND",
+        405 => "METHOD_NOT_ALLOWED",
+        413 => "PAYLOAD_TOO_LARGE",
+        415 => "UNSUPPORTED_MEDIA_TYPE",
+        422 => "VALIDATION_ERROR",
+        429 => "TOO_MANY_REQUESTS",
+        s if s >= 500 => "INTERNAL_ERROR",
+        _ => "REQUEST_REFUSED",
+    };
+    let message = if text.is_empty() {
+        reason.to_string()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    // Keep what the framework said besides the body (`Allow` on a 405, for one).
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
 /// A JSON body; a parse error names the path of the field at fault (`security.tar`).
 pub struct JsonBody<T>(pub T);
 

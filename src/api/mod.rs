@@ -166,6 +166,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(authed)
         .fallback(ops::not_found)
+        // The stated limit for every body (axum's own default would stop JSON at 2 MB).
+        .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(16 << 20))
+        // Outermost: every error leaves as the JSON error body, the framework's own too.
+        .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)
 }

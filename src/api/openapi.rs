@@ -19,6 +19,54 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Answers every operation can give, documented once: 401 (no or a bad token) where a token
+/// is required, 400 (a body, path or query that does not parse) where there is one to parse.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                item.get.as_mut(),
+                item.put.as_mut(),
+                item.post.as_mut(),
+                item.delete.as_mut(),
+                item.patch.as_mut(),
+            ];
+            for op in operations.into_iter().flatten() {
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let parses = op.request_body.is_some()
+                    || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let responses = &mut op.responses.responses;
+                if secured {
+                    responses
+                        .entry("401".into())
+                        .or_insert_with(|| error("no token, or a token that is not valid"));
+                }
+                if parses {
+                    responses.entry("400".into()).or_insert_with(|| {
+                        error("a body, path or query parameter that does not parse")
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// The API's document.
 #[derive(OpenApi)]
 #[openapi(
@@ -51,7 +99,7 @@ impl Modify for BearerAuth {
         scp81::PutPsk, tokens::TokenView, cards::CardPage, cards::UpdateCard, cards::CardRemoved,
         cards::CardView,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
 )]
 pub struct ApiDoc;
 
