@@ -504,6 +504,7 @@ pub struct ListCardsQuery {
     /// MSISDN prefix (digits, a leading '+' ignored).
     pub msisdn: Option<String>,
     /// Most cards (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// List the cards after this ICCID (the previous page's `nextAfter`).
     pub after: Option<String>,
@@ -680,10 +681,22 @@ pub async fn delete_card(
     }))
 }
 
+/// The security status page size: 1 to 100,000 (default 1000), as documented.
+fn status_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit.unwrap_or(1000) {
+        n @ 1..=100_000 => Ok(n),
+        n => Err(ApiError::invalid(
+            "limit",
+            format!("{n} is not 1 to 100000"),
+        )),
+    }
+}
+
 /// Query of the security status.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct StatusQuery {
-    /// Most cards listed (default 1000).
+    /// Most cards listed (1 to 100,000, default 1000).
+    #[param(minimum = 1, maximum = 100000)]
     pub limit: Option<u32>,
 }
 
@@ -707,7 +720,7 @@ pub async fn security_status(
 ) -> Result<Json<SecurityStatus>, ApiError> {
     let cards = state
         .store
-        .cards(&account.id, q.limit.unwrap_or(1000).min(100_000))
+        .cards(&account.id, status_limit(q.limit)?)
         .await
         .map_err(ApiError::store)?;
     Ok(Json(SecurityStatus {
@@ -784,6 +797,7 @@ pub async fn upload_applet(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AddWebhook {
     /// Where to POST events (http or https).
+    #[schema(pattern = "^https?://[^ ]+$")]
     pub url: String,
     /// HMAC-SHA256 secret (generated when absent; returned only now).
     #[serde(default)]

@@ -17,9 +17,12 @@ pub struct PutPsk {
     /// Key version, 64 to 79 (0x40-0x4F); default 64.
     #[serde(default)]
     pub version: Option<u8>,
-    /// PSK identity, hex (the card presents it in the handshake; unique across cards).
+    /// PSK identity, hex, 1 to 128 octets (the card presents it in the handshake; unique
+    /// across cards).
+    #[schema(pattern = "^([0-9A-Fa-f]{2}){1,128}$")]
     pub identity: String,
     /// The pre-shared key, hex (16 to 64 octets).
+    #[schema(pattern = "^([0-9A-Fa-f]{2}){16,64}$")]
     pub key: String,
 }
 

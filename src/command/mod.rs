@@ -200,13 +200,17 @@ impl Priority {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Target {
-    /// ICCID (digits).
+    /// ICCID: 18 to 20 digits, F padding allowed.
+    #[schema(pattern = "^[0-9]{18,20}[Ff]{0,2}$")]
     pub iccid: String,
-    /// IMSI, checked against the stored card when given.
+    /// IMSI (6 to 15 digits), checked against the stored card when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9]{6,15}$")]
     pub imsi: Option<String>,
-    /// MSISDN, checked against the stored card when given.
+    /// MSISDN (3 to 15 digits, a leading '+' allowed), checked against the stored card when
+    /// given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[+]?[0-9]{3,15}$")]
     pub msisdn: Option<String>,
 }
 
