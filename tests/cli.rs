@@ -634,3 +634,104 @@ fn cards_listed_updated_deleted_and_iccids_checked_like_rest() {
     assert!(err.contains("not found"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `campaign create --profile` takes the profile's name as well as its id, and an APDU file
+/// line that does not parse is named as FILE:LINE (blank lines counted).
+#[test]
+fn campaign_create_takes_a_profile_name_and_names_the_bad_apdu_line() {
+    let dir =
+        std::env::temp_dir().join(format!("otagw-cli-camp-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_otagw"))
+            .args(args)
+            .env("OTAGW_DATA_DIR", &dir)
+            .env_remove("OTAGW_CONFIG")
+            .env_remove("OTAGW_DATABASE_URL")
+            .output()
+            .expect("run otagw");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run(&["account", "create", "--name", "acme"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&[
+        "profile",
+        "create",
+        "--account",
+        "acme",
+        "--name",
+        "fleet",
+        "--app-type",
+        "rfm",
+        "--spi",
+        "1621",
+        "--kic-byte",
+        "12",
+        "--kid-byte",
+        "12",
+    ]);
+    assert!(ok, "{err}");
+    let good = dir.join("good.apdu");
+    std::fs::write(&good, "A0A40000023F00\n\nA0A40000027F20\n").expect("file");
+    let (ok, out, err) = run(&[
+        "campaign",
+        "create",
+        "--account",
+        "acme",
+        "--profile",
+        "fleet",
+        "--name",
+        "by_name",
+        "--type",
+        "rfm",
+        "--apdu-file",
+        good.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("by_name"), "{out}");
+    let bad = dir.join("bad.apdu");
+    std::fs::write(&bad, "A0A40000023F00\n\nA0A4ZZ\n").expect("file");
+    let (ok, _, err) = run(&[
+        "campaign",
+        "create",
+        "--account",
+        "acme",
+        "--profile",
+        "fleet",
+        "--name",
+        "bad",
+        "--type",
+        "rfm",
+        "--apdu-file",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    // The third line of the file (the blank second one counted), the second command.
+    assert!(
+        err.contains(&format!("{}:3:", bad.display())) && err.contains("A0A4ZZ"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&[
+        "campaign",
+        "create",
+        "--account",
+        "acme",
+        "--profile",
+        "nope",
+        "--name",
+        "x",
+        "--type",
+        "rfm",
+        "--apdu-file",
+        good.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("--profile") && err.contains("nope"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

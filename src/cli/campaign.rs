@@ -13,7 +13,7 @@ use otagw::campaign::ops::{self, CampaignView, StartRequest};
 use otagw::campaign::{card_state, status, CampaignRequest, CampaignType, TransmissionMode};
 
 use super::account::with_store;
-use super::provision::{resolve_account, AccountArg};
+use super::provision::{resolve_account, resolve_profile, AccountArg};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum Mode {
@@ -67,9 +67,9 @@ pub(crate) enum CampaignCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct CreateArgs {
-    /// Profile id.
+    /// Profile: its id or its name.
     #[arg(long)]
-    profile: i64,
+    profile: String,
     /// Unique within the profile, no spaces.
     #[arg(long)]
     name: String,
@@ -205,17 +205,34 @@ pub(crate) fn run(command: CampaignCommand) -> anyhow::Result<ExitCode> {
     let now = otagw::gateway::now_ms;
     match command {
         CampaignCommand::Create(a) => {
-            let commands = match &a.apdu_file {
+            // The file's line of each command, so an error names the file and the line.
+            let (commands, lines): (Vec<String>, Vec<usize>) = match &a.apdu_file {
                 Some(p) => std::fs::read_to_string(p)
                     .with_context(|| format!("--apdu-file: cannot read {}", p.display()))?
                     .lines()
-                    .map(|l| l.trim().to_string())
-                    .filter(|l| !l.is_empty())
-                    .collect(),
-                None => Vec::new(),
+                    .enumerate()
+                    .map(|(i, l)| (l.trim().to_string(), i + 1))
+                    .filter(|(l, _)| !l.is_empty())
+                    .unzip(),
+                None => (Vec::new(), Vec::new()),
             };
-            let req = CampaignRequest {
-                profile: a.profile,
+            let apdu_error = |e: ops::OpError| match (&e, &a.apdu_file) {
+                (ops::OpError::Field(f), Some(path)) => {
+                    let line = f
+                        .field
+                        .strip_prefix("commands[")
+                        .and_then(|r| r.split(']').next())
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .and_then(|i| lines.get(i));
+                    match line {
+                        Some(line) => anyhow::anyhow!("{}:{line}: {}", path.display(), f.problem),
+                        None => report(e),
+                    }
+                }
+                _ => report(e),
+            };
+            let mut req = CampaignRequest {
+                profile: 0,
                 name: a.name.clone(),
                 campaign_type: a.campaign_type,
                 template: a.template,
@@ -240,9 +257,10 @@ pub(crate) fn run(command: CampaignCommand) -> anyhow::Result<ExitCode> {
             };
             with_store(&a.account.store, async |s| {
                 let acc = resolve_account(s.as_ref(), a.account.account.as_deref()).await?;
+                req.profile = resolve_profile(s.as_ref(), &acc, &a.profile).await?.id;
                 let view = ops::create(s.as_ref(), &acc.id, &req, now())
                     .await
-                    .map_err(report)?;
+                    .map_err(apdu_error)?;
                 print_json(&view)
             })?;
         }

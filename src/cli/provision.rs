@@ -158,7 +158,7 @@ pub(crate) async fn resolve_account(
     }
 }
 
-async fn resolve_profile(
+pub(crate) async fn resolve_profile(
     store: &dyn Store,
     account: &Account,
     id_or_name: &str,
