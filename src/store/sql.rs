@@ -303,6 +303,32 @@ impl SqlStore {
         tx.commit().await.map_err(dbe)
     }
 
+    /// Deletes row `id` of `table` if it belongs to the account; another account's row is
+    /// NotFound like a missing one. `table` is one of ours, never input.
+    async fn delete_owned(
+        &self,
+        table: &'static str,
+        what: &'static str,
+        account_id: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(&format!(
+            "DELETE FROM {table} WHERE account_id = $1 AND id = $2"
+        ))
+        .bind(account_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(dbe)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what,
+                key: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// Adds a column a later version put in `schema.sql` to a table an earlier version
     /// created (`CREATE TABLE IF NOT EXISTS` leaves such a table as it was).
     async fn add_column(
@@ -1287,19 +1313,7 @@ impl Store for SqlStore {
     }
 
     async fn revoke_token(&self, account_id: &str, id: &str) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM tokens WHERE account_id = $1 AND id = $2")
-            .bind(account_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(dbe)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: "token",
-                key: id.to_string(),
-            });
-        }
-        Ok(())
+        self.delete_owned("tokens", "token", account_id, id).await
     }
 
     async fn insert_cards(
@@ -2414,19 +2428,8 @@ impl Store for SqlStore {
     }
 
     async fn delete_webhook(&self, account_id: &str, id: &str) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM webhooks WHERE account_id = $1 AND id = $2")
-            .bind(account_id)
-            .bind(id)
-            .execute(&self.pool)
+        self.delete_owned("webhooks", "webhook", account_id, id)
             .await
-            .map_err(dbe)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: "webhook",
-                key: id.to_string(),
-            });
-        }
-        Ok(())
     }
 
     async fn webhooks(&self, account_id: &str) -> Result<Vec<Webhook>, StoreError> {
