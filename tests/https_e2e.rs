@@ -90,6 +90,47 @@ fn swapped_bcd(data: &str) -> String {
         .collect()
 }
 
+/// Uploads a sample load file with a Method component of `method_len` octets and installs it
+/// over HTTPS on card `i` as instance F001020304050102; the command once done.
+async fn install_over_https(env: &DevEnv, i: usize, method_len: usize) -> Value {
+    let iccid = env.iccid(i).expect("card");
+    let (code, up) = env
+        .post_bytes(
+            "/api/v1/applets?name=big",
+            devkit::sample_load_file(method_len),
+        )
+        .await
+        .expect("upload");
+    assert_eq!(code, 201, "{up}");
+    let applet = up["appletId"].as_str().unwrap_or_default().to_string();
+    let id = post_ok(
+        env,
+        &https_cmd(
+            "APP_INSTALL",
+            &iccid,
+            "000000",
+            json!({"parameters": {"appletId": applet, "instanceAid": "F001020304050102"}}),
+        ),
+    )
+    .await;
+    env.wait_done(&id, Duration::from_secs(30))
+        .await
+        .expect("done")
+}
+
+/// The applet instances on card `msisdn`.
+fn instances(env: &DevEnv, msisdn: &str) -> Vec<String> {
+    env.fleet
+        .with_card(msisdn, |c| {
+            c.registry()
+                .applets()
+                .iter()
+                .map(|a| a.aid.to_string())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+}
+
 const READ_ICCID: [&str; 3] = ["00A40004023F00", "00A40004022FE2", "00B000000A"];
 /// Three commands that each work alone (the virtual card's RFM applet starts every script at
 /// the MF, so a READ BINARY must not be split from its SELECT).
@@ -223,40 +264,11 @@ async fn ram_install_in_one_session(backend: &str) {
     )
     .await;
     let handsets = env.https.clone().expect("https handsets");
-    let iccid = env.iccid(1).expect("card");
     let msisdn = env.msisdn(1).expect("card");
-    let (code, up) = env
-        .post_bytes("/api/v1/applets?name=big", devkit::sample_load_file(6000))
-        .await
-        .expect("upload");
-    assert_eq!(code, 201, "{up}");
-    let applet = up["appletId"].as_str().unwrap_or_default().to_string();
-    let id = post_ok(
-        &env,
-        &https_cmd(
-            "APP_INSTALL",
-            &iccid,
-            "000000",
-            json!({"parameters": {"appletId": applet, "instanceAid": "F001020304050102"}}),
-        ),
-    )
-    .await;
-    let r = env
-        .wait_done(&id, Duration::from_secs(30))
-        .await
-        .expect("done");
+    let r = install_over_https(&env, 1, 6000).await;
     assert_eq!(r["status"], "SUCCESS", "{r}");
     assert_eq!(r["attempts"], 1, "{r}");
-    let instances = env
-        .fleet
-        .with_card(&msisdn, |c| {
-            c.registry()
-                .applets()
-                .iter()
-                .map(|a| a.aid.to_string())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
+    let instances = instances(&env, &msisdn);
     assert!(
         instances.iter().any(|a| a == "F001020304050102"),
         "{instances:?}"
@@ -849,39 +861,15 @@ async fn a_break_while_a_chunk_downloads_resends_that_chunk() {
         drops_left: 1,
         ..CardTls::default()
     });
-    let iccid = env.iccid(1).expect("card");
     let msisdn = env.msisdn(1).expect("card");
-    let (code, up) = env
-        .post_bytes("/api/v1/applets?name=big", devkit::sample_load_file(4000))
-        .await
-        .expect("upload");
-    assert_eq!(code, 201, "{up}");
-    let applet = up["appletId"].as_str().unwrap_or_default().to_string();
-    let id = post_ok(
-        &env,
-        &https_cmd(
-            "APP_INSTALL",
-            &iccid,
-            "000000",
-            json!({"parameters": {"appletId": applet, "instanceAid": "F001020304050102"}}),
-        ),
-    )
-    .await;
-    let r = env
-        .wait_done(&id, Duration::from_secs(30))
-        .await
-        .expect("done");
+    let r = install_over_https(&env, 1, 4000).await;
     assert_eq!(r["status"], "SUCCESS", "{r}");
-    let installed = env
-        .fleet
-        .with_card(&msisdn, |c| {
-            c.registry()
-                .applets()
-                .iter()
-                .any(|a| a.aid.to_string() == "F001020304050102")
-        })
-        .unwrap_or(false);
-    assert!(installed, "the applet is not on the card");
+    let id = r["commandId"].as_str().unwrap_or_default().to_string();
+    let instances = instances(&env, &msisdn);
+    assert!(
+        instances.iter().any(|a| a == "F001020304050102"),
+        "the applet is not on the card: {instances:?}"
+    );
     let scp81 = env.server.store.scp81().expect("scp81 store");
     let chunks = scp81
         .command_chunks(&env.account_id, &id)
