@@ -100,6 +100,32 @@ async fn run_to_completion(
     (id, rows)
 }
 
+/// Starts a created campaign on `group` (no data file), waits for COMPLETED: the first
+/// iteration's card rows.
+async fn run_on_group(
+    env: &DevEnv,
+    id: i64,
+    group: i64,
+) -> Vec<otagw::store::campaign::CampaignCardRecord> {
+    env.server
+        .store
+        .start_campaign(
+            &env.account_id,
+            id,
+            &CampaignTarget::Group(group),
+            &[],
+            otagw::gateway::now_ms(),
+        )
+        .await
+        .unwrap();
+    wait_status(env, id, status::COMPLETED).await;
+    env.server
+        .store
+        .campaign_cards(id, 1, None, "", 10)
+        .await
+        .unwrap()
+}
+
 /// The counters of key set 1 of the first `n` cards.
 async fn counters(env: &DevEnv, n: usize) -> Vec<u64> {
     let mut out = Vec::new();
@@ -274,24 +300,7 @@ async fn script_larger_than_one_packet_goes_as_several_each_with_its_counter() {
         .unwrap()
         .unwrap()
         .counter;
-    env.server
-        .store
-        .start_campaign(
-            &env.account_id,
-            id,
-            &CampaignTarget::Group(group),
-            &[],
-            otagw::gateway::now_ms(),
-        )
-        .await
-        .unwrap();
-    wait_status(&env, id, status::COMPLETED).await;
-    let rows = env
-        .server
-        .store
-        .campaign_cards(id, 1, None, "", 10)
-        .await
-        .unwrap();
+    let rows = run_on_group(&env, id, group).await;
     assert_eq!(count(&env, id, 1, card_state::POR_OK).await, 2, "{rows:?}");
     let after = env
         .server
@@ -354,24 +363,7 @@ async fn rfm_campaign_por_modes() {
             },
         )
         .await;
-        env.server
-            .store
-            .start_campaign(
-                &env.account_id,
-                id,
-                &CampaignTarget::Group(group),
-                &[],
-                otagw::gateway::now_ms(),
-            )
-            .await
-            .unwrap();
-        wait_status(&env, id, status::COMPLETED).await;
-        let rows = env
-            .server
-            .store
-            .campaign_cards(id, 1, None, "", 10)
-            .await
-            .unwrap();
+        let rows = run_on_group(&env, id, group).await;
         assert_eq!(
             count(&env, id, 1, state).await,
             3,
@@ -426,24 +418,7 @@ async fn error_status_word_fails_the_card_without_expected_sw() {
             },
         )
         .await;
-        env.server
-            .store
-            .start_campaign(
-                &env.account_id,
-                id,
-                &CampaignTarget::Group(group),
-                &[],
-                otagw::gateway::now_ms(),
-            )
-            .await
-            .unwrap();
-        wait_status(&env, id, status::COMPLETED).await;
-        let rows = env
-            .server
-            .store
-            .campaign_cards(id, 1, None, "", 10)
-            .await
-            .unwrap();
+        let rows = run_on_group(&env, id, group).await;
         assert_eq!(count(&env, id, 1, state).await, 2, "{rows:?}");
         assert!(
             rows.iter()
@@ -479,18 +454,7 @@ async fn sms_campaign_ends_delivered(store_url: Option<String>) {
         },
     )
     .await;
-    env.server
-        .store
-        .start_campaign(
-            &env.account_id,
-            id,
-            &CampaignTarget::Group(group),
-            &[],
-            otagw::gateway::now_ms(),
-        )
-        .await
-        .unwrap();
-    wait_status(&env, id, status::COMPLETED).await;
+    run_on_group(&env, id, group).await;
     assert_eq!(count(&env, id, 1, card_state::DELIVERED).await, 8);
     // A text sends no SCP80 packet: no card's counter moved.
     assert_eq!(counters(&env, 8).await, before);
