@@ -19,6 +19,23 @@ fn otagw(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs the binary on the store in data directory `dir` (no configuration file, no
+/// database URL from the environment): (success, stdout, stderr).
+fn otagw_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_otagw"))
+        .args(args)
+        .env("OTAGW_DATA_DIR", dir)
+        .env_remove("OTAGW_CONFIG")
+        .env_remove("OTAGW_DATABASE_URL")
+        .output()
+        .expect("run otagw");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn vectors() -> Vec<Value> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -382,20 +399,7 @@ fn serve_refuses_a_master_key_that_is_not_the_databases() {
 fn account_tokens_listed_and_revoked() {
     let dir = std::env::temp_dir().join(format!("otagw-cli-tok-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_otagw"))
-            .args(args)
-            .env("OTAGW_DATA_DIR", &dir)
-            .env_remove("OTAGW_CONFIG")
-            .env_remove("OTAGW_DATABASE_URL")
-            .output()
-            .expect("run otagw");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| otagw_in(&dir, args);
     let (ok, _, err) = run(&["account", "create", "--name", "acme"]);
     assert!(ok, "{err}");
     let (ok, out, _) = run(&["account", "tokens", "--account", "acme"]);
@@ -486,20 +490,7 @@ fn cards_listed_updated_deleted_and_iccids_checked_like_rest() {
     let dir =
         std::env::temp_dir().join(format!("otagw-cli-card-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_otagw"))
-            .args(args)
-            .env("OTAGW_DATA_DIR", &dir)
-            .env_remove("OTAGW_CONFIG")
-            .env_remove("OTAGW_DATABASE_URL")
-            .output()
-            .expect("run otagw");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| otagw_in(&dir, args);
     assert!(run(&["account", "create", "--name", "acme"]).0);
     assert!(run(&["profile", "create", "--name", "poc", "--app-type", "rfm"]).0);
     let k = "00112233445566778899AABBCCDDEEFF";
@@ -642,20 +633,7 @@ fn campaign_create_takes_a_profile_name_and_names_the_bad_apdu_line() {
     let dir =
         std::env::temp_dir().join(format!("otagw-cli-camp-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_otagw"))
-            .args(args)
-            .env("OTAGW_DATA_DIR", &dir)
-            .env_remove("OTAGW_CONFIG")
-            .env_remove("OTAGW_DATABASE_URL")
-            .output()
-            .expect("run otagw");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| otagw_in(&dir, args);
     let (ok, _, err) = run(&["account", "create", "--name", "acme"]);
     assert!(ok, "{err}");
     let (ok, _, err) = run(&[
