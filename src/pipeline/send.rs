@@ -167,8 +167,10 @@ async fn send(
         por: None,
         ack: otagw_transport::InboundAck::none(),
     };
-    // Registered before the packet goes: the report may come at once.
-    let delivered = (ending != PorEnding::Por).then(|| route.dispatcher.on_delivered(id));
+    // Registered before the packet goes: the report may come at once. A resumed command has
+    // its delivery in the store instead.
+    let delivered =
+        (ending != PorEnding::Por && !job.resume_wait).then(|| route.dispatcher.on_delivered(id));
     let rx = if job.resume_wait {
         if ending != PorEnding::Por {
             // A restart forgot the message ids; the store says whether delivery was seen.
@@ -235,25 +237,20 @@ async fn send(
     // What ends the wait besides the PoR: for commands that end on their delivery, the report
     // (and for PoR-on-error ones the quiet period after it).
     let delivery_end = async {
-        match (ending, delivered) {
-            (PorEnding::Por, _) | (_, None) => std::future::pending::<Result<(), JobError>>().await,
-            (_, Some(_)) if job.resume_wait => {
-                tokio::time::sleep(por_timeout).await;
-                Ok(())
-            }
-            (_, Some(rx)) => {
-                match tokio::time::timeout(por_timeout, rx).await {
-                    Ok(Ok(())) => {}
-                    // No report in time (or no report at all from this transport): the packet
-                    // may go again, as it was never confirmed delivered.
-                    _ => return Err(JobError::Timeout(por_timeout)),
-                }
-                if ending == PorEnding::DeliveryThenSilence {
-                    tokio::time::sleep(por_timeout).await;
-                }
-                Ok(())
+        if ending == PorEnding::Por {
+            return std::future::pending::<Result<(), JobError>>().await;
+        }
+        if let Some(rx) = delivered {
+            if !matches!(tokio::time::timeout(por_timeout, rx).await, Ok(Ok(()))) {
+                // No report in time (or no report at all from this transport): the packet may
+                // go again, as it was never confirmed delivered.
+                return Err(JobError::Timeout(por_timeout));
             }
         }
+        if ending == PorEnding::DeliveryThenSilence {
+            tokio::time::sleep(por_timeout).await;
+        }
+        Ok(())
     };
     let outcome = tokio::select! {
         outcome = rx => outcome,
