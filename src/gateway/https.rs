@@ -34,7 +34,6 @@ use crate::dispatch::OtaOutcome;
 use crate::gateway::outcome::sw_is_success;
 use crate::pipeline::secure::{card_class, requested_applet};
 use crate::pipeline::{validate_request, RetryPolicy, ValidSecurity};
-use crate::script::apdu::CApdu;
 use crate::script::response::parse_expanded_response;
 use crate::script::{CommandScript, ScriptFormat, ScriptItem};
 use crate::security::command::encode_command_packet;
@@ -681,41 +680,37 @@ pub fn chunk_outcome(c: &ChunkRecord) -> ChunkOutcome {
         })
         .collect();
     out.last = parsed.last().map(|r| (r.sw, r.data.clone()));
-    if let Some((sw, _)) = out.last.as_ref().filter(|(sw, _)| !sw_is_success(*sw)) {
-        // The card stops at the first failing C-APDU of an expanded script (TS 102 226
-        // 5.2.2): the last one it ran is the one that failed.
-        let apdus: Vec<CApdu> = CommandScript::parse(&c.script, ScriptFormat::ExpandedIndefinite)
-            .map(|s| {
-                s.items
-                    .into_iter()
-                    .filter_map(|i| match i {
-                        ScriptItem::Command(c) => Some(c),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let n = parsed.executed.max(1);
-        let which = apdus.get(n - 1).map_or(String::new(), |a| {
-            format!(
-                " ({:02X} {:02X} {:02X} {:02X})",
-                a.cla(),
-                a.ins(),
-                a.p1(),
-                a.p2()
-            )
-        });
-        out.problem = Some(format!(
-            "chunk {}: C-APDU {n} of {}{which} answered {sw:04X}",
-            c.seq,
-            apdus.len()
-        ));
-    } else if let Some(bad) = parsed.bad_format {
-        out.problem = Some(format!(
-            "chunk {}: the card found the script malformed ({bad:?})",
-            c.seq
-        ));
-    }
+    // The same rule as SMS commands and campaign cards (`ScriptResponse::judge`); a failing
+    // status word is named by its C-APDU.
+    let Err(reason) = parsed.judge(None) else {
+        return out;
+    };
+    out.problem = Some(
+        match out.last.as_ref().filter(|(sw, _)| !sw_is_success(*sw)) {
+            Some((sw, _)) => {
+                // The card stops at the first failing C-APDU of an expanded script (TS 102 226
+                // 5.2.2): the last one it ran is the one that failed.
+                let script = CommandScript::parse(&c.script, ScriptFormat::ExpandedIndefinite)
+                    .unwrap_or_default();
+                let n = parsed.executed.max(1);
+                let which = script.commands().nth(n - 1).map_or(String::new(), |a| {
+                    format!(
+                        " ({:02X} {:02X} {:02X} {:02X})",
+                        a.cla(),
+                        a.ins(),
+                        a.p1(),
+                        a.p2()
+                    )
+                });
+                format!(
+                    "chunk {}: C-APDU {n} of {}{which} answered {sw:04X}",
+                    c.seq,
+                    script.command_count()
+                )
+            }
+            None => format!("chunk {}: {reason}", c.seq),
+        },
+    );
     out
 }
 
