@@ -121,14 +121,10 @@ pub struct KeySource {
     pub generated: Option<PathBuf>,
 }
 
-/// The master key: `OTAGW_MASTER_KEY` / `OTAGW_MASTER_KEY_FILE`, else the configured file,
-/// else `master.key` in the data directory, made on first start (mode 0600).
-pub fn master_key(config: &Config) -> Result<MasterKey, ServerError> {
-    master_key_with_source(config).map(|(k, _)| k)
-}
-
-/// [`master_key`] and where it came from.
-pub fn master_key_with_source(config: &Config) -> Result<(MasterKey, KeySource), ServerError> {
+/// The master key and where it came from: `OTAGW_MASTER_KEY` / `OTAGW_MASTER_KEY_FILE`, else
+/// the configured file, else `master.key` in the data directory, made on first start (mode
+/// 0600).
+pub fn master_key(config: &Config) -> Result<(MasterKey, KeySource), ServerError> {
     let from = |description: String| KeySource {
         description,
         generated: None,
@@ -195,7 +191,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> 
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         ServerError::Io(format!("data directory {}: {e}", config.data_dir.display()))
     })?;
-    let (key, source) = master_key_with_source(config)?;
+    let (key, source) = master_key(config)?;
     let url = config.store_url();
     let options = config
         .sql_options()
