@@ -985,7 +985,7 @@ async fn run_leg(
                 }
             }
             match early {
-                Some(o) => Ok(o),
+                Some(o) => Wait::Outcome(o),
                 None => {
                     match hand_over(shared, &leg.route, &secured.message, Some(&secured.pending))
                         .await
@@ -1000,67 +1000,41 @@ async fn run_leg(
                                     match tokio::time::timeout(wait, delivered).await {
                                         Ok(Ok(())) => {
                                             tokio::time::sleep(wait).await;
-                                            Ok(())
+                                            Wait::Delivered(format!(
+                                                "delivered; no error PoR within {} s (PoR on \
+                                                 error only)",
+                                                wait.as_secs()
+                                            ))
                                         }
-                                        _ => Err(format!(
+                                        _ => Wait::Fail(format!(
                                             "no delivery report within {} s",
                                             wait.as_secs()
                                         )),
                                     }
                                 };
-                                let got = tokio::select! {
-                                    o = rx => Some(o.map_err(|_| "the dispatcher stopped".to_string())),
+                                tokio::select! {
+                                    o = rx => o.map_or_else(
+                                        |_| Wait::Fail("the dispatcher stopped".to_string()),
+                                        Wait::Outcome,
+                                    ),
                                     quiet = silence => {
                                         leg.route.dispatcher.forget(id);
-                                        quiet.err().map(Err)
-                                    }
-                                };
-                                match got {
-                                    Some(o) => o,
-                                    None => {
-                                        land(shared, id);
-                                        if step + 1 < scripts.len() as i64 {
-                                            step += 1;
-                                            match next_counter(
-                                                shared,
-                                                run,
-                                                &card.iccid,
-                                                step_base + step,
-                                            )
-                                            .await
-                                            {
-                                                Ok(c) => counter = c,
-                                                Err(e) => {
-                                                    return End::new(step, card_state::FAILED, e)
-                                                }
-                                            }
-                                            resume = false;
-                                            continue;
-                                        }
-                                        return End::new(
-                                            step,
-                                            card_state::DELIVERED,
-                                            format!(
-                                                "delivered; no error PoR within {} s (PoR on \
-                                                 error only)",
-                                                wait.as_secs()
-                                            ),
-                                        );
+                                        quiet
                                     }
                                 }
                             } else {
                                 match tokio::time::timeout(wait, rx).await {
-                                    Ok(Ok(o)) => Ok(o),
-                                    Ok(Err(_)) => Err("the dispatcher stopped".to_string()),
+                                    Ok(Ok(o)) => Wait::Outcome(o),
+                                    Ok(Err(_)) => Wait::Fail("the dispatcher stopped".to_string()),
                                     Err(_) => {
                                         leg.route.dispatcher.forget(id);
-                                        Err(format!("no PoR within {} s", wait.as_secs()))
+                                        Wait::Fail(format!("no PoR within {} s", wait.as_secs()))
                                     }
                                 }
                             }
                         }
-                        Ok(None) => Err("no PoR receiver".to_string()),
-                        Err(e) => Ok(OtaOutcome::Failed(e)),
+                        Ok(None) => Wait::Fail("no PoR receiver".to_string()),
+                        Err(e) => Wait::Outcome(OtaOutcome::Failed(e)),
                     }
                 }
             }
@@ -1070,36 +1044,32 @@ async fn run_leg(
                 Ok(_) => {
                     run.tally.sent.fetch_add(1, Ordering::Relaxed);
                     match tokio::time::timeout(shared.config.por_timeout, delivered).await {
-                        Ok(Ok(())) => {
-                            land(shared, id);
-                            if step + 1 < scripts.len() as i64 {
-                                step += 1;
-                                match next_counter(shared, run, &card.iccid, step_base + step).await
-                                {
-                                    Ok(c) => counter = c,
-                                    Err(e) => return End::new(step, card_state::FAILED, e),
-                                }
-                                resume = false;
-                                continue;
-                            }
-                            return End::new(
-                                step,
-                                card_state::DELIVERED,
-                                "delivered (no PoR asked)",
-                            );
-                        }
-                        _ => Err(format!(
+                        Ok(Ok(())) => Wait::Delivered("delivered (no PoR asked)".to_string()),
+                        _ => Wait::Fail(format!(
                             "no delivery report within {} s",
                             shared.config.por_timeout.as_secs()
                         )),
                     }
                 }
-                Err(e) => Ok(OtaOutcome::Failed(e)),
+                Err(e) => Wait::Outcome(OtaOutcome::Failed(e)),
             }
         };
         land(shared, id);
         match outcome {
-            Ok(OtaOutcome::Por(resp, ack)) => {
+            // Nothing more is awaited from the card: the next step, or the card is done.
+            Wait::Delivered(detail) => {
+                if step + 1 < scripts.len() as i64 {
+                    step += 1;
+                    match next_counter(shared, run, &card.iccid, step_base + step).await {
+                        Ok(c) => counter = c,
+                        Err(e) => return End::new(step, card_state::FAILED, e),
+                    }
+                    resume = false;
+                    continue;
+                }
+                return End::new(step, card_state::DELIVERED, detail);
+            }
+            Wait::Outcome(OtaOutcome::Por(resp, ack)) => {
                 if resume && resp.status == PorStatus::CounterLow {
                     // The resend of a packet sent before the restart: the card had it
                     // already (its counter is never used for another packet), so it ran it;
@@ -1147,15 +1117,25 @@ async fn run_leg(
                     }
                 }
             }
-            Ok(OtaOutcome::Failed(e)) => {
+            Wait::Outcome(OtaOutcome::Failed(e)) => {
                 let mut end = End::new(step, card_state::FAILED, e.to_string());
                 end.unreached = leg.framing == crate::security::command::PacketFraming::CatTp
                     && matches!(e, otagw_transport::TransportError::Timeout(_));
                 return end;
             }
-            Err(reason) => return End::new(step, card_state::FAILED, reason),
+            Wait::Fail(reason) => return End::new(step, card_state::FAILED, reason),
         }
     }
+}
+
+/// How a card's wait for its packet's answer ended.
+enum Wait {
+    /// The card's PoR, or the transport's failure.
+    Outcome(OtaOutcome),
+    /// Delivered, and nothing more is awaited (no PoR asked, or none came on error only).
+    Delivered(String),
+    /// No answer: why.
+    Fail(String),
 }
 
 /// Secures a script for one card, framed for the campaign's transport (CAT_TP puts its
