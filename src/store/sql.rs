@@ -199,20 +199,17 @@ impl SqlStore {
                 )),
             };
         }
-        let sample = sqlx::query("SELECT iccid, version, kic, kid, kik FROM key_sets LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(dbe)?;
+        let sample = sqlx::query(
+            "SELECT iccid, version, kic_algorithm, kid_algorithm, kic, kid, kik, counter, \
+             rotated_at FROM key_sets LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
         if let Some(row) = sample {
-            let iccid: String = col(&row, "iccid")?;
-            let version = u8::try_from(col::<i64>(&row, "version")?).unwrap_or(0);
-            let kic: Vec<u8> = col(&row, "kic")?;
-            let kid: Vec<u8> = col(&row, "kid")?;
-            let kik: Option<Vec<u8>> = col(&row, "kik")?;
-            if self
-                .open_keys(&key_set_prefix(&iccid, version), &kic, &kid, kik.as_deref())
-                .is_err()
-            {
+            if let Err(StoreError::Sealing(_)) = self.key_set_from_row(&row) {
+                let iccid: String = col(&row, "iccid")?;
+                let version: i64 = col(&row, "version")?;
                 return Err(StoreError::WrongMasterKey(format!(
                     "card {iccid}'s key set {version} does not open"
                 )));
