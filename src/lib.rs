@@ -6,6 +6,7 @@ pub mod config;
 pub mod correlation;
 pub mod devkit;
 pub mod dispatch;
+pub mod events;
 pub mod gateway;
 pub mod logging;
 pub mod pipeline;

@@ -9,9 +9,10 @@ use std::time::Duration;
 use otagw_sms::smpp::{SmppConfig, SmppTls, SmppTransport};
 use tokio::sync::watch;
 
-use crate::api::webhook::{RetryPolicy as WebhookRetry, Webhooks};
 use crate::api::{self, AppState, HealthProbe, TransportHealth};
 use crate::config::Config;
+use crate::events::outbox::{OutboxConfig, OutboxWorker};
+use crate::events::webhook::{RetryPolicy as WebhookRetry, Webhooks};
 use crate::gateway::{Gateway, TransportSetup};
 use crate::store::{MasterKey, SqlStore, Store};
 
@@ -66,6 +67,7 @@ pub struct ServerHandle {
     stop: watch::Sender<bool>,
     api_task: tokio::task::JoinHandle<()>,
     api_connections: Arc<api::serve::Connections>,
+    outbox: OutboxWorker,
 }
 
 impl ServerHandle {
@@ -91,6 +93,8 @@ impl ServerHandle {
             c.shutdown().await;
         }
         self.gateway.shutdown().await;
+        // Events not delivered yet stay in the outbox for the next start.
+        self.outbox.shutdown().await;
         if let Some(s) = &self.smpp {
             s.shutdown().await;
         }
@@ -300,7 +304,7 @@ pub async fn start_with_store(
         }
         (None, _) => None,
     };
-    let webhooks = Webhooks::start(store.clone(), WebhookRetry::default());
+    let webhooks = Webhooks::new(store.clone(), WebhookRetry::default());
     let mut gateway_config = config.gateway();
     let mut https_listener = None;
     if let Some(h) = &config.https {
@@ -320,12 +324,25 @@ pub async fn start_with_store(
                 .map_err(|e| ServerError::Api(e.to_string()))?,
         ));
     }
-    let gateway = Gateway::start(store.clone(), transports, Some(webhooks), gateway_config)
-        .await
-        .map_err(|e| ServerError::Store {
-            url: redact(&config.store_url()),
-            message: e.to_string(),
-        })?;
+    let gateway = Gateway::start(
+        store.clone(),
+        transports,
+        Some(webhooks.clone()),
+        gateway_config,
+    )
+    .await
+    .map_err(|e| ServerError::Store {
+        url: redact(&config.store_url()),
+        message: e.to_string(),
+    })?;
+    let outbox = OutboxWorker::start(
+        store.clone(),
+        webhooks,
+        OutboxConfig {
+            owner: gateway.id().to_string(),
+            ..OutboxConfig::default()
+        },
+    );
     // Pushes go through the SMS dispatcher, which hears their error PoRs.
     if let (Some(pusher), Some(sms)) = (&sms_pusher, gateway.transports().route("sms")) {
         pusher.attach(sms.dispatcher.clone());
@@ -403,5 +420,6 @@ pub async fn start_with_store(
         stop,
         api_task,
         api_connections,
+        outbox,
     })
 }

@@ -4,7 +4,6 @@
 //! be reached: they are not skipped.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use otagw::command::{CardResponse, CommandError, CommandStatus, CommandType, ErrorCode, Priority};
@@ -16,123 +15,8 @@ use otagw::store::{
 };
 use sqlx::Row;
 
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-const MASTER_HEX: &str = "4f5441475720746573742d6d61737465722d6b6579203332206f63746574732e";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A database for one test, removed when dropped.
-struct TestDb {
-    /// The URL the store connects to.
-    url: String,
-    /// SQLite: the temporary directory. PostgreSQL: (server URL, schema).
-    sqlite_dir: Option<PathBuf>,
-    pg: Option<(String, String)>,
-}
-
-impl TestDb {
-    async fn new(backend: Backend) -> TestDb {
-        let unique = uuid::Uuid::new_v4().simple().to_string();
-        match backend {
-            Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("otagw-store-{unique}"));
-                std::fs::create_dir_all(&dir).expect("create temp dir");
-                let url = format!("sqlite://{}", dir.join("otagw.db").display());
-                TestDb {
-                    url,
-                    sqlite_dir: Some(dir),
-                    pg: None,
-                }
-            }
-            Backend::Postgres => {
-                let server = std::env::var("OTAGW_TEST_DATABASE_URL")
-                    .unwrap_or_else(|_| DEFAULT_PG_URL.to_string());
-                let schema = format!("t_{unique}");
-                let admin = sqlx::postgres::PgPoolOptions::new()
-                    .acquire_timeout(std::time::Duration::from_secs(10))
-                    .connect(&server)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!("PostgreSQL at {server} is needed for these tests: {e}")
-                    });
-                sqlx::query(&format!("CREATE SCHEMA {schema}"))
-                    .execute(&admin)
-                    .await
-                    .expect("create schema");
-                admin.close().await;
-                let sep = if server.contains('?') { '&' } else { '?' };
-                let url = format!("{server}{sep}options=-c%20search_path%3D{schema}");
-                TestDb {
-                    url,
-                    sqlite_dir: None,
-                    pg: Some((server, schema)),
-                }
-            }
-        }
-    }
-
-    async fn open(&self) -> SqlStore {
-        self.open_with(master()).await
-    }
-
-    async fn open_with(&self, key: MasterKey) -> SqlStore {
-        SqlStore::connect(&self.url, key)
-            .await
-            .unwrap_or_else(|e| panic!("connect {}: {e}", self.url))
-    }
-
-    /// A plain pool on the same database, to look at what the store wrote.
-    async fn raw(&self) -> sqlx::AnyPool {
-        sqlx::any::install_default_drivers();
-        sqlx::AnyPool::connect(&self.url).await.expect("raw pool")
-    }
-
-    /// Every byte of the SQLite files (database, WAL, shared memory).
-    fn sqlite_bytes(&self) -> Vec<u8> {
-        let dir = self.sqlite_dir.as_ref().expect("sqlite only");
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(dir).expect("read dir") {
-            let path = entry.expect("entry").path();
-            out.extend(std::fs::read(&path).expect("read db file"));
-        }
-        out
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.sqlite_dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        if let Some((server, schema)) = self.pg.take() {
-            // Drop may run inside the test's runtime: use a thread with its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async move {
-                    if let Ok(pool) = sqlx::PgPool::connect(&server).await {
-                        let _ = sqlx::query("SET lock_timeout = '10s'").execute(&pool).await;
-                        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                            .execute(&pool)
-                            .await;
-                        pool.close().await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
-fn master() -> MasterKey {
-    MasterKey::from_hex(MASTER_HEX).expect("master key")
-}
+mod common;
+use common::{master, Backend, TestDb};
 
 fn keys(seed: u8) -> KeyMaterial {
     KeyMaterial {
@@ -221,6 +105,7 @@ fn transition(from: &[CommandStatus], to: CommandStatus, event: &str, at: i64) -
         error: None,
         at,
         new_keys: None,
+        events: Vec::new(),
     }
 }
 
@@ -3107,11 +2992,197 @@ async fn cards_searched_updated_deleted(b: Backend) {
         other => panic!("expected InUse, got {other:?}"),
     }
     assert!(store
-        .set_campaign_status(c.id, &["RUNNING"], "COMPLETED", 42)
+        .set_campaign_status(c.id, &["RUNNING"], "COMPLETED", 42, &[])
         .await
         .unwrap());
     store.delete_card(&a, &iccid(3)).await.unwrap();
     assert!(store.card(&a, &iccid(3)).await.unwrap().is_none());
+}
+
+/// The outbox: events are written with the state change that reports them (and not when the
+/// change is refused, nor for an account without a webhook); a claim leases only the oldest
+/// event of each command or campaign; a lease that ends lets another gateway take the event;
+/// finished events are deleted.
+async fn outbox_written_with_changes_and_claimed_in_order(b: Backend) {
+    use otagw::events::{Event, OutboxEvent};
+    use otagw::store::OutboxStore;
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "with-hook").await;
+    let quiet = account(&store, "no-hook").await;
+    store
+        .add_webhook(&Webhook {
+            id: "wh".into(),
+            account_id: a.clone(),
+            url: "https://hooks.example.invalid/x".into(),
+            secret: vec![1],
+            events: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let ids = sent_commands(&store, &a, 2, "gw").await;
+    // No webhook: nothing written for this account.
+    store
+        .insert_command(&command(&quiet, "q0", 5))
+        .await
+        .unwrap();
+    store.claim_commands("gw", 5, 100, 10_000).await.unwrap();
+    assert!(store.record_send(&quiet, "q0", "gw", 200).await.unwrap());
+    assert!(store.record_delivery(&quiet, "q0", 250).await.unwrap());
+
+    assert!(store.record_delivery(&a, &ids[0], 300).await.unwrap());
+    // A second report is not recorded: no second event.
+    assert!(!store.record_delivery(&a, &ids[0], 301).await.unwrap());
+    let completed = |id: &str| Event::CommandCompleted {
+        command_id: id.to_string(),
+        status: CommandStatus::Success,
+        response: Some(ok_response()),
+        error: None,
+    };
+    let mut t = transition(
+        &[CommandStatus::Sent, CommandStatus::Delivered],
+        CommandStatus::Success,
+        "SUCCESS",
+        400,
+    );
+    t.events = vec![
+        Event::CommandPor {
+            command_id: ids[0].clone(),
+            por_status: Some("00".into()),
+            counter: 7,
+        },
+        completed(&ids[0]),
+    ];
+    assert!(store.transition(&a, &ids[0], &t).await.unwrap());
+    // Refused (already SUCCESS): its events are not written.
+    assert!(!store.transition(&a, &ids[0], &t).await.unwrap());
+    t.events = vec![completed(&ids[1])];
+    assert!(store.transition(&a, &ids[1], &t).await.unwrap());
+    store
+        .append_events(&[
+            OutboxEvent {
+                account_id: a.clone(),
+                event: Event::CampaignRunning {
+                    campaign_id: 9,
+                    iteration: 1,
+                },
+                at: 500,
+            },
+            OutboxEvent {
+                account_id: quiet.clone(),
+                event: Event::CampaignRunning {
+                    campaign_id: 10,
+                    iteration: 1,
+                },
+                at: 500,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_len().await.unwrap(), 5);
+
+    // The first claim: the oldest event of each key only.
+    let first = store
+        .claim_outbox("g1", 1_000, 2_000, 100, &[])
+        .await
+        .unwrap();
+    let names: Vec<(&str, &str)> = first
+        .iter()
+        .map(|r| {
+            (
+                r.event.as_str(),
+                r.data["commandId"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("command.delivered", ids[0].as_str()),
+            ("command.completed", ids[1].as_str()),
+            ("campaign.running", "-"),
+        ]
+    );
+    assert_eq!(first[0].data, serde_json::json!({"commandId": ids[0]}));
+    assert_eq!(first[0].at, 300);
+    assert_eq!(first[0].account_id, a);
+    // Another gateway gets nothing: the heads are leased, the rest wait behind them.
+    assert!(store
+        .claim_outbox("g2", 1_000, 2_000, 100, &[])
+        .await
+        .unwrap()
+        .is_empty());
+    // Skipping the account leaves nothing either.
+    assert!(store
+        .claim_outbox("g1", 1_000, 2_000, 100, std::slice::from_ref(&a))
+        .await
+        .unwrap()
+        .is_empty());
+    // The delivered event done: the PoR is next for that command, then the completion.
+    assert_eq!(store.finish_outbox("g1", &[first[0].seq]).await.unwrap(), 1);
+    // Not g2's to finish.
+    assert_eq!(store.finish_outbox("g2", &[first[1].seq]).await.unwrap(), 0);
+    let next = store
+        .claim_outbox("g1", 1_000, 2_000, 100, &[])
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].event, "command.por");
+    assert_eq!(next[0].data["counter"], 7);
+    // g1 dies; its lease ends at 2,000: g2 takes the same events, with the same ids.
+    let taken = store
+        .claim_outbox("g2", 2_001, 50_000, 100, &[])
+        .await
+        .unwrap();
+    let mut was: Vec<(i64, String)> = first[1..]
+        .iter()
+        .chain(next.iter())
+        .map(|r| (r.seq, r.id.clone()))
+        .collect();
+    was.sort();
+    let now: Vec<(i64, String)> = taken.iter().map(|r| (r.seq, r.id.clone())).collect();
+    assert_eq!(now, was);
+    // g1's late finish deletes nothing that is g2's now.
+    assert_eq!(store.finish_outbox("g1", &[next[0].seq]).await.unwrap(), 0);
+    // A release delays a row until its time.
+    assert_eq!(
+        store
+            .release_outbox("g2", &[next[0].seq], 5_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store
+        .claim_outbox("g1", 4_000, 9_000, 100, &[])
+        .await
+        .unwrap()
+        .is_empty());
+    let again = store
+        .claim_outbox("g1", 5_001, 9_000, 100, &[])
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, next[0].id);
+    // Renewal keeps a lease.
+    assert_eq!(store.renew_outbox("g1", 20_000).await.unwrap(), 1);
+    assert!(store
+        .claim_outbox("g2", 10_000, 30_000, 100, &[])
+        .await
+        .unwrap()
+        .is_empty());
+    let seqs: Vec<i64> = taken.iter().map(|r| r.seq).collect();
+    assert_eq!(store.finish_outbox("g2", &seqs).await.unwrap(), 2);
+    assert_eq!(store.finish_outbox("g1", &[again[0].seq]).await.unwrap(), 1);
+    let last = store
+        .claim_outbox("g1", 10_000, 30_000, 100, &[])
+        .await
+        .unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].event, "command.completed");
+    assert_eq!(last[0].data["commandId"], ids[0].as_str());
+    assert_eq!(last[0].data["response"]["porStatus"], "00");
+    store.finish_outbox("g1", &[last[0].seq]).await.unwrap();
+    assert_eq!(store.outbox_len().await.unwrap(), 0);
 }
 
 macro_rules! suite {
@@ -3167,6 +3238,7 @@ suite!(
     token_ids_and_webhook_events_added_to_old_tables,
     master_key_checked_at_open,
     cards_searched_updated_deleted,
+    outbox_written_with_changes_and_claimed_in_order,
 );
 
 #[tokio::test]

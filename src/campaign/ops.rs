@@ -533,8 +533,20 @@ pub async fn stop(
         .campaign(account_id, id)
         .await?
         .ok_or_else(|| OpError::NotFound(format!("campaign {id}")))?;
+    let terminated = crate::events::Event::CampaignTerminated {
+        campaign_id: id,
+        iteration: c.iteration,
+        reason: Some("stopped".into()),
+        cards: None,
+    };
     if !store
-        .set_campaign_status(id, &["RUNNING", "CREATED"], "TERMINATED", now)
+        .set_campaign_status(
+            id,
+            &["RUNNING", "CREATED"],
+            "TERMINATED",
+            now,
+            &[terminated],
+        )
         .await?
     {
         return Err(field(

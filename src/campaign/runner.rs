@@ -18,9 +18,9 @@ use otagw_transport::{
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::{card_state, status, CampaignPlan, CampaignSettings, CampaignType};
-use crate::api::webhook::{events, WebhookEvent, Webhooks};
 use crate::correlation::PendingCommand;
 use crate::dispatch::{DispatchNote, OtaOutcome, SecuredCommand};
+use crate::events::{Event, OutboxEvent};
 use crate::gateway::{now_ms, Gateway};
 use crate::pipeline::resolve::scp80_keys;
 use crate::pipeline::route::Route;
@@ -177,7 +177,6 @@ struct Shared {
     /// The gateway runs HTTPS (TLS_TRIGGER campaigns need it).
     https: bool,
     config: RunnerConfig,
-    webhooks: Option<Webhooks>,
     writer: mpsc::Sender<WriterMsg>,
     flights: Mutex<HashMap<MessageId, Flight>>,
     next_id: AtomicU64,
@@ -205,7 +204,6 @@ impl CampaignRunner {
             transports: gateway.transports().clone(),
             https: gateway.offers("https"),
             config,
-            webhooks: gateway.webhooks().cloned(),
             writer: writer_tx,
             flights: Mutex::new(HashMap::new()),
             // Disjoint from the engine's message ids: the top bit set, then the clock.
@@ -255,9 +253,16 @@ impl CampaignRunner {
     }
 }
 
-fn publish(shared: &Shared, account_id: &str, event: &str, data: serde_json::Value) {
-    if let Some(w) = &shared.webhooks {
-        w.publish(WebhookEvent::new(account_id, event, data, now_ms()));
+/// Writes an event that reports no stored state change of its own (a campaign running again,
+/// its progress) to the outbox.
+async fn publish(shared: &Shared, account_id: &str, event: Event) {
+    let e = OutboxEvent {
+        account_id: account_id.to_string(),
+        event,
+        at: now_ms(),
+    };
+    if let Err(err) = shared.store.append_events(&[e]).await {
+        tracing::warn!(error = %err, "campaign event not written to the outbox");
     }
 }
 
@@ -454,16 +459,22 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
         Ok(p) => Arc::new(p),
         Err(reason) => {
             tracing::error!("campaign {id} cannot run: {reason}");
+            let terminated = Event::CampaignTerminated {
+                campaign_id: id,
+                iteration: campaign.iteration,
+                reason: Some(reason),
+                cards: None,
+            };
             let _ = shared
                 .store
-                .set_campaign_status(id, &[status::RUNNING], status::TERMINATED, now_ms())
+                .set_campaign_status(
+                    id,
+                    &[status::RUNNING],
+                    status::TERMINATED,
+                    now_ms(),
+                    &[terminated],
+                )
                 .await;
-            publish(
-                &shared,
-                &campaign.account_id,
-                events::CAMPAIGN_TERMINATED,
-                serde_json::json!({"campaignId": id, "iteration": campaign.iteration, "reason": reason}),
-            );
             return;
         }
     };
@@ -508,9 +519,12 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
     publish(
         &shared,
         &campaign.account_id,
-        events::CAMPAIGN_RUNNING,
-        serde_json::json!({"campaignId": id, "iteration": campaign.iteration}),
-    );
+        Event::CampaignRunning {
+            campaign_id: id,
+            iteration: campaign.iteration,
+        },
+    )
+    .await;
     let mut last_progress = tokio::time::Instant::now();
     // Cards an earlier run left in flight.
     let mut after = String::new();
@@ -602,15 +616,17 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
         }
         if last_progress.elapsed() >= shared.config.progress_every {
             last_progress = tokio::time::Instant::now();
-            let mut data = tally.json();
-            data["campaignId"] = id.into();
-            data["iteration"] = campaign.iteration.into();
+            let totals = tally.json().as_object().cloned().unwrap_or_default();
             publish(
                 &shared,
                 &campaign.account_id,
-                events::CAMPAIGN_PROGRESS,
-                data,
-            );
+                Event::CampaignProgress {
+                    campaign_id: id,
+                    iteration: campaign.iteration,
+                    totals,
+                },
+            )
+            .await;
         }
     }
     // Every card in flight ends (PoR, failure or timeout) before the campaign does.
@@ -621,30 +637,33 @@ async fn run_campaign(shared: Arc<Shared>, campaign: CampaignRecord) {
         return;
     }
     flush(&shared).await;
-    let completed = shared
-        .store
-        .set_campaign_status(id, &[status::RUNNING], status::COMPLETED, now_ms())
-        .await
-        .unwrap_or(false);
+    // Every card has ended: the totals are final, and go out with the status change.
     let totals = shared.store.campaign_totals(id).await.unwrap_or_default();
     let states: serde_json::Map<String, serde_json::Value> = totals
         .iter()
         .filter(|t| t.iteration == campaign.iteration)
         .map(|t| (t.state.clone(), t.cards.into()))
         .collect();
+    let completed_event = Event::CampaignCompleted {
+        campaign_id: id,
+        iteration: campaign.iteration,
+        cards: states.clone(),
+    };
+    let completed = shared
+        .store
+        .set_campaign_status(
+            id,
+            &[status::RUNNING],
+            status::COMPLETED,
+            now_ms(),
+            &[completed_event],
+        )
+        .await
+        .unwrap_or(false);
     if completed {
-        tracing::info!(campaign = id, iteration = campaign.iteration, cards = %serde_json::Value::Object(states.clone()), "campaign completed");
+        tracing::info!(campaign = id, iteration = campaign.iteration, cards = %serde_json::Value::Object(states), "campaign completed");
     }
-    publish(
-        &shared,
-        &campaign.account_id,
-        if completed {
-            events::CAMPAIGN_COMPLETED
-        } else {
-            events::CAMPAIGN_TERMINATED
-        },
-        serde_json::json!({"campaignId": id, "iteration": campaign.iteration, "cards": states}),
-    );
+    // Not completed: stopped meanwhile (whoever stopped it wrote `campaign.terminated`).
 }
 
 /// The transport a campaign's RFM / RAM packets take: its profile's default when that is

@@ -752,6 +752,7 @@ pub fn session_transition(chunks: &[ChunkRecord], at: i64) -> Transition {
             }),
             at,
             new_keys: None,
+            events: Vec::new(),
         },
         None => Transition {
             from,
@@ -768,6 +769,7 @@ pub fn session_transition(chunks: &[ChunkRecord], at: i64) -> Transition {
             error: None,
             at,
             new_keys: None,
+            events: Vec::new(),
         },
     }
 }

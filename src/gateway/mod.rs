@@ -17,9 +17,10 @@ use otagw_transport::{InboundAck, Transport};
 use tokio::sync::{mpsc, Notify};
 use tower::ServiceExt;
 
-use crate::api::webhook::{events, WebhookEvent, Webhooks};
 use crate::command::{CommandStatus, CommandType, ErrorCode, OtaCommandRequest};
 use crate::dispatch::{DispatchNote, OtaDispatcher};
+use crate::events::webhook::Webhooks;
+use crate::events::Event;
 use crate::pipeline::limit::RateLimiter;
 use crate::pipeline::{
     self, Done, Job, JobError, MessageLog, Pipeline, PipelineConfig, PriorityGate, RetryPolicy,
@@ -665,8 +666,22 @@ enum Recorded {
     StoreFailed,
 }
 
-/// Applies a transition and tells the world (metrics, webhooks).
+/// Applies a transition and tells the world: metrics, and webhooks through the outbox (the
+/// transition's events, with `command.completed` for a terminal status, are written with it).
 async fn apply(shared: &Shared, record: &CommandRecord, t: &Transition) -> Recorded {
+    let mut with_events;
+    let t = if t.to.is_terminal() {
+        with_events = t.clone();
+        with_events.events.push(Event::CommandCompleted {
+            command_id: record.id.clone(),
+            status: t.to,
+            response: t.response.clone(),
+            error: t.error.clone(),
+        });
+        &with_events
+    } else {
+        t
+    };
     match shared
         .store
         .transition(&record.account_id, &record.id, t)
@@ -690,17 +705,6 @@ async fn apply(shared: &Shared, record: &CommandRecord, t: &Transition) -> Recor
                         .por_latency((t.at - sent).max(0) as f64 / 1000.0);
                 }
             }
-            publish(
-                shared,
-                record,
-                events::COMMAND_COMPLETED,
-                serde_json::json!({
-                    "commandId": record.id,
-                    "status": t.to,
-                    "response": t.response,
-                    "error": t.error,
-                }),
-            );
             Recorded::Yes
         }
         Ok(false) => Recorded::Refused,
@@ -708,17 +712,6 @@ async fn apply(shared: &Shared, record: &CommandRecord, t: &Transition) -> Recor
             tracing::warn!(command = %record.id, "recording {}: {e}", t.to);
             Recorded::StoreFailed
         }
-    }
-}
-
-fn publish(shared: &Shared, record: &CommandRecord, event: &str, data: serde_json::Value) {
-    publish_to(shared, &record.account_id, event, data, now_ms());
-}
-
-/// Hands an event for `account_id`'s webhooks over, if webhooks are on.
-fn publish_to(shared: &Shared, account_id: &str, event: &str, data: serde_json::Value, at: Millis) {
-    if let Some(w) = &shared.webhooks {
-        w.publish(WebhookEvent::new(account_id, event, data, at));
     }
 }
 
@@ -736,17 +729,12 @@ async fn finish_with_por(shared: &Shared, done: &Done) -> Option<CommandStatus> 
         record.attempts.max(1),
         now_ms(),
     );
-    publish(
-        shared,
-        record,
-        events::COMMAND_POR,
-        serde_json::json!({
-            "commandId": record.id,
-            "porStatus": t.response.as_ref().map(|r| r.por_status.clone()),
-            "counter": done.secured.counter,
-        }),
-    );
     let mut t = t;
+    t.events.push(Event::CommandPor {
+        command_id: record.id.clone(),
+        por_status: t.response.as_ref().map(|r| r.por_status.clone()),
+        counter: done.secured.counter,
+    });
     if t.to == CommandStatus::Success && record.command_type == CommandType::KeyUpdate {
         if let Some(pending) = &done.secured.pending_keys {
             let version = request
@@ -831,13 +819,6 @@ async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote
                     if let Ok(true) = shared.store.record_delivery(&account, &command, at).await {
                         shared.metrics.delivered();
                     }
-                    publish_to(
-                        &shared,
-                        &account,
-                        events::COMMAND_DELIVERED,
-                        serde_json::json!({"commandId": command}),
-                        at,
-                    );
                 }
             }
             DispatchNote::UnmatchedPor {
@@ -974,15 +955,8 @@ async fn housekeeping(shared: Arc<Shared>) {
         }
         match shared.store.expire_commands(now).await {
             Ok(expired) => {
-                for (account, id) in expired {
+                for _ in expired {
                     shared.metrics.finished("-", CommandStatus::Expired, None);
-                    publish_to(
-                        &shared,
-                        &account,
-                        events::COMMAND_COMPLETED,
-                        serde_json::json!({"commandId": id, "status": "EXPIRED"}),
-                        now,
-                    );
                 }
             }
             Err(e) => tracing::warn!("expiring commands: {e}"),

@@ -46,6 +46,7 @@ pub fn por_transition(
         error: Some(CommandError { code, message }),
         at,
         new_keys: None,
+        events: Vec::new(),
     };
     if por.protection == PorProtection::UnprotectedError || por.status.is_security_error() {
         let mut message = format!(
@@ -120,6 +121,7 @@ pub fn por_transition(
         error: None,
         at,
         new_keys: None,
+        events: Vec::new(),
     }
 }
 
@@ -177,6 +179,7 @@ pub fn no_por_transition(por: PorRequirement, wait_secs: u64, at: Millis) -> Tra
         error: None,
         at,
         new_keys: None,
+        events: Vec::new(),
     }
 }
 
@@ -195,6 +198,7 @@ pub fn failure(code: ErrorCode, message: String, at: Millis) -> Transition {
         error: Some(CommandError { code, message }),
         at,
         new_keys: None,
+        events: Vec::new(),
     }
 }
 

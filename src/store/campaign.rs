@@ -199,14 +199,16 @@ pub trait CampaignStore: Send + Sync {
         id: i64,
         now: Millis,
     ) -> Result<(i64, u64), StoreError>;
-    /// Moves a campaign from one of `from` to `to` (and releases its lease); false when it was
-    /// in none of them.
+    /// Moves a campaign from one of `from` to `to` (and releases its lease), writing `events`
+    /// (for the campaign's account) to the outbox in the same transaction; false when it was
+    /// in none of them (and nothing is written).
     async fn set_campaign_status(
         &self,
         id: i64,
         from: &[&str],
         to: &str,
         now: Millis,
+        events: &[crate::events::Event],
     ) -> Result<bool, StoreError>;
     /// Takes the lease of the `RUNNING` campaigns no other gateway holds (or this one held).
     async fn lease_campaigns(

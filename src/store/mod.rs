@@ -7,6 +7,7 @@
 //! exactly one terminal state, whichever gateway or restart handles it.
 
 pub mod campaign;
+pub mod outbox;
 pub mod scp81;
 pub mod sealing;
 pub mod sql;
@@ -21,6 +22,7 @@ use crate::command::{
 use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
 
 pub use campaign::{CampaignStore, CardUpdate, ClaimKeys, ClaimedCard};
+pub use outbox::{OutboxRow, OutboxStore};
 pub use sealing::{MasterKey, SealingError};
 pub use sql::{SqlOptions, SqlStore};
 
@@ -299,6 +301,8 @@ pub struct Transition {
     /// status change, so the store never has the command done and the old keys, nor the new
     /// keys and the command open.
     pub new_keys: Option<NewKeys>,
+    /// Events the change reports, written to the outbox in the same transaction.
+    pub events: Vec<crate::events::Event>,
 }
 
 /// Keys a key set takes when a KEY_UPDATE is confirmed (its counter is kept).
@@ -540,7 +544,7 @@ pub struct CardDeleted {
 
 /// The store.
 #[async_trait]
-pub trait Store: CampaignStore + Send + Sync {
+pub trait Store: CampaignStore + OutboxStore + Send + Sync {
     /// Which backend (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
     /// The SCP81 (HTTPS OTA) tables, where the backend has them.
@@ -687,8 +691,8 @@ pub trait Store: CampaignStore + Send + Sync {
         owner: &str,
         now: Millis,
     ) -> Result<bool, StoreError>;
-    /// Applies a state change if the command is in one of `t.from`, appending the event in
-    /// the same transaction. Returns whether it applied. Terminal statuses set completed_at
+    /// Applies a state change if the command is in one of `t.from`, appending the event (and
+    /// `t.events` to the outbox) in the same transaction. Returns whether it applied. Terminal statuses set completed_at
     /// and drop the owner; DELIVERED sets delivered_at.
     async fn transition(
         &self,
@@ -697,7 +701,8 @@ pub trait Store: CampaignStore + Send + Sync {
         t: &Transition,
     ) -> Result<bool, StoreError>;
     /// A delivery report: sets delivered_at (the first one counts), moves SENT to DELIVERED,
-    /// and appends event DELIVERED, also when the PoR came first and the command has ended.
+    /// and appends event DELIVERED, also when the PoR came first and the command has ended;
+    /// the outbox gets `command.delivered` in the same transaction.
     /// Returns whether the report was recorded (false: a second report, or no such command),
     /// so a count of `true`s matches the DELIVERED events in the store.
     async fn record_delivery(
@@ -722,7 +727,8 @@ pub trait Store: CampaignStore + Send + Sync {
         msisdn: &str,
         tar: [u8; 3],
     ) -> Result<Vec<CommandRecord>, StoreError>;
-    /// Expires PENDING commands whose validity ended (event EXPIRED); returns their ids.
+    /// Expires PENDING commands whose validity ended (event EXPIRED, and `command.completed`
+    /// to the outbox); returns their ids.
     async fn expire_commands(&self, now: Millis) -> Result<Vec<(String, String)>, StoreError>;
     /// Counts for metrics, for one account.
     async fn command_stats(&self, account_id: &str) -> Result<CommandStats, StoreError>;

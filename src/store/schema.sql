@@ -251,3 +251,21 @@ CREATE TABLE IF NOT EXISTS store_meta (
     name TEXT PRIMARY KEY,
     value {blob} NOT NULL
 );
+
+-- Events waiting for webhook delivery, written in the same transaction as the state change
+-- they report (only for accounts with webhooks). A gateway claims a row with a lease, delivers
+-- it and deletes it; only the oldest row of a key is claimed, so each command's (campaign's)
+-- events go out in order.
+CREATE TABLE IF NOT EXISTS outbox (
+    seq {serial},
+    id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    event_key TEXT NOT NULL,
+    event TEXT NOT NULL,
+    data TEXT NOT NULL,
+    at {int} NOT NULL,
+    owner TEXT,
+    lease_until {int}
+);
+
+CREATE INDEX IF NOT EXISTS outbox_key ON outbox (event_key, seq);

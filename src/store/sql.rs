@@ -33,6 +33,7 @@ use crate::command::{
     CardResponse, CommandError, CommandEvent, CommandStatus, CommandType, Priority,
 };
 
+mod outbox;
 mod scp81;
 
 /// The schema, with `{int}`, `{blob}` and `{serial}` for the dialect to fill in.
@@ -2081,6 +2082,7 @@ impl Store for SqlStore {
             t.detail.clone(),
         )
         .await?;
+        outbox::insert_outbox(&mut tx, account_id, &t.events, t.at).await?;
         tx.commit().await.map_err(dbe)?;
         Ok(true)
     }
@@ -2132,6 +2134,10 @@ impl Store for SqlStore {
             String::new(),
         )
         .await?;
+        let delivered = crate::events::Event::CommandDelivered {
+            command_id: id.to_string(),
+        };
+        outbox::insert_outbox(&mut tx, account_id, &[delivered], at).await?;
         tx.commit().await.map_err(dbe)?;
         Ok(true)
     }
@@ -2208,6 +2214,15 @@ impl Store for SqlStore {
             })
             .collect();
         insert_events(self.dialect, &mut tx, &events).await?;
+        for (account_id, id) in &expired {
+            let completed = crate::events::Event::CommandCompleted {
+                command_id: id.clone(),
+                status: CommandStatus::Expired,
+                response: None,
+                error: None,
+            };
+            outbox::insert_outbox(&mut tx, account_id, &[completed], now).await?;
+        }
         tx.commit().await.map_err(dbe)?;
         Ok(expired)
     }

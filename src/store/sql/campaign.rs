@@ -463,13 +463,14 @@ impl CampaignStore for SqlStore {
         from: &[&str],
         to: &str,
         now: Millis,
+        events: &[crate::events::Event],
     ) -> Result<bool, StoreError> {
         let finished = matches!(to, "COMPLETED" | "TERMINATED");
         let mut p = Params::new(Dialect::Postgres);
         let (a, b) = (p.p(), p.p());
         let sql = format!(
             "UPDATE campaigns SET status = {a}, updated_at = {b}, {} owner = NULL, \
-             lease_until = NULL WHERE id = {} AND status IN ({})",
+             lease_until = NULL WHERE id = {} AND status IN ({}) RETURNING account_id",
             if finished {
                 format!("finished_at = {b},")
             } else {
@@ -482,8 +483,15 @@ impl CampaignStore for SqlStore {
         for f in from {
             q = q.bind(*f);
         }
-        let done = q.execute(&self.pool).await.map_err(dbe)?;
-        Ok(done.rows_affected() == 1)
+        let mut tx = self.begin().await?;
+        let Some(row) = q.fetch_optional(&mut *tx).await.map_err(dbe)? else {
+            tx.rollback().await.map_err(dbe)?;
+            return Ok(false);
+        };
+        let account_id: String = col(&row, "account_id")?;
+        super::outbox::insert_outbox(&mut tx, &account_id, events, now).await?;
+        tx.commit().await.map_err(dbe)?;
+        Ok(true)
     }
 
     async fn lease_campaigns(

@@ -11,7 +11,7 @@
 //! X-Otagw-Timestamp: 1718000000123       (ms since the epoch, when this attempt was signed)
 //! X-Otagw-Signature: sha256=<hex HMAC-SHA256(secret, "<X-Otagw-Timestamp>.<body>")>
 //!
-//! {"event":"command.delivered","timestamp":1718000000000,"data":{…}}
+//! {"id":"9b1d…","event":"command.delivered","timestamp":1718000000000,"data":{…}}
 //! ```
 //!
 //! The body's `timestamp` is when the event happened; the header's is when the attempt was
@@ -20,22 +20,28 @@
 //!
 //! # Delivery
 //!
+//! Events come from the store's outbox (see [`crate::events`]): written with the state change
+//! they report, they survive a restart and are delivered at least once, in order per command
+//! (and per campaign). [`Webhooks::deliver`] hands one event to every webhook of its account
+//! that wants it, and returns once each delivery succeeded or was given up.
+//!
 //! Any 2xx answer is a delivery. Anything else (including a redirect: redirects are not
 //! followed), a connection error or a timeout is retried with exponential backoff and jitter
 //! (±20 %) up to [`RetryPolicy::attempts`]; then the delivery is given up (logged, counted).
 //! A `Retry-After` (seconds) on 429/503 lengthens the wait, up to the policy's maximum.
+//! `X-Otagw-Delivery` is derived from the event's id and the webhook's id, so a redelivery
+//! (after a restart, or by another gateway when a lease ran out) carries the same id: receivers
+//! drop duplicates by it. The body's `id` is the event's id (the same for every webhook).
 //!
-//! Events go through one bounded queue ([`Webhooks::publish`] never waits: when the queue is
-//! full the oldest event is dropped and counted). Each webhook then has its own bounded queue
-//! and at most [`WebhookLimits::per_webhook_concurrency`] deliveries in progress, so a slow or
-//! dead URL only delays (and eventually drops) its own deliveries, never another webhook's.
-//! Events are not guaranteed to arrive in order; receivers order them by the body's timestamp.
-//! A webhook registered with `events` gets only those events (see [`events::PUBLISHED`]).
+//! Each webhook has at most [`WebhookLimits::per_webhook_concurrency`] deliveries in progress
+//! and all together at most [`WebhookLimits::max_in_flight`] requests, so a slow or dead URL
+//! only delays its own deliveries. A webhook registered with `events` gets only those events
+//! (see [`events::PUBLISHED`]).
 //!
 //! Secrets are never logged; URLs are logged without their query and credentials.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,41 +51,14 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
-use sha2::Sha256;
-use tokio::sync::{Notify, Semaphore};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 
 use crate::store::{Store, StoreError, Webhook};
 
 /// Event names.
 pub mod events {
-    /// The gateway accepted the command (it passed validation and was stored).
-    pub const COMMAND_ACCEPTED: &str = "command.accepted";
-    /// The network reported the command's message delivered to the card.
-    pub const COMMAND_DELIVERED: &str = "command.delivered";
-    /// The card's proof of receipt arrived.
-    pub const COMMAND_POR: &str = "command.por";
-    /// The command reached a terminal status.
-    pub const COMMAND_COMPLETED: &str = "command.completed";
-    /// A campaign started (or resumed) running.
-    pub const CAMPAIGN_RUNNING: &str = "campaign.running";
-    /// Progress of a campaign (batch).
-    pub const CAMPAIGN_PROGRESS: &str = "campaign.progress";
-    /// A campaign finished its cards.
-    pub const CAMPAIGN_COMPLETED: &str = "campaign.completed";
-    /// A campaign was stopped or could not go on.
-    pub const CAMPAIGN_TERMINATED: &str = "campaign.terminated";
-
-    /// Every event the gateway publishes: what a webhook's `events` filter may name.
-    /// ([`COMMAND_ACCEPTED`] is not published yet, so not offered.)
-    pub const PUBLISHED: [&str; 7] = [
-        COMMAND_DELIVERED,
-        COMMAND_POR,
-        COMMAND_COMPLETED,
-        CAMPAIGN_RUNNING,
-        CAMPAIGN_PROGRESS,
-        CAMPAIGN_COMPLETED,
-        CAMPAIGN_TERMINATED,
-    ];
+    pub use crate::events::names::*;
 }
 
 /// Header naming the event.
@@ -94,6 +73,8 @@ pub const HEADER_SIGNATURE: &str = "X-Otagw-Signature";
 /// One event for an account's webhooks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookEvent {
+    /// The event's id (the outbox row's): the same on every redelivery.
+    pub id: String,
     /// Whose webhooks get it.
     pub account_id: String,
     /// Event name (see [`events`]).
@@ -107,12 +88,14 @@ pub struct WebhookEvent {
 impl WebhookEvent {
     /// An event.
     pub fn new(
+        id: impl Into<String>,
         account_id: impl Into<String>,
         event: impl Into<String>,
         data: serde_json::Value,
         at: i64,
     ) -> Self {
         Self {
+            id: id.into(),
             account_id: account_id.into(),
             event: event.into(),
             data,
@@ -156,19 +139,13 @@ impl RetryPolicy {
     }
 }
 
-/// Sizes of the queues and concurrency limits.
+/// Concurrency limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookLimits {
-    /// Events waiting to be fanned out to their webhooks; when full, the oldest is dropped.
-    pub queue: usize,
-    /// Deliveries waiting for one webhook; when full, its oldest is dropped.
-    pub per_webhook_queue: usize,
     /// Deliveries (with their retries) in progress for one webhook.
     pub per_webhook_concurrency: usize,
     /// HTTP requests in flight, all webhooks together.
     pub max_in_flight: usize,
-    /// Events being fanned out at once (webhook look-ups in progress).
-    pub max_lookups: usize,
     /// How long an account's webhook list is reused before it is looked up again (zero: never).
     pub cache_ttl: Duration,
 }
@@ -176,11 +153,8 @@ pub struct WebhookLimits {
 impl Default for WebhookLimits {
     fn default() -> Self {
         Self {
-            queue: 10_000,
-            per_webhook_queue: 1_000,
             per_webhook_concurrency: 4,
             max_in_flight: 64,
-            max_lookups: 16,
             cache_ttl: Duration::from_secs(5),
         }
     }
@@ -193,15 +167,13 @@ pub struct WebhookStats {
     pub delivered: u64,
     /// Attempts that failed (non-2xx, connection error, timeout).
     pub failed_attempts: u64,
-    /// Deliveries abandoned: all attempts failed, or the URL is unusable; also events whose
-    /// webhook look-up kept failing.
+    /// Deliveries abandoned: all attempts failed, or the URL is unusable.
     pub given_up: u64,
-    /// Events dropped from the full queue, and deliveries dropped from a webhook's full queue.
-    pub dropped: u64,
 }
 
 /// Looks up an account's webhooks (the simple form of a webhook directory).
-pub type WebhookLookup = Arc<dyn Fn(&str) -> BoxFuture<'static, Vec<Webhook>> + Send + Sync>;
+pub type WebhookLookup =
+    Arc<dyn Fn(&str) -> BoxFuture<'static, Result<Vec<Webhook>, StoreError>> + Send + Sync>;
 
 /// Where the webhooks of an account come from.
 #[derive(Clone)]
@@ -216,17 +188,24 @@ impl WebhookSource {
     async fn webhooks(&self, account_id: &str) -> Result<Vec<Webhook>, StoreError> {
         match self {
             WebhookSource::Store(store) => store.webhooks(account_id).await,
-            WebhookSource::Lookup(lookup) => Ok(lookup(account_id).await),
+            WebhookSource::Lookup(lookup) => lookup(account_id).await,
         }
     }
 }
 
-/// The webhook publisher: cheap to clone; the delivery tasks stop once every clone is dropped
-/// and what was queued has been handed out.
+/// Why an event could not be handed out (it stays in the outbox and is tried again).
+#[derive(Debug, thiserror::Error)]
+#[error("looking up the webhooks of account {account}")]
+pub struct LookupFailed {
+    pub account: String,
+    #[source]
+    pub source: StoreError,
+}
+
+/// The webhook sender: cheap to clone.
 #[derive(Clone)]
 pub struct Webhooks {
     shared: Arc<Shared>,
-    _open: Arc<OpenGuard>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -238,92 +217,51 @@ impl std::fmt::Debug for Webhooks {
 }
 
 impl Webhooks {
-    /// Starts delivering events to the webhooks the store lists for each account.
-    ///
-    /// # Panics
-    /// Outside a tokio runtime (it spawns its tasks on the current one).
-    pub fn start(store: Arc<dyn Store>, policy: RetryPolicy) -> Self {
-        Self::start_configured(
+    /// Delivers to the webhooks the store lists for each account.
+    pub fn new(store: Arc<dyn Store>, policy: RetryPolicy) -> Self {
+        Self::configured(
             WebhookSource::Store(store),
             policy,
             WebhookLimits::default(),
         )
     }
 
-    /// Starts delivering events to the webhooks `lookup` returns for each account.
-    ///
-    /// # Panics
-    /// Outside a tokio runtime.
-    pub fn start_with(lookup: WebhookLookup, policy: RetryPolicy) -> Self {
-        Self::start_configured(
+    /// Delivers to the webhooks `lookup` returns for each account.
+    pub fn with_lookup(lookup: WebhookLookup, policy: RetryPolicy) -> Self {
+        Self::configured(
             WebhookSource::Lookup(lookup),
             policy,
             WebhookLimits::default(),
         )
     }
 
-    /// Starts with explicit limits.
-    ///
-    /// # Panics
-    /// Outside a tokio runtime.
-    pub fn start_configured(
-        source: WebhookSource,
-        policy: RetryPolicy,
-        limits: WebhookLimits,
-    ) -> Self {
+    /// With explicit limits.
+    pub fn configured(source: WebhookSource, policy: RetryPolicy, limits: WebhookLimits) -> Self {
         let limits = WebhookLimits {
-            queue: limits.queue.max(1),
-            per_webhook_queue: limits.per_webhook_queue.max(1),
             per_webhook_concurrency: limits.per_webhook_concurrency.max(1),
             max_in_flight: limits.max_in_flight.max(1),
-            max_lookups: limits.max_lookups.max(1),
             cache_ttl: limits.cache_ttl,
         };
         let client = http_client(&policy);
-        let shared = Arc::new(Shared {
-            source,
-            client,
-            queue: Mutex::new(VecDeque::new()),
-            queued: Notify::new(),
-            closed: AtomicBool::new(false),
-            lookups: Arc::new(Semaphore::new(limits.max_lookups)),
-            in_flight: Semaphore::new(limits.max_in_flight),
-            destinations: Mutex::new(HashMap::new()),
-            cache: Mutex::new(HashMap::new()),
-            counters: Counters::default(),
-            policy,
-            limits,
-        });
-        tokio::spawn(dispatch(shared.clone()));
         Self {
-            _open: Arc::new(OpenGuard(shared.clone())),
-            shared,
+            shared: Arc::new(Shared {
+                source,
+                client,
+                in_flight: Semaphore::new(limits.max_in_flight),
+                slots: Mutex::new(HashMap::new()),
+                cache: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+                policy,
+                limits,
+            }),
         }
     }
 
-    /// Queues an event for the account's webhooks. Never waits and never fails: when the
-    /// queue is full the oldest queued event is dropped (counted, logged).
-    pub fn publish(&self, event: WebhookEvent) {
-        let shared = &self.shared;
-        let dropped_one = {
-            let mut queue = lock(&shared.queue);
-            let dropped = if queue.len() >= shared.limits.queue {
-                queue.pop_front()
-            } else {
-                None
-            };
-            queue.push_back(event);
-            dropped
-        };
-        if let Some(old) = dropped_one {
-            let total = shared.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            warn_dropped(
-                total,
-                "webhook event queue full: dropped the oldest event",
-                &old,
-            );
-        }
-        shared.queued.notify_one();
+    /// Delivers `event` to each of its account's webhooks that wants it (concurrently, each
+    /// with its retries); returns once every delivery succeeded or was given up. Fails only
+    /// when the account's webhooks cannot be looked up: nothing was sent.
+    pub async fn deliver(&self, event: &WebhookEvent) -> Result<(), LookupFailed> {
+        self.shared.deliver_event(event).await
     }
 
     /// Forgets the account's cached webhook list, so the next event looks it up again (after
@@ -340,9 +278,23 @@ impl Webhooks {
             delivered: c.delivered.load(Ordering::Relaxed),
             failed_attempts: c.failed_attempts.load(Ordering::Relaxed),
             given_up: c.given_up.load(Ordering::Relaxed),
-            dropped: c.dropped.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The `X-Otagw-Delivery` of one event to one webhook: a UUID (version 8) from a hash of both
+/// ids, so every attempt and every redelivery of it carries the same one.
+pub fn delivery_id(event_id: &str, webhook_id: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(event_id.as_bytes());
+    hash.update([0]);
+    hash.update(webhook_id.as_bytes());
+    let digest = hash.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 /// `sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`: the `X-Otagw-Signature` value.
@@ -380,22 +332,19 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Option<Hmac<Sha256>> {
 
 // ---------------------------------------------------------------------------------------------
 
-/// How long a webhook's worker waits for more deliveries before it stops.
-const IDLE: Duration = Duration::from_secs(30);
 /// Account entries kept in the look-up cache before expired ones are swept.
 const CACHE_SWEEP_AT: usize = 1_024;
+/// Per-webhook slot entries kept before idle ones are swept.
+const SLOTS_SWEEP_AT: usize = 4_096;
 
 struct Shared {
     source: WebhookSource,
     client: reqwest::Client,
     policy: RetryPolicy,
     limits: WebhookLimits,
-    queue: Mutex<VecDeque<WebhookEvent>>,
-    queued: Notify,
-    closed: AtomicBool,
-    lookups: Arc<Semaphore>,
     in_flight: Semaphore,
-    destinations: Mutex<HashMap<DestinationKey, Arc<Destination>>>,
+    /// Each webhook's delivery slots, by (account id, webhook id).
+    slots: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
     cache: Mutex<HashMap<String, CachedHooks>>,
     counters: Counters,
 }
@@ -405,31 +354,10 @@ struct Counters {
     delivered: AtomicU64,
     failed_attempts: AtomicU64,
     given_up: AtomicU64,
-    dropped: AtomicU64,
-}
-
-/// Closes the queue when the last [`Webhooks`] clone goes.
-struct OpenGuard(Arc<Shared>);
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.closed.store(true, Ordering::Release);
-        self.0.queued.notify_one();
-    }
 }
 
 /// An account's webhooks and when they were looked up.
 type CachedHooks = (Instant, Arc<Vec<Webhook>>);
-
-/// (account id, webhook id).
-type DestinationKey = (String, String);
-
-/// One webhook's queue.
-struct Destination {
-    queue: Mutex<VecDeque<Delivery>>,
-    queued: Notify,
-    slots: Arc<Semaphore>,
-}
 
 /// One event for one webhook.
 struct Delivery {
@@ -478,22 +406,6 @@ fn http_client(policy: &RetryPolicy) -> reqwest::Client {
     }
 }
 
-/// The first drop and then every 1000th is logged, so a flood does not flood the log.
-fn log_this_drop(total: u64) -> bool {
-    total == 1 || total.is_multiple_of(1000)
-}
-
-fn warn_dropped(total: u64, what: &str, event: &WebhookEvent) {
-    if log_this_drop(total) {
-        tracing::warn!(
-            dropped_total = total,
-            account = %event.account_id,
-            event = %event.event,
-            "{what}"
-        );
-    }
-}
-
 /// A URL for the log: scheme, host, port and path (no credentials, query or fragment).
 fn redacted(url: &str) -> String {
     match Url::parse(url) {
@@ -508,101 +420,75 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// Takes events off the queue and fans each out (a task per event, bounded).
-async fn dispatch(shared: Arc<Shared>) {
-    loop {
-        let Ok(permit) = shared.lookups.clone().acquire_owned().await else {
-            return;
-        };
-        let event = loop {
-            if let Some(event) = lock(&shared.queue).pop_front() {
-                break Some(event);
-            }
-            if shared.closed.load(Ordering::Acquire) {
-                break None;
-            }
-            shared.queued.notified().await;
-        };
-        let Some(event) = event else {
-            return;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            shared.fan_out(event).await;
-            drop(permit);
-        });
-    }
-}
-
 impl Shared {
-    /// Looks up the event's webhooks and queues one delivery per webhook.
-    async fn fan_out(self: &Arc<Self>, event: WebhookEvent) {
-        let Some(hooks) = self.webhooks_for(&event).await else {
-            return;
-        };
+    /// Hands the event to each wanted webhook and waits for every delivery to end.
+    async fn deliver_event(&self, event: &WebhookEvent) -> Result<(), LookupFailed> {
+        let hooks = self.webhooks_for(&event.account_id).await?;
         // A webhook with an event filter gets only the events it names.
         let wanted: Vec<&Webhook> = hooks
             .iter()
             .filter(|h| h.events.is_empty() || h.events.contains(&event.event))
             .collect();
         if wanted.is_empty() {
-            return;
+            return Ok(());
         }
         let body = serde_json::json!({
+            "id": event.id,
             "event": event.event,
             "timestamp": event.at,
             "data": event.data,
         });
-        let body = match serde_json::to_vec(&body) {
-            Ok(body) => Bytes::from(body),
-            Err(e) => {
-                // serde_json::Value always serialises; kept for completeness.
-                tracing::error!(error = %e, event = %event.event, "webhook body: cannot serialise");
-                return;
-            }
-        };
-        for hook in wanted {
-            self.enqueue(Delivery {
-                id: uuid::Uuid::new_v4().to_string(),
+        // serde_json::Value always serialises.
+        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let deliveries = wanted.into_iter().map(|hook| {
+            let delivery = Delivery {
+                id: delivery_id(&event.id, &hook.id),
                 webhook: hook.clone(),
                 event: event.event.clone(),
                 body: body.clone(),
-            });
-        }
+            };
+            async move {
+                let slots = self.slots_of(&delivery.webhook);
+                let Ok(_slot) = slots.acquire().await else {
+                    return; // never closed
+                };
+                self.deliver(delivery).await;
+            }
+        });
+        futures::future::join_all(deliveries).await;
+        Ok(())
     }
 
-    /// The account's webhooks, from the cache or the source (retried while it fails).
-    async fn webhooks_for(&self, event: &WebhookEvent) -> Option<Arc<Vec<Webhook>>> {
-        let account = &event.account_id;
+    /// The webhook's delivery slots.
+    fn slots_of(&self, hook: &Webhook) -> Arc<Semaphore> {
+        let per_webhook = self.limits.per_webhook_concurrency;
+        let mut slots = lock(&self.slots);
+        if slots.len() >= SLOTS_SWEEP_AT {
+            slots.retain(|_, s| s.available_permits() < per_webhook);
+        }
+        slots
+            .entry((hook.account_id.clone(), hook.id.clone()))
+            .or_insert_with(|| Arc::new(Semaphore::new(per_webhook)))
+            .clone()
+    }
+
+    /// The account's webhooks, from the cache or the source.
+    async fn webhooks_for(&self, account: &str) -> Result<Arc<Vec<Webhook>>, LookupFailed> {
         let ttl = self.limits.cache_ttl;
         if !ttl.is_zero() {
             if let Some((at, hooks)) = lock(&self.cache).get(account) {
                 if at.elapsed() < ttl {
-                    return Some(hooks.clone());
+                    return Ok(hooks.clone());
                 }
             }
         }
-        let attempts = self.policy.attempts.max(1);
-        let mut attempt = 1;
-        let hooks = loop {
-            match self.source.webhooks(account).await {
-                Ok(hooks) => break Arc::new(hooks),
-                Err(e) if attempt < attempts => {
-                    tracing::warn!(account = %account, attempt, error = %e, "webhook look-up failed; retrying");
-                    tokio::time::sleep(self.wait(attempt, None)).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    self.counters.given_up.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(
-                        account = %account,
-                        event = %event.event,
-                        attempts,
-                        error = %e,
-                        "webhook look-up kept failing; event not delivered"
-                    );
-                    return None;
-                }
+        let hooks = match self.source.webhooks(account).await {
+            Ok(hooks) => Arc::new(hooks),
+            Err(source) => {
+                return Err(LookupFailed {
+                    account: account.to_string(),
+                    source,
+                })
             }
         };
         if !ttl.is_zero() {
@@ -610,57 +496,9 @@ impl Shared {
             if cache.len() >= CACHE_SWEEP_AT {
                 cache.retain(|_, (at, _)| at.elapsed() < ttl);
             }
-            cache.insert(account.clone(), (Instant::now(), hooks.clone()));
+            cache.insert(account.to_string(), (Instant::now(), hooks.clone()));
         }
-        Some(hooks)
-    }
-
-    /// Puts a delivery on its webhook's queue, starting the webhook's worker if needed.
-    fn enqueue(self: &Arc<Self>, delivery: Delivery) {
-        let key = (
-            delivery.webhook.account_id.clone(),
-            delivery.webhook.id.clone(),
-        );
-        let dropped = {
-            let mut destinations = lock(&self.destinations);
-            let destination = destinations.entry(key.clone()).or_insert_with(|| {
-                let destination = Arc::new(Destination {
-                    queue: Mutex::new(VecDeque::new()),
-                    queued: Notify::new(),
-                    slots: Arc::new(Semaphore::new(self.limits.per_webhook_concurrency)),
-                });
-                tokio::spawn(run_destination(
-                    self.clone(),
-                    key.clone(),
-                    destination.clone(),
-                ));
-                destination
-            });
-            let dropped = {
-                let mut queue = lock(&destination.queue);
-                let dropped = if queue.len() >= self.limits.per_webhook_queue {
-                    queue.pop_front()
-                } else {
-                    None
-                };
-                queue.push_back(delivery);
-                dropped
-            };
-            destination.queued.notify_one();
-            dropped
-        };
-        if let Some(old) = dropped {
-            let total = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if log_this_drop(total) {
-                tracing::warn!(
-                    dropped_total = total,
-                    webhook = %old.webhook.id,
-                    account = %old.webhook.account_id,
-                    url = %redacted(&old.webhook.url),
-                    "webhook queue full: dropped its oldest delivery"
-                );
-            }
-        }
+        Ok(hooks)
     }
 
     /// Delivers one event to one webhook, with retries.
@@ -821,47 +659,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// One webhook's worker: starts up to `per_webhook_concurrency` deliveries at a time; stops
-/// after [`IDLE`] without work.
-async fn run_destination(shared: Arc<Shared>, key: DestinationKey, destination: Arc<Destination>) {
-    let slots = shared.limits.per_webhook_concurrency;
-    loop {
-        let Ok(slot) = destination.slots.clone().acquire_owned().await else {
-            return;
-        };
-        let next = lock(&destination.queue).pop_front();
-        match next {
-            Some(delivery) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    shared.deliver(delivery).await;
-                    drop(slot);
-                });
-            }
-            None => {
-                drop(slot);
-                let woken = tokio::time::timeout(IDLE, destination.queued.notified()).await;
-                if woken.is_err() {
-                    // Idle: leave, unless work arrived meanwhile (checked under the map's lock,
-                    // which enqueue holds while it pushes).
-                    let mut destinations = lock(&shared.destinations);
-                    if lock(&destination.queue).is_empty()
-                        && destination.slots.available_permits() == slots
-                    {
-                        if destinations
-                            .get(&key)
-                            .is_some_and(|d| Arc::ptr_eq(d, &destination))
-                        {
-                            destinations.remove(&key);
-                        }
-                        return;
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
