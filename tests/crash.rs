@@ -1,11 +1,14 @@
 //! Crash test: `otagw serve` is killed (SIGKILL) in the middle of a stream of commands and
 //! started again. Every command must end exactly once, and no card may see a counter twice
-//! (the SMSC simulator, a separate process, journals what each virtual card ran).
+//! (the SMSC simulator, a separate process, journals what each virtual card ran). A webhook
+//! receiver, slow to answer, has deliveries pending at the kill: every command's
+//! `command.completed` still arrives, once per delivery id, after its `command.por`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -63,6 +66,51 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One webhook request: (X-Otagw-Delivery, event, commandId).
+type Hit = (String, String, String);
+
+/// A webhook receiver answering 200, every other request after 300 ms (so deliveries are in
+/// progress when the gateway dies).
+async fn receiver() -> (String, Arc<Mutex<Vec<Hit>>>) {
+    let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+    let log = hits.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let log = log.clone();
+                async move {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let delivery = headers
+                        .get("X-Otagw-Delivery")
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let n = {
+                        let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                        log.push((
+                            delivery,
+                            v["event"].as_str().unwrap_or("").to_string(),
+                            v["data"]["commandId"].as_str().unwrap_or("").to_string(),
+                        ));
+                        log.len()
+                    };
+                    if n % 2 == 0 {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), hits)
 }
 
 fn journal(path: &PathBuf) -> Vec<(String, String, u64)> {
@@ -148,6 +196,15 @@ async fn sigkill_mid_stream_every_command_ends_once_and_no_counter_repeats() {
         .send()
         .await
         .expect("cards");
+    assert_eq!(r.status().as_u16(), 201);
+    let (hook_url, hits) = receiver().await;
+    let r = client
+        .post(format!("{base}/api/v1/webhooks"))
+        .bearer_auth(&token)
+        .json(&json!({"url": hook_url, "secret": "crash-test-secret"}))
+        .send()
+        .await
+        .expect("webhook");
     assert_eq!(r.status().as_u16(), 201);
     let iccids: Vec<String> = (0..CARDS)
         .filter_map(|i| {
@@ -272,7 +329,15 @@ async fn sigkill_mid_stream_every_command_ends_once_and_no_counter_repeats() {
     eprintln!("crash test: {by_status:?}, {resent} resent");
     // The SMSC lost some messages: those were resent, with the same packet, and succeeded.
     assert!(resent > 0, "no command was resent");
-    assert_eq!(by_status.get("SUCCESS"), Some(&ids.len()), "{by_status:?}");
+    let failed: Vec<&Value> = results
+        .values()
+        .filter(|r| r["status"] != "SUCCESS")
+        .collect();
+    assert_eq!(
+        by_status.get("SUCCESS"),
+        Some(&ids.len()),
+        "{by_status:?}: {failed:?}"
+    );
 
     // The cards' side: no card ran a counter twice; every command ran exactly once.
     let ran = journal(&journal_path);
@@ -303,6 +368,55 @@ async fn sigkill_mid_stream_every_command_ends_once_and_no_counter_repeats() {
             "counter {c} stored twice"
         );
     }
+
+    // Webhooks: every command's completion arrives (from before the kill or from the outbox
+    // after it), each delivery id once per event, PoR before completion.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let completed: HashSet<String> = hits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|h| h.1 == "command.completed")
+            .map(|h| h.2.clone())
+            .collect();
+        if ids.iter().all(|id| completed.contains(id)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} completions reached the webhook",
+            completed.len(),
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let hits = hits.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut redelivered = 0;
+    for id in &ids {
+        let mine: Vec<&Hit> = hits.iter().filter(|h| &h.2 == id).collect();
+        let completions: HashSet<&str> = mine
+            .iter()
+            .filter(|h| h.1 == "command.completed")
+            .map(|h| h.0.as_str())
+            .collect();
+        assert_eq!(completions.len(), 1, "{id}: completions {mine:?}");
+        let first = |event: &str| mine.iter().position(|h| h.1 == event);
+        assert!(
+            first("command.por").is_some(),
+            "{id}: no PoR event {mine:?}"
+        );
+        assert!(
+            first("command.por") < first("command.completed"),
+            "{id}: out of order {mine:?}"
+        );
+        let distinct: HashSet<&str> = mine.iter().map(|h| h.0.as_str()).collect();
+        redelivered += mine.len() - distinct.len();
+    }
+    eprintln!(
+        "crash test: {} webhook requests, {redelivered} redeliveries (same delivery id)",
+        hits.len()
+    );
     drop(serve);
     let _ = std::fs::remove_dir_all(&dir);
 }
