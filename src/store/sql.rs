@@ -33,6 +33,7 @@ use crate::command::{
     CardResponse, CommandError, CommandEvent, CommandStatus, CommandType, Priority,
 };
 
+mod group;
 mod outbox;
 mod scp81;
 
@@ -87,6 +88,8 @@ pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
     key: MasterKey,
+    /// The command path's writes go through here (see [`group`]).
+    group: Option<group::GroupCommit>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -132,7 +135,10 @@ impl SqlStore {
         };
         let target = parse_url(url)?;
         let options = match &target {
-            Target::Postgres(_) => AnyPoolOptions::new().max_connections(10),
+            // The group-commit writers hold one connection each; reads get the rest.
+            Target::Postgres(_) => {
+                AnyPoolOptions::new().max_connections(group::POSTGRES_LANES as u32 + 8)
+            }
             Target::SqliteMemory => AnyPoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
@@ -172,13 +178,20 @@ impl SqlStore {
                 .await
                 .map_err(dbe)?;
         }
-        let store = SqlStore {
+        let mut store = SqlStore {
             pool,
             dialect,
             key: master_key,
+            group: None,
         };
         store.create_schema().await?;
         store.check_master_key().await?;
+        store.group = Some(group::GroupCommit::start(SqlStore {
+            pool: store.pool.clone(),
+            dialect,
+            key: store.key.clone(),
+            group: None,
+        }));
         Ok(store)
     }
 
@@ -1201,6 +1214,316 @@ fn sort_claimed(commands: &mut [CommandRecord]) {
     });
 }
 
+/// The writes the command path makes, each inside a transaction it is given (its own, or a
+/// group's: see [`group`]). They write nothing when they answer `false`.
+impl SqlStore {
+    pub(super) async fn reserve_counter_in(
+        &self,
+        tx: &mut Tx,
+        iccid: &str,
+        version: u8,
+    ) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "UPDATE key_sets SET counter = counter + 1 WHERE iccid = $1 AND version = $2 \
+             RETURNING counter",
+        )
+        .bind(iccid)
+        .bind(i64::from(version))
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(dbe)?;
+        match row {
+            Some(row) => to_u64(col(&row, "counter")?, "key_sets.counter"),
+            None => Err(StoreError::NotFound {
+                what: "key set",
+                key: format!("{iccid} version {version}"),
+            }),
+        }
+    }
+
+    pub(super) async fn insert_command_in(
+        &self,
+        tx: &mut Tx,
+        command: &NewCommand,
+    ) -> Result<(), StoreError> {
+        match self
+            .insert_commands_tx(tx, std::slice::from_ref(command), None)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(InsertFailure::Duplicate) => Err(StoreError::Duplicate {
+                what: "command",
+                key: command.id.clone(),
+            }),
+            Err(InsertFailure::ForeignKey) => Err(StoreError::NotFound {
+                what: "account",
+                key: command.account_id.clone(),
+            }),
+            Err(InsertFailure::Other(e)) => Err(e),
+        }
+    }
+
+    pub(super) async fn record_secured_in(
+        &self,
+        tx: &mut Tx,
+        account_id: &str,
+        id: &str,
+        owner: &str,
+        secured: &SecuredPacket,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let counter = to_i64(secured.counter, "counter")?;
+        let (pending_kic, pending_kid, pending_kik) = match &secured.pending_keys {
+            Some(keys) => {
+                let (kic, kid, kik) = self.seal_keys(&pending_prefix(account_id, id), keys)?;
+                (Some(kic), Some(kid), kik)
+            }
+            None => (None, None, None),
+        };
+        let done = sqlx::query(
+            "UPDATE commands SET packet = $4, counter = $5, key_version = $6, msisdn = $7, \
+             tar = $8, spi = $9, kic = $10, kid = $11, pending_kic = $12, pending_kid = $13, \
+             pending_kik = $14, updated_at = $15 \
+             WHERE account_id = $1 AND id = $2 AND owner = $3 AND status = 'PENDING'",
+        )
+        .bind(account_id)
+        .bind(id)
+        .bind(owner)
+        .bind(secured.packet.as_slice())
+        .bind(counter)
+        .bind(i64::from(secured.key_version))
+        .bind(secured.msisdn.as_str())
+        .bind(hex::encode(secured.tar))
+        .bind(hex::encode(secured.spi))
+        .bind(i64::from(secured.kic))
+        .bind(i64::from(secured.kid))
+        .bind(pending_kic)
+        .bind(pending_kid)
+        .bind(pending_kik)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(dbe)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(
+            self.dialect,
+            tx,
+            account_id,
+            id,
+            now,
+            "SECURED",
+            format!(
+                "counter {} with key version {}",
+                secured.counter, secured.key_version
+            ),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    pub(super) async fn record_send_in(
+        &self,
+        tx: &mut Tx,
+        account_id: &str,
+        id: &str,
+        owner: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE commands SET attempts = attempts + 1, \
+             status = CASE WHEN status = 'PENDING' THEN 'SENT' ELSE status END, \
+             sent_at = COALESCE(sent_at, $4), updated_at = $4 \
+             WHERE account_id = $1 AND id = $2 AND owner = $3 AND status IN {LIVE} \
+             RETURNING attempts"
+        );
+        let row = sqlx::query(&sql)
+            .bind(account_id)
+            .bind(id)
+            .bind(owner)
+            .bind(now)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(dbe)?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let attempts: i64 = col(&row, "attempts")?;
+        insert_event(
+            self.dialect,
+            tx,
+            account_id,
+            id,
+            now,
+            "SENT",
+            format!("attempt {attempts}"),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    pub(super) async fn transition_in(
+        &self,
+        tx: &mut Tx,
+        account_id: &str,
+        id: &str,
+        t: &Transition,
+    ) -> Result<bool, StoreError> {
+        if t.from.is_empty() {
+            return Ok(false);
+        }
+        let response = t
+            .response
+            .as_ref()
+            .map(|r| json_text(r, "response"))
+            .transpose()?;
+        let error = t
+            .error
+            .as_ref()
+            .map(|e| json_text(e, "error"))
+            .transpose()?;
+        let error_code = t.error.as_ref().map(|e| e.code.as_str().to_string());
+        let mut set = String::from(
+            "status = $3, updated_at = $4, response = COALESCE($5, response), \
+             error = COALESCE($6, error), error_code = COALESCE($7, error_code)",
+        );
+        if t.to.is_terminal() {
+            set.push_str(", completed_at = $4, owner = NULL, lease_until = NULL");
+        }
+        if t.to == CommandStatus::Delivered {
+            set.push_str(", delivered_at = $4");
+        }
+        let sql = format!(
+            "UPDATE commands SET {set} WHERE account_id = $1 AND id = $2 AND status IN {}",
+            status_list(&t.from)
+        );
+        let done = sqlx::query(&sql)
+            .bind(account_id)
+            .bind(id)
+            .bind(t.to.as_str())
+            .bind(t.at)
+            .bind(response)
+            .bind(error)
+            .bind(error_code)
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some(n) = &t.new_keys {
+            let (kic, kid, kik) = self.seal_keys(&key_set_prefix(&n.iccid, n.version), &n.keys)?;
+            let replaced = sqlx::query(
+                "UPDATE key_sets SET kic = $3, kid = $4, kik = $5, rotated_at = $6 \
+                 WHERE iccid = $1 AND version = $2",
+            )
+            .bind(n.iccid.as_str())
+            .bind(i64::from(n.version))
+            .bind(kic)
+            .bind(kid)
+            .bind(kik)
+            .bind(t.at)
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?;
+            if replaced.rows_affected() == 0 {
+                return Err(StoreError::NotFound {
+                    what: "key set",
+                    key: format!("{} version {}", n.iccid, n.version),
+                });
+            }
+        }
+        insert_event(
+            self.dialect,
+            tx,
+            account_id,
+            id,
+            t.at,
+            &t.event,
+            t.detail.clone(),
+        )
+        .await?;
+        outbox::insert_outbox(tx, account_id, &t.events, t.at).await?;
+        Ok(true)
+    }
+
+    pub(super) async fn record_delivery_in(
+        &self,
+        tx: &mut Tx,
+        account_id: &str,
+        id: &str,
+        at: Millis,
+    ) -> Result<bool, StoreError> {
+        let moved = sqlx::query(
+            "UPDATE commands SET status = 'DELIVERED', updated_at = $3, delivered_at = $3 \
+             WHERE account_id = $1 AND id = $2 AND status = 'SENT'",
+        )
+        .bind(account_id)
+        .bind(id)
+        .bind(at)
+        .execute(&mut **tx)
+        .await
+        .map_err(dbe)?
+        .rows_affected()
+            > 0;
+        let known = moved
+            || sqlx::query(
+                "UPDATE commands SET delivered_at = $3 \
+                 WHERE account_id = $1 AND id = $2 AND delivered_at IS NULL",
+            )
+            .bind(account_id)
+            .bind(id)
+            .bind(at)
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?
+            .rows_affected()
+                > 0;
+        if !known {
+            // A second report for the same command, or an unknown command: nothing to add.
+            return Ok(false);
+        }
+        insert_event(
+            self.dialect,
+            tx,
+            account_id,
+            id,
+            at,
+            "DELIVERED",
+            String::new(),
+        )
+        .await?;
+        let delivered = crate::events::Event::CommandDelivered {
+            command_id: id.to_string(),
+        };
+        outbox::insert_outbox(tx, account_id, &[delivered], at).await?;
+        Ok(true)
+    }
+
+    pub(super) async fn add_event_in(
+        &self,
+        tx: &mut Tx,
+        account_id: &str,
+        id: &str,
+        kind: &str,
+        detail: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        insert_event(
+            self.dialect,
+            tx,
+            account_id,
+            id,
+            at,
+            kind,
+            detail.to_string(),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Store for SqlStore {
     fn scp81(&self) -> Option<&dyn super::scp81::Scp81Store> {
@@ -1380,21 +1703,15 @@ impl Store for SqlStore {
     }
 
     async fn reserve_counter(&self, iccid: &str, version: u8) -> Result<u64, StoreError> {
-        let row = sqlx::query(
-            "UPDATE key_sets SET counter = counter + 1 WHERE iccid = $1 AND version = $2 \
-             RETURNING counter",
-        )
-        .bind(iccid)
-        .bind(i64::from(version))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(dbe)?;
-        match row {
-            Some(row) => to_u64(col(&row, "counter")?, "key_sets.counter"),
-            None => Err(StoreError::NotFound {
-                what: "key set",
-                key: format!("{iccid} version {version}"),
-            }),
+        match self
+            .grouped(group::Write::ReserveCounter {
+                iccid: iccid.to_string(),
+                version,
+            })
+            .await?
+        {
+            group::Written::Counter(c) => Ok(c),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -1661,22 +1978,9 @@ impl Store for SqlStore {
     }
 
     async fn insert_command(&self, command: &NewCommand) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        match self
-            .insert_commands_tx(&mut tx, std::slice::from_ref(command), None)
+        self.grouped(group::Write::InsertCommand(command.clone()))
             .await
-        {
-            Ok(()) => tx.commit().await.map_err(dbe),
-            Err(InsertFailure::Duplicate) => Err(StoreError::Duplicate {
-                what: "command",
-                key: command.id.clone(),
-            }),
-            Err(InsertFailure::ForeignKey) => Err(StoreError::NotFound {
-                what: "account",
-                key: command.account_id.clone(),
-            }),
-            Err(InsertFailure::Other(e)) => Err(e),
-        }
+            .map(|_| ())
     }
 
     async fn command(
@@ -1903,58 +2207,15 @@ impl Store for SqlStore {
         secured: &SecuredPacket,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let counter = to_i64(secured.counter, "counter")?;
-        let (pending_kic, pending_kid, pending_kik) = match &secured.pending_keys {
-            Some(keys) => {
-                let (kic, kid, kik) = self.seal_keys(&pending_prefix(account_id, id), keys)?;
-                (Some(kic), Some(kid), kik)
-            }
-            None => (None, None, None),
-        };
-        let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "UPDATE commands SET packet = $4, counter = $5, key_version = $6, msisdn = $7, \
-             tar = $8, spi = $9, kic = $10, kid = $11, pending_kic = $12, pending_kid = $13, \
-             pending_kik = $14, updated_at = $15 \
-             WHERE account_id = $1 AND id = $2 AND owner = $3 AND status = 'PENDING'",
-        )
-        .bind(account_id)
-        .bind(id)
-        .bind(owner)
-        .bind(secured.packet.as_slice())
-        .bind(counter)
-        .bind(i64::from(secured.key_version))
-        .bind(secured.msisdn.as_str())
-        .bind(hex::encode(secured.tar))
-        .bind(hex::encode(secured.spi))
-        .bind(i64::from(secured.kic))
-        .bind(i64::from(secured.kid))
-        .bind(pending_kic)
-        .bind(pending_kid)
-        .bind(pending_kik)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(dbe)?;
-        if done.rows_affected() == 0 {
-            tx.rollback().await.map_err(dbe)?;
-            return Ok(false);
-        }
-        insert_event(
-            self.dialect,
-            &mut tx,
-            account_id,
-            id,
+        self.grouped(group::Write::RecordSecured {
+            account_id: account_id.to_string(),
+            id: id.to_string(),
+            owner: owner.to_string(),
+            secured: secured.clone(),
             now,
-            "SECURED",
-            format!(
-                "counter {} with key version {}",
-                secured.counter, secured.key_version
-            ),
-        )
-        .await?;
-        tx.commit().await.map_err(dbe)?;
-        Ok(true)
+        })
+        .await?
+        .flag()
     }
 
     async fn record_send(
@@ -1964,39 +2225,14 @@ impl Store for SqlStore {
         owner: &str,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        let sql = format!(
-            "UPDATE commands SET attempts = attempts + 1, \
-             status = CASE WHEN status = 'PENDING' THEN 'SENT' ELSE status END, \
-             sent_at = COALESCE(sent_at, $4), updated_at = $4 \
-             WHERE account_id = $1 AND id = $2 AND owner = $3 AND status IN {LIVE} \
-             RETURNING attempts"
-        );
-        let row = sqlx::query(&sql)
-            .bind(account_id)
-            .bind(id)
-            .bind(owner)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(dbe)?;
-        let Some(row) = row else {
-            tx.rollback().await.map_err(dbe)?;
-            return Ok(false);
-        };
-        let attempts: i64 = col(&row, "attempts")?;
-        insert_event(
-            self.dialect,
-            &mut tx,
-            account_id,
-            id,
+        self.grouped(group::Write::RecordSend {
+            account_id: account_id.to_string(),
+            id: id.to_string(),
+            owner: owner.to_string(),
             now,
-            "SENT",
-            format!("attempt {attempts}"),
-        )
-        .await?;
-        tx.commit().await.map_err(dbe)?;
-        Ok(true)
+        })
+        .await?
+        .flag()
     }
 
     async fn transition(
@@ -2005,86 +2241,13 @@ impl Store for SqlStore {
         id: &str,
         t: &Transition,
     ) -> Result<bool, StoreError> {
-        if t.from.is_empty() {
-            return Ok(false);
-        }
-        let response = t
-            .response
-            .as_ref()
-            .map(|r| json_text(r, "response"))
-            .transpose()?;
-        let error = t
-            .error
-            .as_ref()
-            .map(|e| json_text(e, "error"))
-            .transpose()?;
-        let error_code = t.error.as_ref().map(|e| e.code.as_str().to_string());
-        let mut set = String::from(
-            "status = $3, updated_at = $4, response = COALESCE($5, response), \
-             error = COALESCE($6, error), error_code = COALESCE($7, error_code)",
-        );
-        if t.to.is_terminal() {
-            set.push_str(", completed_at = $4, owner = NULL, lease_until = NULL");
-        }
-        if t.to == CommandStatus::Delivered {
-            set.push_str(", delivered_at = $4");
-        }
-        let sql = format!(
-            "UPDATE commands SET {set} WHERE account_id = $1 AND id = $2 AND status IN {}",
-            status_list(&t.from)
-        );
-        let mut tx = self.begin().await?;
-        let done = sqlx::query(&sql)
-            .bind(account_id)
-            .bind(id)
-            .bind(t.to.as_str())
-            .bind(t.at)
-            .bind(response)
-            .bind(error)
-            .bind(error_code)
-            .execute(&mut *tx)
-            .await
-            .map_err(dbe)?;
-        if done.rows_affected() == 0 {
-            tx.rollback().await.map_err(dbe)?;
-            return Ok(false);
-        }
-        if let Some(n) = &t.new_keys {
-            let (kic, kid, kik) = self.seal_keys(&key_set_prefix(&n.iccid, n.version), &n.keys)?;
-            let replaced = sqlx::query(
-                "UPDATE key_sets SET kic = $3, kid = $4, kik = $5, rotated_at = $6 \
-                 WHERE iccid = $1 AND version = $2",
-            )
-            .bind(n.iccid.as_str())
-            .bind(i64::from(n.version))
-            .bind(kic)
-            .bind(kid)
-            .bind(kik)
-            .bind(t.at)
-            .execute(&mut *tx)
-            .await
-            .map_err(dbe)?;
-            if replaced.rows_affected() == 0 {
-                tx.rollback().await.map_err(dbe)?;
-                return Err(StoreError::NotFound {
-                    what: "key set",
-                    key: format!("{} version {}", n.iccid, n.version),
-                });
-            }
-        }
-        insert_event(
-            self.dialect,
-            &mut tx,
-            account_id,
-            id,
-            t.at,
-            &t.event,
-            t.detail.clone(),
-        )
-        .await?;
-        outbox::insert_outbox(&mut tx, account_id, &t.events, t.at).await?;
-        tx.commit().await.map_err(dbe)?;
-        Ok(true)
+        self.grouped(group::Write::Transition {
+            account_id: account_id.to_string(),
+            id: id.to_string(),
+            t: Box::new(t.clone()),
+        })
+        .await?
+        .flag()
     }
 
     async fn record_delivery(
@@ -2093,53 +2256,13 @@ impl Store for SqlStore {
         id: &str,
         at: Millis,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        let moved = sqlx::query(
-            "UPDATE commands SET status = 'DELIVERED', updated_at = $3, delivered_at = $3 \
-             WHERE account_id = $1 AND id = $2 AND status = 'SENT'",
-        )
-        .bind(account_id)
-        .bind(id)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(dbe)?
-        .rows_affected()
-            > 0;
-        let known = moved
-            || sqlx::query(
-                "UPDATE commands SET delivered_at = $3 \
-                 WHERE account_id = $1 AND id = $2 AND delivered_at IS NULL",
-            )
-            .bind(account_id)
-            .bind(id)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(dbe)?
-            .rows_affected()
-                > 0;
-        if !known {
-            // A second report for the same command, or an unknown command: nothing to add.
-            tx.rollback().await.map_err(dbe)?;
-            return Ok(false);
-        }
-        insert_event(
-            self.dialect,
-            &mut tx,
-            account_id,
-            id,
+        self.grouped(group::Write::RecordDelivery {
+            account_id: account_id.to_string(),
+            id: id.to_string(),
             at,
-            "DELIVERED",
-            String::new(),
-        )
-        .await?;
-        let delivered = crate::events::Event::CommandDelivered {
-            command_id: id.to_string(),
-        };
-        outbox::insert_outbox(&mut tx, account_id, &[delivered], at).await?;
-        tx.commit().await.map_err(dbe)?;
-        Ok(true)
+        })
+        .await?
+        .flag()
     }
 
     async fn add_event(
@@ -2150,18 +2273,15 @@ impl Store for SqlStore {
         detail: &str,
         at: Millis,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        insert_event(
-            self.dialect,
-            &mut tx,
-            account_id,
-            id,
+        self.grouped(group::Write::AddEvent {
+            account_id: account_id.to_string(),
+            id: id.to_string(),
+            kind: kind.to_string(),
+            detail: detail.to_string(),
             at,
-            kind,
-            detail.to_string(),
-        )
-        .await?;
-        tx.commit().await.map_err(dbe)
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn awaiting_por(
