@@ -11,12 +11,13 @@
 //! X-Otagw-Timestamp: 1718000000123       (ms since the epoch, when this attempt was signed)
 //! X-Otagw-Signature: sha256=<hex HMAC-SHA256(secret, "<X-Otagw-Timestamp>.<body>")>
 //!
-//! {"event":"command.delivered","timestamp":1718000000000,"data":{…}}
+//! {"event":"command.delivered","timestamp":"2024-06-10T06:13:20.000Z","data":{…}}
 //! ```
 //!
-//! The body's `timestamp` is when the event happened; the header's is when the attempt was
-//! signed, so a receiver can refuse stale (replayed) requests. Check the signature with
-//! [`verify`] (or its equivalent) over the raw body bytes, before parsing them.
+//! The body's `timestamp` is when the event happened (RFC 3339, UTC, milliseconds, as every
+//! time on the API); the header's is when the attempt was signed, so a receiver can refuse
+//! stale (replayed) requests. Check the signature with [`verify`] (or its equivalent) over the
+//! raw body bytes, before parsing them.
 //!
 //! # Delivery
 //!
@@ -100,7 +101,7 @@ pub struct WebhookEvent {
     pub event: String,
     /// Event payload (the body's `data`).
     pub data: serde_json::Value,
-    /// When it happened, ms since the Unix epoch (the body's `timestamp`).
+    /// When it happened, ms since the Unix epoch (the body's `timestamp`, in RFC 3339).
     pub at: i64,
 }
 
@@ -548,9 +549,17 @@ impl Shared {
         if wanted.is_empty() {
             return;
         }
+        // RFC 3339 as every time the API writes (the signing header keeps milliseconds).
+        let timestamp = match crate::rfc3339::format_ms(event.at) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, event = %event.event, "webhook body: bad time");
+                return;
+            }
+        };
         let body = serde_json::json!({
             "event": event.event,
-            "timestamp": event.at,
+            "timestamp": timestamp,
             "data": event.data,
         });
         let body = match serde_json::to_vec(&body) {
