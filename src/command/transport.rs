@@ -87,7 +87,7 @@ pub struct TransportSpec {
     pub parameters: Option<TransportParameters>,
 }
 
-/// The transport object's types (the schema of [`TransportSpec::kind`]).
+/// The transport object's types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TransportType {
