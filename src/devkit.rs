@@ -71,6 +71,9 @@ pub struct DevOptions {
     /// The API's connection limits (`[api]`); the listen address stays an ephemeral loopback
     /// port.
     pub api_limits: Option<crate::config::ApiSettings>,
+    /// The simulated SMSC's fault injection (messages throttled, lost, delayed); none by
+    /// default.
+    pub smsc_faults: Option<otagw_sms::smsc_sim::FaultConfig>,
 }
 
 impl Default for DevOptions {
@@ -94,6 +97,7 @@ impl Default for DevOptions {
             profile_http: None,
             terminals: Default::default(),
             api_limits: None,
+            smsc_faults: None,
         }
     }
 }
@@ -228,12 +232,13 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         (None, Some(t)) => t.clone(),
         (None, None) => fleet.clone(),
     };
-    let smsc = SmscSimulator::start(
-        SmscConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-        network,
-    )
-    .await
-    .map_err(err)?;
+    let mut smsc_config = SmscConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    if let Some(faults) = &options.smsc_faults {
+        smsc_config.faults = faults.clone();
+    }
+    let smsc = SmscSimulator::start(smsc_config, network)
+        .await
+        .map_err(err)?;
     let data_dir = temp_dir("otagw-dev")?;
     let mut config = Config {
         data_dir: data_dir.clone(),

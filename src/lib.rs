@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod logging;
 pub mod pipeline;
 pub mod provision;
+pub mod rfc3339;
 pub mod script;
 pub mod security;
 pub mod server;

@@ -502,7 +502,10 @@ async fn batch_sequential_with_stop_on_error(backend: &str) {
             .expect("done");
         assert_eq!(r["status"], "SUCCESS", "{r}");
         finished.push((
-            r["completedAt"].as_i64().unwrap_or(0),
+            r["completedAt"]
+                .as_str()
+                .and_then(|t| otagw::rfc3339::parse_ms(t).ok())
+                .unwrap_or(0),
             r["counter"].as_u64().unwrap_or(0),
         ));
     }
@@ -574,7 +577,9 @@ async fn key_rotation_then_commands_use_the_new_keys(backend: &str) {
         .and_then(|a| a.iter().find(|c| c["iccid"] == iccid.as_str()).cloned())
         .unwrap_or_default();
     assert!(
-        card["keyVersions"][0]["lastRotation"].as_i64().is_some(),
+        card["keyVersions"][0]["lastRotation"]
+            .as_str()
+            .is_some_and(|t| otagw::rfc3339::parse_ms(t).is_ok()),
         "{card}"
     );
     // The next command is secured with the new keys and the card accepts it.
@@ -840,7 +845,12 @@ async fn tokens_listed_and_revoked(backend: &str) {
     assert_eq!(mine.len(), 1, "{list}");
     let my_id = mine[0]["id"].as_str().expect("id").to_string();
     assert_eq!(mine[0]["name"], "devkit");
-    assert!(mine[0]["createdAt"].as_i64().is_some(), "{list}");
+    assert!(
+        mine[0]["createdAt"]
+            .as_str()
+            .is_some_and(|t| otagw::rfc3339::parse_ms(t).is_ok()),
+        "{list}"
+    );
     assert_eq!(
         mine[0].as_object().map(|o| o.len()),
         Some(3),

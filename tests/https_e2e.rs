@@ -972,3 +972,78 @@ async fn a_card_unknown_to_the_cache_is_found_in_the_store() {
     assert!(outcome.completed, "{outcome:?}");
     env.shutdown().await;
 }
+
+/// The transport object's `BIP` is SCP81 (HTTPS over the card's BIP TCP channel), and its
+/// `parameters` are the command's own: `timeout` is how long each trigger waits for the card's
+/// session (the gateway's window here is 30 s), `retries: 0` sends one trigger (the gateway's
+/// policy is 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bip_transport_object_goes_over_scp81_with_its_own_window() {
+    let env = env_with(
+        "sqlite",
+        HttpsSettings {
+            window_secs: 30,
+            ..https_settings()
+        },
+        3,
+    )
+    .await;
+    let bip = |iccid: &str, parameters: Value| {
+        let mut body = https_cmd("RFM", iccid, "B00010", json!({"apdus": READ_ICCID}));
+        body["transport"] = json!({
+            "type": "BIP",
+            "security": {"encryption": true, "signing": true, "counter": true},
+            "parameters": parameters,
+        });
+        body
+    };
+    let iccid = env.iccid(0).expect("card");
+    let id = post_ok(&env, &bip(&iccid, json!({"timeout": 10}))).await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(20))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert_eq!(r["transport"], "https", "{r}");
+    assert_eq!(r["response"]["porStatusName"], "SCP81 session", "{r}");
+    assert!(
+        swapped_bcd(r["response"]["data"].as_str().unwrap_or_default()).starts_with(&iccid[..18]),
+        "{r}"
+    );
+
+    // A card whose PSK the store does not have never completes a session.
+    let iccid = env.iccid(1).expect("card");
+    let msisdn = env.msisdn(1).expect("card");
+    let (identity, _) = env
+        .fleet
+        .with_card(&msisdn, |c| c.psk(0x40))
+        .flatten()
+        .expect("psk");
+    env.fleet
+        .with_card(&msisdn, |c| c.set_psk(0x40, &identity, &[0x55; 16]));
+    let started = std::time::Instant::now();
+    let id = post_ok(&env, &bip(&iccid, json!({"timeout": 1, "retries": 0}))).await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(25))
+        .await
+        .expect("done");
+    assert_eq!(r["error"]["code"], "TIMEOUT", "{r}");
+    assert_eq!(r["attempts"], 1, "one trigger: {r}");
+    assert_eq!(
+        events(&r).iter().filter(|k| *k == "TRIGGER").count(),
+        1,
+        "{r}"
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 trigger(s), 1s each")),
+        "{r}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the gateway's 30 s window applied: {:?}",
+        started.elapsed()
+    );
+    env.shutdown().await;
+}

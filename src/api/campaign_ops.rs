@@ -176,7 +176,9 @@ pub struct CampaignCard {
     pub counter: Option<u64>,
     /// PoR status named, failure reason, or response (hex).
     pub detail: Option<String>,
-    /// Last change, ms.
+    /// Last change (RFC 3339, UTC, milliseconds).
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated: i64,
 }
 

@@ -56,9 +56,13 @@ pub struct Profile {
     pub tars: Vec<String>,
     /// Campaign defaults.
     pub defaults: ProfileDefaults,
-    /// Created, ms.
+    /// Created (RFC 3339, UTC, milliseconds).
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created: i64,
-    /// Updated, ms.
+    /// Updated.
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated: i64,
 }
 
@@ -89,7 +93,9 @@ pub struct CardGroup {
     pub profile_id: i64,
     /// Number of cards.
     pub cards: u64,
-    /// Created, ms.
+    /// Created (RFC 3339, UTC, milliseconds).
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created: i64,
 }
 

@@ -243,8 +243,13 @@ pub struct KeyVersionView {
     pub version: u8,
     /// Last counter used.
     pub counter: u64,
-    /// Last successful KEY_UPDATE, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Last successful KEY_UPDATE (RFC 3339, UTC, milliseconds).
+    #[serde(
+        default,
+        with = "crate::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_rotation: Option<i64>,
 }
 
@@ -264,7 +269,9 @@ pub struct CardView {
     pub attributes: BTreeMap<String, String>,
     /// Key versions, counters, rotations.
     pub key_versions: Vec<KeyVersionView>,
-    /// Added, ms.
+    /// Added (RFC 3339, UTC, milliseconds).
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 
@@ -459,7 +466,7 @@ pub async fn rotate_keys(
                 parameters: Some(serde_json::json!({ "keyVersion": version })),
                 ..Default::default()
             },
-            transport: body.transport.clone(),
+            transport: body.transport.clone().map(Into::into),
             priority: Some(Priority::Normal),
             validity_period: None,
         };

@@ -61,7 +61,16 @@ pub(crate) async fn prepare(
     prefix: &str,
 ) -> Result<NewCommand, ApiError> {
     let f = |name: &str| format!("{prefix}{name}");
-    let sec = validate_request(&req).map_err(|e| ApiError::invalid(f(&e.field), e.problem))?;
+    let sec = validate_request(&req).map_err(|e| ApiError::from_field(e, prefix))?;
+    // In range (validate_request checked it): the transport named, its field, and the
+    // command's own priority.
+    let asked = req
+        .transport
+        .as_ref()
+        .map(|t| t.check())
+        .transpose()
+        .map_err(|e| ApiError::from_field(e, prefix))?
+        .unwrap_or_default();
     let store = &state.store;
     let card = store
         .card(&account.id, &req.target.iccid)
@@ -93,7 +102,12 @@ pub(crate) async fn prepare(
     }
     // No transport asked for: the card's profile default when this gateway offers it, else
     // SMS (recorded as SMS: the command says how it goes). One asked for must be offered.
-    let transport = match req.transport.clone() {
+    let transport_field = f(if asked.field.is_empty() {
+        "transport"
+    } else {
+        asked.field
+    });
+    let transport = match asked.name {
         Some(t) => t,
         None => profile_transport(state, &account.id, &card.iccid)
             .await?
@@ -102,14 +116,14 @@ pub(crate) async fn prepare(
     };
     if !TRANSPORTS.contains(&transport.as_str()) {
         return Err(ApiError::invalid(
-            f("transport"),
+            transport_field,
             format!("unknown transport {transport:?}: one of sms, catp, https"),
         ));
     }
     if !state.gateway.offers(&transport) {
         let offered = state.gateway.offered();
         return Err(ApiError::invalid(
-            f("transport"),
+            transport_field,
             format!(
                 "transport {transport:?} is not configured on this gateway: it offers {}",
                 if offered.is_empty() {
@@ -118,7 +132,9 @@ pub(crate) async fn prepare(
                     offered.join(", ")
                 }
             ),
-        ));
+        )
+        .with_detail("transport", transport.clone())
+        .with_detail("offered", offered));
     }
     if card.msisdn.is_none() {
         return Err(ApiError::invalid(
@@ -191,7 +207,7 @@ pub(crate) async fn prepare(
         command_type: req.command_type,
         iccid: card.iccid.clone(),
         transport,
-        priority: req.priority.unwrap_or_default(),
+        priority: asked.priority.or(req.priority).unwrap_or_default(),
         expires_at: req.validity_period.map(|s| now + i64::from(s) * 1000),
         request: serde_json::to_value(&req)
             .map_err(|e| ApiError::bad_request(None, e.to_string()))?,
@@ -308,6 +324,7 @@ pub async fn cancel(
             "INVALID_STATE",
             format!("command {command_id} is {status}: only a PENDING command can be cancelled"),
         )
+        .with_detail("status", status.as_str())
         .for_command(&command_id)),
     }
 }
@@ -322,7 +339,8 @@ pub struct BatchOptions {
     /// Cancel the commands not yet sent when one fails.
     #[serde(default)]
     pub stop_on_error: bool,
-    /// Resends per command (default: the gateway's policy).
+    /// Resends per command (default: the gateway's policy); a command's own
+    /// `transport.parameters.retries` goes first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
 }
@@ -386,22 +404,25 @@ pub async fn create_batch(
         ));
     }
     if let Some(n) = batch.options.max_retries.filter(|n| *n > 20) {
-        return Err(ApiError::invalid(
-            "options.maxRetries",
-            format!("{n}: at most 20"),
-        ));
+        return Err(
+            ApiError::invalid("options.maxRetries", format!("{n}: at most 20"))
+                .with_detail("max", 20),
+        );
     }
     let batch_id = uuid::Uuid::new_v4().to_string();
     let mut commands = Vec::with_capacity(batch.commands.len());
     let mut seen = std::collections::HashSet::new();
     for (i, req) in batch.commands.into_iter().enumerate() {
         let prefix = format!("commands[{i}].");
-        let c = prepare(&state, &account, req, Some(&batch_id), &prefix).await?;
+        let c = prepare(&state, &account, req, Some(&batch_id), &prefix)
+            .await
+            .map_err(|e| e.with_detail("index", i))?;
         if !seen.insert(c.id.clone()) {
             return Err(ApiError::invalid(
                 format!("{prefix}commandId"),
                 format!("{} appears twice in the batch", c.id),
-            ));
+            )
+            .with_detail("index", i));
         }
         commands.push(c);
     }
@@ -436,7 +457,9 @@ pub struct BatchResult {
     /// Options.
     #[schema(value_type = Object)]
     pub options: serde_json::Value,
-    /// Created, ms.
+    /// Created (RFC 3339, UTC, milliseconds).
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// Commands.
     pub total: usize,

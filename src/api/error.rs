@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 
 use crate::store::StoreError;
 
-/// An error answer: `{"error": CODE, "message": ..., "field": ..., "commandId": ..., "timestamp": ms}`.
+/// An error answer: `{"error": CODE, "message": ..., "field": ..., "commandId": ...,
+/// "timestamp": RFC 3339, "details": {...}}`.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     /// HTTP status.
@@ -22,6 +23,9 @@ pub struct ApiError {
     pub field: Option<String>,
     /// The command concerned.
     pub command_id: Option<String>,
+    /// Values that explain the error (`field` for a validation error, the failing `index` of
+    /// a batch, a state, a limit).
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The error body.
@@ -38,8 +42,17 @@ pub struct ErrorBody {
     /// Command concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<String>,
-    /// When, ms.
+    /// When (RFC 3339, UTC, milliseconds).
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime, example = "2026-12-07T05:49:12.123Z")]
     pub timestamp: i64,
+    /// Values that explain the error, when there are some: `field` (as above) for a
+    /// validation error, with what the field was checked against (`spi`, `requested`); the
+    /// failing command's `index` in a batch; the `status` of a command that cannot be
+    /// cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, additional_properties)]
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -50,6 +63,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             command_id: None,
+            details: serde_json::Map::new(),
         }
     }
 
@@ -130,22 +144,44 @@ impl ApiError {
         self.command_id = Some(id.to_string());
         self
     }
+
+    /// With a value in `details`.
+    pub fn with_detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.details.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// 422 for a field error, its details kept; `prefix` goes before the field's name
+    /// (`commands[2].`).
+    pub fn from_field(e: crate::pipeline::FieldError, prefix: &str) -> Self {
+        let mut out = Self::invalid(format!("{prefix}{}", e.field), e.problem);
+        out.details.extend(e.details);
+        out
+    }
 }
 
 impl From<crate::pipeline::FieldError> for ApiError {
     fn from(e: crate::pipeline::FieldError) -> Self {
-        Self::invalid(e.field, e.problem)
+        Self::from_field(e, "")
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // The field at fault is a detail too (the API reference's errors carry only `details`).
+        let mut details = self.details;
+        if let Some(field) = &self.field {
+            details
+                .entry("field")
+                .or_insert_with(|| field.clone().into());
+        }
         let body = ErrorBody {
             error: self.code.to_string(),
             message: self.message,
             field: self.field,
             command_id: self.command_id,
             timestamp: crate::gateway::now_ms(),
+            details: (!details.is_empty()).then_some(details),
         };
         (self.status, Json(body)).into_response()
     }

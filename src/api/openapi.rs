@@ -70,7 +70,7 @@ impl Modify for CommonResponses {
 /// The API's document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "otagw", description = "OTA gateway for SIM cards: SCP80 over SMS-PP; commands, batches, cards, keys, webhooks, tokens."),
+    info(title = "otagw", description = "OTA gateway for SIM cards: SCP80 over SMS-PP; commands, batches, cards, keys, webhooks, tokens. Every time is an RFC 3339 string in UTC with milliseconds (2026-12-07T05:49:12.123Z)."),
     paths(
         commands::create, commands::get_one, commands::cancel, commands::create_batch,
         commands::get_batch, cards::add_cards, cards::get_card, cards::list_cards,
@@ -89,6 +89,8 @@ impl Modify for CommonResponses {
         command::CommandStatus, command::ErrorCode, command::Priority, command::Target,
         command::SecuritySettings, command::CommandData, command::CardResponse,
         command::StatusWordData, command::CommandError, command::CommandEvent,
+        command::TransportChoice, command::TransportSpec, command::transport::TransportType,
+        command::transport::TransportSecurity, command::transport::TransportParameters,
         error::ErrorBody, campaigns::CreateProfile, campaigns::Profile, campaigns::CardGroup,
         campaigns::CreateGroup, campaigns::Provisioned, crate::store::ProfileDefaults,
         crate::campaign::CampaignRequest, crate::campaign::CampaignSettings,

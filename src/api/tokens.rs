@@ -18,7 +18,9 @@ pub struct TokenView {
     pub id: String,
     /// Label given at creation.
     pub name: String,
-    /// Created, ms since the epoch.
+    /// Created (RFC 3339, UTC, milliseconds).
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 

@@ -63,15 +63,29 @@ pub struct CampaignView {
     pub messages_per_card: i64,
     /// Settings.
     pub settings: CampaignSettings,
-    /// Created, ms since the epoch.
+    /// Created (RFC 3339, UTC, milliseconds, as every time here).
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created: i64,
     /// Last change.
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated: i64,
     /// Last start or retry.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started: Option<i64>,
     /// End of the last iteration.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished: Option<i64>,
     /// Cards per state, per iteration (filled by `show`).
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -3,11 +3,14 @@
 //! card's stored key sets.
 
 pub mod build;
+pub mod transport;
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+pub use transport::{TransportChoice, TransportSpec};
 
 /// What a command does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -176,8 +179,15 @@ pub enum Priority {
     Urgent,
 }
 
+wire_names!(Priority, "priority", "Every priority, lowest first.", [
+    Bulk => "BULK",
+    Normal => "NORMAL",
+    Urgent => "URGENT",
+]);
+
 impl Priority {
-    /// Stored as a small integer, higher first.
+    /// Stored as a small integer, higher first (also the transport object's
+    /// `parameters.priority`).
     pub fn rank(self) -> i64 {
         match self {
             Self::Bulk => 0,
@@ -278,10 +288,12 @@ pub struct OtaCommandRequest {
     /// The command's content.
     #[serde(default)]
     pub data: CommandData,
-    /// Preferred transport (`sms`; `catp`, `https` when configured). Default `sms`.
+    /// Preferred transport: a name (`sms`; `catp`, `https` when configured) or the transport
+    /// object (`{"type": "SMS" | "CAT_TP" | "BIP", "security": {...}, "parameters": {...}}`).
+    /// Default: the card's profile's transport when offered, else `sms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transport: Option<String>,
-    /// Default NORMAL.
+    pub transport: Option<TransportChoice>,
+    /// Default NORMAL (or the transport object's `parameters.priority`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
     /// Seconds the command may wait before it is sent; EXPIRED after that.
@@ -336,7 +348,9 @@ pub struct CommandError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandEvent {
-    /// When, milliseconds since the Unix epoch.
+    /// When (RFC 3339, UTC, milliseconds).
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime, example = "2026-12-07T05:49:12.123Z")]
     pub at: i64,
     /// What: CREATED, CLAIMED, SECURED, SENT, ACCEPTED, DELIVERED, POR, RETRY, SUCCESS, FAILED, ...
     pub kind: String,
@@ -365,21 +379,40 @@ pub struct OtaResult {
     /// Batch it belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
-    /// Last change, milliseconds since the Unix epoch.
+    /// Last change (RFC 3339, UTC, milliseconds, as every time here).
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime, example = "2026-12-07T05:49:12.123Z")]
     pub timestamp: i64,
-    /// Created, ms.
+    /// Created.
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
-    /// Handed to the transport, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Handed to the transport.
+    #[serde(
+        default,
+        with = "crate::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub sent_at: Option<i64>,
-    /// When the gateway received the network's delivery report, ms. The report can come after
+    /// When the gateway received the network's delivery report. The report can come after
     /// the PoR (the PoR already proves delivery): then this is later than `completedAt`, and
     /// the DELIVERED event follows the end in `events`; it is when the report came, not when
     /// the card got the message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub delivered_at: Option<i64>,
-    /// Terminal state reached, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Terminal state reached.
+    #[serde(
+        default,
+        with = "crate::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub completed_at: Option<i64>,
     /// Sends so far (a resend reuses the packet).
     pub attempts: u32,
@@ -415,6 +448,7 @@ mod wire_name_tests {
         agree(&CommandStatus::ALL);
         agree(&CommandType::ALL);
         agree(&ErrorCode::ALL);
+        agree(&Priority::ALL);
         assert_eq!(
             "DONE".parse::<CommandStatus>().err().map(|e| e.to_string()),
             Some("unknown command status \"DONE\"".to_string())

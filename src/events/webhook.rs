@@ -11,12 +11,13 @@
 //! X-Otagw-Timestamp: 1718000000123       (ms since the epoch, when this attempt was signed)
 //! X-Otagw-Signature: sha256=<hex HMAC-SHA256(secret, "<X-Otagw-Timestamp>.<body>")>
 //!
-//! {"id":"9b1d…","event":"command.delivered","timestamp":1718000000000,"data":{…}}
+//! {"id":"9b1d…","event":"command.delivered","timestamp":"2024-06-10T06:13:20.000Z","data":{…}}
 //! ```
 //!
-//! The body's `timestamp` is when the event happened; the header's is when the attempt was
-//! signed, so a receiver can refuse stale (replayed) requests. Check the signature with
-//! [`verify`] (or its equivalent) over the raw body bytes, before parsing them.
+//! The body's `timestamp` is when the event happened (RFC 3339, UTC, milliseconds, as every
+//! time on the API); the header's is when the attempt was signed, so a receiver can refuse
+//! stale (replayed) requests. Check the signature with [`verify`] (or its equivalent) over the
+//! raw body bytes, before parsing them.
 //!
 //! # Delivery
 //!
@@ -81,7 +82,7 @@ pub struct WebhookEvent {
     pub event: String,
     /// Event payload (the body's `data`).
     pub data: serde_json::Value,
-    /// When it happened, ms since the Unix epoch (the body's `timestamp`).
+    /// When it happened, ms since the Unix epoch (the body's `timestamp`, in RFC 3339).
     pub at: i64,
 }
 
@@ -432,10 +433,19 @@ impl Shared {
         if wanted.is_empty() {
             return Ok(());
         }
+        // RFC 3339 as every time the API writes (the signing header keeps milliseconds).
+        let timestamp = match crate::rfc3339::format_ms(event.at) {
+            Ok(t) => serde_json::Value::from(t),
+            Err(e) => {
+                // Out of RFC 3339's range: sent as milliseconds rather than not at all.
+                tracing::error!(error = %e, event = %event.event, "webhook body: bad time");
+                serde_json::Value::from(event.at)
+            }
+        };
         let body = serde_json::json!({
             "id": event.id,
             "event": event.event,
-            "timestamp": event.at,
+            "timestamp": timestamp,
             "data": event.data,
         });
         // serde_json::Value always serialises.

@@ -817,7 +817,9 @@ impl HttpsDriver {
                     format!(
                         "the card opened no HTTPS admin session after {} trigger(s), {:?} each",
                         retry.attempts.max(1),
-                        self.options.window
+                        crate::command::transport::stored_overrides(&record.request)
+                            .timeout
+                            .unwrap_or(self.options.window)
                     ),
                 )
                 .await;
@@ -850,7 +852,11 @@ impl HttpsDriver {
         retry: RetryPolicy,
     ) -> Result<Option<Transition>, Stop> {
         let store = shared.store.as_ref();
-        let options = self.card_options(shared, record).await?;
+        let mut options = self.card_options(shared, record).await?;
+        // The command's own timeout is how long each trigger waits for the card's session.
+        if let Some(t) = crate::command::transport::stored_overrides(&record.request).timeout {
+            options.window = t;
+        }
         let prepared = self.prepare(shared, record, &options).await?;
         let notify = self.sessions.waiter(&record.account_id, &record.id);
         // Answered already (a restart while the session ran)?
@@ -938,7 +944,7 @@ impl HttpsDriver {
                     return Err(job_fail(ErrorCode::TransportError, format!("trigger: {e}")));
                 }
             };
-            let deadline = tokio::time::Instant::now() + self.options.window;
+            let deadline = tokio::time::Instant::now() + options.window;
             let outcome = loop {
                 tokio::select! {
                     _ = notify.notified() => {

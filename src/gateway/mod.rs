@@ -459,13 +459,17 @@ async fn run(shared: Arc<Shared>, record: CommandRecord) {
     let iccid = record.iccid.clone();
     let mut retry = shared.config.pipeline.retry;
     let options = batch_options(&shared, &record).await;
+    // The command's own retries (its transport object) over its batch's, over the gateway's.
+    let retries = crate::command::transport::stored_overrides(&record.request)
+        .retries
+        .or(options.and_then(|o| o.max_retries));
+    if let Some(n) = retries {
+        retry = RetryPolicy {
+            attempts: n + 1,
+            ..retry
+        };
+    }
     if let Some(o) = options {
-        if let Some(n) = o.max_retries {
-            retry = RetryPolicy {
-                attempts: n + 1,
-                ..retry
-            };
-        }
         if !o.parallel
             && !record.status.is_terminal()
             && record.secured.is_none()

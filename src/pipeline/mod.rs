@@ -52,6 +52,9 @@ pub struct Job {
     pub request: Option<OtaCommandRequest>,
     /// validate: SPI, KIc, KID, TAR.
     pub security: Option<ValidSecurity>,
+    /// validate: the command's own PoR wait (its transport object's `parameters.timeout`),
+    /// over the gateway's.
+    pub por_timeout: Option<Duration>,
     /// resolve: the card.
     pub card: Option<CardRecord>,
     /// resolve: the key set the counter belongs to (and whose KIK encrypts new keys).
@@ -77,6 +80,7 @@ impl Job {
             resume_wait,
             request: None,
             security: None,
+            por_timeout: None,
             card: None,
             key_set: None,
             keys: None,
@@ -147,7 +151,8 @@ impl From<StoreError> for JobError {
 /// Settings of the stack.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
-    /// How long to wait for a PoR after each send.
+    /// How long to wait for a PoR after each send (a command's transport object may say
+    /// otherwise for itself).
     pub por_timeout: Duration,
     /// Default retry policy.
     pub retry: RetryPolicy,

@@ -285,11 +285,7 @@ impl Service<Job> for SendService {
     }
 
     fn call(&mut self, job: Job) -> Self::Future {
-        Box::pin(send(
-            self.store.clone(),
-            self.log.clone(),
-            self.por_timeout,
-            job,
-        ))
+        let por_timeout = job.por_timeout.unwrap_or(self.por_timeout);
+        Box::pin(send(self.store.clone(), self.log.clone(), por_timeout, job))
     }
 }

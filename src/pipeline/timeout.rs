@@ -17,7 +17,7 @@ pub struct TimeoutLayer {
 }
 
 impl TimeoutLayer {
-    /// Waits at most `por_timeout` per send.
+    /// Waits at most `por_timeout` per send, unless the job carries its own.
     pub fn new(por_timeout: Duration) -> Self {
         Self { por_timeout }
     }
@@ -60,10 +60,11 @@ where
             crate::security::Spi::from_bytes(s.spi).por.ending()
                 != Some(crate::security::PorEnding::Por)
         });
+        let por_timeout = job.por_timeout.unwrap_or(self.por_timeout);
         let limit = if ends_on_delivery {
-            self.por_timeout * 2 + Duration::from_secs(5)
+            por_timeout * 2 + Duration::from_secs(5)
         } else {
-            self.por_timeout
+            por_timeout
         };
         let fut = self.inner.call(job);
         Box::pin(async move {

@@ -19,6 +19,8 @@ pub struct FieldError {
     pub field: String,
     /// The problem.
     pub problem: String,
+    /// Values that explain it (the error body's `details`, besides the field).
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl FieldError {
@@ -27,7 +29,14 @@ impl FieldError {
         Self {
             field: field.into(),
             problem: problem.into(),
+            details: serde_json::Map::new(),
         }
+    }
+
+    /// With a value that explains the problem.
+    pub fn with_detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.details.insert(key.to_string(), value.into());
+        self
     }
 }
 
@@ -131,6 +140,21 @@ pub fn validate_request(req: &OtaCommandRequest) -> Result<ValidSecurity, FieldE
         }
         _ => {}
     }
+    if let Some(transport) = &req.transport {
+        let asked = transport.check()?;
+        transport.check_security(&spi)?;
+        if let (Some(class), Some(given)) = (req.priority, asked.priority) {
+            if class != given {
+                return Err(FieldError::new(
+                    "transport.parameters.priority",
+                    format!(
+                        "{} ({given}) disagrees with priority {class}; give one of them",
+                        given.rank()
+                    ),
+                ));
+            }
+        }
+    }
     if kic >> 4 == 0 && spi.ciphered {
         return Err(FieldError::new(
             "security.kic",
@@ -199,6 +223,11 @@ where
             .and_then(|req| validate_request(&req).map(|sec| (req, sec)));
         match checked {
             Ok((req, sec)) => {
+                job.por_timeout = req
+                    .transport
+                    .as_ref()
+                    .and_then(|t| t.check().ok())
+                    .and_then(|t| t.timeout);
                 job.request = Some(req);
                 job.security = Some(sec);
                 Box::pin(self.inner.call(job))
