@@ -3185,6 +3185,56 @@ async fn outbox_written_with_changes_and_claimed_in_order(b: Backend) {
     assert_eq!(store.outbox_len().await.unwrap(), 0);
 }
 
+/// Group commit: writes made at once share transactions, yet each caller gets its own answer:
+/// a duplicate insert among many fails alone (the others are stored), concurrent counter
+/// reservations are all distinct and contiguous, and what was answered is stored.
+async fn grouped_writes_answer_each_caller(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = Arc::new(db.open().await);
+    let a = account(&store, "g").await;
+    store.insert_cards(&a, &[card(&iccid(1))], 1).await.unwrap();
+    store.insert_command(&command(&a, "dup", 1)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every 50th is the duplicate.
+            let id = if i % 50 == 0 {
+                "dup".to_string()
+            } else {
+                format!("g{i:03}")
+            };
+            let inserted = store.insert_command(&command(&a, &id, 10)).await;
+            let counter = store.reserve_counter(&iccid(1), 1).await;
+            (id, inserted, counter)
+        }));
+    }
+    let mut counters = Vec::new();
+    let mut duplicates = 0;
+    for t in tasks {
+        let (id, inserted, counter) = t.await.unwrap();
+        match inserted {
+            Ok(()) => assert!(store.command(&a, &id).await.unwrap().is_some(), "{id}"),
+            Err(StoreError::Duplicate { key, .. }) => {
+                assert_eq!(key, "dup");
+                duplicates += 1;
+            }
+            Err(e) => panic!("{id}: {e}"),
+        }
+        counters.push(counter.unwrap());
+    }
+    assert_eq!(duplicates, 4);
+    counters.sort_unstable();
+    let first = counters[0];
+    assert_eq!(counters, (first..first + 200).collect::<Vec<_>>());
+    // The key set's counter is the last one handed out.
+    assert_eq!(
+        store.key_set(&iccid(1), 1).await.unwrap().unwrap().counter,
+        first + 199
+    );
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -3239,6 +3289,7 @@ suite!(
     master_key_checked_at_open,
     cards_searched_updated_deleted,
     outbox_written_with_changes_and_claimed_in_order,
+    grouped_writes_answer_each_caller,
 );
 
 #[tokio::test]
