@@ -76,10 +76,12 @@ pub async fn card_gp(
     account_id: &str,
     iccid: &str,
 ) -> Result<Result<GpProfile, String>, StoreError> {
-    let Some(id) = store.card_profile(account_id, iccid).await? else {
-        return Ok(Ok(GpProfile::default()));
-    };
-    Ok(match store.profile(account_id, id).await? {
+    // One read: the card's profile itself (a profile only links cards of its own account).
+    let profile = store
+        .profile_of_card(iccid)
+        .await?
+        .filter(|p| p.account_id == account_id);
+    Ok(match profile {
         Some(p) => match &p.defaults.gp {
             Some(gp) => GpProfile::from_json(gp)
                 .map_err(|(field, problem)| format!("profile {}: {field}: {problem}", p.id)),
