@@ -335,13 +335,15 @@ pub async fn start_with_store(
         url: redact(&config.store_url()),
         message: e.to_string(),
     })?;
-    let outbox = OutboxWorker::start(
+    webhooks.attach_metrics(gateway.metrics().webhook_outcomes());
+    let outbox = OutboxWorker::start_with_gauge(
         store.clone(),
         webhooks,
         OutboxConfig {
             owner: gateway.id().to_string(),
             ..OutboxConfig::default()
         },
+        Some(gateway.metrics().outbox_gauge()),
     );
     // Pushes go through the SMS dispatcher, which hears their error PoRs.
     if let (Some(pusher), Some(sms)) = (&sms_pusher, gateway.transports().route("sms")) {

@@ -802,6 +802,25 @@ async fn webhooks_get_signed_events(backend: &str) {
         got("hook")
     );
     assert_eq!(got("only"), vec!["command.completed".to_string()]);
+    // The Prometheus counters agree with what the receivers got.
+    let received = seen.lock().map(|v| v.len()).unwrap_or(0);
+    let text = env
+        .client
+        .get(format!("{}/metrics", env.server.base_url()))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    let delivered = text
+        .lines()
+        .find(|l| l.starts_with("otagw_webhook_deliveries_total{result=\"delivered\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok());
+    assert_eq!(delivered, Some(received as f64), "{text}");
+    assert!(text.contains("otagw_outbox_events "), "{text}");
     env.shutdown().await;
 }
 

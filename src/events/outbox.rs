@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -63,8 +64,18 @@ impl OutboxWorker {
     /// # Panics
     /// Outside a tokio runtime.
     pub fn start(store: Arc<dyn Store>, webhooks: Webhooks, config: OutboxConfig) -> Self {
+        Self::start_with_gauge(store, webhooks, config, None)
+    }
+
+    /// Starts, keeping `depth` set to the events waiting (sampled every [`DEPTH_EVERY`]).
+    pub fn start_with_gauge(
+        store: Arc<dyn Store>,
+        webhooks: Webhooks,
+        config: OutboxConfig,
+        depth: Option<Gauge>,
+    ) -> Self {
         let stop = Arc::new(Notify::new());
-        let task = tokio::spawn(run(store, webhooks, config, stop.clone()));
+        let task = tokio::spawn(run(store, webhooks, config, stop.clone(), depth));
         Self {
             stop,
             task: Some(task),
@@ -108,7 +119,16 @@ struct Handled {
     done: bool,
 }
 
-async fn run(store: Arc<dyn Store>, webhooks: Webhooks, config: OutboxConfig, stop: Arc<Notify>) {
+/// How often the outbox depth gauge is sampled.
+pub const DEPTH_EVERY: Duration = Duration::from_secs(5);
+
+async fn run(
+    store: Arc<dyn Store>,
+    webhooks: Webhooks,
+    config: OutboxConfig,
+    stop: Arc<Notify>,
+    depth: Option<Gauge>,
+) {
     let owner = config.owner.as_str();
     // A restarted gateway takes its own leases back: nothing of its old self delivers them.
     if let Err(e) = store.renew_outbox(owner, 0).await {
@@ -120,7 +140,16 @@ async fn run(store: Arc<dyn Store>, webhooks: Webhooks, config: OutboxConfig, st
     let mut retry: Vec<i64> = Vec::new();
     let renew_every = (config.lease / 3).max(Duration::from_millis(50));
     let mut last_renew = tokio::time::Instant::now();
+    let mut last_depth: Option<tokio::time::Instant> = None;
     loop {
+        if let Some(gauge) = &depth {
+            if last_depth.is_none_or(|at| at.elapsed() >= DEPTH_EVERY) {
+                last_depth = Some(tokio::time::Instant::now());
+                if let Ok(n) = store.outbox_len().await {
+                    gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+        }
         // What ended since the last round.
         while let Some(joined) = tasks.try_join_next() {
             settle(joined, &mut per_account, &mut done, &mut retry);

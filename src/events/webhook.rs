@@ -55,11 +55,21 @@ use reqwest::{StatusCode, Url};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use crate::store::{Store, StoreError, Webhook};
 
 /// Event names.
 pub mod events {
     pub use crate::events::names::*;
+}
+
+/// A delivery outcome, the `result` label of `otagw_webhook_deliveries_total`: `delivered`,
+/// `failed_attempt` or `given_up`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct WebhookOutcome {
+    pub result: String,
 }
 
 /// Header naming the event.
@@ -252,6 +262,7 @@ impl Webhooks {
                 slots: Mutex::new(HashMap::new()),
                 cache: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
+                outcomes: std::sync::OnceLock::new(),
                 policy,
                 limits,
             }),
@@ -270,6 +281,12 @@ impl Webhooks {
     /// within [`WebhookLimits::cache_ttl`]).
     pub fn forget(&self, account_id: &str) {
         lock(&self.shared.cache).remove(account_id);
+    }
+
+    /// Counts outcomes in these Prometheus counters too (label `result`: `delivered`,
+    /// `failed_attempt`, `given_up`). The first call wins.
+    pub fn attach_metrics(&self, outcomes: Family<WebhookOutcome, Counter>) {
+        let _ = self.shared.outcomes.set(outcomes);
     }
 
     /// Counters since start.
@@ -348,6 +365,8 @@ struct Shared {
     slots: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
     cache: Mutex<HashMap<String, CachedHooks>>,
     counters: Counters,
+    /// Prometheus counters, once attached.
+    outcomes: std::sync::OnceLock<Family<WebhookOutcome, Counter>>,
 }
 
 #[derive(Default)]
@@ -422,6 +441,17 @@ fn redacted(url: &str) -> String {
 }
 
 impl Shared {
+    fn count(&self, counter: &AtomicU64, result: &str) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(outcomes) = self.outcomes.get() {
+            outcomes
+                .get_or_create(&WebhookOutcome {
+                    result: result.to_string(),
+                })
+                .inc();
+        }
+    }
+
     /// Hands the event to each wanted webhook and waits for every delivery to end.
     async fn deliver_event(&self, event: &WebhookEvent) -> Result<(), LookupFailed> {
         let hooks = self.webhooks_for(&event.account_id).await?;
@@ -518,7 +548,7 @@ impl Shared {
         let url = match Url::parse(&hook.url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => url,
             _ => {
-                self.counters.given_up.fetch_add(1, Ordering::Relaxed);
+                self.count(&self.counters.given_up, "given_up");
                 tracing::error!(
                     webhook = %hook.id,
                     account = %hook.account_id,
@@ -536,7 +566,7 @@ impl Shared {
             };
             let (reason, retry_after, permanent) = match outcome {
                 Ok(status) => {
-                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    self.count(&self.counters.delivered, "delivered");
                     tracing::debug!(
                         webhook = %hook.id,
                         delivery = %delivery.id,
@@ -553,11 +583,9 @@ impl Shared {
                 }) => (reason, retry_after, false),
                 Err(Failure::Permanent(reason)) => (reason, None, true),
             };
-            self.counters
-                .failed_attempts
-                .fetch_add(1, Ordering::Relaxed);
+            self.count(&self.counters.failed_attempts, "failed_attempt");
             if permanent || attempt == attempts {
-                self.counters.given_up.fetch_add(1, Ordering::Relaxed);
+                self.count(&self.counters.given_up, "given_up");
                 tracing::error!(
                     webhook = %hook.id,
                     account = %hook.account_id,

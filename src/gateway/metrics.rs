@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::command::{CommandStatus, ErrorCode};
+use crate::events::webhook::WebhookOutcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Finished {
@@ -28,6 +29,8 @@ pub struct GatewayMetrics {
     latency: Histogram,
     in_flight: Gauge,
     parked: Gauge,
+    webhooks: Family<WebhookOutcome, Counter>,
+    outbox: Gauge,
 }
 
 impl Default for GatewayMetrics {
@@ -76,6 +79,18 @@ impl GatewayMetrics {
             "Commands waiting for their card's previous command",
             parked.clone(),
         );
+        let webhooks = Family::<WebhookOutcome, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, failed_attempt, given_up)",
+            webhooks.clone(),
+        );
+        let outbox = Gauge::default();
+        registry.register(
+            "outbox_events",
+            "Events waiting in the outbox for webhook delivery (all gateways, sampled)",
+            outbox.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             finished,
@@ -84,7 +99,19 @@ impl GatewayMetrics {
             latency,
             in_flight,
             parked,
+            webhooks,
+            outbox,
         }
+    }
+
+    /// The webhook outcome counters (the sender increments them).
+    pub fn webhook_outcomes(&self) -> Family<WebhookOutcome, Counter> {
+        self.webhooks.clone()
+    }
+
+    /// The outbox depth gauge (the outbox worker sets it).
+    pub fn outbox_gauge(&self) -> Gauge {
+        self.outbox.clone()
     }
 
     /// A command ended.
