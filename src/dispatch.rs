@@ -294,7 +294,9 @@ impl OtaDispatcher {
 }
 
 /// A command secured for one card: the message to hand to a transport, and the record the
-/// dispatcher waits on.
+/// dispatcher matches its PoR against. Every path that sends a secured packet (commands and
+/// their resends, campaigns, SCP81 triggers, CAT_TP pushes) builds one here, so the packet,
+/// its TAR and counter, and the PoR's keys always agree.
 #[derive(Debug)]
 pub struct SecuredCommand {
     /// What the transport carries.
@@ -303,37 +305,65 @@ pub struct SecuredCommand {
     pub pending: PendingCommand<MessageId>,
 }
 
-/// Secures `data` (a remote APDU script) with `header` and `keys` for the card at `msisdn`.
+impl SecuredCommand {
+    /// A packet secured under `header` and `keys` (a resend passes the packet as recorded:
+    /// never secured again, so never under another counter).
+    pub fn of_packet(
+        id: MessageId,
+        destination: otagw_transport::Destination,
+        packet: Vec<u8>,
+        header: &crate::security::CommandHeader,
+        keys: &crate::security::Scp80Keys,
+        options: otagw_transport::SendOptions,
+    ) -> Self {
+        SecuredCommand {
+            pending: PendingCommand {
+                id,
+                msisdn: destination.msisdn.clone(),
+                tar: header.tar,
+                counter: header.counter,
+                spi: header.spi,
+                keys: keys.clone(),
+            },
+            message: OutboundMessage {
+                id,
+                destination,
+                payload: otagw_transport::Payload::SecuredPacket {
+                    packet,
+                    tar: header.tar,
+                    counter: header.counter.to_bytes(),
+                },
+                options,
+            },
+        }
+    }
+
+    /// What ends it, as its SPI asks (TS 102 225 5.1.1, b2b1 of the second octet): a PoR,
+    /// delivery, or delivery then a quiet wait. `None`: the reserved coding 11.
+    pub fn ending(&self) -> Option<crate::security::PorEnding> {
+        self.pending.spi.por.ending()
+    }
+}
+
+/// Secures `data` (a remote APDU script) with `header` and `keys`, framed for the transport
+/// (SMS-PP or CAT_TP), for `destination`.
 pub fn secure_command(
     id: MessageId,
-    msisdn: &str,
+    destination: otagw_transport::Destination,
     header: &crate::security::CommandHeader,
     keys: &crate::security::Scp80Keys,
     data: &[u8],
+    framing: crate::security::command::PacketFraming,
     options: otagw_transport::SendOptions,
 ) -> Result<SecuredCommand, crate::security::SecurityError> {
-    let packet = crate::security::command::encode_command_packet(header, keys, data)?;
-    Ok(SecuredCommand {
-        message: OutboundMessage {
-            id,
-            destination: otagw_transport::Destination {
-                msisdn: msisdn.to_string(),
-                iccid: None,
-            },
-            payload: otagw_transport::Payload::SecuredPacket {
-                packet,
-                tar: header.tar,
-                counter: header.counter.to_bytes(),
-            },
-            options,
-        },
-        pending: PendingCommand {
-            id,
-            msisdn: msisdn.to_string(),
-            tar: header.tar,
-            counter: header.counter,
-            spi: header.spi,
-            keys: keys.clone(),
-        },
-    })
+    let packet =
+        crate::security::command::encode_command_packet_framed(header, keys, data, framing)?;
+    Ok(SecuredCommand::of_packet(
+        id,
+        destination,
+        packet,
+        header,
+        keys,
+        options,
+    ))
 }

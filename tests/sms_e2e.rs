@@ -161,8 +161,20 @@ fn command(
         delivery_report: true,
         ..SendOptions::default()
     };
-    let c =
-        secure_command(MessageId(id), &card.msisdn, &header, &keys, data, options).expect("packet");
+    let destination = otagw_transport::Destination {
+        msisdn: card.msisdn.clone(),
+        iccid: None,
+    };
+    let c = secure_command(
+        MessageId(id),
+        destination,
+        &header,
+        &keys,
+        data,
+        otagw::security::PacketFraming::Sms,
+        options,
+    )
+    .expect("packet");
     (c.message, c.pending)
 }
 

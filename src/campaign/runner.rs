@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::{card_state, status, CampaignPlan, CampaignSettings, CampaignType};
 use crate::correlation::PendingCommand;
-use crate::dispatch::{DispatchNote, OtaOutcome, SecuredCommand};
+use crate::dispatch::{DispatchNote, OtaOutcome};
 use crate::events::{Event, OutboxEvent};
 use crate::gateway::{now_ms, Gateway};
 use crate::pipeline::resolve::scp80_keys;
@@ -963,15 +963,18 @@ async fn run_leg(
             Err(e) => return End::new(step, card_state::FAILED, e),
         };
         let id = next_id(shared);
-        let secured = match secure_framed(
+        let destination = Destination {
+            msisdn: msisdn.to_string(),
+            iccid: Some(card.iccid.clone()),
+        };
+        let secured = match crate::dispatch::secure_command(
             id,
-            msisdn,
-            &card.iccid,
+            destination,
             &header,
             keys,
             script,
-            options.clone(),
             leg.framing,
+            options.clone(),
         ) {
             Ok(s) => s,
             Err(e) => return End::new(step, card_state::FAILED, format!("securing: {e}")),
@@ -1155,47 +1158,6 @@ enum Wait {
     Delivered(String),
     /// No answer: why.
     Fail(String),
-}
-
-/// Secures a script for one card, framed for the campaign's transport (CAT_TP puts its
-/// packet identifier and a BER length in the RC/CC input), addressed by MSISDN and ICCID (a
-/// CAT_TP link is found by the card's ICCID).
-#[allow(clippy::too_many_arguments)]
-fn secure_framed(
-    id: MessageId,
-    msisdn: &str,
-    iccid: &str,
-    header: &crate::security::CommandHeader,
-    keys: &crate::security::Scp80Keys,
-    data: &[u8],
-    options: SendOptions,
-    framing: crate::security::command::PacketFraming,
-) -> Result<SecuredCommand, crate::security::SecurityError> {
-    let packet =
-        crate::security::command::encode_command_packet_framed(header, keys, data, framing)?;
-    Ok(SecuredCommand {
-        message: OutboundMessage {
-            id,
-            destination: Destination {
-                msisdn: msisdn.to_string(),
-                iccid: Some(iccid.to_string()),
-            },
-            payload: Payload::SecuredPacket {
-                packet,
-                tar: header.tar,
-                counter: header.counter.to_bytes(),
-            },
-            options,
-        },
-        pending: PendingCommand {
-            id,
-            msisdn: msisdn.to_string(),
-            tar: header.tar,
-            counter: header.counter,
-            spi: header.spi,
-            keys: keys.clone(),
-        },
-    })
 }
 
 /// Reserves the next message's counter and records it (durably) before the message goes.

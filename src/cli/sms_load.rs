@@ -157,10 +157,14 @@ async fn load(a: SmsLoadArgs) -> anyhow::Result<ExitCode> {
             };
             let c = secure_command(
                 MessageId(next_id),
-                &card.msisdn,
+                otagw_transport::Destination {
+                    msisdn: card.msisdn.clone(),
+                    iccid: None,
+                },
                 &header,
                 &card.keys,
                 &data,
+                otagw::security::command::PacketFraming::Sms,
                 SendOptions::default(),
             )?;
             let permit = in_flight.clone().acquire_owned().await?;

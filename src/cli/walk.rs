@@ -298,10 +298,14 @@ fn over_smpp(args: &DemoArgs, spi: Spi, kic_kid: u8) -> anyhow::Result<()> {
                 };
                 let c = secure_command(
                     MessageId(id),
-                    &card.msisdn,
+                    otagw_transport::Destination {
+                        msisdn: card.msisdn.clone(),
+                        iccid: None,
+                    },
                     &header,
                     &card.keys,
                     &data,
+                    otagw::security::command::PacketFraming::Sms,
                     options,
                 )?;
                 let rx = dispatcher.send(c.message, c.pending).await?;

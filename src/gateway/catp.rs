@@ -23,7 +23,7 @@ use otagw_transport::{
 };
 
 use crate::correlation::PendingCommand;
-use crate::dispatch::OtaOutcome;
+use crate::dispatch::{OtaOutcome, SecuredCommand};
 use crate::gateway::outcome::sw_is_success;
 use crate::pipeline::resolve::scp80_keys;
 use crate::pipeline::SharedDispatcher;
@@ -236,29 +236,19 @@ impl SmsPusher {
         let packet =
             encode_command_packet(&header, &keys, &data).map_err(|e| rejected(e.to_string()))?;
         let id = MessageId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let pending = PendingCommand {
+        let push = SecuredCommand::of_packet(
             id,
-            msisdn: message.destination.msisdn.clone(),
-            tar,
-            counter,
-            spi,
-            keys,
-        };
-        let push = OutboundMessage {
-            id,
-            destination: message.destination.clone(),
-            payload: Payload::SecuredPacket {
-                packet,
-                tar,
-                counter: counter.to_bytes(),
-            },
-            options: SendOptions {
+            message.destination.clone(),
+            packet,
+            &header,
+            &keys,
+            SendOptions {
                 validity_minutes: message.options.validity_minutes,
                 delivery_report: false,
                 sequential_segments: false,
             },
-        };
-        Ok((push, pending))
+        );
+        Ok((push.message, push.pending))
     }
 }
 

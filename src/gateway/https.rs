@@ -20,7 +20,7 @@ use otagw_https::trigger::{
     ConnectionParams, HttpParams, RetryPolicy as CardRetry, SecurityParams, TimerValue,
     TriggerParams,
 };
-use otagw_transport::{Destination, OutboundMessage, Payload, SendOptions};
+use otagw_transport::{Destination, SendOptions};
 use tokio::sync::Notify;
 
 use super::{apply, fail, now_ms, Recorded, Shared};
@@ -29,8 +29,8 @@ use crate::command::{
     CardResponse, CommandError, CommandStatus, CommandType, ErrorCode, OtaCommandRequest,
     StatusWordData,
 };
-use crate::correlation::PendingCommand;
 use crate::dispatch::OtaOutcome;
+use crate::dispatch::SecuredCommand;
 use crate::gateway::outcome::sw_is_success;
 use crate::pipeline::secure::{card_class, requested_applet};
 use crate::pipeline::{validate_request, RetryPolicy, ValidSecurity};
@@ -908,32 +908,26 @@ impl HttpsDriver {
                 )
                 .await;
             let id = shared.log.allocate(&record.account_id, &record.id);
-            let pending = PendingCommand {
+            let trigger = SecuredCommand::of_packet(
                 id,
-                msisdn: prepared.msisdn.clone(),
-                tar: options.trigger_tar,
-                counter: header.counter,
-                spi: prepared.sec.spi,
-                keys: prepared.keys.clone(),
-            };
-            let message = OutboundMessage {
-                id,
-                destination: Destination {
+                Destination {
                     msisdn: prepared.msisdn.clone(),
                     iccid: Some(record.iccid.clone()),
                 },
-                payload: Payload::SecuredPacket {
-                    packet,
-                    tar: options.trigger_tar,
-                    counter: header.counter.to_bytes(),
-                },
-                options: SendOptions {
+                packet,
+                &header,
+                &prepared.keys,
+                SendOptions {
                     validity_minutes: None,
                     delivery_report: true,
                     sequential_segments: false,
                 },
-            };
-            let mut por = match route.dispatcher.send(message, pending).await {
+            );
+            let mut por = match route
+                .dispatcher
+                .send(trigger.message, trigger.pending)
+                .await
+            {
                 Ok(rx) => Some(rx),
                 Err(e) if e.is_transient() => {
                     tracing::info!(command = %record.id, "trigger not sent: {e}");

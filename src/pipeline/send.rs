@@ -9,14 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use otagw_transport::{Destination, MessageId, OutboundMessage, Payload, SendOptions};
+use otagw_transport::{Destination, MessageId, SendOptions};
 use tower::Service;
 
 use super::{Done, Job, JobError, SharedDispatcher};
 use crate::command::ErrorCode;
-use crate::correlation::PendingCommand;
-use crate::dispatch::OtaOutcome;
-use crate::security::{Counter, PorEnding, Spi};
+use crate::dispatch::{OtaOutcome, SecuredCommand};
+use crate::security::{CommandHeader, Counter, KeyIdentifier, PorEnding, Spi};
 use crate::store::Store;
 
 /// How often a command waiting for its PoR checks whether it ended elsewhere.
@@ -146,19 +145,38 @@ async fn send(
         code: ErrorCode::SecurityError,
         message: e.to_string(),
     })?;
-    let spi = Spi::from_bytes(secured.spi);
-    let ending = spi.por.ending().ok_or_else(|| JobError::Fail {
+    let header = CommandHeader {
+        spi: Spi::from_bytes(secured.spi),
+        kic: KeyIdentifier(secured.kic),
+        kid: KeyIdentifier(secured.kid),
+        tar: secured.tar,
+        counter,
+    };
+    let now = crate::gateway::now_ms();
+    let validity_minutes = job
+        .record
+        .expires_at
+        .map(|e| ((e - now).max(60_000) / 60_000) as u32);
+    // The packet as recorded: a resend never secures it again.
+    let command = SecuredCommand::of_packet(
+        id,
+        Destination {
+            msisdn: secured.msisdn.clone(),
+            iccid: Some(job.record.iccid.clone()),
+        },
+        secured.packet.clone(),
+        &header,
+        &keys,
+        SendOptions {
+            validity_minutes,
+            delivery_report: true,
+            sequential_segments: false,
+        },
+    );
+    let ending = command.ending().ok_or_else(|| JobError::Fail {
         code: ErrorCode::InvalidState,
         message: "SPI PoR coding 11 is reserved".into(),
     })?;
-    let pending = PendingCommand {
-        id,
-        msisdn: secured.msisdn.clone(),
-        tar: secured.tar,
-        counter,
-        spi,
-        keys,
-    };
     // The record as sent: its send time is what PoR latency is measured from.
     let mut sent = job.record.clone();
     let no_por = |sent: &crate::store::CommandRecord| Done {
@@ -182,9 +200,8 @@ async fn send(
                 return Ok(no_por(&sent));
             }
         }
-        route.dispatcher.expect(pending)
+        route.dispatcher.expect(command.pending)
     } else {
-        let now = crate::gateway::now_ms();
         sent.sent_at = Some(now);
         if !store
             .record_send(&record.account_id, &record.id, &job.owner, now)
@@ -196,29 +213,9 @@ async fn send(
         }
         // This send counts: the result (a PoR refusing a resend) says which send it was.
         sent.attempts = record.attempts + 1;
-        let validity_minutes = record
-            .expires_at
-            .map(|e| ((e - now).max(60_000) / 60_000) as u32);
-        let message = OutboundMessage {
-            id,
-            destination: Destination {
-                msisdn: secured.msisdn.clone(),
-                iccid: Some(record.iccid.clone()),
-            },
-            payload: Payload::SecuredPacket {
-                packet: secured.packet.clone(),
-                tar: secured.tar,
-                counter: counter.to_bytes(),
-            },
-            options: SendOptions {
-                validity_minutes,
-                delivery_report: true,
-                sequential_segments: false,
-            },
-        };
         route
             .dispatcher
-            .send(message, pending)
+            .send(command.message, command.pending)
             .await
             .map_err(JobError::Transport)?
     };
