@@ -36,6 +36,13 @@ fn otagw_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The JSON a verb printed: the whole stdout with `--json`, else its last line (the line
+/// after `Json:`).
+fn json_of(out: &str) -> Value {
+    let line = out.trim_end().lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
 fn vectors() -> Vec<Value> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -404,27 +411,44 @@ fn account_tokens_listed_and_revoked() {
     assert!(ok, "{err}");
     let (ok, out, _) = run(&["account", "tokens", "--account", "acme"]);
     assert!(ok);
-    assert!(out.contains("no tokens"), "{out}");
+    assert!(
+        out.starts_with("Tokens:\n(none)") && json_of(&out) == serde_json::json!([]),
+        "{out}"
+    );
     let (ok, first, err) = run(&["token", "create", "--account", "acme", "--label", "ci"]);
     assert!(ok, "{err}");
-    let (ok, second, err) = run(&["token", "create", "--account", "acme", "--label", "ops"]);
+    let (ok, second, err) = run(&[
+        "token",
+        "create",
+        "--account",
+        "acme",
+        "--label",
+        "ops",
+        "--json",
+    ]);
     assert!(ok, "{err}");
-    let (first, second) = (first.trim(), second.trim());
+    assert!(first.starts_with("Token instance:\n"), "{first}");
+    let (first, second) = (json_of(&first), json_of(&second));
+    let first = first["token"].as_str().expect("token").to_string();
+    let second = second["token"].as_str().expect("token").to_string();
     assert!(first.starts_with("otagw_") && second.starts_with("otagw_"));
 
     let (ok, out, err) = run(&["account", "tokens", "--account", "acme"]);
     assert!(ok, "{err}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2, "{out}");
-    assert!(
-        lines[0].ends_with(" ci") && lines[1].ends_with(" ops"),
-        "{out}"
-    );
+    let listed = json_of(&out);
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["ci", "ops"], "{out}");
     assert!(
         !out.contains(&first[6..]) && !out.contains(&second[6..]),
         "token value listed: {out}"
     );
-    let ci_id = lines[0].split_whitespace().next().expect("id").to_string();
+    let ci_id = listed[0]["id"].as_str().expect("id").to_string();
+    assert!(out.contains(&format!("| {ci_id} | ci ")), "{out}");
 
     let (ok, _, err) = run(&[
         "account",
@@ -462,14 +486,16 @@ fn account_tokens_listed_and_revoked() {
         &ci_id,
     ]);
     assert!(ok, "{err}");
-    assert!(out.contains(&format!("token {ci_id} revoked")), "{out}");
-    let (ok, out, _) = run(&["account", "tokens", "--account", "acme"]);
-    assert!(ok);
-    assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(
-        out.trim_end().ends_with(" ops") && !out.contains(&ci_id),
+    assert_eq!(
+        json_of(&out),
+        serde_json::json!({"id": ci_id, "revoked": true}),
         "{out}"
     );
+    let (ok, out, _) = run(&["account", "tokens", "--account", "acme", "--json"]);
+    assert!(ok);
+    let listed = json_of(&out);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{out}");
+    assert!(listed[0]["name"] == "ops" && !out.contains(&ci_id), "{out}");
     let (ok, _, err) = run(&[
         "account",
         "revoke-token",
@@ -534,7 +560,7 @@ fn cards_listed_updated_deleted_and_iccids_checked_like_rest() {
     let (ok, out, err) = run(&["card", "list", "--iccid", "89330123", "--limit", "1"]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("8933012300000000012") && !out.contains("8933012300000000020  "),
+        out.contains("| 8933012300000000012 |") && !out.contains("8933012300000000020"),
         "{out}"
     );
     assert!(out.contains("more: --after 8933012300000000012"), "{out}");
@@ -573,13 +599,15 @@ fn cards_listed_updated_deleted_and_iccids_checked_like_rest() {
         "cardClass=gsm",
     ]);
     assert!(ok, "{err}");
-    assert!(out.contains("msisdn      33699999999"), "{out}");
+    assert!(out.contains("| msisdn "), "{out}");
+    assert_eq!(json_of(&out)["msisdn"], "33699999999", "{out}");
     let (ok, out, _) = run(&["card", "show", "--iccid", "8933012300000000012F"]);
     assert!(ok);
     assert!(
-        out.contains("attribute   cardClass=gsm") && out.contains("key version 1"),
+        out.contains("| attribute cardClass | gsm ") && out.contains("| key version 1 "),
         "{out}"
     );
+    assert_eq!(json_of(&out)["attributes"]["cardClass"], "gsm", "{out}");
     assert!(
         !out.contains("PIN1") && !out.to_lowercase().contains("00112233"),
         "{out}"
@@ -609,8 +637,9 @@ fn cards_listed_updated_deleted_and_iccids_checked_like_rest() {
         "acme",
     ]);
     assert!(ok, "{err}");
+    let deleted = json_of(&out);
     assert!(
-        out.contains("card 8933012300000000012 deleted (1 key set(s)"),
+        deleted["iccid"] == "8933012300000000012" && deleted["keySetsDeleted"] == 1,
         "{out}"
     );
     let (ok, _, err) = run(&[
@@ -670,7 +699,7 @@ fn campaign_create_takes_a_profile_name_and_names_the_bad_apdu_line() {
         good.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    assert!(out.contains("by_name"), "{out}");
+    assert_eq!(json_of(&out)["name"], "by_name", "{out}");
     let bad = dir.join("bad.apdu");
     std::fs::write(&bad, "A0A40000023F00\n\nA0A4ZZ\n").expect("file");
     let (ok, _, err) = run(&[
