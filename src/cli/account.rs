@@ -56,7 +56,8 @@ pub enum AccountCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Create a bearer token for an account (printed once; only its hash is stored).
+    /// Create a bearer token for an account: prints its value once (only its hash is stored);
+    /// with --json, its id, name, account and creation time too.
     Create {
         /// The account's name.
         #[arg(long)]
@@ -231,17 +232,13 @@ pub(crate) fn run_token(ctx: &Ctx, command: TokenCommand) -> anyhow::Result<Exit
                     token,
                 })
             })?;
-            ctx.out.instance(
-                "Token instance",
-                &[
-                    ("id", made.view.id.clone()),
-                    ("name", made.view.name.clone()),
-                    ("account", made.account.clone()),
-                    ("created", date(made.view.created_at)),
-                    ("token", made.token.clone()),
-                ],
-                &made,
-            )?;
+            // The value alone by default: it is a secret to put in a file (`> token` for
+            // --token-file), as scripts take it; --json gives the token with its id.
+            if ctx.out.json {
+                println!("{}", serde_json::to_string(&made)?);
+            } else {
+                println!("{}", made.token);
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
