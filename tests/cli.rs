@@ -753,6 +753,8 @@ fn campaign_create_takes_a_profile_name_and_names_the_bad_apdu_line() {
 struct Serve {
     child: std::process::Child,
     url: String,
+    // Kept open: a later line from serve must not meet a closed pipe.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
 }
 
 impl Serve {
@@ -773,16 +775,18 @@ impl Serve {
         let mut child = c.spawn().expect("start serve");
         // "otagw serve: API http://127.0.0.1:PORT gateway ... store ..."
         let mut line = String::new();
-        let stdout = child.stdout.take().expect("stdout");
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("serve's first line");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line).expect("serve's first line");
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_string();
-        Serve { child, url }
+        Serve {
+            child,
+            url,
+            _stdout: stdout,
+        }
     }
 }
 

@@ -16,21 +16,24 @@ use super::output::Out;
 use super::provision::{resolve_account, AccountArg};
 use super::remote::{self, Client};
 
+/// Where the options every verb takes are listed in `--help`.
+const HEADING: &str = "Remote mode and output";
+
 /// Options every verb takes.
 #[derive(Debug, Args)]
 pub(crate) struct Global {
     /// Remote mode: run the verb through the REST API of this server (http:// or https://)
     /// instead of on a local store.
-    #[arg(long, global = true, env = "OTAGW_SERVER", value_name = "URL")]
+    #[arg(long, global = true, env = "OTAGW_SERVER", value_name = "URL", help_heading = HEADING)]
     server: Option<String>,
     /// Remote mode: a file holding the bearer token (else the OTAGW_TOKEN variable).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = HEADING)]
     token_file: Option<PathBuf>,
     /// Remote mode over HTTPS: also trust this CA certificate (PEM).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = HEADING)]
     ca_file: Option<PathBuf>,
     /// Print only the JSON (for scripts), not the instance table.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = HEADING)]
     json: bool,
     /// Refused: a token on the command line shows in `ps` and shell histories.
     #[arg(long, global = true, hide = true, value_name = "TOKEN")]
