@@ -27,6 +27,8 @@ fn otagw_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
         .env("OTAGW_DATA_DIR", dir)
         .env_remove("OTAGW_CONFIG")
         .env_remove("OTAGW_DATABASE_URL")
+        .env_remove("OTAGW_SERVER")
+        .env_remove("OTAGW_TOKEN")
         .output()
         .expect("run otagw");
     (
@@ -34,6 +36,13 @@ fn otagw_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The JSON a verb printed: the whole stdout with `--json`, else its last line (the line
+/// after `Json:`).
+fn json_of(out: &str) -> Value {
+    let line = out.trim_end().lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
 fn vectors() -> Vec<Value> {
@@ -404,27 +413,48 @@ fn account_tokens_listed_and_revoked() {
     assert!(ok, "{err}");
     let (ok, out, _) = run(&["account", "tokens", "--account", "acme"]);
     assert!(ok);
-    assert!(out.contains("no tokens"), "{out}");
+    assert!(
+        out.starts_with("Tokens:\n(none)") && json_of(&out) == serde_json::json!([]),
+        "{out}"
+    );
     let (ok, first, err) = run(&["token", "create", "--account", "acme", "--label", "ci"]);
     assert!(ok, "{err}");
-    let (ok, second, err) = run(&["token", "create", "--account", "acme", "--label", "ops"]);
+    let (ok, second, err) = run(&[
+        "token",
+        "create",
+        "--account",
+        "acme",
+        "--label",
+        "ops",
+        "--json",
+    ]);
     assert!(ok, "{err}");
-    let (first, second) = (first.trim(), second.trim());
+    // The value alone (for `> token-file`), or with --json the token with its id.
+    let first = first.trim().to_string();
+    let second = json_of(&second);
+    assert!(
+        second["name"] == "ops" && second["account"] == "acme",
+        "{second}"
+    );
+    let second = second["token"].as_str().expect("token").to_string();
     assert!(first.starts_with("otagw_") && second.starts_with("otagw_"));
 
     let (ok, out, err) = run(&["account", "tokens", "--account", "acme"]);
     assert!(ok, "{err}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2, "{out}");
-    assert!(
-        lines[0].ends_with(" ci") && lines[1].ends_with(" ops"),
-        "{out}"
-    );
+    let listed = json_of(&out);
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["ci", "ops"], "{out}");
     assert!(
         !out.contains(&first[6..]) && !out.contains(&second[6..]),
         "token value listed: {out}"
     );
-    let ci_id = lines[0].split_whitespace().next().expect("id").to_string();
+    let ci_id = listed[0]["id"].as_str().expect("id").to_string();
+    assert!(out.contains(&format!("| {ci_id} | ci ")), "{out}");
 
     let (ok, _, err) = run(&[
         "account",
@@ -462,14 +492,16 @@ fn account_tokens_listed_and_revoked() {
         &ci_id,
     ]);
     assert!(ok, "{err}");
-    assert!(out.contains(&format!("token {ci_id} revoked")), "{out}");
-    let (ok, out, _) = run(&["account", "tokens", "--account", "acme"]);
-    assert!(ok);
-    assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(
-        out.trim_end().ends_with(" ops") && !out.contains(&ci_id),
+    assert_eq!(
+        json_of(&out),
+        serde_json::json!({"id": ci_id, "revoked": true}),
         "{out}"
     );
+    let (ok, out, _) = run(&["account", "tokens", "--account", "acme", "--json"]);
+    assert!(ok);
+    let listed = json_of(&out);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{out}");
+    assert!(listed[0]["name"] == "ops" && !out.contains(&ci_id), "{out}");
     let (ok, _, err) = run(&[
         "account",
         "revoke-token",
@@ -534,7 +566,7 @@ fn cards_listed_updated_deleted_and_iccids_checked_like_rest() {
     let (ok, out, err) = run(&["card", "list", "--iccid", "89330123", "--limit", "1"]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("8933012300000000012") && !out.contains("8933012300000000020  "),
+        out.contains("| 8933012300000000012 |") && !out.contains("8933012300000000020"),
         "{out}"
     );
     assert!(out.contains("more: --after 8933012300000000012"), "{out}");
@@ -573,13 +605,15 @@ fn cards_listed_updated_deleted_and_iccids_checked_like_rest() {
         "cardClass=gsm",
     ]);
     assert!(ok, "{err}");
-    assert!(out.contains("msisdn      33699999999"), "{out}");
+    assert!(out.contains("| msisdn "), "{out}");
+    assert_eq!(json_of(&out)["msisdn"], "33699999999", "{out}");
     let (ok, out, _) = run(&["card", "show", "--iccid", "8933012300000000012F"]);
     assert!(ok);
     assert!(
-        out.contains("attribute   cardClass=gsm") && out.contains("key version 1"),
+        out.contains("| attribute cardClass | gsm ") && out.contains("| key version 1 "),
         "{out}"
     );
+    assert_eq!(json_of(&out)["attributes"]["cardClass"], "gsm", "{out}");
     assert!(
         !out.contains("PIN1") && !out.to_lowercase().contains("00112233"),
         "{out}"
@@ -609,8 +643,9 @@ fn cards_listed_updated_deleted_and_iccids_checked_like_rest() {
         "acme",
     ]);
     assert!(ok, "{err}");
+    let deleted = json_of(&out);
     assert!(
-        out.contains("card 8933012300000000012 deleted (1 key set(s)"),
+        deleted["iccid"] == "8933012300000000012" && deleted["keySetsDeleted"] == 1,
         "{out}"
     );
     let (ok, _, err) = run(&[
@@ -670,7 +705,7 @@ fn campaign_create_takes_a_profile_name_and_names_the_bad_apdu_line() {
         good.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    assert!(out.contains("by_name"), "{out}");
+    assert_eq!(json_of(&out)["name"], "by_name", "{out}");
     let bad = dir.join("bad.apdu");
     std::fs::write(&bad, "A0A40000023F00\n\nA0A4ZZ\n").expect("file");
     let (ok, _, err) = run(&[
@@ -711,5 +746,475 @@ fn campaign_create_takes_a_profile_name_and_names_the_bad_apdu_line() {
         !ok && err.contains("--profile") && err.contains("nope"),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `otagw serve` on the store in `dir` (any free port), killed when dropped.
+struct Serve {
+    child: std::process::Child,
+    url: String,
+    // Kept open: a later line from serve must not meet a closed pipe.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Serve {
+    fn start(dir: &std::path::Path, envs: &[(&str, String)]) -> Serve {
+        use std::io::BufRead;
+        let mut c = Command::new(env!("CARGO_BIN_EXE_otagw"));
+        c.args(["serve", "--listen", "127.0.0.1:0"])
+            .env("OTAGW_DATA_DIR", dir)
+            .env("RUST_LOG", "warn")
+            .env_remove("OTAGW_CONFIG")
+            .env_remove("OTAGW_DATABASE_URL")
+            .env_remove("OTAGW_SERVER")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("start serve");
+        // "otagw serve: API http://127.0.0.1:PORT gateway ... store ..."
+        let mut line = String::new();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line).expect("serve's first line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_string();
+        Serve {
+            child,
+            url,
+            _stdout: stdout,
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A data directory with account `acme` and a token for it written to `DIR/token` (mode
+/// 0600); the token's value.
+fn store_with_token(dir: &std::path::Path) -> String {
+    let (ok, _, err) = otagw_in(dir, &["account", "create", "--name", "acme"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = otagw_in(dir, &["token", "create", "--account", "acme", "--json"]);
+    assert!(ok, "{err}");
+    let token = json_of(&out)["token"].as_str().expect("token").to_string();
+    std::fs::write(dir.join("token"), format!("{token}\n")).expect("token file");
+    token
+}
+
+/// Times replaced by `TIME` (`2026-12-07T05:49:12.123Z` and `2026-12-07 05:49:12 UTC`), so
+/// two runs' outputs compare.
+fn without_times(s: &str) -> String {
+    let b = s.as_bytes();
+    let shape = |i: usize, pattern: &[u8]| -> bool {
+        pattern.iter().enumerate().all(|(j, p)| {
+            b.get(i + j).is_some_and(|c| match p {
+                b'9' => c.is_ascii_digit(),
+                b'?' => *c == b'T' || *c == b' ',
+                p => c == p,
+            })
+        })
+    };
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        if shape(i, b"9999-99-99?99:99:99") {
+            i += 19;
+            if shape(i, b".999Z") {
+                i += 5;
+            }
+            out.push_str("TIME");
+        } else {
+            let ch = s[i..].chars().next().unwrap_or(' ');
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
+}
+
+/// A run of exactly 13 digits: a millisecond time printed as a number.
+fn has_ms_integer(s: &str) -> bool {
+    s.split(|c: char| !c.is_ascii_digit())
+        .any(|run| run.len() == 13)
+}
+
+/// The procedure's steps (create profile, provision from a vendor file, create a group from
+/// an MSISDN list, create a campaign from an APDU file, start it, start another from it as a
+/// template, show) run in remote mode against a `serve` started here print what local mode
+/// prints for the same data (times aside); each step's `--json` output is JSON alone; dates
+/// in the tables read as dates.
+#[test]
+fn remote_mode_runs_the_procedure_and_prints_what_local_mode_prints() {
+    let base = std::env::temp_dir().join(format!(
+        "otagw-cli-remote-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let (local, served) = (base.join("local"), base.join("served"));
+    for d in [&local, &served] {
+        std::fs::create_dir_all(d).expect("dir");
+        store_with_token(d);
+    }
+    let server = Serve::start(&served, &[]);
+    let token_file = served.join("token");
+    let remote = |args: &[&str]| {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend([
+            "--server",
+            server.url.as_str(),
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ]);
+        // A data directory with no store: remote mode must not need one.
+        otagw_in(&base.join("nothing-here"), &a)
+    };
+    let k = "00112233445566778899AABBCCDDEEFF";
+    let vendor = base.join("Provisioning_3TestSubs.out");
+    std::fs::write(
+        &vendor,
+        format!(
+            "VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID\n\
+             8933012300000000012,208010000000012,961234567890,{k},{k}\n\
+             8933012300000000020F,208010000000020,961234567891,{k},{k}\n\
+             8933012300000000038,208010000000038,961234567892,{k},{k}\n"
+        ),
+    )
+    .expect("vendor file");
+    let msisdns = base.join("TargetMSISDN_3TestSubs.txt");
+    std::fs::write(&msisdns, "961234567890\n961234567892\n").expect("list");
+    let apdus = base.join("Commands.txt");
+    std::fs::write(&apdus, "A0A40000027F20\nA0A40000026F46\n").expect("apdus");
+    let (v, m, a) = (
+        vendor.to_str().unwrap(),
+        msisdns.to_str().unwrap(),
+        apdus.to_str().unwrap(),
+    );
+    let steps: Vec<Vec<&str>> = vec![
+        vec![
+            "profile",
+            "create",
+            "--name",
+            "poc_3cards",
+            "--app-type",
+            "rfm",
+        ],
+        vec!["provision", "--file", v, "--profile", "poc_3cards"],
+        vec!["profile", "show", "--profile", "1"],
+        vec![
+            "group",
+            "create",
+            "--profile",
+            "1",
+            "--name",
+            "poc_3cards",
+            "--msisdn-list",
+            m,
+        ],
+        vec![
+            "campaign",
+            "create",
+            "--type",
+            "RFM",
+            "--profile",
+            "poc_3cards",
+            "--name",
+            "poc_3cards_campaign",
+            "--spi",
+            "1621",
+            "--tar",
+            "B00010",
+            "--transmission-mode",
+            "conc",
+            "--apdu-file",
+            a,
+        ],
+        vec!["campaign", "start", "--campaign", "1", "--card-group", "1"],
+        vec![
+            "campaign",
+            "start",
+            "--template",
+            "1",
+            "--name",
+            "again",
+            "--card-group",
+            "1",
+        ],
+        vec!["group", "list"],
+        vec!["card", "list"],
+        vec!["card", "show", "--iccid", "8933012300000000020F"],
+        vec!["account", "tokens"],
+    ];
+    for step in &steps {
+        let (ok, here, err) = otagw_in(&local, step);
+        assert!(ok, "local {step:?}: {err}");
+        let (ok, there, err) = remote(step);
+        assert!(ok, "remote {step:?}: {err}");
+        // Table first, then the JSON, as the procedure prints them.
+        assert!(
+            here.lines().next().is_some_and(|l| l.ends_with(':'))
+                && here.contains("\n+-")
+                && here.contains("\nJson:\n"),
+            "{step:?}: {here}"
+        );
+        assert!(!has_ms_integer(&here), "{step:?}: {here}");
+        if step[0] == "account" {
+            // Each store's token has its own id.
+            continue;
+        }
+        assert_eq!(without_times(&here), without_times(&there), "{step:?}");
+    }
+    // Dates read as dates in the tables, RFC 3339 in the JSON.
+    let (_, out, _) = remote(&["profile", "show", "--profile", "poc_3cards"]);
+    let created = out
+        .lines()
+        .find(|l| l.starts_with("| created "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let date = created.split('|').nth(2).unwrap_or_default().trim();
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(date, "%Y-%m-%d %H:%M:%S UTC").is_ok(),
+        "{created}"
+    );
+    let json = json_of(&out);
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(json["created"].as_str().unwrap_or_default()).is_ok(),
+        "{out}"
+    );
+    // `show` through the server and on its store, the same data at once.
+    let (ok, there, err) = remote(&["campaign", "show", "1"]);
+    assert!(ok, "{err}");
+    let (ok, here, err) = otagw_in(&served, &["campaign", "show", "1"]);
+    assert!(ok, "{err}");
+    assert_eq!(without_times(&here), without_times(&there));
+    assert!(
+        there.contains("| iteration 1 ") && there.contains(" 2 cards: "),
+        "{there}"
+    );
+    assert!(!has_ms_integer(&there), "{there}");
+    // With --json, stdout is one JSON document, in both modes.
+    for step in [
+        vec!["campaign", "show", "1", "--json"],
+        vec!["campaign", "list", "--json"],
+        vec!["profile", "list", "--json"],
+        vec!["card", "list", "--json", "--limit", "1"],
+        vec!["account", "tokens", "--json"],
+    ] {
+        for (mode, (ok, out, err)) in [
+            ("remote", remote(&step)),
+            ("local", otagw_in(&served, &step)),
+        ] {
+            assert!(ok, "{mode} {step:?}: {err}");
+            let parsed: Result<Value, _> = serde_json::from_str(&out);
+            assert!(parsed.is_ok(), "{mode} {step:?}: {out}");
+        }
+    }
+    let (_, out, _) = remote(&["campaign", "list", "--json"]);
+    let listed: Value = serde_json::from_str(&out).unwrap_or_default();
+    assert_eq!(listed[1]["name"], "again", "{out}");
+    assert_eq!(listed[1]["state"], "RUNNING", "{out}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Remote mode's refusals: a bad token shows the server's error body; a token on the command
+/// line is refused; a verb the API has no call for says so; the API's field error on an
+/// APDU file names the file and line.
+#[test]
+fn remote_mode_shows_the_servers_errors_and_takes_no_token_on_the_command_line() {
+    let dir =
+        std::env::temp_dir().join(format!("otagw-cli-rerr-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token = store_with_token(&dir);
+    let server = Serve::start(&dir, &[]);
+    let elsewhere = dir.join("client");
+    let run = |args: &[&str]| otagw_in(&elsewhere, args);
+    let bad = dir.join("bad-token");
+    std::fs::write(&bad, "otagw_0000\n").expect("file");
+    let (ok, out, err) = run(&[
+        "profile",
+        "list",
+        "--server",
+        &server.url,
+        "--token-file",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        err.contains("401 UNAUTHORIZED: unknown bearer token") && err.contains("--token-file"),
+        "{err}"
+    );
+    // The token's value on the command line: refused before anything is sent, and not the
+    // value of OTAGW_TOKEN either.
+    for args in [
+        vec![
+            "profile",
+            "list",
+            "--server",
+            &server.url,
+            "--token",
+            &token,
+        ],
+        vec![
+            "--token",
+            &token,
+            "profile",
+            "list",
+            "--server",
+            &server.url,
+        ],
+    ] {
+        let (ok, out, err) = run(&args);
+        assert!(!ok && out.is_empty(), "{args:?}: {out}");
+        assert!(
+            err.contains("--token: a token is never taken on the command line")
+                && err.contains("--token-file"),
+            "{err}"
+        );
+    }
+    let (ok, _, err) = run(&["profile", "list", "--server", &server.url]);
+    assert!(!ok && err.contains("OTAGW_TOKEN"), "{err}");
+    // The token from the environment works.
+    let out = Command::new(env!("CARGO_BIN_EXE_otagw"))
+        .args(["profile", "list", "--json"])
+        .env("OTAGW_SERVER", &server.url)
+        .env("OTAGW_TOKEN", &token)
+        .env("OTAGW_DATA_DIR", &elsewhere)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    // Verbs with no REST call.
+    let token_file = dir.join("token");
+    let tf = token_file.to_str().unwrap();
+    for (args, verb) in [
+        (
+            vec!["account", "create", "--name", "x"],
+            "`otagw account create` has no remote mode",
+        ),
+        (
+            vec!["token", "create", "--account", "acme"],
+            "`otagw token create` has no remote mode",
+        ),
+        (vec!["serve"], "`otagw serve` has no remote mode"),
+        (vec!["smsc-sim"], "`otagw smsc-sim` has no remote mode"),
+    ] {
+        let mut a = args.clone();
+        a.extend(["--server", &server.url, "--token-file", tf]);
+        let (ok, _, err) = run(&a);
+        assert!(!ok && err.contains(verb), "{args:?}: {err}");
+    }
+    // The API's error body: status, code, message, field; an APDU file's line named.
+    let (ok, _, err) = run(&[
+        "profile",
+        "create",
+        "--name",
+        "fleet",
+        "--app-type",
+        "rfm",
+        "--server",
+        &server.url,
+        "--token-file",
+        tf,
+    ]);
+    assert!(ok, "{err}");
+    let apdus = dir.join("bad.apdu");
+    std::fs::write(&apdus, "A0A40000023F00\n\nA0A4ZZ\n").expect("file");
+    let (ok, _, err) = run(&[
+        "campaign",
+        "create",
+        "--profile",
+        "fleet",
+        "--name",
+        "bad",
+        "--type",
+        "rfm",
+        "--apdu-file",
+        apdus.to_str().unwrap(),
+        "--server",
+        &server.url,
+        "--token-file",
+        tf,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("{}:3:", apdus.display()))
+            && err.contains("422 VALIDATION_ERROR")
+            && err.contains("A0A4ZZ")
+            && err.contains("(field: commands[1])"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&[
+        "group",
+        "create",
+        "--profile",
+        "nope",
+        "--name",
+        "g",
+        "--server",
+        &server.url,
+        "--token-file",
+        tf,
+    ]);
+    assert!(
+        !ok && err.contains("--profile") && err.contains("nope"),
+        "{err}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Remote mode over HTTPS: the development CA given with --ca-file is trusted; without it the
+/// server's certificate is refused.
+#[test]
+fn remote_mode_over_https_trusts_the_ca_file() {
+    let dir =
+        std::env::temp_dir().join(format!("otagw-cli-rtls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    store_with_token(&dir);
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    let server = Serve::start(
+        &dir,
+        &[
+            (
+                "OTAGW_API_TLS_CERT",
+                certs.join("dev-server.pem").display().to_string(),
+            ),
+            (
+                "OTAGW_API_TLS_KEY",
+                certs.join("dev-server.key").display().to_string(),
+            ),
+        ],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let tf = dir.join("token");
+    let base = [
+        "profile",
+        "list",
+        "--json",
+        "--server",
+        server.url.as_str(),
+        "--token-file",
+        tf.to_str().unwrap(),
+    ];
+    let (ok, _, err) = otagw_in(&dir.join("client"), &base);
+    assert!(!ok, "an unknown CA was trusted");
+    assert!(err.contains(&server.url), "{err}");
+    let ca = certs.join("dev-ca.pem");
+    let mut with_ca = base.to_vec();
+    with_ca.extend(["--ca-file", ca.to_str().unwrap()]);
+    let (ok, out, err) = otagw_in(&dir.join("client"), &with_ca);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "[]");
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

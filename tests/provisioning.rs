@@ -240,6 +240,12 @@ fn otagw(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The JSON a verb printed: its last line (all of it with `--json`).
+fn json_of(out: &str) -> serde_json::Value {
+    let line = out.trim_end().lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
 #[test]
 fn cli_end_to_end() {
     let dir = std::env::temp_dir().join(format!("otagw-prov-{}", uuid::Uuid::new_v4().simple()));
@@ -251,7 +257,9 @@ fn cli_end_to_end() {
         &["profile", "create", "--name", "poc", "--app-type", "rfm"],
     );
     assert!(ok, "{err}");
-    assert!(out.contains("profile poc created (id 1)"), "{out}");
+    assert!(out.starts_with("Profile instance:\n"), "{out}");
+    let profile = json_of(&out);
+    assert!(profile["id"] == 1 && profile["name"] == "poc", "{out}");
     let (ok, _, err) = otagw(&dir, &["profile", "create", "--name", "a b"]);
     assert!(!ok);
     assert!(err.contains("must not contain spaces"), "{err}");
@@ -279,11 +287,16 @@ fn cli_end_to_end() {
         ],
     );
     assert!(ok, "{err}");
-    assert!(out.contains("imported 5 cards"), "{out}");
-    assert!(out.contains("card group batch1 created"), "{out}");
+    let done = json_of(&out);
+    assert!(
+        done["imported"] == 5 && done["groupName"] == "batch1",
+        "{out}"
+    );
+    // The file's path (a random directory name) is printed; the PIN must not be.
+    let (out, err) = (out.replace(&g, "FILE"), err.replace(&g, "FILE"));
     assert!(
         !err.contains("1234") && !out.contains("1234"),
-        "PIN printed"
+        "PIN printed: {out}\n{err}"
     );
     let (ok, _, err) = otagw(&dir, &["provision", "--file", &g, "--profile", "poc"]);
     assert!(!ok);
@@ -345,10 +358,10 @@ fn cli_end_to_end() {
         ],
     );
     assert!(ok, "{err}");
-    assert!(out.contains("2 cards"), "{out}");
-    let (ok, out, _) = otagw(&dir, &["group", "list"]);
+    assert_eq!(json_of(&out)["cards"], 2, "{out}");
+    let (ok, out, _) = otagw(&dir, &["group", "list", "--json"]);
     assert!(ok);
-    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(json_of(&out).as_array().map(Vec::len), Some(2), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -21,7 +21,7 @@ const RFM_TAR: &str = "B00010";
 const RAM_TAR: &str = "000000";
 
 /// A profile to create.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateProfile {
     /// Unique per account, no spaces, not only digits.
@@ -349,7 +349,7 @@ pub async fn provision(
 }
 
 /// A card group to create: every card of the profile, or the listed ICCIDs.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateGroup {
     /// Profile id.

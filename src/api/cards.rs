@@ -275,6 +275,12 @@ pub struct CardView {
     pub created_at: i64,
 }
 
+impl From<CardRecord> for CardView {
+    fn from(c: CardRecord) -> Self {
+        view(c)
+    }
+}
+
 fn view(c: CardRecord) -> CardView {
     CardView {
         iccid: c.iccid,
@@ -592,7 +598,7 @@ pub async fn list_cards(
 }
 
 /// Changes to a card; absent fields are kept.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateCard {
     /// New IMSI, 6 to 15 digits.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{prepare, CampaignRequest, CampaignSettings, CampaignType, MESSAGES_WARN};
 use crate::pipeline::validate::FieldError;
@@ -42,8 +42,8 @@ pub fn sms_script_budget() -> usize {
         .saturating_sub(crate::pipeline::secure::PACKET_OVERHEAD)
 }
 
-/// A campaign as shown (CLI JSON and REST).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// A campaign as shown (CLI JSON and REST; read back by the CLI's remote mode).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CampaignView {
     /// Id.
@@ -88,12 +88,12 @@ pub struct CampaignView {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished: Option<i64>,
     /// Cards per state, per iteration (filled by `show`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub iterations: Vec<IterationTotals>,
 }
 
 /// One iteration's cards per state.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IterationTotals {
     /// Iteration.
@@ -206,7 +206,7 @@ pub async fn create(
 }
 
 /// Which cards a start targets, as given.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StartRequest {
     /// A card group of the campaign's profile.
@@ -240,7 +240,7 @@ pub struct StartRequest {
 }
 
 /// What a start did.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StartOutcome {
     /// The campaign.
@@ -250,7 +250,7 @@ pub struct StartOutcome {
     /// Messages the iteration sends (cards x messages per card).
     pub messages: u64,
     /// Above the procedure's recommendation.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
 }
 

@@ -1,19 +1,22 @@
 //! `otagw campaign`: create, start, stop, retry the failed cards, show (with live progress).
-//! Written straight to the configured store; a running `otagw serve` on the same store sends.
+//! Written straight to the configured store (a running `otagw serve` on the same store sends),
+//! or through a server's REST API in remote mode.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{ArgAction, Args, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use otagw::campaign::ops::{self, CampaignView, StartRequest};
+use otagw::campaign::ops::{self, CampaignView, StartOutcome, StartRequest};
 use otagw::campaign::{card_state, status, CampaignRequest, CampaignType, TransmissionMode};
 
-use super::account::with_store;
-use super::provision::{resolve_account, resolve_profile, AccountArg};
+use super::backend::{Backend, Ctx};
+use super::output::{date, opt, opt_date};
+use super::provision::AccountArg;
+use super::remote::RemoteError;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum Mode {
@@ -52,9 +55,6 @@ pub(crate) enum CampaignCommand {
         /// Refresh every second until the campaign is no longer RUNNING.
         #[arg(long)]
         watch: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         account: AccountArg,
     },
@@ -130,9 +130,19 @@ pub(crate) struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct StartArgs {
-    /// Campaign id.
+    /// Campaign id (a CREATED campaign).
+    #[arg(
+        long,
+        required_unless_present = "template",
+        conflicts_with = "template"
+    )]
+    campaign: Option<i64>,
+    /// Create a campaign from this one's settings (the procedure's template) and start it.
     #[arg(long)]
-    campaign: i64,
+    template: Option<i64>,
+    /// With --template: the new campaign's name (default: the template's name and the time).
+    #[arg(long, requires = "template")]
+    name: Option<String>,
     /// Card group id.
     #[arg(long)]
     card_group: Option<i64>,
@@ -168,11 +178,6 @@ fn parse_type(s: &str) -> Result<CampaignType, String> {
     s.parse()
 }
 
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(v)?);
-    Ok(())
-}
-
 fn report(e: ops::OpError) -> anyhow::Error {
     match e {
         ops::OpError::Field(f) => anyhow::anyhow!("--{}: {}", kebab(&f.field), f.problem),
@@ -201,7 +206,100 @@ fn kebab(field: &str) -> String {
     out
 }
 
-pub(crate) fn run(command: CampaignCommand) -> anyhow::Result<ExitCode> {
+/// The instance table of a campaign: its settings, times and cards per state.
+fn campaign_rows(v: &CampaignView) -> Vec<(String, String)> {
+    let st = &v.settings;
+    let mut rows: Vec<(String, String)> = vec![
+        ("id".into(), v.id.to_string()),
+        ("name".into(), v.name.clone()),
+        ("type".into(), v.campaign_type.clone()),
+        ("state".into(), v.state.clone()),
+        ("profile".into(), v.profile_id.to_string()),
+        ("iteration".into(), v.iteration.to_string()),
+        ("messagesPerCard".into(), v.messages_per_card.to_string()),
+        ("spi".into(), st.spi.clone()),
+        ("tar".into(), st.tar.clone()),
+        ("kicByte".into(), st.kic_byte.clone()),
+        ("kidByte".into(), st.kid_byte.clone()),
+        (
+            "transmissionMode".into(),
+            match st.transmission_mode {
+                TransmissionMode::Seq => "SEQUENTIAL",
+                TransmissionMode::Conc => "CONCURRENT",
+            }
+            .into(),
+        ),
+    ];
+    if !st.commands.is_empty() {
+        rows.push(("commands".into(), st.commands.join(" ")));
+    }
+    if let Some(m) = &st.message {
+        rows.push(("message".into(), m.clone()));
+    }
+    if !st.placeholders.is_empty() {
+        rows.push(("placeholders".into(), st.placeholders.join(" ")));
+    }
+    rows.extend([
+        (
+            "validityPeriod".into(),
+            format!("{} min", st.validity_period),
+        ),
+        (
+            "includeSimRefresh".into(),
+            st.include_sim_refresh.to_string(),
+        ),
+        ("expectedLastSw".into(), opt(st.expected_last_sw.as_deref())),
+        ("created".into(), date(v.created)),
+        ("updated".into(), date(v.updated)),
+        ("started".into(), opt_date(v.started)),
+        ("finished".into(), opt_date(v.finished)),
+    ]);
+    for it in &v.iterations {
+        let parts: Vec<String> = card_state::ALL
+            .iter()
+            .filter_map(|s| it.states.get(*s).map(|n| format!("{s} {n}")))
+            .collect();
+        rows.push((
+            format!("iteration {}", it.iteration),
+            format!("{} cards: {}", it.cards, parts.join(", ")),
+        ));
+    }
+    rows
+}
+
+fn show_campaign(ctx: &Ctx, v: &CampaignView) -> anyhow::Result<()> {
+    let rows = campaign_rows(v);
+    let rows: Vec<(&str, String)> = rows.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    ctx.out.instance("Campaign instance", &rows, v)
+}
+
+fn show_outcome(ctx: &Ctx, title: &str, o: &StartOutcome) -> anyhow::Result<()> {
+    if let Some(w) = &o.warning {
+        eprintln!("warning: {w}");
+    }
+    let mut rows = vec![
+        ("campaign", o.campaign_id.to_string()),
+        ("state", status::RUNNING.to_string()),
+        ("cards", o.cards.to_string()),
+        ("messages", o.messages.to_string()),
+    ];
+    if let Some(w) = &o.warning {
+        rows.push(("warning", w.clone()));
+    }
+    ctx.out.instance(title, &rows, o)
+}
+
+/// A campaign by id, on the store or the server.
+async fn campaign_of(b: &Backend, id: i64) -> anyhow::Result<CampaignView> {
+    match b {
+        Backend::Local { store, account } => ops::show(store.as_ref(), &account.id, id)
+            .await
+            .map_err(report),
+        Backend::Remote(c) => Ok(c.campaign(id).await?),
+    }
+}
+
+pub(crate) fn run(ctx: &Ctx, command: CampaignCommand) -> anyhow::Result<ExitCode> {
     let now = otagw::gateway::now_ms;
     match command {
         CampaignCommand::Create(a) => {
@@ -216,20 +314,30 @@ pub(crate) fn run(command: CampaignCommand) -> anyhow::Result<ExitCode> {
                     .unzip(),
                 None => (Vec::new(), Vec::new()),
             };
-            let apdu_error = |e: ops::OpError| match (&e, &a.apdu_file) {
-                (ops::OpError::Field(f), Some(path)) => {
-                    let line = f
-                        .field
-                        .strip_prefix("commands[")
-                        .and_then(|r| r.split(']').next())
-                        .and_then(|n| n.parse::<usize>().ok())
-                        .and_then(|i| lines.get(i));
-                    match line {
-                        Some(line) => anyhow::anyhow!("{}:{line}: {}", path.display(), f.problem),
-                        None => report(e),
-                    }
-                }
+            // `commands[i]` of a refusal, as FILE:LINE.
+            let file_line = |field: &str| -> Option<String> {
+                let path = a.apdu_file.as_ref()?;
+                let line = field
+                    .strip_prefix("commands[")
+                    .and_then(|r| r.split(']').next())
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .and_then(|i| lines.get(i))?;
+                Some(format!("{}:{line}", path.display()))
+            };
+            let local_error = |e: ops::OpError| match &e {
+                ops::OpError::Field(f) => match file_line(&f.field) {
+                    Some(at) => anyhow::anyhow!("{at}: {}", f.problem),
+                    None => report(e),
+                },
                 _ => report(e),
+            };
+            let remote_error = |e: RemoteError| match e
+                .body()
+                .and_then(|b| b.field.as_deref())
+                .and_then(file_line)
+            {
+                Some(at) => anyhow::anyhow!("{at}: {e}"),
+                None => anyhow::anyhow!(e),
             };
             let mut req = CampaignRequest {
                 profile: 0,
@@ -255,14 +363,18 @@ pub(crate) fn run(command: CampaignCommand) -> anyhow::Result<ExitCode> {
                 install: a.install,
                 delete: a.delete,
             };
-            with_store(&a.account.store, async |s| {
-                let acc = resolve_account(s.as_ref(), a.account.account.as_deref()).await?;
-                req.profile = resolve_profile(s.as_ref(), &acc, &a.profile).await?.id;
-                let view = ops::create(s.as_ref(), &acc.id, &req, now())
-                    .await
-                    .map_err(apdu_error)?;
-                print_json(&view)
+            let view = ctx.run(&a.account, async |b| {
+                req.profile = b.profile(&a.profile).await?.id;
+                match b {
+                    Backend::Local { store, account } => {
+                        ops::create(store.as_ref(), &account.id, &req, now())
+                            .await
+                            .map_err(local_error)
+                    }
+                    Backend::Remote(c) => c.create_campaign(&req).await.map_err(remote_error),
+                }
             })?;
+            show_campaign(ctx, &view)?;
         }
         CampaignCommand::Start(a) => {
             let data = match &a.data_file {
@@ -283,104 +395,140 @@ pub(crate) fn run(command: CampaignCommand) -> anyhow::Result<ExitCode> {
                 kid_key: a.kid_key.clone(),
                 data,
             };
-            with_store(&a.account.store, async |s| {
-                let acc = resolve_account(s.as_ref(), a.account.account.as_deref()).await?;
-                let out = ops::start(&s, &acc.id, a.campaign, &req, now())
-                    .await
-                    .map_err(report)?;
-                if let Some(w) = &out.warning {
-                    eprintln!("warning: {w}");
+            if let Some(n) = &a.name {
+                otagw::provision::check_name(n).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            }
+            let out = ctx.run(&a.account, async |b| {
+                let id = match (a.campaign, a.template) {
+                    (Some(id), _) => id,
+                    (None, Some(t)) => from_template(b, t, a.name.clone()).await?,
+                    (None, None) => bail!("--campaign ID or --template ID"),
+                };
+                match b {
+                    Backend::Local { store, account } => {
+                        ops::start(store, &account.id, id, &req, now())
+                            .await
+                            .map_err(report)
+                    }
+                    Backend::Remote(c) => Ok(c.start_campaign(id, &req).await?),
                 }
-                println!(
-                    "campaign {} RUNNING: {} cards, {} messages",
-                    out.campaign_id, out.cards, out.messages
-                );
-                Ok(())
             })?;
+            show_outcome(ctx, "Campaign start", &out)?;
         }
         CampaignCommand::Stop { campaign, account } => {
-            with_store(&account.store, async |s| {
-                let acc = resolve_account(s.as_ref(), account.account.as_deref()).await?;
-                let view = ops::stop(s.as_ref(), &acc.id, campaign, now())
-                    .await
-                    .map_err(report)?;
-                print_table(&view);
-                Ok(())
+            let view = ctx.run(&account, async |b| {
+                match b {
+                    Backend::Local { store, account } => {
+                        ops::stop(store.as_ref(), &account.id, campaign, now())
+                            .await
+                            .map_err(report)?;
+                    }
+                    Backend::Remote(c) => {
+                        c.stop_campaign(campaign).await?;
+                    }
+                }
+                // Shown as `show` shows it: with its cards per state.
+                campaign_of(b, campaign).await
             })?;
+            show_campaign(ctx, &view)?;
         }
         CampaignCommand::RetryFailed { campaign, account } => {
-            with_store(&account.store, async |s| {
-                let acc = resolve_account(s.as_ref(), account.account.as_deref()).await?;
-                let out = ops::retry_failed(s.as_ref(), &acc.id, campaign, now())
-                    .await
-                    .map_err(report)?;
-                if let Some(w) = &out.warning {
-                    eprintln!("warning: {w}");
+            let out = ctx.run(&account, async |b| match b {
+                Backend::Local { store, account } => {
+                    ops::retry_failed(store.as_ref(), &account.id, campaign, now())
+                        .await
+                        .map_err(report)
                 }
-                println!(
-                    "campaign {} RUNNING again: {} cards to retry",
-                    out.campaign_id, out.cards
-                );
-                Ok(())
+                Backend::Remote(c) => Ok(c.retry_failed(campaign).await?),
             })?;
+            show_outcome(ctx, "Campaign retry", &out)?;
         }
-        CampaignCommand::Show {
-            id,
-            watch,
-            json,
-            account,
-        } => {
-            with_store(&account.store, async |s| {
-                let acc = resolve_account(s.as_ref(), account.account.as_deref()).await?;
+        CampaignCommand::Show { id, watch, account } => {
+            let view = ctx.run(&account, async |b| {
                 if watch {
-                    return watch_campaign(s.as_ref(), &acc.id, id).await;
-                }
-                let view = ops::show(s.as_ref(), &acc.id, id).await.map_err(report)?;
-                if json {
-                    print_json(&view)
+                    watch_campaign(b, id).await
                 } else {
-                    print_table(&view);
-                    Ok(())
+                    campaign_of(b, id).await
                 }
             })?;
+            show_campaign(ctx, &view)?;
         }
         CampaignCommand::List { account } => {
-            with_store(&account.store, async |s| {
-                let acc = resolve_account(s.as_ref(), account.account.as_deref()).await?;
-                println!(
-                    "{:>6}  {:<24} {:<16} {:<11} {:>9}",
-                    "id", "name", "type", "state", "iteration"
-                );
-                for c in s.campaigns(&acc.id).await? {
-                    println!(
-                        "{:>6}  {:<24} {:<16} {:<11} {:>9}",
-                        c.id, c.name, c.campaign_type, c.status, c.iteration
-                    );
-                }
-                Ok(())
+            let all = ctx.run(&account, async |b| match b {
+                Backend::Local { store, account } => store
+                    .campaigns(&account.id)
+                    .await?
+                    .iter()
+                    .map(CampaignView::of)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(report),
+                Backend::Remote(c) => Ok(c.campaigns().await?),
             })?;
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.id.to_string(),
+                        c.name.clone(),
+                        c.campaign_type.clone(),
+                        c.state.clone(),
+                        c.profile_id.to_string(),
+                        c.iteration.to_string(),
+                        date(c.created),
+                    ]
+                })
+                .collect();
+            ctx.out.list(
+                "Campaigns",
+                &[
+                    "id",
+                    "name",
+                    "type",
+                    "state",
+                    "profile",
+                    "iteration",
+                    "created",
+                ],
+                &rows,
+                None,
+                &all,
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(v: &CampaignView) {
-    println!(
-        "campaign {} {:?} ({}), profile {}: {}, iteration {}, {} message(s) per card",
-        v.id, v.name, v.campaign_type, v.profile_id, v.state, v.iteration, v.messages_per_card
+/// `start --template T`: a new campaign with T's settings and profile, named `--name` or
+/// after T and the time; its id.
+async fn from_template(b: &Backend, template: i64, name: Option<String>) -> anyhow::Result<i64> {
+    let t = campaign_of(b, template)
+        .await
+        .map_err(|e| anyhow::anyhow!("--template: {e:#}"))?;
+    let name = name.unwrap_or_else(|| {
+        let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S%3f");
+        // Names are at most 64 characters.
+        let base: String = t.name.chars().take(40).collect();
+        format!("{base}_{stamp}")
+    });
+    let req = CampaignRequest {
+        profile: t.profile_id,
+        name,
+        template: Some(template),
+        ..Default::default()
+    };
+    let view = match b {
+        Backend::Local { store, account } => {
+            ops::create(store.as_ref(), &account.id, &req, otagw::gateway::now_ms())
+                .await
+                .map_err(report)?
+        }
+        Backend::Remote(c) => c.create_campaign(&req).await?,
+    };
+    eprintln!(
+        "campaign {} ({}) created from template {template}",
+        view.id, view.name
     );
-    for it in &v.iterations {
-        let parts: Vec<String> = card_state::ALL
-            .iter()
-            .filter_map(|s| it.states.get(*s).map(|n| format!("{s} {n}")))
-            .collect();
-        println!(
-            "  iteration {}: {} cards: {}",
-            it.iteration,
-            it.cards,
-            parts.join(", ")
-        );
-    }
+    Ok(view.id)
 }
 
 /// What the watch bars show for the current iteration, from the store's totals.
@@ -432,11 +580,8 @@ fn end_bars(bars: &[(&str, ProgressBar)]) {
     }
 }
 
-async fn watch_campaign(
-    store: &dyn otagw::store::Store,
-    account_id: &str,
-    id: i64,
-) -> anyhow::Result<()> {
+/// Live bars until the campaign is no longer RUNNING; the campaign as it ended.
+async fn watch_campaign(b: &Backend, id: i64) -> anyhow::Result<CampaignView> {
     let multi = MultiProgress::new();
     let style = ProgressStyle::with_template("{msg:>10} {wide_bar} {pos}/{len} {per_sec}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
@@ -450,7 +595,7 @@ async fn watch_campaign(
         })
         .collect();
     loop {
-        let v = ops::show(store, account_id, id).await.map_err(report)?;
+        let v = campaign_of(b, id).await?;
         if let Some(c) = frame(&v) {
             for (name, b) in &bars {
                 b.set_length(c.cards);
@@ -464,8 +609,7 @@ async fn watch_campaign(
         }
         if v.state != status::RUNNING {
             end_bars(&bars);
-            print_table(&v);
-            return Ok(());
+            return Ok(v);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

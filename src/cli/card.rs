@@ -1,6 +1,7 @@
 //! `otagw card list|show|update|delete`: an account's cards, read and changed straight in the
-//! configured store with the checks the REST API runs (`GET|PATCH|DELETE /api/v1/cards`). Key
-//! values are never printed: key versions, counters and last rotations only.
+//! configured store with the checks the REST API runs, or through that API in remote mode
+//! (`GET|PATCH|DELETE /api/v1/cards`). Key values are never printed: key versions, counters
+//! and last rotations only.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -8,9 +9,13 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Subcommand;
 
-use otagw::store::{CardRecord, CardSearch, StoreError};
+use otagw::api::cards::{CardPage, CardRemoved, CardView, UpdateCard};
+use otagw::store::{CardSearch, StoreError};
 
-use super::provision::{resolve_account, AccountArg};
+use super::backend::{Backend, Ctx};
+use super::output::{date, opt, opt_date};
+use super::provision::AccountArg;
+use super::remote::RemoteError;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CardCommand {
@@ -94,29 +99,41 @@ fn prefix(option: &str, value: Option<&str>) -> anyhow::Result<Option<String>> {
     Ok(Some(v.to_string()))
 }
 
-fn print_card(c: &CardRecord) {
-    println!("iccid       {}", c.iccid);
-    println!("imsi        {}", c.imsi.as_deref().unwrap_or("-"));
-    println!("msisdn      {}", c.msisdn.as_deref().unwrap_or("-"));
-    println!("created     {}", c.created_at);
+/// The instance table of a card (key versions and counters, never key values).
+fn card_rows(c: &CardView) -> Vec<(String, String)> {
+    let mut rows = vec![
+        ("iccid".to_string(), c.iccid.clone()),
+        ("imsi".into(), opt(c.imsi.as_deref())),
+        ("msisdn".into(), opt(c.msisdn.as_deref())),
+        ("created".into(), date(c.created_at)),
+    ];
     for (k, v) in &c.attributes {
-        println!("attribute   {k}={v}");
+        rows.push((format!("attribute {k}"), v.clone()));
     }
     for k in &c.key_versions {
-        println!(
-            "key version {}  counter {}  last rotation {}",
-            k.version,
-            k.counter,
-            k.rotated_at.map_or("-".to_string(), |t| t.to_string())
-        );
+        rows.push((
+            format!("key version {}", k.version),
+            format!(
+                "counter {}, last rotation {}",
+                k.counter,
+                opt_date(k.last_rotation)
+            ),
+        ));
     }
+    rows
+}
+
+fn show_card(ctx: &Ctx, c: &CardView) -> anyhow::Result<()> {
+    let rows = card_rows(c);
+    let rows: Vec<(&str, String)> = rows.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    ctx.out.instance("Card instance", &rows, c)
 }
 
 fn not_found(iccid: &str) -> anyhow::Error {
     anyhow::anyhow!("--iccid: card {iccid} not found")
 }
 
-pub(crate) fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(ctx: &Ctx, command: CardCommand) -> anyhow::Result<ExitCode> {
     match command {
         CardCommand::List {
             iccid,
@@ -132,52 +149,95 @@ pub(crate) fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
                     otagw::api::cards::MAX_PAGE
                 );
             }
-            let search = CardSearch {
-                iccid: prefix("--iccid", iccid.as_deref())?,
-                imsi: prefix("--imsi", imsi.as_deref())?,
-                msisdn: prefix("--msisdn", msisdn.as_deref())?,
-                after: prefix("--after", after.as_deref())?,
-                limit: limit + 1,
-            };
-            let mut cards = super::account::with_store(&account.store, async |s| {
-                let a = resolve_account(&*s, account.account.as_deref()).await?;
-                Ok(s.search_cards(&a.id, &search).await?)
+            let iccid = prefix("--iccid", iccid.as_deref())?;
+            let imsi = prefix("--imsi", imsi.as_deref())?;
+            let msisdn = prefix("--msisdn", msisdn.as_deref())?;
+            let after = prefix("--after", after.as_deref())?;
+            let page = ctx.run(&account, async |b| match b {
+                Backend::Local { store, account } => {
+                    // One more than the page: whether there is a next one.
+                    let search = CardSearch {
+                        iccid,
+                        imsi,
+                        msisdn,
+                        after,
+                        limit: limit + 1,
+                    };
+                    let mut cards = store.search_cards(&account.id, &search).await?;
+                    let more = cards.len() > limit as usize;
+                    cards.truncate(limit as usize);
+                    let next_after = more
+                        .then(|| cards.last().map(|c| c.iccid.clone()))
+                        .flatten();
+                    Ok(CardPage {
+                        cards: cards.into_iter().map(CardView::from).collect(),
+                        next_after,
+                    })
+                }
+                Backend::Remote(c) => Ok(c
+                    .cards(
+                        &[
+                            ("iccid", iccid),
+                            ("imsi", imsi),
+                            ("msisdn", msisdn),
+                            ("after", after),
+                        ],
+                        limit,
+                    )
+                    .await?),
             })?;
-            let more = cards.len() > limit as usize;
-            cards.truncate(limit as usize);
-            for c in &cards {
-                let versions: Vec<String> = c
-                    .key_versions
-                    .iter()
-                    .map(|k| format!("v{}:{}", k.version, k.counter))
-                    .collect();
-                println!(
-                    "{}  imsi {}  msisdn {}  keys {}",
-                    c.iccid,
-                    c.imsi.as_deref().unwrap_or("-"),
-                    c.msisdn.as_deref().unwrap_or("-"),
-                    if versions.is_empty() {
-                        "-".to_string()
-                    } else {
-                        versions.join(",")
-                    }
-                );
-            }
-            match (more, cards.last()) {
-                (true, Some(last)) => println!("more: --after {}", last.iccid),
-                _ => println!("{} card(s)", cards.len()),
-            }
+            let rows: Vec<Vec<String>> = page
+                .cards
+                .iter()
+                .map(|c| {
+                    let versions: Vec<String> = c
+                        .key_versions
+                        .iter()
+                        .map(|k| format!("v{}:{}", k.version, k.counter))
+                        .collect();
+                    vec![
+                        c.iccid.clone(),
+                        opt(c.imsi.as_deref()),
+                        opt(c.msisdn.as_deref()),
+                        if versions.is_empty() {
+                            "-".to_string()
+                        } else {
+                            versions.join(",")
+                        },
+                        date(c.created_at),
+                    ]
+                })
+                .collect();
+            let note = match &page.next_after {
+                Some(last) => format!("more: --after {last}"),
+                None => format!("{} card(s)", page.cards.len()),
+            };
+            ctx.out.list(
+                "Cards",
+                &[
+                    "iccid",
+                    "imsi",
+                    "msisdn",
+                    "keys (version:counter)",
+                    "created",
+                ],
+                &rows,
+                Some(note),
+                &page,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         CardCommand::Show { iccid, account } => {
             let iccid = card_iccid(&iccid);
-            let card = super::account::with_store(&account.store, async |s| {
-                let a = resolve_account(&*s, account.account.as_deref()).await?;
-                s.card(&a.id, &iccid)
+            let card = ctx.run(&account, async |b| match b {
+                Backend::Local { store, account } => store
+                    .card(&account.id, &iccid)
                     .await?
-                    .ok_or_else(|| not_found(&iccid))
+                    .map(CardView::from)
+                    .ok_or_else(|| not_found(&iccid)),
+                Backend::Remote(c) => remote_card(c.card(&iccid).await, &iccid),
             })?;
-            print_card(&card);
+            show_card(ctx, &card)?;
             Ok(ExitCode::SUCCESS)
         }
         CardCommand::Update {
@@ -215,35 +275,67 @@ pub(crate) fn run(command: CardCommand) -> anyhow::Result<ExitCode> {
                         };
                         anyhow::anyhow!("{option} ({field}): {problem}")
                     })?;
-            let card = super::account::with_store(&account.store, async |s| {
-                let a = resolve_account(&*s, account.account.as_deref()).await?;
-                match s.update_card(&a.id, &iccid, &changes).await {
-                    Err(StoreError::NotFound { .. }) => Err(not_found(&iccid)),
-                    other => Ok(other?),
+            let card = ctx.run(&account, async |b| match b {
+                Backend::Local { store, account } => {
+                    match store.update_card(&account.id, &iccid, &changes).await {
+                        Err(StoreError::NotFound { .. }) => Err(not_found(&iccid)),
+                        other => Ok(CardView::from(other?)),
+                    }
+                }
+                Backend::Remote(c) => {
+                    let body = UpdateCard {
+                        imsi: imsi.clone(),
+                        msisdn: msisdn.clone(),
+                        attributes: attributes.clone(),
+                    };
+                    remote_card(c.update_card(&iccid, &body).await, &iccid)
                 }
             })?;
-            println!("card {iccid} updated");
-            print_card(&card);
+            show_card(ctx, &card)?;
             Ok(ExitCode::SUCCESS)
         }
         CardCommand::Delete { iccid, account } => {
             let iccid = card_iccid(&iccid);
-            let done = super::account::with_store(&account.store, async |s| {
-                let a = resolve_account(&*s, account.account.as_deref()).await?;
-                match s.delete_card(&a.id, &iccid).await {
-                    Err(StoreError::NotFound { .. }) => Err(not_found(&iccid)),
-                    Err(StoreError::InUse { key, reason, .. }) => {
-                        bail!("card {key} cannot be deleted: {reason}")
+            let done = ctx.run(&account, async |b| match b {
+                Backend::Local { store, account } => {
+                    match store.delete_card(&account.id, &iccid).await {
+                        Err(StoreError::NotFound { .. }) => Err(not_found(&iccid)),
+                        Err(StoreError::InUse { key, reason, .. }) => {
+                            bail!("card {key} cannot be deleted: {reason}")
+                        }
+                        Ok(d) => Ok(CardRemoved {
+                            iccid: iccid.clone(),
+                            key_sets_deleted: d.key_sets,
+                            group_memberships_removed: d.group_memberships,
+                            commands_kept: d.commands_kept,
+                        }),
+                        Err(e) => Err(e.into()),
                     }
-                    other => Ok(other?),
                 }
+                Backend::Remote(c) => remote_card(c.delete_card(&iccid).await, &iccid),
             })?;
-            println!(
-                "card {iccid} deleted ({} key set(s), {} group membership(s)); {} finished \
-                 command(s) kept",
-                done.key_sets, done.group_memberships, done.commands_kept
-            );
+            ctx.out.instance(
+                "Card deleted",
+                &[
+                    ("iccid", done.iccid.clone()),
+                    ("keySetsDeleted", done.key_sets_deleted.to_string()),
+                    (
+                        "groupMembershipsRemoved",
+                        done.group_memberships_removed.to_string(),
+                    ),
+                    ("commandsKept", done.commands_kept.to_string()),
+                ],
+                &done,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// A card call's answer; a 404 named as local mode names it (the server's body follows).
+fn remote_card<T>(answer: Result<T, RemoteError>, iccid: &str) -> anyhow::Result<T> {
+    match answer {
+        Err(e) if e.status() == Some(404) => Err(anyhow::anyhow!("{} ({e})", not_found(iccid))),
+        other => Ok(other?),
     }
 }

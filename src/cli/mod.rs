@@ -2,11 +2,14 @@
 
 mod account;
 mod api_load;
+mod backend;
 mod campaign;
 mod campaign_load;
 mod card;
 mod demo;
+mod output;
 mod provision;
+mod remote;
 mod scp80;
 mod serve;
 mod sms_load;
@@ -21,6 +24,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "otagw", version, about, long_about = None)]
 pub struct Cli {
+    #[command(flatten)]
+    global: backend::Global,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,22 +90,52 @@ enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = backend::Ctx::new(cli.global)?;
+    // Verbs the REST API has no call for: they need the store (or no gateway at all).
+    let local_only = |verb: &str, why: &str| ctx.local_only(verb, why);
     match cli.command {
-        Command::Scp80 { command } => scp80::run(command),
-        Command::Demo(args) => demo::run(args),
-        Command::Serve(args) => serve::run(args),
-        Command::Account { command } => account::run_account(command),
-        Command::Token { command } => account::run_token(command),
-        Command::Walk(args) => walk::run(args),
-        Command::ApiLoad(args) => api_load::run(args),
-        Command::SmscSim(args) => smsc_sim::run(args),
-        Command::SmsLoad(args) => sms_load::run(args),
-        Command::Profile { command } => provision::run_profile(command),
-        Command::Provision(args) => provision::run_provision(args),
-        Command::Card { command } => card::run(command),
-        Command::Group { command } => provision::run_group(command),
-        Command::Campaign { command } => campaign::run(command),
-        Command::CampaignLoad(args) => campaign_load::run(args),
+        Command::Scp80 { command } => {
+            local_only("scp80", "it computes offline and asks no server")?;
+            scp80::run(command)
+        }
+        Command::Demo(args) => {
+            local_only("demo", "it runs its own gateway, simulator and cards")?;
+            demo::run(args)
+        }
+        Command::Serve(args) => {
+            local_only("serve", "it is the server")?;
+            serve::run(args)
+        }
+        Command::Account { command } => account::run_account(&ctx, command),
+        Command::Token { command } => account::run_token(&ctx, command),
+        Command::Walk(args) => {
+            local_only("walk", "it runs the codecs and SMPP in this process")?;
+            walk::run(args)
+        }
+        Command::ApiLoad(args) => {
+            local_only("api-load", "a load tool runs its own gateway and simulator")?;
+            api_load::run(args)
+        }
+        Command::SmscSim(args) => {
+            local_only("smsc-sim", "a simulator listens on this machine")?;
+            smsc_sim::run(args)
+        }
+        Command::SmsLoad(args) => {
+            local_only("sms-load", "a load tool runs its own gateway and simulator")?;
+            sms_load::run(args)
+        }
+        Command::Profile { command } => provision::run_profile(&ctx, command),
+        Command::Provision(args) => provision::run_provision(&ctx, args),
+        Command::Card { command } => card::run(&ctx, command),
+        Command::Group { command } => provision::run_group(&ctx, command),
+        Command::Campaign { command } => campaign::run(&ctx, command),
+        Command::CampaignLoad(args) => {
+            local_only(
+                "campaign-load",
+                "a load tool runs its own processes and store",
+            )?;
+            campaign_load::run(args)
+        }
     }
 }
 
