@@ -844,6 +844,8 @@ async fn run_card(shared: &Shared, run: &Run, card: ClaimedCard, resume: bool) -
         validity_minutes: (plan.validity_minutes > 0).then_some(plan.validity_minutes),
         delivery_report: true,
         sequential_segments: plan.sequential,
+        // Campaign traffic yields to single commands queued on the same bind.
+        urgency: otagw_transport::Urgency::Bulk,
     };
     if plan.campaign_type.is_tls() {
         return run_https(shared, run, &card).await;

@@ -204,6 +204,15 @@ impl Priority {
             _ => Self::Urgent,
         }
     }
+
+    /// Its place in a transport's queue (campaign traffic goes as bulk).
+    pub fn urgency(self) -> otagw_transport::Urgency {
+        match self {
+            Self::Bulk => otagw_transport::Urgency::Bulk,
+            Self::Normal => otagw_transport::Urgency::Normal,
+            Self::Urgent => otagw_transport::Urgency::Urgent,
+        }
+    }
 }
 
 /// The card a command is for.
@@ -293,11 +302,13 @@ pub struct OtaCommandRequest {
     /// Default: the card's profile's transport when offered, else `sms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<TransportChoice>,
-    /// Default NORMAL (or the transport object's `parameters.priority`).
+    /// Default NORMAL. The transport object's `parameters.priority`, when given, applies
+    /// instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
-    /// Seconds the command may wait before it is sent; EXPIRED after that.
+    /// Seconds the command may wait before it is sent, at least 1; EXPIRED after that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub validity_period: Option<u32>,
 }
 

@@ -246,6 +246,7 @@ impl SmsPusher {
                 validity_minutes: message.options.validity_minutes,
                 delivery_report: false,
                 sequential_segments: false,
+                urgency: message.options.urgency,
             },
         );
         Ok((push.message, push.pending))

@@ -921,6 +921,7 @@ impl HttpsDriver {
                     validity_minutes: None,
                     delivery_report: true,
                     sequential_segments: false,
+                    urgency: record.priority.urgency(),
                 },
             );
             let mut por = match route

@@ -171,6 +171,7 @@ async fn send(
             validity_minutes,
             delivery_report: true,
             sequential_segments: false,
+            urgency: job.record.priority.urgency(),
         },
     );
     let ending = command.ending().ok_or_else(|| JobError::Fail {

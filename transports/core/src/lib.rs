@@ -50,6 +50,25 @@ pub enum Payload {
     },
 }
 
+/// How soon a message goes out relative to others queued on the same link: a transport that
+/// queues (SMPP) sends every queued urgent message before normal ones, and normal ones before
+/// bulk (campaign) traffic; equal urgency keeps arrival order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Urgency {
+    /// Campaign traffic.
+    Bulk,
+    /// Single commands of the NORMAL class.
+    #[default]
+    Normal,
+    /// Single commands of the URGENT class.
+    Urgent,
+}
+
+impl Urgency {
+    /// Every urgency, most urgent first.
+    pub const MOST_URGENT_FIRST: [Urgency; 3] = [Urgency::Urgent, Urgency::Normal, Urgency::Bulk];
+}
+
 /// Per-message options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SendOptions {
@@ -59,6 +78,8 @@ pub struct SendOptions {
     pub delivery_report: bool,
     /// Send the next segment only after the previous one's delivery report (campaign `seq`).
     pub sequential_segments: bool,
+    /// Place in the link's queue.
+    pub urgency: Urgency,
 }
 
 /// One message to send.

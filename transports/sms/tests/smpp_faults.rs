@@ -16,7 +16,7 @@ use otagw_sms::smpp::{
 };
 use otagw_transport::{
     DeliveryEvent, Destination, EventSink, MessageId, OutboundMessage, Payload, SendOptions,
-    Transport, TransportError,
+    Transport, TransportError, Urgency,
 };
 use rusmpp::pdus::{
     BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DeliverSm, SubmitSm, SubmitSmResp,
@@ -883,6 +883,47 @@ async fn transmitter_and_receiver_binds() {
         ]
     );
     drop((tx, rx));
+    stop(transport).await;
+}
+
+/// Campaign traffic queued on a bind does not hold up single commands: with the window full,
+/// an urgent message and then a normal one, sent after twenty bulk messages, are the next two
+/// submitted; the bulk ones follow in their order.
+#[tokio::test]
+async fn urgent_and_normal_messages_overtake_queued_bulk_traffic() {
+    let (listener, address) = listen().await;
+    let mut c = config(&address);
+    c.window = 1;
+    let (transport, _sink) = start(c);
+    let mut conn = accept_bound(&listener).await;
+    let bulk = SendOptions {
+        urgency: Urgency::Bulk,
+        ..Default::default()
+    };
+    for id in 1..=20 {
+        transport.send(secured(id, 30, bulk.clone())).await.unwrap();
+    }
+    let (sequence, first) = recv_submit(&mut conn).await;
+    for (id, urgency) in [(100, Urgency::Urgent), (50, Urgency::Normal)] {
+        let options = SendOptions {
+            urgency,
+            ..Default::default()
+        };
+        transport.send(secured(id, 30, options)).await.unwrap();
+    }
+    let mut order = vec![first.destination_addr.to_string()];
+    accept_submit(&mut conn, sequence, "m0").await;
+    for n in 1..=21 {
+        let (sequence, submit) = recv_submit(&mut conn).await;
+        order.push(submit.destination_addr.to_string());
+        accept_submit(&mut conn, sequence, &format!("m{n}")).await;
+    }
+    let mut expected = vec!["491700000001".to_string()];
+    expected.push("491700000100".into());
+    expected.push("491700000050".into());
+    expected.extend((2..=20).map(|id| format!("4917000{id:05}")));
+    assert_eq!(order, expected);
+    drop(conn);
     stop(transport).await;
 }
 

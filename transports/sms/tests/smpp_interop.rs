@@ -273,6 +273,7 @@ async fn submit_sm_decodes_as_intended_in_smpp34() {
         validity_minutes: Some(90),
         delivery_report: true,
         sequential_segments: false,
+        urgency: Default::default(),
     };
     h.transport
         .send(secured(1, "+491700000001", single.clone(), options))

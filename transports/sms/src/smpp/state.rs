@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use otagw_transport::{DeliveryEvent, EventSink, InboundAck, MessageId, TransportError};
+use otagw_transport::{DeliveryEvent, EventSink, InboundAck, MessageId, TransportError, Urgency};
 use rusmpp::pdus::SubmitSm;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -92,6 +92,7 @@ pub(crate) struct Msg {
     segments: Vec<Seg>,
     wants_receipts: bool,
     sequential: bool,
+    urgency: Urgency,
     accepted: usize,
     delivered: usize,
     /// Released when the message is accepted or fails (bounds `send`).
@@ -103,6 +104,7 @@ impl Msg {
         pdus: Vec<SubmitSm>,
         wants_receipts: bool,
         sequential: bool,
+        urgency: Urgency,
         permit: OwnedSemaphorePermit,
     ) -> Self {
         let segments = pdus
@@ -123,6 +125,7 @@ impl Msg {
             segments,
             wants_receipts,
             sequential,
+            urgency,
             accepted: 0,
             delivered: 0,
             permit: Some(permit),
@@ -144,7 +147,8 @@ pub(crate) enum Requeue {
 #[derive(Default)]
 pub(crate) struct Core {
     messages: HashMap<MessageId, Msg>,
-    queue: VecDeque<SegKey>,
+    /// Segments ready to go, one line per [`Urgency`] (indexed by `lane`).
+    queue: [VecDeque<SegKey>; 3],
     /// Normalised SMSC message id -> segment waiting for its receipt.
     receipts: HashMap<String, SegKey>,
     receipt_expiry: VecDeque<(Instant, String)>,
@@ -161,7 +165,25 @@ pub(crate) struct Core {
     closed: bool,
 }
 
+/// The queue line of an urgency.
+fn lane(urgency: Urgency) -> usize {
+    match urgency {
+        Urgency::Urgent => 0,
+        Urgency::Normal => 1,
+        Urgency::Bulk => 2,
+    }
+}
+
 impl Core {
+    /// The queue line of a message's segments (normal for one no longer known).
+    fn line(&mut self, id: MessageId) -> &mut VecDeque<SegKey> {
+        let urgency = self
+            .messages
+            .get(&id)
+            .map_or(Urgency::Normal, |m| m.urgency);
+        &mut self.queue[lane(urgency)]
+    }
+
     fn emit(&mut self, event: DeliveryEvent) {
         match &self.sink {
             Some(sink) => sink.deliver(event),
@@ -193,9 +215,10 @@ impl Core {
                 "message {id} is already in progress"
             )));
         }
+        let line = &mut self.queue[lane(msg.urgency)];
         for (i, seg) in msg.segments.iter().enumerate() {
             if seg.state == SegState::Queued {
-                self.queue.push_back((id, i as u8));
+                line.push_back((id, i as u8));
             }
         }
         self.messages.insert(id, msg);
@@ -203,7 +226,7 @@ impl Core {
     }
 
     pub fn has_queued(&self) -> bool {
-        !self.queue.is_empty()
+        self.queue.iter().any(|line| !line.is_empty())
     }
 
     /// Number of messages in progress (tests, metrics).
@@ -211,9 +234,9 @@ impl Core {
         self.messages.len()
     }
 
-    /// The next segment to submit, marked in flight.
+    /// The next segment to submit, marked in flight: the most urgent line first.
     pub fn take_next(&mut self) -> Option<(SegKey, SubmitSm)> {
-        while let Some(key) = self.queue.pop_front() {
+        while let Some(key) = self.queue.iter_mut().find_map(VecDeque::pop_front) {
             let Some(seg) = self
                 .messages
                 .get_mut(&key.0)
@@ -315,7 +338,7 @@ impl Core {
             return false;
         }
         seg.state = SegState::Queued;
-        self.queue.push_back((key.0, next));
+        self.line(key.0).push_back((key.0, next));
         true
     }
 
@@ -364,8 +387,8 @@ impl Core {
         }
         seg.state = SegState::Queued;
         match how {
-            Requeue::TimedOut => self.queue.push_back(key),
-            Requeue::Dropped | Requeue::Throttled => self.queue.push_front(key),
+            Requeue::TimedOut => self.line(key.0).push_back(key),
+            Requeue::Dropped | Requeue::Throttled => self.line(key.0).push_front(key),
         }
         true
     }
@@ -637,7 +660,7 @@ impl Core {
             );
         }
         self.messages.clear();
-        self.queue.clear();
+        self.queue.iter_mut().for_each(VecDeque::clear);
         self.receipts.clear();
         self.receipt_expiry.clear();
         self.sequential_gates.clear();
@@ -677,6 +700,10 @@ mod tests {
     }
 
     fn msg(segments: usize, receipts: bool, sequential: bool) -> Msg {
+        msg_of(segments, receipts, sequential, Urgency::Normal)
+    }
+
+    fn msg_of(segments: usize, receipts: bool, sequential: bool, urgency: Urgency) -> Msg {
         let pdus = (0..segments)
             .map(|i| {
                 SubmitSm::builder()
@@ -685,7 +712,41 @@ mod tests {
             })
             .collect();
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-        Msg::new(pdus, receipts, sequential, permit)
+        Msg::new(pdus, receipts, sequential, urgency, permit)
+    }
+
+    #[tokio::test]
+    async fn urgent_segments_go_before_queued_bulk_and_requeues_keep_their_line() {
+        let (mut core, _sink) = core();
+        for id in 1..=3 {
+            core.add(MessageId(id), msg_of(1, false, false, Urgency::Bulk))
+                .unwrap();
+        }
+        let (first, _) = core.take_next().unwrap();
+        assert_eq!(first.0, MessageId(1));
+        core.add(MessageId(10), msg_of(2, false, false, Urgency::Normal))
+            .unwrap();
+        core.add(MessageId(20), msg_of(1, false, false, Urgency::Urgent))
+            .unwrap();
+        let mut order = Vec::new();
+        while let Some((key, _)) = core.take_next() {
+            order.push(key);
+            if key == (MessageId(10), 0) && order.len() == 2 {
+                // Dropped with its session: back at the head of its own line, not of bulk's.
+                assert!(core.requeue(key, Requeue::Dropped, 5, "dropped"));
+            }
+        }
+        assert_eq!(
+            order,
+            vec![
+                (MessageId(20), 0),
+                (MessageId(10), 0),
+                (MessageId(10), 0),
+                (MessageId(10), 1),
+                (MessageId(2), 0),
+                (MessageId(3), 0),
+            ]
+        );
     }
 
     fn config() -> SmppConfig {

@@ -308,7 +308,13 @@ impl Transport for SmppTransport {
                 .await
                 .map_err(|_| TransportError::NotConnected("SMPP transport shut down".into()))?;
             let sequential = message.options.sequential_segments && pdus.len() > 1;
-            let msg = Msg::new(pdus, wants_receipts, sequential, permit);
+            let msg = Msg::new(
+                pdus,
+                wants_receipts,
+                sequential,
+                message.options.urgency,
+                permit,
+            );
             self.shared.core().add(message.id, msg)?;
             self.shared.work.notify_waiters();
             Ok(())
