@@ -518,6 +518,20 @@ async fn rest_campaign_lifecycle_with_webhooks() {
         .unwrap();
     assert_eq!(code, 422, "{body}");
     assert_eq!(body["field"], "commands[1]", "{body}");
+    // A profile that does not exist (or is another account's) is not found, naming the field.
+    let (code, body) = env
+        .post(
+            "/api/v1/campaigns",
+            &serde_json::json!({"profile": 987_654, "name": "x", "type": "RFM",
+                "commands": ["A0A40000027F20"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (404, Some("profile")),
+        "{body}"
+    );
     let (code, body) = env
         .post(
             "/api/v1/campaigns",

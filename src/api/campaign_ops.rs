@@ -19,6 +19,7 @@ impl From<OpError> for ApiError {
         match e {
             OpError::Field(f) => ApiError::invalid(f.field, f.problem),
             OpError::NotFound(what) => ApiError::not_found(None, format!("{what} not found")),
+            OpError::Missing(f) => ApiError::not_found(Some(&f.field), f.problem),
             OpError::Store(s) => ApiError::store(s),
         }
     }
@@ -26,7 +27,8 @@ impl From<OpError> for ApiError {
 
 /// Create a campaign (state CREATED).
 #[utoipa::path(post, path = "/api/v1/campaigns", tag = "campaigns", request_body = CampaignRequest,
-    responses((status = 201, body = CampaignView), (status = 422, body = super::error::ErrorBody)),
+    responses((status = 201, body = CampaignView), (status = 404, body = super::error::ErrorBody),
+        (status = 422, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,

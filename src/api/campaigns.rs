@@ -156,7 +156,10 @@ pub async fn create_profile(
                 .map_err(ApiError::store)?
                 .is_none()
             {
-                return Err(ApiError::invalid("appletId", format!("no applet {id}")));
+                return Err(ApiError::not_found(
+                    Some("appletId"),
+                    format!("no applet {id}"),
+                ));
             }
             tars
         }

@@ -326,22 +326,51 @@ pub async fn get_card(
 pub struct RotateKeys {
     /// One card.
     #[serde(default)]
+    #[schema(nullable = false)]
     pub iccid: Option<String>,
     /// Several cards.
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub iccids: Vec<String>,
-    /// Key version to replace (default 1); the command is secured with it.
+    /// Key version to replace, 1 to 15 (default 1); the command is secured with it.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 15)]
     pub key_version: Option<u8>,
     /// SPI, 4 hex digits (default 1639: ciphered, CC, counter higher, PoR with CC, ciphered).
     #[serde(default)]
+    #[schema(nullable = false, pattern = "^[0-9A-Fa-f]{4}$")]
     pub spi: Option<String>,
     /// TAR of the security domain (default 000000, the ISD).
     #[serde(default)]
+    #[schema(nullable = false, pattern = "^[0-9A-Fa-f]{6}$")]
     pub tar: Option<String>,
     /// Transport (default sms).
     #[serde(default)]
+    #[schema(nullable = false, pattern = "^(sms|catp|https)$")]
     pub transport: Option<String>,
+}
+
+/// The rotate-keys body as documented: [`RotateKeys`] with at least one of `iccid` and
+/// `iccids` (a derived schema cannot say "one of these two fields is required").
+pub struct RotateKeysBody;
+
+impl utoipa::PartialSchema for RotateKeysBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder};
+        let one_of_the_targets = AnyOfBuilder::new()
+            .item(ObjectBuilder::new().required("iccid"))
+            .item(ObjectBuilder::new().required("iccids"));
+        AllOfBuilder::new()
+            .item(<RotateKeys as utoipa::PartialSchema>::schema())
+            .item(one_of_the_targets)
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RotateKeysBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "RotateKeys".into()
+    }
 }
 
 /// One KEY_UPDATE started.
@@ -394,7 +423,7 @@ async fn profile_codings(
 
 /// Start KEY_UPDATE (new random keys, PUT KEY under the card's KIK) for a card or a list.
 #[utoipa::path(post, path = "/api/v1/ota/security/rotate-keys", tag = "security",
-    request_body = RotateKeys,
+    request_body = RotateKeysBody,
     responses((status = 202, body = RotationsStarted), (status = 404, body = super::error::ErrorBody),
         (status = 422, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -597,23 +626,72 @@ pub async fn list_cards(
     }))
 }
 
-/// Changes to a card; absent fields are kept.
+/// Changes to a card; absent fields are kept; at least one change.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateCard {
     /// New IMSI, 6 to 15 digits.
     #[serde(default)]
+    #[schema(nullable = false)]
     pub imsi: Option<String>,
     /// New MSISDN, 1 to 15 digits, optionally after '+'.
     #[serde(default)]
+    #[schema(nullable = false)]
     pub msisdn: Option<String>,
     /// Attributes to set; `null` removes one; others are kept. `cardClass`: `uicc` or `gsm`.
     #[serde(default)]
+    #[schema(schema_with = attribute_changes)]
     pub attributes: BTreeMap<String, Option<String>>,
 }
 
+/// The card update body as documented: [`UpdateCard`] with at least one property.
+/// (utoipa-gen 5.5.0 writes a container's `min_properties` as `maxProperties`, so it is set
+/// here.)
+pub struct UpdateCardBody;
+
+impl utoipa::PartialSchema for UpdateCardBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::Schema;
+        use utoipa::openapi::RefOr;
+        let mut schema = <UpdateCard as utoipa::PartialSchema>::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.min_properties = Some(1);
+        }
+        schema
+    }
+}
+
+impl utoipa::ToSchema for UpdateCardBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "UpdateCard".into()
+    }
+}
+
+/// `attributes` of a card update: at least one, names not blank (as `provision::card_changes`
+/// checks them).
+fn attribute_changes() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    let value = ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+        Type::String,
+        Type::Null,
+    ]));
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .pattern(Some(r"\S"));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(value.into())))
+        .property_names(Some(name))
+        .min_properties(Some(1))
+        .description(Some(
+            "Attributes to set; `null` removes one; others are kept. `cardClass`: `uicc` or `gsm`.",
+        ))
+        .build()
+}
+
 /// Change a card's IMSI, MSISDN or attributes (the same checks as `otagw card update`).
-#[utoipa::path(patch, path = "/api/v1/cards/{iccid}", tag = "cards", request_body = UpdateCard,
+#[utoipa::path(patch, path = "/api/v1/cards/{iccid}", tag = "cards", request_body = UpdateCardBody,
     params(("iccid" = String, Path, description = "ICCID")),
     responses((status = 200, body = CardView), (status = 400, body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)),
@@ -724,7 +802,7 @@ pub struct SecurityStatus {
 /// Key versions, last rotation and counters per card.
 #[utoipa::path(get, path = "/api/v1/ota/security/status", tag = "security",
     params(StatusQuery),
-    responses((status = 200, body = SecurityStatus)),
+    responses((status = 200, body = SecurityStatus), (status = 422, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn security_status(
     State(state): State<AppState>,
@@ -812,14 +890,31 @@ pub struct AddWebhook {
     /// Where to POST events (http or https).
     #[schema(pattern = "^https?://[^ ]+$")]
     pub url: String,
-    /// HMAC-SHA256 secret (generated when absent; returned only now).
+    /// HMAC-SHA256 secret, at least 16 characters (generated when absent; returned only now).
     #[serde(default)]
+    #[schema(min_length = 16)]
     pub secret: Option<String>,
     /// The events it receives (`command.completed`, `campaign.progress`, ...); absent or
     /// empty: every event.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<WebhookEvent>>)]
     pub events: Option<Vec<String>>,
 }
+
+/// The name of an event a webhook can ask for: one of [`crate::events::names::PUBLISHED`].
+pub struct WebhookEvent;
+
+impl utoipa::PartialSchema for WebhookEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(crate::events::names::PUBLISHED))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for WebhookEvent {}
 
 /// A webhook.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]

@@ -98,7 +98,7 @@ impl Modify for CommonResponses {
         crate::campaign::ops::CampaignView, crate::campaign::ops::IterationTotals,
         crate::campaign::ops::StartRequest, crate::campaign::ops::StartOutcome,
         campaign_ops::CampaignCard,
-        scp81::PutPsk, tokens::TokenView, cards::CardPage, cards::UpdateCard, cards::CardRemoved,
+        scp81::PutPsk, tokens::TokenView, cards::CardPage, cards::UpdateCardBody, cards::CardRemoved,
         cards::CardView,
     )),
     modifiers(&BearerAuth, &CommonResponses),

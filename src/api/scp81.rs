@@ -16,6 +16,7 @@ use crate::store::Account;
 pub struct PutPsk {
     /// Key version, 64 to 79 (0x40-0x4F); default 64.
     #[serde(default)]
+    #[schema(minimum = 64, maximum = 79)]
     pub version: Option<u8>,
     /// PSK identity, hex, 1 to 128 octets (the card presents it in the handshake; unique
     /// across cards).

@@ -21,6 +21,10 @@ pub enum OpError {
     /// No such campaign (or another account's).
     #[error("no {0}")]
     NotFound(String),
+    /// A field names something that does not exist (or is another account's): a profile, a
+    /// campaign to copy, a card group.
+    #[error("{}: {}", .0.field, .0.problem)]
+    Missing(FieldError),
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -34,6 +38,10 @@ impl From<FieldError> for OpError {
 
 fn field(name: &str, problem: impl Into<String>) -> OpError {
     OpError::Field(FieldError::new(name, problem))
+}
+
+fn missing(name: &str, problem: impl Into<String>) -> OpError {
+    OpError::Missing(FieldError::new(name, problem))
 }
 
 /// Octets of script one SMS-PP command packet carries (concatenated SMS, 8-bit references).
@@ -137,13 +145,13 @@ pub async fn create(
     let profile = store
         .profile(account_id, req.profile)
         .await?
-        .ok_or_else(|| field("profile", format!("no profile {}", req.profile)))?;
+        .ok_or_else(|| missing("profile", format!("no profile {}", req.profile)))?;
     let template = match req.template {
         Some(t) => {
             let r = store
                 .campaign(account_id, t)
                 .await?
-                .ok_or_else(|| field("template", format!("no campaign {t} to copy")))?;
+                .ok_or_else(|| missing("template", format!("no campaign {t} to copy")))?;
             let ty: CampaignType = r.campaign_type.parse().map_err(|e| field("template", e))?;
             let s: CampaignSettings = serde_json::from_str(&r.settings)
                 .map_err(|e| field("template", format!("its settings do not parse: {e}")))?;
@@ -356,7 +364,7 @@ pub async fn start(
         .await
         .map_err(|e| match e {
             StoreError::Invalid { field: f, problem } => field(&f, problem),
-            StoreError::NotFound { what, key } => field("cardGroup", format!("no {what} {key}")),
+            StoreError::NotFound { what, key } => missing("cardGroup", format!("no {what} {key}")),
             other => other.into(),
         })?;
     let messages = cards.saturating_mul(u64::try_from(campaign.messages_per_card).unwrap_or(1));

@@ -180,7 +180,9 @@ fn parse_type(s: &str) -> Result<CampaignType, String> {
 
 fn report(e: ops::OpError) -> anyhow::Error {
     match e {
-        ops::OpError::Field(f) => anyhow::anyhow!("--{}: {}", kebab(&f.field), f.problem),
+        ops::OpError::Field(f) | ops::OpError::Missing(f) => {
+            anyhow::anyhow!("--{}: {}", kebab(&f.field), f.problem)
+        }
         other => anyhow::anyhow!(other),
     }
 }

@@ -151,8 +151,8 @@ pub struct TransportParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<u32>, minimum = 0, maximum = 20, example = 2)]
     pub retries: Option<f64>,
-    /// 0 = BULK, 1 = NORMAL, 2 = URGENT: higher goes first, as the `priority` classes. Not
-    /// with a `priority` of another class.
+    /// 0 = BULK, 1 = NORMAL, 2 = URGENT: higher goes first, as the `priority` classes. Given
+    /// with a top-level `priority` too, this one applies (the more specific setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<u32>, minimum = 0, maximum = 2, example = 1)]
     pub priority: Option<f64>,

@@ -141,19 +141,8 @@ pub fn validate_request(req: &OtaCommandRequest) -> Result<ValidSecurity, FieldE
         _ => {}
     }
     if let Some(transport) = &req.transport {
-        let asked = transport.check()?;
+        transport.check()?;
         transport.check_security(&spi)?;
-        if let (Some(class), Some(given)) = (req.priority, asked.priority) {
-            if class != given {
-                return Err(FieldError::new(
-                    "transport.parameters.priority",
-                    format!(
-                        "{} ({given}) disagrees with priority {class}; give one of them",
-                        given.rank()
-                    ),
-                ));
-            }
-        }
     }
     if kic >> 4 == 0 && spi.ciphered {
         return Err(FieldError::new(
