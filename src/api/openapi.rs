@@ -67,6 +67,29 @@ impl Modify for CommonResponses {
     }
 }
 
+/// Each command type's `data` (its parameters' schema, or `apdus` for RFM and RAM): the
+/// parameter schemas join the components and `OtaCommandRequest` becomes
+/// `allOf: [its fields, oneOf: one entry per type]` (see [`command::schema`]).
+struct CommandShapes;
+
+impl Modify for CommandShapes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AllOfBuilder, Schema};
+        use utoipa::openapi::RefOr;
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, schema) in command::schema::components() {
+            components.schemas.insert(name, schema);
+        }
+        let variants = command::schema::request_variants();
+        if let Some(fields) = components.schemas.remove("OtaCommandRequest") {
+            let whole = AllOfBuilder::new().item(fields).item(variants).build();
+            components
+                .schemas
+                .insert("OtaCommandRequest".into(), RefOr::T(Schema::AllOf(whole)));
+        }
+    }
+}
+
 /// The API's document.
 #[derive(OpenApi)]
 #[openapi(
@@ -101,7 +124,7 @@ impl Modify for CommonResponses {
         scp81::PutPsk, tokens::TokenView, cards::CardPage, cards::UpdateCardBody, cards::CardRemoved,
         cards::CardView,
     )),
-    modifiers(&BearerAuth, &CommonResponses),
+    modifiers(&BearerAuth, &CommonResponses, &CommandShapes),
 )]
 pub struct ApiDoc;
 

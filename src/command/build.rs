@@ -419,6 +419,23 @@ fn parse_hex(field: &str, text: &str) -> Result<Vec<u8>, BuildError> {
     hex::decode(&clean).map_err(|e| invalid(field, format!("not hex: {e}")))
 }
 
+/// The `data.parameters` names a command type accepts (none for RFM and RAM).
+pub fn parameter_names(t: CommandType) -> &'static [&'static str] {
+    match t {
+        CommandType::Rfm | CommandType::Ram => &[],
+        CommandType::FileUpdate => FILE_UPDATE,
+        CommandType::ProfileUpdate => PROFILE_UPDATE,
+        CommandType::KeyUpdate => KEY_UPDATE,
+        CommandType::AppInstall => APP_INSTALL,
+        CommandType::AppDelete => APP_DELETE,
+    }
+}
+
+/// The names of APP_INSTALL's `toolkit` object.
+pub fn toolkit_parameter_names() -> &'static [&'static str] {
+    TOOLKIT
+}
+
 const FILE_UPDATE: &[&str] = &["path", "data", "offset", "record", "cardClass"];
 const PROFILE_UPDATE: &[&str] = &[
     "serviceProviderName",

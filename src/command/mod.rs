@@ -3,6 +3,7 @@
 //! card's stored key sets.
 
 pub mod build;
+pub mod schema;
 pub mod transport;
 
 use std::fmt;
@@ -268,7 +269,8 @@ pub struct CommandData {
     /// A name for the operation (free text, kept for the caller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
-    /// Typed parameters of FILE_UPDATE, PROFILE_UPDATE, KEY_UPDATE, APP_INSTALL, APP_DELETE.
+    /// Typed parameters of FILE_UPDATE, PROFILE_UPDATE, KEY_UPDATE, APP_INSTALL, APP_DELETE
+    /// (`FileUpdateParameters`, ... : which one goes with the command's `type`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
     pub parameters: Option<serde_json::Value>,
