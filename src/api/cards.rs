@@ -26,26 +26,64 @@ use crate::store::{
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeySetInput {
     /// Key version 1..15.
+    #[schema(minimum = 1, maximum = 15)]
     pub version: u8,
-    /// KIc, hex.
+    /// KIc, hex: 8, 16, 24 or 32 octets.
+    #[schema(
+        pattern = r"^\s*([0-9A-Fa-f]{16}|[0-9A-Fa-f]{32}|[0-9A-Fa-f]{48}|[0-9A-Fa-f]{64})\s*$"
+    )]
     pub kic: String,
-    /// KID, hex.
+    /// KID, hex: 8, 16, 24 or 32 octets.
+    #[schema(
+        pattern = r"^\s*([0-9A-Fa-f]{16}|[0-9A-Fa-f]{32}|[0-9A-Fa-f]{48}|[0-9A-Fa-f]{64})\s*$"
+    )]
     pub kid: String,
-    /// KIK (key-encryption key for PUT KEY), hex.
+    /// KIK (key-encryption key for PUT KEY), hex: 8, 16, 24 or 32 octets.
     #[serde(default)]
+    #[schema(
+        pattern = r"^\s*([0-9A-Fa-f]{16}|[0-9A-Fa-f]{32}|[0-9A-Fa-f]{48}|[0-9A-Fa-f]{64})\s*$"
+    )]
     pub kik: Option<String>,
     /// Ciphering algorithm for implicit KIc codings (`aes-cbc`, `3des-2key`, ...); an explicit
     /// KIc coding must agree with it.
     #[serde(default)]
+    #[schema(schema_with = cipher_names)]
     pub kic_algorithm: Option<String>,
     /// Integrity algorithm for implicit KID codings (`aes-cmac`, `3des-2key`, ...); an explicit
     /// KID coding of the same kind (CC) must agree with it, and an RC (CRC16/CRC32) coding is
     /// not affected by it.
     #[serde(default)]
+    #[schema(schema_with = integrity_names)]
     pub kid_algorithm: Option<String>,
     /// Last counter the card has seen with this key set (default 0).
     #[serde(default)]
     pub counter: u64,
+}
+
+/// `kicAlgorithm`: one of the ciphering algorithms' names (case does not matter).
+fn cipher_names() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(CipherAlgorithm::ALL.map(CipherAlgorithm::name)))
+        .description(Some(
+            "Ciphering algorithm for implicit KIc codings; an explicit KIc coding must agree \
+             with it.",
+        ))
+        .build()
+}
+
+/// `kidAlgorithm`: one of the integrity algorithms' names (case does not matter).
+fn integrity_names() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(IntegrityAlgorithm::ALL.map(IntegrityAlgorithm::name)))
+        .description(Some(
+            "Integrity algorithm for implicit KID codings; an explicit KID coding of the same \
+             kind (CC) must agree with it.",
+        ))
+        .build()
 }
 
 /// A card as posted.
@@ -54,12 +92,15 @@ pub struct KeySetInput {
 pub struct CardInput {
     /// ICCID, 18 to 20 digits (trailing F padding is removed); on 19 and 20 digits the last
     /// one is the Luhn check digit.
+    #[schema(pattern = r"^\s*[0-9]{18,20}[Ff]*\s*$")]
     pub iccid: String,
-    /// IMSI.
+    /// IMSI, 6 to 15 digits.
     #[serde(default)]
+    #[schema(pattern = r"^\s*[0-9]{6,15}\s*$")]
     pub imsi: Option<String>,
-    /// MSISDN, international format, digits.
+    /// MSISDN, international format, 3 to 15 digits (a leading '+' is allowed).
     #[serde(default)]
+    #[schema(pattern = r"^\s*[+]*[0-9]{3,15}\s*$")]
     pub msisdn: Option<String>,
     /// Other attributes (`cardClass`: `uicc` or `gsm`).
     #[serde(default)]
@@ -338,15 +379,15 @@ pub struct RotateKeys {
     pub key_version: Option<u8>,
     /// SPI, 4 hex digits (default 1639: ciphered, CC, counter higher, PoR with CC, ciphered).
     #[serde(default)]
-    #[schema(nullable = false, pattern = "^[0-9A-Fa-f]{4}$")]
+    #[schema(pattern = "^[0-9A-Fa-f]{4}$")]
     pub spi: Option<String>,
     /// TAR of the security domain (default 000000, the ISD).
     #[serde(default)]
-    #[schema(nullable = false, pattern = "^[0-9A-Fa-f]{6}$")]
+    #[schema(pattern = "^[0-9A-Fa-f]{6}$")]
     pub tar: Option<String>,
     /// Transport (default sms).
     #[serde(default)]
-    #[schema(nullable = false, pattern = "^(sms|catp|https)$")]
+    #[schema(pattern = "^(sms|catp|https)$")]
     pub transport: Option<String>,
 }
 
