@@ -1143,6 +1143,95 @@ async fn two_gateways_never_send_a_command_twice(backend: &str) {
     env.shutdown().await;
 }
 
+/// A command whose PoR another gateway took (here: its result written straight into the
+/// store, as that gateway would) stops waiting here within a sweep of the ended-elsewhere watch,
+/// not after its PoR timeout, and is not sent again. (Each waiting command used to read its own
+/// row every 2 s.)
+async fn a_command_ended_elsewhere_stops_waiting_here(backend: &str) {
+    let env = env_for(
+        backend,
+        DevOptions {
+            por_timeout: Duration::from_secs(30),
+            attempts: 1,
+            // Accepted by the SMSC, then lost: no PoR ever comes here.
+            smsc_faults: Some(otagw_sms::smsc_sim::FaultConfig {
+                drop_share: 1.0,
+                ..Default::default()
+            }),
+            ..DevOptions::default()
+        },
+    )
+    .await;
+    let iccid = env.iccid(0).expect("card");
+    let id = post_ok(
+        &env,
+        &cmd("RFM", &iccid, json!({"apdus": ["00A40004023F00"]})),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, r) = env
+            .get(&format!("/api/v1/ota/commands/{id}"))
+            .await
+            .expect("get");
+        if r["status"] == "SENT" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never sent: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(env.server.gateway.in_flight(), 1);
+    let store = env.server.gateway.store().clone();
+    let ended_at = std::time::Instant::now();
+    let applied = store
+        .transition(
+            &env.account_id,
+            &id,
+            &otagw::store::Transition {
+                from: vec![
+                    otagw::command::CommandStatus::Sent,
+                    otagw::command::CommandStatus::Delivered,
+                ],
+                to: otagw::command::CommandStatus::Success,
+                event: "SUCCESS".into(),
+                detail: "PoR taken by another gateway".into(),
+                response: None,
+                error: None,
+                at: otagw::gateway::now_ms(),
+                new_keys: None,
+                events: Vec::new(),
+            },
+        )
+        .await
+        .expect("transition");
+    assert!(applied);
+    while env.server.gateway.in_flight() > 0 {
+        assert!(
+            ended_at.elapsed() < Duration::from_secs(10),
+            "still waiting after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waited = ended_at.elapsed();
+    assert!(
+        waited < Duration::from_millis(1_500),
+        "noticed after {waited:?} (a sweep is every {:?})",
+        otagw::pipeline::ended::SWEEP_EVERY
+    );
+    let (_, r) = env
+        .get(&format!("/api/v1/ota/commands/{id}"))
+        .await
+        .expect("get");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    let kinds = events(&r);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "SENT").count(),
+        1,
+        "{kinds:?}"
+    );
+    env.shutdown().await;
+}
+
 async fn applet_upload_install_delete(backend: &str) {
     let env = env_for(backend, DevOptions::default()).await;
     let iccid = env.iccid(0).expect("card");
@@ -1906,6 +1995,7 @@ both_backends!(
     tokens_listed_and_revoked,
     webhooks_deleted_and_event_names_checked,
     two_gateways_never_send_a_command_twice,
+    a_command_ended_elsewhere_stops_waiting_here,
     applet_upload_install_delete,
     health_reports_the_smsc,
     por_modes_over_sms,

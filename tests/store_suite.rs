@@ -959,6 +959,53 @@ async fn cancel(b: Backend) {
     ));
 }
 
+/// One query tells which of the commands a gateway waits on have ended (the pipeline's
+/// ended-elsewhere sweep): only those, with their status, not another account's, across the
+/// 500-per-statement chunks.
+async fn ended_among_finds_the_commands_that_ended(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.open().await;
+    let a = account(&store, "a").await;
+    let other = account(&store, "b").await;
+    sent_commands(&store, &a, 3, "gw").await;
+    store.insert_command(&command(&a, "p", 1)).await.unwrap();
+    assert!(store
+        .transition(
+            &a,
+            "c000",
+            &transition(
+                &[CommandStatus::Sent],
+                CommandStatus::Success,
+                "SUCCESS",
+                300
+            )
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        store.cancel_command(&a, "p", 310).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let mut keys: Vec<(String, String)> = (0..1_200)
+        .map(|i| (a.clone(), format!("unknown-{i}")))
+        .collect();
+    keys.insert(700, (a.clone(), "p".into()));
+    for id in ["c000", "c001", "c002"] {
+        keys.push((a.clone(), id.into()));
+    }
+    keys.push((other.clone(), "c000".into()));
+    let mut ended = store.ended_among(&keys).await.unwrap();
+    ended.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+    assert_eq!(
+        ended,
+        vec![
+            (a.clone(), "c000".to_string(), CommandStatus::Success),
+            (a.clone(), "p".to_string(), CommandStatus::Cancelled),
+        ]
+    );
+    assert!(store.ended_among(&[]).await.unwrap().is_empty());
+}
+
 async fn concurrent_terminal_transitions(b: Backend) {
     let db = TestDb::new(b).await;
     let s1 = Arc::new(db.open().await);
@@ -3265,6 +3312,7 @@ suite!(
     secure_send_transition,
     reroute_for_fallback,
     cancel,
+    ended_among_finds_the_commands_that_ended,
     concurrent_terminal_transitions,
     concurrent_claims,
     leases_and_order,

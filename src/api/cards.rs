@@ -62,10 +62,15 @@ pub struct KeySetInput {
 
 /// `kicAlgorithm`: one of the ciphering algorithms' names (case does not matter).
 fn cipher_names() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let mut names: Vec<serde_json::Value> = CipherAlgorithm::ALL
+        .iter()
+        .map(|a| a.name().into())
+        .collect();
+    names.push(serde_json::Value::Null);
     ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(CipherAlgorithm::ALL.map(CipherAlgorithm::name)))
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .enum_values(Some(names))
         .description(Some(
             "Ciphering algorithm for implicit KIc codings; an explicit KIc coding must agree \
              with it.",
@@ -75,10 +80,15 @@ fn cipher_names() -> utoipa::openapi::schema::Object {
 
 /// `kidAlgorithm`: one of the integrity algorithms' names (case does not matter).
 fn integrity_names() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let mut names: Vec<serde_json::Value> = IntegrityAlgorithm::ALL
+        .iter()
+        .map(|a| a.name().into())
+        .collect();
+    names.push(serde_json::Value::Null);
     ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(IntegrityAlgorithm::ALL.map(IntegrityAlgorithm::name)))
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .enum_values(Some(names))
         .description(Some(
             "Integrity algorithm for implicit KID codings; an explicit KID coding of the same \
              kind (CC) must agree with it.",

@@ -239,17 +239,41 @@ pub struct Target {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecuritySettings {
     /// SPI, 2 octets: a number (0x1621 = 5665) or 4 hex digits.
-    #[schema(value_type = String, example = "1621")]
+    #[schema(schema_with = spi_schema)]
     pub spi: HexOrNumber,
     /// KIc octet (algorithm in the low nibble, key version in the high nibble), 2 hex digits.
-    #[schema(example = "12")]
+    #[schema(example = "12", pattern = r"^\s*[0-9A-Fa-f]{2}\s*$")]
     pub kic: String,
     /// KID octet, 2 hex digits.
-    #[schema(example = "12")]
+    #[schema(example = "12", pattern = r"^\s*[0-9A-Fa-f]{2}\s*$")]
     pub kid: String,
     /// TAR, 6 hex digits.
-    #[schema(example = "B00010")]
+    #[schema(example = "B00010", pattern = r"^\s*[0-9A-Fa-f]{6}\s*$")]
     pub tar: String,
+}
+
+/// `security.spi`: 4 hex digits or a number of 2 octets.
+fn spi_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^\s*[0-9A-Fa-f]{4}\s*$")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(0xFFFF)),
+            )
+            .description(Some(
+                "SPI, 2 octets: 4 hex digits or a number (0x1621 = 5665).",
+            ))
+            .examples([serde_json::json!("1621")])
+            .build(),
+    )
 }
 
 /// A value the API accepts as a JSON number or as a hex string.

@@ -259,9 +259,14 @@ pub fn request_variants() -> Schema {
     use utoipa::openapi::schema::{
         ArrayBuilder, ObjectBuilder, OneOfBuilder, Ref, SchemaType, Type,
     };
+    // A C-APDU: at least its 4 header octets, in hex.
     let strings = |min: Option<usize>, max: Option<usize>| {
         ArrayBuilder::new()
-            .items(ObjectBuilder::new().schema_type(Type::String))
+            .items(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^\s*([0-9A-Fa-f]\s*[0-9A-Fa-f]\s*){4,}$")),
+            )
             .min_items(min)
             .max_items(max)
     };

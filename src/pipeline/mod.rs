@@ -9,6 +9,7 @@
 //!
 //! Every layer returns the same [`Done`] or [`JobError`]; the gateway records the outcome.
 
+pub mod ended;
 pub mod limit;
 pub mod priority;
 pub mod resolve;
@@ -186,7 +187,12 @@ pub fn build(
         .layer(priority::PriorityLayer)
         .layer(limit::LimitLayer)
         .layer(timeout::TimeoutLayer::new(config.por_timeout))
-        .service(send::SendService::new(store, log, config.por_timeout));
+        .service(send::SendService::new(
+            store.clone(),
+            log,
+            config.por_timeout,
+            ended::EndedWatch::start(store, ended::SWEEP_EVERY),
+        ));
     BoxCloneSyncService::new(service)
 }
 

@@ -18,9 +18,6 @@ use crate::dispatch::{OtaOutcome, SecuredCommand};
 use crate::security::{CommandHeader, Counter, KeyIdentifier, PorEnding, Spi};
 use crate::store::Store;
 
-/// How often a command waiting for its PoR checks whether it ended elsewhere.
-const ENDED_ELSEWHERE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Which command each send attempt (transport message id) belongs to, for delivery reports.
 pub struct MessageLog {
     first: u64,
@@ -92,21 +89,25 @@ pub struct SendService {
     store: Arc<dyn Store>,
     log: Arc<MessageLog>,
     por_timeout: std::time::Duration,
+    ended: Arc<super::ended::EndedWatch>,
 }
 
 impl SendService {
     /// Over a store, logging message ids in `log`. `por_timeout`: for commands that end on
     /// their delivery (see [`PorEnding`]), how long to wait for the delivery report, and for
     /// PoR-on-error ones how long after it to listen for an error PoR.
+    /// `ended` tells a waiting command that it ended elsewhere.
     pub fn new(
         store: Arc<dyn Store>,
         log: Arc<MessageLog>,
         por_timeout: std::time::Duration,
+        ended: Arc<super::ended::EndedWatch>,
     ) -> Self {
         Self {
             store,
             log,
             por_timeout,
+            ended,
         }
     }
 }
@@ -127,6 +128,7 @@ async fn send(
     store: Arc<dyn Store>,
     log: Arc<MessageLog>,
     por_timeout: std::time::Duration,
+    ended: Arc<super::ended::EndedWatch>,
     job: Job,
 ) -> Result<Done, JobError> {
     let route = job.route.as_ref().ok_or_else(|| job.missing("route"))?;
@@ -221,15 +223,11 @@ async fn send(
             .map_err(JobError::Transport)?
     };
     // The PoR may reach another gateway sharing the store (the SMSC picks the bind), which
-    // then ends the command there: a command still waiting here after a while looks it up.
+    // then ends the command there: the watch's sweep finds it (see `ended`).
     let ended_elsewhere = async {
-        loop {
-            tokio::time::sleep(ENDED_ELSEWHERE_POLL).await;
-            if let Ok(Some(r)) = store.command_by_id(&record.account_id, &record.id).await {
-                if r.status.is_terminal() {
-                    return r.status;
-                }
-            }
+        match ended.wait(&record.account_id, &record.id).await {
+            Ok(status) => status,
+            Err(_) => std::future::pending().await,
         }
     };
     // What ends the wait besides the PoR: for commands that end on their delivery, the report
@@ -284,6 +282,12 @@ impl Service<Job> for SendService {
 
     fn call(&mut self, job: Job) -> Self::Future {
         let por_timeout = job.por_timeout.unwrap_or(self.por_timeout);
-        Box::pin(send(self.store.clone(), self.log.clone(), por_timeout, job))
+        Box::pin(send(
+            self.store.clone(),
+            self.log.clone(),
+            por_timeout,
+            self.ended.clone(),
+            job,
+        ))
     }
 }

@@ -628,6 +628,12 @@ pub trait Store: CampaignStore + OutboxStore + Send + Sync {
         account_id: &str,
         id: &str,
     ) -> Result<Option<(CommandRecord, Vec<CommandEvent>)>, StoreError>;
+    /// Which of these commands (account id, command id) have ended, with their final status:
+    /// one query for every command a gateway waits on (see `pipeline::ended`).
+    async fn ended_among(
+        &self,
+        commands: &[(String, String)],
+    ) -> Result<Vec<(String, String, CommandStatus)>, StoreError>;
     /// A command's record without its history (for the pipeline).
     async fn command_by_id(
         &self,

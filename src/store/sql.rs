@@ -2031,6 +2031,37 @@ impl Store for SqlStore {
             .transpose()
     }
 
+    async fn ended_among(
+        &self,
+        commands: &[(String, String)],
+    ) -> Result<Vec<(String, String, CommandStatus)>, StoreError> {
+        let mut ended = Vec::new();
+        // Bounded statements (PostgreSQL takes up to 65,535 parameters, SQLite 32,766).
+        for chunk in commands.chunks(500) {
+            let pairs: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let sql = format!(
+                "SELECT account_id, id, status FROM commands \
+                 WHERE status IN ('SUCCESS', 'FAILED', 'CANCELLED', 'EXPIRED') \
+                 AND (account_id, id) IN (VALUES {})",
+                pairs.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (account_id, id) in chunk {
+                query = query.bind(account_id).bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await.map_err(dbe)? {
+                let status: String = col(&row, "status")?;
+                let status: CommandStatus = status
+                    .parse()
+                    .map_err(|e| bad_column("commands.status", e))?;
+                ended.push((col(&row, "account_id")?, col(&row, "id")?, status));
+            }
+        }
+        Ok(ended)
+    }
+
     async fn cancel_command(
         &self,
         account_id: &str,
