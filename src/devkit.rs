@@ -74,6 +74,8 @@ pub struct DevOptions {
     /// The simulated SMSC's fault injection (messages throttled, lost, delayed); none by
     /// default.
     pub smsc_faults: Option<otagw_sms::smsc_sim::FaultConfig>,
+    /// The engine's clock (default the system's).
+    pub clock: Option<Arc<dyn crate::clock::Clock>>,
 }
 
 impl Default for DevOptions {
@@ -98,6 +100,7 @@ impl Default for DevOptions {
             terminals: Default::default(),
             api_limits: None,
             smsc_faults: None,
+            clock: None,
         }
     }
 }
@@ -293,17 +296,17 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
     let account = store
         .create_account(
             &format!("demo-{}", options.gateway_id),
-            crate::gateway::now_ms(),
+            crate::clock::now_ms(),
         )
         .await
         .map_err(err)?;
     let token = store
-        .create_token(&account.id, "devkit", crate::gateway::now_ms())
+        .create_token(&account.id, "devkit", crate::clock::now_ms())
         .await
         .map_err(err)?;
     let mut fleet_group = None;
     if options.provision {
-        let now = crate::gateway::now_ms();
+        let now = crate::clock::now_ms();
         let profile = store
             .create_profile(
                 &account.id,
@@ -353,7 +356,8 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
             .ok_or_else(|| DevkitError("provisioning made no group".into()))?;
         fleet_group = Some((profile.id, group.id));
     }
-    let server = server::start_with_store(&config, store)
+    let clock = options.clock.clone().unwrap_or_else(crate::clock::system);
+    let server = server::start_with_clock(&config, store, clock)
         .await
         .map_err(err)?;
     let client = reqwest::Client::builder()

@@ -1,6 +1,7 @@
 //! otagw: an over-the-air gateway for SIM cards.
 pub mod api;
 pub mod campaign;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod correlation;

@@ -233,6 +233,16 @@ pub async fn start_with_store(
     config: &Config,
     store: Arc<dyn Store>,
 ) -> Result<ServerHandle, ServerError> {
+    start_with_clock(config, store, crate::clock::system()).await
+}
+
+/// Starts over an opened store, the engine reading the time from `clock` (tests move a
+/// [`crate::clock::ManualClock`]).
+pub async fn start_with_clock(
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> Result<ServerHandle, ServerError> {
     let mut transports = Vec::new();
     let mut health: Vec<HealthProbe> = Vec::new();
     let mut smpp = None;
@@ -306,6 +316,7 @@ pub async fn start_with_store(
     };
     let webhooks = Webhooks::new(store.clone(), WebhookRetry::default());
     let mut gateway_config = config.gateway();
+    gateway_config.clock = clock;
     let mut https_listener = None;
     if let Some(h) = &config.https {
         let listener = tokio::net::TcpListener::bind(h.listen)

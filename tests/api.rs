@@ -405,13 +405,13 @@ async fn auth_and_tenancy(backend: &str) {
     let other = env
         .server
         .store
-        .create_account("other", otagw::gateway::now_ms())
+        .create_account("other", otagw::clock::now_ms())
         .await
         .expect("account");
     let token = env
         .server
         .store
-        .create_token(&other.id, "t", otagw::gateway::now_ms())
+        .create_token(&other.id, "t", otagw::clock::now_ms())
         .await
         .expect("token");
     for path in [
@@ -857,7 +857,7 @@ async fn tokens_listed_and_revoked(backend: &str) {
     .await;
     let base = env.server.base_url();
     let store = env.server.store.clone();
-    let now = otagw::gateway::now_ms();
+    let now = otagw::clock::now_ms();
     let (code, list) = call(&env, Method::GET, "/api/v1/tokens", &base, &env.token).await;
     assert_eq!(code, 200, "{list}");
     let mine = list.as_array().cloned().unwrap_or_default();
@@ -1046,13 +1046,13 @@ async fn webhooks_deleted_and_event_names_checked(backend: &str) {
     let other = env
         .server
         .store
-        .create_account("other", otagw::gateway::now_ms())
+        .create_account("other", otagw::clock::now_ms())
         .await
         .expect("account");
     let other_token = env
         .server
         .store
-        .create_token(&other.id, "t", otagw::gateway::now_ms())
+        .create_token(&other.id, "t", otagw::clock::now_ms())
         .await
         .expect("token");
     let (code, list) = call(&env, Method::GET, "/api/v1/webhooks", &base, &other_token).await;
@@ -1197,7 +1197,7 @@ async fn a_command_ended_elsewhere_stops_waiting_here(backend: &str) {
                 detail: "PoR taken by another gateway".into(),
                 response: None,
                 error: None,
-                at: otagw::gateway::now_ms(),
+                at: otagw::clock::now_ms(),
                 new_keys: None,
                 events: Vec::new(),
             },
@@ -1564,13 +1564,13 @@ async fn another_accounts_iccid_is_refused_without_saying_where(backend: &str) {
     let other = env
         .server
         .store
-        .create_account("other", otagw::gateway::now_ms())
+        .create_account("other", otagw::clock::now_ms())
         .await
         .expect("account");
     let token = env
         .server
         .store
-        .create_token(&other.id, "t", otagw::gateway::now_ms())
+        .create_token(&other.id, "t", otagw::clock::now_ms())
         .await
         .expect("token");
     let k = "00112233445566778899AABBCCDDEEFF";
@@ -1831,11 +1831,11 @@ async fn cards_listed_updated_deleted(backend: &str) {
     // Another account: 404 for its GET, PATCH and DELETE alike, and the card is unchanged.
     let store = &env.server.store;
     let other = store
-        .create_account("other", otagw::gateway::now_ms())
+        .create_account("other", otagw::clock::now_ms())
         .await
         .expect("account");
     let token = store
-        .create_token(&other.id, "t", otagw::gateway::now_ms())
+        .create_token(&other.id, "t", otagw::clock::now_ms())
         .await
         .expect("token");
     let base = env.server.base_url();

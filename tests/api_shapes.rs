@@ -59,7 +59,7 @@ fn time_of(v: &Value) -> i64 {
 async fn object_transport_reaches_the_card(backend: &str) {
     let env = env_for(backend, DevOptions::default()).await;
     let iccid = env.iccid(0).expect("card");
-    let before = otagw::gateway::now_ms();
+    let before = otagw::clock::now_ms();
     let id = post_ok(
         &env,
         &cmd(
@@ -85,7 +85,7 @@ async fn object_transport_reaches_the_card(backend: &str) {
     let created = time_of(&r["createdAt"]);
     let sent = time_of(&r["sentAt"]);
     let completed = time_of(&r["completedAt"]);
-    let now = otagw::gateway::now_ms();
+    let now = otagw::clock::now_ms();
     assert!(
         before <= created && created <= sent && sent <= completed && completed <= now,
         "{r}"
@@ -418,6 +418,63 @@ async fn times_are_rfc3339_everywhere(backend: &str) {
     env.shutdown().await;
 }
 
+/// The engine reads the time from the clock it is given, not from the system: with a manual
+/// clock standing still, a command's creation, send and completion carry the clock's time; a
+/// PENDING command expires when the clock passes its validity, not when wall time does.
+async fn the_engine_reads_its_clock(backend: &str) {
+    const T0: i64 = 1_900_000_000_000; // 2030-03-17T17:46:40Z, far from the machine's time.
+    let clock = otagw::clock::ManualClock::at(T0);
+    let env = env_for(
+        backend,
+        DevOptions {
+            clock: Some(clock.clone()),
+            ..DevOptions::default()
+        },
+    )
+    .await;
+    let iccid = env.iccid(0).expect("card");
+    let id = post_ok(&env, &cmd(&iccid, json!("sms"))).await;
+    let r = env
+        .wait_done(&id, Duration::from_secs(30))
+        .await
+        .expect("done");
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    for field in ["createdAt", "sentAt", "completedAt"] {
+        assert_eq!(time_of(&r[field]), T0, "{field}: {r}");
+    }
+    env.shutdown().await;
+
+    let clock = otagw::clock::ManualClock::at(T0);
+    let env = env_for(
+        backend,
+        DevOptions {
+            clock: Some(clock.clone()),
+            paused: true,
+            ..DevOptions::default()
+        },
+    )
+    .await;
+    let mut body = cmd(&iccid, json!("sms"));
+    body["validityPeriod"] = json!(60);
+    let id = post_ok(&env, &body).await;
+    // Wall time passes, the clock does not: still PENDING after more than one housekeeping
+    // round (at most a second apart).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (_, r) = env
+        .get(&format!("/api/v1/ota/commands/{id}"))
+        .await
+        .expect("get");
+    assert_eq!(r["status"], "PENDING", "{r}");
+    clock.advance(61_000);
+    let r = env
+        .wait_done(&id, Duration::from_secs(10))
+        .await
+        .expect("expired");
+    assert_eq!(r["status"], "EXPIRED", "{r}");
+    assert_eq!(time_of(&r["completedAt"]), T0 + 61_000, "{r}");
+    env.shutdown().await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -437,4 +494,5 @@ both_backends!(
     priority_maps_to_the_classes,
     bad_shapes_are_refused_naming_the_field,
     times_are_rfc3339_everywhere,
+    the_engine_reads_its_clock,
 );

@@ -48,7 +48,7 @@ async fn create(env: &DevEnv, req: CampaignRequest) -> i64 {
                 settings: serde_json::to_string(&p.settings).unwrap(),
                 messages_per_card: p.messages_per_card as i64,
             },
-            otagw::gateway::now_ms(),
+            otagw::clock::now_ms(),
         )
         .await
         .expect("create")
@@ -114,7 +114,7 @@ async fn run_on_group(
             id,
             &CampaignTarget::Group(group),
             &[],
-            otagw::gateway::now_ms(),
+            otagw::clock::now_ms(),
         )
         .await
         .unwrap();
@@ -196,7 +196,7 @@ async fn rfm_with_placeholders_and_retry(store_url: Option<String>) {
             id,
             &CampaignTarget::Group(group),
             &data,
-            otagw::gateway::now_ms(),
+            otagw::clock::now_ms(),
         )
         .await
         .unwrap();
@@ -227,7 +227,7 @@ async fn rfm_with_placeholders_and_retry(store_url: Option<String>) {
     let (iteration, cards) = env
         .server
         .store
-        .retry_failed(&env.account_id, id, otagw::gateway::now_ms())
+        .retry_failed(&env.account_id, id, otagw::clock::now_ms())
         .await
         .unwrap();
     assert_eq!((iteration, cards), (2, 1));
@@ -243,7 +243,7 @@ async fn rfm_with_placeholders_and_retry(store_url: Option<String>) {
             id,
             &CampaignTarget::Group(group),
             &[],
-            otagw::gateway::now_ms(),
+            otagw::clock::now_ms(),
         )
         .await
         .unwrap_err();
@@ -462,7 +462,7 @@ async fn sms_campaign_ends_delivered(store_url: Option<String>) {
     let e = env
         .server
         .store
-        .retry_failed(&env.account_id, id, otagw::gateway::now_ms())
+        .retry_failed(&env.account_id, id, otagw::clock::now_ms())
         .await
         .unwrap_err();
     assert!(e.to_string().contains("nothing to retry"), "{e}");

@@ -204,11 +204,11 @@ async fn rest_profiles_provisioning_and_groups() {
     // Another account sees none of it.
     let store = &env.server.store;
     let other = store
-        .create_account("other", otagw::gateway::now_ms())
+        .create_account("other", otagw::clock::now_ms())
         .await
         .expect("account");
     let token = store
-        .create_token(&other.id, "t", otagw::gateway::now_ms())
+        .create_token(&other.id, "t", otagw::clock::now_ms())
         .await
         .expect("token");
     for p in [

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState, JsonBody};
 use crate::campaign::ops::{self, CampaignView, OpError, StartOutcome, StartRequest};
 use crate::campaign::CampaignRequest;
-use crate::gateway::now_ms;
+use crate::clock::now_ms;
 use crate::store::Account;
 
 impl From<OpError> for ApiError {

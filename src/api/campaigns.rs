@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, JsonBody};
-use crate::gateway::now_ms;
+use crate::clock::now_ms;
 use crate::provision::{self, check_name, check_tar, ProvisionError};
 use crate::store::{
     Account, CardGroupRecord, GroupMembers, NewProfile, ProfileDefaults, ProfileRecord,

@@ -11,10 +11,10 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, JsonBody};
+use crate::clock::now_ms;
 use crate::command::{
     CommandData, CommandType, HexOrNumber, OtaCommandRequest, Priority, SecuritySettings, Target,
 };
-use crate::gateway::now_ms;
 use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
 use crate::store::{
     Account, AppletRecord, CardDeleted, CardRecord, CardSearch, KeyMaterial, KeySetRecord, NewCard,

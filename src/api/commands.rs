@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState, JsonBody};
 use crate::command::build::{build_script, BuildContext};
 use crate::command::{CommandEvent, CommandStatus, OtaCommandRequest, OtaResult, Target};
-use crate::gateway::now_ms;
 use crate::pipeline::secure::{card_class, card_gp, requested_applet};
 use crate::pipeline::validate_request;
 use crate::store::{Account, BatchRecord, CancelOutcome, CommandRecord, NewCommand};
@@ -195,7 +194,7 @@ pub(crate) async fn prepare(
     if let Err(e) = build_script(&req, &ctx, &mut rand::thread_rng()) {
         return Err(ApiError::invalid(f(e.field()), e.problem()));
     }
-    let now = now_ms();
+    let now = state.gateway.clock().now_ms();
     let id = req
         .command_id
         .clone()
@@ -312,7 +311,7 @@ pub async fn cancel(
 ) -> Result<Json<Accepted>, ApiError> {
     let outcome = state
         .store
-        .cancel_command(&account.id, &command_id, now_ms())
+        .cancel_command(&account.id, &command_id, state.gateway.clock().now_ms())
         .await
         .map_err(|e| ApiError::store(e).for_command(&command_id))?;
     match outcome {
@@ -430,7 +429,7 @@ pub async fn create_batch(
         id: batch_id.clone(),
         account_id: account.id.clone(),
         options: serde_json::to_value(&batch.options).unwrap_or_default(),
-        created_at: now_ms(),
+        created_at: state.gateway.clock().now_ms(),
         command_ids: commands.iter().map(|c| c.id.clone()).collect(),
     };
     state

@@ -180,7 +180,7 @@ impl IntoResponse for ApiError {
             message: self.message,
             field: self.field,
             command_id: self.command_id,
-            timestamp: crate::gateway::now_ms(),
+            timestamp: crate::clock::now_ms(),
             details: (!details.is_empty()).then_some(details),
         };
         (self.status, Json(body)).into_response()

@@ -18,10 +18,11 @@ use otagw_transport::{
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::{card_state, status, CampaignPlan, CampaignSettings, CampaignType};
+use crate::clock::now_ms;
 use crate::correlation::PendingCommand;
 use crate::dispatch::{DispatchNote, OtaOutcome};
 use crate::events::{Event, OutboxEvent};
-use crate::gateway::{now_ms, Gateway};
+use crate::gateway::Gateway;
 use crate::pipeline::resolve::scp80_keys;
 use crate::pipeline::route::Route;
 use crate::security::{CcScope, DecodedResponse, PorEnding, PorStatus, ResponsePacketView};

@@ -113,7 +113,7 @@ pub(crate) fn run_account(ctx: &Ctx, command: AccountCommand) -> anyhow::Result<
                 bail!("--name: {name:?} must be letters, digits, '-' or '_'");
             }
             let account = with_store(&store, async |s| {
-                Ok(s.create_account(&name, otagw::gateway::now_ms()).await?)
+                Ok(s.create_account(&name, otagw::clock::now_ms()).await?)
             })?;
             let json = AccountView {
                 id: account.id.clone(),
@@ -216,7 +216,7 @@ pub(crate) fn run_token(ctx: &Ctx, command: TokenCommand) -> anyhow::Result<Exit
             )?;
             let made = with_store(&store, async |s| {
                 let a = account_named(&*s, &account).await?;
-                let now = otagw::gateway::now_ms();
+                let now = otagw::clock::now_ms();
                 let token = s.create_token(&a.id, &label, now).await?;
                 // Its id: the account's token of this label made at this millisecond.
                 let info = s

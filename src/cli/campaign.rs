@@ -302,7 +302,7 @@ async fn campaign_of(b: &Backend, id: i64) -> anyhow::Result<CampaignView> {
 }
 
 pub(crate) fn run(ctx: &Ctx, command: CampaignCommand) -> anyhow::Result<ExitCode> {
-    let now = otagw::gateway::now_ms;
+    let now = otagw::clock::now_ms;
     match command {
         CampaignCommand::Create(a) => {
             // The file's line of each command, so an error names the file and the line.
@@ -520,7 +520,7 @@ async fn from_template(b: &Backend, template: i64, name: Option<String>) -> anyh
     };
     let view = match b {
         Backend::Local { store, account } => {
-            ops::create(store.as_ref(), &account.id, &req, otagw::gateway::now_ms())
+            ops::create(store.as_ref(), &account.id, &req, otagw::clock::now_ms())
                 .await
                 .map_err(report)?
         }

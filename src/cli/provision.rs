@@ -376,7 +376,7 @@ pub(crate) fn run_profile(ctx: &Ctx, command: ProfileCommand) -> anyhow::Result<
                     store: s,
                     account: a,
                 } => {
-                    let now = otagw::gateway::now_ms();
+                    let now = otagw::clock::now_ms();
                     let applet_id = match applet {
                         Some((file_name, content)) => {
                             let id = uuid::Uuid::new_v4().to_string();
@@ -575,7 +575,7 @@ pub(crate) fn run_provision(ctx: &Ctx, args: ProvisionArgs) -> anyhow::Result<Ex
                         profile.id,
                         &parsed.cards,
                         group_name.as_deref(),
-                        otagw::gateway::now_ms(),
+                        otagw::clock::now_ms(),
                         &move |n| w.inc(n),
                     )
                     .await;
@@ -730,7 +730,7 @@ pub(crate) fn run_group(ctx: &Ctx, command: GroupCommand) -> anyhow::Result<Exit
                                     p.id,
                                     &name,
                                     &members,
-                                    otagw::gateway::now_ms(),
+                                    otagw::clock::now_ms(),
                                 )
                                 .await?,
                         ))

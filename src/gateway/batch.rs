@@ -3,7 +3,7 @@
 use crate::command::CommandStatus;
 use crate::store::CommandRecord;
 
-use super::{now_ms, BatchOptions, Shared};
+use super::{BatchOptions, Shared};
 
 pub(super) async fn batch_options(shared: &Shared, record: &CommandRecord) -> Option<BatchOptions> {
     let batch_id = record.batch_id.as_ref()?;
@@ -72,7 +72,7 @@ pub(super) async fn stop_batch(shared: &Shared, record: &CommandRecord, _o: Batc
         {
             let _ = shared
                 .store
-                .cancel_command(&record.account_id, &c.id, now_ms())
+                .cancel_command(&record.account_id, &c.id, shared.now())
                 .await;
         }
     }

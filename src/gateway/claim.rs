@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::store::{CommandRecord, Millis};
 
-use super::{now_ms, run, Shared};
+use super::{run, Shared};
 
 pub(super) async fn engine(shared: Arc<Shared>) {
     loop {
@@ -20,7 +20,7 @@ pub(super) async fn engine(shared: Arc<Shared>) {
         let mut full_batch = false;
         if room > 0 {
             let limit = (room as u32).min(shared.config.claim_batch);
-            let now = now_ms();
+            let now = shared.now();
             let lease_until = now + shared.config.lease.as_millis() as Millis;
             match shared
                 .store

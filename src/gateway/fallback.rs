@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::pipeline::RetryPolicy;
 use crate::store::CommandRecord;
 
-use super::{now_ms, Shared};
+use super::Shared;
 
 /// A CAT_TP command that never reached its card (no link after every push and send), where
 /// the fallback is on and SMS is configured: over SMS (see [`reroute_to_sms`]).
@@ -49,7 +49,7 @@ pub(super) async fn reroute_to_sms(
             &record.transport,
             "sms",
             detail,
-            now_ms(),
+            shared.now(),
         )
         .await
     {

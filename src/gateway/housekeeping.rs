@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::command::CommandStatus;
 use crate::store::Millis;
 
-use super::{now_ms, Shared};
+use super::Shared;
 
 pub(super) async fn housekeeping(shared: Arc<Shared>) {
     let every = (shared.config.lease / 3).max(Duration::from_millis(100));
@@ -18,7 +18,7 @@ pub(super) async fn housekeeping(shared: Arc<Shared>) {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let now = now_ms();
+        let now = shared.now();
         if last_renew.elapsed() >= every {
             last_renew = tokio::time::Instant::now();
             let until = now + shared.config.lease.as_millis() as Millis;

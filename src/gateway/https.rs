@@ -23,7 +23,7 @@ use otagw_https::trigger::{
 use otagw_transport::{Destination, SendOptions};
 use tokio::sync::Notify;
 
-use super::{apply, fail, now_ms, Recorded, Shared};
+use super::{apply, fail, Recorded, Shared};
 use crate::command::build::{build_script, BuildContext};
 use crate::command::{
     CardResponse, CommandError, CommandStatus, CommandType, ErrorCode, OtaCommandRequest,
@@ -355,6 +355,7 @@ type HandedChunk = (String, String, u32);
 /// still outstanding (SENT); a repeated one is a duplicate, and the chunk after it goes again.
 pub struct Scp81Sessions {
     store: Arc<dyn Store>,
+    clock: Arc<dyn crate::clock::Clock>,
     psk: RwLock<PskCache>,
     /// Cards with a session open here, and the chunk each was last handed.
     open: Mutex<HashMap<String, Option<HandedChunk>>>,
@@ -368,9 +369,10 @@ impl std::fmt::Debug for Scp81Sessions {
 }
 
 impl Scp81Sessions {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn crate::clock::Clock>) -> Self {
         Scp81Sessions {
             store,
+            clock,
             psk: RwLock::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
@@ -501,12 +503,12 @@ impl AdminSessions for Scp81Sessions {
         // The card's POST has answered its outstanding chunk (recorded just before) or it has
         // no answer for it (it never ran, or the card resumed before it): a chunk still SENT
         // goes again.
-        match s.requeue_sent(&iccid, now_ms()).await {
+        match s.requeue_sent(&iccid, self.clock.now_ms()).await {
             Ok(n) if n > 0 => tracing::info!(%iccid, "{n} unanswered chunk(s) sent again"),
             Ok(_) => {}
             Err(e) => tracing::warn!(%iccid, "requeueing chunks: {e}"),
         }
-        let chunk = match s.next_chunk(&iccid, now_ms()).await {
+        let chunk = match s.next_chunk(&iccid, self.clock.now_ms()).await {
             Ok(c) => c?,
             Err(e) => {
                 tracing::warn!(%iccid, "next chunk: {e}");
@@ -575,7 +577,7 @@ impl AdminSessions for Scp81Sessions {
                 seq,
                 &request.body,
                 &status,
-                now_ms(),
+                self.clock.now_ms(),
             )
             .await
         {
@@ -775,10 +777,14 @@ pub fn session_transition(chunks: &[ChunkRecord], at: i64) -> Transition {
 }
 
 impl HttpsDriver {
-    pub fn new(options: HttpsOptions, store: Arc<dyn Store>) -> Self {
+    pub fn new(
+        options: HttpsOptions,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Self {
         HttpsDriver {
             options,
-            sessions: Arc::new(Scp81Sessions::new(store)),
+            sessions: Arc::new(Scp81Sessions::new(store, clock)),
         }
     }
 
@@ -887,7 +893,7 @@ impl HttpsDriver {
             };
             let packet = encode_command_packet(&header, &prepared.keys, &params)
                 .map_err(|e| job_fail(ErrorCode::SecurityError, e.to_string()))?;
-            let now = now_ms();
+            let now = shared.now();
             if !store
                 .record_send(&record.account_id, &record.id, &shared.config.id, now)
                 .await?
@@ -954,7 +960,7 @@ impl HttpsDriver {
                             Some(OtaOutcome::Failed(e)) => format!("trigger failed: {e}"),
                             None => "trigger PoR wait dropped".into(),
                         };
-                        let _ = store.add_event(&record.account_id, &record.id, "TRIGGER_POR", &detail, now_ms()).await;
+                        let _ = store.add_event(&record.account_id, &record.id, "TRIGGER_POR", &detail, shared.now()).await;
                     }
                     _ = tokio::time::sleep_until(deadline) => {
                         // A session still running keeps the command waiting.
@@ -993,7 +999,7 @@ impl HttpsDriver {
         if chunks.is_empty() || chunks.iter().any(|c| c.state != ChunkState::Answered) {
             return Ok(None);
         }
-        Ok(Some(session_transition(&chunks, now_ms())))
+        Ok(Some(session_transition(&chunks, shared.now())))
     }
 
     /// The gateway's settings with the card's profile's (`defaults.http`) over them.
@@ -1155,7 +1161,7 @@ impl HttpsDriver {
                     &record.id,
                     &record.iccid,
                     &chunks,
-                    now_ms(),
+                    shared.now(),
                 )
                 .await?;
             let _ = store
@@ -1167,7 +1173,7 @@ impl HttpsDriver {
                         "{} script chunk(s) for the card's SCP81 session",
                         chunks.len()
                     ),
-                    now_ms(),
+                    shared.now(),
                 )
                 .await;
         }

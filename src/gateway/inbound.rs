@@ -11,7 +11,7 @@ use crate::pipeline::Done;
 use crate::security::{CcScope, ResponsePacketView, Scp80Keys, Spi};
 use crate::store::Store;
 
-use super::{finish_with_por, now_ms, Shared};
+use super::{finish_with_por, Shared};
 
 pub(super) async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote>) {
     while let Some(note) = rx.recv().await {
@@ -29,7 +29,7 @@ pub(super) async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<D
                             &command,
                             "ACCEPTED",
                             &network_refs.join(","),
-                            now_ms(),
+                            shared.now(),
                         )
                         .await;
                 }
@@ -40,7 +40,7 @@ pub(super) async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<D
                     continue;
                 };
                 {
-                    let at = now_ms();
+                    let at = shared.now();
                     if let Ok(true) = shared.store.record_delivery(&account, &command, at).await {
                         shared.metrics.delivered();
                     }

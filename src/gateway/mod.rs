@@ -42,17 +42,12 @@ use crate::pipeline::limit::RateLimiter;
 use crate::pipeline::{
     self, MessageLog, Pipeline, PipelineConfig, PriorityGate, Route, Transports,
 };
-use crate::store::{CommandRecord, Millis, Store, StoreError};
+use crate::store::{CommandRecord, Store, StoreError};
 
 pub use metrics::GatewayMetrics;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
+use crate::clock::now_ms;
+use crate::clock::Clock;
 
 /// A transport and its limits.
 pub struct TransportSetup {
@@ -87,6 +82,9 @@ pub struct GatewayConfig {
     /// A CAT_TP command whose card opened no link after every push and send goes over SMS
     /// (secured anew: a new counter, SMS framing) instead of failing with TIMEOUT.
     pub catp_fallback_to_sms: bool,
+    /// Where the engine and the pipeline read the time (claims, leases, sends, results,
+    /// expiry); the system's by default, a [`crate::clock::ManualClock`] in tests.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for GatewayConfig {
@@ -100,6 +98,7 @@ impl Default for GatewayConfig {
             pipeline: PipelineConfig::default(),
             https: None,
             catp_fallback_to_sms: false,
+            clock: crate::clock::system(),
         }
     }
 }
@@ -150,6 +149,13 @@ struct BatchOptions {
     max_retries: Option<u32>,
 }
 
+impl Shared {
+    /// The time, from the gateway's clock.
+    fn now(&self) -> crate::clock::Millis {
+        self.config.clock.now_ms()
+    }
+}
+
 /// A running gateway.
 pub struct Gateway {
     shared: Arc<Shared>,
@@ -187,6 +193,7 @@ impl Gateway {
                 Some(Arc::new(https::HttpsDriver::new(
                     options.clone(),
                     store.clone(),
+                    config.clock.clone(),
                 )))
             }
             (Some(_), _) => {
@@ -205,7 +212,9 @@ impl Gateway {
             &config.pipeline,
         );
         // Take back at once what this gateway held before a restart.
-        store.renew_leases(&config.id, now_ms() - 1).await?;
+        store
+            .renew_leases(&config.id, config.clock.now_ms() - 1)
+            .await?;
         let shared = Arc::new(Shared {
             store,
             transports,
@@ -283,6 +292,11 @@ impl Gateway {
             .into_iter()
             .filter(|t| self.offers(t))
             .collect()
+    }
+
+    /// The clock the engine reads (the API stamps new commands with it).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.shared.config.clock
     }
 
     /// This gateway's id.

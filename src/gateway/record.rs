@@ -6,7 +6,7 @@ use crate::pipeline::Done;
 use crate::security::Spi;
 use crate::store::{CommandRecord, NewKeys, Transition};
 
-use super::{now_ms, outcome, Shared};
+use super::{outcome, Shared};
 
 pub(super) async fn fail(
     shared: &Shared,
@@ -14,7 +14,7 @@ pub(super) async fn fail(
     code: ErrorCode,
     message: String,
 ) {
-    let t = outcome::failure(code, message, now_ms());
+    let t = outcome::failure(code, message, shared.now());
     apply(shared, record, &t).await;
 }
 
@@ -90,7 +90,7 @@ pub(super) async fn finish_with_por(shared: &Shared, done: &Done) -> Option<Comm
         request.as_ref(),
         por,
         record.attempts.max(1),
-        now_ms(),
+        shared.now(),
     );
     let mut t = t;
     t.events.push(Event::CommandPor {
@@ -135,7 +135,7 @@ pub(super) async fn finish_with_por(shared: &Shared, done: &Done) -> Option<Comm
 /// history reads DELIVERED then SUCCESS.
 pub(super) async fn finish_without_por(shared: &Shared, done: &Done) -> Option<CommandStatus> {
     let record = &done.record;
-    let at = now_ms();
+    let at = shared.now();
     if let Ok(true) = shared
         .store
         .record_delivery(&record.account_id, &record.id, at)
@@ -146,7 +146,7 @@ pub(super) async fn finish_without_por(shared: &Shared, done: &Done) -> Option<C
     let t = outcome::no_por_transition(
         Spi::from_bytes(done.secured.spi).por,
         shared.config.pipeline.por_timeout.as_secs(),
-        now_ms(),
+        shared.now(),
     );
     (apply(shared, record, &t).await == Recorded::Yes).then_some(t.to)
 }

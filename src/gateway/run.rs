@@ -77,7 +77,12 @@ pub(super) async fn run_pipeline(
     record: &CommandRecord,
     retry: RetryPolicy,
 ) -> Option<CommandStatus> {
-    let job = Job::new(record.clone(), &shared.config.id, retry);
+    let job = Job::new(
+        record.clone(),
+        &shared.config.id,
+        retry,
+        shared.config.clock.clone(),
+    );
     let result = shared.pipeline.clone().oneshot(job).await;
     match result {
         Ok(done) => finish_with_por(shared, &done).await,

@@ -45,6 +45,8 @@ pub struct Job {
     pub record: CommandRecord,
     /// The gateway holding it.
     pub owner: String,
+    /// Where the layers read the time (the gateway's clock).
+    pub clock: Arc<dyn crate::clock::Clock>,
     /// Retry policy for this command (a batch may lower the attempts).
     pub retry: RetryPolicy,
     /// The first pass only waits for a PoR of a packet sent before (a resumed command).
@@ -71,12 +73,18 @@ pub struct Job {
 }
 
 impl Job {
-    /// A job for a claimed command.
-    pub fn new(record: CommandRecord, owner: &str, retry: RetryPolicy) -> Self {
+    /// A job for a claimed command, timed by `clock`.
+    pub fn new(
+        record: CommandRecord,
+        owner: &str,
+        retry: RetryPolicy,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Self {
         let resume_wait = record.secured.is_some() && record.attempts > 0;
         Self {
             record,
             owner: owner.to_string(),
+            clock,
             retry,
             resume_wait,
             request: None,

@@ -190,7 +190,7 @@ mod tests {
             backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(1),
         };
-        let job = Job::new(record(1), "gw", policy);
+        let job = Job::new(record(1), "gw", policy, crate::clock::system());
         let out = RetryLayer.layer(inner).oneshot(job).await;
         assert!(matches!(out, Ok(3)), "{out:?}");
         assert_eq!(*seen.lock().expect("log"), vec![1, 2, 3]);

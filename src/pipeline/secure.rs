@@ -179,7 +179,7 @@ async fn secure(store: &dyn Store, transports: &Transports, mut job: Job) -> Res
         kid: sec.kid,
         pending_keys: built.new_keys.map(|(_, k)| k),
     };
-    let now = crate::gateway::now_ms();
+    let now = job.clock.now_ms();
     let recorded = store
         .record_secured(
             &job.record.account_id,

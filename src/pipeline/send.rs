@@ -154,7 +154,7 @@ async fn send(
         tar: secured.tar,
         counter,
     };
-    let now = crate::gateway::now_ms();
+    let now = job.clock.now_ms();
     let validity_minutes = job
         .record
         .expires_at

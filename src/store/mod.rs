@@ -27,7 +27,7 @@ pub use sealing::{MasterKey, SealingError};
 pub use sql::{SqlOptions, SqlStore};
 
 /// Milliseconds since the Unix epoch. The store never reads the clock: callers pass `now`.
-pub type Millis = i64;
+pub type Millis = crate::clock::Millis;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
