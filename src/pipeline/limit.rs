@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-use super::{Job, JobError};
+use super::{JobError, RoutedJob};
 
 /// Spaces calls `1 / rate` seconds apart; `None` does not limit.
 pub struct RateLimiter {
@@ -64,9 +64,9 @@ pub struct Limit<S> {
     inner: S,
 }
 
-impl<S> Service<Job> for Limit<S>
+impl<S> Service<RoutedJob> for Limit<S>
 where
-    S: Service<Job, Error = JobError> + Clone + Send + 'static,
+    S: Service<RoutedJob, Error = JobError> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
 {
@@ -78,15 +78,10 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, job: Job) -> Self::Future {
+    fn call(&mut self, job: RoutedJob) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let rate = job
-                .route
-                .as_ref()
-                .ok_or_else(|| job.missing("route"))?
-                .rate
-                .clone();
+            let rate = job.route.rate.clone();
             if !job.resume_wait {
                 rate.wait().await;
             }

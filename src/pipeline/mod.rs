@@ -7,7 +7,11 @@
 //! sent). The concurrency limit lives in the priority gate, so that work waiting for a slot
 //! waits in priority order; `limit` adds the per-transport rate.
 //!
-//! Every layer returns the same [`Done`] or [`JobError`]; the gateway records the outcome.
+//! Each layer takes the stage the one outside it produced and gives the next to the one inside
+//! it: the engine's claimed [`Job`] to validate, [`ValidJob`] (the request parsed once) to
+//! resolve, [`ResolvedJob`] (card, keys, counter) to secure, [`SecuredJob`] (the recorded
+//! packet) to route, and [`RoutedJob`] from retry down to send. Every layer returns the same
+//! [`Done`] or [`JobError`]; the gateway records the outcome.
 
 pub mod ended;
 pub mod limit;
@@ -38,7 +42,10 @@ pub use route::{Route, Transports};
 pub use send::MessageLog;
 pub use validate::{validate_request, FieldError, ValidSecurity};
 
-/// One command going through the pipeline. Layers fill it in as it goes.
+/// A claimed command, as the engine hands it to the pipeline: the first stage. Each layer
+/// takes one stage and hands the next to the layer inside it (claimed [`Job`] -> [`ValidJob`]
+/// -> [`ResolvedJob`] -> [`SecuredJob`] -> [`RoutedJob`]), so a layer never finds something
+/// it needs missing. A stage reads the fields of the ones before it through `Deref`.
 #[derive(Clone)]
 pub struct Job {
     /// The command as claimed from the store.
@@ -51,25 +58,6 @@ pub struct Job {
     pub retry: RetryPolicy,
     /// The first pass only waits for a PoR of a packet sent before (a resumed command).
     pub resume_wait: bool,
-    /// validate: the parsed request.
-    pub request: Option<OtaCommandRequest>,
-    /// validate: SPI, KIc, KID, TAR.
-    pub security: Option<ValidSecurity>,
-    /// validate: the command's own PoR wait (its transport object's `parameters.timeout`),
-    /// over the gateway's.
-    pub por_timeout: Option<Duration>,
-    /// resolve: the card.
-    pub card: Option<CardRecord>,
-    /// resolve: the key set the counter belongs to (and whose KIK encrypts new keys).
-    pub key_set: Option<KeySetRecord>,
-    /// resolve: the SCP80 keys.
-    pub keys: Option<Scp80Keys>,
-    /// resolve: the counter reserved for this command.
-    pub counter: Option<u64>,
-    /// secure: the packet, reused on every send.
-    pub secured: Option<SecuredPacket>,
-    /// route: the transport it goes over.
-    pub route: Option<Route>,
 }
 
 impl Job {
@@ -87,23 +75,101 @@ impl Job {
             clock,
             retry,
             resume_wait,
-            request: None,
-            security: None,
-            por_timeout: None,
-            card: None,
-            key_set: None,
-            keys: None,
-            counter: None,
-            secured: None,
-            route: None,
         }
     }
+}
 
-    pub(crate) fn missing(&self, what: &'static str) -> JobError {
-        JobError::Fail {
-            code: ErrorCode::InvalidState,
-            message: format!("pipeline: {what} not set before it was needed"),
+/// validate: the stored request, parsed once, and its security settings.
+#[derive(Clone)]
+pub struct ValidJob {
+    /// The claimed command.
+    pub job: Job,
+    /// The request.
+    pub request: OtaCommandRequest,
+    /// SPI, KIc, KID, TAR.
+    pub security: ValidSecurity,
+    /// The command's own PoR wait (its transport object's `parameters.timeout`), over the
+    /// gateway's.
+    pub por_timeout: Option<Duration>,
+}
+
+/// resolve: the card, its keys and the counter reserved for the command.
+#[derive(Clone)]
+pub struct ResolvedJob {
+    /// The validated command.
+    pub valid: ValidJob,
+    /// The card.
+    pub card: CardRecord,
+    /// The key set the counter belongs to (and whose KIK encrypts new keys).
+    pub key_set: KeySetRecord,
+    /// The SCP80 keys.
+    pub keys: Scp80Keys,
+    /// The counter reserved for this command (a resumed command's own).
+    pub counter: u64,
+}
+
+/// secure: the packet, recorded before its first send and reused on every send.
+#[derive(Clone)]
+pub struct SecuredJob {
+    /// The resolved command.
+    pub resolved: ResolvedJob,
+    /// The packet.
+    pub packet: SecuredPacket,
+}
+
+/// route: the transport the packet goes over.
+#[derive(Clone)]
+pub struct RoutedJob {
+    /// The secured command.
+    pub secured: SecuredJob,
+    /// The route.
+    pub route: Route,
+}
+
+macro_rules! stage_deref {
+    ($stage:ty, $field:ident, $inner:ty) => {
+        impl std::ops::Deref for $stage {
+            type Target = $inner;
+            fn deref(&self) -> &$inner {
+                &self.$field
+            }
         }
+        impl std::ops::DerefMut for $stage {
+            fn deref_mut(&mut self) -> &mut $inner {
+                &mut self.$field
+            }
+        }
+    };
+}
+
+stage_deref!(ValidJob, job, Job);
+stage_deref!(ResolvedJob, valid, ValidJob);
+stage_deref!(SecuredJob, resolved, ResolvedJob);
+stage_deref!(RoutedJob, secured, SecuredJob);
+
+/// The claimed command inside any stage (the retry layer counts sends on it).
+pub trait Claimed: Clone + Send + 'static {
+    /// The claimed command.
+    fn claimed(&self) -> &Job;
+    /// The claimed command, to change.
+    fn claimed_mut(&mut self) -> &mut Job;
+}
+
+impl Claimed for Job {
+    fn claimed(&self) -> &Job {
+        self
+    }
+    fn claimed_mut(&mut self) -> &mut Job {
+        self
+    }
+}
+
+impl Claimed for RoutedJob {
+    fn claimed(&self) -> &Job {
+        &self.secured.resolved.valid.job
+    }
+    fn claimed_mut(&mut self) -> &mut Job {
+        &mut self.secured.resolved.valid.job
     }
 }
 

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 use tower::{Layer, Service, ServiceExt};
 
-use super::{Job, JobError};
+use super::{JobError, RoutedJob};
 
 struct Waiter {
     rank: i64,
@@ -153,9 +153,9 @@ pub struct Priority<S> {
     inner: S,
 }
 
-impl<S> Service<Job> for Priority<S>
+impl<S> Service<RoutedJob> for Priority<S>
 where
-    S: Service<Job, Error = JobError> + Clone + Send + 'static,
+    S: Service<RoutedJob, Error = JobError> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
 {
@@ -167,15 +167,10 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, job: Job) -> Self::Future {
+    fn call(&mut self, job: RoutedJob) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let gate = job
-                .route
-                .as_ref()
-                .ok_or_else(|| job.missing("route"))?
-                .gate
-                .clone();
+            let gate = job.route.gate.clone();
             let _permit = gate.acquire(job.record.priority.rank()).await;
             inner.oneshot(job).await
         })

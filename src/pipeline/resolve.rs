@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service, ServiceExt};
 
-use super::{Job, JobError};
+use super::{JobError, ResolvedJob, ValidJob};
 use crate::command::ErrorCode;
 use crate::security::{KeyConfig, Scp80Keys, SecurityError, Spi};
 use crate::store::{KeySetRecord, Store};
@@ -69,8 +69,8 @@ pub fn scp80_keys(
     Scp80Keys::resolve(spi, kic, kid, &config)
 }
 
-async fn resolve(store: &dyn Store, mut job: Job) -> Result<Job, JobError> {
-    let sec = job.security.ok_or_else(|| job.missing("security"))?;
+async fn resolve(store: &dyn Store, job: ValidJob) -> Result<ResolvedJob, JobError> {
+    let sec = job.security;
     let record = &job.record;
     let card = store
         .card(&record.account_id, &record.iccid)
@@ -81,22 +81,21 @@ async fn resolve(store: &dyn Store, mut job: Job) -> Result<Job, JobError> {
                 format!("card {} not found", record.iccid),
             )
         })?;
-    if let Some(req) = &job.request {
-        if let (Some(want), Some(have)) = (&req.target.imsi, &card.imsi) {
-            if want != have {
-                return Err(fail(
-                    ErrorCode::InvalidState,
-                    format!("target.imsi {want} is not the card's IMSI"),
-                ));
-            }
+    let req = &job.request;
+    if let (Some(want), Some(have)) = (&req.target.imsi, &card.imsi) {
+        if want != have {
+            return Err(fail(
+                ErrorCode::InvalidState,
+                format!("target.imsi {want} is not the card's IMSI"),
+            ));
         }
-        if let (Some(want), Some(have)) = (&req.target.msisdn, &card.msisdn) {
-            if want.trim_start_matches('+') != have.trim_start_matches('+') {
-                return Err(fail(
-                    ErrorCode::InvalidState,
-                    format!("target.msisdn {want} is not the card's MSISDN"),
-                ));
-            }
+    }
+    if let (Some(want), Some(have)) = (&req.target.msisdn, &card.msisdn) {
+        if want.trim_start_matches('+') != have.trim_start_matches('+') {
+            return Err(fail(
+                ErrorCode::InvalidState,
+                format!("target.msisdn {want} is not the card's MSISDN"),
+            ));
         }
     }
     let key_set = |version: u8| async move {
@@ -121,23 +120,26 @@ async fn resolve(store: &dyn Store, mut job: Job) -> Result<Job, JobError> {
     } else {
         kic_set
     };
-    job.counter = match &record.secured {
-        Some(s) => Some(s.counter),
-        None => Some(
+    let counter = match &record.secured {
+        Some(s) => s.counter,
+        None => {
             store
                 .reserve_counter(&record.iccid, counter_version)
-                .await?,
-        ),
+                .await?
+        }
     };
-    job.card = Some(card);
-    job.key_set = Some(counter_set);
-    job.keys = Some(keys);
-    Ok(job)
+    Ok(ResolvedJob {
+        valid: job,
+        card,
+        key_set: counter_set,
+        keys,
+        counter,
+    })
 }
 
-impl<S> Service<Job> for Resolve<S>
+impl<S> Service<ValidJob> for Resolve<S>
 where
-    S: Service<Job, Error = JobError> + Clone + Send + 'static,
+    S: Service<ResolvedJob, Error = JobError> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
 {
@@ -149,7 +151,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, job: Job) -> Self::Future {
+    fn call(&mut self, job: ValidJob) -> Self::Future {
         let store = self.store.clone();
         let inner = self.inner.clone();
         Box::pin(async move {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use otagw_transport::TransportError;
 use tower::{Layer, Service, ServiceExt};
 
-use super::{Job, JobError};
+use super::{Claimed, JobError};
 use crate::command::ErrorCode;
 
 /// How often and how patiently to resend.
@@ -59,9 +59,10 @@ pub struct Retry<S> {
     inner: S,
 }
 
-impl<S> Service<Job> for Retry<S>
+impl<S, J> Service<J> for Retry<S>
 where
-    S: Service<Job, Error = JobError> + Clone + Send + 'static,
+    J: Claimed,
+    S: Service<J, Error = JobError> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
 {
@@ -73,21 +74,21 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut job: Job) -> Self::Future {
+    fn call(&mut self, mut job: J) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
             // Sends already made before this job (a resumed command) count against the policy.
-            let mut sent = job.record.attempts;
+            let mut sent = job.claimed().record.attempts;
             let mut resends = 0u32;
             loop {
-                let waited_only = job.resume_wait;
+                let waited_only = job.claimed().resume_wait;
                 // The sends made so far (the send stage records one more on the result).
-                job.record.attempts = sent;
+                job.claimed_mut().record.attempts = sent;
                 let result = inner.clone().oneshot(job.clone()).await;
                 if !waited_only {
                     sent += 1;
                 }
-                job.resume_wait = false;
+                job.claimed_mut().resume_wait = false;
                 let err = match result {
                     Ok(done) => return Ok(done),
                     Err(e) => e,
@@ -106,7 +107,7 @@ where
                         other => other,
                     });
                 }
-                if sent >= job.retry.attempts {
+                if sent >= job.claimed().retry.attempts {
                     return Err(match err {
                         JobError::Timeout(d) => JobError::Fail {
                             code: ErrorCode::Timeout,
@@ -126,7 +127,7 @@ where
                     });
                 }
                 resends += 1;
-                tokio::time::sleep(job.retry.delay(resends)).await;
+                tokio::time::sleep(job.claimed().retry.delay(resends)).await;
             }
         })
     }
@@ -136,6 +137,7 @@ where
 mod tests {
     use super::*;
     use crate::command::{CommandStatus, CommandType, Priority};
+    use crate::pipeline::Job;
     use crate::store::CommandRecord;
     use std::sync::{Arc, Mutex};
 

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
 use super::limit::RateLimiter;
-use super::{Job, JobError, PriorityGate, SharedDispatcher};
+use super::{JobError, PriorityGate, RoutedJob, SecuredJob, SharedDispatcher};
 use crate::command::ErrorCode;
 
 /// One transport as the pipeline uses it.
@@ -119,9 +119,9 @@ pub struct RouteService<S> {
     transports: Arc<Transports>,
 }
 
-impl<S> Service<Job> for RouteService<S>
+impl<S> Service<SecuredJob> for RouteService<S>
 where
-    S: Service<Job, Error = JobError> + Send + 'static,
+    S: Service<RoutedJob, Error = JobError> + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -132,7 +132,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut job: Job) -> Self::Future {
+    fn call(&mut self, job: SecuredJob) -> Self::Future {
         let wanted = job.record.transport.clone();
         let Some(route) = self.transports.route(&wanted).cloned() else {
             return Box::pin(async move {
@@ -142,7 +142,7 @@ where
                 })
             });
         };
-        let len = job.secured.as_ref().map_or(0, |s| s.packet.len());
+        let len = job.packet.packet.len();
         let max = route.dispatcher.transport().max_packet_len();
         if len > max {
             return Box::pin(async move {
@@ -155,7 +155,9 @@ where
                 })
             });
         }
-        job.route = Some(route);
-        Box::pin(self.inner.call(job))
+        Box::pin(self.inner.call(RoutedJob {
+            secured: job,
+            route,
+        }))
     }
 }

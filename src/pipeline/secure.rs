@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service, ServiceExt};
 
-use super::{Job, JobError, Transports};
+use super::{JobError, ResolvedJob, SecuredJob, Transports};
 use crate::command::build::{build_script, BuildContext, GpProfile};
 use crate::command::{CommandType, ErrorCode};
 use crate::script::CardClass;
@@ -104,17 +104,23 @@ pub fn card_class(attributes: &std::collections::BTreeMap<String, String>) -> Ca
     }
 }
 
-async fn secure(store: &dyn Store, transports: &Transports, mut job: Job) -> Result<Job, JobError> {
-    if let Some(s) = &job.record.secured {
-        job.secured = Some(s.clone());
-        return Ok(job);
+async fn secure(
+    store: &dyn Store,
+    transports: &Transports,
+    mut job: ResolvedJob,
+) -> Result<SecuredJob, JobError> {
+    if let Some(packet) = job.record.secured.clone() {
+        return Ok(SecuredJob {
+            resolved: job,
+            packet,
+        });
     }
-    let sec = job.security.ok_or_else(|| job.missing("security"))?;
-    let req = job.request.as_ref().ok_or_else(|| job.missing("request"))?;
-    let card = job.card.as_ref().ok_or_else(|| job.missing("card"))?;
-    let key_set = job.key_set.as_ref().ok_or_else(|| job.missing("key set"))?;
-    let keys = job.keys.as_ref().ok_or_else(|| job.missing("keys"))?;
-    let counter = job.counter.ok_or_else(|| job.missing("counter"))?;
+    let sec = job.security;
+    let req = &job.request;
+    let card = &job.card;
+    let key_set = &job.key_set;
+    let keys = &job.keys;
+    let counter = job.counter;
     let msisdn = card.msisdn.clone().ok_or_else(|| {
         fail(
             ErrorCode::InvalidState,
@@ -195,13 +201,15 @@ async fn secure(store: &dyn Store, transports: &Transports, mut job: Job) -> Res
         ));
     }
     job.record.secured = Some(secured.clone());
-    job.secured = Some(secured);
-    Ok(job)
+    Ok(SecuredJob {
+        resolved: job,
+        packet: secured,
+    })
 }
 
-impl<S> Service<Job> for Secure<S>
+impl<S> Service<ResolvedJob> for Secure<S>
 where
-    S: Service<Job, Error = JobError> + Clone + Send + 'static,
+    S: Service<SecuredJob, Error = JobError> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
 {
@@ -213,7 +221,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, job: Job) -> Self::Future {
+    fn call(&mut self, job: ResolvedJob) -> Self::Future {
         let store = self.store.clone();
         let transports = self.transports.clone();
         let inner = self.inner.clone();

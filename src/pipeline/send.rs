@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use otagw_transport::{Destination, MessageId, SendOptions};
 use tower::Service;
 
-use super::{Done, Job, JobError, SharedDispatcher};
+use super::{Done, JobError, RoutedJob, SharedDispatcher};
 use crate::command::ErrorCode;
 use crate::dispatch::{OtaOutcome, SecuredCommand};
 use crate::security::{CommandHeader, Counter, KeyIdentifier, PorEnding, Spi};
@@ -129,14 +129,11 @@ async fn send(
     log: Arc<MessageLog>,
     por_timeout: std::time::Duration,
     ended: Arc<super::ended::EndedWatch>,
-    job: Job,
+    job: RoutedJob,
 ) -> Result<Done, JobError> {
-    let route = job.route.as_ref().ok_or_else(|| job.missing("route"))?;
-    let secured = job
-        .secured
-        .clone()
-        .ok_or_else(|| job.missing("secured packet"))?;
-    let keys = job.keys.clone().ok_or_else(|| job.missing("keys"))?;
+    let route = &job.route;
+    let secured = job.packet.clone();
+    let keys = job.keys.clone();
     let record = &job.record;
     let id = log.allocate(&record.account_id, &record.id);
     let guard = WaitGuard {
@@ -271,7 +268,7 @@ async fn send(
     }
 }
 
-impl Service<Job> for SendService {
+impl Service<RoutedJob> for SendService {
     type Response = Done;
     type Error = JobError;
     type Future = Pin<Box<dyn Future<Output = Result<Done, JobError>> + Send>>;
@@ -280,7 +277,7 @@ impl Service<Job> for SendService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, job: Job) -> Self::Future {
+    fn call(&mut self, job: RoutedJob) -> Self::Future {
         let por_timeout = job.por_timeout.unwrap_or(self.por_timeout);
         Box::pin(send(
             self.store.clone(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tower::{Layer, Service};
 
-use super::{Job, JobError};
+use super::{JobError, RoutedJob};
 
 /// The layer.
 #[derive(Debug, Clone, Copy)]
@@ -40,9 +40,9 @@ pub struct Timeout<S> {
     por_timeout: Duration,
 }
 
-impl<S> Service<Job> for Timeout<S>
+impl<S> Service<RoutedJob> for Timeout<S>
 where
-    S: Service<Job, Error = JobError> + Send + 'static,
+    S: Service<RoutedJob, Error = JobError> + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -53,13 +53,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, job: Job) -> Self::Future {
+    fn call(&mut self, job: RoutedJob) -> Self::Future {
         // A command that ends on its delivery report keeps its own deadlines in `send` (the
         // report, then for PoR-on-error the quiet period): this one only backs them up.
-        let ends_on_delivery = job.secured.as_ref().is_some_and(|s| {
-            crate::security::Spi::from_bytes(s.spi).por.ending()
-                != Some(crate::security::PorEnding::Por)
-        });
+        let ends_on_delivery = crate::security::Spi::from_bytes(job.packet.spi)
+            .por
+            .ending()
+            != Some(crate::security::PorEnding::Por);
         let por_timeout = job.por_timeout.unwrap_or(self.por_timeout);
         let limit = if ends_on_delivery {
             por_timeout * 2 + Duration::from_secs(5)

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
-use super::{Job, JobError};
+use super::{Job, JobError, ValidJob};
 use crate::command::{CommandType, ErrorCode, HexOrNumber, OtaCommandRequest};
 use crate::security::{PorRequirement, Spi, Tar};
 
@@ -195,7 +195,7 @@ pub struct Validate<S> {
 
 impl<S> Service<Job> for Validate<S>
 where
-    S: Service<Job, Error = JobError> + Clone + Send + 'static,
+    S: Service<ValidJob, Error = JobError> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -206,20 +206,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut job: Job) -> Self::Future {
+    fn call(&mut self, job: Job) -> Self::Future {
         let checked = serde_json::from_value::<OtaCommandRequest>(job.record.request.clone())
             .map_err(|e| FieldError::new("request", e.to_string()))
             .and_then(|req| validate_request(&req).map(|sec| (req, sec)));
         match checked {
-            Ok((req, sec)) => {
-                job.por_timeout = req
+            Ok((request, security)) => {
+                let por_timeout = request
                     .transport
                     .as_ref()
                     .and_then(|t| t.check().ok())
                     .and_then(|t| t.timeout);
-                job.request = Some(req);
-                job.security = Some(sec);
-                Box::pin(self.inner.call(job))
+                Box::pin(self.inner.call(ValidJob {
+                    job,
+                    request,
+                    security,
+                    por_timeout,
+                }))
             }
             Err(e) => Box::pin(async move {
                 Err(JobError::Fail {
