@@ -754,3 +754,70 @@ async fn the_syn_carries_the_pushed_identification() {
     };
     assert_eq!(params.identification, vec![1, 2, 3, 4]);
 }
+
+/// The subscription management application (TAR 53 4D 41) through SCP80: a DOWNLOAD with
+/// "enable now" and an AUDIT in one secured script; after the card's tick the switch is
+/// notified, and EF IMSI (read back over RFM) holds the new IMSI in the TS 31.102 coding,
+/// written out here by hand.
+#[test]
+fn subscription_download_enable_audit_over_scp80() {
+    use otagw::sim::subscriptions::{EveryNetwork, SwitchOutcome, TAR_SUBSCRIPTIONS};
+    let fleet = fleet();
+    let gw = Gateway::new(0x15, 0x15);
+    let imsi = "262011234567899";
+    let mut download = vec![0x80, 0x01, 0x02, 0x81, 0x0F];
+    download.extend_from_slice(imsi.as_bytes());
+    download.extend_from_slice(&[0x86, 0x01, 0x01]);
+    let cmds = vec![
+        CApdu::new(0x80, 0xE2, 0, 0, download, None).unwrap(),
+        CApdu::new(0x80, 0xEA, 0, 0, Vec::new(), Some(0)).unwrap(),
+    ];
+    let por = send(
+        &fleet,
+        &gw.packet(SPI_FULL, TAR_SUBSCRIPTIONS, 1, &compact(cmds)),
+    )
+    .unwrap();
+    let decoded = gw.open(SPI_FULL, &por);
+    assert_eq!(decoded.status, PorStatus::Ok);
+    assert_eq!(decoded.tar, TAR_SUBSCRIPTIONS);
+    let resp = parse_compact_response(&decoded.data).unwrap();
+    assert_eq!((resp.executed, resp.last().unwrap().sw), (2, 0x9000));
+    let audit = hex::encode_upper(&resp.last().unwrap().data);
+    // The factory subscription 1 (disabled, fallback, bootstrap), then 2 enabled.
+    assert!(
+        audit.starts_with(&format!(
+            "A01A800101810F{}870100860106",
+            hex::encode_upper("262011234567890")
+        )),
+        "{audit}"
+    );
+    assert!(
+        audit.contains(&format!(
+            "A01A800102810F{}870101860100",
+            hex::encode_upper(imsi)
+        )),
+        "{audit}"
+    );
+    assert!(audit.contains("880102890106"), "{audit}");
+
+    let notes = fleet
+        .with_card(MSISDN, |c| c.tick_subscriptions(5_000, &EveryNetwork))
+        .unwrap();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        (notes[0].seq, notes[0].outcome, notes[0].enabled),
+        (1, SwitchOutcome::Switched, 2)
+    );
+
+    let g = CardClass::Gsm;
+    let mut cmds = rfm::select_path(g, &[0x7F20, 0x6F07]);
+    cmds.push(rfm::read_binary(g, 0, 9).unwrap());
+    let por = send(&fleet, &gw.packet(SPI_FULL, TAR_RFM_GSM, 2, &compact(cmds))).unwrap();
+    let resp = parse_compact_response(&gw.open(SPI_FULL, &por).data).unwrap();
+    assert_eq!(resp.last().unwrap().sw, 0x9000);
+    // Length 8; parity nibble 9 (odd digit count) then 262011234567899, nibbles swapped.
+    assert_eq!(
+        hex::encode_upper(&resp.last().unwrap().data),
+        "082926102143658799"
+    );
+}

@@ -14,12 +14,14 @@ use crate::security::{
 
 use crate::script::{GpVersion, KcvFill};
 
+use super::digits::imsi_ef;
 use super::digits::Digits;
 use super::exec::{run_script, ScriptRun};
 use super::fs::{FileSystem, NodeKind, Template};
 use super::isd::Isd;
 use super::ram::{Ram, Registry};
 use super::rfm::{Rfm, RfmView};
+use super::subscriptions::{Network, Notification, SubscriptionApp, TAR_SUBSCRIPTIONS};
 use super::CardError;
 
 /// TAR of the RFM applet with the SIM / GSM file system view (MF selected at start).
@@ -275,6 +277,9 @@ pub struct VirtualCard {
     policy: CardPolicy,
     /// SCP81: PSK keys and triggers received (boxed: most cards of a fleet have none).
     scp81: Option<Box<Scp81Card>>,
+    /// The subscription management application, once used (until then the card is as it left
+    /// the factory: its IMSI the one subscription).
+    subscriptions: Option<Box<SubscriptionApp>>,
 }
 
 /// A card's SCP81 state: PSK-TLS keys (key versions 0x40-0x4F) and the administration session
@@ -306,6 +311,7 @@ static EMPTY_REGISTRY: Registry = Registry::EMPTY;
 enum Target {
     Rfm(RfmView),
     Ram,
+    Subscriptions,
 }
 
 /// A refusal: the status and why.
@@ -466,6 +472,7 @@ impl VirtualCard {
             ram: None,
             policy: CardPolicy::default(),
             scp81: None,
+            subscriptions: None,
         })
     }
 
@@ -484,6 +491,7 @@ impl VirtualCard {
             ram: None,
             policy: CardPolicy::default(),
             scp81: None,
+            subscriptions: None,
         }
     }
 
@@ -586,6 +594,10 @@ impl VirtualCard {
                 .ram
                 .as_ref()
                 .map_or(0, |_| std::mem::size_of::<Registry>())
+            + self
+                .subscriptions
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<SubscriptionApp>())
     }
 
     /// Sets the SCP81 PSK of a key version (0x40-0x4F), replacing any of that version.
@@ -646,6 +658,7 @@ impl VirtualCard {
             TAR_RFM_GSM => Some(Target::Rfm(RfmView::Gsm)),
             TAR_RFM_USIM => Some(Target::Rfm(RfmView::Usim)),
             TAR_RAM_ISD => Some(Target::Ram),
+            TAR_SUBSCRIPTIONS => Some(Target::Subscriptions),
             _ => None,
         }
     }
@@ -672,7 +685,59 @@ impl VirtualCard {
                 }
                 run
             }
+            Target::Subscriptions => {
+                let run = run_script(self.subscription_app(), script);
+                self.follow_enabled_subscription();
+                run
+            }
         }
+    }
+
+    fn subscription_app(&mut self) -> &mut SubscriptionApp {
+        let imsi = self.imsi.to_string();
+        self.subscriptions
+            .get_or_insert_with(|| Box::new(SubscriptionApp::factory(&imsi)))
+    }
+
+    /// EF IMSI (both views) takes the enabled subscription's IMSI.
+    fn follow_enabled_subscription(&mut self) {
+        let Some(active) = self
+            .subscriptions
+            .as_ref()
+            .and_then(|a| a.active_imsi())
+            .and_then(Digits::parse)
+        else {
+            return;
+        };
+        if active == self.imsi {
+            return;
+        }
+        self.imsi = active;
+        let t = Template::get();
+        for path in [[0x7F20, 0x6F07], [0x7FFF, 0x6F07]] {
+            if let Some(id) = t.resolve_path(&path) {
+                self.fs
+                    .write(id, 0, &imsi_ef(active), self.iccid, self.imsi);
+            }
+        }
+    }
+
+    /// The subscription management application's state (`None`: never used, the factory
+    /// state).
+    pub fn subscriptions(&self) -> Option<&SubscriptionApp> {
+        self.subscriptions.as_deref()
+    }
+
+    /// Moves the subscription management application on at `now` (attach, rollback,
+    /// return to primary; EF IMSI follows) and returns the notifications due.
+    pub fn tick_subscriptions(&mut self, now: i64, network: &dyn Network) -> Vec<Notification> {
+        let Some(app) = self.subscriptions.as_mut() else {
+            return Vec::new();
+        };
+        app.tick(now, network);
+        let due = app.due_notifications(now);
+        self.follow_enabled_subscription();
+        due
     }
 
     /// Picks the key sets named by the KIc/KID key versions and expands the keys.

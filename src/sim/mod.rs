@@ -26,6 +26,7 @@ pub mod https_client;
 mod isd;
 pub mod ram;
 pub mod rfm;
+pub mod subscriptions;
 
 pub use card::{
     CardOutcome, CardPolicy, KeySet, VirtualCard, TAR_RAM_ISD, TAR_RFM_GSM, TAR_RFM_USIM,
