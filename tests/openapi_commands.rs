@@ -163,3 +163,26 @@ fn requests_are_judged_as_the_builder_judges_them() {
         assert!(!validator.is_valid(r), "{what}: the document accepts {r}");
     }
 }
+
+/// A key set's algorithm fields list the algorithms' own names (and null).
+#[test]
+fn key_set_algorithm_names_are_the_algorithms() {
+    use otagw::security::{CipherAlgorithm, IntegrityAlgorithm};
+    let doc = document();
+    let props = &doc["components"]["schemas"]["KeySetInput"]["properties"];
+    let names = |field: &str| -> Vec<Value> {
+        props[field]["enum"].as_array().cloned().unwrap_or_default()
+    };
+    let mut cipher: Vec<Value> = CipherAlgorithm::ALL
+        .iter()
+        .map(|a| json!(a.name()))
+        .collect();
+    cipher.push(Value::Null);
+    let mut integrity: Vec<Value> = IntegrityAlgorithm::ALL
+        .iter()
+        .map(|a| json!(a.name()))
+        .collect();
+    integrity.push(Value::Null);
+    assert_eq!(names("kicAlgorithm"), cipher);
+    assert_eq!(names("kidAlgorithm"), integrity);
+}

@@ -60,40 +60,33 @@ pub struct KeySetInput {
     pub counter: u64,
 }
 
-/// `kicAlgorithm`: one of the ciphering algorithms' names (case does not matter).
-fn cipher_names() -> utoipa::openapi::schema::Object {
+/// A nullable string naming one of `names` (the server reads the name in any case).
+fn optional_name(names: Vec<&'static str>, description: &str) -> utoipa::openapi::schema::Object {
     use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-    let mut names: Vec<serde_json::Value> = CipherAlgorithm::ALL
-        .iter()
-        .map(|a| a.name().into())
-        .collect();
-    names.push(serde_json::Value::Null);
+    let mut values: Vec<serde_json::Value> = names.into_iter().map(Into::into).collect();
+    values.push(serde_json::Value::Null);
     ObjectBuilder::new()
         .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
-        .enum_values(Some(names))
-        .description(Some(
-            "Ciphering algorithm for implicit KIc codings; an explicit KIc coding must agree \
-             with it.",
-        ))
+        .enum_values(Some(values))
+        .description(Some(description))
         .build()
 }
 
-/// `kidAlgorithm`: one of the integrity algorithms' names (case does not matter).
+/// `kicAlgorithm`: one of the ciphering algorithms' names.
+fn cipher_names() -> utoipa::openapi::schema::Object {
+    optional_name(
+        CipherAlgorithm::ALL.iter().map(|a| a.name()).collect(),
+        "Ciphering algorithm for implicit KIc codings; an explicit KIc coding must agree with it.",
+    )
+}
+
+/// `kidAlgorithm`: one of the integrity algorithms' names.
 fn integrity_names() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-    let mut names: Vec<serde_json::Value> = IntegrityAlgorithm::ALL
-        .iter()
-        .map(|a| a.name().into())
-        .collect();
-    names.push(serde_json::Value::Null);
-    ObjectBuilder::new()
-        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
-        .enum_values(Some(names))
-        .description(Some(
-            "Integrity algorithm for implicit KID codings; an explicit KID coding of the same \
-             kind (CC) must agree with it.",
-        ))
-        .build()
+    optional_name(
+        IntegrityAlgorithm::ALL.iter().map(|a| a.name()).collect(),
+        "Integrity algorithm for implicit KID codings; an explicit KID coding of the same kind \
+         (CC) must agree with it.",
+    )
 }
 
 /// A card as posted.
