@@ -1,4 +1,21 @@
 //! otagw: an over-the-air gateway for SIM cards.
+//!
+//! # Module map
+//!
+//! Layers, lowest first; a module uses its own layer and the ones below (checked by
+//! `tests/layers.rs`, which lists the imports that still break the order):
+//!
+//! 0. [`clock`], [`rfc3339`], [`security`] (SCP80, sans-IO), [`logging`];
+//! 1. [`script`] (remote APDU formats and builders), [`correlation`];
+//! 2. [`dispatch`] (a secured command and how its PoR is matched);
+//! 3. [`command`]: the command model (requests, results, transport objects, script building);
+//! 4. [`store`]: SQLite and PostgreSQL;
+//! 5. [`events`]: typed events, the outbox worker, webhooks;
+//! 6. the engine: [`pipeline`] (one tower layer per file), [`gateway`] (claims, results,
+//!    inbound PoRs, housekeeping, SCP81 and CAT_TP drivers), [`campaign`], [`provision`];
+//! 7. [`api`], the REST API;
+//! 8. the edge: [`config`], [`server`], the CLI (`src/cli`), and the far-side tools used by
+//!    tests, demos and load commands: [`sim`] (virtual cards), [`devkit`].
 pub mod api;
 pub mod campaign;
 pub mod clock;

@@ -270,8 +270,8 @@ pub const MESSAGES_WARN: u64 = 1_000_000;
 /// the proactive command the procedure's sample APDU file ends with.
 pub const REFRESH_UICC_RESET: &str = "D009810301010482028102";
 
-/// Transports a profile may default to.
-pub const TRANSPORTS: [&str; 3] = ["sms", "https", "catp"];
+/// Transports a profile may default to (the names a command may give).
+pub use crate::command::transport::TRANSPORTS;
 
 /// Default RFM applet TAR (TS 101 220).
 pub const RFM_TAR: &str = "B00010";

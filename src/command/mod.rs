@@ -3,8 +3,11 @@
 //! card's stored key sets.
 
 pub mod build;
+mod field_error;
 pub mod schema;
 pub mod transport;
+
+pub use field_error::FieldError;
 
 use std::fmt;
 use std::str::FromStr;

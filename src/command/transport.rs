@@ -19,9 +19,12 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::FieldError;
 use super::Priority;
-use crate::pipeline::FieldError;
 use crate::security::spi::{CounterMode, Integrity, Spi};
+
+/// The transports a command (or a profile's default) may name.
+pub const TRANSPORTS: [&str; 3] = ["sms", "catp", "https"];
 
 /// Shortest per-command timeout, seconds.
 pub const MIN_TIMEOUT_SECS: f64 = 1.0;

@@ -42,7 +42,8 @@ pub struct OutboxConfig {
 impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
-            owner: crate::config::default_gateway_id(),
+            // The server names it after its gateway (`[gateway] id`).
+            owner: "otagw".into(),
             lease: Duration::from_secs(60),
             poll: Duration::from_millis(200),
             window: 512,

@@ -286,9 +286,9 @@ impl Gateway {
         }
     }
 
-    /// The transports this gateway offers, of [`crate::api::commands::TRANSPORTS`].
+    /// The transports this gateway offers, of [`crate::command::transport::TRANSPORTS`].
     pub fn offered(&self) -> Vec<&'static str> {
-        crate::api::commands::TRANSPORTS
+        crate::command::transport::TRANSPORTS
             .into_iter()
             .filter(|t| self.offers(t))
             .collect()
