@@ -382,6 +382,7 @@ pub struct BatchAccepted {
 #[utoipa::path(post, path = "/api/v1/ota/batch", tag = "commands",
     request_body = BatchRequest,
     responses((status = 202, body = BatchAccepted), (status = 400, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
         (status = 422, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_batch(
