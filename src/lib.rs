@@ -8,9 +8,10 @@
 //! 0. [`clock`], [`rfc3339`], [`security`] (SCP80, sans-IO), [`logging`];
 //! 1. [`script`] (remote APDU formats and builders), [`correlation`];
 //! 2. [`dispatch`] (a secured command and how its PoR is matched);
-//! 3. [`command`]: the command model (requests, results, transport objects, script building);
-//! 4. [`store`]: SQLite and PostgreSQL;
-//! 5. [`events`]: typed events, the outbox worker, webhooks;
+//! 3. [`command`]: the command model (requests, results, transport objects, script building),
+//!    and [`events`], the typed events it reports;
+//! 4. [`store`]: SQLite and PostgreSQL (it writes events to the outbox with their changes);
+//! 5. [`delivery`]: the outbox worker and webhooks;
 //! 6. the engine: [`pipeline`] (one tower layer per file), [`gateway`] (claims, results,
 //!    inbound PoRs, housekeeping, SCP81 and CAT_TP drivers), [`campaign`], [`provision`];
 //! 7. [`api`], the REST API;
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod correlation;
+pub mod delivery;
 pub mod devkit;
 pub mod dispatch;
 pub mod events;

@@ -11,8 +11,8 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState, HealthProbe, TransportHealth};
 use crate::config::Config;
-use crate::events::outbox::{OutboxConfig, OutboxWorker};
-use crate::events::webhook::{RetryPolicy as WebhookRetry, Webhooks};
+use crate::delivery::outbox::{OutboxConfig, OutboxWorker};
+use crate::delivery::webhook::{RetryPolicy as WebhookRetry, Webhooks};
 use crate::gateway::{Gateway, TransportSetup};
 use crate::store::{MasterKey, SqlStore, Store};
 

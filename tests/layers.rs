@@ -16,11 +16,12 @@ const LAYERS: &[(&str, u8)] = &[
     ("script", 1),
     ("correlation", 1),
     ("dispatch", 2),
-    // The command model.
+    // The command model, and the events it reports.
     ("command", 3),
+    ("events", 3),
     // The store.
     ("store", 4),
-    ("events", 5),
+    ("delivery", 5),
     // The engine.
     ("pipeline", 6),
     ("gateway", 6),
@@ -43,9 +44,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("command", "store"),
     // Vendor files are parsed with the simulator's fleet reader and digit strings.
     ("provision", "sim"),
-    // The store writes typed events to the outbox in the same transaction as the change: the
-    // event types belong beside the command model, the worker above the store.
-    ("store", "events"),
 ];
 
 fn layer(module: &str) -> Option<u8> {

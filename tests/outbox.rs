@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode};
 use common::{Backend, TestDb};
 use otagw::command::{CommandStatus, CommandType, Priority};
-use otagw::events::outbox::{OutboxConfig, OutboxWorker};
-use otagw::events::webhook::{RetryPolicy, Webhooks};
+use otagw::delivery::outbox::{OutboxConfig, OutboxWorker};
+use otagw::delivery::webhook::{RetryPolicy, Webhooks};
 use otagw::events::Event;
 use otagw::store::{
     KeyMaterial, KeySetRecord, NewCard, NewCommand, OutboxStore, SecuredPacket, SqlStore, Store,
@@ -255,7 +255,7 @@ async fn written_before_a_start_delivered_after_in_order(b: Backend) {
     let delivery_ids: HashSet<&str> = got.iter().map(|h| h.0.as_str()).collect();
     assert_eq!(delivery_ids.len(), 60);
     for h in &got {
-        assert_eq!(h.0, otagw::events::webhook::delivery_id(&h.1, "wh"));
+        assert_eq!(h.0, otagw::delivery::webhook::delivery_id(&h.1, "wh"));
     }
     // Delivered events are pruned.
     wait_until("an empty outbox", Duration::from_secs(5), || {

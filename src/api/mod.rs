@@ -14,7 +14,7 @@ pub mod scp81;
 pub mod serve;
 pub mod tls;
 pub mod tokens;
-pub use crate::events::webhook;
+pub use crate::delivery::webhook;
 
 use std::sync::Arc;
 

@@ -1,13 +1,10 @@
 //! What the gateway tells integrators: typed events, written to the store's outbox in the same
 //! transaction as the state change they report, and delivered from there to webhooks by
-//! [`outbox::OutboxWorker`] (at least once, in order per command or campaign, surviving
-//! restarts, shared by several gateways on one PostgreSQL).
+//! [`crate::delivery::outbox::OutboxWorker`] (at least once, in order per command or
+//! campaign, surviving restarts, shared by several gateways on one PostgreSQL).
 //!
 //! A stored event is its name, its ordering key (`command:<id>` or `campaign:<id>`) and its
 //! JSON `data`, exactly the body's `data` a webhook receives.
-
-pub mod outbox;
-pub mod webhook;
 
 use serde_json::{json, Map, Value};
 

@@ -11,7 +11,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::command::{CommandStatus, ErrorCode};
-use crate::events::webhook::WebhookOutcome;
+use crate::delivery::webhook::WebhookOutcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Finished {

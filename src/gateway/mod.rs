@@ -36,8 +36,8 @@ use std::time::Duration;
 use otagw_transport::Transport;
 use tokio::sync::{mpsc, Notify};
 
+use crate::delivery::webhook::Webhooks;
 use crate::dispatch::{DispatchNote, OtaDispatcher};
-use crate::events::webhook::Webhooks;
 use crate::pipeline::limit::RateLimiter;
 use crate::pipeline::{
     self, MessageLog, Pipeline, PipelineConfig, PriorityGate, Route, Transports,

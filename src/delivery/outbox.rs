@@ -8,7 +8,7 @@
 //! [`OutboxConfig::per_account`] rows, so it cannot take the window from the others.
 //!
 //! Layering: [`crate::events::Event`] sits below the store (the store writes it); this worker
-//! and [`super::webhook`] sit above it.
+//! and [`super::webhook`] sit above it (see [`crate::delivery`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
