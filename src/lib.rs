@@ -5,7 +5,8 @@
 //! Layers, lowest first; a module uses its own layer and the ones below (checked by
 //! `tests/layers.rs`, which lists the imports that still break the order):
 //!
-//! 0. [`clock`], [`rfc3339`], [`security`] (SCP80, sans-IO), [`logging`];
+//! 0. [`clock`], [`rfc3339`], `digits` (ICCID, IMSI, MSISDN and their EF codings, Luhn),
+//!    [`security`] (SCP80, sans-IO), [`logging`];
 //! 1. [`script`] (remote APDU formats and builders), [`correlation`];
 //! 2. [`dispatch`] (a secured command and how its PoR is matched);
 //! 3. [`command`]: the command model (requests, results, transport objects, script building),
@@ -13,7 +14,8 @@
 //! 4. [`store`]: SQLite and PostgreSQL (it writes events to the outbox with their changes);
 //! 5. [`delivery`]: the outbox worker and webhooks;
 //! 6. the engine: [`pipeline`] (one tower layer per file), [`gateway`] (claims, results,
-//!    inbound PoRs, housekeeping, SCP81 and CAT_TP drivers), [`campaign`], [`provision`];
+//!    inbound PoRs, housekeeping, SCP81 and CAT_TP drivers), [`campaign`], [`provision`]
+//!    (vendor files: their format in `provision::vendor`, read by the simulator's fleets too);
 //! 7. [`api`], the REST API;
 //! 8. the edge: [`config`], [`server`], the CLI (`src/cli`), and the far-side tools used by
 //!    tests, demos and load commands: [`sim`] (virtual cards), [`devkit`].
@@ -25,6 +27,7 @@ pub mod config;
 pub mod correlation;
 pub mod delivery;
 pub mod devkit;
+pub(crate) mod digits;
 pub mod dispatch;
 pub mod events;
 pub mod gateway;

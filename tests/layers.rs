@@ -10,6 +10,7 @@ use std::path::Path;
 const LAYERS: &[(&str, u8)] = &[
     // Protocol and shared values: no I/O.
     ("clock", 0),
+    ("digits", 0),
     ("rfc3339", 0),
     ("security", 0),
     ("logging", 0),
@@ -42,8 +43,6 @@ const KNOWN: &[(&str, &str)] = &[
     // The script builder takes the store's key set records (KEY_UPDATE enciphers under the
     // KIK): the command model should own a key type the store maps to.
     ("command", "store"),
-    // Vendor files are parsed with the simulator's fleet reader and digit strings.
-    ("provision", "sim"),
 ];
 
 fn layer(module: &str) -> Option<u8> {

@@ -14,8 +14,6 @@ use crate::security::{
 
 use crate::script::{GpVersion, KcvFill};
 
-use super::digits::imsi_ef;
-use super::digits::Digits;
 use super::exec::{run_script, ScriptRun};
 use super::fs::{FileSystem, NodeKind, Template};
 use super::isd::Isd;
@@ -23,6 +21,8 @@ use super::ram::{Ram, Registry};
 use super::rfm::{Rfm, RfmView};
 use super::subscriptions::{Network, Notification, SubscriptionApp, TAR_SUBSCRIPTIONS};
 use super::CardError;
+use crate::digits::imsi_ef;
+use crate::digits::Digits;
 
 /// TAR of the RFM applet with the SIM / GSM file system view (MF selected at start).
 pub const TAR_RFM_GSM: Tar = [0xB0, 0x00, 0x10];

@@ -28,7 +28,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use super::digits::{iccid_ef, imsi_ef, Digits};
+use crate::digits::{iccid_ef, imsi_ef, Digits};
 
 /// Index of a file in the template.
 pub(crate) type NodeId = u16;

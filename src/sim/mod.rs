@@ -18,7 +18,6 @@
 
 pub mod card;
 pub mod catp_client;
-pub(crate) mod digits;
 mod exec;
 pub mod fleet;
 pub mod fs;

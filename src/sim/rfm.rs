@@ -24,9 +24,9 @@
 
 use crate::script::{CApdu, RApdu};
 
-use super::digits::Digits;
 use super::exec::Applet;
 use super::fs::{FileStructure, FileSystem, NodeId, NodeKind, Template, FID_ADF, FID_MF};
+use crate::digits::Digits;
 
 /// Which command set a C-APDU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,11 +14,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::BufRead;
 
-use crate::sim::digits::{luhn_digit, Digits};
-use crate::sim::fleet::{
-    check_columns, header_columns, parse_counter, parse_key, split_fields, Column,
-};
+pub(crate) mod vendor;
+
+use crate::digits::{luhn_digit, Digits};
 use crate::store::{CardChanges, KeyMaterial, KeySetRecord, NewCard, Store, StoreError};
+use vendor::{check_columns, header_columns, parse_counter, parse_key, split_fields, Column};
 
 /// Most problems an error lists (the rest are counted).
 const MAX_LISTED: usize = 20;
