@@ -3,7 +3,7 @@
 //! # Module map
 //!
 //! Layers, lowest first; a module uses its own layer and the ones below (checked by
-//! `tests/layers.rs`, which lists the imports that still break the order):
+//! `tests/layers.rs`):
 //!
 //! 0. [`clock`], [`rfc3339`], `digits` (ICCID, IMSI, MSISDN and their EF codings, Luhn),
 //!    [`security`] (SCP80, sans-IO), [`logging`];

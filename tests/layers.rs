@@ -1,7 +1,6 @@
-//! The order of layers (see the module map in `src/lib.rs`): a module may use its own layer and
-//! the ones below it. The imports that break the order today are listed in `KNOWN` (issue 18
-//! removes them); this test fails on any other, and on a listed one that is gone (so the list
-//! only shrinks).
+//! The order of layers (see the module map in `src/lib.rs` and `ARCHITECTURE.md`): a module may
+//! use its own layer and the ones below it. The test fails on any import against the order not
+//! listed in `KNOWN` (empty now), and on a listed one that is gone (so the list only shrinks).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -38,12 +37,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("sim", 8),
 ];
 
-/// Imports against the order as of session 8: (from, to). Remove an entry when its import goes.
-const KNOWN: &[(&str, &str)] = &[
-    // The script builder takes the store's key set records (KEY_UPDATE enciphers under the
-    // KIK): the command model should own a key type the store maps to.
-    ("command", "store"),
-];
+/// Imports against the order still to remove: (from, to). None since session 8; an entry
+/// here must say what would remove it.
+const KNOWN: &[(&str, &str)] = &[];
 
 fn layer(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)

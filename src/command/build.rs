@@ -137,6 +137,7 @@
 use rand::{CryptoRng, RngCore};
 use serde_json::{Map, Value};
 
+use super::keys::{KeyMaterial, KeySetRecord};
 use super::{CommandType, OtaCommandRequest};
 use crate::script::gp::{put_key, KcvFill, KeyType, NewKey, PutKeyError, KEY_ID_KIC};
 use crate::script::ram::{
@@ -149,7 +150,6 @@ use crate::script::{
     LoadFile, MenuEntry, Privileges, RecordMode, ScriptError, ScriptFormat, ToolkitParameters,
 };
 use crate::security::{CipherAlgorithm, IntegrityAlgorithm};
-use crate::store::{KeyMaterial, KeySetRecord};
 
 /// What a build needs besides the request.
 #[derive(Debug, Clone, Copy)]

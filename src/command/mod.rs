@@ -4,6 +4,7 @@
 
 pub mod build;
 mod field_error;
+pub mod keys;
 pub mod schema;
 pub mod transport;
 
