@@ -2,8 +2,8 @@
 //!
 //! # Module map
 //!
-//! Layers, lowest first; a module uses its own layer and the ones below (checked by
-//! `tests/layers.rs`):
+//! Layers, lowest first; a module uses its own layer and the ones below, and no two modules use
+//! each other (both checked by `tests/layers.rs`):
 //!
 //! 0. [`clock`], [`rfc3339`], `digits` (ICCID, IMSI, MSISDN and their EF codings, Luhn),
 //!    [`security`] (SCP80, sans-IO), [`logging`];

@@ -202,3 +202,126 @@ fn the_scanner_reads_paths_and_groups() {
     let names: Vec<String> = named_modules(text).into_iter().collect();
     assert_eq!(names, ["api", "clock", "command", "gateway", "store"]);
 }
+
+/// Groups of modules that use each other (directly or round a loop), within a layer: listed
+/// here until untangled; the test fails on a new one and on a listed one that is gone.
+const KNOWN_CYCLES: &[&[&str]] = &[];
+
+/// Strongly connected groups of two or more modules (Tarjan).
+fn cycles(edges: &BTreeMap<(String, String), Vec<String>>) -> Vec<Vec<String>> {
+    let mut graph: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (a, b) in edges.keys() {
+        graph.entry(a).or_default().push(b);
+        graph.entry(b).or_default();
+    }
+    struct State<'a> {
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on: BTreeSet<&'a str>,
+        next: usize,
+        out: Vec<Vec<String>>,
+    }
+    fn visit<'a>(v: &'a str, g: &BTreeMap<&'a str, Vec<&'a str>>, s: &mut State<'a>) {
+        s.index.insert(v, s.next);
+        s.low.insert(v, s.next);
+        s.next += 1;
+        s.stack.push(v);
+        s.on.insert(v);
+        for &w in &g[v] {
+            if !s.index.contains_key(w) {
+                visit(w, g, s);
+                let lw = s.low[w];
+                let lv = s.low.get_mut(v).expect("visited");
+                *lv = (*lv).min(lw);
+            } else if s.on.contains(w) {
+                let iw = s.index[w];
+                let lv = s.low.get_mut(v).expect("visited");
+                *lv = (*lv).min(iw);
+            }
+        }
+        if s.low[v] == s.index[v] {
+            let mut group = Vec::new();
+            while let Some(w) = s.stack.pop() {
+                s.on.remove(w);
+                group.push(w.to_string());
+                if w == v {
+                    break;
+                }
+            }
+            if group.len() > 1 {
+                group.sort();
+                s.out.push(group);
+            }
+        }
+    }
+    let mut s = State {
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on: BTreeSet::new(),
+        next: 0,
+        out: Vec::new(),
+    };
+    for &v in graph.keys() {
+        if !s.index.contains_key(v) {
+            visit(v, &graph, &mut s);
+        }
+    }
+    s.out.sort();
+    s.out
+}
+
+#[test]
+fn no_new_cycles_between_modules() {
+    let found = cycles(&edges());
+    let known: Vec<Vec<String>> = KNOWN_CYCLES
+        .iter()
+        .map(|c| c.iter().map(|m| m.to_string()).collect())
+        .collect();
+    let show = |edges: &BTreeMap<(String, String), Vec<String>>, group: &[String]| -> String {
+        edges
+            .iter()
+            .filter(|((a, b), _)| group.contains(a) && group.contains(b))
+            .map(|((a, b), files)| format!("  {a} -> {b} ({})", files.join(", ")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let e = edges();
+    for group in &found {
+        assert!(
+            known.contains(group),
+            "modules using each other: {group:?}\n{}",
+            show(&e, group)
+        );
+    }
+    for group in &known {
+        assert!(
+            found.contains(group),
+            "no longer a cycle, remove from KNOWN_CYCLES: {group:?}"
+        );
+    }
+}
+
+#[test]
+fn the_cycle_finder_finds_loops() {
+    let mut e: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (a, b) in [
+        ("a", "b"),
+        ("b", "c"),
+        ("c", "a"),
+        ("c", "d"),
+        ("d", "e"),
+        ("e", "d"),
+    ] {
+        e.insert((a.into(), b.into()), vec![]);
+    }
+    assert_eq!(
+        cycles(&e),
+        vec![
+            vec!["a".to_string(), "b".into(), "c".into()],
+            vec!["d".to_string(), "e".into()]
+        ]
+    );
+    assert!(cycles(&edges()).is_empty(), "{:?}", cycles(&edges()));
+}
