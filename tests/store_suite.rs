@@ -710,6 +710,15 @@ async fn commands_basic(b: Backend) {
         Err(StoreError::Database(m)) => assert!(m.contains("request"), "{m}"),
         other => panic!("expected a database error, got {other:?}"),
     }
+    // A failing statement keeps the driver's error as its source.
+    sqlx::query("ALTER TABLE commands RENAME TO commands_gone")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let err = store.command_by_id(&a, "cmd-1").await.unwrap_err();
+    assert!(matches!(err, StoreError::Sql { .. }), "{err:?}");
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(source.downcast_ref::<sqlx::Error>().is_some(), "{source:?}");
     raw.close().await;
 }
 

@@ -31,7 +31,17 @@ pub type Millis = crate::clock::Millis;
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database failed (connection, SQL).
+    /// The database failed (connection, SQL): the driver's error is the source.
+    #[error("database: {context}: {source}")]
+    Sql {
+        /// What the store was doing (`query`, `schema`, `connect to ...`).
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A stored value that does not read back (a column, its JSON), or a database problem the
+    /// driver did not report.
     #[error("database: {0}")]
     Database(String),
     /// A unique key already exists (names what and which).

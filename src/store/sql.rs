@@ -171,7 +171,7 @@ impl SqlStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect(&connect_url)
             .await
-            .map_err(|e| StoreError::Database(format!("cannot connect to {}: {e}", redact(url))))?;
+            .map_err(|e| sql_error(format!("cannot connect to {}", redact(url)), e))?;
         if matches!(target, Target::SqliteFile(_)) {
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&pool)
@@ -286,13 +286,13 @@ impl SqlStore {
                 .bind(SCHEMA_LOCK_KEY)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| StoreError::Database(format!("schema lock: {e}")))?;
+                .map_err(|e| sql_error("schema lock", e))?;
         }
         for statement in self.schema_statements() {
             sqlx::query(&statement)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| StoreError::Database(format!("schema: {e}")))?;
+                .map_err(|e| sql_error("schema", e))?;
         }
         for (table, column, ty) in ADDED_COLUMNS {
             self.add_column(&mut tx, table, column, ty).await?;
@@ -301,7 +301,7 @@ impl SqlStore {
         let unnamed = sqlx::query("SELECT token_hash FROM tokens WHERE id IS NULL")
             .fetch_all(&mut *tx)
             .await
-            .map_err(|e| StoreError::Database(format!("schema: tokens.id: {e}")))?;
+            .map_err(|e| sql_error("schema: tokens.id", e))?;
         for row in &unnamed {
             let hash: String = col(row, "token_hash")?;
             sqlx::query("UPDATE tokens SET id = $1 WHERE token_hash = $2")
@@ -309,7 +309,7 @@ impl SqlStore {
                 .bind(hash)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| StoreError::Database(format!("schema: tokens.id: {e}")))?;
+                .map_err(|e| sql_error("schema: tokens.id", e))?;
         }
         tx.commit().await.map_err(dbe)
     }
@@ -362,12 +362,12 @@ impl SqlStore {
         .bind(table)
         .fetch_one(&mut **tx)
         .await
-        .map_err(|e| StoreError::Database(format!("schema: {table}.{column}: {e}")))?;
+        .map_err(|e| sql_error(format!("schema: {table}.{column}"), e))?;
         if col::<i64>(&present, "n")? == 0 {
             sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))
                 .execute(&mut **tx)
                 .await
-                .map_err(|e| StoreError::Database(format!("schema: {table}.{column}: {e}")))?;
+                .map_err(|e| sql_error(format!("schema: {table}.{column}"), e))?;
         }
         Ok(())
     }
@@ -951,7 +951,15 @@ fn redact(url: &str) -> String {
 }
 
 fn dbe(e: sqlx::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    sql_error("query", e)
+}
+
+/// A driver error, what the store was doing, and the driver's error kept as the source.
+fn sql_error(context: impl Into<String>, source: sqlx::Error) -> StoreError {
+    StoreError::Sql {
+        context: context.into(),
+        source,
+    }
 }
 
 fn kind(e: &sqlx::Error) -> Option<ErrorKind> {
@@ -982,7 +990,7 @@ where
     T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
 {
     row.try_get::<T, _>(name)
-        .map_err(|e| StoreError::Database(format!("column {name}: {e}")))
+        .map_err(|e| sql_error(format!("column {name}"), e))
 }
 
 fn bad_column(column: &str, e: impl std::fmt::Display) -> StoreError {
