@@ -19,12 +19,13 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     Parse {
         /// The file.
         path: PathBuf,
         /// What is wrong (toml names the key and the line).
-        message: String,
+        #[source]
+        source: toml::de::Error,
     },
     /// A setting is not valid.
     #[error("{name}: {problem}")]
@@ -393,9 +394,9 @@ impl Config {
                     path: p.to_path_buf(),
                     source,
                 })?;
-                Self::parse(&text).map_err(|message| ConfigError::Parse {
+                Self::parse(&text).map_err(|source| ConfigError::Parse {
                     path: p.to_path_buf(),
-                    message,
+                    source,
                 })?
             }
             None => Config::default(),
@@ -405,8 +406,8 @@ impl Config {
     }
 
     /// Parses TOML text.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
     }
 
     /// Environment variables override the file: `OTAGW_DATA_DIR`, `OTAGW_GATEWAY_ID`,
@@ -873,6 +874,7 @@ mod tests {
         assert_eq!(c.store_url(), "sqlite:///tmp/x/otagw.db");
         let e = Config::parse("[api]\nlisen = \"x\"\n")
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("lisen"), "{e}");
     }
