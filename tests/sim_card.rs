@@ -821,3 +821,41 @@ fn subscription_download_enable_audit_over_scp80() {
         "082926102143658799"
     );
 }
+
+/// The fleet moves every card's subscription application on: a switch to an IMSI the network
+/// refuses rolls back when the attach timeout passes, and the notification comes out with the
+/// card's MSISDN; a card that never used the application has nothing to say.
+#[test]
+fn fleet_ticks_subscriptions_and_a_refused_switch_rolls_back() {
+    use otagw::sim::subscriptions::{
+        SeededNetwork, SwitchOutcome, DEFAULT_ATTACH_TIMEOUT_MS, TAR_SUBSCRIPTIONS,
+    };
+    let fleet = fleet();
+    let gw = Gateway::new(0x15, 0x15);
+    let refused = "262019999999999";
+    let mut download = vec![0x80, 0x01, 0x02, 0x81, 0x0F];
+    download.extend_from_slice(refused.as_bytes());
+    download.extend_from_slice(&[0x86, 0x01, 0x01]);
+    let cmds = vec![CApdu::new(0x80, 0xE2, 0, 0, download, None).unwrap()];
+    let por = send(
+        &fleet,
+        &gw.packet(SPI_FULL, TAR_SUBSCRIPTIONS, 1, &compact(cmds)),
+    )
+    .unwrap();
+    assert_eq!(gw.open(SPI_FULL, &por).status, PorStatus::Ok);
+    let net = SeededNetwork {
+        refused: [refused.to_string()].into_iter().collect(),
+        ..SeededNetwork::default()
+    };
+    assert!(
+        fleet.tick_subscriptions(1_000, &net).is_empty(),
+        "waiting for the attach"
+    );
+    let due = fleet.tick_subscriptions(DEFAULT_ATTACH_TIMEOUT_MS, &net);
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].0, MSISDN);
+    assert_eq!(
+        (due[0].1.outcome, due[0].1.enabled, due[0].1.imsi.as_str()),
+        (SwitchOutcome::RolledBack, 1, "262011234567890")
+    );
+}

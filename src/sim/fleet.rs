@@ -331,6 +331,32 @@ impl Fleet {
         }
     }
 
+    /// Moves every card's subscription application on at `now` (see
+    /// [`VirtualCard::tick_subscriptions`]); returns the notifications due, with the card's
+    /// MSISDN.
+    pub fn tick_subscriptions(
+        &self,
+        now: i64,
+        network: &dyn crate::sim::subscriptions::Network,
+    ) -> Vec<(String, crate::sim::subscriptions::Notification)> {
+        let mut due = Vec::new();
+        for shard in self.shards.iter() {
+            let mut cards = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for card in cards.iter_mut() {
+                if card.subscriptions().is_none() {
+                    continue;
+                }
+                let msisdn = card.msisdn();
+                due.extend(
+                    card.tick_subscriptions(now, network)
+                        .into_iter()
+                        .map(|n| (msisdn.clone(), n)),
+                );
+            }
+        }
+        due
+    }
+
     /// Approximate heap and struct octets the cards and indexes hold (for reports).
     pub fn approximate_bytes(&self) -> usize {
         let mut cards = 0usize;

@@ -86,6 +86,41 @@ impl Network for EveryNetwork {
     }
 }
 
+/// The simulator's networks: each IMSI is refused by its network with probability
+/// `refuse_share`, decided once per IMSI from the seed (the same IMSI gets the same answer on
+/// every card and every tick), plus the IMSIs named in `refused`.
+#[derive(Debug, Clone, Default)]
+pub struct SeededNetwork {
+    /// Seed of the per-IMSI draw.
+    pub seed: u64,
+    /// Share of IMSIs refused, 0.0 to 1.0.
+    pub refuse_share: f64,
+    /// IMSIs always refused.
+    pub refused: std::collections::BTreeSet<String>,
+}
+
+impl Network for SeededNetwork {
+    fn attaches(&self, imsi: &str) -> bool {
+        if self.refused.contains(imsi) {
+            return false;
+        }
+        if self.refuse_share <= 0.0 {
+            return true;
+        }
+        // FNV-1a of the IMSI mixed with the seed, then splitmix64: stable across runs.
+        let mut h = 0xcbf2_9ce4_8422_2325u64 ^ self.seed;
+        for b in imsi.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 31;
+        let draw = (h >> 11) as f64 / (1u64 << 53) as f64;
+        draw >= self.refuse_share
+    }
+}
+
 /// Why the enabled subscription is the one it is (the audit's `8B`, a notification's `8F`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SwitchOutcome {
@@ -825,6 +860,34 @@ mod tests {
         assert_eq!(run(&mut app, 0xEE, &[0x8C, 0x02, 0x00, 0x01]).sw, 0x9000);
         assert!(app.due_notifications(10 + 9 * NOTIFY_EVERY_MS).is_empty());
         assert_eq!(run(&mut app, 0xEE, &[0x8C, 0x01, 0x01]).sw, 0x6A80);
+    }
+
+    #[test]
+    fn the_seeded_network_refuses_its_share_the_same_way_each_time() {
+        let net = SeededNetwork {
+            seed: 7,
+            refuse_share: 0.25,
+            refused: ["262010000000001".to_string()].into_iter().collect(),
+        };
+        let imsis: Vec<String> = (0..4000).map(|i| format!("2620100{i:08}")).collect();
+        let refused = imsis.iter().filter(|i| !net.attaches(i)).count();
+        assert!(
+            (850..=1150).contains(&refused),
+            "{refused} of 4000 refused at 25%"
+        );
+        for i in &imsis {
+            assert_eq!(net.attaches(i), net.attaches(i), "stable for {i}");
+        }
+        let other = SeededNetwork {
+            seed: 8,
+            ..net.clone()
+        };
+        assert!(
+            imsis.iter().any(|i| net.attaches(i) != other.attaches(i)),
+            "the seed matters"
+        );
+        assert!(!net.attaches("262010000000001"), "named IMSIs are refused");
+        assert!(SeededNetwork::default().attaches("262010000000001"));
     }
 
     #[test]
