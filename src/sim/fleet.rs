@@ -72,22 +72,9 @@ pub enum FleetError {
     /// No `VAR_OUT:` line.
     #[error("no VAR_OUT: header line found")]
     MissingHeader,
-    /// The header lacks a column every card needs.
-    #[error("line {line}: the VAR_OUT header has no {column} column")]
-    MissingColumn {
-        /// Line of the header.
-        line: usize,
-        /// The column.
-        column: &'static str,
-    },
-    /// A problem with the header's columns.
-    #[error("line {line}: {reason}")]
-    Header {
-        /// Line of the header.
-        line: usize,
-        /// What is wrong.
-        reason: String,
-    },
+    /// The header cannot be used (a column missing or repeated).
+    #[error(transparent)]
+    Header(#[from] HeaderError),
     /// A row with the wrong number of fields.
     #[error("line {line}: {found} fields, but the VAR_OUT header names {expected}")]
     FieldCount {
@@ -134,17 +121,6 @@ pub enum FleetError {
     /// A card that cannot be built.
     #[error(transparent)]
     Card(#[from] CardError),
-}
-
-impl From<HeaderError> for FleetError {
-    fn from(e: HeaderError) -> Self {
-        match e {
-            HeaderError::MissingColumn { line, column } => {
-                FleetError::MissingColumn { line, column }
-            }
-            HeaderError::Header { line, reason } => FleetError::Header { line, reason },
-        }
-    }
 }
 
 /// Many cards; `&self` methods lock only the shard holding the card concerned.
