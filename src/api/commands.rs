@@ -337,9 +337,10 @@ pub struct BatchOptions {
     /// Cancel the commands not yet sent when one fails.
     #[serde(default)]
     pub stop_on_error: bool,
-    /// Resends per command (default: the gateway's policy); a command's own
+    /// Resends per command, 0 to 20 (default: the gateway's policy); a command's own
     /// `transport.parameters.retries` goes first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 20)]
     pub max_retries: Option<u32>,
 }
 
@@ -361,7 +362,8 @@ impl Default for BatchOptions {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchRequest {
-    /// The commands.
+    /// The commands, 1 to 10,000.
+    #[schema(min_items = 1, max_items = 10000)]
     pub commands: Vec<OtaCommandRequest>,
     /// Options.
     #[serde(default)]
