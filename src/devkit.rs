@@ -624,6 +624,27 @@ pub async fn drop_postgres_scratch(url: &str) {
     }
 }
 
+/// [`start`] on a store backend by name: `"postgres"`, a fresh schema of the
+/// [`test_database_url`] database; anything else, `options` as given (SQLite in the data
+/// directory unless `store_url` says otherwise). The end-to-end tests run each case on both.
+pub async fn start_on(backend: &str, options: DevOptions) -> Result<DevEnv, DevkitError> {
+    let store_url = match backend {
+        "postgres" => Some(
+            postgres_scratch_url(&test_database_url())
+                .await
+                .map_err(|e| {
+                    DevkitError(format!("{e} (the tests need PostgreSQL, see .ci/run)"))
+                })?,
+        ),
+        _ => options.store_url.clone(),
+    };
+    start(DevOptions {
+        store_url,
+        ..options
+    })
+    .await
+}
+
 /// The local test database: `OTAGW_TEST_DATABASE_URL`, default
 /// `postgres://postgres@127.0.0.1:5432/test`.
 pub fn test_database_url() -> String {

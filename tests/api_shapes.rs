@@ -8,20 +8,9 @@ use otagw::devkit::{self, DevEnv, DevOptions};
 use serde_json::{json, Value};
 
 async fn env_for(backend: &str, options: DevOptions) -> DevEnv {
-    let store_url = match backend {
-        "postgres" => Some(
-            devkit::postgres_scratch_url(&devkit::test_database_url())
-                .await
-                .expect("PostgreSQL must be running for the API tests (see .ci/run)"),
-        ),
-        _ => None,
-    };
-    devkit::start(DevOptions {
-        store_url,
-        ..options
-    })
-    .await
-    .expect("dev environment")
+    devkit::start_on(backend, options)
+        .await
+        .expect("dev environment")
 }
 
 /// An RFM command reading EF ICCID; SPI 16 39 (CC, ciphered, counter higher, PoR always).

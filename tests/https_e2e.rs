@@ -26,21 +26,15 @@ fn https_settings() -> HttpsSettings {
 }
 
 async fn env_with(backend: &str, https: HttpsSettings, attempts: u32) -> DevEnv {
-    let store_url = match backend {
-        "postgres" => Some(
-            devkit::postgres_scratch_url(&devkit::test_database_url())
-                .await
-                .expect("PostgreSQL must be running for these tests"),
-        ),
-        _ => None,
-    };
-    devkit::start(DevOptions {
-        store_url,
-        cards: 3,
-        attempts,
-        https: Some(https),
-        ..DevOptions::default()
-    })
+    devkit::start_on(
+        backend,
+        DevOptions {
+            cards: 3,
+            attempts,
+            https: Some(https),
+            ..DevOptions::default()
+        },
+    )
     .await
     .expect("dev environment")
 }
