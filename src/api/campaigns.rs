@@ -198,12 +198,12 @@ pub async fn create_profile(
         }
     }
     if let Some(t) = d.transport.as_deref() {
-        if !crate::campaign::TRANSPORTS.contains(&t) {
+        if !crate::command::transport::TRANSPORTS.contains(&t) {
             return Err(ApiError::invalid(
                 "defaults.transport",
                 format!(
                     "{t:?} is not one of {}",
-                    crate::campaign::TRANSPORTS.join(", ")
+                    crate::command::transport::TRANSPORTS.join(", ")
                 ),
             ));
         }

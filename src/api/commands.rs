@@ -15,7 +15,7 @@ use crate::pipeline::secure::{card_class, card_gp, requested_applet};
 use crate::pipeline::validate_request;
 use crate::store::{Account, BatchRecord, CancelOutcome, CommandRecord, NewCommand};
 
-pub use crate::command::transport::TRANSPORTS;
+use crate::command::transport::TRANSPORTS;
 
 /// `202` answer to a new command.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]

@@ -270,9 +270,6 @@ pub const MESSAGES_WARN: u64 = 1_000_000;
 /// the proactive command the procedure's sample APDU file ends with.
 pub const REFRESH_UICC_RESET: &str = "D009810301010482028102";
 
-/// Transports a profile may default to (the names a command may give).
-pub use crate::command::transport::TRANSPORTS;
-
 /// Default RFM applet TAR (TS 101 220).
 pub const RFM_TAR: &str = "B00010";
 /// Default RAM TAR: the issuer security domain.

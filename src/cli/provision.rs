@@ -346,10 +346,10 @@ pub(crate) fn run_profile(ctx: &Ctx, command: ProfileCommand) -> anyhow::Result<
                 None => None,
             };
             if let Some(t) = &transport {
-                if !otagw::campaign::TRANSPORTS.contains(&t.as_str()) {
+                if !otagw::command::transport::TRANSPORTS.contains(&t.as_str()) {
                     bail!(
                         "--transport: {t:?} is not one of {}",
-                        otagw::campaign::TRANSPORTS.join(", ")
+                        otagw::command::transport::TRANSPORTS.join(", ")
                     );
                 }
             }

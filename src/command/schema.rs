@@ -11,12 +11,8 @@ use utoipa::ToSchema;
 
 use super::CommandType;
 
-/// Hex digits, whitespace allowed between them.
-const HEX: &str = r"^\s*([0-9A-Fa-f]\s*[0-9A-Fa-f]\s*)*$";
-/// At least one octet in hex.
-const HEX_1: &str = r"^\s*([0-9A-Fa-f]\s*[0-9A-Fa-f]\s*)+$";
-/// An AID: 5 to 16 octets in hex.
-const AID: &str = r"^\s*([0-9A-Fa-f]\s*[0-9A-Fa-f]\s*){5,16}$";
+// The hex patterns are written out in each field: utoipa takes only string literals there.
+// Hex fields allow whitespace between digits, as the builder's `parse_hex` does.
 
 /// `uicc` (command class `00`, TS 102 221) or `gsm` (`A0`, TS 51.011).
 #[derive(Deserialize, ToSchema)]

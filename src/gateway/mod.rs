@@ -36,6 +36,7 @@ use std::time::Duration;
 use otagw_transport::Transport;
 use tokio::sync::{mpsc, Notify};
 
+use crate::clock::{now_ms, Clock};
 use crate::delivery::webhook::Webhooks;
 use crate::dispatch::{DispatchNote, OtaDispatcher};
 use crate::pipeline::limit::RateLimiter;
@@ -45,9 +46,6 @@ use crate::pipeline::{
 use crate::store::{CommandRecord, Store, StoreError};
 
 pub use metrics::GatewayMetrics;
-
-use crate::clock::now_ms;
-use crate::clock::Clock;
 
 /// A transport and its limits.
 pub struct TransportSetup {

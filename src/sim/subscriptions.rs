@@ -319,7 +319,7 @@ impl SubscriptionApp {
                         previous: sw.previous,
                         stage,
                         deadline: (stage != Stage::Fallback)
-                            .then(|| d_after(now, self.attach_timeout_ms)),
+                            .then(|| now.saturating_add(self.attach_timeout_ms)),
                     });
                 }
                 None => {
@@ -400,7 +400,7 @@ impl SubscriptionApp {
             (SwitchOutcome::RolledBack | SwitchOutcome::OnFallback, Some(id))
                 if self.return_to_primary_ms > 0 =>
             {
-                Some((id, d_after(self.now, self.return_to_primary_ms)))
+                Some((id, self.now.saturating_add(self.return_to_primary_ms)))
             }
             _ => None,
         };
@@ -430,7 +430,7 @@ impl SubscriptionApp {
             target: id,
             previous,
             stage: Stage::Asked,
-            deadline: Some(d_after(self.now, self.attach_timeout_ms)),
+            deadline: Some(self.now.saturating_add(self.attach_timeout_ms)),
         });
     }
 
@@ -438,7 +438,7 @@ impl SubscriptionApp {
         let Some(fields) = parse(data) else {
             return SW_WRONG_DATA;
         };
-        let Some(id) = fields.one(0x80).filter(|v| v.len() == 1).map(|v| v[0]) else {
+        let Some(id) = fields.octet(0x80) else {
             return SW_WRONG_DATA;
         };
         let Some(imsi) = fields
@@ -452,20 +452,20 @@ impl SubscriptionApp {
         let plmns = fields.one(0x83).unwrap_or_default();
         let ki = fields.one(0x84);
         let opc = fields.one(0x85);
-        let flag = fields
-            .one(0x86)
-            .map_or(Some(0), |v| (v.len() == 1).then(|| v[0]));
+        let flag = match fields.one(0x86) {
+            None => 0,
+            Some(&[flag]) => flag,
+            Some(_) => return SW_WRONG_DATA,
+        };
         let bad_key = |k: Option<&[u8]>| k.is_some_and(|k| k.len() != 16);
         if id == 0
             || spn.len() > 16
             || !plmns.len().is_multiple_of(3)
             || bad_key(ki)
             || bad_key(opc)
-            || flag.is_none()
         {
             return SW_WRONG_DATA;
         }
-        let flag = flag.unwrap_or(0);
         if self.subscriptions.iter().any(|s| s.id == id) {
             return SW_CONDITIONS;
         }
@@ -497,11 +497,16 @@ impl SubscriptionApp {
         }
     }
 
-    fn id_of(data: &[u8]) -> Option<u8> {
-        parse(data)?
-            .one(0x80)
-            .filter(|v| v.len() == 1)
-            .map(|v| v[0])
+    /// The slot of the subscription a command's `80` names: `6A80` if the data does not
+    /// name one, `6A88` if none such is installed.
+    fn named(&self, data: &[u8]) -> Result<usize, u16> {
+        let id = parse(data)
+            .and_then(|f| f.octet(0x80))
+            .ok_or(SW_WRONG_DATA)?;
+        self.subscriptions
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or(SW_NOT_FOUND)
     }
 
     fn timers(&mut self, data: &[u8]) -> u16 {
@@ -510,9 +515,7 @@ impl SubscriptionApp {
         };
         let secs = |tag| match fields.one(tag) {
             None => Ok(None),
-            Some(v) => <[u8; 2]>::try_from(v)
-                .map(|b| Some(i64::from(u16::from_be_bytes(b)) * 1000))
-                .map_err(|_| ()),
+            Some(_) => fields.u16(tag).map(|s| Some(i64::from(s) * 1000)).ok_or(()),
         };
         match (secs(0x8D), secs(0x8E)) {
             (Ok(attach), Ok(back)) => {
@@ -529,11 +532,7 @@ impl SubscriptionApp {
     }
 
     fn confirm(&mut self, data: &[u8]) -> u16 {
-        let Some(seq) = parse(data)
-            .and_then(|f| f.one(0x8C).map(<[u8]>::to_vec))
-            .and_then(|v| <[u8; 2]>::try_from(v.as_slice()).ok())
-            .map(u16::from_be_bytes)
-        else {
+        let Some(seq) = parse(data).and_then(|f| f.u16(0x8C)) else {
             return SW_WRONG_DATA;
         };
         self.unconfirmed.retain(|(n, _)| n.seq > seq);
@@ -555,32 +554,27 @@ impl Applet for SubscriptionApp {
         let data = apdu.data();
         let sw = match apdu.ins() {
             0xE2 => self.download(data),
-            0xE4 => match Self::id_of(data) {
-                None => SW_WRONG_DATA,
-                Some(id) if !self.subscriptions.iter().any(|s| s.id == id) => SW_NOT_FOUND,
-                Some(id) => {
-                    self.start_switch(id);
+            0xE4 => match self.named(data) {
+                Err(sw) => sw,
+                Ok(i) => {
+                    self.start_switch(self.subscriptions[i].id);
                     SW_OK
                 }
             },
-            0xE6 => match Self::id_of(data) {
-                None => SW_WRONG_DATA,
-                Some(id) => match self.subscriptions.iter().position(|s| s.id == id) {
-                    None => SW_NOT_FOUND,
-                    Some(i) if self.subscriptions[i].enabled || self.subscriptions[i].fallback => {
-                        SW_CONDITIONS
-                    }
-                    Some(i) => {
-                        self.subscriptions.remove(i);
-                        SW_OK
-                    }
-                },
+            0xE6 => match self.named(data) {
+                Err(sw) => sw,
+                Ok(i) if self.subscriptions[i].enabled || self.subscriptions[i].fallback => {
+                    SW_CONDITIONS
+                }
+                Ok(i) => {
+                    self.subscriptions.remove(i);
+                    SW_OK
+                }
             },
-            0xE8 => match Self::id_of(data) {
-                None => SW_WRONG_DATA,
-                Some(id) if !self.subscriptions.iter().any(|s| s.id == id) => SW_NOT_FOUND,
-                Some(id) => {
-                    self.set_fallback(id);
+            0xE8 => match self.named(data) {
+                Err(sw) => sw,
+                Ok(i) => {
+                    self.set_fallback(self.subscriptions[i].id);
                     SW_OK
                 }
             },
@@ -590,10 +584,6 @@ impl Applet for SubscriptionApp {
         };
         RApdu::new(Vec::new(), sw)
     }
-}
-
-fn d_after(now: i64, ms: i64) -> i64 {
-    now.saturating_add(ms)
 }
 
 fn flags(s: &Subscription) -> u8 {
@@ -614,6 +604,21 @@ struct Fields<'a>(Vec<(u8, &'a [u8])>);
 impl<'a> Fields<'a> {
     fn one(&self, tag: u8) -> Option<&'a [u8]> {
         self.0.iter().find(|(t, _)| *t == tag).map(|(_, v)| *v)
+    }
+
+    /// A one-octet value.
+    fn octet(&self, tag: u8) -> Option<u8> {
+        match self.one(tag)? {
+            &[v] => Some(v),
+            _ => None,
+        }
+    }
+
+    /// A two-octet big-endian value.
+    fn u16(&self, tag: u8) -> Option<u16> {
+        <[u8; 2]>::try_from(self.one(tag)?)
+            .ok()
+            .map(u16::from_be_bytes)
     }
 }
 
