@@ -393,6 +393,11 @@ async fn times_are_rfc3339_everywhere(backend: &str) {
         &json!([{"type": "object", "required": ["iccid"]}, {"type": "object", "required": ["iccids"]}]),
         "rotate-keys names a card: {rotate}"
     );
+    assert_eq!(
+        rotate["allOf"][0]["properties"]["transport"]["enum"],
+        json!(otagw::command::transport::TRANSPORTS),
+        "{rotate}"
+    );
     let update = &schemas["UpdateCard"];
     assert_eq!(update["minProperties"], 1, "{update}");
     assert!(update.get("maxProperties").is_none(), "{update}");

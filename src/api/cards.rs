@@ -390,8 +390,18 @@ pub struct RotateKeys {
     pub tar: Option<String>,
     /// Transport (default sms).
     #[serde(default)]
-    #[schema(pattern = "^(sms|catp|https)$")]
+    #[schema(schema_with = transport_name)]
     pub transport: Option<String>,
+}
+
+/// rotate-keys `transport`: one of [`crate::command::transport::TRANSPORTS`].
+fn transport_name() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(crate::command::transport::TRANSPORTS))
+        .description(Some("Transport (default sms)."))
+        .build()
 }
 
 /// The rotate-keys body as documented: [`RotateKeys`] with at least one of `iccid` and

@@ -312,7 +312,7 @@ impl utoipa::PartialSchema for TransportChoice {
             .item(
                 ObjectBuilder::new()
                     .schema_type(SchemaType::Type(Type::String))
-                    .enum_values(Some(["sms", "catp", "https"]))
+                    .enum_values(Some(TRANSPORTS))
                     .description(Some(
                         "A transport by name: sms (SCP80 over SMS-PP), catp (SCP80 over \
                          CAT_TP), https (SCP81).",
