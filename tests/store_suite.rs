@@ -3291,6 +3291,99 @@ async fn grouped_writes_answer_each_caller(b: Backend) {
     );
 }
 
+/// Many commands' writes at once, so that they share group commits: each command's events
+/// come back in the order its writes were answered, and the outbox holds the events of the
+/// account with a webhook only, one per delivery report (the multi-row appends at the end of
+/// each group).
+async fn grouped_events_keep_each_commands_order(b: Backend) {
+    use otagw::store::OutboxStore;
+    let db = TestDb::new(b).await;
+    let store = Arc::new(db.open().await);
+    let hooked = account(&store, "hooked").await;
+    let quiet = account(&store, "quiet").await;
+    store
+        .add_webhook(&Webhook {
+            id: "wh".into(),
+            account_id: hooked.clone(),
+            url: "https://hooks.example.invalid/x".into(),
+            secret: vec![1],
+            events: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let store = store.clone();
+        let a = if i % 2 == 0 {
+            hooked.clone()
+        } else {
+            quiet.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let id = format!("e{i:03}");
+            store.insert_command(&command(&a, &id, 10)).await.unwrap();
+            for step in 0..3 {
+                store
+                    .add_event(&a, &id, "NOTE", &format!("step {step}"), 20 + step)
+                    .await
+                    .unwrap();
+            }
+            assert!(store.claim_commands("gw", 200, 30, 10_000).await.is_ok());
+            (a, id)
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    store.claim_commands("gw", 200, 30, 10_000).await.unwrap();
+    let mut hooked_delivered = 0;
+    for (a, id) in &ids {
+        assert!(store.record_send(a, id, "gw", 40).await.unwrap(), "{id}");
+    }
+    let mut tasks = Vec::new();
+    for (a, id) in ids.clone() {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.record_delivery(&a, &id, 50).await.unwrap()
+        }));
+    }
+    for (t, (a, _)) in tasks.into_iter().zip(&ids) {
+        assert!(t.await.unwrap());
+        if *a == hooked {
+            hooked_delivered += 1;
+        }
+    }
+    for (a, id) in &ids {
+        let (_, events) = store.command(a, id).await.unwrap().unwrap();
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|e| {
+                if e.kind == "NOTE" {
+                    e.detail.clone()
+                } else {
+                    e.kind.clone()
+                }
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["CREATED", "step 0", "step 1", "step 2", "SENT", "DELIVERED"],
+            "{id}"
+        );
+    }
+    assert_eq!(hooked_delivered, 60);
+    assert_eq!(store.outbox_len().await.unwrap(), 60);
+    let rows = store
+        .claim_outbox("g1", 1_000, 2_000, 500, &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 60);
+    assert!(rows
+        .iter()
+        .all(|r| r.account_id == hooked && r.event == "command.delivered"));
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -3347,6 +3440,7 @@ suite!(
     cards_searched_updated_deleted,
     outbox_written_with_changes_and_claimed_in_order,
     grouped_writes_answer_each_caller,
+    grouped_events_keep_each_commands_order,
 );
 
 #[tokio::test]

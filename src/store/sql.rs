@@ -23,6 +23,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::error::ErrorKind;
 use sqlx::{Any, AnyPool, Executor, Row};
 
+use deferred::Deferred;
+
 use super::{
     Account, AppletRecord, BatchRecord, CancelOutcome, CardChanges, CardDeleted, CardGroupRecord,
     CardKey, CardRecord, CardSearch, CommandRecord, CommandStats, GroupMembers, KeyMaterial,
@@ -33,6 +35,7 @@ use crate::command::{
     CardResponse, CommandError, CommandEvent, CommandStatus, CommandType, Priority,
 };
 
+mod deferred;
 mod group;
 mod outbox;
 mod scp81;
@@ -62,7 +65,6 @@ const SQLITE_BUSY_TIMEOUT_MS: u64 = 30_000;
 /// Rows per multi-row INSERT (the parameter count stays far below SQLite's 32766).
 const CARD_CHUNK: usize = 500;
 const KEY_SET_CHUNK: usize = 400;
-const COMMAND_CHUNK: usize = 200;
 const EVENT_CHUNK: usize = 500;
 
 /// Status names of the commands a gateway may still work on.
@@ -708,7 +710,11 @@ impl SqlStore {
             requests.push(request);
         }
         const COLS: usize = 12;
-        for (chunk_no, chunk) in commands.chunks(COMMAND_CHUNK).enumerate() {
+        let mut offset = 0;
+        for run in deferred::statement_runs(commands.len()) {
+            let chunk = &commands[offset..offset + run];
+            let first = offset;
+            offset += run;
             let sql = format!(
                 "INSERT INTO commands (account_id, id, batch_id, command_type, iccid, transport, \
                  priority, request, status, created_at, updated_at, expires_at) VALUES {}",
@@ -724,7 +730,7 @@ impl SqlStore {
                     .bind(c.iccid.as_str())
                     .bind(c.transport.as_str())
                     .bind(c.priority.rank())
-                    .bind(requests[chunk_no * COMMAND_CHUNK + i].as_str())
+                    .bind(requests[first + i].as_str())
                     .bind(CommandStatus::Pending.as_str())
                     .bind(c.created_at)
                     .bind(c.created_at)
@@ -830,7 +836,10 @@ async fn insert_events(
     tx: &mut Tx,
     events: &[EventRow<'_>],
 ) -> Result<(), StoreError> {
-    for chunk in events.chunks(EVENT_CHUNK) {
+    let mut rest = events;
+    for run in deferred::statement_runs(events.len()) {
+        let (chunk, later) = rest.split_at(run);
+        rest = later;
         let sql = format!(
             "INSERT INTO command_events (account_id, command_id, at, kind, detail) VALUES {}",
             values_clause(dialect, chunk.len(), 5)
@@ -1249,31 +1258,36 @@ impl SqlStore {
         }
     }
 
-    pub(super) async fn insert_command_in(
+    /// New commands (one, or a group commit's); a duplicate or unknown account is named when
+    /// there is one command (a group that fails runs its writes one by one).
+    pub(super) async fn insert_commands_in(
         &self,
         tx: &mut Tx,
-        command: &NewCommand,
+        commands: &[NewCommand],
     ) -> Result<(), StoreError> {
-        match self
-            .insert_commands_tx(tx, std::slice::from_ref(command), None)
-            .await
-        {
+        let first = commands.first();
+        let name = |key: Option<&str>| match (commands.len(), key) {
+            (1, Some(k)) => k.to_string(),
+            (n, _) => format!("one of {n} commands"),
+        };
+        match self.insert_commands_tx(tx, commands, None).await {
             Ok(()) => Ok(()),
             Err(InsertFailure::Duplicate) => Err(StoreError::Duplicate {
                 what: "command",
-                key: command.id.clone(),
+                key: name(first.map(|c| c.id.as_str())),
             }),
             Err(InsertFailure::ForeignKey) => Err(StoreError::NotFound {
                 what: "account",
-                key: command.account_id.clone(),
+                key: name(first.map(|c| c.account_id.as_str())),
             }),
             Err(InsertFailure::Other(e)) => Err(e),
         }
     }
 
-    pub(super) async fn record_secured_in(
+    async fn record_secured_in(
         &self,
         tx: &mut Tx,
+        later: &mut Deferred,
         account_id: &str,
         id: &str,
         owner: &str,
@@ -1315,9 +1329,7 @@ impl SqlStore {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        insert_event(
-            self.dialect,
-            tx,
+        later.event(
             account_id,
             id,
             now,
@@ -1326,14 +1338,14 @@ impl SqlStore {
                 "counter {} with key version {}",
                 secured.counter, secured.key_version
             ),
-        )
-        .await?;
+        );
         Ok(true)
     }
 
-    pub(super) async fn record_send_in(
+    async fn record_send_in(
         &self,
         tx: &mut Tx,
+        later: &mut Deferred,
         account_id: &str,
         id: &str,
         owner: &str,
@@ -1358,22 +1370,14 @@ impl SqlStore {
             return Ok(false);
         };
         let attempts: i64 = col(&row, "attempts")?;
-        insert_event(
-            self.dialect,
-            tx,
-            account_id,
-            id,
-            now,
-            "SENT",
-            format!("attempt {attempts}"),
-        )
-        .await?;
+        later.event(account_id, id, now, "SENT", format!("attempt {attempts}"));
         Ok(true)
     }
 
-    pub(super) async fn transition_in(
+    async fn transition_in(
         &self,
         tx: &mut Tx,
+        later: &mut Deferred,
         account_id: &str,
         id: &str,
         t: &Transition,
@@ -1442,23 +1446,15 @@ impl SqlStore {
                 });
             }
         }
-        insert_event(
-            self.dialect,
-            tx,
-            account_id,
-            id,
-            t.at,
-            &t.event,
-            t.detail.clone(),
-        )
-        .await?;
-        outbox::insert_outbox(tx, account_id, &t.events, t.at).await?;
+        later.event(account_id, id, t.at, &t.event, t.detail.clone());
+        later.outbox(account_id, &t.events, t.at);
         Ok(true)
     }
 
-    pub(super) async fn record_delivery_in(
+    async fn record_delivery_in(
         &self,
         tx: &mut Tx,
+        later: &mut Deferred,
         account_id: &str,
         id: &str,
         at: Millis,
@@ -1492,43 +1488,24 @@ impl SqlStore {
             // A second report for the same command, or an unknown command: nothing to add.
             return Ok(false);
         }
-        insert_event(
-            self.dialect,
-            tx,
-            account_id,
-            id,
-            at,
-            "DELIVERED",
-            String::new(),
-        )
-        .await?;
+        later.event(account_id, id, at, "DELIVERED", String::new());
         let delivered = crate::events::Event::CommandDelivered {
             command_id: id.to_string(),
         };
-        outbox::insert_outbox(tx, account_id, &[delivered], at).await?;
+        later.outbox(account_id, &[delivered], at);
         Ok(true)
     }
 
-    pub(super) async fn add_event_in(
+    fn add_event_in(
         &self,
-        tx: &mut Tx,
+        later: &mut Deferred,
         account_id: &str,
         id: &str,
         kind: &str,
         detail: &str,
         at: Millis,
-    ) -> Result<(), StoreError> {
-        insert_event(
-            self.dialect,
-            tx,
-            account_id,
-            id,
-            at,
-            kind,
-            detail.to_string(),
-        )
-        .await?;
-        Ok(())
+    ) {
+        later.event(account_id, id, at, kind, detail.to_string());
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use super::deferred::Deferred;
 use super::{dbe, Dialect, SqlStore, Tx};
 use crate::store::{Millis, NewCommand, SecuredPacket, StoreError, Transition};
 
@@ -138,7 +139,12 @@ impl SqlStore {
     /// One write in its own transaction.
     async fn alone(&self, write: &Write) -> Result<Written, StoreError> {
         let mut tx = self.begin().await?;
-        match self.apply(&mut tx, write).await {
+        let mut later = Deferred::default();
+        let written = match self.apply(&mut tx, &mut later, write).await {
+            Ok(w) => later.write(self.dialect, &mut tx).await.map(|()| w),
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(w) => {
                 tx.commit().await.map_err(dbe)?;
                 Ok(w)
@@ -150,10 +156,15 @@ impl SqlStore {
         }
     }
 
-    async fn apply(&self, tx: &mut Tx, write: &Write) -> Result<Written, StoreError> {
+    async fn apply(
+        &self,
+        tx: &mut Tx,
+        later: &mut Deferred,
+        write: &Write,
+    ) -> Result<Written, StoreError> {
         Ok(match write {
             Write::InsertCommand(c) => {
-                self.insert_command_in(tx, c).await?;
+                self.insert_commands_in(tx, std::slice::from_ref(c)).await?;
                 Written::Done
             }
             Write::ReserveCounter { iccid, version } => {
@@ -166,7 +177,7 @@ impl SqlStore {
                 secured,
                 now,
             } => Written::Flag(
-                self.record_secured_in(tx, account_id, id, owner, secured, *now)
+                self.record_secured_in(tx, later, account_id, id, owner, secured, *now)
                     .await?,
             ),
             Write::RecordSend {
@@ -174,12 +185,16 @@ impl SqlStore {
                 id,
                 owner,
                 now,
-            } => Written::Flag(self.record_send_in(tx, account_id, id, owner, *now).await?),
-            Write::RecordDelivery { account_id, id, at } => {
-                Written::Flag(self.record_delivery_in(tx, account_id, id, *at).await?)
-            }
+            } => Written::Flag(
+                self.record_send_in(tx, later, account_id, id, owner, *now)
+                    .await?,
+            ),
+            Write::RecordDelivery { account_id, id, at } => Written::Flag(
+                self.record_delivery_in(tx, later, account_id, id, *at)
+                    .await?,
+            ),
             Write::Transition { account_id, id, t } => {
-                Written::Flag(self.transition_in(tx, account_id, id, t).await?)
+                Written::Flag(self.transition_in(tx, later, account_id, id, t).await?)
             }
             Write::AddEvent {
                 account_id,
@@ -188,14 +203,16 @@ impl SqlStore {
                 detail,
                 at,
             } => {
-                self.add_event_in(tx, account_id, id, kind, detail, *at)
-                    .await?;
+                self.add_event_in(later, account_id, id, kind, detail, *at);
                 Written::Done
             }
         })
     }
 
-    /// Runs a group in one transaction; on any failure, each write alone.
+    /// Runs a group in one transaction; on any failure, each write alone. The group's new
+    /// commands go in first, in multi-row statements (a command's later writes can only come
+    /// after its insert was answered, so never in the same group); the events and outbox rows
+    /// of every write go in last (see [`super::deferred`]).
     async fn run_group(&self, group: Vec<(Write, Reply)>) {
         if group.len() == 1 {
             for (write, reply) in group {
@@ -205,15 +222,44 @@ impl SqlStore {
         }
         let together = async {
             let mut tx = self.begin().await?;
+            let mut later = Deferred::default();
+            let inserts: Vec<NewCommand> = group
+                .iter()
+                .filter_map(|(w, _)| match w {
+                    Write::InsertCommand(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .collect();
             let mut answers = Vec::with_capacity(group.len());
-            for (write, _) in &group {
-                match self.apply(&mut tx, write).await {
-                    Ok(w) => answers.push(w),
-                    Err(e) => {
-                        let _ = tx.rollback().await;
-                        return Err(e);
+            let mut failed = None;
+            if !inserts.is_empty() {
+                if let Err(e) = self.insert_commands_in(&mut tx, &inserts).await {
+                    failed = Some(e);
+                }
+            }
+            if failed.is_none() {
+                for (write, _) in &group {
+                    let answer = match write {
+                        Write::InsertCommand(_) => Ok(Written::Done),
+                        other => self.apply(&mut tx, &mut later, other).await,
+                    };
+                    match answer {
+                        Ok(w) => answers.push(w),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
                     }
                 }
+            }
+            if failed.is_none() {
+                if let Err(e) = later.write(self.dialect, &mut tx).await {
+                    failed = Some(e);
+                }
+            }
+            if let Some(e) = failed {
+                let _ = tx.rollback().await;
+                return Err(e);
             }
             tx.commit().await.map_err(dbe)?;
             Ok(answers)

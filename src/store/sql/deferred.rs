@@ -1,0 +1,148 @@
+//! Rows the command path appends (command events, outbox events) held until the end of their
+//! transaction and written there in multi-row statements.
+//!
+//! A command makes about five state changes, each with its event and some with an outbox
+//! event: written one by one, the appends were over half the statements of a group commit,
+//! and on SQLite every statement is a round trip to the connection's worker thread. Appending
+//! them at the end of the same transaction keeps them atomic with the change they report, in
+//! the order the changes were applied (`seq` is assigned in that order).
+
+use super::{dbe, insert_events, values_clause, Dialect, EventRow, Tx};
+use crate::events::Event;
+use crate::store::{Millis, StoreError};
+
+/// Row counts a multi-row statement is built for: a run of rows is cut into these, largest
+/// first, so a handful of statement texts serve every count (sqlx caches prepared
+/// statements per text).
+const STATEMENT_ROWS: [usize; 5] = [128, 32, 8, 2, 1];
+
+/// Splits `n` rows into runs of [`STATEMENT_ROWS`] sizes.
+pub(super) fn statement_runs(mut n: usize) -> Vec<usize> {
+    let mut runs = Vec::new();
+    for size in STATEMENT_ROWS {
+        while n >= size {
+            runs.push(size);
+            n -= size;
+        }
+    }
+    runs
+}
+
+struct PendingEvent {
+    account_id: String,
+    command_id: String,
+    at: Millis,
+    kind: String,
+    detail: String,
+}
+
+struct PendingOutbox {
+    account_id: String,
+    event: Event,
+    at: Millis,
+}
+
+/// What a transaction appends at its end.
+#[derive(Default)]
+pub(super) struct Deferred {
+    events: Vec<PendingEvent>,
+    outbox: Vec<PendingOutbox>,
+}
+
+impl Deferred {
+    /// A command event.
+    pub(super) fn event(
+        &mut self,
+        account_id: &str,
+        command_id: &str,
+        at: Millis,
+        kind: &str,
+        detail: String,
+    ) {
+        self.events.push(PendingEvent {
+            account_id: account_id.to_string(),
+            command_id: command_id.to_string(),
+            at,
+            kind: kind.to_string(),
+            detail,
+        });
+    }
+
+    /// Webhook events (written only for accounts with a webhook, as `outbox::insert_outbox`).
+    pub(super) fn outbox(&mut self, account_id: &str, events: &[Event], at: Millis) {
+        self.outbox.extend(events.iter().map(|event| PendingOutbox {
+            account_id: account_id.to_string(),
+            event: event.clone(),
+            at,
+        }));
+    }
+
+    /// Writes what was appended, in `tx`, before it commits.
+    pub(super) async fn write(self, dialect: Dialect, tx: &mut Tx) -> Result<(), StoreError> {
+        if !self.events.is_empty() {
+            let rows: Vec<EventRow<'_>> = self
+                .events
+                .iter()
+                .map(|e| EventRow {
+                    account_id: &e.account_id,
+                    command_id: &e.command_id,
+                    at: e.at,
+                    kind: &e.kind,
+                    detail: e.detail.clone(),
+                })
+                .collect();
+            insert_events(dialect, tx, &rows).await?;
+        }
+        let mut rest = self.outbox.as_slice();
+        for run in statement_runs(rest.len()) {
+            let (now, later) = rest.split_at(run);
+            insert_outbox_rows(dialect, tx, now).await?;
+            rest = later;
+        }
+        Ok(())
+    }
+}
+
+/// One multi-row outbox insert; rows of accounts without a webhook are dropped by the
+/// statement itself (no read on the command path). `VALUES` columns are `column1..` on both
+/// SQLite and PostgreSQL.
+async fn insert_outbox_rows(
+    dialect: Dialect,
+    tx: &mut Tx,
+    rows: &[PendingOutbox],
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO outbox (id, account_id, event_key, event, data, at) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6 \
+         FROM (VALUES {}) AS v \
+         WHERE EXISTS (SELECT 1 FROM webhooks w WHERE w.account_id = v.column2)",
+        values_clause(dialect, rows.len(), 6)
+    );
+    let mut q = sqlx::query(&sql);
+    for r in rows {
+        q = q
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(r.account_id.as_str())
+            .bind(r.event.key())
+            .bind(r.event.name())
+            .bind(r.event.data().to_string())
+            .bind(r.at);
+    }
+    q.execute(&mut **tx).await.map_err(dbe)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statement_runs;
+
+    #[test]
+    fn runs_cover_every_row_with_few_sizes() {
+        for n in 0..600 {
+            let runs = statement_runs(n);
+            assert_eq!(runs.iter().sum::<usize>(), n, "{n}");
+            assert!(runs.windows(2).all(|w| w[0] >= w[1]), "{n}: {runs:?}");
+        }
+        assert_eq!(statement_runs(300), vec![128, 128, 32, 8, 2, 2]);
+    }
+}
