@@ -1284,6 +1284,7 @@ impl SqlStore {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn record_secured_in(
         &self,
         tx: &mut Tx,
