@@ -28,22 +28,11 @@ pub struct Accepted {
 }
 
 /// The transport the card's profile names as its default, if any.
-async fn profile_transport(
-    state: &AppState,
-    account_id: &str,
-    iccid: &str,
-) -> Result<Option<String>, ApiError> {
-    let Some(profile_id) = state
-        .store
-        .card_profile(account_id, iccid)
-        .await
-        .map_err(ApiError::store)?
-    else {
-        return Ok(None);
-    };
+async fn profile_transport(state: &AppState, iccid: &str) -> Result<Option<String>, ApiError> {
+    // The card was read for this account already: its profile by ICCID, in one statement.
     Ok(state
         .store
-        .profile(account_id, profile_id)
+        .profile_of_card(iccid)
         .await
         .map_err(ApiError::store)?
         .and_then(|p| p.defaults.transport))
@@ -107,7 +96,7 @@ pub(crate) async fn prepare(
     });
     let transport = match asked.name {
         Some(t) => t,
-        None => profile_transport(state, &account.id, &card.iccid)
+        None => profile_transport(state, &card.iccid)
             .await?
             .filter(|t| state.gateway.offers(t))
             .unwrap_or_else(|| "sms".into()),

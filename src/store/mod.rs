@@ -40,6 +40,15 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// The SQLite writer lane failed (see `store::sql`): rusqlite's error is the source.
+    #[error("database: {context}: {source}")]
+    Sqlite {
+        /// What the lane was doing.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: rusqlite::Error,
+    },
     /// A stored value that does not read back (a column, its JSON), or a database problem the
     /// driver did not report.
     #[error("database: {0}")]

@@ -24,6 +24,7 @@ use sqlx::error::ErrorKind;
 use sqlx::{Any, AnyPool, Executor, Row};
 
 use deferred::Deferred;
+use exec::{Arg, Constraint, Exec};
 
 use super::{
     Account, AppletRecord, BatchRecord, CancelOutcome, CardChanges, CardDeleted, CardGroupRecord,
@@ -36,7 +37,9 @@ use crate::command::{
 };
 
 mod deferred;
+mod exec;
 mod group;
+mod lane;
 mod outbox;
 mod scp81;
 
@@ -61,6 +64,8 @@ const SCHEMA_LOCK_KEY: i64 = 0x6f74_6167_7701;
 
 /// How long a SQLite connection waits for another writer, ms.
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 30_000;
+/// Pool connections on a SQLite file (see `connect_with`).
+const SQLITE_READERS: u32 = 4;
 
 /// Rows per multi-row INSERT (the parameter count stays far below SQLite's 32766).
 const CARD_CHUNK: usize = 500;
@@ -146,12 +151,13 @@ impl SqlStore {
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None),
-            Target::SqliteFile(_) => {
-                // One connection: SQLite has one writer at a time, and several connections
-                // contending for it wait in SQLite's sleeping busy handler (measured: 1.7x
-                // slower end to end through the API than a single connection).
+            Target::SqliteFile(..) => {
+                // The command path writes on its own connection (the writer lane, see
+                // `lane`); the pool's connections read, side by side in WAL mode, and make
+                // the rarer writes (provisioning, campaigns, the outbox), which wait for the
+                // lane in SQLite's busy handler.
                 AnyPoolOptions::new()
-                    .max_connections(1)
+                    .max_connections(SQLITE_READERS)
                     .after_connect(move |conn, _meta| {
                         Box::pin(async move {
                             conn.execute(
@@ -167,14 +173,14 @@ impl SqlStore {
         let (dialect, connect_url) = match &target {
             Target::Postgres(u) => (Dialect::Postgres, u.clone()),
             Target::SqliteMemory => (Dialect::Sqlite, "sqlite::memory:".to_string()),
-            Target::SqliteFile(u) => (Dialect::Sqlite, u.clone()),
+            Target::SqliteFile(u, _) => (Dialect::Sqlite, u.clone()),
         };
         let pool = options
             .acquire_timeout(Duration::from_secs(30))
             .connect(&connect_url)
             .await
             .map_err(|e| sql_error(format!("cannot connect to {}", redact(url)), e))?;
-        if matches!(target, Target::SqliteFile(_)) {
+        if matches!(target, Target::SqliteFile(..)) {
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&pool)
                 .await
@@ -188,12 +194,23 @@ impl SqlStore {
         };
         store.create_schema().await?;
         store.check_master_key().await?;
-        store.group = Some(group::GroupCommit::start(SqlStore {
-            pool: store.pool.clone(),
-            dialect,
-            key: store.key.clone(),
-            group: None,
-        }));
+        let lane = match &target {
+            Target::SqliteFile(_, path) => Some(lane::LaneSettings {
+                path: path.clone(),
+                synchronous_normal: sql_options.sqlite_synchronous_normal,
+                busy_timeout_ms: SQLITE_BUSY_TIMEOUT_MS,
+            }),
+            _ => None,
+        };
+        store.group = Some(group::GroupCommit::start(
+            SqlStore {
+                pool: store.pool.clone(),
+                dialect,
+                key: store.key.clone(),
+                group: None,
+            },
+            lane,
+        ));
         Ok(store)
     }
 
@@ -693,9 +710,9 @@ impl SqlStore {
     /// Inserts commands (PENDING) with their CREATED events, in multi-row statements.
     /// On a unique violation the caller's transaction is unusable: the error says so
     /// with [`InsertFailure::Duplicate`] so the caller can find which id after rolling back.
-    async fn insert_commands_tx(
+    async fn insert_commands_tx<E: Exec>(
         &self,
-        tx: &mut Tx,
+        tx: &mut E,
         commands: &[NewCommand],
         batch_id: Option<&str>,
     ) -> Result<(), InsertFailure> {
@@ -720,27 +737,30 @@ impl SqlStore {
                  priority, request, status, created_at, updated_at, expires_at) VALUES {}",
                 values_clause(self.dialect, chunk.len(), COLS)
             );
-            let mut q = sqlx::query(&sql);
+            let mut args: Vec<Arg<'_>> = Vec::with_capacity(chunk.len() * COLS);
             for (i, c) in chunk.iter().enumerate() {
-                q = q
-                    .bind(c.account_id.as_str())
-                    .bind(c.id.as_str())
-                    .bind(batch_id.map(str::to_string).or_else(|| c.batch_id.clone()))
-                    .bind(c.command_type.as_str())
-                    .bind(c.iccid.as_str())
-                    .bind(c.transport.as_str())
-                    .bind(c.priority.rank())
-                    .bind(requests[first + i].as_str())
-                    .bind(CommandStatus::Pending.as_str())
-                    .bind(c.created_at)
-                    .bind(c.created_at)
-                    .bind(c.expires_at);
+                args.extend([
+                    Arg::from(&c.account_id),
+                    Arg::from(&c.id),
+                    Arg::from(batch_id.or(c.batch_id.as_deref())),
+                    Arg::from(c.command_type.as_str()),
+                    Arg::from(&c.iccid),
+                    Arg::from(&c.transport),
+                    Arg::from(c.priority.rank()),
+                    Arg::from(&requests[first + i]),
+                    Arg::from(CommandStatus::Pending.as_str()),
+                    Arg::from(c.created_at),
+                    Arg::from(c.created_at),
+                    Arg::from(c.expires_at),
+                ]);
             }
-            q.execute(&mut **tx).await.map_err(|e| match kind(&e) {
-                Some(ErrorKind::UniqueViolation) => InsertFailure::Duplicate,
-                Some(ErrorKind::ForeignKeyViolation) => InsertFailure::ForeignKey,
-                _ => InsertFailure::Other(dbe(e)),
-            })?;
+            tx.execute(&sql, &args)
+                .await
+                .map_err(|e| match e.constraint {
+                    Some(Constraint::Unique) => InsertFailure::Duplicate,
+                    Some(Constraint::ForeignKey) => InsertFailure::ForeignKey,
+                    None => InsertFailure::Other(e.error),
+                })?;
         }
         let events: Vec<EventRow<'_>> = commands
             .iter()
@@ -831,9 +851,9 @@ struct EventRow<'a> {
     detail: String,
 }
 
-async fn insert_events(
+async fn insert_events<E: Exec>(
     dialect: Dialect,
-    tx: &mut Tx,
+    tx: &mut E,
     events: &[EventRow<'_>],
 ) -> Result<(), StoreError> {
     let mut rest = events;
@@ -844,25 +864,28 @@ async fn insert_events(
             "INSERT INTO command_events (account_id, command_id, at, kind, detail) VALUES {}",
             values_clause(dialect, chunk.len(), 5)
         );
-        let mut q = sqlx::query(&sql);
+        let mut args: Vec<Arg<'_>> = Vec::with_capacity(chunk.len() * 5);
         for e in chunk {
-            q = q
-                .bind(e.account_id)
-                .bind(e.command_id)
-                .bind(e.at)
-                .bind(e.kind)
-                .bind(e.detail.as_str());
+            args.extend([
+                Arg::from(e.account_id),
+                Arg::from(e.command_id),
+                Arg::from(e.at),
+                Arg::from(e.kind),
+                Arg::from(e.detail.as_str()),
+            ]);
         }
-        q.execute(&mut **tx).await.map_err(|e| match kind(&e) {
-            Some(ErrorKind::ForeignKeyViolation) => StoreError::NotFound {
-                what: "command",
-                key: chunk
-                    .first()
-                    .map(|e| e.command_id.to_string())
-                    .unwrap_or_default(),
-            },
-            _ => dbe(e),
-        })?;
+        tx.execute(&sql, &args)
+            .await
+            .map_err(|e| match e.constraint {
+                Some(Constraint::ForeignKey) => StoreError::NotFound {
+                    what: "command",
+                    key: chunk
+                        .first()
+                        .map(|e| e.command_id.to_string())
+                        .unwrap_or_default(),
+                },
+                _ => e.error,
+            })?;
     }
     Ok(())
 }
@@ -897,7 +920,7 @@ enum Target {
     /// `sqlite::memory:`.
     SqliteMemory,
     /// The sqlx URL of a SQLite file (created if missing).
-    SqliteFile(String),
+    SqliteFile(String, std::path::PathBuf),
 }
 
 fn parse_url(url: &str) -> Result<Target, StoreError> {
@@ -942,7 +965,10 @@ fn parse_url(url: &str) -> Result<Target, StoreError> {
         Some(q) if !q.is_empty() => format!("{q}&mode=rwc"),
         _ => "mode=rwc".to_string(),
     };
-    Ok(Target::SqliteFile(format!("sqlite://{path}?{query}")))
+    Ok(Target::SqliteFile(
+        format!("sqlite://{path}?{query}"),
+        file.to_path_buf(),
+    ))
 }
 
 /// A URL without its password, for messages.
@@ -1221,6 +1247,34 @@ fn card_from_row(
     })
 }
 
+/// Claims up to `$4` commands for `$1` until `$2` at time `$3` (see `Store::claim_commands`),
+/// returning `returning`. One statement: atomic on SQLite (it holds the write lock
+/// throughout); on PostgreSQL the subquery locks the rows it picks and skips those another
+/// gateway is locking. A card whose live command another gateway holds (lease still good) is
+/// left to that gateway, so one gateway sends to a card at a time and its counters arrive in
+/// order.
+fn claim_sql(dialect: Dialect, returning: &str) -> String {
+    let lock = match dialect {
+        Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+        Dialect::Sqlite => "",
+    };
+    format!(
+        "UPDATE commands SET owner = $1, lease_until = $2 \
+         WHERE (account_id, id) IN ( \
+           SELECT c.account_id, c.id FROM commands c \
+           WHERE c.status IN {LIVE} \
+             AND (c.owner IS NULL OR c.lease_until IS NULL OR c.lease_until < $3) \
+             AND NOT (c.status = 'PENDING' AND c.packet IS NULL \
+                      AND c.expires_at IS NOT NULL AND c.expires_at < $3) \
+             AND NOT EXISTS (SELECT 1 FROM commands o WHERE o.iccid = c.iccid \
+                      AND o.status IN {LIVE} AND o.owner IS NOT NULL AND o.owner <> $1 \
+                      AND o.lease_until >= $3) \
+           ORDER BY c.priority DESC, c.created_at, c.id \
+           LIMIT $4 {lock}) \
+         RETURNING {returning}"
+    )
+}
+
 fn sort_claimed(commands: &mut [CommandRecord]) {
     commands.sort_by(|a, b| {
         b.priority
@@ -1232,25 +1286,24 @@ fn sort_claimed(commands: &mut [CommandRecord]) {
 }
 
 /// The writes the command path makes, each inside a transaction it is given (its own, or a
-/// group's: see [`group`]). They write nothing when they answer `false`.
+/// group's: see [`group`]), over either driver ([`exec`]). They write nothing when they
+/// answer `false`; their events wait in `later` for the end of the transaction.
 impl SqlStore {
-    pub(super) async fn reserve_counter_in(
+    async fn reserve_counter_in<E: Exec>(
         &self,
-        tx: &mut Tx,
+        tx: &mut E,
         iccid: &str,
         version: u8,
     ) -> Result<u64, StoreError> {
-        let row = sqlx::query(
-            "UPDATE key_sets SET counter = counter + 1 WHERE iccid = $1 AND version = $2 \
-             RETURNING counter",
-        )
-        .bind(iccid)
-        .bind(i64::from(version))
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(dbe)?;
-        match row {
-            Some(row) => to_u64(col(&row, "counter")?, "key_sets.counter"),
+        let counter = tx
+            .fetch_int(
+                "UPDATE key_sets SET counter = counter + 1 WHERE iccid = $1 AND version = $2 \
+                 RETURNING counter",
+                &[iccid.into(), i64::from(version).into()],
+            )
+            .await?;
+        match counter {
+            Some(c) => to_u64(c, "key_sets.counter"),
             None => Err(StoreError::NotFound {
                 what: "key set",
                 key: format!("{iccid} version {version}"),
@@ -1260,9 +1313,9 @@ impl SqlStore {
 
     /// New commands (one, or a group commit's); a duplicate or unknown account is named when
     /// there is one command (a group that fails runs its writes one by one).
-    pub(super) async fn insert_commands_in(
+    async fn insert_commands_in<E: Exec>(
         &self,
-        tx: &mut Tx,
+        tx: &mut E,
         commands: &[NewCommand],
     ) -> Result<(), StoreError> {
         let first = commands.first();
@@ -1285,9 +1338,9 @@ impl SqlStore {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn record_secured_in(
+    async fn record_secured_in<E: Exec>(
         &self,
-        tx: &mut Tx,
+        tx: &mut E,
         later: &mut Deferred,
         account_id: &str,
         id: &str,
@@ -1303,31 +1356,34 @@ impl SqlStore {
             }
             None => (None, None, None),
         };
-        let done = sqlx::query(
-            "UPDATE commands SET packet = $4, counter = $5, key_version = $6, msisdn = $7, \
-             tar = $8, spi = $9, kic = $10, kid = $11, pending_kic = $12, pending_kid = $13, \
-             pending_kik = $14, updated_at = $15 \
-             WHERE account_id = $1 AND id = $2 AND owner = $3 AND status = 'PENDING'",
-        )
-        .bind(account_id)
-        .bind(id)
-        .bind(owner)
-        .bind(secured.packet.as_slice())
-        .bind(counter)
-        .bind(i64::from(secured.key_version))
-        .bind(secured.msisdn.as_str())
-        .bind(hex::encode(secured.tar))
-        .bind(hex::encode(secured.spi))
-        .bind(i64::from(secured.kic))
-        .bind(i64::from(secured.kid))
-        .bind(pending_kic)
-        .bind(pending_kid)
-        .bind(pending_kik)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(dbe)?;
-        if done.rows_affected() == 0 {
+        let tar = hex::encode(secured.tar);
+        let spi = hex::encode(secured.spi);
+        let done = tx
+            .execute(
+                "UPDATE commands SET packet = $4, counter = $5, key_version = $6, msisdn = $7, \
+                 tar = $8, spi = $9, kic = $10, kid = $11, pending_kic = $12, pending_kid = $13, \
+                 pending_kik = $14, updated_at = $15 \
+                 WHERE account_id = $1 AND id = $2 AND owner = $3 AND status = 'PENDING'",
+                &[
+                    account_id.into(),
+                    id.into(),
+                    owner.into(),
+                    secured.packet.as_slice().into(),
+                    counter.into(),
+                    i64::from(secured.key_version).into(),
+                    secured.msisdn.as_str().into(),
+                    tar.as_str().into(),
+                    spi.as_str().into(),
+                    i64::from(secured.kic).into(),
+                    i64::from(secured.kid).into(),
+                    pending_kic.as_deref().into(),
+                    pending_kid.as_deref().into(),
+                    pending_kik.as_deref().into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+        if done == 0 {
             return Ok(false);
         }
         later.event(
@@ -1343,9 +1399,9 @@ impl SqlStore {
         Ok(true)
     }
 
-    async fn record_send_in(
+    async fn record_send_in<E: Exec>(
         &self,
-        tx: &mut Tx,
+        tx: &mut E,
         later: &mut Deferred,
         account_id: &str,
         id: &str,
@@ -1359,25 +1415,22 @@ impl SqlStore {
              WHERE account_id = $1 AND id = $2 AND owner = $3 AND status IN {LIVE} \
              RETURNING attempts"
         );
-        let row = sqlx::query(&sql)
-            .bind(account_id)
-            .bind(id)
-            .bind(owner)
-            .bind(now)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(dbe)?;
-        let Some(row) = row else {
+        let attempts = tx
+            .fetch_int(
+                &sql,
+                &[account_id.into(), id.into(), owner.into(), now.into()],
+            )
+            .await?;
+        let Some(attempts) = attempts else {
             return Ok(false);
         };
-        let attempts: i64 = col(&row, "attempts")?;
         later.event(account_id, id, now, "SENT", format!("attempt {attempts}"));
         Ok(true)
     }
 
-    async fn transition_in(
+    async fn transition_in<E: Exec>(
         &self,
-        tx: &mut Tx,
+        tx: &mut E,
         later: &mut Deferred,
         account_id: &str,
         id: &str,
@@ -1396,7 +1449,7 @@ impl SqlStore {
             .as_ref()
             .map(|e| json_text(e, "error"))
             .transpose()?;
-        let error_code = t.error.as_ref().map(|e| e.code.as_str().to_string());
+        let error_code = t.error.as_ref().map(|e| e.code.as_str());
         let mut set = String::from(
             "status = $3, updated_at = $4, response = COALESCE($5, response), \
              error = COALESCE($6, error), error_code = COALESCE($7, error_code)",
@@ -1411,36 +1464,40 @@ impl SqlStore {
             "UPDATE commands SET {set} WHERE account_id = $1 AND id = $2 AND status IN {}",
             status_list(&t.from)
         );
-        let done = sqlx::query(&sql)
-            .bind(account_id)
-            .bind(id)
-            .bind(t.to.as_str())
-            .bind(t.at)
-            .bind(response)
-            .bind(error)
-            .bind(error_code)
-            .execute(&mut **tx)
-            .await
-            .map_err(dbe)?;
-        if done.rows_affected() == 0 {
+        let done = tx
+            .execute(
+                &sql,
+                &[
+                    account_id.into(),
+                    id.into(),
+                    t.to.as_str().into(),
+                    t.at.into(),
+                    response.as_deref().into(),
+                    error.as_deref().into(),
+                    error_code.into(),
+                ],
+            )
+            .await?;
+        if done == 0 {
             return Ok(false);
         }
         if let Some(n) = &t.new_keys {
             let (kic, kid, kik) = self.seal_keys(&key_set_prefix(&n.iccid, n.version), &n.keys)?;
-            let replaced = sqlx::query(
-                "UPDATE key_sets SET kic = $3, kid = $4, kik = $5, rotated_at = $6 \
-                 WHERE iccid = $1 AND version = $2",
-            )
-            .bind(n.iccid.as_str())
-            .bind(i64::from(n.version))
-            .bind(kic)
-            .bind(kid)
-            .bind(kik)
-            .bind(t.at)
-            .execute(&mut **tx)
-            .await
-            .map_err(dbe)?;
-            if replaced.rows_affected() == 0 {
+            let replaced = tx
+                .execute(
+                    "UPDATE key_sets SET kic = $3, kid = $4, kik = $5, rotated_at = $6 \
+                     WHERE iccid = $1 AND version = $2",
+                    &[
+                        n.iccid.as_str().into(),
+                        i64::from(n.version).into(),
+                        kic.as_slice().into(),
+                        kid.as_slice().into(),
+                        kik.as_deref().into(),
+                        t.at.into(),
+                    ],
+                )
+                .await?;
+            if replaced == 0 {
                 return Err(StoreError::NotFound {
                     what: "key set",
                     key: format!("{} version {}", n.iccid, n.version),
@@ -1452,38 +1509,31 @@ impl SqlStore {
         Ok(true)
     }
 
-    async fn record_delivery_in(
+    async fn record_delivery_in<E: Exec>(
         &self,
-        tx: &mut Tx,
+        tx: &mut E,
         later: &mut Deferred,
         account_id: &str,
         id: &str,
         at: Millis,
     ) -> Result<bool, StoreError> {
-        let moved = sqlx::query(
-            "UPDATE commands SET status = 'DELIVERED', updated_at = $3, delivered_at = $3 \
-             WHERE account_id = $1 AND id = $2 AND status = 'SENT'",
-        )
-        .bind(account_id)
-        .bind(id)
-        .bind(at)
-        .execute(&mut **tx)
-        .await
-        .map_err(dbe)?
-        .rows_affected()
+        let args = [account_id.into(), id.into(), at.into()];
+        let moved = tx
+            .execute(
+                "UPDATE commands SET status = 'DELIVERED', updated_at = $3, delivered_at = $3 \
+                 WHERE account_id = $1 AND id = $2 AND status = 'SENT'",
+                &args,
+            )
+            .await?
             > 0;
         let known = moved
-            || sqlx::query(
-                "UPDATE commands SET delivered_at = $3 \
-                 WHERE account_id = $1 AND id = $2 AND delivered_at IS NULL",
-            )
-            .bind(account_id)
-            .bind(id)
-            .bind(at)
-            .execute(&mut **tx)
-            .await
-            .map_err(dbe)?
-            .rows_affected()
+            || tx
+                .execute(
+                    "UPDATE commands SET delivered_at = $3 \
+                     WHERE account_id = $1 AND id = $2 AND delivered_at IS NULL",
+                    &args,
+                )
+                .await?
                 > 0;
         if !known {
             // A second report for the same command, or an unknown command: nothing to add.
@@ -1495,6 +1545,54 @@ impl SqlStore {
         };
         later.outbox(account_id, &[delivered], at);
         Ok(true)
+    }
+
+    async fn claim_in<E: Exec>(
+        &self,
+        tx: &mut E,
+        owner: &str,
+        limit: u32,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(tx
+            .fetch_pairs(
+                &claim_sql(self.dialect, "account_id, id"),
+                &[
+                    owner.into(),
+                    lease_until.into(),
+                    now.into(),
+                    i64::from(limit).into(),
+                ],
+            )
+            .await?)
+    }
+
+    /// Commands by (account id, id), in no particular order.
+    async fn commands_by_ids(
+        &self,
+        ids: &[(String, String)],
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        let mut by_account: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (account, id) in ids {
+            by_account.entry(account).or_default().push(id);
+        }
+        let mut commands = Vec::with_capacity(ids.len());
+        for (account, ids) in by_account {
+            for chunk in ids.chunks(EVENT_CHUNK) {
+                let sql = format!(
+                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE account_id = $1 AND id IN ({})",
+                    placeholders(2, chunk.len())
+                );
+                let mut q = sqlx::query(&sql).bind(account);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                let rows = q.fetch_all(&self.pool).await.map_err(dbe)?;
+                commands.extend(self.commands_from_rows(&rows)?);
+            }
+        }
+        Ok(commands)
     }
 
     fn add_event_in(
@@ -1651,27 +1749,37 @@ impl Store for SqlStore {
     }
 
     async fn card(&self, account_id: &str, iccid: &str) -> Result<Option<CardRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT iccid, account_id, imsi, msisdn, attributes, created_at FROM cards \
-             WHERE account_id = $1 AND iccid = $2",
+        // One statement (a row per key set): the command path reads a card twice a command.
+        let rows = sqlx::query(
+            "SELECT c.iccid AS iccid, c.account_id AS account_id, c.imsi AS imsi, \
+             c.msisdn AS msisdn, c.attributes AS attributes, c.created_at AS created_at, \
+             k.version AS version, k.counter AS counter, k.rotated_at AS rotated_at \
+             FROM cards c LEFT JOIN key_sets k ON k.iccid = c.iccid \
+             WHERE c.account_id = $1 AND c.iccid = $2 ORDER BY k.version",
         )
         .bind(account_id)
         .bind(iccid)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(dbe)?;
-        let Some(row) = row else {
+        let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let mut versions = self
-            .key_versions(
-                "SELECT iccid, version, counter, rotated_at FROM key_sets WHERE iccid = $1 \
-                 ORDER BY version",
-                (iccid, None),
-            )
-            .await?;
-        let versions = versions.remove(iccid).unwrap_or_default();
-        card_from_row(&row, versions).map(Some)
+        let mut versions = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(version) = col::<Option<i64>>(row, "version")? else {
+                continue;
+            };
+            versions.push(KeyVersionStatus {
+                version: to_u8(version, "key_sets.version")?,
+                counter: to_u64(
+                    col::<Option<i64>>(row, "counter")?.unwrap_or_default(),
+                    "key_sets.counter",
+                )?,
+                rotated_at: col(row, "rotated_at")?,
+            });
+        }
+        card_from_row(first, versions).map(Some)
     }
 
     async fn key_set(&self, iccid: &str, version: u8) -> Result<Option<KeySetRecord>, StoreError> {
@@ -2112,38 +2220,32 @@ impl Store for SqlStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let lock = match self.dialect {
-            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
+        let mut commands = if self.dialect == Dialect::Sqlite && self.group.is_some() {
+            // On SQLite's writer lane; the records are then read on the pool.
+            let claimed = match self
+                .grouped(group::Write::Claim {
+                    owner: owner.to_string(),
+                    limit,
+                    now,
+                    lease_until,
+                })
+                .await?
+            {
+                group::Written::Claimed(c) => c,
+                other => return Err(other.unexpected()),
+            };
+            self.commands_by_ids(&claimed).await?
+        } else {
+            let rows = sqlx::query(&claim_sql(self.dialect, COMMAND_COLUMNS))
+                .bind(owner)
+                .bind(lease_until)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(dbe)?;
+            self.commands_from_rows(&rows)?
         };
-        // One statement: atomic on SQLite (it holds the write lock throughout); on PostgreSQL
-        // the subquery locks the rows it picks and skips those another gateway is locking.
-        // A card whose live command another gateway holds (lease still good) is left to that
-        // gateway, so one gateway sends to a card at a time and its counters arrive in order.
-        let sql = format!(
-            "UPDATE commands SET owner = $1, lease_until = $2 \
-             WHERE (account_id, id) IN ( \
-               SELECT c.account_id, c.id FROM commands c \
-               WHERE c.status IN {LIVE} \
-                 AND (c.owner IS NULL OR c.lease_until IS NULL OR c.lease_until < $3) \
-                 AND NOT (c.status = 'PENDING' AND c.packet IS NULL \
-                          AND c.expires_at IS NOT NULL AND c.expires_at < $3) \
-                 AND NOT EXISTS (SELECT 1 FROM commands o WHERE o.iccid = c.iccid \
-                          AND o.status IN {LIVE} AND o.owner IS NOT NULL AND o.owner <> $1 \
-                          AND o.lease_until >= $3) \
-               ORDER BY c.priority DESC, c.created_at, c.id \
-               LIMIT $4 {lock}) \
-             RETURNING {COMMAND_COLUMNS}"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(owner)
-            .bind(lease_until)
-            .bind(now)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(dbe)?;
-        let mut commands = self.commands_from_rows(&rows)?;
         sort_claimed(&mut commands);
         Ok(commands)
     }
@@ -3043,7 +3145,7 @@ mod tests {
             Ok(Target::Postgres(_))
         ));
         match parse_url("sqlite://otagw.db") {
-            Ok(Target::SqliteFile(u)) => assert_eq!(u, "sqlite://otagw.db?mode=rwc"),
+            Ok(Target::SqliteFile(u, _)) => assert_eq!(u, "sqlite://otagw.db?mode=rwc"),
             _ => panic!("sqlite file"),
         }
         let err = parse_url("sqlite:///nonexistent-dir-otagw/x.db")

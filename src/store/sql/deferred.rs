@@ -7,7 +7,8 @@
 //! them at the end of the same transaction keeps them atomic with the change they report, in
 //! the order the changes were applied (`seq` is assigned in that order).
 
-use super::{dbe, insert_events, values_clause, Dialect, EventRow, Tx};
+use super::exec::{Arg, Exec};
+use super::{insert_events, values_clause, Dialect, EventRow};
 use crate::events::Event;
 use crate::store::{Millis, StoreError};
 
@@ -78,7 +79,11 @@ impl Deferred {
     }
 
     /// Writes what was appended, in `tx`, before it commits.
-    pub(super) async fn write(self, dialect: Dialect, tx: &mut Tx) -> Result<(), StoreError> {
+    pub(super) async fn write<E: Exec>(
+        self,
+        dialect: Dialect,
+        tx: &mut E,
+    ) -> Result<(), StoreError> {
         if !self.events.is_empty() {
             let rows: Vec<EventRow<'_>> = self
                 .events
@@ -106,9 +111,9 @@ impl Deferred {
 /// One multi-row outbox insert; rows of accounts without a webhook are dropped by the
 /// statement itself (no read on the command path). `VALUES` columns are `column1..` on both
 /// SQLite and PostgreSQL.
-async fn insert_outbox_rows(
+async fn insert_outbox_rows<E: Exec>(
     dialect: Dialect,
-    tx: &mut Tx,
+    tx: &mut E,
     rows: &[PendingOutbox],
 ) -> Result<(), StoreError> {
     let sql = format!(
@@ -118,17 +123,28 @@ async fn insert_outbox_rows(
          WHERE EXISTS (SELECT 1 FROM webhooks w WHERE w.account_id = v.column2)",
         values_clause(dialect, rows.len(), 6)
     );
-    let mut q = sqlx::query(&sql);
-    for r in rows {
-        q = q
-            .bind(uuid::Uuid::new_v4().to_string())
-            .bind(r.account_id.as_str())
-            .bind(r.event.key())
-            .bind(r.event.name())
-            .bind(r.event.data().to_string())
-            .bind(r.at);
+    let texts: Vec<[String; 3]> = rows
+        .iter()
+        .map(|r| {
+            [
+                uuid::Uuid::new_v4().to_string(),
+                r.event.key(),
+                r.event.data().to_string(),
+            ]
+        })
+        .collect();
+    let mut args: Vec<Arg<'_>> = Vec::with_capacity(rows.len() * 6);
+    for (r, [id, key, data]) in rows.iter().zip(&texts) {
+        args.extend([
+            Arg::from(id),
+            Arg::from(&r.account_id),
+            Arg::from(key),
+            Arg::from(r.event.name()),
+            Arg::from(data),
+            Arg::from(r.at),
+        ]);
     }
-    q.execute(&mut **tx).await.map_err(dbe)?;
+    tx.execute(&sql, &args).await?;
     Ok(())
 }
 
