@@ -54,6 +54,17 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// Cards that ended without success (what "retry failed" sends to again), or not sent.
+    pub fn unsuccessful(&self) -> u64 {
+        self.states
+            .iter()
+            .filter(|(s, _)| s != card_state::POR_OK && s != card_state::DELIVERED)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
 /// A progress bar with its percentage (a `<progress>` element: no inline style).
 pub fn progress_line(p: &Progress) -> Markup {
     html! {
@@ -118,6 +129,8 @@ pub fn live_block(
             dt { "State" } dd #campaign-state { (badge(&c.status)) }
             dt { "Iteration" } dd { (c.iteration) }
             dt { "Cards done" } dd { (num(p.done)) " of " (num(p.total)) }
+            dt { "Started" } dd { (layout::maybe_time(c.started_at)) }
+            dt { "Finished" } dd { (layout::maybe_time(c.finished_at)) }
         }
         (progress_line(p))
         div.table-wrap { table {
@@ -145,7 +158,7 @@ pub fn live_block(
                         button.danger type="submit" #stop { "Stop" }
                     }
                 }
-                @if c.status == status::COMPLETED || c.status == status::TERMINATED {
+                @if (c.status == status::COMPLETED || c.status == status::TERMINATED) && p.unsuccessful() > 0 {
                     form.inline method="post" action={ "/console/campaigns/" (c.id) "/retry" } {
                         (layout::csrf_field(session))
                         button.secondary type="submit" #retry { "Retry failed cards" }
@@ -244,8 +257,6 @@ pub async fn show(
                     dt { "Profile" } dd { (c.profile_id) }
                     dt { "Messages per card" } dd { (c.messages_per_card) }
                     dt { "Created" } dd { (layout::time(c.created_at)) }
-                    dt { "Started" } dd { (layout::maybe_time(c.started_at)) }
-                    dt { "Finished" } dd { (layout::maybe_time(c.finished_at)) }
                 }
             }
         }

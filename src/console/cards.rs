@@ -150,7 +150,7 @@ pub async fn show(
         .await?;
     let body = html! {
         h1 { "Card " span.mono { (card.iccid) } }
-        div.grid {
+        div.grid.narrow-first {
             section.panel {
                 h2 { "Identity" }
                 dl.facts {

@@ -102,6 +102,14 @@ fn sw_cell(value: u16) -> Markup {
     }
 }
 
+/// The first 8 characters of an id, with an ellipsis when there are more.
+fn short_id(id: &str) -> String {
+    match id.char_indices().nth(8) {
+        Some((at, _)) => format!("{}…", &id[..at]),
+        None => id.to_string(),
+    }
+}
+
 /// The commands table (the list and the card page).
 pub fn command_table(rows: &[CommandSummary]) -> Markup {
     if rows.is_empty() {
@@ -115,7 +123,8 @@ pub fn command_table(rows: &[CommandSummary]) -> Markup {
             } }
             tbody { @for c in rows { tr {
                 td { (layout::time(c.created_at)) }
-                td.mono { a href={ "/console/commands/" (c.id) } { (c.id) } }
+                // The id's start is enough to tell commands apart; the link and title have it all.
+                td.mono { a href={ "/console/commands/" (c.id) } title=(c.id) { (short_id(&c.id)) } }
                 td { (c.command_type.as_str()) }
                 td.mono { a href={ "/console/cards/" (c.iccid) } { (c.iccid) } }
                 td { (c.transport) }

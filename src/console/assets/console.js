@@ -4,8 +4,15 @@
   var fmt = new Intl.DateTimeFormat(undefined, {
     year: "numeric", month: "2-digit", day: "2-digit",
     hour: "2-digit", minute: "2-digit", second: "2-digit",
-    hour12: false, timeZoneName: "short"
+    hourCycle: "h23", timeZoneName: "short"
   });
+  // 2026-12-07 17:49:12 CET whatever the browser's language: no day/month ambiguity.
+  function format(d) {
+    var p = {};
+    fmt.formatToParts(d).forEach(function (x) { p[x.type] = x.value; });
+    return p.year + "-" + p.month + "-" + p.day + " " + p.hour + ":" + p.minute + ":" +
+      p.second + " " + (p.timeZoneName || "");
+  }
   function localize(root) {
     var nodes = (root || document).querySelectorAll("time[datetime]");
     for (var i = 0; i < nodes.length; i++) {
@@ -14,7 +21,7 @@
       var d = new Date(t.getAttribute("datetime"));
       if (isNaN(d)) continue;
       t.title = t.textContent;
-      t.textContent = fmt.format(d);
+      t.textContent = format(d);
       t.dataset.local = "1";
     }
   }
