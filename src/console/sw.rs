@@ -51,9 +51,7 @@ pub fn meaning(sw: u16) -> Option<String> {
     }
     match sw1 {
         0x61 => Some(format!("normal ending, {sw2} octets available")),
-        0x9F => Some(format!(
-            "normal ending, {sw2} octets of response data (GSM)"
-        )),
+        0x9F => Some(format!("normal ending, {sw2} octets to fetch (GSM)")),
         0x91 => Some(format!(
             "normal ending, proactive command of {sw2} octets pending"
         )),
