@@ -6,10 +6,12 @@
 //! the 5th (20th) failure, 30 s after the next, up to 15 minutes. While a key is locked,
 //! attempts are refused without looking at the password (no hash computed). A success clears
 //! the user name's count, not the address's; a key with no failure for a day is forgotten.
+//! Attempts under way count too: a key may have only as many at once as it has failures left
+//! (one at a time once past its threshold), so parallel guesses cannot outrun the count.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::clock::Millis;
 
@@ -51,6 +53,15 @@ struct Entry {
     failures: u32,
     last_failure: Millis,
     locked_until: Millis,
+    /// Attempts begun and not yet finished.
+    pending: u32,
+}
+
+impl Entry {
+    /// Whether one more attempt may begin now, given `free` failures before a lock.
+    fn admits(&self, now: Millis, free: u32) -> bool {
+        self.locked_until <= now && (self.pending == 0 || self.failures + self.pending < free)
+    }
 }
 
 /// Most keys remembered; past it, keys that are neither locked nor recent are dropped.
@@ -88,42 +99,63 @@ impl LoginLimiter {
         Key::User(name.trim().to_ascii_lowercase())
     }
 
-    /// Whether an attempt for `name` from `address` may be checked now.
-    pub fn check(&self, name: &str, address: IpAddr, now: Millis) -> Result<(), Locked> {
-        let keys = self.keys();
-        let wait = [Self::user_key(name), Key::Address(address)]
-            .iter()
-            .filter_map(|k| keys.get(k))
-            .map(|e| e.locked_until - now)
-            .max()
-            .unwrap_or(0);
-        if wait > 0 {
-            Err(Locked {
-                retry_after_ms: wait,
-            })
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Counts a failed attempt.
-    pub fn failed(&self, name: &str, address: IpAddr, now: Millis) {
+    /// Begins an attempt for `name` from `address`, or says how long to wait. The attempt
+    /// must be finished ([`Attempt::failed`], [`Attempt::succeeded`]); dropped unfinished, it
+    /// counts as neither.
+    pub fn begin(
+        self: &Arc<Self>,
+        name: &str,
+        address: IpAddr,
+        now: Millis,
+    ) -> Result<Attempt, Locked> {
         let p = self.policy;
         let mut keys = self.keys();
+        let user = Self::user_key(name);
+        let addr = Key::Address(address);
+        let admitted = [(&user, p.per_user), (&addr, p.per_address)]
+            .iter()
+            .all(|(k, free)| keys.get(*k).is_none_or(|e| e.admits(now, *free)));
+        if !admitted {
+            let wait = [&user, &addr]
+                .iter()
+                .filter_map(|k| keys.get(*k))
+                .map(|e| e.locked_until - now)
+                .max()
+                .unwrap_or(0);
+            // Refused for attempts under way only: a second later.
+            return Err(Locked {
+                retry_after_ms: wait.max(1_000),
+            });
+        }
         if keys.len() >= MAX_KEYS {
-            keys.retain(|_, e| e.locked_until > now || now - e.last_failure < p.forget_ms);
+            keys.retain(|_, e| {
+                e.pending > 0 || e.locked_until > now || now - e.last_failure < p.forget_ms
+            });
             if keys.len() >= MAX_KEYS {
-                keys.retain(|_, e| e.locked_until > now);
+                keys.retain(|_, e| e.pending > 0 || e.locked_until > now);
             }
         }
-        for (key, free) in [
-            (Self::user_key(name), p.per_user),
-            (Key::Address(address), p.per_address),
-        ] {
-            let e = keys.entry(key).or_default();
+        for k in [&user, &addr] {
+            let e = keys.entry(k.clone()).or_default();
             if e.failures > 0 && now - e.last_failure >= p.forget_ms {
-                *e = Entry::default();
+                e.failures = 0;
             }
+            e.pending += 1;
+        }
+        Ok(Attempt {
+            limiter: self.clone(),
+            keys: Some((user, addr)),
+        })
+    }
+
+    fn end(&self, keys: (Key, Key), failed_at: Option<Millis>) {
+        let p = self.policy;
+        let mut map = self.keys();
+        let (user, addr) = keys;
+        for (key, free) in [(&user, p.per_user), (&addr, p.per_address)] {
+            let Some(e) = map.get_mut(key) else { continue };
+            e.pending = e.pending.saturating_sub(1);
+            let Some(now) = failed_at else { continue };
             e.failures = e.failures.saturating_add(1);
             e.last_failure = now;
             if e.failures >= free {
@@ -135,11 +167,52 @@ impl LoginLimiter {
                 e.locked_until = now + lock;
             }
         }
+        if failed_at.is_none() {
+            // A success clears the name (not the address).
+            if map.get(&user).is_some_and(|e| e.pending == 0) {
+                map.remove(&user);
+            } else if let Some(e) = map.get_mut(&user) {
+                e.failures = 0;
+                e.locked_until = 0;
+            }
+        }
+    }
+}
+
+/// One sign-in attempt under way.
+#[derive(Debug)]
+pub struct Attempt {
+    limiter: Arc<LoginLimiter>,
+    keys: Option<(Key, Key)>,
+}
+
+impl Attempt {
+    /// The password was wrong (or the name unknown).
+    pub fn failed(mut self, now: Millis) {
+        if let Some(k) = self.keys.take() {
+            self.limiter.end(k, Some(now));
+        }
     }
 
-    /// A successful login clears the user name's failures.
-    pub fn succeeded(&self, name: &str) {
-        self.keys().remove(&Self::user_key(name));
+    /// The password was right.
+    pub fn succeeded(mut self) {
+        if let Some(k) = self.keys.take() {
+            self.limiter.end(k, None);
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        // Unfinished (the store failed): it frees its place without counting.
+        if let Some((user, addr)) = self.keys.take() {
+            let mut map = self.limiter.keys();
+            for k in [user, addr] {
+                if let Some(e) = map.get_mut(&k) {
+                    e.pending = e.pending.saturating_sub(1);
+                }
+            }
+        }
     }
 }
 
@@ -150,70 +223,93 @@ mod tests {
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
+    fn limiter() -> Arc<LoginLimiter> {
+        Arc::new(LoginLimiter::new(Policy::default()))
+    }
+
+    fn fail(l: &Arc<LoginLimiter>, name: &str, a: IpAddr, now: Millis) {
+        l.begin(name, a, now).expect("admitted").failed(now);
+    }
+
+    fn wait(l: &Arc<LoginLimiter>, name: &str, a: IpAddr, now: Millis) -> Option<Millis> {
+        l.begin(name, a, now).err().map(|e| e.retry_after_ms)
+    }
+
     #[test]
     fn five_failures_lock_the_name_for_a_doubling_time() {
-        let l = LoginLimiter::new(Policy::default());
+        let l = limiter();
         for i in 0..4 {
-            l.failed("alice", A, i);
-            assert!(l.check("alice", A, i).is_ok(), "after {} failures", i + 1);
+            fail(&l, "alice", A, i);
+            assert_eq!(wait(&l, "alice", A, i), None, "after {} failures", i + 1);
         }
-        l.failed("Alice", A, 4);
-        assert_eq!(
-            l.check("alice", B, 4),
-            Err(Locked {
-                retry_after_ms: 15_000
-            })
-        );
-        assert!(l.check("bob", B, 4).is_ok(), "another name is not locked");
-        assert!(l.check("alice", A, 4 + 15_000).is_ok());
-        l.failed("alice", A, 20_000);
-        assert_eq!(
-            l.check("alice", A, 20_000),
-            Err(Locked {
-                retry_after_ms: 30_000
-            })
-        );
-        for i in 0..30 {
-            l.failed("alice", A, 100_000 + i);
+        fail(&l, "Alice", A, 4);
+        assert_eq!(wait(&l, "alice", B, 4), Some(15_000));
+        assert_eq!(wait(&l, "bob", B, 4), None, "another name is not locked");
+        assert_eq!(wait(&l, "alice", A, 4 + 15_000), None);
+        fail(&l, "alice", A, 20_000);
+        assert_eq!(wait(&l, "alice", B, 20_000), Some(30_000));
+        let mut t = 100_000;
+        for _ in 0..30 {
+            fail(&l, "alice", B, t);
+            t += 15 * 60_000;
         }
-        assert_eq!(
-            l.check("alice", B, 200_000),
-            Err(Locked {
-                retry_after_ms: 15 * 60_000 - (200_000 - 100_029)
-            })
-        );
+        // Capped at 15 minutes.
+        let last = t - 15 * 60_000;
+        assert_eq!(wait(&l, "alice", A, last + 1), Some(15 * 60_000 - 1));
     }
 
     #[test]
     fn an_address_is_locked_after_twenty_failures_over_any_names() {
-        let l = LoginLimiter::new(Policy::default());
+        let l = limiter();
         for i in 0..19 {
-            l.failed(&format!("user{i}"), A, 0);
+            fail(&l, &format!("user{i}"), A, 0);
         }
-        assert!(l.check("someone", A, 0).is_ok());
-        l.failed("user19", A, 0);
-        assert!(l.check("someone", A, 0).is_err());
-        assert!(l.check("someone", B, 0).is_ok());
+        assert_eq!(wait(&l, "someone", A, 0), None);
+        fail(&l, "user19", A, 0);
+        assert!(wait(&l, "someone", A, 0).is_some());
+        assert_eq!(wait(&l, "someone", B, 0), None);
+    }
+
+    #[test]
+    fn parallel_attempts_cannot_outrun_the_count() {
+        let l = limiter();
+        let under_way: Vec<Attempt> = (0..5).map(|_| l.begin("eve", A, 0).unwrap()).collect();
+        assert!(l.begin("eve", B, 0).is_err(), "a sixth at once");
+        drop(under_way);
+        assert!(
+            l.begin("eve", B, 0).is_ok(),
+            "dropped attempts free their places"
+        );
+        for _ in 0..5 {
+            fail(&l, "eve", A, 0);
+        }
+        let one = l
+            .begin("eve", A, 15_000)
+            .expect("after the lock, one attempt");
+        assert!(l.begin("eve", A, 15_000).is_err(), "but only one at a time");
+        one.succeeded();
+        assert_eq!(wait(&l, "eve", A, 15_000), None);
     }
 
     #[test]
     fn success_clears_the_name_and_old_failures_are_forgotten() {
-        let l = LoginLimiter::new(Policy::default());
+        let l = limiter();
         for i in 0..4 {
-            l.failed("carol", A, i);
+            fail(&l, "carol", A, i);
         }
-        l.succeeded("carol");
-        l.failed("carol", A, 10);
-        assert!(l.check("carol", A, 10).is_ok());
+        l.begin("carol", A, 5).unwrap().succeeded();
+        fail(&l, "carol", A, 10);
+        assert_eq!(wait(&l, "carol", A, 10), None);
         for i in 0..3 {
-            l.failed("dave", B, i);
+            fail(&l, "dave", B, i);
         }
         let day = Policy::default().forget_ms;
         for i in 0..4 {
-            l.failed("dave", B, day + 10 + i);
+            fail(&l, "dave", B, day + 10 + i);
         }
-        assert!(
-            l.check("dave", B, day + 14).is_ok(),
+        assert_eq!(
+            wait(&l, "dave", B, day + 14),
+            None,
             "the old three were forgotten"
         );
     }

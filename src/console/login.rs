@@ -111,23 +111,26 @@ pub async fn submit(
         ));
     }
     let now = state.now();
-    if let Err(locked) = state.limiter.check(&f.username, address, now) {
-        let secs = (locked.retry_after_ms + 999) / 1000;
-        tracing::warn!(
-            "console: sign-in for {:?} from {address} refused: rate limited",
-            f.username
-        );
-        let mut r = login_page(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!("Too many failed sign-ins. Try again in {secs} s.")),
-            &f.username,
-        );
-        if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    let attempt = match state.limiter.begin(&f.username, address, now) {
+        Ok(a) => a,
+        Err(locked) => {
+            let secs = (locked.retry_after_ms + 999) / 1000;
+            tracing::warn!(
+                "console: sign-in for {:?} from {address} refused: rate limited",
+                f.username
+            );
+            let mut r = login_page(
+                &state,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&format!("Too many failed sign-ins. Try again in {secs} s.")),
+                &f.username,
+            );
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+            return Ok(r);
         }
-        return Ok(r);
-    }
+    };
     let users = state.users()?;
     let user = users.user_by_name(f.username.trim()).await?;
     let stored = user
@@ -140,7 +143,7 @@ pub async fn submit(
         .await
         .unwrap_or(false);
     let Some(user) = user.filter(|_| matches) else {
-        state.limiter.failed(&f.username, address, now);
+        attempt.failed(now);
         tracing::info!(
             "console: failed sign-in for {:?} from {address}",
             f.username
@@ -152,7 +155,7 @@ pub async fn submit(
             &f.username,
         ));
     };
-    state.limiter.succeeded(&f.username);
+    attempt.succeeded();
     // Sessions nobody presents again are swept here, at each sign-in.
     let swept = users
         .delete_stale_sessions(now, now - state.settings.idle_ms)
