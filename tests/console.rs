@@ -585,3 +585,109 @@ fn user_create_on_the_command_line() {
     assert!(!ok && err.contains("--account"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+async fn operators_create_campaigns(backend: &str) {
+    let env = env_on(backend, 2).await;
+    add_user(&env, &env.account_id, "maker", Role::Operator).await;
+    add_user(&env, &env.account_id, "looker", Role::Viewer).await;
+    let (profile, group) = env.fleet_group.unwrap();
+    let profile = profile.to_string();
+    let op = Browser::signed_in(&env, "maker").await;
+    let (_, page) = op.get("/console/campaigns").await;
+    assert!(
+        page.contains("New campaign") && page.contains("id=\"create\""),
+        "{page}"
+    );
+    let viewer = Browser::signed_in(&env, "looker").await;
+    let (_, page) = viewer.get("/console/campaigns").await;
+    assert!(
+        !page.contains("New campaign"),
+        "a viewer gets no create form"
+    );
+    let form = |csrf: &str, name: &str, commands: &str| {
+        vec![
+            ("csrf".to_string(), csrf.to_string()),
+            ("profile".into(), profile.clone()),
+            ("name".into(), name.to_string()),
+            ("type".into(), "RFM".into()),
+            ("template".into(), String::new()),
+            ("commands".into(), commands.to_string()),
+            ("message".into(), String::new()),
+            ("expected_last_sw".into(), String::new()),
+        ]
+    };
+    let post = |b: &Browser, fields: Vec<(String, String)>, htmx: bool| {
+        let mut r = b
+            .client
+            .post(format!("{}/console/campaigns", b.base))
+            .form(&fields);
+        if htmx {
+            r = r.header("HX-Request", "true");
+        }
+        r.send()
+    };
+    let vcsrf = viewer.csrf().await;
+    let r = post(&viewer, form(&vcsrf, "v", "A0A40000027F20"), false)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a viewer's forged create");
+    let r = post(&op, form("", "x", "A0A40000027F20"), false)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "no token");
+    let csrf = op.csrf().await;
+    // A bad APDU is refused naming it.
+    let r = post(
+        &op,
+        form(&csrf, "bad", "A0A40000027F20\nA0D6000003ZZ"),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("commands[1]"), "{text}");
+    // Without JavaScript: a redirect to the new campaign's page.
+    let r = post(
+        &op,
+        form(&csrf, "plain", "A0A40000027F20\r\n\r\nA0A4 0000 026F46\n"),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let id: i64 = location.rsplit('/').next().unwrap().parse().unwrap();
+    let c = env
+        .server
+        .store
+        .campaign(&env.account_id, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.name.as_str(), c.status.as_str()), ("plain", "CREATED"));
+    assert!(c.settings.contains("A0A40000026F46"), "{}", c.settings);
+    // From htmx: HX-Redirect there; and a start answers 204 (the page's events show it).
+    let r = post(&op, form(&csrf, "htmx", "A0A40000027F20"), true)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let to = r.headers()["hx-redirect"].to_str().unwrap().to_string();
+    assert!(to.starts_with("/console/campaigns/"), "{to}");
+    let r = op
+        .client
+        .post(format!("{}{to}/start", op.base))
+        .header("HX-Request", "true")
+        .form(&[("csrf", csrf.as_str()), ("card_group", &group.to_string())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // A template copies another campaign's settings.
+    let mut f = form(&csrf, "copy", "");
+    f[4].1 = id.to_string();
+    let r = post(&op, f, false).await.unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
+    env.shutdown().await;
+}
+on_both!(create, operators_create_campaigns);

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -14,7 +15,7 @@ use super::session::{Posted, Session};
 use super::ConsoleState;
 use crate::api::campaign_ops::transport_refusal;
 use crate::campaign::ops::{self, StartRequest};
-use crate::campaign::{card_state, status};
+use crate::campaign::{card_state, status, CampaignRequest, CampaignType};
 use crate::store::campaign::{CampaignRecord, StateCount};
 use crate::store::users::Role;
 use crate::store::CardGroupRecord;
@@ -75,14 +76,59 @@ pub fn progress_line(p: &Progress) -> Markup {
     }
 }
 
+/// The create form (operators and admins): from APDUs typed or pasted (an APDU file's
+/// lines), a text, or another campaign as template.
+fn create_form(
+    session: &Session,
+    profiles: &[crate::store::ProfileRecord],
+    campaigns: &[CampaignRecord],
+) -> Markup {
+    html! {
+        section.panel {
+            h2 { "New campaign" }
+            div #create-result role="status" {}
+            form method="post" action="/console/campaigns" hx-post="/console/campaigns"
+                hx-target="#create-result" hx-select=".notice" hx-swap="innerHTML" {
+                (layout::csrf_field(session))
+                div.form-grid {
+                    label { "Profile" select name="profile" required {
+                        @for p in profiles { option value=(p.id) { (p.name) " (#" (p.id) ")" } }
+                    } }
+                    label { "Name (no spaces)" input type="text" name="name" required; }
+                    label { "Type" select name="type" {
+                        @for t in CampaignType::ALL { option value=(t.as_str()) { (t.as_str()) } }
+                    } }
+                    label { "Template (copies its settings)" select name="template" {
+                        option value="" { "none" }
+                        @for c in campaigns { option value=(c.id) { (c.name) " (#" (c.id) ")" } }
+                    } }
+                    label { "Expected last SW (RFM, RAM)" input type="text" name="expected_last_sw" placeholder="9000" maxlength="4"; }
+                }
+                label { "Commands: one C-APDU in hex per line (RFM, RAM)"
+                    textarea name="commands" rows="5" spellcheck="false" {} }
+                label { "Text (SMS, FLASH)" input type="text" name="message"; }
+                div.actions { button type="submit" #create { "Create" } }
+            }
+        }
+    }
+}
+
 /// `GET /console/campaigns`.
 pub async fn list(
     State(state): State<ConsoleState>,
     session: Session,
 ) -> Result<Markup, PageError> {
     let all = state.app.store.campaigns(session.account_id()).await?;
+    let profiles = if session.can_operate() {
+        state.app.store.profiles(session.account_id()).await?
+    } else {
+        Vec::new()
+    };
     let body = html! {
         h1 { "Campaigns" }
+        @if session.can_operate() && !profiles.is_empty() {
+            (create_form(&session, &profiles, &all))
+        }
         section.panel {
             @if all.is_empty() {
                 (layout::empty("No campaign yet. Create one with `otagw campaign create` or POST /api/v1/campaigns."))
@@ -142,7 +188,9 @@ pub fn live_block(
         @if can {
             div.actions #campaign-actions {
                 @if c.status == status::CREATED {
-                    form.inline method="post" action={ "/console/campaigns/" (c.id) "/start" } {
+                    form.inline method="post" action={ "/console/campaigns/" (c.id) "/start" }
+                        hx-post={ "/console/campaigns/" (c.id) "/start" } hx-target="#action-result"
+                        hx-select=".notice" hx-swap="innerHTML" {
                         (layout::csrf_field(session))
                         label { "Card group" select name="card_group" required {
                             @for g in groups {
@@ -153,13 +201,17 @@ pub fn live_block(
                     }
                 }
                 @if c.status == status::RUNNING || c.status == status::CREATED {
-                    form.inline method="post" action={ "/console/campaigns/" (c.id) "/stop" } {
+                    form.inline method="post" action={ "/console/campaigns/" (c.id) "/stop" }
+                        hx-post={ "/console/campaigns/" (c.id) "/stop" } hx-target="#action-result"
+                        hx-select=".notice" hx-swap="innerHTML" {
                         (layout::csrf_field(session))
                         button.danger type="submit" #stop { "Stop" }
                     }
                 }
                 @if (c.status == status::COMPLETED || c.status == status::TERMINATED) && p.unsuccessful() > 0 {
-                    form.inline method="post" action={ "/console/campaigns/" (c.id) "/retry" } {
+                    form.inline method="post" action={ "/console/campaigns/" (c.id) "/retry" }
+                        hx-post={ "/console/campaigns/" (c.id) "/retry" } hx-target="#action-result"
+                        hx-select=".notice" hx-swap="innerHTML" {
                         (layout::csrf_field(session))
                         button.secondary type="submit" #retry { "Retry failed cards" }
                     }
@@ -245,6 +297,9 @@ pub async fn show(
         div.grid {
             section.panel {
                 h2 { "Progress" }
+                // With JavaScript, actions post in place: their refusals land here and their
+                // effect comes with the next server-sent update.
+                div #action-result role="status" {}
                 // Without JavaScript the page shows the totals as loaded; with it, the block
                 // is replaced on each server-sent `totals` event.
                 div #live sse-connect={ "/console/campaigns/" (c.id) "/live" } sse-swap="totals" {
@@ -314,13 +369,126 @@ pub fn campaign_id(s: &str) -> Result<i64, PageError> {
     s.parse().map_err(|_| PageError::NotFound)
 }
 
-fn back(id: i64) -> Response {
-    Redirect::to(&format!("/console/campaigns/{id}")).into_response()
+/// Where an action leads: without JavaScript, a redirect to the campaign's page; from htmx,
+/// nothing to swap (204: the page's server-sent updates show the effect), or with `navigate`
+/// an `HX-Redirect` there.
+fn done(headers: &HeaderMap, id: i64, navigate: bool) -> Response {
+    let to = format!("/console/campaigns/{id}");
+    if !headers.contains_key("hx-request") {
+        return Redirect::to(&to).into_response();
+    }
+    if !navigate {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let mut r = StatusCode::OK.into_response();
+    if let Ok(v) = HeaderValue::from_str(&to) {
+        r.headers_mut().insert("hx-redirect", v);
+    }
+    r
+}
+
+/// The create form's fields (as typed).
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateForm {
+    /// Profile id.
+    #[serde(default)]
+    pub profile: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Type name.
+    #[serde(default, rename = "type")]
+    pub campaign_type: String,
+    /// Template campaign id, or empty.
+    #[serde(default)]
+    pub template: String,
+    /// C-APDUs, one per line.
+    #[serde(default)]
+    pub commands: String,
+    /// SMS / FLASH text.
+    #[serde(default)]
+    pub message: String,
+    /// 4 hex digits, or empty.
+    #[serde(default)]
+    pub expected_last_sw: String,
+}
+
+impl CreateForm {
+    /// The REST body it amounts to (the same checks follow in `ops::create`).
+    fn request(&self) -> Result<CampaignRequest, PageError> {
+        let opt = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+        let profile = self
+            .profile
+            .trim()
+            .parse()
+            .map_err(|_| PageError::form("profile", "choose a profile"))?;
+        let template =
+            match opt(&self.template) {
+                None => None,
+                Some(t) => Some(t.parse().map_err(|_| {
+                    PageError::form("template", format!("{t:?} is not a campaign id"))
+                })?),
+            };
+        let campaign_type = match opt(&self.campaign_type) {
+            None => None,
+            Some(t) => Some(
+                t.parse::<CampaignType>()
+                    .map_err(|e| PageError::form("type", e.to_string()))?,
+            ),
+        };
+        Ok(CampaignRequest {
+            profile,
+            name: self.name.trim().to_string(),
+            // A template's own type wins unless one is chosen on purpose with no template.
+            campaign_type: if template.is_some() {
+                None
+            } else {
+                campaign_type
+            },
+            template,
+            commands: self
+                .commands
+                .lines()
+                .map(|l| l.split_whitespace().collect::<String>())
+                .filter(|l| !l.is_empty())
+                .collect(),
+            message: opt(&self.message),
+            expected_last_sw: opt(&self.expected_last_sw),
+            ..CampaignRequest::default()
+        })
+    }
+}
+
+/// `POST /console/campaigns` (operator or admin): creates a campaign, then its page.
+pub async fn create(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    posted: Posted<CreateForm>,
+) -> Result<Response, PageError> {
+    let session = posted.session;
+    session.require(Role::Operator)?;
+    let request = posted.form.request()?;
+    let view = ops::create(
+        state.app.store.as_ref(),
+        session.account_id(),
+        &request,
+        state.now(),
+    )
+    .await?;
+    tracing::info!(
+        "console: {} created campaign {} ({}, {})",
+        session.user.name,
+        view.id,
+        view.name,
+        view.campaign_type
+    );
+    Ok(done(&headers, view.id, true))
 }
 
 /// `POST /console/campaigns/{id}/start` (operator or admin).
 pub async fn start(
     State(state): State<ConsoleState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     posted: Posted<StartForm>,
 ) -> Result<Response, PageError> {
@@ -350,12 +518,13 @@ pub async fn start(
         session.user.name,
         outcome.cards
     );
-    Ok(back(id))
+    Ok(done(&headers, id, false))
 }
 
 /// `POST /console/campaigns/{id}/stop` (operator or admin).
 pub async fn stop(
     State(state): State<ConsoleState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     posted: Posted<NoFields>,
 ) -> Result<Response, PageError> {
@@ -372,12 +541,13 @@ pub async fn stop(
         "console: {} stopped campaign {id}",
         posted.session.user.name
     );
-    Ok(back(id))
+    Ok(done(&headers, id, false))
 }
 
 /// `POST /console/campaigns/{id}/retry` (operator or admin).
 pub async fn retry(
     State(state): State<ConsoleState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     posted: Posted<NoFields>,
 ) -> Result<Response, PageError> {
@@ -395,5 +565,5 @@ pub async fn retry(
         posted.session.user.name,
         outcome.cards
     );
-    Ok(back(id))
+    Ok(done(&headers, id, false))
 }

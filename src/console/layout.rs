@@ -31,8 +31,9 @@ fn head(title: &str) -> Markup {
         head {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
-            // htmx would otherwise add an inline <style>, which the CSP refuses.
-            meta name="htmx-config" content=r#"{"includeIndicatorStyles":false}"#;
+            // htmx would otherwise add an inline <style>, which the CSP refuses. Refusals
+            // (4xx) are swapped like answers, so a form shows why it was refused in place.
+            meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"responseHandling":[{"code":"204","swap":false},{"code":"[23]..","swap":true},{"code":"[45]..","swap":true,"error":false}]}"#;
             title { (title) " · otagw" }
             link rel="stylesheet" href="/console/assets/console.css";
             script src="/console/assets/htmx.min.js" defer {}

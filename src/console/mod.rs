@@ -140,7 +140,10 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/cards/{iccid}", get(cards::show))
         .route("/console/commands", get(commands::list))
         .route("/console/commands/{id}", get(commands::show))
-        .route("/console/campaigns", get(campaigns::list))
+        .route(
+            "/console/campaigns",
+            get(campaigns::list).post(campaigns::create),
+        )
         .route("/console/campaigns/{id}", get(campaigns::show))
         .route("/console/campaigns/{id}/live", get(live::campaign))
         .route("/console/campaigns/{id}/start", post(campaigns::start))
