@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
+use super::audit;
 use super::error::PageError;
 use super::layout::{self, badge, num, percent, Section};
 use super::session::{Posted, Session};
@@ -267,6 +268,18 @@ pub async fn show(
         .ok_or(PageError::NotFound)?;
     let progress = Progress::of(&store.campaign_totals(id).await?, c.iteration);
     let groups = groups_for(&state, account, &c).await?;
+    // Shown as stored; a row that does not parse shows without its settings.
+    let settings: Option<crate::campaign::CampaignSettings> =
+        serde_json::from_str(&c.settings).ok();
+    let profile_name = store
+        .profile(account, c.profile_id)
+        .await?
+        .map(|p| p.name)
+        .unwrap_or_default();
+    let activity = state
+        .users()?
+        .actions(account, Some(&format!("campaign {id}")), 20)
+        .await?;
     let filter = q.state.trim();
     if !filter.is_empty() && !card_state::ALL.contains(&filter) {
         return Err(PageError::query(
@@ -309,9 +322,21 @@ pub async fn show(
             section.panel {
                 h2 { "Campaign" }
                 dl.facts {
-                    dt { "Profile" } dd { (c.profile_id) }
+                    dt { "Profile" } dd { (profile_name) " (#" (c.profile_id) ")" }
                     dt { "Messages per card" } dd { (c.messages_per_card) }
                     dt { "Created" } dd { (layout::time(c.created_at)) }
+                    @if let Some(v) = &settings {
+                        dt { "SPI / TAR" } dd.mono { (v.spi) " / " (v.tar) }
+                        dt { "KIc / KID octets" } dd.mono { (v.kic_byte) " / " (v.kid_byte) }
+                        dt { "Segments" } dd { (format!("{:?}", v.transmission_mode).to_lowercase()) }
+                        @if let Some(sw) = &v.expected_last_sw { dt { "Expected last SW" } dd.mono { (sw) } }
+                        @if let Some(m) = &v.message { dt { "Text" } dd.wrap { (m) } }
+                        @if let Some(a) = &v.applet { dt { "Applet" } dd.mono { (a) } }
+                    }
+                }
+                @if let Some(v) = settings.as_ref().filter(|v| !v.commands.is_empty()) {
+                    h2 { "Commands" }
+                    ol.apdus { @for cmd in &v.commands { li.mono { (cmd) } } }
                 }
             }
         }
@@ -343,6 +368,10 @@ pub async fn show(
                 span.sub { "Iteration " (c.iteration) ", ICCID order" }
                 @if let Some(href) = &next { a href=(href) { "Next page →" } }
             }
+        }
+        section.panel {
+            h2 { "Activity in the console" }
+            (audit::trail(&activity))
         }
     };
     Ok(layout::page(
@@ -475,13 +504,14 @@ pub async fn create(
         state.now(),
     )
     .await?;
-    tracing::info!(
-        "console: {} created campaign {} ({}, {})",
-        session.user.name,
-        view.id,
-        view.name,
-        view.campaign_type
-    );
+    audit::record(
+        &state,
+        &session.user,
+        "campaign.create",
+        &format!("campaign {}", view.id),
+        &format!("{} ({})", view.name, view.campaign_type),
+    )
+    .await;
     Ok(done(&headers, view.id, true))
 }
 
@@ -513,11 +543,14 @@ pub async fn start(
         ..StartRequest::default()
     };
     let outcome = ops::start(&state.app.store, account, id, &request, state.now()).await?;
-    tracing::info!(
-        "console: {} started campaign {id} on card group {group} ({} cards)",
-        session.user.name,
-        outcome.cards
-    );
+    audit::record(
+        &state,
+        &session.user,
+        "campaign.start",
+        &format!("campaign {id}"),
+        &format!("card group {group}, {} cards", outcome.cards),
+    )
+    .await;
     Ok(done(&headers, id, false))
 }
 
@@ -537,10 +570,14 @@ pub async fn stop(
         state.now(),
     )
     .await?;
-    tracing::info!(
-        "console: {} stopped campaign {id}",
-        posted.session.user.name
-    );
+    audit::record(
+        &state,
+        &posted.session.user,
+        "campaign.stop",
+        &format!("campaign {id}"),
+        "",
+    )
+    .await;
     Ok(done(&headers, id, false))
 }
 
@@ -560,10 +597,13 @@ pub async fn retry(
         state.now(),
     )
     .await?;
-    tracing::info!(
-        "console: {} retried campaign {id}: {} cards",
-        posted.session.user.name,
-        outcome.cards
-    );
+    audit::record(
+        &state,
+        &posted.session.user,
+        "campaign.retry-failed",
+        &format!("campaign {id}"),
+        &format!("{} cards", outcome.cards),
+    )
+    .await;
     Ok(done(&headers, id, false))
 }

@@ -40,6 +40,7 @@ pub async fn page(
     let ping = store.ping().await;
     let ping_ms = started.elapsed().as_secs_f64() * 1000.0;
     let transports: Vec<_> = state.app.health.iter().map(|p| p()).collect();
+    let activity = state.users()?.actions(&account, None, 15).await?;
     let count =
         |m: &BTreeMap<String, u64>, s: CommandStatus| m.get(s.as_str()).copied().unwrap_or(0);
     let body = html! {
@@ -109,6 +110,10 @@ pub async fn page(
                     } } }
                 } }
             }
+        }
+        section.panel {
+            h2 { "Console activity" }
+            (super::audit::trail(&activity))
         }
     };
     Ok(layout::page(

@@ -9,6 +9,7 @@ use maud::{html, Markup};
 use rand::RngCore;
 use serde::Deserialize;
 
+use super::audit;
 use super::error::PageError;
 use super::layout;
 use super::password;
@@ -142,12 +143,22 @@ pub async fn submit(
     let matches = tokio::task::spawn_blocking(move || password::verify(&given, &stored))
         .await
         .unwrap_or(false);
-    let Some(user) = user.filter(|_| matches) else {
-        attempt.failed(now);
+    let Some(user) = user.clone().filter(|_| matches) else {
+        attempt.failed(state.now());
         tracing::info!(
             "console: failed sign-in for {:?} from {address}",
             f.username
         );
+        if let Some(u) = &user {
+            audit::record(
+                &state,
+                u,
+                "sign-in refused",
+                "",
+                &format!("wrong password, from {address}"),
+            )
+            .await;
+        }
         return Ok(login_page(
             &state,
             StatusCode::UNAUTHORIZED,
@@ -166,12 +177,7 @@ pub async fn submit(
     let opened = users
         .create_session(&user.id, now, now + state.settings.absolute_ms)
         .await?;
-    tracing::info!(
-        "console: {} ({}, account {}) signed in from {address}",
-        user.name,
-        user.role,
-        user.account_name
-    );
+    audit::record(&state, &user, "sign-in", "", &format!("from {address}")).await;
     let secure = state.settings.secure_cookies;
     let mut r = Redirect::to("/console/").into_response();
     session::add_cookie(
@@ -191,7 +197,7 @@ pub async fn logout(
     posted: Posted<Empty>,
 ) -> Result<Response, PageError> {
     state.users()?.delete_session(&posted.session.id).await?;
-    tracing::info!("console: {} signed out", posted.session.user.name);
+    audit::record(&state, &posted.session.user, "sign-out", "", "").await;
     let mut r = Redirect::to("/console/login").into_response();
     session::add_cookie(
         r.headers_mut(),

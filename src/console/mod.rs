@@ -8,6 +8,7 @@
 //! the server. Everything shown is the signed-in user's account's.
 
 pub mod assets;
+pub mod audit;
 pub mod campaigns;
 pub mod cards;
 pub mod commands;

@@ -294,3 +294,17 @@ CREATE TABLE IF NOT EXISTS console_sessions (
 );
 
 CREATE INDEX IF NOT EXISTS console_sessions_user ON console_sessions (user_id);
+
+-- What people did in the console, with their names (the console's audit trail): sign-in and
+-- sign-out, campaigns created, started, stopped, retried.
+CREATE TABLE IF NOT EXISTS console_audit (
+    seq {serial},
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    at {int} NOT NULL,
+    user_name TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS console_audit_account ON console_audit (account_id, target, seq);

@@ -124,6 +124,23 @@ pub struct SessionRecord {
     pub expires_at: Millis,
 }
 
+/// One line of the console's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The account it happened in.
+    pub account_id: String,
+    /// When, ms.
+    pub at: Millis,
+    /// Who (a user name).
+    pub user_name: String,
+    /// What (`sign-in`, `campaign.start`, ...).
+    pub action: String,
+    /// On what (`campaign 3`; empty for sign-in and sign-out).
+    pub target: String,
+    /// More (a card group, a count, a client address).
+    pub detail: String,
+}
+
 /// The users part of the store.
 #[async_trait]
 pub trait UserStore: Send + Sync {
@@ -145,6 +162,15 @@ pub trait UserStore: Send + Sync {
     async fn touch_session(&self, id: &str, now: Millis) -> Result<(), StoreError>;
     /// Closes a session (logout); nothing when it is gone already.
     async fn delete_session(&self, id: &str) -> Result<(), StoreError>;
+    /// Appends a line to the account's console audit trail.
+    async fn record_action(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// The account's audit trail, newest first, all of it or about one target.
+    async fn actions(
+        &self,
+        account_id: &str,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
     /// Closes the sessions past their absolute end or idle since before `idle_before`.
     async fn delete_stale_sessions(
         &self,

@@ -5,7 +5,9 @@ use rand::RngCore;
 use sqlx::any::AnyRow;
 
 use super::{col, dbe, map_insert, token_hash, SqlStore};
-use crate::store::users::{NewSession, NewUser, Role, SessionRecord, UserRecord, UserStore};
+use crate::store::users::{
+    AuditEntry, NewSession, NewUser, Role, SessionRecord, UserRecord, UserStore,
+};
 use crate::store::{Millis, StoreError};
 
 /// A user's columns (`u`) with its account's name (`a`).
@@ -134,6 +136,61 @@ impl UserStore for SqlStore {
             .await
             .map_err(dbe)?;
         Ok(())
+    }
+
+    async fn record_action(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO console_audit (account_id, at, user_name, action, target, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(e.account_id.as_str())
+        .bind(e.at)
+        .bind(e.user_name.as_str())
+        .bind(e.action.as_str())
+        .bind(e.target.as_str())
+        .bind(e.detail.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|err| map_insert(err, "audit entry", &e.action, &e.account_id))?;
+        Ok(())
+    }
+
+    async fn actions(
+        &self,
+        account_id: &str,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let q = match target {
+            Some(t) => sqlx::query(
+                "SELECT account_id, at, user_name, action, target, detail FROM console_audit \
+                 WHERE account_id = $1 AND target = $2 ORDER BY seq DESC LIMIT $3",
+            )
+            .bind(account_id)
+            .bind(t),
+            None => sqlx::query(
+                "SELECT account_id, at, user_name, action, target, detail FROM console_audit \
+                 WHERE account_id = $1 ORDER BY seq DESC LIMIT $2",
+            )
+            .bind(account_id),
+        };
+        let rows = q
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(dbe)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    account_id: col(r, "account_id")?,
+                    at: col(r, "at")?,
+                    user_name: col(r, "user_name")?,
+                    action: col(r, "action")?,
+                    target: col(r, "target")?,
+                    detail: col(r, "detail")?,
+                })
+            })
+            .collect()
     }
 
     async fn delete_stale_sessions(
