@@ -111,7 +111,7 @@ pub async fn list(
                 } }
             }
             div.pager {
-                span.sub { (num(rows.len() as u64)) " cards shown" @if q.after.trim().is_empty() { "" } @else { ", after " span.mono { (q.after.trim()) } } }
+                span.sub { (num(rows.len() as u64)) " cards shown" @if !q.after.trim().is_empty() { ", after " span.mono { (q.after.trim()) } } }
                 @if let Some(href) = &next_href { a href=(href) { "Next page →" } }
             }
         }
