@@ -16,7 +16,7 @@
 //! 6. the engine: [`pipeline`] (one tower layer per file), [`gateway`] (claims, results,
 //!    inbound PoRs, housekeeping, SCP81 and CAT_TP drivers), [`campaign`], [`provision`]
 //!    (vendor files: their format in `provision::vendor`, read by the simulator's fleets too);
-//! 7. [`api`], the REST API;
+//! 7. [`api`], the REST API, and [`console`], the operators' web console (HTML, sessions);
 //! 8. the edge: [`config`], [`server`], the CLI (`src/cli`), and the far-side tools used by
 //!    tests, demos and load commands: [`sim`] (virtual cards), [`devkit`].
 pub mod api;
@@ -24,6 +24,7 @@ pub mod campaign;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod console;
 pub mod correlation;
 pub mod delivery;
 pub mod devkit;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState, HealthProbe, TransportHealth};
 use crate::config::Config;
+use crate::console::{self, ConsoleSettings, ConsoleState};
 use crate::delivery::outbox::{OutboxConfig, OutboxWorker};
 use crate::delivery::webhook::{RetryPolicy as WebhookRetry, Webhooks};
 use crate::gateway::{Gateway, TransportSetup};
@@ -381,7 +382,6 @@ pub async fn start_with_clock(
         }));
         tracing::info!("otagw: SCP81 admin server on {https_addr:?}");
     }
-    let router = api::router(AppState::new(gateway.clone(), health));
     let listener = api::serve::bind(config.api.listen)
         .map_err(|e| ServerError::Api(format!("listen on {}: {e}", config.api.listen)))?;
     let api_addr = listener
@@ -403,6 +403,12 @@ pub async fn start_with_clock(
         }
     };
     let is_tls = tls.is_some();
+    // The console is served with the API, on its address; its cookies are Secure over TLS.
+    let app_state = AppState::new(gateway.clone(), health);
+    let router = api::router(app_state.clone()).merge(console::router(ConsoleState::new(
+        app_state,
+        ConsoleSettings::new(is_tls),
+    )));
     let api_connections = api::serve::Connections::new();
     let limits = config.api.limits();
     let connections = api_connections.clone();

@@ -27,8 +27,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("gateway", 6),
     ("campaign", 6),
     ("provision", 6),
-    // The API.
+    // The API, and the web console beside it.
     ("api", 7),
+    ("console", 7),
     // The edge: configuration, server, CLI, and the far-side tools (virtual cards, devkit).
     ("config", 8),
     ("server", 8),

@@ -85,33 +85,39 @@ pub async fn start(
     Path(id): Path<i64>,
     JsonBody(body): JsonBody<StartRequest>,
 ) -> Result<Json<StartOutcome>, ApiError> {
-    // TLS_TRIGGER campaigns run over HTTPS: refused here when this gateway has no HTTPS
-    // (its commands would otherwise go by SMS while saying HTTPS).
-    if let Some(c) = state
-        .store
-        .campaign(&account.id, id)
+    if let Some(why) = transport_refusal(&state, &account.id, id)
         .await
         .map_err(ApiError::store)?
     {
-        let tls = c
-            .campaign_type
-            .parse::<crate::campaign::CampaignType>()
-            .is_ok_and(|t| t.is_tls());
-        if tls && !state.gateway.offers("https") {
-            return Err(ApiError::invalid(
-                "transport",
-                format!(
-                    "campaign {id} is {}, which runs over transport \"https\": this gateway \
-                     offers {}",
-                    c.campaign_type,
-                    state.gateway.offered().join(", ")
-                ),
-            ));
-        }
+        return Err(ApiError::invalid("transport", why));
     }
     Ok(Json(
         ops::start(&state.store, &account.id, id, &body, now_ms()).await?,
     ))
+}
+
+/// Why this gateway cannot start the campaign, if it cannot: TLS_TRIGGER campaigns run over
+/// HTTPS, so they are refused where the gateway has no HTTPS (their commands would otherwise
+/// go by SMS while saying HTTPS). The console's start asks the same.
+pub async fn transport_refusal(
+    state: &AppState,
+    account_id: &str,
+    id: i64,
+) -> Result<Option<String>, crate::store::StoreError> {
+    let Some(c) = state.store.campaign(account_id, id).await? else {
+        return Ok(None);
+    };
+    let tls = c
+        .campaign_type
+        .parse::<crate::campaign::CampaignType>()
+        .is_ok_and(|t| t.is_tls());
+    Ok((tls && !state.gateway.offers("https")).then(|| {
+        format!(
+            "campaign {id} is {}, which runs over transport \"https\": this gateway offers {}",
+            c.campaign_type,
+            state.gateway.offered().join(", ")
+        )
+    }))
 }
 
 /// Stop a campaign (state TERMINATED).

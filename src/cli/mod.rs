@@ -14,6 +14,7 @@ mod scp80;
 mod serve;
 mod sms_load;
 mod smsc_sim;
+mod user;
 mod walk;
 
 use std::process::ExitCode;
@@ -52,6 +53,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: account::TokenCommand,
+    },
+    /// The web console's users (sign in at /console/).
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
     },
     /// Load: commands through REST -> pipeline -> SMPP -> simulator -> PoR -> stored result.
     ApiLoad(api_load::ApiLoadArgs),
@@ -108,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Account { command } => account::run_account(&ctx, command),
         Command::Token { command } => account::run_token(&ctx, command),
+        Command::User { command } => user::run(&ctx, command),
         Command::Walk(args) => {
             local_only("walk", "it runs the codecs and SMPP in this process")?;
             walk::run(args)

@@ -11,6 +11,8 @@ pub mod outbox;
 pub mod scp81;
 pub mod sealing;
 pub mod sql;
+pub mod users;
+pub mod views;
 
 use std::collections::BTreeMap;
 
@@ -530,6 +532,14 @@ pub trait Store: CampaignStore + OutboxStore + Send + Sync {
     fn backend(&self) -> &'static str;
     /// The SCP81 (HTTPS OTA) tables, where the backend has them.
     fn scp81(&self) -> Option<&dyn scp81::Scp81Store> {
+        None
+    }
+    /// The console's users and sessions, where the backend has them.
+    fn users(&self) -> Option<&dyn users::UserStore> {
+        None
+    }
+    /// The console's read-only views, where the backend has them.
+    fn views(&self) -> Option<&dyn views::ViewStore> {
         None
     }
     /// Checks the database answers (readiness).

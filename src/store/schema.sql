@@ -269,3 +269,42 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 
 CREATE INDEX IF NOT EXISTS outbox_key ON outbox (event_key, seq);
+
+-- The console's lists: an account's commands, newest first.
+CREATE INDEX IF NOT EXISTS commands_account_created ON commands (account_id, created_at);
+
+-- The operators' console: users (names unique in the gateway; argon2 hashes in PHC form,
+-- never passwords) and their sessions (the SHA-256 of the cookie's random id, as for tokens).
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at {int} NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS console_sessions (
+    id_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id),
+    csrf TEXT NOT NULL,
+    created_at {int} NOT NULL,
+    last_seen {int} NOT NULL,
+    expires_at {int} NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS console_sessions_user ON console_sessions (user_id);
+
+-- What people did in the console, with their names (the console's audit trail): sign-in and
+-- sign-out, campaigns created, started, stopped, retried.
+CREATE TABLE IF NOT EXISTS console_audit (
+    seq {serial},
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    at {int} NOT NULL,
+    user_name TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS console_audit_account ON console_audit (account_id, target, seq);

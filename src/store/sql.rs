@@ -42,6 +42,8 @@ mod group;
 mod lane;
 mod outbox;
 mod scp81;
+mod users;
+mod views;
 
 /// The schema, with `{int}`, `{blob}` and `{serial}` for the dialect to fill in.
 const SCHEMA: &str = include_str!("schema.sql");
@@ -1611,6 +1613,14 @@ impl SqlStore {
 #[async_trait]
 impl Store for SqlStore {
     fn scp81(&self) -> Option<&dyn super::scp81::Scp81Store> {
+        Some(self)
+    }
+
+    fn users(&self) -> Option<&dyn super::users::UserStore> {
+        Some(self)
+    }
+
+    fn views(&self) -> Option<&dyn super::views::ViewStore> {
         Some(self)
     }
 
