@@ -2,7 +2,7 @@
 //! chromedriver this test starts on a free loopback port (and stops). It signs in, searches a
 //! card and opens it, creates a campaign and starts it from its page, which reaches 100%
 //! through server-sent events without a reload, and checks that a viewer sees no operator button. It takes the screenshots in
-//! `docs/`. Without chromedriver it fails, saying what to install: it never skips.
+//! `docs/` (with `OTAGW_UPDATE_SCREENSHOTS=1`; else in a temporary directory). Without chromedriver it fails, saying what to install: it never skips.
 
 mod console_support;
 
@@ -123,10 +123,17 @@ async fn text_of(c: &Client, css: &str) -> String {
     }
 }
 
+/// Takes a screenshot (a PNG, checked) into `docs/` when `OTAGW_UPDATE_SCREENSHOTS=1`, else
+/// into the test's temporary directory, so that a test run leaves the work tree as it was.
 async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
-    std::fs::create_dir_all(&dir).expect("docs/");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name} is not a PNG");
+    let dir = if std::env::var("OTAGW_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")
+    } else {
+        std::env::temp_dir().join("otagw-console-screenshots")
+    };
+    std::fs::create_dir_all(&dir).expect("screenshot directory");
     std::fs::write(dir.join(name), png).expect("write the screenshot");
 }
 
