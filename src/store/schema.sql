@@ -270,9 +270,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 CREATE INDEX IF NOT EXISTS outbox_key ON outbox (event_key, seq);
 
--- The console's lists: an account's commands, newest first.
-CREATE INDEX IF NOT EXISTS commands_account_created ON commands (account_id, created_at);
-
 -- The operators' console: users (names unique in the gateway; argon2 hashes in PHC form,
 -- never passwords) and their sessions (the SHA-256 of the cookie's random id, as for tokens).
 CREATE TABLE IF NOT EXISTS users (
