@@ -9,9 +9,10 @@ use serde::Deserialize;
 use super::error::PageError;
 use super::layout::{self, badge, num, Section};
 use super::session::Session;
-use super::sw;
+
 use super::ConsoleState;
 use crate::command::{CommandStatus, CommandType};
+use crate::script::status_word as sw;
 use crate::store::views::{CommandFilter, CommandSummary};
 
 /// Commands per page.

@@ -20,7 +20,6 @@ pub mod live;
 pub mod login;
 pub mod password;
 pub mod session;
-pub mod sw;
 
 use std::sync::Arc;
 

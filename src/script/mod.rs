@@ -19,6 +19,7 @@ pub mod gp;
 pub mod ram;
 pub mod response;
 pub mod rfm;
+pub mod status_word;
 
 pub use apdu::{parse_c_apdu, parse_r_apdu, ApduCase, CApdu, RApdu};
 pub use ber::{encode_ber_length, parse_ber_length};

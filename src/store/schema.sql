@@ -93,7 +93,12 @@ CREATE TABLE IF NOT EXISTS commands (
     PRIMARY KEY (account_id, id)
 );
 
-CREATE INDEX IF NOT EXISTS commands_queue ON commands (status, priority, created_at);
+-- The claim's queue: live commands only, in claim order (finished commands, most of the
+-- table, stay out of it, and so do their updates' dead entries). Replaces commands_queue.
+CREATE INDEX IF NOT EXISTS commands_live ON commands (priority DESC, created_at, id)
+    WHERE status IN ('PENDING', 'SENT', 'DELIVERED');
+
+DROP INDEX IF EXISTS commands_queue;
 
 CREATE INDEX IF NOT EXISTS commands_por ON commands (msisdn, tar);
 -- A card's live commands: claims keep each card with one gateway at a time.
@@ -101,7 +106,10 @@ CREATE INDEX IF NOT EXISTS commands_card ON commands (iccid, status);
 
 CREATE INDEX IF NOT EXISTS commands_expiry ON commands (status, expires_at);
 
-CREATE INDEX IF NOT EXISTS commands_owner ON commands (owner);
+-- Held commands only (a command that ends lets go of its owner). Replaces commands_owner.
+CREATE INDEX IF NOT EXISTS commands_held ON commands (owner) WHERE owner IS NOT NULL;
+
+DROP INDEX IF EXISTS commands_owner;
 
 CREATE INDEX IF NOT EXISTS commands_batch ON commands (account_id, batch_id);
 
