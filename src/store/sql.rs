@@ -715,7 +715,7 @@ impl SqlStore {
     async fn insert_commands_tx<E: Exec>(
         &self,
         tx: &mut E,
-        commands: &[NewCommand],
+        commands: &[&NewCommand],
         batch_id: Option<&str>,
     ) -> Result<(), InsertFailure> {
         let mut requests = Vec::with_capacity(commands.len());
@@ -729,11 +729,8 @@ impl SqlStore {
             requests.push(request);
         }
         const COLS: usize = 12;
-        let mut offset = 0;
-        for run in deferred::statement_runs(commands.len()) {
-            let chunk = &commands[offset..offset + run];
-            let first = offset;
-            offset += run;
+        let mut first = 0;
+        for chunk in deferred::statement_chunks(commands) {
             let sql = format!(
                 "INSERT INTO commands (account_id, id, batch_id, command_type, iccid, transport, \
                  priority, request, status, created_at, updated_at, expires_at) VALUES {}",
@@ -756,6 +753,7 @@ impl SqlStore {
                     Arg::from(c.expires_at),
                 ]);
             }
+            first += chunk.len();
             tx.execute(&sql, &args)
                 .await
                 .map_err(|e| match e.constraint {
@@ -771,7 +769,7 @@ impl SqlStore {
                 command_id: &c.id,
                 at: c.created_at,
                 kind: "CREATED",
-                detail: String::new(),
+                detail: "",
             })
             .collect();
         insert_events(self.dialect, tx, &events)
@@ -824,11 +822,9 @@ impl SqlStore {
         let mut out: HashMap<String, Vec<KeyVersionStatus>> = HashMap::new();
         for row in &rows {
             let iccid: String = col(row, "iccid")?;
-            out.entry(iccid).or_default().push(KeyVersionStatus {
-                version: to_u8(col(row, "version")?, "key_sets.version")?,
-                counter: to_u64(col(row, "counter")?, "key_sets.counter")?,
-                rotated_at: col(row, "rotated_at")?,
-            });
+            if let Some(k) = key_version_from_row(row)? {
+                out.entry(iccid).or_default().push(k);
+            }
         }
         Ok(out)
     }
@@ -850,7 +846,7 @@ struct EventRow<'a> {
     command_id: &'a str,
     at: Millis,
     kind: &'a str,
-    detail: String,
+    detail: &'a str,
 }
 
 async fn insert_events<E: Exec>(
@@ -858,10 +854,7 @@ async fn insert_events<E: Exec>(
     tx: &mut E,
     events: &[EventRow<'_>],
 ) -> Result<(), StoreError> {
-    let mut rest = events;
-    for run in deferred::statement_runs(events.len()) {
-        let (chunk, later) = rest.split_at(run);
-        rest = later;
+    for chunk in deferred::statement_chunks(events) {
         let sql = format!(
             "INSERT INTO command_events (account_id, command_id, at, kind, detail) VALUES {}",
             values_clause(dialect, chunk.len(), 5)
@@ -873,7 +866,7 @@ async fn insert_events<E: Exec>(
                 Arg::from(e.command_id),
                 Arg::from(e.at),
                 Arg::from(e.kind),
-                Arg::from(e.detail.as_str()),
+                Arg::from(e.detail),
             ]);
         }
         tx.execute(&sql, &args)
@@ -899,7 +892,7 @@ async fn insert_event(
     command_id: &str,
     at: Millis,
     kind: &str,
-    detail: String,
+    detail: &str,
 ) -> Result<(), StoreError> {
     insert_events(
         dialect,
@@ -1277,6 +1270,19 @@ fn claim_sql(dialect: Dialect, returning: &str) -> String {
     )
 }
 
+/// A key set's version, counter and rotation from a row's `version`, `counter` and
+/// `rotated_at`; none when `version` is NULL (a card without key sets, read with a LEFT JOIN).
+fn key_version_from_row(row: &AnyRow) -> Result<Option<KeyVersionStatus>, StoreError> {
+    let Some(version) = col::<Option<i64>>(row, "version")? else {
+        return Ok(None);
+    };
+    Ok(Some(KeyVersionStatus {
+        version: to_u8(version, "key_sets.version")?,
+        counter: to_u64(col(row, "counter")?, "key_sets.counter")?,
+        rotated_at: col(row, "rotated_at")?,
+    }))
+}
+
 fn sort_claimed(commands: &mut [CommandRecord]) {
     commands.sort_by(|a, b| {
         b.priority
@@ -1318,7 +1324,7 @@ impl SqlStore {
     async fn insert_commands_in<E: Exec>(
         &self,
         tx: &mut E,
-        commands: &[NewCommand],
+        commands: &[&NewCommand],
     ) -> Result<(), StoreError> {
         let first = commands.first();
         let name = |key: Option<&str>| match (commands.len(), key) {
@@ -1777,17 +1783,7 @@ impl Store for SqlStore {
         };
         let mut versions = Vec::with_capacity(rows.len());
         for row in &rows {
-            let Some(version) = col::<Option<i64>>(row, "version")? else {
-                continue;
-            };
-            versions.push(KeyVersionStatus {
-                version: to_u8(version, "key_sets.version")?,
-                counter: to_u64(
-                    col::<Option<i64>>(row, "counter")?.unwrap_or_default(),
-                    "key_sets.counter",
-                )?,
-                rotated_at: col(row, "rotated_at")?,
-            });
+            versions.extend(key_version_from_row(row)?);
         }
         card_from_row(first, versions).map(Some)
     }
@@ -2185,16 +2181,7 @@ impl Store for SqlStore {
         .await
         .map_err(dbe)?;
         if done.rows_affected() == 1 {
-            insert_event(
-                self.dialect,
-                &mut tx,
-                account_id,
-                id,
-                now,
-                "CANCELLED",
-                String::new(),
-            )
-            .await?;
+            insert_event(self.dialect, &mut tx, account_id, id, now, "CANCELLED", "").await?;
             tx.commit().await.map_err(dbe)?;
             return Ok(CancelOutcome::Cancelled);
         }
@@ -2321,7 +2308,7 @@ impl Store for SqlStore {
             id,
             now,
             "FALLBACK",
-            detail.to_string(),
+            detail,
         )
         .await?;
         tx.commit().await.map_err(dbe)?;
@@ -2459,7 +2446,7 @@ impl Store for SqlStore {
                 command_id: id,
                 at: now,
                 kind: "EXPIRED",
-                detail: "validity period ended before it was sent".to_string(),
+                detail: "validity period ended before it was sent",
             })
             .collect();
         insert_events(self.dialect, &mut tx, &events).await?;
@@ -2579,8 +2566,9 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| map_insert(e, "batch", &batch.id, &batch.account_id))?;
+        let rows: Vec<&NewCommand> = commands.iter().collect();
         match self
-            .insert_commands_tx(&mut tx, commands, Some(&batch.id))
+            .insert_commands_tx(&mut tx, &rows, Some(&batch.id))
             .await
         {
             Ok(()) => tx.commit().await.map_err(dbe),

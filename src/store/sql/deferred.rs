@@ -18,7 +18,7 @@ use crate::store::{Millis, StoreError};
 const STATEMENT_ROWS: [usize; 5] = [128, 32, 8, 2, 1];
 
 /// Splits `n` rows into runs of [`STATEMENT_ROWS`] sizes.
-pub(super) fn statement_runs(mut n: usize) -> Vec<usize> {
+fn statement_runs(mut n: usize) -> Vec<usize> {
     let mut runs = Vec::new();
     for size in STATEMENT_ROWS {
         while n >= size {
@@ -27,6 +27,16 @@ pub(super) fn statement_runs(mut n: usize) -> Vec<usize> {
         }
     }
     runs
+}
+
+/// `rows` cut into runs of [`STATEMENT_ROWS`] sizes, in order: one multi-row statement each.
+pub(super) fn statement_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    statement_runs(rows.len()).into_iter().map(move |run| {
+        let (chunk, later) = rest.split_at(run);
+        rest = later;
+        chunk
+    })
 }
 
 struct PendingEvent {
@@ -93,16 +103,13 @@ impl Deferred {
                     command_id: &e.command_id,
                     at: e.at,
                     kind: &e.kind,
-                    detail: e.detail.clone(),
+                    detail: &e.detail,
                 })
                 .collect();
             insert_events(dialect, tx, &rows).await?;
         }
-        let mut rest = self.outbox.as_slice();
-        for run in statement_runs(rest.len()) {
-            let (now, later) = rest.split_at(run);
-            insert_outbox_rows(dialect, tx, now).await?;
-            rest = later;
+        for chunk in statement_chunks(&self.outbox) {
+            insert_outbox_rows(dialect, tx, chunk).await?;
         }
         Ok(())
     }
@@ -150,7 +157,7 @@ async fn insert_outbox_rows<E: Exec>(
 
 #[cfg(test)]
 mod tests {
-    use super::statement_runs;
+    use super::{statement_chunks, statement_runs};
 
     #[test]
     fn runs_cover_every_row_with_few_sizes() {
@@ -160,5 +167,12 @@ mod tests {
             assert!(runs.windows(2).all(|w| w[0] >= w[1]), "{n}: {runs:?}");
         }
         assert_eq!(statement_runs(300), vec![128, 128, 32, 8, 2, 2]);
+        let rows: Vec<usize> = (0..300).collect();
+        let chunks: Vec<&[usize]> = statement_chunks(&rows).collect();
+        assert_eq!(
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            [128, 128, 32, 8, 2, 2]
+        );
+        assert_eq!(chunks.concat(), rows);
     }
 }

@@ -254,7 +254,7 @@ impl SqlStore {
     ) -> Result<Written, StoreError> {
         Ok(match write {
             Write::InsertCommand(c) => {
-                self.insert_commands_in(tx, std::slice::from_ref(c)).await?;
+                self.insert_commands_in(tx, &[c]).await?;
                 Written::Done
             }
             Write::ReserveCounter { iccid, version } => {
@@ -314,10 +314,10 @@ impl SqlStore {
         tx: &mut E,
         group: &[(Write, Reply)],
     ) -> Result<Vec<Written>, StoreError> {
-        let inserts: Vec<NewCommand> = group
+        let inserts: Vec<&NewCommand> = group
             .iter()
             .filter_map(|(w, _)| match w {
-                Write::InsertCommand(c) => Some(c.clone()),
+                Write::InsertCommand(c) => Some(c),
                 _ => None,
             })
             .collect();
