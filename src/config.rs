@@ -65,6 +65,8 @@ pub struct Config {
     pub https: Option<HttpsSettings>,
     /// Campaign runner settings.
     pub campaigns: CampaignsSettings,
+    /// The Secure Router (subscription management).
+    pub subscriptions: SubscriptionsSettings,
     /// CAT_TP over UDP (the BIP transport; needs `[smpp]` for its push). Absent: none.
     pub catp: Option<CatpConfig>,
     /// Log lines: format and level.
@@ -92,6 +94,30 @@ impl Default for CampaignsSettings {
             claim_batch: 500,
             por_timeout_secs: 120,
             resume_wait_secs: 5,
+        }
+    }
+}
+
+/// `[subscriptions]`: the Secure Router.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionsSettings {
+    /// Seconds a card's switch notification is waited for after its ENABLE was accepted
+    /// (longer than the card's attach timeouts together); none by then: the card is DIRTY.
+    pub notification_wait_secs: u64,
+    /// Seconds before the first automatic audit retry; doubles each time.
+    pub audit_backoff_secs: u64,
+    /// Longest wait between automatic audits, seconds.
+    pub audit_backoff_max_secs: u64,
+}
+
+impl Default for SubscriptionsSettings {
+    fn default() -> Self {
+        let d = crate::subscription::RouterConfig::default();
+        Self {
+            notification_wait_secs: d.notification_wait.as_secs(),
+            audit_backoff_secs: d.audit_backoff.as_secs(),
+            audit_backoff_max_secs: d.audit_backoff_max.as_secs(),
         }
     }
 }
@@ -360,6 +386,7 @@ impl Default for Config {
             smpp: None,
             pipeline: PipelineSettings::default(),
             campaigns: CampaignsSettings::default(),
+            subscriptions: SubscriptionsSettings::default(),
             https: None,
             catp: None,
             log: crate::logging::LogSettings::default(),
@@ -528,6 +555,17 @@ impl Config {
                 },
             },
             catp_fallback_to_sms: self.catp.as_ref().is_some_and(|c| c.fallback_to_sms),
+            ..Default::default()
+        }
+    }
+
+    /// The Secure Router's settings.
+    pub fn router(&self) -> crate::subscription::RouterConfig {
+        let s = &self.subscriptions;
+        crate::subscription::RouterConfig {
+            notification_wait: Duration::from_secs(s.notification_wait_secs.max(1)),
+            audit_backoff: Duration::from_secs(s.audit_backoff_secs.max(1)),
+            audit_backoff_max: Duration::from_secs(s.audit_backoff_max_secs.max(1)),
             ..Default::default()
         }
     }

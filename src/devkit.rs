@@ -76,6 +76,8 @@ pub struct DevOptions {
     pub smsc_faults: Option<otagw_sms::smsc_sim::FaultConfig>,
     /// The engine's clock (default the system's).
     pub clock: Option<Arc<dyn crate::clock::Clock>>,
+    /// The Secure Router's settings (`[subscriptions]`); `None` keeps the defaults.
+    pub subscriptions: Option<crate::config::SubscriptionsSettings>,
 }
 
 impl Default for DevOptions {
@@ -101,6 +103,7 @@ impl Default for DevOptions {
             api_limits: None,
             smsc_faults: None,
             clock: None,
+            subscriptions: None,
         }
     }
 }
@@ -152,6 +155,30 @@ impl DevEnv {
     pub fn master_key_bytes(&self) -> [u8; 32] {
         self.master_key
     }
+}
+
+/// See [`DevEnv::tick_subscriptions`]; stops when dropped.
+pub struct SubscriptionTicker {
+    task: tokio::task::JoinHandle<()>,
+    /// What it did.
+    pub counts: Arc<TickerCounts>,
+}
+
+impl Drop for SubscriptionTicker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A [`SubscriptionTicker`]'s counters.
+#[derive(Debug, Default)]
+pub struct TickerCounts {
+    /// Notifications sent as MO SMS.
+    pub sent: std::sync::atomic::AtomicU64,
+    /// Notifications lost on purpose.
+    pub dropped: std::sync::atomic::AtomicU64,
+    /// Lose this many of the next notifications (the card repeats them later).
+    pub drop_next: std::sync::atomic::AtomicU64,
 }
 
 /// The fleet's defaults: AES-128 CBC and CMAC, key version 1.
@@ -274,6 +301,9 @@ pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
         config.pipeline.max_in_flight = 0;
     }
     config.https = options.https.clone();
+    if let Some(s) = &options.subscriptions {
+        config.subscriptions = s.clone();
+    }
     if options.sqlite_synchronous_normal {
         config.store.sqlite_synchronous = Some("normal".into());
     }
@@ -474,6 +504,12 @@ impl DevEnv {
         .await
     }
 
+    /// DELETE with the token.
+    pub async fn delete(&self, path: &str) -> Result<(u16, serde_json::Value), DevkitError> {
+        self.call(self.client.delete(self.url(path)).bearer_auth(&self.token))
+            .await
+    }
+
     /// Sends a request: (status, JSON body, Null when the body is not JSON).
     async fn call(
         &self,
@@ -562,6 +598,43 @@ impl DevEnv {
             .map_err(err)?,
         );
         server::start_with_store(&config, store).await.map_err(err)
+    }
+
+    /// Moves the fleet's subscription applications on every `every` with the wall clock
+    /// (attach, rollback) and sends the notifications due as MO SMS through the simulated
+    /// SMSC, until the returned ticker is dropped.
+    pub fn tick_subscriptions(
+        &self,
+        network: Arc<dyn crate::sim::subscriptions::Network + Send + Sync>,
+        every: Duration,
+    ) -> SubscriptionTicker {
+        let counts = Arc::new(TickerCounts::default());
+        let fleet = self.fleet.clone();
+        let smsc = self.smsc.mo_sender();
+        let system_id = self
+            .config
+            .smpp
+            .as_ref()
+            .map_or_else(|| "otagw".to_string(), |s| s.system_id.clone());
+        let c = counts.clone();
+        let task = tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                for (msisdn, ud) in fleet.tick_notifications(crate::clock::now_ms(), &*network) {
+                    if c.drop_next.load(Relaxed) > 0 {
+                        c.drop_next.fetch_sub(1, Relaxed);
+                        c.dropped.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    if smsc.send_mo(&system_id, &msisdn, "otagw", &ud) {
+                        c.sent.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        });
+        SubscriptionTicker { task, counts }
     }
 
     /// The MSISDN of the fleet's card number `i`.

@@ -67,6 +67,15 @@ pub enum DispatchNote {
         /// The network's acknowledgement, held until the PoR is recorded or given up.
         ack: InboundAck,
     },
+    /// A command packet a card sent on its own (a subscription notification).
+    CardPacket {
+        /// The card's MSISDN.
+        from: String,
+        /// The packet from CPL on (SMS framing).
+        packet: Vec<u8>,
+        /// The network's acknowledgement, held until the packet is taken.
+        ack: InboundAck,
+    },
 }
 
 #[derive(Default)]
@@ -172,6 +181,9 @@ impl EventSink for Inner {
             }
             DeliveryEvent::Accepted { id, network_refs } => {
                 self.note(DispatchNote::Accepted { id, network_refs });
+            }
+            DeliveryEvent::CommandPacket { from, packet, ack } => {
+                self.note(DispatchNote::CardPacket { from, packet, ack });
             }
         }
     }

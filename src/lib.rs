@@ -41,3 +41,4 @@ pub mod security;
 pub mod server;
 pub mod sim;
 pub mod store;
+pub mod subscription;

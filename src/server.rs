@@ -69,6 +69,7 @@ pub struct ServerHandle {
     api_task: tokio::task::JoinHandle<()>,
     api_connections: Arc<api::serve::Connections>,
     outbox: OutboxWorker,
+    router_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -88,6 +89,9 @@ impl ServerHandle {
         let _ = self.stop.send(true);
         let _ = self.api_task.await;
         if let Some(t) = &self.https_task {
+            t.abort();
+        }
+        if let Some(t) = &self.router_task {
             t.abort();
         }
         if let Some(c) = &self.campaigns {
@@ -404,7 +408,12 @@ pub async fn start_with_clock(
     };
     let is_tls = tls.is_some();
     // The console is served with the API, on its address; its cookies are Secure over TLS.
-    let app_state = AppState::new(gateway.clone(), health);
+    let mut app_state = AppState::new(gateway.clone(), health);
+    let mut router_task = None;
+    if let Ok(router) = crate::subscription::SecureRouter::new(gateway.clone(), config.router()) {
+        router_task = Some(crate::subscription::spawn(router.clone()));
+        app_state = app_state.with_router(router);
+    }
     let router = api::router(app_state.clone()).merge(console::router(ConsoleState::new(
         app_state,
         ConsoleSettings::new(is_tls),
@@ -440,5 +449,6 @@ pub async fn start_with_clock(
         api_task,
         api_connections,
         outbox,
+        router_task,
     })
 }

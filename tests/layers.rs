@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("gateway", 6),
     ("campaign", 6),
     ("provision", 6),
+    ("subscription", 6),
     // The API, and the web console beside it.
     ("api", 7),
     ("console", 7),

@@ -48,6 +48,13 @@ pub(crate) async fn prepare(
     prefix: &str,
 ) -> Result<NewCommand, ApiError> {
     let f = |name: &str| format!("{prefix}{name}");
+    if req.command_type == crate::command::CommandType::Subscription {
+        return Err(ApiError::invalid(
+            f("type"),
+            "SUBSCRIPTION commands are made by the Secure Router: use \
+             /api/v1/cards/{iccid}/subscriptions",
+        ));
+    }
     let sec = validate_request(&req).map_err(|e| ApiError::from_field(e, prefix))?;
     // In range (validate_request checked it): the transport named, its field, and the
     // command's own priority.

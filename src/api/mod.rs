@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod ops;
 pub mod scp81;
 pub mod serve;
+pub mod subscriptions;
 pub mod tls;
 pub mod tokens;
 pub use crate::delivery::webhook;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     /// Transport health probes.
     pub health: Vec<HealthProbe>,
+    /// The Secure Router (subscription management), when the store keeps its records.
+    pub router: Option<Arc<crate::subscription::SecureRouter>>,
 }
 
 impl AppState {
@@ -63,7 +66,14 @@ impl AppState {
             store: gateway.store().clone(),
             gateway,
             health,
+            router: None,
         }
+    }
+
+    /// With the Secure Router (its loop runs elsewhere: `subscription::spawn`).
+    pub fn with_router(mut self, router: Arc<crate::subscription::SecureRouter>) -> Self {
+        self.router = Some(router);
+        self
     }
 }
 
@@ -122,6 +132,35 @@ pub fn router(state: AppState) -> Router {
                 .delete(cards::delete_card),
         )
         .route("/api/v1/cards/{iccid}/scp81-keys", put(scp81::put_psk))
+        .route(
+            "/api/v1/cards/{iccid}/subscriptions",
+            get(subscriptions::list).post(subscriptions::download),
+        )
+        .route(
+            "/api/v1/cards/{iccid}/subscriptions/{subscription_id}",
+            delete(subscriptions::delete),
+        )
+        .route(
+            "/api/v1/cards/{iccid}/subscriptions/{subscription_id}/enable",
+            post(subscriptions::enable),
+        )
+        .route(
+            "/api/v1/cards/{iccid}/subscriptions/{subscription_id}/fallback",
+            put(subscriptions::fallback),
+        )
+        .route("/api/v1/cards/{iccid}/audit", post(subscriptions::audit))
+        .route(
+            "/api/v1/cards/{iccid}/audit-trail",
+            get(subscriptions::audit_trail),
+        )
+        .route(
+            "/api/v1/subscription-operations/{operation_id}",
+            get(subscriptions::operation),
+        )
+        .route(
+            "/api/v1/subscription-templates",
+            post(subscriptions::create_template).get(subscriptions::list_templates),
+        )
         .route("/api/v1/applets", post(cards::upload_applet))
         .route(
             "/api/v1/webhooks",

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{campaign_ops, campaigns, cards, commands, error, ops, scp81, tokens};
+use super::{campaign_ops, campaigns, cards, commands, error, ops, scp81, subscriptions, tokens};
 use crate::command;
 
 struct BearerAuth;
@@ -106,6 +106,10 @@ impl Modify for CommandShapes {
         campaign_ops::show, campaign_ops::start, campaign_ops::stop, campaign_ops::retry_failed,
         campaign_ops::cards,
         scp81::put_psk,
+        subscriptions::list, subscriptions::download, subscriptions::enable,
+        subscriptions::delete, subscriptions::fallback, subscriptions::audit,
+        subscriptions::audit_trail, subscriptions::operation, subscriptions::create_template,
+        subscriptions::list_templates,
     ),
     components(schemas(
         command::OtaCommandRequest, command::OtaResult, command::CommandType,
@@ -123,6 +127,10 @@ impl Modify for CommandShapes {
         campaign_ops::CampaignCard,
         scp81::PutPsk, tokens::TokenView, cards::CardPage, cards::UpdateCardBody, cards::CardRemoved,
         cards::CardView,
+        subscriptions::SubscriptionsView, subscriptions::OperationAccepted,
+        subscriptions::OperationView, subscriptions::TrailView,
+        crate::subscription::DownloadRequest, crate::store::subscriptions::SubscriptionTemplate,
+        crate::store::subscriptions::StoredSubscription, crate::store::subscriptions::SyncState,
     )),
     modifiers(&BearerAuth, &CommonResponses, &CommandShapes),
 )]

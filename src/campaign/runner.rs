@@ -333,6 +333,7 @@ async fn record_por(shared: &Shared, update: CardUpdate, ack: InboundAck) {
 async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote>) {
     while let Some(note) = rx.recv().await {
         let (id, state) = match note {
+            DispatchNote::CardPacket { .. } => continue,
             DispatchNote::Accepted { id, .. } => (id, card_state::SENT),
             DispatchNote::Delivered { id } => (id, card_state::DELIVERED),
             DispatchNote::UnmatchedPor {

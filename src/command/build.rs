@@ -345,7 +345,11 @@ pub fn build_script<R: RngCore + CryptoRng + ?Sized>(
 ) -> Result<BuiltScript, BuildError> {
     let format = script_format(req.data.format.as_deref())?;
     let t = req.command_type;
-    if !matches!(t, CommandType::Rfm | CommandType::Ram) && !req.data.apdus.is_empty() {
+    if !matches!(
+        t,
+        CommandType::Rfm | CommandType::Ram | CommandType::Subscription
+    ) && !req.data.apdus.is_empty()
+    {
         return Err(invalid(
             "data.apdus",
             format!("{t} builds its C-APDUs from data.parameters; leave data.apdus empty"),
@@ -353,7 +357,7 @@ pub fn build_script<R: RngCore + CryptoRng + ?Sized>(
     }
     let mut new_keys = None;
     let commands = match t {
-        CommandType::Rfm | CommandType::Ram => {
+        CommandType::Rfm | CommandType::Ram | CommandType::Subscription => {
             Params::new(req, &[])?;
             let apdus = raw_apdus(req, format)?;
             if t == CommandType::Ram {
@@ -422,7 +426,7 @@ fn parse_hex(field: &str, text: &str) -> Result<Vec<u8>, BuildError> {
 /// The `data.parameters` names a command type accepts (none for RFM and RAM).
 pub fn parameter_names(t: CommandType) -> &'static [&'static str] {
     match t {
-        CommandType::Rfm | CommandType::Ram => &[],
+        CommandType::Rfm | CommandType::Ram | CommandType::Subscription => &[],
         CommandType::FileUpdate => FILE_UPDATE,
         CommandType::ProfileUpdate => PROFILE_UPDATE,
         CommandType::KeyUpdate => KEY_UPDATE,
@@ -861,7 +865,7 @@ fn spn_name(field: &str, name: &str) -> Result<Vec<u8>, BuildError> {
 }
 
 /// A PLMN "MCCMNC" (5 or 6 digits) in TS 24.008 BCD: MCC2 MCC1, MNC3 MCC3, MNC2 MNC1.
-fn plmn_bcd(field: &str, text: &str) -> Result<[u8; 3], BuildError> {
+pub fn plmn_bcd(field: &str, text: &str) -> Result<[u8; 3], BuildError> {
     let d: Vec<u8> = text.bytes().map(|b| b.wrapping_sub(b'0')).collect();
     if !matches!(d.len(), 5 | 6) || d.iter().any(|&x| x > 9) {
         return Err(invalid(

@@ -35,6 +35,9 @@ pub enum CommandType {
     Rfm,
     /// A raw RAM script (C-APDUs given by the caller).
     Ram,
+    /// A subscription management operation (C-APDUs to the subscription application's TAR),
+    /// made by the Secure Router, never posted directly.
+    Subscription,
 }
 
 /// Where a command is in its life.
@@ -132,6 +135,7 @@ wire_names!(CommandType, "command type", "Every type.", [
     FileUpdate => "FILE_UPDATE",
     Rfm => "RFM",
     Ram => "RAM",
+    Subscription => "SUBSCRIPTION",
 ]);
 
 /// Why a command failed.

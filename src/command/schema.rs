@@ -224,7 +224,7 @@ pub fn parameters_schema(t: CommandType) -> Option<(String, bool)> {
     let named =
         |name: std::borrow::Cow<'static, str>, required| Some((name.into_owned(), required));
     match t {
-        CommandType::Rfm | CommandType::Ram => None,
+        CommandType::Rfm | CommandType::Ram | CommandType::Subscription => None,
         CommandType::FileUpdate => named(FileUpdateParameters::name(), true),
         CommandType::ProfileUpdate => named(ProfileUpdateParameters::name(), true),
         CommandType::KeyUpdate => named(KeyUpdateParameters::name(), false),

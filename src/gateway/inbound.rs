@@ -46,6 +46,9 @@ pub(super) async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<D
                     }
                 }
             }
+            DispatchNote::CardPacket { from, packet, ack } => {
+                card_packet(&shared, super::CardPacket { from, packet, ack });
+            }
             DispatchNote::UnmatchedPor {
                 from,
                 packet,
@@ -78,6 +81,21 @@ pub(super) async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<D
                     );
                 });
             }
+        }
+    }
+}
+
+/// Passes a card's own packet to the Secure Router, or keeps it until one is attached
+/// (the card sends it again anyway until it is confirmed).
+fn card_packet(shared: &Shared, packet: super::CardPacket) {
+    const EARLY_MAX: usize = 10_000;
+    if let Ok(mut t) = shared.card_packets.lock() {
+        match &t.tap {
+            Some(tap) => {
+                let _ = tap.send(packet);
+            }
+            None if t.early.len() < EARLY_MAX => t.early.push(packet),
+            None => {}
         }
     }
 }

@@ -128,6 +128,7 @@ struct Shared {
     batch_options: Mutex<HashMap<String, BatchOptions>>,
     // Where notes about messages that are not commands' (campaign messages) go.
     note_tap: Mutex<NoteTap>,
+    card_packets: Mutex<CardPacketTap>,
     https: Option<Arc<https::HttpsDriver>>,
 }
 
@@ -137,6 +138,24 @@ struct Shared {
 struct NoteTap {
     tap: Option<mpsc::UnboundedSender<DispatchNote>>,
     early: Vec<DispatchNote>,
+}
+
+/// A command packet a card sent on its own (a subscription notification), for the Secure
+/// Router; its acknowledgement goes to the network when the router drops it.
+pub struct CardPacket {
+    /// The card's MSISDN as the network gives it.
+    pub from: String,
+    /// The packet from CPL on (SMS framing).
+    pub packet: Vec<u8>,
+    /// The network's acknowledgement.
+    pub ack: otagw_transport::InboundAck,
+}
+
+/// Where cards' own packets go; kept until the router attaches.
+#[derive(Default)]
+struct CardPacketTap {
+    tap: Option<mpsc::UnboundedSender<CardPacket>>,
+    early: Vec<CardPacket>,
 }
 
 /// Options of a batch, as the engine applies them.
@@ -227,6 +246,7 @@ impl Gateway {
             stopping: AtomicBool::new(false),
             batch_options: Mutex::new(HashMap::new()),
             note_tap: Mutex::new(NoteTap::default()),
+            card_packets: Mutex::new(CardPacketTap::default()),
             https,
         });
         let gateway = Arc::new(Gateway {
@@ -250,6 +270,17 @@ impl Gateway {
         if let Ok(mut t) = self.shared.note_tap.lock() {
             for note in t.early.drain(..) {
                 let _ = tap.send(note);
+            }
+            t.tap = Some(tap);
+        }
+    }
+
+    /// Passes the command packets cards send on their own (subscription notifications) to
+    /// `tap`, with those that came before.
+    pub fn set_card_packet_tap(&self, tap: mpsc::UnboundedSender<CardPacket>) {
+        if let Ok(mut t) = self.shared.card_packets.lock() {
+            for packet in t.early.drain(..) {
+                let _ = tap.send(packet);
             }
             t.tap = Some(tap);
         }

@@ -130,7 +130,9 @@ pub fn validate_request(req: &OtaCommandRequest) -> Result<ValidSecurity, FieldE
         ));
     }
     match req.command_type {
-        CommandType::Rfm | CommandType::Ram if req.data.apdus.is_empty() => {
+        CommandType::Rfm | CommandType::Ram | CommandType::Subscription
+            if req.data.apdus.is_empty() =>
+        {
             return Err(FieldError::new(
                 "data.apdus",
                 format!("{} needs at least one C-APDU", req.command_type),

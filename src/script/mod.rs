@@ -20,6 +20,7 @@ pub mod ram;
 pub mod response;
 pub mod rfm;
 pub mod status_word;
+pub mod subscription;
 
 pub use apdu::{parse_c_apdu, parse_r_apdu, ApduCase, CApdu, RApdu};
 pub use ber::{encode_ber_length, parse_ber_length};

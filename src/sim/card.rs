@@ -5,11 +5,12 @@ use std::fmt;
 
 use otagw_sms::smsc_sim::PorReply;
 
+use crate::security::command::encode_command_packet;
 use crate::security::response::{encode_response_packet, SMS_RESPONSE_UDH};
 use crate::security::{
-    check_counter, CcScope, CipherAlgorithm, CommandPacketView, Counter, Integrity,
-    IntegrityAlgorithm, KeyConfig, PacketFraming, PorRequirement, PorStatus, ResponseHeader,
-    Scp80Keys, SecurityError, Spi, Tar,
+    check_counter, CcScope, CipherAlgorithm, CommandHeader, CommandPacketView, Counter, Integrity,
+    IntegrityAlgorithm, KeyConfig, KeyIdentifier, PacketFraming, PorRequirement, PorStatus,
+    ResponseHeader, Scp80Keys, SecurityError, Spi, Tar,
 };
 
 use crate::script::{GpVersion, KcvFill};
@@ -738,6 +739,45 @@ impl VirtualCard {
         let due = app.due_notifications(now);
         self.follow_enabled_subscription();
         due
+    }
+
+    /// A notification as the card sends it: a command packet (TS 102 225 clause 5.1, sent by
+    /// the card) to the Secure Router's TAR, ciphered and with a CC under the card's first key
+    /// set, its counter the notification's sequence number; SPI `0E 00`: counter present but
+    /// not checked by the receiver (the sequence number orders notifications), no PoR.
+    /// Framed for SMS-PP: UDH `02 70 00` then the packet from CPL on. `None` if the card has no
+    /// key set with both keys.
+    pub fn notification_user_data(&self, n: &Notification) -> Option<Vec<u8>> {
+        let set = self
+            .keys
+            .iter()
+            .find(|k| !k.kic().is_empty() && !k.kid().is_empty())?;
+        // Explicit algorithm nibbles: the key set's own, else AES for a 16/24/32-octet key.
+        let kic_nibble = set
+            .kic_algorithm()
+            .map_or(CipherAlgorithm::AesCbc.kic_nibble(), |a| a.kic_nibble());
+        let kid_nibble = set
+            .kid_algorithm()
+            .map_or(IntegrityAlgorithm::AesCmac.kid_nibble(), |a| a.kid_nibble());
+        let header = CommandHeader {
+            spi: Spi::from_bytes([0x0E, 0x00]),
+            kic: KeyIdentifier::new(set.version(), kic_nibble),
+            kid: KeyIdentifier::new(set.version(), kid_nibble),
+            tar: TAR_SUBSCRIPTIONS,
+            counter: Counter::new(u64::from(n.seq)).ok()?,
+        };
+        let cfg = KeyConfig {
+            kic_key: Some(set.kic()),
+            kid_key: Some(set.kid()),
+            kic_algorithm: set.kic_algorithm(),
+            kid_algorithm: set.kid_algorithm(),
+            cc_len: None,
+        };
+        let keys = Scp80Keys::resolve(&header.spi, header.kic.0, header.kid.0, &cfg).ok()?;
+        let packet = encode_command_packet(&header, &keys, &n.encode()).ok()?;
+        let mut ud = vec![0x02, 0x70, 0x00];
+        ud.extend_from_slice(&packet);
+        Some(ud)
     }
 
     /// Picks the key sets named by the KIc/KID key versions and expands the keys.

@@ -333,6 +333,31 @@ impl Fleet {
         due
     }
 
+    /// [`Fleet::tick_subscriptions`] with each notification secured as its card sends it
+    /// (see [`VirtualCard::notification_user_data`]): (MSISDN, SMS user data with its UDH).
+    pub fn tick_notifications(
+        &self,
+        now: i64,
+        network: &dyn crate::sim::subscriptions::Network,
+    ) -> Vec<(String, Vec<u8>)> {
+        let mut due = Vec::new();
+        for shard in self.shards.iter() {
+            let mut cards = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for card in cards.iter_mut() {
+                if card.subscriptions().is_none() {
+                    continue;
+                }
+                let notes = card.tick_subscriptions(now, network);
+                for n in notes {
+                    if let Some(ud) = card.notification_user_data(&n) {
+                        due.push((card.msisdn(), ud));
+                    }
+                }
+            }
+        }
+        due
+    }
+
     /// Approximate heap and struct octets the cards and indexes hold (for reports).
     pub fn approximate_bytes(&self) -> usize {
         let mut cards = 0usize;

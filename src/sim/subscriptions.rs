@@ -46,14 +46,10 @@
 //! once and again every [`NOTIFY_EVERY_MS`] until a CONFIRM covers it.
 
 use super::exec::Applet;
-use crate::script::ber::Reader;
+use crate::script::subscription::{Audit, AuditEntry, Fields};
 use crate::script::{CApdu, RApdu};
-use crate::security::Tar;
 
-/// The application's TAR (see the module documentation).
-pub const TAR_SUBSCRIPTIONS: Tar = [0x53, 0x4D, 0x41];
-/// Subscriptions a card holds at most.
-pub const SLOTS: usize = 8;
+pub use crate::script::subscription::{Notification, SwitchOutcome, SLOTS, TAR_SUBSCRIPTIONS};
 /// The application's version, as the audit reports it.
 pub const VERSION: u16 = 0x0100;
 /// Default attach timeout.
@@ -121,19 +117,6 @@ impl Network for SeededNetwork {
     }
 }
 
-/// Why the enabled subscription is the one it is (the audit's `8B`, a notification's `8F`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SwitchOutcome {
-    /// No switch yet.
-    None = 0,
-    /// The asked subscription attached.
-    Switched = 1,
-    /// It did not: the card went back to the one enabled before.
-    RolledBack = 2,
-    /// Neither attached: the card is on its fallback subscription.
-    OnFallback = 3,
-}
-
 /// One installed subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
@@ -153,33 +136,6 @@ pub struct Subscription {
     pub fallback: bool,
     /// Factory bootstrap subscription.
     pub bootstrap: bool,
-}
-
-/// A notification the card sends after a switch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notification {
-    /// Sequence number, one per switch.
-    pub seq: u16,
-    /// What happened.
-    pub outcome: SwitchOutcome,
-    /// The subscription enabled now.
-    pub enabled: u8,
-    /// Its IMSI.
-    pub imsi: String,
-}
-
-impl Notification {
-    /// Its TLV (`E0`), as the card sends it.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut body = Vec::new();
-        tlv(&mut body, 0x8C, &self.seq.to_be_bytes());
-        tlv(&mut body, 0x8F, &[self.outcome as u8]);
-        tlv(&mut body, 0x88, &[self.enabled]);
-        tlv(&mut body, 0x81, self.imsi.as_bytes());
-        let mut out = Vec::with_capacity(body.len() + 3);
-        tlv(&mut out, 0xE0, &body);
-        out
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,6 +216,11 @@ impl SubscriptionApp {
             .iter()
             .find(|s| s.enabled)
             .map(|s| s.imsi.as_str())
+    }
+
+    /// Notifications sent and not confirmed yet.
+    pub fn unconfirmed(&self) -> usize {
+        self.unconfirmed.len()
     }
 
     /// Whether a switch waits for its attach.
@@ -350,30 +311,25 @@ impl SubscriptionApp {
 
     /// The audit's TLVs (the answer to `EA`).
     pub fn audit(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for s in &self.subscriptions {
-            let mut body = Vec::new();
-            tlv(&mut body, 0x80, &[s.id]);
-            tlv(&mut body, 0x81, s.imsi.as_bytes());
-            tlv(&mut body, 0x87, &[u8::from(s.enabled)]);
-            tlv(&mut body, 0x86, &[flags(s)]);
-            tlv(&mut out, 0xA0, &body);
+        Audit {
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|s| AuditEntry {
+                    id: s.id,
+                    imsi: s.imsi.clone(),
+                    enabled: s.enabled,
+                    fallback: s.fallback,
+                    bootstrap: s.bootstrap,
+                })
+                .collect(),
+            enabled: self.enabled_id().unwrap_or(0),
+            free_slots: (SLOTS - self.subscriptions.len().min(SLOTS)) as u8,
+            version: VERSION,
+            last_outcome: self.last_outcome,
+            seq: self.seq,
         }
-        let enabled = self
-            .subscriptions
-            .iter()
-            .find(|s| s.enabled)
-            .map_or(0, |s| s.id);
-        tlv(&mut out, 0x88, &[enabled]);
-        tlv(
-            &mut out,
-            0x89,
-            &[(SLOTS - self.subscriptions.len().min(SLOTS)) as u8],
-        );
-        tlv(&mut out, 0x8A, &VERSION.to_be_bytes());
-        tlv(&mut out, 0x8B, &[self.last_outcome as u8]);
-        tlv(&mut out, 0x8C, &self.seq.to_be_bytes());
-        out
+        .encode()
     }
 
     fn imsi_of(&self, id: u8) -> Option<String> {
@@ -586,58 +542,14 @@ impl Applet for SubscriptionApp {
     }
 }
 
-fn flags(s: &Subscription) -> u8 {
-    (u8::from(s.fallback) << 1) | (u8::from(s.bootstrap) << 2)
-}
-
-fn tlv(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
-    out.push(tag);
-    if let Ok(len) = crate::script::ber::encode_ber_length(value.len()) {
-        out.extend_from_slice(&len);
-    }
-    out.extend_from_slice(value);
-}
-
-/// A command's TLVs; `None` if they do not parse or a tag comes twice.
-struct Fields<'a>(Vec<(u8, &'a [u8])>);
-
-impl<'a> Fields<'a> {
-    fn one(&self, tag: u8) -> Option<&'a [u8]> {
-        self.0.iter().find(|(t, _)| *t == tag).map(|(_, v)| *v)
-    }
-
-    /// A one-octet value.
-    fn octet(&self, tag: u8) -> Option<u8> {
-        match self.one(tag)? {
-            &[v] => Some(v),
-            _ => None,
-        }
-    }
-
-    /// A two-octet big-endian value.
-    fn u16(&self, tag: u8) -> Option<u16> {
-        <[u8; 2]>::try_from(self.one(tag)?)
-            .ok()
-            .map(u16::from_be_bytes)
-    }
-}
-
 fn parse(data: &[u8]) -> Option<Fields<'_>> {
-    let mut r = Reader::new(data);
-    let mut out: Vec<(u8, &[u8])> = Vec::new();
-    while !r.is_empty() {
-        let t = r.tlv("subscription command").ok()?;
-        if out.iter().any(|(tag, _)| *tag == t.tag) {
-            return None;
-        }
-        out.push((t.tag, t.value));
-    }
-    Some(Fields(out))
+    Fields::parse(data)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::script::subscription::tlv;
     use std::collections::HashSet;
 
     const FACTORY_IMSI: &str = "001010000000001";

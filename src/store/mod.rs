@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod scp81;
 pub mod sealing;
 pub mod sql;
+pub mod subscriptions;
 pub mod users;
 pub mod views;
 
@@ -540,6 +541,10 @@ pub trait Store: CampaignStore + OutboxStore + Send + Sync {
     }
     /// The console's read-only views, where the backend has them.
     fn views(&self) -> Option<&dyn views::ViewStore> {
+        None
+    }
+    /// The Secure Router's records, when this store keeps them.
+    fn subscriptions(&self) -> Option<&dyn subscriptions::SubscriptionStore> {
         None
     }
     /// Checks the database answers (readiness).

@@ -313,3 +313,73 @@ CREATE TABLE IF NOT EXISTS console_audit (
 );
 
 CREATE INDEX IF NOT EXISTS console_audit_account ON console_audit (account_id, target, seq);
+
+-- The Secure Router (subscription management): each card's subscriptions as last known, its
+-- sync state (SYNCED, PENDING, DIRTY; no row: never touched, the registry is the one
+-- provisioning implies), the operations sent to cards, templates and each card's audit trail.
+CREATE TABLE IF NOT EXISTS subscription_templates (
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    name TEXT NOT NULL,
+    spn TEXT NOT NULL,
+    plmns TEXT NOT NULL,
+    created_at {int} NOT NULL,
+    PRIMARY KEY (account_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS card_subscriptions (
+    iccid TEXT NOT NULL REFERENCES cards (iccid),
+    sub_id {int} NOT NULL,
+    imsi TEXT NOT NULL,
+    enabled {int} NOT NULL,
+    fallback {int} NOT NULL,
+    bootstrap {int} NOT NULL,
+    template TEXT,
+    PRIMARY KEY (iccid, sub_id)
+);
+
+CREATE TABLE IF NOT EXISTS card_sync (
+    iccid TEXT PRIMARY KEY REFERENCES cards (iccid),
+    state TEXT NOT NULL,
+    operation_id TEXT,
+    reason TEXT NOT NULL,
+    last_seq {int} NOT NULL,
+    audit_attempts {int} NOT NULL,
+    next_audit_at {int},
+    updated_at {int} NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS card_sync_dirty ON card_sync (next_audit_at) WHERE state = 'DIRTY';
+
+CREATE TABLE IF NOT EXISTS subscription_operations (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    iccid TEXT NOT NULL REFERENCES cards (iccid),
+    kind TEXT NOT NULL,
+    sub_id {int},
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    command_id TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    result TEXT NOT NULL,
+    deadline {int},
+    created_at {int} NOT NULL,
+    updated_at {int} NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS subscription_operations_live ON subscription_operations (iccid, state)
+    WHERE state IN ('SENT', 'AWAITING_NOTIFICATION');
+
+CREATE TABLE IF NOT EXISTS card_audit_trail (
+    seq {serial},
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    iccid TEXT NOT NULL,
+    at {int} NOT NULL,
+    what TEXT NOT NULL,
+    who TEXT NOT NULL,
+    operation_id TEXT,
+    answer TEXT NOT NULL,
+    state_before TEXT NOT NULL,
+    state_after TEXT NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS card_audit_trail_card ON card_audit_trail (iccid, seq);

@@ -42,6 +42,7 @@ mod group;
 mod lane;
 mod outbox;
 mod scp81;
+mod subscriptions;
 mod users;
 mod views;
 
@@ -1627,6 +1628,10 @@ impl Store for SqlStore {
     }
 
     fn views(&self) -> Option<&dyn super::views::ViewStore> {
+        Some(self)
+    }
+
+    fn subscriptions(&self) -> Option<&dyn super::subscriptions::SubscriptionStore> {
         Some(self)
     }
 

@@ -129,6 +129,16 @@ pub enum DeliveryEvent {
         /// the gateway has recorded what the PoR says (dropped when done with it).
         ack: InboundAck,
     },
+    /// A command packet a card sent on its own (TS 102 225 clause 5.1; for example a
+    /// subscription switch notification), from CPL on, with where it came from.
+    CommandPacket {
+        /// The card's MSISDN as the network gives it.
+        from: String,
+        /// The packet from CPL on.
+        packet: Vec<u8>,
+        /// The network's acknowledgement, held until the gateway has taken the packet.
+        ack: InboundAck,
+    },
 }
 
 /// An acknowledgement the transport owes the network for an inbound message (for SMPP, the

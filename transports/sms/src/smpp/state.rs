@@ -518,15 +518,19 @@ impl Core {
     fn on_user_data(&mut self, from: &str, user_data: &[u8], ack: InboundAck, now: Instant) {
         let concat = match parse_segment(user_data) {
             Ok((header, None, tail)) => {
-                if header.packet_kind() == Some(PacketKind::Response) {
-                    self.emit(DeliveryEvent::ResponsePacket {
+                match header.packet_kind() {
+                    Some(PacketKind::Response) => self.emit(DeliveryEvent::ResponsePacket {
                         from: from.to_string(),
                         packet: tail.to_vec(),
                         sms_framing: true,
                         ack,
-                    });
-                } else {
-                    trace!(%from, "MO with a UDH but no response packet IEI ignored");
+                    }),
+                    Some(PacketKind::Command) => self.emit(DeliveryEvent::CommandPacket {
+                        from: from.to_string(),
+                        packet: tail.to_vec(),
+                        ack,
+                    }),
+                    None => trace!(%from, "MO with a UDH but no packet IEI ignored"),
                 }
                 return;
             }
@@ -542,15 +546,19 @@ impl Core {
                     self.reassembly_started
                         .remove(&(from.to_string(), reference));
                 }
-                if packet.kind == Some(PacketKind::Response) {
-                    self.emit(DeliveryEvent::ResponsePacket {
+                match packet.kind {
+                    Some(PacketKind::Response) => self.emit(DeliveryEvent::ResponsePacket {
                         from: from.to_string(),
                         packet: packet.data,
                         sms_framing: true,
                         ack,
-                    });
-                } else {
-                    trace!(%from, "concatenated MO without response packet IEI ignored");
+                    }),
+                    Some(PacketKind::Command) => self.emit(DeliveryEvent::CommandPacket {
+                        from: from.to_string(),
+                        packet: packet.data,
+                        ack,
+                    }),
+                    None => trace!(%from, "concatenated MO without packet IEI ignored"),
                 }
             }
             Ok(Accepted::Pending { reference, .. }) => {

@@ -95,5 +95,5 @@ pub use crate::smpp::{PemSource, TlsIdentity};
 pub use config::{Credentials, FaultConfig, SmscConfig, SmscTls};
 pub use pdu::{receipt_date, receipt_text, ReceiptState};
 pub use rng::XorShift64;
-pub use server::{SmscHandle, SmscSimulator};
+pub use server::{MoSender, SmscHandle, SmscSimulator};
 pub use stats::SmscStats;

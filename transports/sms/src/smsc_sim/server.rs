@@ -240,6 +240,14 @@ impl SmscHandle {
             .send_raw(system_id, bytes::Bytes::copy_from_slice(bytes))
     }
 
+    /// Sends MO short messages for handsets (see [`MoSender::send_mo`]); usable after this
+    /// handle moved elsewhere.
+    pub fn mo_sender(&self) -> MoSender {
+        MoSender {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// The configuration the simulator runs with.
     pub fn config(&self) -> &SmscConfig {
         &self.shared.config
@@ -254,6 +262,47 @@ impl SmscHandle {
         };
         // Every task holds a sender; recv() returns None once the last one is gone.
         let _ = tokio::time::timeout(Duration::from_secs(2), done.recv()).await;
+    }
+}
+
+/// Sends MO short messages into a running simulator (see [`SmscHandle::mo_sender`]).
+#[derive(Clone)]
+pub struct MoSender {
+    shared: Arc<Shared>,
+}
+
+impl MoSender {
+    /// An MO short message from handset `from` (digits) to `to`, with `user_data` (UDH
+    /// included, at most one SMS: 140 octets), as the card of a handset sends it (for example a
+    /// card-originated command packet, UDH `02 70 00`). It goes to the next receiving bind of
+    /// `system_id`, or waits in its backlog. False if it does not fit one SMS or an address is
+    /// not 1 to 20 characters.
+    pub fn send_mo(&self, system_id: &str, from: &str, to: &str, user_data: &[u8]) -> bool {
+        use rusmpp::types::COctetString;
+        if user_data.len() > 140 {
+            return false;
+        }
+        let addr = |a: &str| COctetString::from_string(a.to_owned()).ok();
+        let (Some(handset), Some(esme)) = (addr(from), addr(to)) else {
+            return false;
+        };
+        let handset = super::pdu::Addr {
+            ton: 1,
+            npi: 1,
+            addr: handset,
+        };
+        let esme = super::pdu::Addr {
+            ton: 0,
+            npi: 1,
+            addr: esme,
+        };
+        super::stats::Counters::inc(&self.shared.counters.mo_sent);
+        self.shared
+            .router
+            .dispatch(system_id, &self.shared.counters, |seq| {
+                super::pdu::mo_por(seq, &handset, &esme, user_data)
+            });
+        true
     }
 }
 

@@ -1,0 +1,518 @@
+//! [`SubscriptionStore`] on the SQL store (SQLite and PostgreSQL, same SQL).
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+
+use super::{col, dbe, json_text, map_insert, InsertFailure, SqlStore, Tx};
+use crate::store::subscriptions::{
+    Applied, CardRegistry, OperationRecord, RouterChange, StoredSubscription, SubscriptionStore,
+    SubscriptionTemplate, SyncRecord, SyncState, TrailEntry,
+};
+use crate::store::{CommandRecord, Millis, Store, StoreError};
+
+const OPERATION_COLUMNS: &str = "id, account_id, iccid, kind, sub_id, params, state, \
+     command_id, requested_by, result, deadline, created_at, updated_at";
+
+const SYNC_COLUMNS: &str =
+    "state, operation_id, reason, last_seq, audit_attempts, next_audit_at, updated_at";
+
+fn json_col(row: &AnyRow, name: &str) -> Result<serde_json::Value, StoreError> {
+    let text: String = col(row, name)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Database(format!("column {name}: {e}")))
+}
+
+fn operation_from_row(row: &AnyRow) -> Result<OperationRecord, StoreError> {
+    let sub_id: Option<i64> = col(row, "sub_id")?;
+    Ok(OperationRecord {
+        id: col(row, "id")?,
+        account_id: col(row, "account_id")?,
+        iccid: col(row, "iccid")?,
+        kind: col(row, "kind")?,
+        sub_id: sub_id.and_then(|v| u8::try_from(v).ok()),
+        params: json_col(row, "params")?,
+        state: col(row, "state")?,
+        command_id: col(row, "command_id")?,
+        requested_by: col(row, "requested_by")?,
+        result: json_col(row, "result")?,
+        deadline: col(row, "deadline")?,
+        created_at: col(row, "created_at")?,
+        updated_at: col(row, "updated_at")?,
+    })
+}
+
+fn sync_from_row(row: &AnyRow) -> Result<SyncRecord, StoreError> {
+    let state: String = col(row, "state")?;
+    let last_seq: i64 = col(row, "last_seq")?;
+    let attempts: i64 = col(row, "audit_attempts")?;
+    Ok(SyncRecord {
+        state: SyncState::parse(&state)
+            .ok_or_else(|| StoreError::Database(format!("column card_sync.state: {state:?}")))?,
+        operation_id: col(row, "operation_id")?,
+        reason: col(row, "reason")?,
+        last_seq: u16::try_from(last_seq).unwrap_or(0),
+        audit_attempts: u32::try_from(attempts).unwrap_or(0),
+        next_audit_at: col(row, "next_audit_at")?,
+        updated_at: col(row, "updated_at")?,
+    })
+}
+
+fn trail_from_row(row: &AnyRow) -> Result<TrailEntry, StoreError> {
+    Ok(TrailEntry {
+        seq: col(row, "seq")?,
+        at: col(row, "at")?,
+        what: col(row, "what")?,
+        who: col(row, "who")?,
+        operation_id: col(row, "operation_id")?,
+        answer: col(row, "answer")?,
+        before: json_col(row, "state_before")?,
+        after: json_col(row, "state_after")?,
+    })
+}
+
+fn template_from_row(row: &AnyRow) -> Result<SubscriptionTemplate, StoreError> {
+    let plmns: String = col(row, "plmns")?;
+    Ok(SubscriptionTemplate {
+        name: col(row, "name")?,
+        spn: col(row, "spn")?,
+        plmns: serde_json::from_str(&plmns)
+            .map_err(|e| StoreError::Database(format!("column plmns: {e}")))?,
+    })
+}
+
+impl SqlStore {
+    /// The card's sync row in `tx`.
+    async fn sync_in(&self, tx: &mut Tx, iccid: &str) -> Result<Option<SyncRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {SYNC_COLUMNS} FROM card_sync WHERE iccid = $1"
+        ))
+        .bind(iccid)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(dbe)?
+        .as_ref()
+        .map(sync_from_row)
+        .transpose()
+    }
+
+    async fn write_sync(&self, tx: &mut Tx, iccid: &str, s: &SyncRecord) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE card_sync SET state = $2, operation_id = $3, reason = $4, last_seq = $5, \
+             audit_attempts = $6, next_audit_at = $7, updated_at = $8 WHERE iccid = $1",
+        )
+        .bind(iccid)
+        .bind(s.state.as_str())
+        .bind(s.operation_id.as_deref())
+        .bind(s.reason.as_str())
+        .bind(i64::from(s.last_seq))
+        .bind(i64::from(s.audit_attempts))
+        .bind(s.next_audit_at)
+        .bind(s.updated_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(dbe)?
+        .rows_affected();
+        if updated == 0 {
+            sqlx::query(&format!(
+                "INSERT INTO card_sync (iccid, {SYNC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ))
+            .bind(iccid)
+            .bind(s.state.as_str())
+            .bind(s.operation_id.as_deref())
+            .bind(s.reason.as_str())
+            .bind(i64::from(s.last_seq))
+            .bind(i64::from(s.audit_attempts))
+            .bind(s.next_audit_at)
+            .bind(s.updated_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?;
+        }
+        Ok(())
+    }
+
+    async fn apply_in(&self, tx: &mut Tx, change: &RouterChange) -> Result<Applied, StoreError> {
+        if let Some(op) = &change.operation {
+            let states: Vec<String> = op.from.iter().map(|s| format!("'{s}'")).collect();
+            // The states are the router's constants, never input.
+            let result = json_text(&op.result, "result")?;
+            let updated = sqlx::query(&format!(
+                "UPDATE subscription_operations SET state = $2, result = $3, deadline = $4, \
+                 updated_at = $5 WHERE id = $1 AND state IN ({})",
+                states.join(", ")
+            ))
+            .bind(op.id.as_str())
+            .bind(op.state)
+            .bind(result)
+            .bind(op.deadline)
+            .bind(op.at)
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?
+            .rows_affected();
+            if updated == 0 {
+                return Ok(Applied::Stale);
+            }
+        }
+        if let Some((op, _)) = &change.start {
+            let current = self.sync_in(tx, &change.iccid).await?;
+            let free = match &current {
+                None => true,
+                Some(s) => {
+                    s.operation_id.is_none()
+                        && (s.state == SyncState::Synced
+                            || (s.state == SyncState::Dirty && op.kind == "AUDIT"))
+                }
+            };
+            if !free {
+                return Ok(Applied::Busy(current));
+            }
+            sqlx::query(&format!(
+                "INSERT INTO subscription_operations ({OPERATION_COLUMNS}) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            ))
+            .bind(op.id.as_str())
+            .bind(op.account_id.as_str())
+            .bind(op.iccid.as_str())
+            .bind(op.kind.as_str())
+            .bind(op.sub_id.map(i64::from))
+            .bind(json_text(&op.params, "params")?)
+            .bind(op.state.as_str())
+            .bind(op.command_id.as_str())
+            .bind(op.requested_by.as_str())
+            .bind(json_text(&op.result, "result")?)
+            .bind(op.deadline)
+            .bind(op.created_at)
+            .bind(op.updated_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| map_insert(e, "operation", &op.id, &op.account_id))?;
+        }
+        if let Some(registry) = &change.registry {
+            sqlx::query("DELETE FROM card_subscriptions WHERE iccid = $1")
+                .bind(change.iccid.as_str())
+                .execute(&mut **tx)
+                .await
+                .map_err(dbe)?;
+            for s in registry {
+                sqlx::query(
+                    "INSERT INTO card_subscriptions (iccid, sub_id, imsi, enabled, fallback, \
+                     bootstrap, template) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(change.iccid.as_str())
+                .bind(i64::from(s.id))
+                .bind(s.imsi.as_str())
+                .bind(i64::from(s.enabled))
+                .bind(i64::from(s.fallback))
+                .bind(i64::from(s.bootstrap))
+                .bind(s.template.as_deref())
+                .execute(&mut **tx)
+                .await
+                .map_err(dbe)?;
+            }
+        }
+        if let Some(sync) = &change.sync {
+            self.write_sync(tx, &change.iccid, sync).await?;
+        }
+        if let Some(t) = &change.trail {
+            sqlx::query(
+                "INSERT INTO card_audit_trail (account_id, iccid, at, what, who, operation_id, \
+                 answer, state_before, state_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(change.account_id.as_str())
+            .bind(change.iccid.as_str())
+            .bind(t.at)
+            .bind(t.what.as_str())
+            .bind(t.who.as_str())
+            .bind(t.operation_id.as_deref())
+            .bind(t.answer.as_str())
+            .bind(json_text(&t.before, "before")?)
+            .bind(json_text(&t.after, "after")?)
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?;
+        }
+        if let Some((_, command)) = &change.start {
+            match self.insert_commands_tx(tx, &[command], None).await {
+                Ok(()) => {}
+                Err(InsertFailure::Duplicate) => {
+                    return Err(StoreError::Duplicate {
+                        what: "command",
+                        key: command.id.clone(),
+                    })
+                }
+                Err(InsertFailure::ForeignKey) => {
+                    return Err(StoreError::NotFound {
+                        what: "account",
+                        key: command.account_id.clone(),
+                    })
+                }
+                Err(InsertFailure::Other(e)) => return Err(e),
+            }
+        }
+        Ok(Applied::Done)
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for SqlStore {
+    async fn registry(
+        &self,
+        account_id: &str,
+        iccid: &str,
+    ) -> Result<Option<CardRegistry>, StoreError> {
+        let Some(card) = sqlx::query("SELECT imsi FROM cards WHERE account_id = $1 AND iccid = $2")
+            .bind(account_id)
+            .bind(iccid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(dbe)?
+        else {
+            return Ok(None);
+        };
+        let sync = sqlx::query(&format!(
+            "SELECT {SYNC_COLUMNS} FROM card_sync WHERE iccid = $1"
+        ))
+        .bind(iccid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?
+        .as_ref()
+        .map(sync_from_row)
+        .transpose()?;
+        let rows = sqlx::query(
+            "SELECT sub_id, imsi, enabled, fallback, bootstrap, template FROM card_subscriptions \
+             WHERE iccid = $1 ORDER BY sub_id",
+        )
+        .bind(iccid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        let mut subscriptions = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = col(row, "sub_id")?;
+            let flag = |name: &str| col::<i64>(row, name).map(|v| v != 0);
+            subscriptions.push(StoredSubscription {
+                id: u8::try_from(id)
+                    .map_err(|_| StoreError::Database(format!("column sub_id: {id}")))?,
+                imsi: col(row, "imsi")?,
+                enabled: flag("enabled")?,
+                fallback: flag("fallback")?,
+                bootstrap: flag("bootstrap")?,
+                template: col(row, "template")?,
+            });
+        }
+        Ok(Some(CardRegistry {
+            account_id: account_id.to_string(),
+            iccid: iccid.to_string(),
+            imsi: col(&card, "imsi")?,
+            subscriptions,
+            sync,
+        }))
+    }
+
+    async fn card_by_msisdn(&self, msisdn: &str) -> Result<Option<(String, String)>, StoreError> {
+        let digits = msisdn.trim_start_matches('+');
+        let row = sqlx::query(
+            "SELECT account_id, iccid FROM cards WHERE msisdn = $1 OR msisdn = $2 LIMIT 1",
+        )
+        .bind(digits)
+        .bind(format!("+{digits}"))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        row.map(|r| Ok((col(&r, "account_id")?, col(&r, "iccid")?)))
+            .transpose()
+    }
+
+    async fn apply(&self, change: &RouterChange) -> Result<Applied, StoreError> {
+        let mut tx = self.begin().await?;
+        match self.apply_in(&mut tx, change).await {
+            Ok(Applied::Done) => {
+                tx.commit().await.map_err(dbe)?;
+                Ok(Applied::Done)
+            }
+            Ok(other) => {
+                tx.rollback().await.map_err(dbe)?;
+                Ok(other)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn operation(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Option<OperationRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {OPERATION_COLUMNS} FROM subscription_operations \
+             WHERE account_id = $1 AND id = $2"
+        ))
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?
+        .as_ref()
+        .map(operation_from_row)
+        .transpose()
+    }
+
+    async fn sent_and_ended(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(OperationRecord, CommandRecord)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM subscription_operations o JOIN commands c \
+             ON c.account_id = o.account_id AND c.id = o.command_id \
+             WHERE o.state = 'SENT' AND c.status IN ('SUCCESS', 'FAILED', 'CANCELLED', 'EXPIRED') \
+             ORDER BY o.created_at LIMIT $1",
+            OPERATION_COLUMNS
+                .split(", ")
+                .map(|c| format!("o.{c} AS {c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let op = operation_from_row(row)?;
+            if let Some(command) = self.command_by_id(&op.account_id, &op.command_id).await? {
+                out.push((op, command));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn overdue(&self, now: Millis, limit: u32) -> Result<Vec<OperationRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OPERATION_COLUMNS} FROM subscription_operations \
+             WHERE state = 'AWAITING_NOTIFICATION' AND deadline <= $1 ORDER BY deadline LIMIT $2"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        rows.iter().map(operation_from_row).collect()
+    }
+
+    async fn awaiting_notification(
+        &self,
+        iccid: &str,
+    ) -> Result<Option<OperationRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {OPERATION_COLUMNS} FROM subscription_operations \
+             WHERE iccid = $1 AND state = 'AWAITING_NOTIFICATION' ORDER BY created_at LIMIT 1"
+        ))
+        .bind(iccid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?
+        .as_ref()
+        .map(operation_from_row)
+        .transpose()
+    }
+
+    async fn dirty_due(
+        &self,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.account_id AS account_id, s.iccid AS iccid FROM card_sync s \
+             JOIN cards c ON c.iccid = s.iccid \
+             WHERE s.state = 'DIRTY' AND s.operation_id IS NULL \
+             AND (s.next_audit_at IS NULL OR s.next_audit_at <= $1) \
+             ORDER BY s.next_audit_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        rows.iter()
+            .map(|r| Ok((col(r, "account_id")?, col(r, "iccid")?)))
+            .collect()
+    }
+
+    async fn audit_trail(
+        &self,
+        account_id: &str,
+        iccid: &str,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TrailEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, what, who, operation_id, answer, state_before, state_after \
+             FROM card_audit_trail WHERE account_id = $1 AND iccid = $2 AND seq < $3 \
+             ORDER BY seq DESC LIMIT $4",
+        )
+        .bind(account_id)
+        .bind(iccid)
+        .bind(before_seq.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        rows.iter().map(trail_from_row).collect()
+    }
+
+    async fn create_template(
+        &self,
+        account_id: &str,
+        template: &SubscriptionTemplate,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO subscription_templates (account_id, name, spn, plmns, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(account_id)
+        .bind(template.name.as_str())
+        .bind(template.spn.as_str())
+        .bind(json_text(&template.plmns, "plmns")?)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_insert(e, "template", &template.name, account_id))?;
+        Ok(())
+    }
+
+    async fn template(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<Option<SubscriptionTemplate>, StoreError> {
+        sqlx::query(
+            "SELECT name, spn, plmns FROM subscription_templates \
+             WHERE account_id = $1 AND name = $2",
+        )
+        .bind(account_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?
+        .as_ref()
+        .map(template_from_row)
+        .transpose()
+    }
+
+    async fn templates(&self, account_id: &str) -> Result<Vec<SubscriptionTemplate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, spn, plmns FROM subscription_templates WHERE account_id = $1 \
+             ORDER BY name",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        rows.iter().map(template_from_row).collect()
+    }
+}

@@ -1,0 +1,279 @@
+//! The Secure Router's records: each card's subscriptions as last known and its sync state,
+//! the operations sent to cards, subscription templates and each card's audit trail.
+//!
+//! The store keeps what the router decides; every change of a card's registry, sync state,
+//! operation and trail is one [`RouterChange`], written in one transaction and only if the
+//! operation is still in the state the router read (two gateways never apply one result twice).
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{CommandRecord, Millis, NewCommand, StoreError};
+
+/// A card's sync state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SyncState {
+    /// The stored registry is the card's.
+    Synced,
+    /// An operation is in flight (one per card at a time).
+    Pending,
+    /// The stored registry may not be the card's: operations wait for an audit.
+    Dirty,
+}
+
+impl SyncState {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Synced => "SYNCED",
+            Self::Pending => "PENDING",
+            Self::Dirty => "DIRTY",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Synced, Self::Pending, Self::Dirty]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// A subscription as the server last knew it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredSubscription {
+    /// Its id on the card (1..=255).
+    pub id: u8,
+    /// IMSI.
+    pub imsi: String,
+    /// Enabled (exactly one is).
+    pub enabled: bool,
+    /// Holds the fallback attribute.
+    pub fallback: bool,
+    /// A bootstrap subscription.
+    pub bootstrap: bool,
+    /// The template it was downloaded from, if the server downloaded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+/// A card's sync record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRecord {
+    /// The state.
+    pub state: SyncState,
+    /// The operation in flight (PENDING) or the audit under way (DIRTY).
+    pub operation_id: Option<String>,
+    /// Why DIRTY (empty otherwise).
+    pub reason: String,
+    /// The last notification sequence number taken.
+    pub last_seq: u16,
+    /// Automatic audits tried since the card became DIRTY.
+    pub audit_attempts: u32,
+    /// When the next automatic audit may start (DIRTY).
+    pub next_audit_at: Option<Millis>,
+    /// Last change, ms.
+    pub updated_at: Millis,
+}
+
+/// A card's registry as last known, with its sync record (`None` when the router never
+/// touched the card: then its registry is the one provisioning implies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardRegistry {
+    /// Owner.
+    pub account_id: String,
+    /// ICCID.
+    pub iccid: String,
+    /// The card's IMSI as provisioned.
+    pub imsi: Option<String>,
+    /// The subscriptions (empty when `sync` is `None`).
+    pub subscriptions: Vec<StoredSubscription>,
+    /// The sync record.
+    pub sync: Option<SyncRecord>,
+}
+
+/// A subscription template: un-personalised data a download completes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscriptionTemplate {
+    /// Unique in the account.
+    pub name: String,
+    /// Service provider name (at most 16 characters).
+    #[serde(default)]
+    pub spn: String,
+    /// PLMNs as MCC-MNC strings (`26201`, `310410`).
+    #[serde(default)]
+    pub plmns: Vec<String>,
+}
+
+/// An operation on a card's subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationRecord {
+    /// Id.
+    pub id: String,
+    /// Owner.
+    pub account_id: String,
+    /// Card.
+    pub iccid: String,
+    /// `DOWNLOAD`, `ENABLE`, `DELETE`, `FALLBACK`, `AUDIT`.
+    pub kind: String,
+    /// The subscription it is about.
+    pub sub_id: Option<u8>,
+    /// What was asked (JSON).
+    pub params: serde_json::Value,
+    /// `SENT`, `AWAITING_NOTIFICATION`, `DONE`, `FAILED`.
+    pub state: String,
+    /// The command that carries it.
+    pub command_id: String,
+    /// Who asked (`token:...`, `user:...`, `router`).
+    pub requested_by: String,
+    /// What happened (JSON: the card's answers, the outcome).
+    pub result: serde_json::Value,
+    /// AWAITING_NOTIFICATION: the notification is due by then.
+    pub deadline: Option<Millis>,
+    /// Created, ms.
+    pub created_at: Millis,
+    /// Last change, ms.
+    pub updated_at: Millis,
+}
+
+/// One entry of a card's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrailEntry {
+    /// Its place (newest highest).
+    pub seq: i64,
+    /// When.
+    pub at: Millis,
+    /// What (`DOWNLOAD requested`, `NOTIFICATION`, `AUDIT`, `DIRTY`, ...).
+    pub what: String,
+    /// Who asked (`token:...`, `user:...`, `card`, `router`).
+    pub who: String,
+    /// The operation concerned.
+    pub operation_id: Option<String>,
+    /// The card's answer (status words, notification), for people.
+    pub answer: String,
+    /// State before (JSON: registry and sync state).
+    pub before: serde_json::Value,
+    /// State after.
+    pub after: serde_json::Value,
+}
+
+/// A change of an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationUpdate {
+    /// The operation.
+    pub id: String,
+    /// Applied only if it is in one of these states now.
+    pub from: Vec<&'static str>,
+    /// New state.
+    pub state: &'static str,
+    /// New result.
+    pub result: serde_json::Value,
+    /// New deadline.
+    pub deadline: Option<Millis>,
+    /// When.
+    pub at: Millis,
+}
+
+/// Everything one router decision changes, written at once.
+#[derive(Debug, Clone, Default)]
+pub struct RouterChange {
+    /// The card.
+    pub iccid: String,
+    /// Its account.
+    pub account_id: String,
+    /// An operation's new state (the change is dropped if it moved on meanwhile).
+    pub operation: Option<OperationUpdate>,
+    /// A new operation and the command that carries it (the card must be SYNCED, or DIRTY
+    /// for an audit, with no operation in flight: else [`Applied::Busy`]).
+    pub start: Option<(OperationRecord, NewCommand)>,
+    /// The registry, replaced whole.
+    pub registry: Option<Vec<StoredSubscription>>,
+    /// The sync record, replaced whole.
+    pub sync: Option<SyncRecord>,
+    /// A trail entry (its `seq` is assigned by the store).
+    pub trail: Option<TrailEntry>,
+}
+
+/// What [`SubscriptionStore::apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Written.
+    Done,
+    /// The operation was no longer in a `from` state: nothing written.
+    Stale,
+    /// A new operation could not start: the card's sync record as it is.
+    Busy(Option<SyncRecord>),
+}
+
+/// The Secure Router's store.
+#[async_trait]
+pub trait SubscriptionStore: Send + Sync {
+    /// A card's registry and sync record (`None`: no such card in the account).
+    async fn registry(
+        &self,
+        account_id: &str,
+        iccid: &str,
+    ) -> Result<Option<CardRegistry>, StoreError>;
+
+    /// The card whose MSISDN is `msisdn` (digits), in any account.
+    async fn card_by_msisdn(&self, msisdn: &str) -> Result<Option<(String, String)>, StoreError>;
+
+    /// Writes a router decision in one transaction.
+    async fn apply(&self, change: &RouterChange) -> Result<Applied, StoreError>;
+
+    /// An operation.
+    async fn operation(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Option<OperationRecord>, StoreError>;
+
+    /// Operations in `SENT` whose command has ended, with the command (at most `limit`).
+    async fn sent_and_ended(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(OperationRecord, CommandRecord)>, StoreError>;
+
+    /// Operations in `AWAITING_NOTIFICATION` past their deadline.
+    async fn overdue(&self, now: Millis, limit: u32) -> Result<Vec<OperationRecord>, StoreError>;
+
+    /// The operation of a card waiting for its notification, if any.
+    async fn awaiting_notification(
+        &self,
+        iccid: &str,
+    ) -> Result<Option<OperationRecord>, StoreError>;
+
+    /// DIRTY cards with no audit under way whose next audit is due: (account, ICCID).
+    async fn dirty_due(&self, now: Millis, limit: u32)
+        -> Result<Vec<(String, String)>, StoreError>;
+
+    /// A card's audit trail, newest first, before `before_seq` when given.
+    async fn audit_trail(
+        &self,
+        account_id: &str,
+        iccid: &str,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TrailEntry>, StoreError>;
+
+    /// Creates a template.
+    async fn create_template(
+        &self,
+        account_id: &str,
+        template: &SubscriptionTemplate,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// A template by name.
+    async fn template(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<Option<SubscriptionTemplate>, StoreError>;
+
+    /// An account's templates, by name.
+    async fn templates(&self, account_id: &str) -> Result<Vec<SubscriptionTemplate>, StoreError>;
+}

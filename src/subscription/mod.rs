@@ -1,0 +1,253 @@
+//! The Secure Router: subscription management on multi-subscription cards (issue 15, server
+//! side). It keeps each card's subscriptions as last known and a sync state (SYNCED, PENDING
+//! with one operation in flight, DIRTY), sends operations to the card's subscription
+//! application as commands through the one engine (`SUBSCRIPTION` commands to TAR `534D41`,
+//! coded in [`crate::script::subscription`]), learns switch outcomes from the card's
+//! notifications, and repairs a DIRTY card with an automatic audit. Every operation and
+//! notification goes to the card's audit trail.
+//!
+//! One file per job: `request` (checks and the operation's command), `outcome` (an
+//! operation's command ended), `notification` (the card's notifications), `run` (the loop).
+
+mod notification;
+mod outcome;
+mod request;
+mod run;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::clock::{Clock, Millis};
+use crate::gateway::Gateway;
+use crate::store::subscriptions::{
+    CardRegistry, StoredSubscription, SubscriptionStore, SyncRecord, SyncState,
+};
+use crate::store::{Store, StoreError};
+
+pub use request::{DownloadRequest, Requester};
+pub use run::spawn;
+
+/// The router's settings.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// How long after an ENABLE (or DOWNLOAD with enable) the card's notification must come:
+    /// longer than the card's attach timeouts (asked, previous, fallback) together.
+    pub notification_wait: Duration,
+    /// First automatic audit retry after a failed one; doubles each time.
+    pub audit_backoff: Duration,
+    /// Longest wait between automatic audits.
+    pub audit_backoff_max: Duration,
+    /// How often the router looks at the store.
+    pub sweep: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            notification_wait: Duration::from_secs(240),
+            audit_backoff: Duration::from_secs(30),
+            audit_backoff_max: Duration::from_secs(3600),
+            sweep: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Why the router refused or could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// No such card, subscription, template or operation for this account.
+    #[error("{what} {key} not found")]
+    NotFound {
+        /// What.
+        what: &'static str,
+        /// Which.
+        key: String,
+        /// The request field that named it.
+        field: Option<&'static str>,
+    },
+    /// A field is wrong.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// The problem.
+        problem: String,
+    },
+    /// The card's state does not allow it now (an operation in flight, DIRTY, the
+    /// subscription enabled or holding the fallback).
+    #[error("{0}")]
+    Conflict(String, Option<String>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The Secure Router.
+pub struct SecureRouter {
+    store: Arc<dyn Store>,
+    gateway: Arc<Gateway>,
+    clock: Arc<dyn Clock>,
+    config: RouterConfig,
+}
+
+impl SecureRouter {
+    /// A router over the gateway's store; `spawn` starts its loop.
+    pub fn new(gateway: Arc<Gateway>, config: RouterConfig) -> Result<Arc<Self>, RouterError> {
+        let store = gateway.store().clone();
+        if store.subscriptions().is_none() {
+            return Err(RouterError::Store(StoreError::Database(
+                "this store keeps no subscription records".into(),
+            )));
+        }
+        Ok(Arc::new(Self {
+            clock: gateway.clock().clone(),
+            store,
+            gateway,
+            config,
+        }))
+    }
+
+    fn subs(&self) -> Result<&dyn SubscriptionStore, RouterError> {
+        self.store.subscriptions().ok_or_else(|| {
+            RouterError::Store(StoreError::Database(
+                "this store keeps no subscription records".into(),
+            ))
+        })
+    }
+
+    fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// A card's registry and sync record as last known (what provisioning implies when the
+    /// router never touched the card).
+    pub async fn known(&self, account_id: &str, iccid: &str) -> Result<Known, RouterError> {
+        let reg = self
+            .subs()?
+            .registry(account_id, iccid)
+            .await?
+            .ok_or_else(|| RouterError::NotFound {
+                what: "card",
+                key: iccid.to_string(),
+                field: None,
+            })?;
+        Ok(Known::of(reg))
+    }
+
+    /// An operation of the account.
+    pub async fn operation(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<crate::store::subscriptions::OperationRecord, RouterError> {
+        self.subs()?
+            .operation(account_id, id)
+            .await?
+            .ok_or_else(|| RouterError::NotFound {
+                what: "operation",
+                key: id.to_string(),
+                field: None,
+            })
+    }
+
+    /// The store's subscription records.
+    pub fn records(&self) -> Result<&dyn SubscriptionStore, RouterError> {
+        self.subs()
+    }
+}
+
+/// A card's registry and sync record as the router sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    /// Owner.
+    pub account_id: String,
+    /// ICCID.
+    pub iccid: String,
+    /// The subscriptions.
+    pub subscriptions: Vec<StoredSubscription>,
+    /// The sync record.
+    pub sync: SyncRecord,
+    /// Whether the registry comes from provisioning only (never read from the card).
+    pub implied: bool,
+}
+
+impl Known {
+    fn of(reg: CardRegistry) -> Self {
+        match reg.sync {
+            Some(sync) => Known {
+                account_id: reg.account_id,
+                iccid: reg.iccid,
+                subscriptions: reg.subscriptions,
+                sync,
+                implied: false,
+            },
+            // Never touched: the card left the factory with its provisioned IMSI as its one
+            // subscription (id 1), enabled, fallback and bootstrap (see `sim::subscriptions`).
+            None => Known {
+                account_id: reg.account_id,
+                iccid: reg.iccid,
+                subscriptions: reg
+                    .imsi
+                    .map(|imsi| StoredSubscription {
+                        id: 1,
+                        imsi,
+                        enabled: true,
+                        fallback: true,
+                        bootstrap: true,
+                        template: None,
+                    })
+                    .into_iter()
+                    .collect(),
+                sync: SyncRecord {
+                    state: SyncState::Synced,
+                    operation_id: None,
+                    reason: String::new(),
+                    last_seq: 0,
+                    audit_attempts: 0,
+                    next_audit_at: None,
+                    updated_at: 0,
+                },
+                implied: true,
+            },
+        }
+    }
+
+    /// The JSON the audit trail keeps as "before" and "after".
+    fn snapshot(&self) -> serde_json::Value {
+        snapshot(&self.subscriptions, &self.sync)
+    }
+
+    fn subscription(&self, id: u8) -> Option<&StoredSubscription> {
+        self.subscriptions.iter().find(|s| s.id == id)
+    }
+}
+
+fn snapshot(subscriptions: &[StoredSubscription], sync: &SyncRecord) -> serde_json::Value {
+    json!({
+        "syncState": sync.state,
+        "subscriptions": subscriptions,
+    })
+}
+
+/// A sync record moved to `state` at `at`, nothing in flight.
+fn settled(from: &SyncRecord, state: SyncState, reason: &str, at: Millis) -> SyncRecord {
+    SyncRecord {
+        state,
+        operation_id: None,
+        reason: reason.to_string(),
+        last_seq: from.last_seq,
+        audit_attempts: if state == SyncState::Synced {
+            0
+        } else {
+            from.audit_attempts
+        },
+        next_audit_at: if state == SyncState::Dirty {
+            Some(at)
+        } else {
+            None
+        },
+        updated_at: at,
+    }
+}

@@ -1,0 +1,277 @@
+//! The card's notifications after a switch, and operations whose notification never came.
+//!
+//! A notification is a command packet the card sends to [`TAR_SUBSCRIPTIONS`] (see
+//! `sim::card::VirtualCard::notification_user_data`), verified with the card's key set. The
+//! expected one (the next sequence number, while an ENABLE is in flight) settles the
+//! operation; a repeat is confirmed again; any other makes the card DIRTY.
+
+use serde_json::json;
+
+use super::{settled, snapshot, RouterError, SecureRouter};
+use crate::gateway::CardPacket;
+use crate::script::subscription::{Notification, SwitchOutcome, TAR_SUBSCRIPTIONS};
+use crate::security::CommandPacketView;
+use crate::store::subscriptions::{
+    Applied, OperationRecord, OperationUpdate, RouterChange, StoredSubscription, SyncState,
+    TrailEntry,
+};
+
+/// Why a card's packet was not taken.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Refused {
+    #[error("no card has MSISDN {0}")]
+    UnknownCard(String),
+    #[error("TAR {0} is not the Secure Router's")]
+    OtherTar(String),
+    #[error("card {iccid}: {problem}")]
+    Unverified { iccid: String, problem: String },
+}
+
+impl SecureRouter {
+    /// A packet a card sent on its own. Its acknowledgement goes when it is dropped: asked
+    /// again later if the store failed.
+    pub(super) async fn on_card_packet(&self, p: CardPacket) {
+        match self.take(&p).await {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => tracing::warn!(from = %p.from, "card packet refused: {refused}"),
+            Err(e) => {
+                tracing::warn!(from = %p.from, "card packet not recorded: {e}");
+                p.ack.retry_later();
+            }
+        }
+    }
+
+    async fn take(&self, p: &CardPacket) -> Result<Result<(), Refused>, RouterError> {
+        let msisdn = p.from.trim_start_matches('+');
+        let Some((account_id, iccid)) = self.subs()?.card_by_msisdn(msisdn).await? else {
+            return Ok(Err(Refused::UnknownCard(msisdn.to_string())));
+        };
+        let unverified = |problem: String| Refused::Unverified {
+            iccid: iccid.clone(),
+            problem,
+        };
+        let view = match CommandPacketView::parse(&p.packet) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(unverified(e.to_string()))),
+        };
+        if view.tar != TAR_SUBSCRIPTIONS {
+            return Ok(Err(Refused::OtherTar(hex::encode_upper(view.tar))));
+        }
+        let kic_set = self.store.key_set(&iccid, view.kic.version()).await?;
+        let kid_set = self.store.key_set(&iccid, view.kid.version()).await?;
+        let (Some(kic_set), Some(kid_set)) = (kic_set, kid_set) else {
+            return Ok(Err(unverified(format!(
+                "no key set version {} / {}",
+                view.kic.version(),
+                view.kid.version()
+            ))));
+        };
+        let keys = match crate::pipeline::resolve::scp80_keys(
+            &view.spi, view.kic.0, view.kid.0, &kic_set, &kid_set,
+        ) {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(unverified(e.to_string()))),
+        };
+        // Verified: the CC (when the SPI asks for one) must match the card's key.
+        if view.spi.integrity == crate::security::Integrity::None {
+            return Ok(Err(unverified("a notification must carry a CC".into())));
+        }
+        let opened = match view.open(&keys) {
+            Ok(o) => o,
+            Err(e) => return Ok(Err(unverified(e.to_string()))),
+        };
+        let n = match Notification::decode(&opened.data) {
+            Ok(n) => n,
+            Err(e) => return Ok(Err(unverified(e.to_string()))),
+        };
+        self.notification(&account_id, &iccid, n).await?;
+        Ok(Ok(()))
+    }
+
+    async fn notification(
+        &self,
+        account_id: &str,
+        iccid: &str,
+        n: Notification,
+    ) -> Result<(), RouterError> {
+        let known = self.known(account_id, iccid).await?;
+        let now = self.now();
+        let last = known.sync.last_seq;
+        // Sequence numbers wrap at 2^16: "not after the last" is within half the range.
+        let behind = n.seq.wrapping_sub(last);
+        if behind == 0 || behind >= 0x8000 {
+            tracing::debug!(%iccid, seq = n.seq, last, "notification repeated: confirmed again");
+            self.confirm(account_id, iccid, n.seq).await;
+            return Ok(());
+        }
+        let op = match &known.sync.operation_id {
+            Some(id) => self.subs()?.operation(account_id, id).await?,
+            None => None,
+        };
+        let switching = op.as_ref().filter(|o| {
+            matches!(o.state.as_str(), "SENT" | "AWAITING_NOTIFICATION")
+                && (o.kind == "ENABLE"
+                    || (o.kind == "DOWNLOAD" && o.params["enable"].as_bool() == Some(true)))
+        });
+        let mut registry = known.subscriptions.clone();
+        if let Some(o) = switching.filter(|o| o.kind == "DOWNLOAD" && o.state == "SENT") {
+            // The notification overtook the download's PoR: the subscription is there.
+            add_downloaded(&mut registry, o);
+        }
+        let known_id = registry.iter().any(|s| s.id == n.enabled);
+        if known_id {
+            registry
+                .iter_mut()
+                .for_each(|s| s.enabled = s.id == n.enabled);
+        }
+        let expected = switching.is_some() && behind == 1 && known_id;
+        let outcome = n.outcome.as_str();
+        let (sync, op_state, what) = if expected {
+            let mut sync = settled(&known.sync, SyncState::Synced, "", now);
+            sync.last_seq = n.seq;
+            let asked = switching.and_then(|o| o.sub_id);
+            let op_state = if n.outcome == SwitchOutcome::Switched && asked == Some(n.enabled) {
+                "DONE"
+            } else {
+                "FAILED"
+            };
+            (sync, op_state, format!("NOTIFICATION {outcome}"))
+        } else {
+            let reason = if !known_id {
+                format!(
+                    "notification {} names unknown subscription {}",
+                    n.seq, n.enabled
+                )
+            } else if switching.is_none() {
+                format!("notification {} unexpected (no switch asked)", n.seq)
+            } else {
+                format!("notification {} skips from {last}", n.seq)
+            };
+            let mut sync = settled(&known.sync, SyncState::Dirty, &reason, now);
+            sync.last_seq = n.seq;
+            (
+                sync,
+                "FAILED",
+                format!("NOTIFICATION {outcome}: card DIRTY"),
+            )
+        };
+        let answer = format!(
+            "seq {} {outcome}, enabled {} (IMSI {})",
+            n.seq, n.enabled, n.imsi
+        );
+        let change = RouterChange {
+            iccid: iccid.to_string(),
+            account_id: account_id.to_string(),
+            operation: switching.map(|o| OperationUpdate {
+                id: o.id.clone(),
+                from: vec!["SENT", "AWAITING_NOTIFICATION"],
+                state: op_state,
+                result: json!({
+                    "notification": {
+                        "seq": n.seq,
+                        "outcome": outcome,
+                        "enabled": n.enabled,
+                        "imsi": n.imsi,
+                    },
+                    "previous": o.result,
+                }),
+                deadline: None,
+                at: now,
+            }),
+            start: None,
+            trail: Some(TrailEntry {
+                seq: 0,
+                at: now,
+                what,
+                who: "card".into(),
+                operation_id: switching.map(|o| o.id.clone()),
+                answer,
+                before: known.snapshot(),
+                after: snapshot(&registry, &sync),
+            }),
+            registry: Some(registry),
+            sync: Some(sync.clone()),
+        };
+        match self.subs()?.apply(&change).await? {
+            Applied::Done => {
+                tracing::info!(
+                    %iccid,
+                    seq = n.seq,
+                    outcome,
+                    sync = sync.state.as_str(),
+                    "subscription notification"
+                );
+                self.confirm(account_id, iccid, n.seq).await;
+            }
+            // The operation moved on meanwhile (another gateway took this notification): the
+            // card sends it again if nobody confirmed it.
+            Applied::Stale | Applied::Busy(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Operations whose notification did not come by their deadline: the card is DIRTY.
+    pub(super) async fn settle_overdue(&self) -> Result<usize, RouterError> {
+        let now = self.now();
+        let overdue = self.subs()?.overdue(now, 200).await?;
+        let n = overdue.len();
+        for op in overdue {
+            let known = self.known(&op.account_id, &op.iccid).await?;
+            let reason = format!("no notification for {} {} by its deadline", op.kind, op.id);
+            let sync = settled(&known.sync, SyncState::Dirty, &reason, now);
+            let change = RouterChange {
+                iccid: op.iccid.clone(),
+                account_id: op.account_id.clone(),
+                operation: Some(OperationUpdate {
+                    id: op.id.clone(),
+                    from: vec!["AWAITING_NOTIFICATION"],
+                    state: "FAILED",
+                    result: json!({ "outcome": "unknown", "reason": reason, "previous": op.result }),
+                    deadline: None,
+                    at: now,
+                }),
+                start: None,
+                trail: Some(TrailEntry {
+                    seq: 0,
+                    at: now,
+                    what: "NOTIFICATION missing: card DIRTY".into(),
+                    who: "router".into(),
+                    operation_id: Some(op.id.clone()),
+                    answer: String::new(),
+                    before: known.snapshot(),
+                    after: snapshot(&known.subscriptions, &sync),
+                }),
+                registry: None,
+                sync: Some(sync),
+            };
+            if self.subs()?.apply(&change).await? == Applied::Done {
+                tracing::warn!(iccid = %op.iccid, operation = %op.id, "{reason}: card DIRTY");
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The subscription a DOWNLOAD operation installs, added to `registry` (not enabled).
+pub(super) fn add_downloaded(registry: &mut Vec<StoredSubscription>, op: &OperationRecord) {
+    let Some(id) = op.sub_id else {
+        return;
+    };
+    if registry.iter().any(|s| s.id == id) {
+        return;
+    }
+    let p = &op.params;
+    let fallback = p["fallback"].as_bool().unwrap_or(false);
+    if fallback {
+        registry.iter_mut().for_each(|s| s.fallback = false);
+    }
+    registry.push(StoredSubscription {
+        id,
+        imsi: p["imsi"].as_str().unwrap_or_default().to_string(),
+        enabled: false,
+        fallback,
+        bootstrap: false,
+        template: p["template"].as_str().map(str::to_string),
+    });
+    registry.sort_by_key(|s| s.id);
+}

@@ -1,0 +1,551 @@
+//! Subscription management end to end (issue 15): the REST API, the Secure Router, SCP80
+//! commands over SMPP to the SMSC simulator, the virtual cards' subscription application, and
+//! the cards' notifications coming back as MO SMS (card-originated command packets). On
+//! SQLite and on PostgreSQL.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use otagw::config::SubscriptionsSettings;
+use otagw::devkit::{self, DevEnv, DevOptions};
+use otagw::script::subscription::{SubscriptionCommand, TAR_SUBSCRIPTIONS};
+use otagw::script::{CommandScript, ScriptFormat};
+use otagw::sim::subscriptions::{EveryNetwork, SeededNetwork};
+use serde_json::{json, Value};
+
+async fn env(store_url: Option<String>, notification_wait_secs: u64) -> DevEnv {
+    devkit::start(DevOptions {
+        cards: 3,
+        store_url,
+        subscriptions: Some(SubscriptionsSettings {
+            notification_wait_secs,
+            audit_backoff_secs: 1,
+            audit_backoff_max_secs: 2,
+        }),
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit")
+}
+
+async fn on_postgres<F: std::future::Future<Output = ()>>(case: impl FnOnce(Option<String>) -> F) {
+    let url = devkit::postgres_scratch_url(&devkit::test_database_url())
+        .await
+        .expect("PostgreSQL (see README: the tests need it on 127.0.0.1:5432)");
+    case(Some(url.clone())).await;
+    devkit::drop_postgres_scratch(&url).await;
+}
+
+/// Polls an operation until it is DONE or FAILED.
+async fn settled(env: &DevEnv, op: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = env
+            .get(&format!("/api/v1/subscription-operations/{op}"))
+            .await
+            .unwrap();
+        assert_eq!(code, 200, "{body}");
+        if matches!(body["state"].as_str(), Some("DONE" | "FAILED")) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "operation {op} still {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls a card's subscriptions until its sync state is `state`.
+async fn sync_state(env: &DevEnv, iccid: &str, state: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = env
+            .get(&format!("/api/v1/cards/{iccid}/subscriptions"))
+            .await
+            .unwrap();
+        assert_eq!(code, 200, "{body}");
+        if body["syncState"] == state {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "card {iccid} never {state}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// (id, IMSI, enabled, fallback) of the server's registry.
+fn server_registry(body: &Value) -> BTreeSet<(u64, String, bool, bool)> {
+    body["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_u64().unwrap(),
+                s["imsi"].as_str().unwrap().to_string(),
+                s["enabled"].as_bool().unwrap(),
+                s["fallback"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The same, read on the virtual card.
+fn card_registry(env: &DevEnv, iccid: &str) -> BTreeSet<(u64, String, bool, bool)> {
+    env.fleet
+        .with_card_by_iccid(iccid, |c| {
+            c.subscriptions()
+                .map(|app| {
+                    app.subscriptions()
+                        .iter()
+                        .map(|s| (u64::from(s.id), s.imsi.clone(), s.enabled, s.fallback))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .unwrap()
+}
+
+fn unconfirmed(env: &DevEnv, iccid: &str) -> usize {
+    env.fleet
+        .with_card_by_iccid(iccid, |c| c.subscriptions().map_or(0, |a| a.unconfirmed()))
+        .unwrap()
+}
+
+async fn template(env: &DevEnv) {
+    let (code, body) = env
+        .post(
+            "/api/v1/subscription-templates",
+            &json!({"name": "op-a", "spn": "OTAGW", "plmns": ["26201", "310410"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{body}");
+}
+
+async fn download_enable_delete_fallback_audit(store_url: Option<String>) {
+    let env = env(store_url, 30).await;
+    let _ticker = env.tick_subscriptions(Arc::new(EveryNetwork), Duration::from_millis(100));
+    template(&env).await;
+    let iccid = env.iccid(0).unwrap();
+    let factory_imsi = env.fleet.with_card_by_iccid(&iccid, |c| c.imsi()).unwrap();
+
+    // Never touched: the registry provisioning implies.
+    let (code, body) = env
+        .get(&format!("/api/v1/cards/{iccid}/subscriptions"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["syncState"], "SYNCED");
+    assert_eq!(body["fromProvisioning"], true);
+    assert_eq!(
+        server_registry(&body),
+        BTreeSet::from([(1, factory_imsi.clone(), true, true)])
+    );
+
+    // Bad input changes nothing.
+    let path = format!("/api/v1/cards/{iccid}/subscriptions");
+    let (code, body) = env
+        .post(
+            &path,
+            &json!({"template": "nope", "imsi": "262019000000001"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (422, Some("template")),
+        "{body}"
+    );
+    let (code, body) = env
+        .post(&path, &json!({"template": "op-a", "imsi": "2620X"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (422, Some("imsi")),
+        "{body}"
+    );
+    let (code, body) = env
+        .post(&path, &json!({"template": "op-a", "imsi": factory_imsi}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (422, Some("imsi")),
+        "{body}"
+    );
+    let (code, body) = env.post(&format!("{path}/1"), &json!({})).await.unwrap();
+    assert_eq!(code, 405, "{body}");
+
+    // Download and enable.
+    let (code, body) = env
+        .post(
+            &path,
+            &json!({"template": "op-a", "imsi": "262019000000001", "enable": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["subscriptionId"], 2);
+    let op = body["operationId"].as_str().unwrap().to_string();
+    // One operation per card at a time: the second names the first.
+    let (code, busy) = env
+        .post(&format!("/api/v1/cards/{iccid}/audit"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(code, 409, "{busy}");
+    assert_eq!(busy["details"]["operationId"], op.as_str(), "{busy}");
+    let done = settled(&env, &op).await;
+    assert_eq!(done["state"], "DONE", "{done}");
+    assert_eq!(
+        done["result"]["notification"]["outcome"], "switched",
+        "{done}"
+    );
+    let body = sync_state(&env, &iccid, "SYNCED").await;
+    let expected = BTreeSet::from([
+        (1, factory_imsi.clone(), false, true),
+        (2, "262019000000001".to_string(), true, false),
+    ]);
+    assert_eq!(server_registry(&body), expected);
+    assert_eq!(card_registry(&env, &iccid), expected);
+    assert_eq!(body["lastNotification"], 1);
+
+    // The fallback cannot be deleted; moved, the old one can.
+    let (code, body) = env.delete(&format!("{path}/1")).await.unwrap();
+    assert_eq!(code, 409, "{body}");
+    let (code, body) = env
+        .put(&format!("{path}/2/fallback"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let done = settled(&env, body["operationId"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "DONE", "{done}");
+    let (code, body) = env.delete(&format!("{path}/1")).await.unwrap();
+    assert_eq!(code, 202, "{body}");
+    let done = settled(&env, body["operationId"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "DONE", "{done}");
+    let expected = BTreeSet::from([(2, "262019000000001".to_string(), true, true)]);
+    let body = sync_state(&env, &iccid, "SYNCED").await;
+    assert_eq!(server_registry(&body), expected);
+    assert_eq!(card_registry(&env, &iccid), expected);
+    let (code, body) = env.delete(&format!("{path}/9")).await.unwrap();
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (404, Some("subscriptionId")),
+        "{body}"
+    );
+
+    // An audit reads the same registry back.
+    let (code, body) = env
+        .post(&format!("/api/v1/cards/{iccid}/audit"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let done = settled(&env, body["operationId"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "DONE", "{done}");
+    let body = sync_state(&env, &iccid, "SYNCED").await;
+    assert_eq!(server_registry(&body), expected);
+    assert_eq!(body["fromProvisioning"], false);
+
+    // The card was told its notification arrived: it stops repeating it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while unconfirmed(&env, &iccid) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "notification never confirmed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The audit trail, newest first, names who asked and what the card said.
+    let (code, trail) = env
+        .get(&format!("/api/v1/cards/{iccid}/audit-trail"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{trail}");
+    // The notification may overtake the download's PoR: then it settles the operation and
+    // the PoR adds nothing.
+    let entries: Vec<&Value> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["what"] != "DOWNLOAD accepted, awaiting the notification")
+        .collect();
+    let whats: Vec<&str> = entries
+        .iter()
+        .map(|t| t["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        whats,
+        [
+            "AUDIT done",
+            "AUDIT requested",
+            "DELETE done",
+            "DELETE requested",
+            "FALLBACK done",
+            "FALLBACK requested",
+            "NOTIFICATION switched",
+            "DOWNLOAD requested",
+        ],
+        "{trail}"
+    );
+    let first = entries[7];
+    assert!(
+        first["who"].as_str().unwrap().starts_with("token:demo-"),
+        "{first}"
+    );
+    assert_eq!(first["before"]["syncState"], "SYNCED");
+    assert_eq!(first["after"]["syncState"], "PENDING");
+    assert_eq!(entries[6]["who"], "card");
+    assert!(
+        entries[6]["answer"]
+            .as_str()
+            .unwrap()
+            .contains("seq 1 switched, enabled 2"),
+        "{}",
+        entries[6]
+    );
+    // Paged.
+    let seq = trail[1]["seq"].as_i64().unwrap();
+    let (_, page) = env
+        .get(&format!(
+            "/api/v1/cards/{iccid}/audit-trail?before={seq}&limit=2"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(page.as_array().unwrap().len(), 2);
+    assert_eq!(page[0]["what"], "DELETE done");
+
+    // Integrators cannot send SUBSCRIPTION commands around the router.
+    let (code, body) = env
+        .post(
+            "/api/v1/ota/commands",
+            &json!({"type": "SUBSCRIPTION", "target": {"iccid": iccid},
+                    "security": {"spi": "1621", "kic": "12", "kid": "12", "tar": "534D41"},
+                    "data": {"apdus": ["80EA0000"]}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (422, Some("type")),
+        "{body}"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_enable_delete_fallback_audit_sqlite() {
+    download_enable_delete_fallback_audit(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_enable_delete_fallback_audit_postgres() {
+    on_postgres(download_enable_delete_fallback_audit).await;
+}
+
+/// A switch to a subscription no network accepts: the card rolls back by itself and the
+/// server learns it from the notification.
+async fn rollback_is_learned_from_the_notification(store_url: Option<String>) {
+    let env = env(store_url, 30).await;
+    let network = SeededNetwork {
+        refused: BTreeSet::from(["262019000000002".to_string()]),
+        ..SeededNetwork::default()
+    };
+    let _ticker = env.tick_subscriptions(Arc::new(network), Duration::from_millis(100));
+    template(&env).await;
+    let iccid = env.iccid(1).unwrap();
+    // The card gives up an attach after 1 s (its TIMERS command, run locally).
+    let timers = SubscriptionCommand::Timers {
+        attach: Some(1),
+        return_to_primary: None,
+    }
+    .to_apdu()
+    .unwrap();
+    let script = CommandScript::from_commands([timers])
+        .encode(ScriptFormat::Compact)
+        .unwrap();
+    env.fleet
+        .with_card_by_iccid(&iccid, |c| c.run_script(TAR_SUBSCRIPTIONS, &script))
+        .unwrap()
+        .unwrap();
+    let factory_imsi = env.fleet.with_card_by_iccid(&iccid, |c| c.imsi()).unwrap();
+    let (code, body) = env
+        .post(
+            &format!("/api/v1/cards/{iccid}/subscriptions"),
+            &json!({"template": "op-a", "imsi": "262019000000002", "enable": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let done = settled(&env, body["operationId"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    assert_eq!(
+        done["result"]["notification"]["outcome"], "rolled_back",
+        "{done}"
+    );
+    let body = sync_state(&env, &iccid, "SYNCED").await;
+    let expected = BTreeSet::from([
+        (1, factory_imsi, true, true),
+        (2, "262019000000002".to_string(), false, false),
+    ]);
+    assert_eq!(server_registry(&body), expected);
+    assert_eq!(card_registry(&env, &iccid), expected);
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_is_learned_from_the_notification_sqlite() {
+    rollback_is_learned_from_the_notification(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_is_learned_from_the_notification_postgres() {
+    on_postgres(rollback_is_learned_from_the_notification).await;
+}
+
+/// The notification is lost: past its deadline the card is DIRTY, operations wait, the
+/// automatic audit reads the card and the registry is right again.
+async fn lost_notification_dirty_then_audited(store_url: Option<String>) {
+    let env = env(store_url, 2).await;
+    let ticker = env.tick_subscriptions(Arc::new(EveryNetwork), Duration::from_millis(100));
+    ticker.counts.drop_next.store(1, Relaxed);
+    template(&env).await;
+    let iccid = env.iccid(2).unwrap();
+    let factory_imsi = env.fleet.with_card_by_iccid(&iccid, |c| c.imsi()).unwrap();
+    let (code, body) = env
+        .post(
+            &format!("/api/v1/cards/{iccid}/subscriptions"),
+            &json!({"template": "op-a", "imsi": "262019000000003", "enable": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let done = settled(&env, body["operationId"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    assert_eq!(done["result"]["outcome"], "unknown", "{done}");
+    assert_eq!(ticker.counts.dropped.load(Relaxed), 1);
+    let body = sync_state(&env, &iccid, "SYNCED").await;
+    let expected = BTreeSet::from([
+        (1, factory_imsi, false, true),
+        (2, "262019000000003".to_string(), true, false),
+    ]);
+    assert_eq!(server_registry(&body), expected, "{body}");
+    assert_eq!(card_registry(&env, &iccid), expected);
+    assert_eq!(body["lastNotification"], 1, "the audit's sequence number");
+    let (_, trail) = env
+        .get(&format!("/api/v1/cards/{iccid}/audit-trail"))
+        .await
+        .unwrap();
+    let entries: Vec<(&str, &str)> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["what"].as_str().unwrap(), t["who"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        entries[..3],
+        [
+            ("AUDIT done", "card"),
+            ("AUDIT requested", "router"),
+            ("NOTIFICATION missing: card DIRTY", "router"),
+        ],
+        "{trail}"
+    );
+    assert_eq!(trail[0]["before"]["syncState"], "DIRTY");
+    assert_eq!(trail[0]["after"]["syncState"], "SYNCED");
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_notification_dirty_then_audited_sqlite() {
+    lost_notification_dirty_then_audited(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_notification_dirty_then_audited_postgres() {
+    on_postgres(lost_notification_dirty_then_audited).await;
+}
+
+/// A notification whose CC does not verify changes nothing; a genuine one the server did not
+/// expect (no switch asked, a sequence number skipped) makes the card DIRTY and the automatic
+/// audit repairs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_unexpected_notifications() {
+    use otagw::script::subscription::{Notification, SwitchOutcome};
+    let env = env(None, 30).await;
+    let iccid = env.iccid(0).unwrap();
+    let msisdn = env.msisdn(0).unwrap();
+    let imsi = env.fleet.with_card_by_iccid(&iccid, |c| c.imsi()).unwrap();
+    let system_id = env.config.smpp.as_ref().unwrap().system_id.clone();
+    let mo = env.smsc.mo_sender();
+    let unexpected = Notification {
+        seq: 7,
+        outcome: SwitchOutcome::Switched,
+        enabled: 1,
+        imsi: imsi.clone(),
+    };
+    let genuine = env
+        .fleet
+        .with_card_by_iccid(&iccid, |c| c.notification_user_data(&unexpected))
+        .unwrap()
+        .unwrap();
+    let mut forged = genuine.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 0x01;
+    assert!(mo.send_mo(&system_id, &msisdn, "otagw", &forged));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, trail) = env
+        .get(&format!("/api/v1/cards/{iccid}/audit-trail"))
+        .await
+        .unwrap();
+    assert_eq!(trail, json!([]), "a forged notification is not taken");
+    let (_, body) = env
+        .get(&format!("/api/v1/cards/{iccid}/subscriptions"))
+        .await
+        .unwrap();
+    assert_eq!(body["syncState"], "SYNCED");
+
+    assert!(mo.send_mo(&system_id, &msisdn, "otagw", &genuine));
+    // DIRTY, then audited (the card never switched: its audit says sequence number 0).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let trail = loop {
+        let (_, trail) = env
+            .get(&format!("/api/v1/cards/{iccid}/audit-trail"))
+            .await
+            .unwrap();
+        if trail[0]["what"] == "AUDIT done" {
+            break trail;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{trail}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let whats: Vec<&str> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        whats,
+        [
+            "AUDIT done",
+            "AUDIT requested",
+            "NOTIFICATION switched: card DIRTY"
+        ]
+    );
+    assert_eq!(trail[2]["after"]["syncState"], "DIRTY");
+    let body = sync_state(&env, &iccid, "SYNCED").await;
+    assert_eq!(
+        server_registry(&body),
+        BTreeSet::from([(1, imsi, true, true)])
+    );
+    assert_eq!(body["lastNotification"], 0);
+    env.shutdown().await;
+}
