@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use otagw::config::SubscriptionsSettings;
@@ -115,6 +115,50 @@ fn unconfirmed(env: &DevEnv, iccid: &str) -> usize {
     env.fleet
         .with_card_by_iccid(iccid, |c| c.subscriptions().map_or(0, |a| a.unconfirmed()))
         .unwrap()
+}
+
+/// A webhook receiver recording (event, data) of every `subscription.*` and `card.*` event.
+async fn hook(env: &DevEnv) -> Arc<Mutex<Vec<(String, Value)>>> {
+    let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let event = v["event"].as_str().unwrap_or("").to_string();
+                if event.starts_with("subscription.") || event.starts_with("card.") {
+                    log.lock().unwrap().push((event, v["data"].clone()));
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (code, body) = env
+        .post(
+            "/api/v1/webhooks",
+            &json!({"url": format!("http://{addr}/hook")}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{body}");
+    seen
+}
+
+/// Waits until the receiver has `n` events, then returns their names.
+async fn events(seen: &Arc<Mutex<Vec<(String, Value)>>>, n: usize) -> Vec<(String, Value)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = seen.lock().unwrap().clone();
+        if got.len() >= n || tokio::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn template(env: &DevEnv) {
@@ -417,6 +461,7 @@ async fn lost_notification_dirty_then_audited(store_url: Option<String>) {
     let ticker = env.tick_subscriptions(Arc::new(EveryNetwork), Duration::from_millis(100));
     ticker.counts.drop_next.store(1, Relaxed);
     template(&env).await;
+    let seen = hook(&env).await;
     let iccid = env.iccid(2).unwrap();
     let factory_imsi = env.fleet.with_card_by_iccid(&iccid, |c| c.imsi()).unwrap();
     let (code, body) = env
@@ -460,6 +505,20 @@ async fn lost_notification_dirty_then_audited(store_url: Option<String>) {
     );
     assert_eq!(trail[0]["before"]["syncState"], "DIRTY");
     assert_eq!(trail[0]["after"]["syncState"], "SYNCED");
+    let got = events(&seen, 3).await;
+    let names: Vec<&str> = got.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        names,
+        ["subscription.downloaded", "card.dirty", "card.audited"],
+        "{got:?}"
+    );
+    assert!(
+        got[1].1["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no notification"),
+        "{got:?}"
+    );
     env.shutdown().await;
 }
 

@@ -29,9 +29,24 @@ pub mod names {
     /// A campaign was stopped or could not go on.
     pub const CAMPAIGN_TERMINATED: &str = "campaign.terminated";
 
+    /// A subscription was installed on a card.
+    pub const SUBSCRIPTION_DOWNLOADED: &str = "subscription.downloaded";
+    /// A card switched to the subscription asked for (its notification says so).
+    pub const SUBSCRIPTION_ENABLED: &str = "subscription.enabled";
+    /// A subscription was deleted from a card.
+    pub const SUBSCRIPTION_DELETED: &str = "subscription.deleted";
+    /// The fallback attribute moved.
+    pub const SUBSCRIPTION_FALLBACK: &str = "subscription.fallback";
+    /// A switch did not attach: the card went back (or to its fallback).
+    pub const SUBSCRIPTION_ROLLED_BACK: &str = "subscription.rolled_back";
+    /// A card's stored registry may be wrong: an audit will repair it.
+    pub const CARD_DIRTY: &str = "card.dirty";
+    /// A card's registry was read back (it is SYNCED).
+    pub const CARD_AUDITED: &str = "card.audited";
+
     /// Every event the gateway publishes: what a webhook's `events` filter may name.
     /// ([`COMMAND_ACCEPTED`] is not published yet, so not offered.)
-    pub const PUBLISHED: [&str; 7] = [
+    pub const PUBLISHED: [&str; 14] = [
         COMMAND_DELIVERED,
         COMMAND_POR,
         COMMAND_COMPLETED,
@@ -39,6 +54,13 @@ pub mod names {
         CAMPAIGN_PROGRESS,
         CAMPAIGN_COMPLETED,
         CAMPAIGN_TERMINATED,
+        SUBSCRIPTION_DOWNLOADED,
+        SUBSCRIPTION_ENABLED,
+        SUBSCRIPTION_DELETED,
+        SUBSCRIPTION_FALLBACK,
+        SUBSCRIPTION_ROLLED_BACK,
+        CARD_DIRTY,
+        CARD_AUDITED,
     ];
 }
 
@@ -81,6 +103,14 @@ pub enum Event {
         reason: Option<String>,
         cards: Option<Map<String, Value>>,
     },
+    /// Something happened to a card's subscriptions (`name` is one of the `subscription.*`
+    /// and `card.*` names); `data` carries `iccid`, `operationId` when an operation did it,
+    /// and what the event is about.
+    Card {
+        name: &'static str,
+        iccid: String,
+        data: Map<String, Value>,
+    },
 }
 
 impl Event {
@@ -94,6 +124,7 @@ impl Event {
             Event::CampaignProgress { .. } => names::CAMPAIGN_PROGRESS,
             Event::CampaignCompleted { .. } => names::CAMPAIGN_COMPLETED,
             Event::CampaignTerminated { .. } => names::CAMPAIGN_TERMINATED,
+            Event::Card { name, .. } => name,
         }
     }
 
@@ -107,6 +138,7 @@ impl Event {
             | Event::CampaignProgress { campaign_id, .. }
             | Event::CampaignCompleted { campaign_id, .. }
             | Event::CampaignTerminated { campaign_id, .. } => format!("campaign:{campaign_id}"),
+            Event::Card { iccid, .. } => format!("card:{iccid}"),
         }
     }
 
@@ -163,6 +195,11 @@ impl Event {
                     data["cards"] = Value::Object(cards.clone());
                 }
                 data
+            }
+            Event::Card { iccid, data, .. } => {
+                let mut out = data.clone();
+                out.insert("iccid".into(), iccid.as_str().into());
+                Value::Object(out)
             }
         }
     }

@@ -195,6 +195,10 @@ pub struct RouterChange {
     pub sync: Option<SyncRecord>,
     /// A trail entry (its `seq` is assigned by the store).
     pub trail: Option<TrailEntry>,
+    /// Webhook events, written to the outbox with the change.
+    pub events: Vec<crate::events::Event>,
+    /// When the change happened (the events' time).
+    pub at: Millis,
 }
 
 /// What [`SubscriptionStore::apply`] did.

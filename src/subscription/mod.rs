@@ -224,6 +224,27 @@ impl Known {
     }
 }
 
+/// A `subscription.*` or `card.*` webhook event about `iccid`.
+fn card_event(
+    name: &'static str,
+    iccid: &str,
+    operation_id: Option<&str>,
+    extra: serde_json::Value,
+) -> crate::events::Event {
+    let mut data = match extra {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(op) = operation_id {
+        data.insert("operationId".into(), op.into());
+    }
+    crate::events::Event::Card {
+        name,
+        iccid: iccid.to_string(),
+        data,
+    }
+}
+
 fn snapshot(subscriptions: &[StoredSubscription], sync: &SyncRecord) -> serde_json::Value {
     json!({
         "syncState": sync.state,

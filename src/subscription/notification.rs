@@ -7,7 +7,8 @@
 
 use serde_json::json;
 
-use super::{settled, snapshot, RouterError, SecureRouter};
+use super::{card_event, settled, snapshot, RouterError, SecureRouter};
+use crate::events::names;
 use crate::gateway::CardPacket;
 use crate::script::subscription::{Notification, SwitchOutcome, TAR_SUBSCRIPTIONS};
 use crate::security::CommandPacketView;
@@ -155,6 +156,43 @@ impl SecureRouter {
                 format!("NOTIFICATION {outcome}: card DIRTY"),
             )
         };
+        let op_id = switching.map(|o| o.id.as_str());
+        let mut events = Vec::new();
+        if let Some(o) = switching.filter(|o| o.kind == "DOWNLOAD" && o.state == "SENT") {
+            events.push(card_event(
+                names::SUBSCRIPTION_DOWNLOADED,
+                iccid,
+                op_id,
+                json!({ "subscriptionId": o.sub_id, "imsi": o.params["imsi"] }),
+            ));
+        }
+        if expected && op_state == "DONE" {
+            events.push(card_event(
+                names::SUBSCRIPTION_ENABLED,
+                iccid,
+                op_id,
+                json!({ "subscriptionId": n.enabled, "imsi": n.imsi }),
+            ));
+        } else if expected {
+            events.push(card_event(
+                names::SUBSCRIPTION_ROLLED_BACK,
+                iccid,
+                op_id,
+                json!({
+                    "outcome": outcome,
+                    "asked": switching.and_then(|o| o.sub_id),
+                    "enabled": n.enabled,
+                    "imsi": n.imsi,
+                }),
+            ));
+        } else if known.sync.state != SyncState::Dirty {
+            events.push(card_event(
+                names::CARD_DIRTY,
+                iccid,
+                op_id,
+                json!({ "reason": sync.reason }),
+            ));
+        }
         let answer = format!(
             "seq {} {outcome}, enabled {} (IMSI {})",
             n.seq, n.enabled, n.imsi
@@ -191,6 +229,8 @@ impl SecureRouter {
             }),
             registry: Some(registry),
             sync: Some(sync.clone()),
+            events,
+            at: now,
         };
         match self.subs()?.apply(&change).await? {
             Applied::Done => {
@@ -242,7 +282,18 @@ impl SecureRouter {
                     after: snapshot(&known.subscriptions, &sync),
                 }),
                 registry: None,
+                events: if known.sync.state == SyncState::Dirty {
+                    Vec::new()
+                } else {
+                    vec![card_event(
+                        names::CARD_DIRTY,
+                        &op.iccid,
+                        Some(&op.id),
+                        json!({ "reason": reason }),
+                    )]
+                },
                 sync: Some(sync),
+                at: now,
             };
             if self.subs()?.apply(&change).await? == Applied::Done {
                 tracing::warn!(iccid = %op.iccid, operation = %op.id, "{reason}: card DIRTY");

@@ -2,8 +2,9 @@
 
 use serde_json::json;
 
-use super::{settled, snapshot, RouterError, SecureRouter};
+use super::{card_event, settled, snapshot, RouterError, SecureRouter};
 use crate::command::{CommandStatus, CommandType};
+use crate::events::names;
 use crate::script::status_word;
 use crate::script::subscription::{Audit, SubscriptionCommand};
 use crate::store::subscriptions::{
@@ -146,6 +147,46 @@ impl SecureRouter {
                 }
             };
         let registry_changed = registry != known.subscriptions;
+        let op_id = Some(op.id.as_str());
+        let mut events = Vec::new();
+        if sync.state == SyncState::Dirty && known.sync.state != SyncState::Dirty {
+            events.push(card_event(
+                names::CARD_DIRTY,
+                &op.iccid,
+                op_id,
+                json!({ "reason": sync.reason }),
+            ));
+        }
+        if op_state != "FAILED" {
+            let sub = json!({ "subscriptionId": sub_id });
+            match op.kind.as_str() {
+                "DOWNLOAD" => events.push(card_event(
+                    names::SUBSCRIPTION_DOWNLOADED,
+                    &op.iccid,
+                    op_id,
+                    json!({ "subscriptionId": sub_id, "imsi": op.params["imsi"] }),
+                )),
+                "DELETE" => events.push(card_event(
+                    names::SUBSCRIPTION_DELETED,
+                    &op.iccid,
+                    op_id,
+                    sub,
+                )),
+                "FALLBACK" => events.push(card_event(
+                    names::SUBSCRIPTION_FALLBACK,
+                    &op.iccid,
+                    op_id,
+                    sub,
+                )),
+                "AUDIT" => events.push(card_event(
+                    names::CARD_AUDITED,
+                    &op.iccid,
+                    op_id,
+                    json!({ "subscriptions": registry }),
+                )),
+                _ => {}
+            }
+        }
         let change = RouterChange {
             iccid: op.iccid.clone(),
             account_id: op.account_id.clone(),
@@ -181,6 +222,8 @@ impl SecureRouter {
             }),
             registry: (registry_changed || known.implied).then_some(registry),
             sync: Some(sync.clone()),
+            events,
+            at: now,
         };
         if self.subs()?.apply(&change).await? == Applied::Done {
             tracing::info!(

@@ -343,6 +343,8 @@ impl SecureRouter {
                 after: snapshot(&known.subscriptions, &sync),
             }),
             sync: Some(sync),
+            events: Vec::new(),
+            at: now,
         };
         match self.subs()?.apply(&change).await? {
             Applied::Done => {

@@ -154,17 +154,40 @@ impl SqlStore {
             }
         }
         if let Some((op, _)) = &change.start {
-            let current = self.sync_in(tx, &change.iccid).await?;
-            let free = match &current {
-                None => true,
-                Some(s) => {
-                    s.operation_id.is_none()
-                        && (s.state == SyncState::Synced
-                            || (s.state == SyncState::Dirty && op.kind == "AUDIT"))
+            // Taken with a conditional update (the row's lock holds it to the end of the
+            // transaction), so two gateways never start two operations on one card.
+            let taken = sqlx::query(
+                "UPDATE card_sync SET operation_id = $2 WHERE iccid = $1 AND operation_id IS NULL \
+                 AND (state = 'SYNCED' OR (state = 'DIRTY' AND $3 = 'AUDIT'))",
+            )
+            .bind(change.iccid.as_str())
+            .bind(op.id.as_str())
+            .bind(op.kind.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?
+            .rows_affected();
+            if taken == 0 {
+                match self.sync_in(tx, &change.iccid).await? {
+                    Some(current) => return Ok(Applied::Busy(Some(current))),
+                    // Never touched: the first row; a concurrent first start fails its
+                    // insert on the key and answers Busy.
+                    None => {
+                        let inserted = sqlx::query(
+                            "INSERT INTO card_sync (iccid, state, operation_id, reason, last_seq, \
+                             audit_attempts, next_audit_at, updated_at) \
+                             VALUES ($1, 'PENDING', $2, '', 0, 0, NULL, $3)",
+                        )
+                        .bind(change.iccid.as_str())
+                        .bind(op.id.as_str())
+                        .bind(op.created_at)
+                        .execute(&mut **tx)
+                        .await;
+                        if inserted.is_err() {
+                            return Ok(Applied::Busy(None));
+                        }
+                    }
                 }
-            };
-            if !free {
-                return Ok(Applied::Busy(current));
             }
             sqlx::query(&format!(
                 "INSERT INTO subscription_operations ({OPERATION_COLUMNS}) VALUES \
@@ -231,6 +254,7 @@ impl SqlStore {
             .await
             .map_err(dbe)?;
         }
+        super::outbox::insert_outbox(tx, &change.account_id, &change.events, change.at).await?;
         if let Some((_, command)) = &change.start {
             match self.insert_commands_tx(tx, &[command], None).await {
                 Ok(()) => {}
