@@ -64,6 +64,7 @@ fn every_setting_is_in_the_example() {
         ("pipeline", "PipelineSettings", &config),
         ("https", "HttpsSettings", &config),
         ("campaigns", "CampaignsSettings", &config),
+        ("subscriptions", "SubscriptionsSettings", &config),
         ("catp", "CatpConfig", &config),
         ("log", "LogSettings", &logging),
     ];

@@ -734,3 +734,60 @@ async fn operators_create_campaigns(backend: &str) {
     env.shutdown().await;
 }
 on_both!(create, operators_create_campaigns);
+
+/// A card's page shows its subscriptions, sync state and audit trail; "Audit now" runs an
+/// audit for an operator (recorded with the user's name) and is refused to a viewer.
+async fn card_subscriptions_and_audit_now(backend: &str) {
+    let env = env_on(backend, 2).await;
+    let _ticker = env.tick_subscriptions(
+        std::sync::Arc::new(otagw::sim::subscriptions::EveryNetwork),
+        Duration::from_millis(100),
+    );
+    add_user(&env, &env.account_id, "watcher2", Role::Viewer).await;
+    add_user(&env, &env.account_id, "doer2", Role::Operator).await;
+    let iccid = env.iccid(0).unwrap();
+    let imsi = env.fleet.with_card_by_iccid(&iccid, |c| c.imsi()).unwrap();
+    let viewer = Browser::signed_in(&env, "watcher2").await;
+    let (code, page) = viewer.get(&format!("/console/cards/{iccid}")).await;
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("id=\"sync-state\" class=\"badge ok\">SYNCED"),
+        "{page}"
+    );
+    assert!(page.contains(&imsi), "{page}");
+    assert!(
+        !page.contains("id=\"audit-now\""),
+        "a viewer sees Audit now"
+    );
+    let csrf = viewer.csrf().await;
+    let (code, _, body) = viewer
+        .post(&format!("/console/cards/{iccid}/audit"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(code, 403, "{body}");
+
+    let op = Browser::signed_in(&env, "doer2").await;
+    let (_, page) = op.get(&format!("/console/cards/{iccid}")).await;
+    assert!(page.contains("id=\"audit-now\""), "{page}");
+    let csrf = op.csrf().await;
+    let (code, _, body) = op
+        .post(&format!("/console/cards/{iccid}/audit"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(code, 303, "{body}");
+    // The audit ends; the timeline shows who asked and what the card said.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, page) = op.get(&format!("/console/cards/{iccid}")).await;
+        if page.contains("AUDIT done") {
+            assert!(page.contains("user:doer2"), "{page}");
+            assert!(
+                page.contains("id=\"sync-state\" class=\"badge ok\">SYNCED"),
+                "{page}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.shutdown().await;
+}
+on_both!(subscriptions_panel, card_subscriptions_and_audit_now);

@@ -1,5 +1,6 @@
 //! Cards: search by ICCID, IMSI or MSISDN prefix, paged; a card's page with its key sets'
-//! metadata (never a key value) and its last commands with their PoR.
+//! metadata (never a key value), its subscriptions and audit trail, and its last commands
+//! with their PoR.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -148,6 +149,7 @@ pub async fn show(
             },
         )
         .await?;
+    let subscriptions = super::subscriptions::panels(&state, &session, &card.iccid).await?;
     let body = html! {
         h1 { "Card " span.mono { (card.iccid) } }
         div.grid.narrow-first {
@@ -183,6 +185,7 @@ pub async fn show(
                 }
             }
         }
+        (subscriptions)
         section.panel {
             h2 { "Last commands" }
             (command_table(&commands))

@@ -20,6 +20,7 @@ pub mod live;
 pub mod login;
 pub mod password;
 pub mod session;
+pub mod subscriptions;
 
 use std::sync::Arc;
 
@@ -138,6 +139,10 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/assets/{name}", get(assets::file))
         .route("/console/cards", get(cards::list))
         .route("/console/cards/{iccid}", get(cards::show))
+        .route(
+            "/console/cards/{iccid}/audit",
+            post(subscriptions::audit_now),
+        )
         .route("/console/commands", get(commands::list))
         .route("/console/commands/{id}", get(commands::show))
         .route(
