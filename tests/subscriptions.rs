@@ -608,3 +608,102 @@ async fn forged_and_unexpected_notifications() {
     assert_eq!(body["lastNotification"], 0);
     env.shutdown().await;
 }
+
+/// `otagw subscription ...` in remote mode drives the same operations; local mode says it
+/// needs a running gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_subscription_verbs() {
+    let env = env(None, 30).await;
+    let _ticker = env.tick_subscriptions(Arc::new(EveryNetwork), Duration::from_millis(100));
+    let iccid = env.iccid(1).unwrap();
+    let token_file = env.data_dir.join("cli-token");
+    std::fs::write(&token_file, &env.token).unwrap();
+    let url = format!("http://{}", env.server.api_addr);
+    let tf = token_file.to_str().unwrap().to_string();
+    let run = move |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_otagw"))
+            .args(&args)
+            .env_remove("OTAGW_SERVER")
+            .env_remove("OTAGW_TOKEN")
+            .output()
+            .expect("run otagw");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let remote = |verb: &[&str]| {
+        let mut args: Vec<String> = ["subscription"].iter().map(|s| s.to_string()).collect();
+        args.extend(verb.iter().map(|s| s.to_string()));
+        args.extend([
+            "--server".into(),
+            url.clone(),
+            "--token-file".into(),
+            tf.clone(),
+        ]);
+        args.push("--json".into());
+        let run = run.clone();
+        tokio::task::spawn_blocking(move || run(args))
+    };
+    let (ok, out, err) = remote(&[
+        "template-create",
+        "--name",
+        "cli",
+        "--spn",
+        "CLI",
+        "--plmn",
+        "26201",
+    ])
+    .await
+    .unwrap();
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = remote(&[
+        "download",
+        "--iccid",
+        &iccid,
+        "--template",
+        "cli",
+        "--imsi",
+        "262019000000077",
+        "--enable",
+        "--wait",
+    ])
+    .await
+    .unwrap();
+    assert!(ok, "{out}{err}");
+    let op: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(op["state"], "DONE", "{op}");
+    assert_eq!(op["kind"], "DOWNLOAD");
+    let (ok, out, err) = remote(&["list", "--iccid", &iccid]).await.unwrap();
+    assert!(ok, "{out}{err}");
+    let list: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(list["syncState"], "SYNCED", "{list}");
+    assert!(
+        server_registry(&list).contains(&(2, "262019000000077".into(), true, false)),
+        "{list}"
+    );
+    let (ok, out, err) = remote(&["delete", "--iccid", &iccid, "--id", "2"])
+        .await
+        .unwrap();
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(err.contains("409") && err.contains("enabled"), "{err}");
+    let (ok, out, err) = remote(&["trail", "--iccid", &iccid, "--limit", "2"])
+        .await
+        .unwrap();
+    assert!(ok, "{out}{err}");
+    let trail: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(trail.as_array().unwrap().len(), 2, "{trail}");
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        run(vec![
+            "subscription".into(),
+            "list".into(),
+            "--iccid".into(),
+            "1".into(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("--server"), "{err}");
+    env.shutdown().await;
+}

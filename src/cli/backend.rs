@@ -124,6 +124,24 @@ impl Ctx {
         }
     }
 
+    /// Runs `f` through the server's REST API: for verbs that need a running gateway (its
+    /// engine sends them), refused in local mode with what to do instead.
+    pub(crate) fn remote_only<T>(
+        &self,
+        verb: &str,
+        f: impl AsyncFnOnce(&Client) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let Some(r) = &self.remote else {
+            bail!(
+                "{verb} goes through a running gateway (its engine sends the card's commands and \
+                 takes its notifications): give --server URL (or OTAGW_SERVER) and a token \
+                 (--token-file PATH or OTAGW_TOKEN)"
+            );
+        };
+        let client = self.client(r)?;
+        runtime()?.block_on(async move { f(&client).await })
+    }
+
     fn client(&self, r: &RemoteArgs) -> anyhow::Result<Client> {
         let token = remote::read_token(r.token_file.as_deref())?;
         Ok(Client::new(&r.server, token, r.ca_file.as_deref())?)

@@ -14,6 +14,7 @@ mod scp80;
 mod serve;
 mod sms_load;
 mod smsc_sim;
+mod subscription;
 mod user;
 mod walk;
 
@@ -92,6 +93,12 @@ enum Command {
         #[command(subcommand)]
         command: campaign::CampaignCommand,
     },
+    /// Subscriptions on multi-subscription cards (the Secure Router), through a running
+    /// gateway (--server): list, download, enable, delete, fallback, audit, trail.
+    Subscription {
+        #[command(subcommand)]
+        command: subscription::SubscriptionCommand,
+    },
 }
 
 /// Runs a parsed command line.
@@ -136,6 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Card { command } => card::run(&ctx, command),
         Command::Group { command } => provision::run_group(&ctx, command),
         Command::Campaign { command } => campaign::run(&ctx, command),
+        Command::Subscription { command } => subscription::run(&ctx, command),
         Command::CampaignLoad(args) => {
             local_only(
                 "campaign-load",

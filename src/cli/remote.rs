@@ -12,9 +12,11 @@ use serde::Serialize;
 use otagw::api::campaigns::{CardGroup, CreateGroup, CreateProfile, Profile, Provisioned};
 use otagw::api::cards::{AppletUploaded, CardPage, CardRemoved, CardView, UpdateCard};
 use otagw::api::error::ErrorBody;
+use otagw::api::subscriptions::{OperationAccepted, OperationView, SubscriptionsView, TrailView};
 use otagw::api::tokens::TokenView;
 use otagw::campaign::ops::{CampaignView, StartOutcome, StartRequest};
 use otagw::campaign::CampaignRequest;
+use otagw::store::subscriptions::SubscriptionTemplate;
 
 /// Why a remote call failed.
 #[derive(Debug, thiserror::Error)]
@@ -407,6 +409,81 @@ impl Client {
     /// `DELETE /api/v1/cards/{iccid}`.
     pub(crate) async fn delete_card(&self, iccid: &str) -> Result<CardRemoved, RemoteError> {
         self.call(self.request(Method::DELETE, &format!("/api/v1/cards/{}", segment(iccid))))
+            .await
+    }
+
+    /// `GET /api/v1/cards/{iccid}/subscriptions`.
+    pub(crate) async fn subscriptions(
+        &self,
+        iccid: &str,
+    ) -> Result<SubscriptionsView, RemoteError> {
+        self.call(self.request(
+            Method::GET,
+            &format!("/api/v1/cards/{}/subscriptions", segment(iccid)),
+        ))
+        .await
+    }
+
+    /// A subscription operation: `POST` (download, enable, audit), `PUT` (fallback) or
+    /// `DELETE` on `path` (under `/api/v1/cards/{iccid}`), with `body` when given.
+    pub(crate) async fn subscription_operation(
+        &self,
+        method: Method,
+        iccid: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<OperationAccepted, RemoteError> {
+        let path = format!("/api/v1/cards/{}{path}", segment(iccid));
+        match body {
+            Some(b) => self.call(self.json(method, &path, b)).await,
+            None => self.call(self.request(method, &path)).await,
+        }
+    }
+
+    /// `GET /api/v1/subscription-operations/{id}`.
+    pub(crate) async fn subscription_operation_view(
+        &self,
+        id: &str,
+    ) -> Result<OperationView, RemoteError> {
+        self.call(self.request(
+            Method::GET,
+            &format!("/api/v1/subscription-operations/{}", segment(id)),
+        ))
+        .await
+    }
+
+    /// `GET /api/v1/cards/{iccid}/audit-trail`.
+    pub(crate) async fn audit_trail(
+        &self,
+        iccid: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TrailView>, RemoteError> {
+        let (rb, m, u) = self.request(
+            Method::GET,
+            &format!("/api/v1/cards/{}/audit-trail", segment(iccid)),
+        );
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(b) = before {
+            query.push(("before", b.to_string()));
+        }
+        self.call((rb.query(&query), m, u)).await
+    }
+
+    /// `POST /api/v1/subscription-templates`.
+    pub(crate) async fn create_subscription_template(
+        &self,
+        t: &SubscriptionTemplate,
+    ) -> Result<SubscriptionTemplate, RemoteError> {
+        self.call(self.json(Method::POST, "/api/v1/subscription-templates", t))
+            .await
+    }
+
+    /// `GET /api/v1/subscription-templates`.
+    pub(crate) async fn subscription_templates(
+        &self,
+    ) -> Result<Vec<SubscriptionTemplate>, RemoteError> {
+        self.call(self.request(Method::GET, "/api/v1/subscription-templates"))
             .await
     }
 
