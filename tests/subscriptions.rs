@@ -643,7 +643,6 @@ async fn cli_subscription_verbs() {
             tf.clone(),
         ]);
         args.push("--json".into());
-        let run = run.clone();
         tokio::task::spawn_blocking(move || run(args))
     };
     let (ok, out, err) = remote(&[
