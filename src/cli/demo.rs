@@ -216,6 +216,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "card {c2} key versions after KEY_UPDATE: {}",
         card["keyVersions"]
     );
+    failures += subscriptions(&env, &c0).await?;
     let (_, metrics) = env.get("/api/v1/ota/metrics").await?;
     println!("metrics: {metrics}");
     println!("total {:.1} s", started.elapsed().as_secs_f64());
@@ -224,4 +225,115 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         bail!("{failures} command(s) did not succeed");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Polls a subscription operation until it is DONE or FAILED.
+async fn operation_done(env: &devkit::DevEnv, id: &str) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, op) = env
+            .get(&format!("/api/v1/subscription-operations/{id}"))
+            .await?;
+        if code != 200 {
+            bail!("GET operation {id}: {code} {op}");
+        }
+        if matches!(op["state"].as_str(), Some("DONE" | "FAILED")) {
+            return Ok(op);
+        }
+        if Instant::now() > deadline {
+            bail!("operation {id} still {} after 30 s", op["state"]);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Subscription management on card `iccid`: a download with a switch (the card's
+/// notification comes back as an MO SMS) and an audit. Returns the failures.
+async fn subscriptions(env: &devkit::DevEnv, iccid: &str) -> anyhow::Result<usize> {
+    println!();
+    println!("subscription management (Secure Router), card {iccid}:");
+    let _ticker = env.tick_subscriptions(
+        std::sync::Arc::new(otagw::sim::subscriptions::EveryNetwork),
+        Duration::from_millis(100),
+    );
+    let (code, body) = env
+        .post(
+            "/api/v1/subscription-templates",
+            &json!({"name": "demo-operator", "spn": "otagw", "plmns": ["26201"]}),
+        )
+        .await?;
+    if code != 201 {
+        bail!("POST template: {code} {body}");
+    }
+    let mut failures = 0;
+    let steps = [
+        (
+            "download 262019999000001 and switch to it",
+            format!("/api/v1/cards/{iccid}/subscriptions"),
+            json!({"template": "demo-operator", "imsi": "262019999000001", "enable": true}),
+        ),
+        (
+            "audit (read the card's registry back)",
+            format!("/api/v1/cards/{iccid}/audit"),
+            json!({}),
+        ),
+    ];
+    println!("| operation | state | card's answer | ms |");
+    println!("|---|---|---|---|");
+    for (label, path, body) in steps {
+        let posted = Instant::now();
+        let (code, accepted) = env.post(&path, &body).await?;
+        if code != 202 {
+            bail!("POST {path}: {code} {accepted}");
+        }
+        let id = accepted["operationId"].as_str().context("operationId")?;
+        let op = operation_done(env, id).await?;
+        let answer = match op["result"]["notification"].as_object() {
+            Some(n) => format!(
+                "notification {} {}, enabled {}",
+                n["seq"],
+                n["outcome"].as_str().unwrap_or("?"),
+                n["enabled"]
+            ),
+            None => op["result"]["answer"].as_str().unwrap_or("-").to_string(),
+        };
+        let state = op["state"].as_str().unwrap_or("?");
+        println!(
+            "| {label} | {state} | {answer} | {:.0} |",
+            posted.elapsed().as_secs_f64() * 1e3
+        );
+        if state != "DONE" {
+            failures += 1;
+        }
+    }
+    let (_, registry) = env
+        .get(&format!("/api/v1/cards/{iccid}/subscriptions"))
+        .await?;
+    println!(
+        "registry: sync {}, {}",
+        registry["syncState"].as_str().unwrap_or("?"),
+        registry["subscriptions"]
+            .as_array()
+            .map(|subs| subs
+                .iter()
+                .map(|s| format!(
+                    "{} {} {}{}",
+                    s["id"],
+                    s["imsi"].as_str().unwrap_or("?"),
+                    if s["enabled"] == true {
+                        "enabled"
+                    } else {
+                        "disabled"
+                    },
+                    if s["fallback"] == true {
+                        " fallback"
+                    } else {
+                        ""
+                    }
+                ))
+                .collect::<Vec<_>>()
+                .join("; "))
+            .unwrap_or_default()
+    );
+    Ok(failures)
 }
