@@ -236,3 +236,67 @@ fn tshark_reads_our_por_sms_submit() {
         ]]
     );
 }
+
+/// A card's subscription notification as its handset sends it (SMS-SUBMIT, UDH `02 70 00`:
+/// a card-originated command packet): tshark reads the command packet identifier and gives
+/// back our packet from the user data; its clear header fields (SPI, KIc, KID, TAR) are
+/// where TS 31.115 / TS 102 225 put them.
+#[test]
+fn tshark_reads_a_card_notification_sms_submit() {
+    use otagw::script::subscription::{Notification, SwitchOutcome};
+    let fleet = otagw::sim::Fleet::generate(1, 7, otagw::devkit::fleet_defaults()).expect("fleet");
+    let msisdn = fleet.msisdn_at(0).expect("card");
+    let n = Notification {
+        seq: 3,
+        outcome: SwitchOutcome::RolledBack,
+        enabled: 1,
+        imsi: "262010000000000".into(),
+    };
+    let ud = fleet
+        .with_card(&msisdn, |c| c.notification_user_data(&n))
+        .flatten()
+        .expect("notification");
+    assert_eq!(ud[..3], [0x02, 0x70, 0x00]);
+    let packet = &ud[3..];
+    let tpdu = SmsSubmit {
+        reject_duplicates: false,
+        status_report_request: false,
+        user_data_header_indicator: true,
+        reply_path: false,
+        message_reference: 0x2B,
+        destination_address: Address::international("4930123").expect("address"),
+        protocol_identifier: 0x7F,
+        data_coding_scheme: DataCodingScheme(0xF6),
+        validity_period: ValidityPeriod::None,
+        user_data: UserData::Octets(ud.clone()),
+    }
+    .encode()
+    .expect("tpdu");
+    let mut rp_data = vec![0x00, 0x08, 0x00, 0x04, 0x91, 0x94, 0x71, 0xF1];
+    rp_data.push(u8::try_from(tpdu.len()).expect("short TPDU"));
+    rp_data.extend_from_slice(&tpdu);
+    let text = tshark_as(RP, &[rp_data.clone()], &["-V"]);
+    assert!(
+        text.contains("(U)SIM Toolkit Security Headers"),
+        "no command packet IE: {text}"
+    );
+    let rows = fields_as(
+        RP,
+        &[rp_data],
+        &[
+            "gsm_sms.tp-mti",
+            "gsm_sms.tp-udhi",
+            "gsm_sms.tp-pid",
+            "gsm_sms.sms_body",
+        ],
+    );
+    let body = hex::encode(packet);
+    assert_eq!(rows, vec![vec!["1", "1", "127", body.as_str()]]);
+    // CPL, CHL, SPI 0E 00, KIc 12 / KID 12 (key version 1, AES), TAR 534D41, in the clear.
+    assert_eq!(
+        usize::from(u16::from_be_bytes([packet[0], packet[1]])),
+        packet.len() - 2
+    );
+    assert_eq!(packet[2], 0x15, "CHL: 13 + an 8-octet CC");
+    assert_eq!(packet[3..10], [0x0E, 0x00, 0x12, 0x12, 0x53, 0x4D, 0x41]);
+}
