@@ -706,3 +706,226 @@ async fn cli_subscription_verbs() {
     assert!(!ok && err.contains("--server"), "{err}");
     env.shutdown().await;
 }
+
+/// An operator grants an enterprise account rights on a card group: the enterprise sees and
+/// acts on those cards' subscriptions only, within its rights; everything else is 404 to it.
+async fn enterprise_grants(store_url: Option<String>) {
+    let env = devkit::start(DevOptions {
+        cards: 3,
+        store_url,
+        provision: true,
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit");
+    let _ticker = env.tick_subscriptions(Arc::new(EveryNetwork), Duration::from_millis(100));
+    template(&env).await;
+    let (profile, _) = env.fleet_group.unwrap();
+    let (granted, other) = (env.iccid(0).unwrap(), env.iccid(1).unwrap());
+    let (code, group) = env
+        .post(
+            "/api/v1/cardgroups",
+            &json!({"profileId": profile, "name": "acme-fleet", "iccids": [granted]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{group}");
+    let group = group["id"].as_i64().unwrap();
+    // The enterprise: its own account and token.
+    let store = env.server.store.clone();
+    let now = otagw::clock::now_ms();
+    let acme = store.create_account("acme", now).await.unwrap();
+    let acme_token = store.create_token(&acme.id, "acme", now).await.unwrap();
+    let as_acme = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let rb = env
+            .client
+            .request(method, format!("{}{path}", env.server.base_url()))
+            .bearer_auth(&acme_token);
+        let rb = match body {
+            Some(b) => rb.json(&b),
+            None => rb,
+        };
+        async move {
+            let r = rb.send().await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+    // Nothing granted yet: the card does not exist for acme.
+    let (code, _) = as_acme(
+        get.clone(),
+        format!("/api/v1/cards/{granted}/subscriptions"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 404);
+
+    // view + audit.
+    let (code, g) = env
+        .post(
+            &format!("/api/v1/cardgroups/{group}/grants"),
+            &json!({"account": "acme", "rights": ["audit"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{g}");
+    assert_eq!(
+        g["rights"],
+        json!(["view", "audit"]),
+        "view comes with every grant"
+    );
+    let (code, body) = as_acme(
+        get.clone(),
+        format!("/api/v1/cards/{granted}/subscriptions"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, &body["syncState"]),
+        (200, &json!("SYNCED")),
+        "{body}"
+    );
+    let (code, body) = as_acme(
+        post.clone(),
+        format!("/api/v1/cards/{granted}/subscriptions"),
+        Some(json!({"template": "op-a", "imsi": "262019000000055", "enable": true})),
+    )
+    .await;
+    assert_eq!(code, 403, "no manage right: {body}");
+    let (code, body) = as_acme(post.clone(), format!("/api/v1/cards/{granted}/audit"), None).await;
+    assert_eq!(code, 202, "{body}");
+    let op = body["operationId"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, view) = as_acme(
+            get.clone(),
+            format!("/api/v1/subscription-operations/{op}"),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{view}");
+        if view["state"] == "DONE" {
+            assert_eq!(view["requestedBy"], "token:acme");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, trail) = as_acme(
+        get.clone(),
+        format!("/api/v1/cards/{granted}/audit-trail"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{trail}");
+    assert_eq!(trail[1]["who"], "token:acme", "{trail}");
+    // The owner sees the enterprise's operation in its card's trail too.
+    let (_, owner_trail) = env
+        .get(&format!("/api/v1/cards/{granted}/audit-trail"))
+        .await
+        .unwrap();
+    assert_eq!(owner_trail, trail);
+
+    // Everything else answers 404: a card outside the group, the card itself on the card
+    // routes, the owner's commands and groups.
+    for path in [
+        format!("/api/v1/cards/{other}/subscriptions"),
+        format!("/api/v1/cards/{other}/audit-trail"),
+        format!("/api/v1/cards/{granted}"),
+        format!("/api/v1/cardgroups/{group}"),
+        format!("/api/v1/cardgroups/{group}/grants"),
+    ] {
+        let (code, body) = as_acme(get.clone(), path.clone(), None).await;
+        assert_eq!(code, 404, "{path}: {body}");
+    }
+    let (code, _) = as_acme(post.clone(), format!("/api/v1/cards/{other}/audit"), None).await;
+    assert_eq!(code, 404);
+    let command = done_command(&env, &granted).await;
+    let (code, _) = as_acme(get.clone(), format!("/api/v1/ota/commands/{command}"), None).await;
+    assert_eq!(code, 404, "the carrying command is the owner's");
+
+    // manage: the enterprise switches the card.
+    let (code, _) = env
+        .post(
+            &format!("/api/v1/cardgroups/{group}/grants"),
+            &json!({"account": "acme", "rights": ["manage"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201);
+    let (code, body) = as_acme(
+        post.clone(),
+        format!("/api/v1/cards/{granted}/subscriptions"),
+        Some(json!({"template": "op-a", "imsi": "262019000000055", "enable": true})),
+    )
+    .await;
+    assert_eq!(code, 202, "with its operator's template: {body}");
+    let op2 = body["operationId"].as_str().unwrap().to_string();
+    let done = settled(&env, &op2).await;
+    assert_eq!(done["state"], "DONE", "{done}");
+    assert_eq!(done["requestedBy"], "token:acme");
+    let (code, body) = as_acme(post.clone(), format!("/api/v1/cards/{granted}/audit"), None).await;
+    assert_eq!(code, 403, "the new grant replaced audit: {body}");
+    let (code, list) = env
+        .get(&format!("/api/v1/cardgroups/{group}/grants"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(list[0]["account"], "acme");
+    assert_eq!(list[0]["rights"], json!(["view", "manage"]));
+
+    // Revoked: gone.
+    let (code, _) = env
+        .delete(&format!("/api/v1/cardgroups/{group}/grants/acme"))
+        .await
+        .unwrap();
+    assert_eq!(code, 204);
+    let (code, _) = as_acme(
+        get.clone(),
+        format!("/api/v1/cards/{granted}/subscriptions"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (code, _) = as_acme(get, format!("/api/v1/subscription-operations/{op}"), None).await;
+    assert_eq!(code, 404);
+    let (code, body) = env
+        .post(
+            &format!("/api/v1/cardgroups/{group}/grants"),
+            &json!({"account": "nobody", "rights": ["view"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (422, Some("account")),
+        "{body}"
+    );
+    env.shutdown().await;
+}
+
+/// The id of the command that carried the card's last operation.
+async fn done_command(env: &DevEnv, iccid: &str) -> String {
+    let (_, trail) = env
+        .get(&format!("/api/v1/cards/{iccid}/audit-trail"))
+        .await
+        .unwrap();
+    let op = trail[0]["operationId"].as_str().unwrap().to_string();
+    let (_, view) = env
+        .get(&format!("/api/v1/subscription-operations/{op}"))
+        .await
+        .unwrap();
+    view["commandId"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enterprise_grants_sqlite() {
+    enterprise_grants(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enterprise_grants_postgres() {
+    on_postgres(enterprise_grants).await;
+}

@@ -158,6 +158,14 @@ pub fn router(state: AppState) -> Router {
             get(subscriptions::operation),
         )
         .route(
+            "/api/v1/cardgroups/{id}/grants",
+            post(subscriptions::grant).get(subscriptions::grants),
+        )
+        .route(
+            "/api/v1/cardgroups/{id}/grants/{account}",
+            delete(subscriptions::revoke_grant),
+        )
+        .route(
             "/api/v1/subscription-templates",
             post(subscriptions::create_template).get(subscriptions::list_templates),
         )

@@ -109,7 +109,8 @@ impl Modify for CommandShapes {
         subscriptions::list, subscriptions::download, subscriptions::enable,
         subscriptions::delete, subscriptions::fallback, subscriptions::audit,
         subscriptions::audit_trail, subscriptions::operation, subscriptions::create_template,
-        subscriptions::list_templates,
+        subscriptions::list_templates, subscriptions::grant, subscriptions::grants,
+        subscriptions::revoke_grant,
     ),
     components(schemas(
         command::OtaCommandRequest, command::OtaResult, command::CommandType,
@@ -131,6 +132,7 @@ impl Modify for CommandShapes {
         subscriptions::OperationView, subscriptions::TrailView,
         crate::subscription::DownloadRequest, crate::store::subscriptions::SubscriptionTemplate,
         crate::store::subscriptions::StoredSubscription, crate::store::subscriptions::SyncState,
+        crate::store::subscriptions::Right, subscriptions::GrantRequest, subscriptions::GrantView,
     )),
     modifiers(&BearerAuth, &CommonResponses, &CommandShapes),
 )]

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, JsonBody};
 use crate::store::subscriptions::{
-    OperationRecord, StoredSubscription, SubscriptionTemplate, SyncState, TrailEntry,
+    GrantRecord, OperationRecord, Right, StoredSubscription, SubscriptionTemplate, SyncState,
+    TrailEntry,
 };
 use crate::store::Account;
 use crate::subscription::{DownloadRequest, Requester, RouterError, SecureRouter};
@@ -190,6 +191,7 @@ fn api_error(e: RouterError) -> ApiError {
                 None => e,
             }
         }
+        RouterError::Forbidden(m) => ApiError::forbidden(m),
         RouterError::Store(e) => ApiError::store(e),
     }
 }
@@ -384,16 +386,10 @@ pub async fn audit_trail(
             format!("{limit} is not 1 to 500"),
         ));
     }
-    let router = router(&state)?;
-    let iccid = iccid_of(&iccid);
-    // The card must be this account's (404 otherwise, whoever holds it).
-    router.known(&account.id, &iccid).await.map_err(api_error)?;
-    let entries = router
-        .records()
-        .map_err(api_error)?
-        .audit_trail(&account.id, &iccid, q.before, limit)
+    let entries = router(&state)?
+        .trail(&account.id, &iccid_of(&iccid), q.before, limit)
         .await
-        .map_err(ApiError::store)?;
+        .map_err(api_error)?;
     Ok(Json(entries.into_iter().map(TrailView::from).collect()))
 }
 
@@ -469,4 +465,138 @@ pub async fn list_templates(
         .await
         .map_err(ApiError::store)?;
     Ok(Json(templates))
+}
+
+/// A grant of rights on a card group to another account.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrantRequest {
+    /// The account granted (its name).
+    pub account: String,
+    /// `view` (subscriptions, operations, audit trail), `manage` (download, enable, delete,
+    /// fallback), `audit`; `view` is implied by the others.
+    #[schema(min_items = 1)]
+    pub rights: Vec<Right>,
+}
+
+/// A grant as listed.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantView {
+    /// The card group.
+    pub group_id: i64,
+    /// The account granted.
+    pub account: String,
+    /// Its rights.
+    pub rights: Vec<Right>,
+    /// Granted.
+    #[serde(with = "crate::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+}
+
+impl From<GrantRecord> for GrantView {
+    fn from(g: GrantRecord) -> Self {
+        Self {
+            group_id: g.group_id,
+            account: g.grantee_name,
+            rights: g.rights,
+            created_at: g.created_at,
+        }
+    }
+}
+
+/// Grants an enterprise account rights on the cards of a card group (replacing its rights
+/// there, if it had some). The enterprise then sees and acts on those cards' subscriptions
+/// only; everything else answers 404 to it.
+#[utoipa::path(post, path = "/api/v1/cardgroups/{id}/grants", tag = "subscriptions",
+    params(("id" = i64, Path, description = "Card group id")),
+    request_body = GrantRequest,
+    responses((status = 201, body = GrantView), (status = 400, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn grant(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<GrantRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let group = group_id(&id)?;
+    if req.rights.is_empty() {
+        return Err(ApiError::invalid(
+            "rights",
+            "at least one of view, manage, audit",
+        ));
+    }
+    let mut rights = req.rights.clone();
+    rights.push(Right::View);
+    rights.sort();
+    rights.dedup();
+    let g = router(&state)?
+        .records()
+        .map_err(api_error)?
+        .grant(
+            &account.id,
+            group,
+            req.account.trim(),
+            &rights,
+            state.gateway.clock().now_ms(),
+        )
+        .await
+        .map_err(ApiError::store)?;
+    Ok((StatusCode::CREATED, Json(GrantView::from(g))))
+}
+
+/// The grants on a card group.
+#[utoipa::path(get, path = "/api/v1/cardgroups/{id}/grants", tag = "subscriptions",
+    params(("id" = i64, Path, description = "Card group id")),
+    responses((status = 200, body = [GrantView]), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn grants(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<GrantView>>, ApiError> {
+    let group = group_id(&id)?;
+    let list = router(&state)?
+        .records()
+        .map_err(api_error)?
+        .grants(&account.id, group)
+        .await
+        .map_err(ApiError::store)?;
+    Ok(Json(list.into_iter().map(GrantView::from).collect()))
+}
+
+/// Removes an account's grant on a card group.
+#[utoipa::path(delete, path = "/api/v1/cardgroups/{id}/grants/{account}", tag = "subscriptions",
+    params(("id" = i64, Path, description = "Card group id"),
+        ("account" = String, Path, description = "The account granted")),
+    responses((status = 204), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn revoke_grant(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Path((id, grantee)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let group = group_id(&id)?;
+    let removed = router(&state)?
+        .records()
+        .map_err(api_error)?
+        .revoke_grant(&account.id, group, &grantee)
+        .await
+        .map_err(ApiError::store)?;
+    if removed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(
+            Some("account"),
+            format!("no grant to {grantee:?} on card group {group}"),
+        ))
+    }
+}
+
+fn group_id(raw: &str) -> Result<i64, ApiError> {
+    raw.trim()
+        .parse::<i64>()
+        .map_err(|_| ApiError::not_found(Some("id"), format!("card group {raw:?} not found")))
 }

@@ -28,6 +28,7 @@ impl From<RouterError> for PageError {
                 problem: message,
                 status: StatusCode::CONFLICT,
             },
+            RouterError::Forbidden(m) => PageError::Forbidden(m),
             RouterError::Store(s) => PageError::Store(s),
         }
     }
@@ -54,10 +55,7 @@ pub async fn panels(
     };
     let account = session.account_id();
     let known = router.known(account, iccid).await?;
-    let trail = router
-        .records()?
-        .audit_trail(account, iccid, None, TRAIL)
-        .await?;
+    let trail = router.trail(account, iccid, None, TRAIL).await?;
     Ok(html! {
         section.panel #subscriptions {
             h2 { "Subscriptions " (sync_badge(known.sync.state)) }

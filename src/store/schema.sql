@@ -383,3 +383,15 @@ CREATE TABLE IF NOT EXISTS card_audit_trail (
 );
 
 CREATE INDEX IF NOT EXISTS card_audit_trail_card ON card_audit_trail (iccid, seq);
+
+-- Enterprise permissions: an operator's account grants another account rights on one of its
+-- card groups (`view`, `manage` subscriptions, `audit`; a comma list).
+CREATE TABLE IF NOT EXISTS card_group_grants (
+    group_id {int} NOT NULL REFERENCES card_groups (id),
+    grantee_id TEXT NOT NULL REFERENCES accounts (id),
+    rights TEXT NOT NULL,
+    created_at {int} NOT NULL,
+    PRIMARY KEY (group_id, grantee_id)
+);
+
+CREATE INDEX IF NOT EXISTS card_group_grants_grantee ON card_group_grants (grantee_id);

@@ -212,6 +212,65 @@ pub enum Applied {
     Busy(Option<SyncRecord>),
 }
 
+/// What an account may do with another account's cards, granted per card group.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Right {
+    /// Read the subscriptions, the operations and the audit trail.
+    View,
+    /// Download, enable, delete subscriptions and move the fallback (needs `view` too).
+    Manage,
+    /// Start audits.
+    Audit,
+}
+
+impl Right {
+    /// Every right.
+    pub const ALL: [Right; 3] = [Right::View, Right::Manage, Right::Audit];
+
+    /// As stored and posted.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Right::View => "view",
+            Right::Manage => "manage",
+            Right::Audit => "audit",
+        }
+    }
+
+    /// From its name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// A grant of rights on a card group to another account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// The card group.
+    pub group_id: i64,
+    /// The account granted.
+    pub grantee_id: String,
+    /// Its name.
+    pub grantee_name: String,
+    /// The rights.
+    pub rights: Vec<Right>,
+    /// Granted, ms.
+    pub created_at: Millis,
+}
+
+/// How an account reaches a card: its owner (every right), or through grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardAccess {
+    /// The account holding the card (its keys, commands and webhooks).
+    pub owner_id: String,
+    /// Whether the caller is the owner.
+    pub owner: bool,
+    /// The rights the caller has (all for the owner).
+    pub rights: Vec<Right>,
+}
+
 /// The Secure Router's store.
 #[async_trait]
 pub trait SubscriptionStore: Send + Sync {
@@ -280,4 +339,35 @@ pub trait SubscriptionStore: Send + Sync {
 
     /// An account's templates, by name.
     async fn templates(&self, account_id: &str) -> Result<Vec<SubscriptionTemplate>, StoreError>;
+
+    /// How `account_id` reaches card `iccid` (`None`: it does not, as if there were no card).
+    async fn card_access(
+        &self,
+        account_id: &str,
+        iccid: &str,
+    ) -> Result<Option<CardAccess>, StoreError>;
+
+    /// An operation by id, whatever its account (callers check access to its card).
+    async fn operation_by_id(&self, id: &str) -> Result<Option<OperationRecord>, StoreError>;
+
+    /// Grants (or replaces the rights of) `grantee_name` on the owner's card group.
+    async fn grant(
+        &self,
+        owner_id: &str,
+        group_id: i64,
+        grantee_name: &str,
+        rights: &[Right],
+        now: Millis,
+    ) -> Result<GrantRecord, StoreError>;
+
+    /// Removes a grant; false if there was none.
+    async fn revoke_grant(
+        &self,
+        owner_id: &str,
+        group_id: i64,
+        grantee_name: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// The grants on the owner's card group.
+    async fn grants(&self, owner_id: &str, group_id: i64) -> Result<Vec<GrantRecord>, StoreError>;
 }

@@ -22,7 +22,7 @@ use serde_json::json;
 use crate::clock::{Clock, Millis};
 use crate::gateway::Gateway;
 use crate::store::subscriptions::{
-    CardRegistry, StoredSubscription, SubscriptionStore, SyncRecord, SyncState,
+    CardRegistry, Right, StoredSubscription, SubscriptionStore, SyncRecord, SyncState,
 };
 use crate::store::{Store, StoreError};
 
@@ -79,6 +79,9 @@ pub enum RouterError {
     /// subscription enabled or holding the fallback).
     #[error("{0}")]
     Conflict(String, Option<String>),
+    /// The caller sees the card (a grant) but lacks the right for this.
+    #[error("{0}")]
+    Forbidden(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -122,11 +125,51 @@ impl SecureRouter {
     }
 
     /// A card's registry and sync record as last known (what provisioning implies when the
-    /// router never touched the card).
+    /// router never touched the card), for its owner or an account granted `view`.
     pub async fn known(&self, account_id: &str, iccid: &str) -> Result<Known, RouterError> {
+        self.reach(account_id, iccid, Right::View).await
+    }
+
+    /// The card as `account_id` may reach it with `right`: its owner, or an account whose
+    /// grant on one of the card's groups includes `view` (else the card is not found) and
+    /// `right` (else forbidden).
+    pub(super) async fn reach(
+        &self,
+        account_id: &str,
+        iccid: &str,
+        right: Right,
+    ) -> Result<Known, RouterError> {
+        let not_found = || RouterError::NotFound {
+            what: "card",
+            key: iccid.to_string(),
+            field: None,
+        };
+        let access = self
+            .subs()?
+            .card_access(account_id, iccid)
+            .await?
+            .ok_or_else(not_found)?;
+        if !access.rights.contains(&Right::View) {
+            return Err(not_found());
+        }
+        if !access.rights.contains(&right) {
+            return Err(RouterError::Forbidden(format!(
+                "this account may view card {iccid} but has no {:?} right on it",
+                right.as_str()
+            )));
+        }
+        self.registry_of(&access.owner_id, iccid).await
+    }
+
+    /// The registry of a card of `owner_id` (no access check: the router's own work).
+    pub(super) async fn registry_of(
+        &self,
+        owner_id: &str,
+        iccid: &str,
+    ) -> Result<Known, RouterError> {
         let reg = self
             .subs()?
-            .registry(account_id, iccid)
+            .registry(owner_id, iccid)
             .await?
             .ok_or_else(|| RouterError::NotFound {
                 what: "card",
@@ -136,20 +179,42 @@ impl SecureRouter {
         Ok(Known::of(reg))
     }
 
-    /// An operation of the account.
+    /// An operation, for an account that may view its card.
     pub async fn operation(
         &self,
         account_id: &str,
         id: &str,
     ) -> Result<crate::store::subscriptions::OperationRecord, RouterError> {
-        self.subs()?
-            .operation(account_id, id)
+        let not_found = || RouterError::NotFound {
+            what: "operation",
+            key: id.to_string(),
+            field: None,
+        };
+        let op = self
+            .subs()?
+            .operation_by_id(id)
             .await?
-            .ok_or_else(|| RouterError::NotFound {
-                what: "operation",
-                key: id.to_string(),
-                field: None,
-            })
+            .ok_or_else(not_found)?;
+        match self.reach(account_id, &op.iccid, Right::View).await {
+            Ok(_) => Ok(op),
+            Err(RouterError::Store(e)) => Err(RouterError::Store(e)),
+            Err(_) => Err(not_found()),
+        }
+    }
+
+    /// A card's audit trail, newest first, for an account that may view the card.
+    pub async fn trail(
+        &self,
+        account_id: &str,
+        iccid: &str,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<crate::store::subscriptions::TrailEntry>, RouterError> {
+        let known = self.known(account_id, iccid).await?;
+        Ok(self
+            .subs()?
+            .audit_trail(&known.account_id, iccid, before_seq, limit)
+            .await?)
     }
 
     /// The store's subscription records.

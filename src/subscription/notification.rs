@@ -95,7 +95,7 @@ impl SecureRouter {
         iccid: &str,
         n: Notification,
     ) -> Result<(), RouterError> {
-        let known = self.known(account_id, iccid).await?;
+        let known = self.registry_of(account_id, iccid).await?;
         let now = self.now();
         let last = known.sync.last_seq;
         // Sequence numbers wrap at 2^16: "not after the last" is within half the range.
@@ -256,7 +256,7 @@ impl SecureRouter {
         let overdue = self.subs()?.overdue(now, 200).await?;
         let n = overdue.len();
         for op in overdue {
-            let known = self.known(&op.account_id, &op.iccid).await?;
+            let known = self.registry_of(&op.account_id, &op.iccid).await?;
             let reason = format!("no notification for {} {} by its deadline", op.kind, op.id);
             let sync = settled(&known.sync, SyncState::Dirty, &reason, now);
             let change = RouterChange {

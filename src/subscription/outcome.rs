@@ -44,7 +44,7 @@ impl SecureRouter {
     }
 
     async fn ended(&self, op: OperationRecord, command: CommandRecord) -> Result<(), RouterError> {
-        let known = self.known(&op.account_id, &op.iccid).await?;
+        let known = self.registry_of(&op.account_id, &op.iccid).await?;
         let now = self.now();
         let answer = answer_of(&command);
         let mut registry = known.subscriptions.clone();

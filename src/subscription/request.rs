@@ -11,7 +11,8 @@ use crate::command::{
 };
 use crate::script::subscription::{Download, SubscriptionCommand, SLOTS, TAR_SUBSCRIPTIONS};
 use crate::store::subscriptions::{
-    Applied, OperationRecord, RouterChange, StoredSubscription, SyncRecord, SyncState, TrailEntry,
+    Applied, OperationRecord, Right, RouterChange, StoredSubscription, SyncRecord, SyncState,
+    TrailEntry,
 };
 use crate::store::NewCommand;
 
@@ -136,11 +137,17 @@ impl SecureRouter {
         req: &DownloadRequest,
         who: &Requester,
     ) -> Result<OperationRecord, RouterError> {
-        let known = self.known(account_id, iccid).await?;
-        let template = self
+        let known = self.reach(account_id, iccid, Right::Manage).await?;
+        // The card owner's templates (an enterprise with a grant uses its operator's), then
+        // the caller's own.
+        let mut template = self
             .subs()?
-            .template(account_id, &req.template)
-            .await?
+            .template(&known.account_id, &req.template)
+            .await?;
+        if template.is_none() && known.account_id != account_id {
+            template = self.subs()?.template(account_id, &req.template).await?;
+        }
+        let template = template
             .ok_or_else(|| invalid("template", format!("no template {:?}", req.template)))?;
         if !(6..=15).contains(&req.imsi.len()) || !req.imsi.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid(
@@ -198,7 +205,7 @@ impl SecureRouter {
         sub_id: u8,
         who: &Requester,
     ) -> Result<OperationRecord, RouterError> {
-        let known = self.known(account_id, iccid).await?;
+        let known = self.reach(account_id, iccid, Right::Manage).await?;
         let sub = self.named(&known, sub_id)?;
         if sub.enabled {
             return Err(RouterError::Conflict(
@@ -217,7 +224,7 @@ impl SecureRouter {
         sub_id: u8,
         who: &Requester,
     ) -> Result<OperationRecord, RouterError> {
-        let known = self.known(account_id, iccid).await?;
+        let known = self.reach(account_id, iccid, Right::Manage).await?;
         let sub = self.named(&known, sub_id)?;
         if sub.enabled || sub.fallback {
             return Err(RouterError::Conflict(
@@ -243,7 +250,7 @@ impl SecureRouter {
         sub_id: u8,
         who: &Requester,
     ) -> Result<OperationRecord, RouterError> {
-        let known = self.known(account_id, iccid).await?;
+        let known = self.reach(account_id, iccid, Right::Manage).await?;
         let sub = self.named(&known, sub_id)?;
         if sub.fallback {
             return Err(RouterError::Conflict(
@@ -261,7 +268,7 @@ impl SecureRouter {
         iccid: &str,
         who: &Requester,
     ) -> Result<OperationRecord, RouterError> {
-        let known = self.known(account_id, iccid).await?;
+        let known = self.reach(account_id, iccid, Right::Audit).await?;
         self.start(known, Kind::Audit, who).await
     }
 

@@ -58,7 +58,7 @@ impl SecureRouter {
                 Err(RouterError::Conflict(..)) => {}
                 Err(RouterError::Store(e)) => return Err(RouterError::Store(e)),
                 Err(e) => {
-                    let known = self.known(&account_id, &iccid).await?;
+                    let known = self.registry_of(&account_id, &iccid).await?;
                     let attempts = known.sync.audit_attempts.saturating_add(1);
                     tracing::warn!(%iccid, "automatic audit not sent: {e}");
                     let change = RouterChange {

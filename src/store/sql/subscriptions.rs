@@ -5,8 +5,8 @@ use sqlx::any::AnyRow;
 
 use super::{col, dbe, json_text, map_insert, InsertFailure, SqlStore, Tx};
 use crate::store::subscriptions::{
-    Applied, CardRegistry, OperationRecord, RouterChange, StoredSubscription, SubscriptionStore,
-    SubscriptionTemplate, SyncRecord, SyncState, TrailEntry,
+    Applied, CardAccess, CardRegistry, GrantRecord, OperationRecord, Right, RouterChange,
+    StoredSubscription, SubscriptionStore, SubscriptionTemplate, SyncRecord, SyncState, TrailEntry,
 };
 use crate::store::{CommandRecord, Millis, Store, StoreError};
 
@@ -66,6 +66,24 @@ fn trail_from_row(row: &AnyRow) -> Result<TrailEntry, StoreError> {
         answer: col(row, "answer")?,
         before: json_col(row, "state_before")?,
         after: json_col(row, "state_after")?,
+    })
+}
+
+fn rights_of(text: &str) -> Vec<Right> {
+    let mut rights: Vec<Right> = text.split(',').filter_map(Right::parse).collect();
+    rights.sort();
+    rights.dedup();
+    rights
+}
+
+fn grant_from_row(row: &AnyRow) -> Result<GrantRecord, StoreError> {
+    let rights: String = col(row, "rights")?;
+    Ok(GrantRecord {
+        group_id: col(row, "group_id")?,
+        grantee_id: col(row, "grantee_id")?,
+        grantee_name: col(row, "grantee_name")?,
+        rights: rights_of(&rights),
+        created_at: col(row, "created_at")?,
     })
 }
 
@@ -538,5 +556,173 @@ impl SubscriptionStore for SqlStore {
         .await
         .map_err(dbe)?;
         rows.iter().map(template_from_row).collect()
+    }
+
+    async fn card_access(
+        &self,
+        account_id: &str,
+        iccid: &str,
+    ) -> Result<Option<CardAccess>, StoreError> {
+        let Some(row) = sqlx::query("SELECT account_id FROM cards WHERE iccid = $1")
+            .bind(iccid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(dbe)?
+        else {
+            return Ok(None);
+        };
+        let owner_id: String = col(&row, "account_id")?;
+        if owner_id == account_id {
+            return Ok(Some(CardAccess {
+                owner_id,
+                owner: true,
+                rights: Right::ALL.to_vec(),
+            }));
+        }
+        // Grants on the owner's groups that hold the card.
+        let rows = sqlx::query(
+            "SELECT g.rights AS rights FROM card_group_grants g \
+             JOIN card_groups cg ON cg.id = g.group_id \
+             JOIN card_group_members m ON m.group_id = g.group_id \
+             WHERE g.grantee_id = $1 AND m.iccid = $2 AND cg.account_id = $3",
+        )
+        .bind(account_id)
+        .bind(iccid)
+        .bind(owner_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        let mut rights = Vec::new();
+        for r in &rows {
+            let text: String = col(r, "rights")?;
+            rights.extend(rights_of(&text));
+        }
+        rights.sort();
+        rights.dedup();
+        if rights.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(CardAccess {
+            owner_id,
+            owner: false,
+            rights,
+        }))
+    }
+
+    async fn operation_by_id(&self, id: &str) -> Result<Option<OperationRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {OPERATION_COLUMNS} FROM subscription_operations WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?
+        .as_ref()
+        .map(operation_from_row)
+        .transpose()
+    }
+
+    async fn grant(
+        &self,
+        owner_id: &str,
+        group_id: i64,
+        grantee_name: &str,
+        rights: &[Right],
+        now: Millis,
+    ) -> Result<GrantRecord, StoreError> {
+        if self.card_group(owner_id, group_id).await?.is_none() {
+            return Err(StoreError::NotFound {
+                what: "card group",
+                key: group_id.to_string(),
+            });
+        }
+        let grantee =
+            self.account_by_name(grantee_name)
+                .await?
+                .ok_or_else(|| StoreError::Invalid {
+                    field: "account".into(),
+                    problem: format!("no account {grantee_name:?}"),
+                })?;
+        if grantee.id == owner_id {
+            return Err(StoreError::Invalid {
+                field: "account".into(),
+                problem: "an account holds every right on its own cards".into(),
+            });
+        }
+        let text = rights
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM card_group_grants WHERE group_id = $1 AND grantee_id = $2")
+            .bind(group_id)
+            .bind(grantee.id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(dbe)?;
+        sqlx::query(
+            "INSERT INTO card_group_grants (group_id, grantee_id, rights, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(group_id)
+        .bind(grantee.id.as_str())
+        .bind(text.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe)?;
+        tx.commit().await.map_err(dbe)?;
+        Ok(GrantRecord {
+            group_id,
+            grantee_id: grantee.id,
+            grantee_name: grantee.name,
+            rights: rights_of(&text),
+            created_at: now,
+        })
+    }
+
+    async fn revoke_grant(
+        &self,
+        owner_id: &str,
+        group_id: i64,
+        grantee_name: &str,
+    ) -> Result<bool, StoreError> {
+        if self.card_group(owner_id, group_id).await?.is_none() {
+            return Err(StoreError::NotFound {
+                what: "card group",
+                key: group_id.to_string(),
+            });
+        }
+        let removed = sqlx::query(
+            "DELETE FROM card_group_grants WHERE group_id = $1 AND grantee_id IN \
+             (SELECT id FROM accounts WHERE name = $2)",
+        )
+        .bind(group_id)
+        .bind(grantee_name)
+        .execute(&self.pool)
+        .await
+        .map_err(dbe)?
+        .rows_affected();
+        Ok(removed > 0)
+    }
+
+    async fn grants(&self, owner_id: &str, group_id: i64) -> Result<Vec<GrantRecord>, StoreError> {
+        if self.card_group(owner_id, group_id).await?.is_none() {
+            return Err(StoreError::NotFound {
+                what: "card group",
+                key: group_id.to_string(),
+            });
+        }
+        let rows = sqlx::query(
+            "SELECT g.group_id AS group_id, g.grantee_id AS grantee_id, a.name AS grantee_name, \
+             g.rights AS rights, g.created_at AS created_at FROM card_group_grants g \
+             JOIN accounts a ON a.id = g.grantee_id WHERE g.group_id = $1 ORDER BY a.name",
+        )
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        rows.iter().map(grant_from_row).collect()
     }
 }
