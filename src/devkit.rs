@@ -157,6 +157,38 @@ impl DevEnv {
     }
 }
 
+/// Moves `fleet`'s subscription applications on every `every` with the wall clock and sends
+/// the notifications due as MO SMS through `smsc` to the binds of `system_id`, until the
+/// returned ticker is dropped (see [`DevEnv::tick_subscriptions`]).
+pub fn tick_fleet_subscriptions(
+    fleet: Arc<Fleet>,
+    smsc: otagw_sms::smsc_sim::MoSender,
+    system_id: String,
+    network: Arc<dyn crate::sim::subscriptions::Network + Send + Sync>,
+    every: Duration,
+) -> SubscriptionTicker {
+    let counts = Arc::new(TickerCounts::default());
+    let c = counts.clone();
+    let task = tokio::spawn(async move {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            for (msisdn, ud) in fleet.tick_notifications(crate::clock::now_ms(), &*network) {
+                if c.drop_next.load(Relaxed) > 0 {
+                    c.drop_next.fetch_sub(1, Relaxed);
+                    c.dropped.fetch_add(1, Relaxed);
+                    continue;
+                }
+                if smsc.send_mo(&system_id, &msisdn, "otagw", &ud) {
+                    c.sent.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    });
+    SubscriptionTicker { task, counts }
+}
+
 /// See [`DevEnv::tick_subscriptions`]; stops when dropped.
 pub struct SubscriptionTicker {
     task: tokio::task::JoinHandle<()>,
@@ -608,33 +640,18 @@ impl DevEnv {
         network: Arc<dyn crate::sim::subscriptions::Network + Send + Sync>,
         every: Duration,
     ) -> SubscriptionTicker {
-        let counts = Arc::new(TickerCounts::default());
-        let fleet = self.fleet.clone();
-        let smsc = self.smsc.mo_sender();
         let system_id = self
             .config
             .smpp
             .as_ref()
             .map_or_else(|| "otagw".to_string(), |s| s.system_id.clone());
-        let c = counts.clone();
-        let task = tokio::spawn(async move {
-            use std::sync::atomic::Ordering::Relaxed;
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                for (msisdn, ud) in fleet.tick_notifications(crate::clock::now_ms(), &*network) {
-                    if c.drop_next.load(Relaxed) > 0 {
-                        c.drop_next.fetch_sub(1, Relaxed);
-                        c.dropped.fetch_add(1, Relaxed);
-                        continue;
-                    }
-                    if smsc.send_mo(&system_id, &msisdn, "otagw", &ud) {
-                        c.sent.fetch_add(1, Relaxed);
-                    }
-                }
-            }
-        });
-        SubscriptionTicker { task, counts }
+        tick_fleet_subscriptions(
+            self.fleet.clone(),
+            self.smsc.mo_sender(),
+            system_id,
+            network,
+            every,
+        )
     }
 
     /// The MSISDN of the fleet's card number `i`.
