@@ -929,3 +929,141 @@ async fn enterprise_grants_sqlite() {
 async fn enterprise_grants_postgres() {
     on_postgres(enterprise_grants).await;
 }
+
+/// A card group's bootstrap rule: every card gets its operational subscriptions (IMSIs in
+/// order from the ranges), the first enabled, the fallback moved and the bootstrap
+/// subscription deleted; with `keep_as_fallback`, the bootstrap one stays as the fallback.
+async fn bootstrap_a_group(store_url: Option<String>) {
+    const CARDS: usize = 6;
+    let env = devkit::start(DevOptions {
+        cards: CARDS,
+        store_url,
+        provision: true,
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit");
+    let _ticker = env.tick_subscriptions(Arc::new(EveryNetwork), Duration::from_millis(100));
+    template(&env).await;
+    let (profile, _) = env.fleet_group.unwrap();
+    let iccids: Vec<String> = (0..CARDS).map(|i| env.iccid(i).unwrap()).collect();
+    let mut groups = Vec::new();
+    for (name, members) in [("boot-del", &iccids[..4]), ("boot-keep", &iccids[4..])] {
+        let (code, g) = env
+            .post(
+                "/api/v1/cardgroups",
+                &json!({"profileId": profile, "name": name, "iccids": members}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(code, 201, "{g}");
+        groups.push(g["id"].as_i64().unwrap());
+    }
+    // Bad rules name the field.
+    let (code, body) = env
+        .put(
+            &format!("/api/v1/cardgroups/{}/rules", groups[0]),
+            &json!({"subscriptions": [{"template": "op-a", "imsiFirst": "99999", "imsiCount": 2}],
+                    "bootstrap": "delete", "trigger": "provisioning"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (422, Some("subscriptions[0].imsiFirst")),
+        "{body}"
+    );
+    let (code, body) = env
+        .put(
+            &format!("/api/v1/cardgroups/{}/rules", groups[0]),
+            &json!({"subscriptions": [{"template": "op-a", "imsiFirst": "999999", "imsiCount": 2}],
+                    "bootstrap": "delete", "trigger": "provisioning"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (422, Some("subscriptions[0].imsiCount")),
+        "{body}"
+    );
+    let (code, body) = env
+        .put(
+            &format!("/api/v1/cardgroups/{}/rules", groups[0]),
+            &json!({"subscriptions": [
+                        {"template": "op-a", "imsiFirst": "262019100000000", "imsiCount": 100},
+                        {"template": "op-a", "imsiFirst": "262019200000000", "imsiCount": 100}],
+                    "bootstrap": "delete", "trigger": "provisioning"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = env
+        .put(
+            &format!("/api/v1/cardgroups/{}/rules", groups[1]),
+            &json!({"subscriptions": [
+                        {"template": "op-a", "imsiFirst": "262019300000000", "imsiCount": 1}],
+                    "bootstrap": "keep_as_fallback", "trigger": "provisioning"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    // Group 0 bootstraps all 4; group 1's range holds one IMSI: one card done, one FAILED.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, a) = env
+            .get(&format!("/api/v1/cardgroups/{}/bootstrap", groups[0]))
+            .await
+            .unwrap();
+        let (_, b) = env
+            .get(&format!("/api/v1/cardgroups/{}/bootstrap", groups[1]))
+            .await
+            .unwrap();
+        if a["plans"] == json!({"DONE": 4}) && b["plans"] == json!({"DONE": 1, "FAILED": 1}) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{a} {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut imsis_a = BTreeSet::new();
+    for iccid in &iccids[..4] {
+        let body = sync_state(&env, iccid, "SYNCED").await;
+        let server = server_registry(&body);
+        assert_eq!(server, card_registry(&env, iccid), "{iccid}");
+        // Two operational subscriptions, the first enabled with the fallback; no bootstrap.
+        let v: Vec<_> = server.iter().collect();
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].1.starts_with("2620191") && v[0].2 && v[0].3, "{v:?}");
+        assert!(v[1].1.starts_with("2620192") && !v[1].2 && !v[1].3, "{v:?}");
+        imsis_a.insert(v[0].1.clone());
+    }
+    assert_eq!(
+        imsis_a,
+        (0..4).map(|i| format!("26201910000000{i}")).collect(),
+        "IMSIs handed out in order, each once"
+    );
+    let kept: Vec<_> = iccids[4..]
+        .iter()
+        .map(|iccid| card_registry(&env, iccid))
+        .collect();
+    assert!(
+        kept.iter().any(|r| r.len() == 2
+            && r.iter().any(|s| s.0 == 1 && !s.2 && s.3)
+            && r.iter().any(|s| s.1 == "262019300000000" && s.2 && !s.3)),
+        "bootstrap kept as the fallback: {kept:?}"
+    );
+    assert!(
+        kept.iter().any(|r| r.is_empty()),
+        "the card past the range is untouched (its application never used): {kept:?}"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_a_group_sqlite() {
+    bootstrap_a_group(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_a_group_postgres() {
+    on_postgres(bootstrap_a_group).await;
+}

@@ -162,6 +162,14 @@ pub fn router(state: AppState) -> Router {
             post(subscriptions::grant).get(subscriptions::grants),
         )
         .route(
+            "/api/v1/cardgroups/{id}/rules",
+            put(subscriptions::set_rules).get(subscriptions::rules),
+        )
+        .route(
+            "/api/v1/cardgroups/{id}/bootstrap",
+            get(subscriptions::bootstrap_progress),
+        )
+        .route(
             "/api/v1/cardgroups/{id}/grants/{account}",
             delete(subscriptions::revoke_grant),
         )

@@ -110,7 +110,8 @@ impl Modify for CommandShapes {
         subscriptions::delete, subscriptions::fallback, subscriptions::audit,
         subscriptions::audit_trail, subscriptions::operation, subscriptions::create_template,
         subscriptions::list_templates, subscriptions::grant, subscriptions::grants,
-        subscriptions::revoke_grant,
+        subscriptions::revoke_grant, subscriptions::set_rules, subscriptions::rules,
+        subscriptions::bootstrap_progress,
     ),
     components(schemas(
         command::OtaCommandRequest, command::OtaResult, command::CommandType,
@@ -133,6 +134,10 @@ impl Modify for CommandShapes {
         crate::subscription::DownloadRequest, crate::store::subscriptions::SubscriptionTemplate,
         crate::store::subscriptions::StoredSubscription, crate::store::subscriptions::SyncState,
         crate::store::subscriptions::Right, subscriptions::GrantRequest, subscriptions::GrantView,
+        crate::store::subscriptions::BootstrapRule,
+        crate::store::subscriptions::BootstrapSubscription,
+        crate::store::subscriptions::BootstrapEnd, crate::store::subscriptions::BootstrapTrigger,
+        subscriptions::BootstrapProgress,
     )),
     modifiers(&BearerAuth, &CommonResponses, &CommandShapes),
 )]

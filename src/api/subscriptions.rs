@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, JsonBody};
 use crate::store::subscriptions::{
-    GrantRecord, OperationRecord, Right, StoredSubscription, SubscriptionTemplate, SyncState,
-    TrailEntry,
+    BootstrapRule, GrantRecord, OperationRecord, Right, StoredSubscription, SubscriptionTemplate,
+    SyncState, TrailEntry,
 };
 use crate::store::Account;
 use crate::subscription::{DownloadRequest, Requester, RouterError, SecureRouter};
@@ -599,4 +599,136 @@ fn group_id(raw: &str) -> Result<i64, ApiError> {
     raw.trim()
         .parse::<i64>()
         .map_err(|_| ApiError::not_found(Some("id"), format!("card group {raw:?} not found")))
+}
+
+/// Sets a card group's bootstrap rule: each card of the group still on its factory
+/// subscription gets the rule's operational subscriptions (IMSIs handed out in order from
+/// each range), the first enabled; the bootstrap subscription is then deleted or kept as the
+/// fallback.
+#[utoipa::path(put, path = "/api/v1/cardgroups/{id}/rules", tag = "subscriptions",
+    params(("id" = i64, Path, description = "Card group id")),
+    request_body = BootstrapRule,
+    responses((status = 200, body = BootstrapRule), (status = 400, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_rules(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Path(id): Path<String>,
+    JsonBody(rule): JsonBody<BootstrapRule>,
+) -> Result<Json<BootstrapRule>, ApiError> {
+    let group = group_id(&id)?;
+    let records = router(&state)?.records().map_err(api_error)?;
+    if rule.subscriptions.is_empty() || rule.subscriptions.len() > 7 {
+        return Err(ApiError::invalid(
+            "subscriptions",
+            format!(
+                "{} subscriptions: 1 to 7 (a card has 8 slots, one for bootstrap)",
+                rule.subscriptions.len()
+            ),
+        ));
+    }
+    for (i, s) in rule.subscriptions.iter().enumerate() {
+        let f = |name: &str| format!("subscriptions[{i}].{name}");
+        if records
+            .template(&account.id, &s.template)
+            .await
+            .map_err(ApiError::store)?
+            .is_none()
+        {
+            return Err(ApiError::invalid(
+                f("template"),
+                format!("no template {:?}", s.template),
+            ));
+        }
+        if !(6..=15).contains(&s.imsi_first.len())
+            || !s.imsi_first.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(ApiError::invalid(
+                f("imsiFirst"),
+                format!("{:?} is not 6 to 15 digits", s.imsi_first),
+            ));
+        }
+        if s.imsi_count == 0 {
+            return Err(ApiError::invalid(f("imsiCount"), "at least 1"));
+        }
+        if crate::subscription::nth_imsi(&s.imsi_first, s.imsi_count - 1).is_none() {
+            return Err(ApiError::invalid(
+                f("imsiCount"),
+                format!(
+                    "{} IMSIs from {} need more than {} digits",
+                    s.imsi_count,
+                    s.imsi_first,
+                    s.imsi_first.len()
+                ),
+            ));
+        }
+    }
+    records
+        .set_rule(&account.id, group, &rule, state.gateway.clock().now_ms())
+        .await
+        .map_err(ApiError::store)?;
+    Ok(Json(rule))
+}
+
+/// A card group's bootstrap rule.
+#[utoipa::path(get, path = "/api/v1/cardgroups/{id}/rules", tag = "subscriptions",
+    params(("id" = i64, Path, description = "Card group id")),
+    responses((status = 200, body = BootstrapRule), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rules(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Path(id): Path<String>,
+) -> Result<Json<BootstrapRule>, ApiError> {
+    let group = group_id(&id)?;
+    router(&state)?
+        .records()
+        .map_err(api_error)?
+        .rule(&account.id, group)
+        .await
+        .map_err(ApiError::store)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(Some("id"), format!("card group {group} has no rule")))
+}
+
+/// How far a card group's bootstrap got: plans by state.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapProgress {
+    /// RUNNING, DONE, FAILED and how many cards are in each.
+    pub plans: std::collections::BTreeMap<String, u64>,
+}
+
+/// A card group's bootstrap progress.
+#[utoipa::path(get, path = "/api/v1/cardgroups/{id}/bootstrap", tag = "subscriptions",
+    params(("id" = i64, Path, description = "Card group id")),
+    responses((status = 200, body = BootstrapProgress), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn bootstrap_progress(
+    State(state): State<AppState>,
+    Extension(account): Extension<Account>,
+    Path(id): Path<String>,
+) -> Result<Json<BootstrapProgress>, ApiError> {
+    let group = group_id(&id)?;
+    let records = router(&state)?.records().map_err(api_error)?;
+    if state
+        .store
+        .card_group(&account.id, group)
+        .await
+        .map_err(ApiError::store)?
+        .is_none()
+    {
+        return Err(ApiError::not_found(
+            Some("id"),
+            format!("card group {group} not found"),
+        ));
+    }
+    let counts = records
+        .plan_counts(&account.id, group)
+        .await
+        .map_err(ApiError::store)?;
+    Ok(Json(BootstrapProgress {
+        plans: counts.into_iter().collect(),
+    }))
 }

@@ -395,3 +395,32 @@ CREATE TABLE IF NOT EXISTS card_group_grants (
 );
 
 CREATE INDEX IF NOT EXISTS card_group_grants_grantee ON card_group_grants (grantee_id);
+
+-- The bootstrap service: a rule per card group (which operational subscriptions its cards get
+-- from which templates and IMSI ranges, what becomes of the bootstrap subscription) and a plan
+-- per card (the IMSIs allocated to it, how far it got).
+CREATE TABLE IF NOT EXISTS bootstrap_rules (
+    group_id {int} PRIMARY KEY REFERENCES card_groups (id),
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    rule TEXT NOT NULL,
+    trigger_on TEXT NOT NULL,
+    allocated {int} NOT NULL,
+    updated_at {int} NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS bootstrap_plans (
+    iccid TEXT PRIMARY KEY REFERENCES cards (iccid),
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    group_id {int} NOT NULL,
+    imsis TEXT NOT NULL,
+    actions {int} NOT NULL,
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    created_at {int} NOT NULL,
+    updated_at {int} NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS bootstrap_plans_running ON bootstrap_plans (updated_at)
+    WHERE state = 'RUNNING';
+
+CREATE INDEX IF NOT EXISTS bootstrap_plans_group ON bootstrap_plans (group_id, state);

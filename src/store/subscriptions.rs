@@ -271,6 +271,93 @@ pub struct CardAccess {
     pub rights: Vec<Right>,
 }
 
+/// One operational subscription a bootstrap rule gives each card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BootstrapSubscription {
+    /// Its template.
+    pub template: String,
+    /// The first IMSI of its range (6 to 15 digits); the n-th card bootstrapped gets the
+    /// n-th IMSI.
+    #[schema(pattern = "^[0-9]{6,15}$")]
+    pub imsi_first: String,
+    /// How many IMSIs the range holds.
+    #[schema(minimum = 1)]
+    pub imsi_count: u64,
+}
+
+/// What becomes of a card's bootstrap subscription once it runs on an operational one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BootstrapEnd {
+    /// The fallback moves to the first operational subscription, then the bootstrap one is
+    /// deleted.
+    Delete,
+    /// It stays, holding the fallback attribute.
+    KeepAsFallback,
+}
+
+/// When a card's bootstrap starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BootstrapTrigger {
+    /// As soon as the card is in the group (provisioned, or when the rule is set).
+    Provisioning,
+}
+
+impl BootstrapTrigger {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+        }
+    }
+}
+
+/// A card group's bootstrap rule (`PUT /api/v1/cardgroups/{id}/rules`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BootstrapRule {
+    /// The operational subscriptions, downloaded in order; the first is enabled.
+    #[schema(min_items = 1, max_items = 7)]
+    pub subscriptions: Vec<BootstrapSubscription>,
+    /// What becomes of the bootstrap subscription.
+    pub bootstrap: BootstrapEnd,
+    /// When it starts.
+    pub trigger: BootstrapTrigger,
+}
+
+/// A card's bootstrap plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRecord {
+    /// The card.
+    pub iccid: String,
+    /// Its owner.
+    pub account_id: String,
+    /// The group whose rule it follows.
+    pub group_id: i64,
+    /// The IMSIs allocated to it, one per rule subscription.
+    pub imsis: Vec<String>,
+    /// Operations started for it so far.
+    pub actions: u32,
+    /// RUNNING, DONE or FAILED.
+    pub state: String,
+    /// What happened last.
+    pub detail: String,
+    /// Created, ms.
+    pub created_at: Millis,
+    /// Last change, ms.
+    pub updated_at: Millis,
+}
+
+/// The `index`-th IMSI of a range starting at `first` (as many digits), `None` past them.
+pub fn nth_imsi(first: &str, index: u64) -> Option<String> {
+    let width = first.len();
+    let value = first.parse::<u64>().ok()?.checked_add(index)?;
+    let text = format!("{value:0width$}");
+    (text.len() == width).then_some(text)
+}
+
 /// The Secure Router's store.
 #[async_trait]
 pub trait SubscriptionStore: Send + Sync {
@@ -370,4 +457,45 @@ pub trait SubscriptionStore: Send + Sync {
 
     /// The grants on the owner's card group.
     async fn grants(&self, owner_id: &str, group_id: i64) -> Result<Vec<GrantRecord>, StoreError>;
+
+    /// Sets (replaces) the bootstrap rule of the owner's card group.
+    async fn set_rule(
+        &self,
+        owner_id: &str,
+        group_id: i64,
+        rule: &BootstrapRule,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// The bootstrap rule of the owner's card group.
+    async fn rule(
+        &self,
+        owner_id: &str,
+        group_id: i64,
+    ) -> Result<Option<BootstrapRule>, StoreError>;
+
+    /// Makes plans for up to `limit` cards of groups with a `provisioning` rule that have none
+    /// and that the router never touched, allocating each its IMSIs (a card whose IMSIs would
+    /// leave a range gets a FAILED plan). Returns the plans made.
+    async fn new_plans(&self, limit: u32, now: Millis) -> Result<Vec<PlanRecord>, StoreError>;
+
+    /// RUNNING plans whose card has no operation in flight and is not DIRTY.
+    async fn ready_plans(&self, limit: u32) -> Result<Vec<PlanRecord>, StoreError>;
+
+    /// Updates a plan.
+    async fn update_plan(
+        &self,
+        iccid: &str,
+        actions: u32,
+        state: &str,
+        detail: &str,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Plans of the owner's card group by state.
+    async fn plan_counts(
+        &self,
+        owner_id: &str,
+        group_id: i64,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
 }

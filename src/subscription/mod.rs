@@ -9,6 +9,7 @@
 //! One file per job: `request` (checks and the operation's command), `outcome` (an
 //! operation's command ended), `notification` (the card's notifications), `run` (the loop).
 
+mod bootstrap;
 mod notification;
 mod outcome;
 mod request;
@@ -28,6 +29,8 @@ use crate::store::{Store, StoreError};
 
 pub use request::{DownloadRequest, Requester};
 pub use run::spawn;
+
+pub use crate::store::subscriptions::nth_imsi;
 
 /// The router's settings.
 #[derive(Debug, Clone)]

@@ -11,8 +11,8 @@ use crate::command::{
 };
 use crate::script::subscription::{Download, SubscriptionCommand, SLOTS, TAR_SUBSCRIPTIONS};
 use crate::store::subscriptions::{
-    Applied, OperationRecord, Right, RouterChange, StoredSubscription, SyncRecord, SyncState,
-    TrailEntry,
+    Applied, OperationRecord, Right, RouterChange, StoredSubscription, SubscriptionTemplate,
+    SyncRecord, SyncState, TrailEntry,
 };
 use crate::store::NewCommand;
 
@@ -164,37 +164,18 @@ impl SecureRouter {
                 ),
             ));
         }
-        if known.subscriptions.len() >= SLOTS {
-            return Err(RouterError::Conflict(
-                format!(
-                    "card {iccid} holds {} subscriptions, as many as it has slots: delete one first",
-                    known.subscriptions.len()
-                ),
-                None,
-            ));
-        }
-        let id = (1..=u8::MAX)
-            .find(|id| known.subscription(*id).is_none())
-            .ok_or_else(|| RouterError::Conflict(format!("card {iccid} has no free id"), None))?;
-        let mut plmns = Vec::with_capacity(template.plmns.len() * 3);
-        for (i, p) in template.plmns.iter().enumerate() {
-            let coded = plmn_bcd(&format!("template.plmns[{i}]"), p)
-                .map_err(|e| invalid("template", e.to_string()))?;
-            plmns.extend_from_slice(&coded);
-        }
-        let download = Download {
-            id,
-            imsi: req.imsi.clone(),
-            spn: template.spn.as_bytes().to_vec(),
-            plmns,
-            ki: key16("ki", req.ki.as_deref())?,
-            opc: key16("opc", req.opc.as_deref())?,
-            enable: req.enable,
-            fallback: req.fallback,
-            bootstrap: false,
-        };
-        self.start(known, Kind::Download(download, template.name), who)
-            .await
+        let kind = download_kind(
+            &known,
+            template,
+            &req.imsi,
+            (
+                key16("ki", req.ki.as_deref())?,
+                key16("opc", req.opc.as_deref())?,
+            ),
+            req.enable,
+            req.fallback,
+        )?;
+        self.start(known, kind, who).await
     }
 
     /// Enables an installed subscription (the card switches, then notifies).
@@ -289,7 +270,7 @@ impl SecureRouter {
     /// Starts an operation: the card must have none in flight and be SYNCED (DIRTY for an
     /// audit); the operation, its command, the PENDING state and the trail entry are
     /// written together.
-    async fn start(
+    pub(super) async fn start(
         &self,
         known: Known,
         kind: Kind,
@@ -475,6 +456,49 @@ impl SecureRouter {
             created_at: now,
         })
     }
+}
+
+/// A DOWNLOAD of `imsi` from `template` on the card `known` describes: the lowest free id,
+/// the template's SPN and PLMNs; refused when every slot is taken.
+pub(super) fn download_kind(
+    known: &Known,
+    template: SubscriptionTemplate,
+    imsi: &str,
+    (ki, opc): (Option<[u8; 16]>, Option<[u8; 16]>),
+    enable: bool,
+    fallback: bool,
+) -> Result<Kind, RouterError> {
+    let iccid = &known.iccid;
+    if known.subscriptions.len() >= SLOTS {
+        return Err(RouterError::Conflict(
+            format!(
+                "card {iccid} holds {} subscriptions, as many as it has slots: delete one first",
+                known.subscriptions.len()
+            ),
+            None,
+        ));
+    }
+    let id = (1..=u8::MAX)
+        .find(|id| known.subscription(*id).is_none())
+        .ok_or_else(|| RouterError::Conflict(format!("card {iccid} has no free id"), None))?;
+    let mut plmns = Vec::with_capacity(template.plmns.len() * 3);
+    for (i, p) in template.plmns.iter().enumerate() {
+        let coded = plmn_bcd(&format!("template.plmns[{i}]"), p)
+            .map_err(|e| invalid("template", e.to_string()))?;
+        plmns.extend_from_slice(&coded);
+    }
+    let download = Download {
+        id,
+        imsi: imsi.to_string(),
+        spn: template.spn.as_bytes().to_vec(),
+        plmns,
+        ki,
+        opc,
+        enable,
+        fallback,
+        bootstrap: false,
+    };
+    Ok(Kind::Download(download, template.name))
 }
 
 /// Refuses when the card has an operation in flight, or is DIRTY for anything but an audit.

@@ -40,6 +40,7 @@ impl SecureRouter {
         self.settle_ended().await?;
         self.settle_overdue().await?;
         self.audit_dirty().await?;
+        self.bootstrap().await?;
         Ok(())
     }
 

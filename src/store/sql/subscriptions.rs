@@ -5,8 +5,9 @@ use sqlx::any::AnyRow;
 
 use super::{col, dbe, json_text, map_insert, InsertFailure, SqlStore, Tx};
 use crate::store::subscriptions::{
-    Applied, CardAccess, CardRegistry, GrantRecord, OperationRecord, Right, RouterChange,
-    StoredSubscription, SubscriptionStore, SubscriptionTemplate, SyncRecord, SyncState, TrailEntry,
+    nth_imsi, Applied, BootstrapRule, CardAccess, CardRegistry, GrantRecord, OperationRecord,
+    PlanRecord, Right, RouterChange, StoredSubscription, SubscriptionStore, SubscriptionTemplate,
+    SyncRecord, SyncState, TrailEntry,
 };
 use crate::store::{CommandRecord, Millis, Store, StoreError};
 
@@ -84,6 +85,26 @@ fn grant_from_row(row: &AnyRow) -> Result<GrantRecord, StoreError> {
         grantee_name: col(row, "grantee_name")?,
         rights: rights_of(&rights),
         created_at: col(row, "created_at")?,
+    })
+}
+
+const PLAN_COLUMNS: &str =
+    "iccid, account_id, group_id, imsis, actions, state, detail, created_at, updated_at";
+
+fn plan_from_row(row: &AnyRow) -> Result<PlanRecord, StoreError> {
+    let imsis: String = col(row, "imsis")?;
+    let actions: i64 = col(row, "actions")?;
+    Ok(PlanRecord {
+        iccid: col(row, "iccid")?,
+        account_id: col(row, "account_id")?,
+        group_id: col(row, "group_id")?,
+        imsis: serde_json::from_str(&imsis)
+            .map_err(|e| StoreError::Database(format!("column imsis: {e}")))?,
+        actions: u32::try_from(actions).unwrap_or(u32::MAX),
+        state: col(row, "state")?,
+        detail: col(row, "detail")?,
+        created_at: col(row, "created_at")?,
+        updated_at: col(row, "updated_at")?,
     })
 }
 
@@ -724,5 +745,243 @@ impl SubscriptionStore for SqlStore {
         .await
         .map_err(dbe)?;
         rows.iter().map(grant_from_row).collect()
+    }
+
+    async fn set_rule(
+        &self,
+        owner_id: &str,
+        group_id: i64,
+        rule: &BootstrapRule,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        if self.card_group(owner_id, group_id).await?.is_none() {
+            return Err(StoreError::NotFound {
+                what: "card group",
+                key: group_id.to_string(),
+            });
+        }
+        let text = json_text(rule, "rule")?;
+        let mut tx = self.begin().await?;
+        // A new rule keeps the IMSIs already handed out: a range is never reused.
+        let updated = sqlx::query(
+            "UPDATE bootstrap_rules SET rule = $2, trigger_on = $3, updated_at = $4 \
+             WHERE group_id = $1",
+        )
+        .bind(group_id)
+        .bind(text.as_str())
+        .bind(rule.trigger.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe)?
+        .rows_affected();
+        if updated == 0 {
+            sqlx::query(
+                "INSERT INTO bootstrap_rules (group_id, account_id, rule, trigger_on, allocated, \
+                 updated_at) VALUES ($1, $2, $3, $4, 0, $5)",
+            )
+            .bind(group_id)
+            .bind(owner_id)
+            .bind(text.as_str())
+            .bind(rule.trigger.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(dbe)?;
+        }
+        tx.commit().await.map_err(dbe)
+    }
+
+    async fn rule(
+        &self,
+        owner_id: &str,
+        group_id: i64,
+    ) -> Result<Option<BootstrapRule>, StoreError> {
+        let row =
+            sqlx::query("SELECT rule FROM bootstrap_rules WHERE group_id = $1 AND account_id = $2")
+                .bind(group_id)
+                .bind(owner_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(dbe)?;
+        row.map(|r| {
+            let text: String = col(&r, "rule")?;
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Database(format!("column rule: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn new_plans(&self, limit: u32, now: Millis) -> Result<Vec<PlanRecord>, StoreError> {
+        let rules = sqlx::query(
+            "SELECT group_id, account_id, rule, allocated FROM bootstrap_rules \
+             WHERE trigger_on = 'provisioning' ORDER BY group_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        let mut made = Vec::new();
+        for r in &rules {
+            let group_id: i64 = col(r, "group_id")?;
+            let account_id: String = col(r, "account_id")?;
+            let text: String = col(r, "rule")?;
+            let rule: BootstrapRule = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Database(format!("column rule: {e}")))?;
+            let room = limit.saturating_sub(made.len() as u32);
+            if room == 0 {
+                break;
+            }
+            let mut tx = self.begin().await?;
+            // Read again under the transaction: the count a concurrent allocation left.
+            let allocated: i64 =
+                sqlx::query("SELECT allocated FROM bootstrap_rules WHERE group_id = $1")
+                    .bind(group_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(dbe)
+                    .and_then(|row| col(&row, "allocated"))?;
+            let cards = sqlx::query(
+                "SELECT m.iccid AS iccid FROM card_group_members m \
+                 LEFT JOIN bootstrap_plans p ON p.iccid = m.iccid \
+                 LEFT JOIN card_sync s ON s.iccid = m.iccid \
+                 WHERE m.group_id = $1 AND p.iccid IS NULL AND s.iccid IS NULL \
+                 ORDER BY m.iccid LIMIT $2",
+            )
+            .bind(group_id)
+            .bind(i64::from(room))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(dbe)?;
+            if cards.is_empty() {
+                tx.rollback().await.map_err(dbe)?;
+                continue;
+            }
+            let mut plans = Vec::with_capacity(cards.len());
+            for (k, c) in cards.iter().enumerate() {
+                let index = u64::try_from(allocated).unwrap_or(0) + k as u64;
+                let mut imsis = Vec::with_capacity(rule.subscriptions.len());
+                let mut problem = None;
+                for sub in &rule.subscriptions {
+                    match nth_imsi(&sub.imsi_first, index).filter(|_| index < sub.imsi_count) {
+                        Some(imsi) => imsis.push(imsi),
+                        None => {
+                            problem = Some(format!(
+                                "IMSI range of template {} exhausted ({} IMSIs from {})",
+                                sub.template, sub.imsi_count, sub.imsi_first
+                            ))
+                        }
+                    }
+                }
+                plans.push(PlanRecord {
+                    iccid: col(c, "iccid")?,
+                    account_id: account_id.clone(),
+                    group_id,
+                    imsis,
+                    actions: 0,
+                    state: if problem.is_some() {
+                        "FAILED"
+                    } else {
+                        "RUNNING"
+                    }
+                    .into(),
+                    detail: problem.unwrap_or_default(),
+                    created_at: now,
+                    updated_at: now,
+                });
+            }
+            for p in &plans {
+                sqlx::query(&format!(
+                    "INSERT INTO bootstrap_plans ({PLAN_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                ))
+                .bind(p.iccid.as_str())
+                .bind(p.account_id.as_str())
+                .bind(p.group_id)
+                .bind(json_text(&p.imsis, "imsis")?)
+                .bind(0i64)
+                .bind(p.state.as_str())
+                .bind(p.detail.as_str())
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(dbe)?;
+            }
+            sqlx::query(
+                "UPDATE bootstrap_rules SET allocated = allocated + $2 WHERE group_id = $1",
+            )
+            .bind(group_id)
+            .bind(plans.len() as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(dbe)?;
+            tx.commit().await.map_err(dbe)?;
+            made.extend(plans);
+        }
+        Ok(made)
+    }
+
+    async fn ready_plans(&self, limit: u32) -> Result<Vec<PlanRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM bootstrap_plans p LEFT JOIN card_sync s ON s.iccid = p.iccid \
+             WHERE p.state = 'RUNNING' \
+             AND (s.iccid IS NULL OR (s.operation_id IS NULL AND s.state = 'SYNCED')) \
+             ORDER BY p.updated_at LIMIT $1",
+            PLAN_COLUMNS
+                .split(", ")
+                .map(|c| format!("p.{c} AS {c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        rows.iter().map(plan_from_row).collect()
+    }
+
+    async fn update_plan(
+        &self,
+        iccid: &str,
+        actions: u32,
+        state: &str,
+        detail: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE bootstrap_plans SET actions = $2, state = $3, detail = $4, updated_at = $5 \
+             WHERE iccid = $1",
+        )
+        .bind(iccid)
+        .bind(i64::from(actions))
+        .bind(state)
+        .bind(detail)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(dbe)?;
+        Ok(())
+    }
+
+    async fn plan_counts(
+        &self,
+        owner_id: &str,
+        group_id: i64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM bootstrap_plans \
+             WHERE account_id = $1 AND group_id = $2 GROUP BY state ORDER BY state",
+        )
+        .bind(owner_id)
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe)?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = col(r, "n")?;
+                Ok((col(r, "state")?, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
     }
 }
