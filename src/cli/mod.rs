@@ -15,6 +15,7 @@ mod serve;
 mod sms_load;
 mod smsc_sim;
 mod subscription;
+mod subscription_load;
 mod user;
 mod walk;
 
@@ -93,6 +94,9 @@ enum Command {
         #[command(subcommand)]
         command: campaign::CampaignCommand,
     },
+    /// Bootstrap benchmark: cards of a group taken from their bootstrap subscription to an
+    /// operational one (download + switch + fallback + delete); cards per second.
+    SubscriptionLoad(subscription_load::SubscriptionLoadArgs),
     /// Subscriptions on multi-subscription cards (the Secure Router), through a running
     /// gateway (--server): list, download, enable, delete, fallback, audit, trail.
     Subscription {
@@ -144,6 +148,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Group { command } => provision::run_group(&ctx, command),
         Command::Campaign { command } => campaign::run(&ctx, command),
         Command::Subscription { command } => subscription::run(&ctx, command),
+        Command::SubscriptionLoad(args) => {
+            local_only(
+                "subscription-load",
+                "a load tool runs its own gateway and simulator",
+            )?;
+            subscription_load::run(args)
+        }
         Command::CampaignLoad(args) => {
             local_only(
                 "campaign-load",
