@@ -197,8 +197,21 @@ pub struct RouterChange {
     pub trail: Option<TrailEntry>,
     /// Webhook events, written to the outbox with the change.
     pub events: Vec<crate::events::Event>,
+    /// A bootstrap plan's new state, written with the change.
+    pub plan: Option<PlanUpdate>,
     /// When the change happened (the events' time).
     pub at: Millis,
+}
+
+/// A bootstrap plan's new state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanUpdate {
+    /// Operations started so far.
+    pub actions: u32,
+    /// RUNNING, DONE or FAILED.
+    pub state: &'static str,
+    /// What happened last.
+    pub detail: String,
 }
 
 /// What [`SubscriptionStore::apply`] did.
@@ -373,6 +386,10 @@ pub trait SubscriptionStore: Send + Sync {
 
     /// Writes a router decision in one transaction.
     async fn apply(&self, change: &RouterChange) -> Result<Applied, StoreError>;
+
+    /// Writes several decisions in one transaction (one commit for all): each is written
+    /// whole or, when [`Applied::Stale`] or [`Applied::Busy`], not at all.
+    async fn apply_all(&self, changes: &[RouterChange]) -> Result<Vec<Applied>, StoreError>;
 
     /// An operation.
     async fn operation(

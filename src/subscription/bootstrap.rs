@@ -7,13 +7,27 @@
 
 use super::request::{download_kind, Kind, Requester};
 use super::{Known, RouterError, SecureRouter};
-use crate::store::subscriptions::{BootstrapEnd, BootstrapRule, PlanRecord, SyncState};
+use crate::store::subscriptions::{
+    Applied, BootstrapEnd, BootstrapRule, OperationRecord, PlanRecord, PlanUpdate, RouterChange,
+    SyncState,
+};
 
 /// Operations a plan may start before it is given up (a subscription no network accepts
 /// would otherwise be retried for ever).
 const MAX_ACTIONS: u32 = 12;
 /// Plans made and advanced per sweep.
 const PER_SWEEP: u32 = 500;
+
+/// Who starts a plan's operations, as the audit trail names it.
+fn bootstrapper() -> Requester {
+    Requester("router:bootstrap".into())
+}
+
+/// A plan's step: its change, and the operation it starts.
+struct Step {
+    change: RouterChange,
+    started: Option<(Known, OperationRecord, &'static str)>,
+}
 
 /// What a plan does next.
 enum Next {
@@ -22,79 +36,98 @@ enum Next {
 }
 
 impl SecureRouter {
-    /// Makes plans for the cards new in groups with a rule, and moves the ready ones on.
-    pub(super) async fn bootstrap(&self) -> Result<(), RouterError> {
+    /// Makes plans for the cards new in groups with a rule, and moves the ready ones on: each
+    /// plan's step is worked out side by side with the others', and the operations started
+    /// (each with its plan's new state) are written in one transaction.
+    pub(super) async fn bootstrap(&self) -> Result<usize, RouterError> {
         let now = self.now();
         for p in self.subs()?.new_plans(PER_SWEEP, now).await? {
             if p.state == "FAILED" {
                 tracing::warn!(iccid = %p.iccid, "bootstrap not possible: {}", p.detail);
             }
         }
-        for plan in self.subs()?.ready_plans(PER_SWEEP).await? {
-            self.advance(plan).await?;
-        }
-        Ok(())
-    }
-
-    async fn advance(&self, plan: PlanRecord) -> Result<(), RouterError> {
-        let now = self.now();
-        let subs = self.subs()?;
-        let Some(rule) = subs.rule(&plan.account_id, plan.group_id).await? else {
-            subs.update_plan(
-                &plan.iccid,
-                plan.actions,
-                "FAILED",
-                "the rule was removed",
-                now,
-            )
-            .await?;
-            return Ok(());
-        };
-        let known = self.registry_of(&plan.account_id, &plan.iccid).await?;
-        if known.sync.state != SyncState::Synced || known.sync.operation_id.is_some() {
-            return Ok(());
-        }
-        let next = match self.next_step(&rule, &plan, &known).await {
-            Ok(n) => n,
-            Err(e) => {
-                subs.update_plan(&plan.iccid, plan.actions, "FAILED", &e.to_string(), now)
-                    .await?;
-                return Ok(());
-            }
-        };
-        match next {
-            Next::Done => {
-                subs.update_plan(&plan.iccid, plan.actions, "DONE", "bootstrapped", now)
-                    .await?;
-                tracing::debug!(iccid = %plan.iccid, "card bootstrapped");
-            }
-            Next::Start(_) if plan.actions >= MAX_ACTIONS => {
-                let why = format!("given up after {MAX_ACTIONS} operations");
-                subs.update_plan(&plan.iccid, plan.actions, "FAILED", &why, now)
-                    .await?;
-            }
-            Next::Start(kind) => {
-                let name = kind.name();
-                match self
-                    .start(known, kind, &Requester("router:bootstrap".into()))
-                    .await
-                {
-                    Ok(op) => {
-                        let detail = format!("{name} {}", op.id);
-                        subs.update_plan(&plan.iccid, plan.actions + 1, "RUNNING", &detail, now)
-                            .await?;
-                    }
-                    // Another operation came first: the next sweep looks again.
-                    Err(RouterError::Conflict(..)) => {}
-                    Err(RouterError::Store(e)) => return Err(RouterError::Store(e)),
-                    Err(e) => {
-                        subs.update_plan(&plan.iccid, plan.actions, "FAILED", &e.to_string(), now)
-                            .await?;
-                    }
+        let ready = self.subs()?.ready_plans(PER_SWEEP).await?;
+        let mut steps = Vec::with_capacity(ready.len());
+        for chunk in ready.chunks(32) {
+            let results = futures::future::join_all(chunk.iter().map(|plan| self.step(plan))).await;
+            for r in results {
+                if let Some(step) = r? {
+                    steps.push(step);
                 }
             }
         }
-        Ok(())
+        let changes: Vec<RouterChange> = steps.iter().map(|s| s.change.clone()).collect();
+        let applied = self.subs()?.apply_all(&changes).await?;
+        let who = bootstrapper();
+        let n = applied.iter().filter(|a| **a == Applied::Done).count();
+        for (step, applied) in steps.into_iter().zip(applied) {
+            if let Some((known, op, kind)) = &step.started {
+                // A conflict (another operation came first) leaves the plan for the next sweep.
+                let _ = self.started(known, op, kind, &who, applied);
+            }
+        }
+        Ok(n)
+    }
+
+    /// The change that moves `plan` on, if any now.
+    async fn step(&self, plan: &PlanRecord) -> Result<Option<Step>, RouterError> {
+        let now = self.now();
+        let update = |state: &'static str, actions: u32, detail: String| {
+            Some(Step {
+                change: RouterChange {
+                    iccid: plan.iccid.clone(),
+                    account_id: plan.account_id.clone(),
+                    plan: Some(PlanUpdate {
+                        actions,
+                        state,
+                        detail,
+                    }),
+                    at: now,
+                    ..RouterChange::default()
+                },
+                started: None,
+            })
+        };
+        let Some(rule) = self.subs()?.rule(&plan.account_id, plan.group_id).await? else {
+            return Ok(update(
+                "FAILED",
+                plan.actions,
+                "the rule was removed".into(),
+            ));
+        };
+        let known = self.registry_of(&plan.account_id, &plan.iccid).await?;
+        if known.sync.state != SyncState::Synced || known.sync.operation_id.is_some() {
+            return Ok(None);
+        }
+        let next = match self.next_step(&rule, plan, &known).await {
+            Ok(n) => n,
+            Err(RouterError::Store(e)) => return Err(RouterError::Store(e)),
+            Err(e) => return Ok(update("FAILED", plan.actions, e.to_string())),
+        };
+        match next {
+            Next::Done => Ok(update("DONE", plan.actions, "bootstrapped".into())),
+            Next::Start(_) if plan.actions >= MAX_ACTIONS => Ok(update(
+                "FAILED",
+                plan.actions,
+                format!("given up after {MAX_ACTIONS} operations"),
+            )),
+            Next::Start(kind) => match self.prepare_start(&known, &kind, &bootstrapper()).await {
+                Ok((op, mut change)) => {
+                    change.plan = Some(PlanUpdate {
+                        actions: plan.actions + 1,
+                        state: "RUNNING",
+                        detail: format!("{} {}", kind.name(), op.id),
+                    });
+                    Ok(Some(Step {
+                        change,
+                        started: Some((known, op, kind.name())),
+                    }))
+                }
+                Err(RouterError::Conflict(..)) => Ok(None),
+                Err(RouterError::Store(e)) => Err(RouterError::Store(e)),
+                Err(e) => Ok(update("FAILED", plan.actions, e.to_string())),
+            },
+        }
     }
 
     /// The plan's next step, from the card's registry.

@@ -17,6 +17,12 @@ use crate::store::subscriptions::{
     TrailEntry,
 };
 
+/// A notification taken: what it changes (nothing for a repeat) and the confirmation due.
+struct Taken {
+    change: Option<RouterChange>,
+    confirm: (String, String, u16),
+}
+
 /// Why a card's packet was not taken.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Refused {
@@ -29,20 +35,66 @@ pub(super) enum Refused {
 }
 
 impl SecureRouter {
-    /// A packet a card sent on its own. Its acknowledgement goes when it is dropped: asked
-    /// again later if the store failed.
-    pub(super) async fn on_card_packet(&self, p: CardPacket) {
-        match self.take(&p).await {
-            Ok(Ok(())) => {}
-            Ok(Err(refused)) => tracing::warn!(from = %p.from, "card packet refused: {refused}"),
-            Err(e) => {
-                tracing::warn!(from = %p.from, "card packet not recorded: {e}");
-                p.ack.retry_later();
+    /// Packets cards sent on their own, taken side by side and written in one transaction
+    /// (one packet per card at a time: a card's later ones wait for the next round). Each
+    /// acknowledgement goes when its packet is dropped, asked again later if the store failed.
+    pub(super) async fn on_card_packets(&self, mut packets: Vec<CardPacket>) {
+        while !packets.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            let (wave, later): (Vec<CardPacket>, Vec<CardPacket>) = packets
+                .into_iter()
+                .partition(|p| seen.insert(p.from.trim_start_matches('+').to_string()));
+            packets = later;
+            if let Err(e) = self.take_wave(&wave).await {
+                tracing::warn!("{} card packets not recorded: {e}", wave.len());
+                for p in &wave {
+                    p.ack.retry_later();
+                }
             }
         }
     }
 
-    async fn take(&self, p: &CardPacket) -> Result<Result<(), Refused>, RouterError> {
+    async fn take_wave(&self, wave: &[CardPacket]) -> Result<(), RouterError> {
+        let mut taken = Vec::with_capacity(wave.len());
+        for chunk in wave.chunks(32) {
+            for (p, r) in chunk
+                .iter()
+                .zip(futures::future::join_all(chunk.iter().map(|p| self.take(p))).await)
+            {
+                match r? {
+                    Ok(t) => taken.push(t),
+                    Err(refused) => {
+                        tracing::warn!(from = %p.from, "card packet refused: {refused}")
+                    }
+                }
+            }
+        }
+        let changes: Vec<RouterChange> = taken.iter().filter_map(|t| t.change.clone()).collect();
+        let mut applied = self.subs()?.apply_all(&changes).await?.into_iter();
+        let mut confirms = Vec::new();
+        for t in taken {
+            // A repeat is confirmed again; a new one once written (else the card sends it
+            // again and it is taken then).
+            let written = match t.change {
+                None => true,
+                Some(_) => applied.next() == Some(Applied::Done),
+            };
+            if written {
+                confirms.push(t.confirm);
+            }
+        }
+        for chunk in confirms.chunks(32) {
+            futures::future::join_all(
+                chunk
+                    .iter()
+                    .map(|(account, iccid, seq)| self.confirm(account, iccid, *seq)),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn take(&self, p: &CardPacket) -> Result<Result<Taken, Refused>, RouterError> {
         let msisdn = p.from.trim_start_matches('+');
         let Some((account_id, iccid)) = self.subs()?.card_by_msisdn(msisdn).await? else {
             return Ok(Err(Refused::UnknownCard(msisdn.to_string())));
@@ -85,16 +137,16 @@ impl SecureRouter {
             Ok(n) => n,
             Err(e) => return Ok(Err(unverified(e.to_string()))),
         };
-        self.notification(&account_id, &iccid, n).await?;
-        Ok(Ok(()))
+        Ok(Ok(self.notification(&account_id, &iccid, n).await?))
     }
 
+    /// What a notification changes, and its confirmation.
     async fn notification(
         &self,
         account_id: &str,
         iccid: &str,
         n: Notification,
-    ) -> Result<(), RouterError> {
+    ) -> Result<Taken, RouterError> {
         let known = self.registry_of(account_id, iccid).await?;
         let now = self.now();
         let last = known.sync.last_seq;
@@ -102,8 +154,10 @@ impl SecureRouter {
         let behind = n.seq.wrapping_sub(last);
         if behind == 0 || behind >= 0x8000 {
             tracing::debug!(%iccid, seq = n.seq, last, "notification repeated: confirmed again");
-            self.confirm(account_id, iccid, n.seq).await;
-            return Ok(());
+            return Ok(Taken {
+                change: None,
+                confirm: (account_id.to_string(), iccid.to_string(), n.seq),
+            });
         }
         let op = match &known.sync.operation_id {
             Some(id) => self.subs()?.operation(account_id, id).await?,
@@ -230,24 +284,14 @@ impl SecureRouter {
             registry: Some(registry),
             sync: Some(sync.clone()),
             events,
+            plan: None,
             at: now,
         };
-        match self.subs()?.apply(&change).await? {
-            Applied::Done => {
-                tracing::info!(
-                    %iccid,
-                    seq = n.seq,
-                    outcome,
-                    sync = sync.state.as_str(),
-                    "subscription notification"
-                );
-                self.confirm(account_id, iccid, n.seq).await;
-            }
-            // The operation moved on meanwhile (another gateway took this notification): the
-            // card sends it again if nobody confirmed it.
-            Applied::Stale | Applied::Busy(_) => {}
-        }
-        Ok(())
+        tracing::debug!(%iccid, seq = n.seq, outcome, sync = sync.state.as_str(), "subscription notification");
+        Ok(Taken {
+            change: Some(change),
+            confirm: (account_id.to_string(), iccid.to_string(), n.seq),
+        })
     }
 
     /// Operations whose notification did not come by their deadline: the card is DIRTY.
@@ -293,6 +337,7 @@ impl SecureRouter {
                     )]
                 },
                 sync: Some(sync),
+                plan: None,
                 at: now,
             };
             if self.subs()?.apply(&change).await? == Applied::Done {

@@ -33,20 +33,53 @@ pub(super) fn answer_of(command: &CommandRecord) -> String {
 }
 
 impl SecureRouter {
-    /// Settles the operations whose command ended.
+    /// Settles the operations whose command ended: their changes are read side by side and
+    /// written in one transaction.
     pub(super) async fn settle_ended(&self) -> Result<usize, RouterError> {
-        let ended = self.subs()?.sent_and_ended(200).await?;
+        let ended = self.subs()?.sent_and_ended(500).await?;
         let n = ended.len();
-        for (op, command) in ended {
-            self.ended(op, command).await?;
+        let mut settled = Vec::with_capacity(n);
+        for chunk in ended.chunks(32) {
+            let results = futures::future::join_all(
+                chunk
+                    .iter()
+                    .map(|(op, command)| self.ended(op.clone(), command)),
+            )
+            .await;
+            for r in results {
+                settled.push(r?);
+            }
+        }
+        let changes: Vec<RouterChange> = settled.iter().map(|(c, _)| c.clone()).collect();
+        let applied = self.subs()?.apply_all(&changes).await?;
+        for ((change, confirm), applied) in settled.into_iter().zip(applied) {
+            if applied != Applied::Done {
+                continue;
+            }
+            if let Some(op) = &change.operation {
+                tracing::debug!(
+                    iccid = %change.iccid,
+                    operation = %op.id,
+                    state = op.state,
+                    "subscription operation's command ended"
+                );
+            }
+            if let Some(seq) = confirm {
+                self.confirm(&change.account_id, &change.iccid, seq).await;
+            }
         }
         Ok(n)
     }
 
-    async fn ended(&self, op: OperationRecord, command: CommandRecord) -> Result<(), RouterError> {
+    /// The change an ended command makes, and the notification sequence number to confirm.
+    async fn ended(
+        &self,
+        op: OperationRecord,
+        command: &CommandRecord,
+    ) -> Result<(RouterChange, Option<u16>), RouterError> {
         let known = self.registry_of(&op.account_id, &op.iccid).await?;
         let now = self.now();
-        let answer = answer_of(&command);
+        let answer = answer_of(command);
         let mut registry = known.subscriptions.clone();
         let sub_id = op.sub_id.unwrap_or(0);
         let success = command.status == CommandStatus::Success;
@@ -223,22 +256,10 @@ impl SecureRouter {
             registry: (registry_changed || known.implied).then_some(registry),
             sync: Some(sync.clone()),
             events,
+            plan: None,
             at: now,
         };
-        if self.subs()?.apply(&change).await? == Applied::Done {
-            tracing::info!(
-                iccid = %op.iccid,
-                operation = %op.id,
-                kind = %op.kind,
-                state = op_state,
-                sync = sync.state.as_str(),
-                "subscription operation's command ended"
-            );
-            if let Some(seq) = confirm {
-                self.confirm(&op.account_id, &op.iccid, seq).await;
-            }
-        }
-        Ok(())
+        Ok((change, confirm))
     }
 
     /// The operation waits for the card's notification: still PENDING.

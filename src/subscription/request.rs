@@ -276,6 +276,18 @@ impl SecureRouter {
         kind: Kind,
         who: &Requester,
     ) -> Result<OperationRecord, RouterError> {
+        let (op, change) = self.prepare_start(&known, &kind, who).await?;
+        let applied = self.subs()?.apply(&change).await?;
+        self.started(&known, &op, kind.name(), who, applied)
+    }
+
+    /// The change that starts an operation (written by the caller, alone or with others).
+    pub(super) async fn prepare_start(
+        &self,
+        known: &Known,
+        kind: &Kind,
+        who: &Requester,
+    ) -> Result<(OperationRecord, RouterChange), RouterError> {
         busy(&known.sync, &known.iccid, kind.name())?;
         let now = self.now();
         let op_id = uuid::Uuid::new_v4().to_string();
@@ -332,22 +344,35 @@ impl SecureRouter {
             }),
             sync: Some(sync),
             events: Vec::new(),
+            plan: None,
             at: now,
         };
-        match self.subs()?.apply(&change).await? {
+        Ok((op, change))
+    }
+
+    /// What a start's write came to: the operation, or why it did not start.
+    pub(super) fn started(
+        &self,
+        known: &Known,
+        op: &OperationRecord,
+        kind: &str,
+        who: &Requester,
+        applied: Applied,
+    ) -> Result<OperationRecord, RouterError> {
+        match applied {
             Applied::Done => {
-                tracing::info!(
+                tracing::debug!(
                     iccid = %known.iccid,
                     operation = %op.id,
-                    kind = kind.name(),
+                    kind,
                     who = %who.0,
                     "subscription operation sent"
                 );
                 self.gateway.notify();
-                Ok(op)
+                Ok(op.clone())
             }
             Applied::Busy(Some(sync)) => {
-                busy(&sync, &known.iccid, kind.name())?;
+                busy(&sync, &known.iccid, kind)?;
                 Err(RouterError::Conflict(
                     format!("card {} is busy", known.iccid),
                     None,

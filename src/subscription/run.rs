@@ -21,12 +21,25 @@ pub fn spawn(router: Arc<SecureRouter>) -> tokio::task::JoinHandle<()> {
         loop {
             tokio::select! {
                 packet = rx.recv() => match packet {
-                    Some(p) => router.on_card_packet(p).await,
+                    Some(p) => {
+                        // With those that came meanwhile.
+                        let mut batch = vec![p];
+                        while batch.len() < 512 {
+                            match rx.try_recv() {
+                                Ok(p) => batch.push(p),
+                                Err(_) => break,
+                            }
+                        }
+                        router.on_card_packets(batch).await;
+                    }
                     None => return,
                 },
                 _ = tick.tick() => {
-                    if let Err(e) = router.sweep().await {
-                        tracing::warn!("subscription router sweep failed: {e}");
+                    match router.sweep().await {
+                        // Work found: look again at once.
+                        Ok(true) => tick.reset_immediately(),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!("subscription router sweep failed: {e}"),
                     }
                 }
             }
@@ -36,12 +49,14 @@ pub fn spawn(router: Arc<SecureRouter>) -> tokio::task::JoinHandle<()> {
 
 impl SecureRouter {
     /// One pass: ended commands, overdue notifications, DIRTY cards due for an audit.
-    pub async fn sweep(&self) -> Result<(), RouterError> {
-        self.settle_ended().await?;
-        self.settle_overdue().await?;
+    /// One pass: ended commands, overdue notifications, DIRTY cards due for an audit,
+    /// bootstrap plans. True if it found work.
+    pub async fn sweep(&self) -> Result<bool, RouterError> {
+        let mut found = self.settle_ended().await? > 0;
+        found |= self.settle_overdue().await? > 0;
         self.audit_dirty().await?;
-        self.bootstrap().await?;
-        Ok(())
+        found |= self.bootstrap().await? > 0;
+        Ok(found)
     }
 
     /// Starts an automatic audit on each DIRTY card that is due; a card the audit cannot

@@ -215,14 +215,17 @@ impl SqlStore {
                         let inserted = sqlx::query(
                             "INSERT INTO card_sync (iccid, state, operation_id, reason, last_seq, \
                              audit_attempts, next_audit_at, updated_at) \
-                             VALUES ($1, 'PENDING', $2, '', 0, 0, NULL, $3)",
+                             VALUES ($1, 'PENDING', $2, '', 0, 0, NULL, $3) \
+                             ON CONFLICT (iccid) DO NOTHING",
                         )
                         .bind(change.iccid.as_str())
                         .bind(op.id.as_str())
                         .bind(op.created_at)
                         .execute(&mut **tx)
-                        .await;
-                        if inserted.is_err() {
+                        .await
+                        .map_err(dbe)?
+                        .rows_affected();
+                        if inserted == 0 {
                             return Ok(Applied::Busy(None));
                         }
                     }
@@ -294,6 +297,20 @@ impl SqlStore {
             .map_err(dbe)?;
         }
         super::outbox::insert_outbox(tx, &change.account_id, &change.events, change.at).await?;
+        if let Some(p) = &change.plan {
+            sqlx::query(
+                "UPDATE bootstrap_plans SET actions = $2, state = $3, detail = $4, \
+                 updated_at = $5 WHERE iccid = $1",
+            )
+            .bind(change.iccid.as_str())
+            .bind(i64::from(p.actions))
+            .bind(p.state)
+            .bind(p.detail.as_str())
+            .bind(change.at)
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?;
+        }
         if let Some((_, command)) = &change.start {
             match self.insert_commands_tx(tx, &[command], None).await {
                 Ok(()) => {}
@@ -403,6 +420,25 @@ impl SubscriptionStore for SqlStore {
                 Err(e)
             }
         }
+    }
+
+    async fn apply_all(&self, changes: &[RouterChange]) -> Result<Vec<Applied>, StoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            match self.apply_in(&mut tx, change).await {
+                Ok(a) => out.push(a),
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    return Err(e);
+                }
+            }
+        }
+        tx.commit().await.map_err(dbe)?;
+        Ok(out)
     }
 
     async fn operation(
