@@ -47,9 +47,25 @@ impl SecureRouter {
             }
         }
         let ready = self.subs()?.ready_plans(PER_SWEEP).await?;
+        // Each group's rule, read once per sweep.
+        let mut rules = std::collections::HashMap::new();
+        for p in &ready {
+            let key = (p.account_id.clone(), p.group_id);
+            if !rules.contains_key(&key) {
+                let rule = self.subs()?.rule(&p.account_id, p.group_id).await?;
+                rules.insert(key, rule);
+            }
+        }
         let mut steps = Vec::with_capacity(ready.len());
         for chunk in ready.chunks(32) {
-            let results = futures::future::join_all(chunk.iter().map(|plan| self.step(plan))).await;
+            let results = futures::future::join_all(chunk.iter().map(|plan| {
+                let rule = rules
+                    .get(&(plan.account_id.clone(), plan.group_id))
+                    .cloned()
+                    .flatten();
+                self.step(plan, rule)
+            }))
+            .await;
             for r in results {
                 if let Some(step) = r? {
                     steps.push(step);
@@ -70,7 +86,11 @@ impl SecureRouter {
     }
 
     /// The change that moves `plan` on, if any now.
-    async fn step(&self, plan: &PlanRecord) -> Result<Option<Step>, RouterError> {
+    async fn step(
+        &self,
+        plan: &PlanRecord,
+        rule: Option<BootstrapRule>,
+    ) -> Result<Option<Step>, RouterError> {
         let now = self.now();
         let update = |state: &'static str, actions: u32, detail: String| {
             Some(Step {
@@ -88,7 +108,7 @@ impl SecureRouter {
                 started: None,
             })
         };
-        let Some(rule) = self.subs()?.rule(&plan.account_id, plan.group_id).await? else {
+        let Some(rule) = rule else {
             return Ok(update(
                 "FAILED",
                 plan.actions,

@@ -111,7 +111,11 @@ impl SecureRouter {
             return Ok(Err(Refused::OtherTar(hex::encode_upper(view.tar))));
         }
         let kic_set = self.store.key_set(&iccid, view.kic.version()).await?;
-        let kid_set = self.store.key_set(&iccid, view.kid.version()).await?;
+        let kid_set = if view.kid.version() == view.kic.version() {
+            kic_set.clone()
+        } else {
+            self.store.key_set(&iccid, view.kid.version()).await?
+        };
         let (Some(kic_set), Some(kid_set)) = (kic_set, kid_set) else {
             return Ok(Err(unverified(format!(
                 "no key set version {} / {}",

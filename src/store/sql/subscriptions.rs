@@ -340,25 +340,35 @@ impl SubscriptionStore for SqlStore {
         account_id: &str,
         iccid: &str,
     ) -> Result<Option<CardRegistry>, StoreError> {
-        let Some(card) = sqlx::query("SELECT imsi FROM cards WHERE account_id = $1 AND iccid = $2")
-            .bind(account_id)
-            .bind(iccid)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(dbe)?
-        else {
-            return Ok(None);
-        };
-        let sync = sqlx::query(&format!(
-            "SELECT {SYNC_COLUMNS} FROM card_sync WHERE iccid = $1"
+        let Some(card) = sqlx::query(&format!(
+            "SELECT c.imsi AS imsi, s.iccid AS synced, {} FROM cards c \
+             LEFT JOIN card_sync s ON s.iccid = c.iccid WHERE c.account_id = $1 AND c.iccid = $2",
+            SYNC_COLUMNS
+                .split(", ")
+                .map(|c| format!("s.{c} AS {c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
+        .bind(account_id)
         .bind(iccid)
         .fetch_optional(&self.pool)
         .await
         .map_err(dbe)?
-        .as_ref()
-        .map(sync_from_row)
-        .transpose()?;
+        else {
+            return Ok(None);
+        };
+        let synced: Option<String> = col(&card, "synced")?;
+        let Some(_) = synced else {
+            // Never touched: no subscription rows either.
+            return Ok(Some(CardRegistry {
+                account_id: account_id.to_string(),
+                iccid: iccid.to_string(),
+                imsi: col(&card, "imsi")?,
+                subscriptions: Vec::new(),
+                sync: None,
+            }));
+        };
+        let sync = Some(sync_from_row(&card)?);
         let rows = sqlx::query(
             "SELECT sub_id, imsi, enabled, fallback, bootstrap, template FROM card_subscriptions \
              WHERE iccid = $1 ORDER BY sub_id",
@@ -479,14 +489,28 @@ impl SubscriptionStore for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(dbe)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let op = operation_from_row(row)?;
-            if let Some(command) = self.command_by_id(&op.account_id, &op.command_id).await? {
-                out.push((op, command));
-            }
-        }
-        Ok(out)
+        let ops: Vec<OperationRecord> = rows
+            .iter()
+            .map(operation_from_row)
+            .collect::<Result<_, _>>()?;
+        // Their commands in a few statements, not one each.
+        let ids: Vec<(String, String)> = ops
+            .iter()
+            .map(|o| (o.account_id.clone(), o.command_id.clone()))
+            .collect();
+        let mut commands: std::collections::HashMap<(String, String), CommandRecord> = self
+            .commands_by_ids(&ids)
+            .await?
+            .into_iter()
+            .map(|c| ((c.account_id.clone(), c.id.clone()), c))
+            .collect();
+        Ok(ops
+            .into_iter()
+            .filter_map(|o| {
+                let c = commands.remove(&(o.account_id.clone(), o.command_id.clone()))?;
+                Some((o, c))
+            })
+            .collect())
     }
 
     async fn overdue(&self, now: Millis, limit: u32) -> Result<Vec<OperationRecord>, StoreError> {
