@@ -50,10 +50,10 @@ impl SecureRouter {
         // Each group's rule, read once per sweep.
         let mut rules = std::collections::HashMap::new();
         for p in &ready {
-            let key = (p.account_id.clone(), p.group_id);
-            if !rules.contains_key(&key) {
-                let rule = self.subs()?.rule(&p.account_id, p.group_id).await?;
-                rules.insert(key, rule);
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                rules.entry((p.account_id.clone(), p.group_id))
+            {
+                slot.insert(self.subs()?.rule(&p.account_id, p.group_id).await?);
             }
         }
         let mut steps = Vec::with_capacity(ready.len());
