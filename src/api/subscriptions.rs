@@ -162,6 +162,7 @@ pub struct TrailQuery {
     /// Entries older than this `seq`.
     pub before: Option<i64>,
     /// Entries per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -422,13 +423,16 @@ pub async fn create_template(
     JsonBody(t): JsonBody<SubscriptionTemplate>,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = t.name.trim();
-    if name.is_empty() || name.len() > 64 {
-        return Err(ApiError::invalid("name", "1 to 64 characters"));
+    if name.is_empty() || name.chars().count() > 64 {
+        return Err(ApiError::invalid(
+            "name",
+            "1 to 64 characters, not only spaces",
+        ));
     }
-    if t.spn.len() > 16 {
+    if t.spn.len() > 16 || !t.spn.bytes().all(|b| (0x20..=0x7E).contains(&b)) {
         return Err(ApiError::invalid(
             "spn",
-            format!("{} octets: at most 16", t.spn.len()),
+            format!("{:?}: at most 16 printable ASCII characters", t.spn),
         ));
     }
     for (i, p) in t.plmns.iter().enumerate() {
@@ -619,6 +623,18 @@ pub async fn set_rules(
 ) -> Result<Json<BootstrapRule>, ApiError> {
     let group = group_id(&id)?;
     let records = router(&state)?.records().map_err(api_error)?;
+    if state
+        .store
+        .card_group(&account.id, group)
+        .await
+        .map_err(ApiError::store)?
+        .is_none()
+    {
+        return Err(ApiError::not_found(
+            Some("id"),
+            format!("card group {group} not found"),
+        ));
+    }
     if rule.subscriptions.is_empty() || rule.subscriptions.len() > 7 {
         return Err(ApiError::invalid(
             "subscriptions",

@@ -98,15 +98,24 @@ pub struct CardRegistry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionTemplate {
-    /// Unique in the account.
+    /// Unique in the account (1 to 64 characters, not only spaces).
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
     pub name: String,
-    /// Service provider name (at most 16 characters).
+    /// Service provider name (at most 16 printable ASCII characters).
     #[serde(default)]
+    #[schema(pattern = r"^[\x20-\x7E]{0,16}$")]
     pub spn: String,
-    /// PLMNs as MCC-MNC strings (`26201`, `310410`).
+    /// PLMNs as MCC and MNC digits (`26201`, `310410`).
     #[serde(default)]
+    #[schema(inline, value_type = Vec<PlmnText>)]
     pub plmns: Vec<String>,
 }
+
+/// A PLMN as MCC and MNC digits (5 or 6).
+#[derive(utoipa::ToSchema)]
+#[schema(pattern = "^[0-9]{5,6}$")]
+#[allow(dead_code)]
+pub struct PlmnText(String);
 
 /// An operation on a card's subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
