@@ -15,7 +15,9 @@
 //! 5. [`delivery`]: the outbox worker and webhooks;
 //! 6. the engine: [`pipeline`] (one tower layer per file), [`gateway`] (claims, results,
 //!    inbound PoRs, housekeeping, SCP81 and CAT_TP drivers), [`campaign`], [`provision`]
-//!    (vendor files: their format in `provision::vendor`, read by the simulator's fleets too);
+//!    (vendor files: their format in `provision::vendor`, read by the simulator's fleets too),
+//!    [`subscription`] (the Secure Router: subscription operations, notifications, audits,
+//!    bootstrap plans);
 //! 7. [`api`], the REST API, and [`console`], the operators' web console (HTML, sessions);
 //! 8. the edge: [`config`], [`server`], the CLI (`src/cli`), and the far-side tools used by
 //!    tests, demos and load commands: [`sim`] (virtual cards), [`devkit`].
