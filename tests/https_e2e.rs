@@ -190,7 +190,15 @@ async fn rfm_over_https_for_each_suite_and_version() {
         ("PSK-AES128-CBC-SHA", TlsVersion::Tls11, "TLSv1.1"),
         ("PSK-AES128-CBC-SHA", TlsVersion::Tls10, "TLSv1"),
     ];
+    let recorded = || handsets.outcomes.lock().map(|o| o.len()).unwrap_or(0);
     for (i, (cipher, version, version_name)) in cases.iter().enumerate() {
+        // The card records a session's outcome when its TLS session closes, which can be
+        // after the gateway stored the result: each case waits for its own.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while recorded() < i && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let before = recorded();
         handsets.set_tls(CardTls {
             ciphers: cipher.to_string(),
             min_version: *version,
@@ -225,11 +233,15 @@ async fn rfm_over_https_for_each_suite_and_version() {
         for k in ["QUEUED", "TRIGGER", "SUCCESS"] {
             assert!(kinds.iter().any(|e| e == k), "{k} missing from {kinds:?}");
         }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while recorded() <= before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let outcome = handsets
             .outcomes
             .lock()
             .ok()
-            .and_then(|o| o.last().cloned())
+            .and_then(|o| o.get(before).cloned())
             .expect("a session ran")
             .expect("the session succeeded");
         assert!(outcome.completed, "{outcome:?}");

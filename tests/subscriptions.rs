@@ -1067,3 +1067,70 @@ async fn bootstrap_a_group_sqlite() {
 async fn bootstrap_a_group_postgres() {
     on_postgres(bootstrap_a_group).await;
 }
+
+/// A rule with the `notification` trigger: a card of the group that reports on its
+/// bootstrap subscription is bootstrapped; one that does not report is left alone; a report
+/// agreeing with the registry does not make a card DIRTY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_on_the_cards_first_report() {
+    let env = devkit::start(DevOptions {
+        cards: 3,
+        provision: true,
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit");
+    let _ticker = env.tick_subscriptions(Arc::new(EveryNetwork), Duration::from_millis(100));
+    template(&env).await;
+    let (_, group) = env.fleet_group.unwrap();
+    let (code, body) = env
+        .put(
+            &format!("/api/v1/cardgroups/{group}/rules"),
+            &json!({"subscriptions": [
+                        {"template": "op-a", "imsiFirst": "262019400000000", "imsiCount": 10}],
+                    "bootstrap": "delete", "trigger": "notification"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (reporting, silent) = (env.iccid(0).unwrap(), env.iccid(1).unwrap());
+    env.fleet
+        .with_card_by_iccid(&reporting, |c| {
+            c.report_subscriptions(otagw::clock::now_ms())
+        })
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, p) = env
+            .get(&format!("/api/v1/cardgroups/{group}/bootstrap"))
+            .await
+            .unwrap();
+        if p["plans"] == json!({"DONE": 1}) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{p}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = sync_state(&env, &reporting, "SYNCED").await;
+    let expected = BTreeSet::from([(2, "262019400000000".to_string(), true, true)]);
+    assert_eq!(server_registry(&body), expected);
+    assert_eq!(card_registry(&env, &reporting), expected);
+    let (_, trail) = env
+        .get(&format!("/api/v1/cards/{reporting}/audit-trail"))
+        .await
+        .unwrap();
+    let last = trail.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last["what"], "NOTIFICATION report: bootstrap planned",
+        "{trail}"
+    );
+    assert_eq!(last["after"]["syncState"], "SYNCED");
+    // The silent card: no plan, untouched.
+    let (_, body) = env
+        .get(&format!("/api/v1/cards/{silent}/subscriptions"))
+        .await
+        .unwrap();
+    assert_eq!(body["fromProvisioning"], true, "{body}");
+    assert!(card_registry(&env, &silent).is_empty());
+    env.shutdown().await;
+}

@@ -729,6 +729,14 @@ impl VirtualCard {
         self.subscriptions.as_deref()
     }
 
+    /// The card reports on the subscription it runs on (its first attach, fresh from the
+    /// factory: the bootstrap one); the notification goes at the next tick.
+    pub fn report_subscriptions(&mut self, now: i64) {
+        let app = self.subscription_app();
+        app.set_now(now);
+        app.report();
+    }
+
     /// Moves the subscription management application on at `now` (attach, rollback,
     /// return to primary; EF IMSI follows) and returns the notifications due.
     pub fn tick_subscriptions(&mut self, now: i64, network: &dyn Network) -> Vec<Notification> {

@@ -297,6 +297,20 @@ impl SubscriptionApp {
         }
     }
 
+    /// The card reports on the subscription it runs on (at its first attach): a notification
+    /// with outcome "none" (no switch), repeated until confirmed like the others.
+    pub fn report(&mut self) {
+        self.seq = self.seq.wrapping_add(1);
+        let enabled = self.enabled_id().unwrap_or(0);
+        let n = Notification {
+            seq: self.seq,
+            outcome: SwitchOutcome::None,
+            enabled,
+            imsi: self.imsi_of(enabled).unwrap_or_default(),
+        };
+        self.unconfirmed.push((n, self.now));
+    }
+
     /// The notifications due at `now` (each again every [`NOTIFY_EVERY_MS`] until confirmed).
     pub fn due_notifications(&mut self, now: i64) -> Vec<Notification> {
         let mut due = Vec::new();

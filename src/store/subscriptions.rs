@@ -325,6 +325,9 @@ pub enum BootstrapEnd {
 pub enum BootstrapTrigger {
     /// As soon as the card is in the group (provisioned, or when the rule is set).
     Provisioning,
+    /// When the card first reports on its bootstrap subscription (a notification with no
+    /// switch from a card the router never touched).
+    Notification,
 }
 
 impl BootstrapTrigger {
@@ -332,6 +335,7 @@ impl BootstrapTrigger {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Provisioning => "provisioning",
+            Self::Notification => "notification",
         }
     }
 }
@@ -504,6 +508,16 @@ pub trait SubscriptionStore: Send + Sync {
     /// and that the router never touched, allocating each its IMSIs (a card whose IMSIs would
     /// leave a range gets a FAILED plan). Returns the plans made.
     async fn new_plans(&self, limit: u32, now: Millis) -> Result<Vec<PlanRecord>, StoreError>;
+
+    /// The plan of a card that reported on its bootstrap subscription, made now if a group
+    /// of the card's owner with a `notification` rule holds it (`None`: no such rule, or the
+    /// card has a plan already).
+    async fn plan_on_report(
+        &self,
+        owner_id: &str,
+        iccid: &str,
+        now: Millis,
+    ) -> Result<Option<PlanRecord>, StoreError>;
 
     /// RUNNING plans whose card has no operation in flight and is not DIRTY.
     async fn ready_plans(&self, limit: u32) -> Result<Vec<PlanRecord>, StoreError>;

@@ -184,8 +184,35 @@ impl SecureRouter {
                 .for_each(|s| s.enabled = s.id == n.enabled);
         }
         let expected = switching.is_some() && behind == 1 && known_id;
+        // A report with no switch on the subscription the server has as enabled agrees with
+        // the registry: taken, not DIRTY. From a card the router never touched it may start
+        // its bootstrap (a group rule with the `notification` trigger).
+        let report = !expected
+            && switching.is_none()
+            && n.outcome == SwitchOutcome::None
+            && behind == 1
+            && known
+                .subscriptions
+                .iter()
+                .any(|s| s.enabled && s.id == n.enabled);
+        let planned = report
+            && known.implied
+            && self
+                .subs()?
+                .plan_on_report(account_id, iccid, now)
+                .await?
+                .is_some();
         let outcome = n.outcome.as_str();
-        let (sync, op_state, what) = if expected {
+        let (sync, op_state, what) = if report {
+            let mut sync = settled(&known.sync, SyncState::Synced, "", now);
+            sync.last_seq = n.seq;
+            let what = if planned {
+                "NOTIFICATION report: bootstrap planned"
+            } else {
+                "NOTIFICATION report"
+            };
+            (sync, "DONE", what.to_string())
+        } else if expected {
             let mut sync = settled(&known.sync, SyncState::Synced, "", now);
             sync.last_seq = n.seq;
             let asked = switching.and_then(|o| o.sub_id);
@@ -243,7 +270,7 @@ impl SecureRouter {
                     "imsi": n.imsi,
                 }),
             ));
-        } else if known.sync.state != SyncState::Dirty {
+        } else if !report && known.sync.state != SyncState::Dirty {
             events.push(card_event(
                 names::CARD_DIRTY,
                 iccid,

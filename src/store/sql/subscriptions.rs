@@ -118,7 +118,93 @@ fn template_from_row(row: &AnyRow) -> Result<SubscriptionTemplate, StoreError> {
     })
 }
 
+/// The plans of `iccids` under `rule`, the n-th card getting each range's `allocated + n`-th
+/// IMSI (a FAILED plan past a range).
+fn plans_for(
+    group_id: i64,
+    account_id: &str,
+    rule: &BootstrapRule,
+    allocated: i64,
+    iccids: &[String],
+    now: Millis,
+) -> Vec<PlanRecord> {
+    let mut plans = Vec::with_capacity(iccids.len());
+    for (k, iccid) in iccids.iter().enumerate() {
+        let index = u64::try_from(allocated).unwrap_or(0) + k as u64;
+        let mut imsis = Vec::with_capacity(rule.subscriptions.len());
+        let mut problem = None;
+        for sub in &rule.subscriptions {
+            match nth_imsi(&sub.imsi_first, index).filter(|_| index < sub.imsi_count) {
+                Some(imsi) => imsis.push(imsi),
+                None => {
+                    problem = Some(format!(
+                        "IMSI range of template {} exhausted ({} IMSIs from {})",
+                        sub.template, sub.imsi_count, sub.imsi_first
+                    ))
+                }
+            }
+        }
+        plans.push(PlanRecord {
+            iccid: iccid.clone(),
+            account_id: account_id.to_string(),
+            group_id,
+            imsis,
+            actions: 0,
+            state: if problem.is_some() {
+                "FAILED"
+            } else {
+                "RUNNING"
+            }
+            .into(),
+            detail: problem.unwrap_or_default(),
+            created_at: now,
+            updated_at: now,
+        });
+    }
+    plans
+}
+
 impl SqlStore {
+    /// Writes the plans of `iccids` in `tx` and moves the rule's allocation on.
+    #[allow(clippy::too_many_arguments)]
+    async fn allocate_plans(
+        &self,
+        tx: &mut Tx,
+        group_id: i64,
+        account_id: &str,
+        rule: &BootstrapRule,
+        allocated: i64,
+        iccids: &[String],
+        now: Millis,
+    ) -> Result<Vec<PlanRecord>, StoreError> {
+        let plans = plans_for(group_id, account_id, rule, allocated, iccids, now);
+        for p in &plans {
+            sqlx::query(&format!(
+                "INSERT INTO bootstrap_plans ({PLAN_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ))
+            .bind(p.iccid.as_str())
+            .bind(p.account_id.as_str())
+            .bind(p.group_id)
+            .bind(json_text(&p.imsis, "imsis")?)
+            .bind(0i64)
+            .bind(p.state.as_str())
+            .bind(p.detail.as_str())
+            .bind(now)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?;
+        }
+        sqlx::query("UPDATE bootstrap_rules SET allocated = allocated + $2 WHERE group_id = $1")
+            .bind(group_id)
+            .bind(plans.len() as i64)
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?;
+        Ok(plans)
+    }
+
     /// The card's sync row in `tx`.
     async fn sync_in(&self, tx: &mut Tx, iccid: &str) -> Result<Option<SyncRecord>, StoreError> {
         sqlx::query(&format!(
@@ -916,69 +1002,68 @@ impl SubscriptionStore for SqlStore {
                 tx.rollback().await.map_err(dbe)?;
                 continue;
             }
-            let mut plans = Vec::with_capacity(cards.len());
-            for (k, c) in cards.iter().enumerate() {
-                let index = u64::try_from(allocated).unwrap_or(0) + k as u64;
-                let mut imsis = Vec::with_capacity(rule.subscriptions.len());
-                let mut problem = None;
-                for sub in &rule.subscriptions {
-                    match nth_imsi(&sub.imsi_first, index).filter(|_| index < sub.imsi_count) {
-                        Some(imsi) => imsis.push(imsi),
-                        None => {
-                            problem = Some(format!(
-                                "IMSI range of template {} exhausted ({} IMSIs from {})",
-                                sub.template, sub.imsi_count, sub.imsi_first
-                            ))
-                        }
-                    }
-                }
-                plans.push(PlanRecord {
-                    iccid: col(c, "iccid")?,
-                    account_id: account_id.clone(),
+            let iccids: Vec<String> = cards
+                .iter()
+                .map(|c| col(c, "iccid"))
+                .collect::<Result<_, _>>()?;
+            let plans = self
+                .allocate_plans(
+                    &mut tx,
                     group_id,
-                    imsis,
-                    actions: 0,
-                    state: if problem.is_some() {
-                        "FAILED"
-                    } else {
-                        "RUNNING"
-                    }
-                    .into(),
-                    detail: problem.unwrap_or_default(),
-                    created_at: now,
-                    updated_at: now,
-                });
-            }
-            for p in &plans {
-                sqlx::query(&format!(
-                    "INSERT INTO bootstrap_plans ({PLAN_COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                ))
-                .bind(p.iccid.as_str())
-                .bind(p.account_id.as_str())
-                .bind(p.group_id)
-                .bind(json_text(&p.imsis, "imsis")?)
-                .bind(0i64)
-                .bind(p.state.as_str())
-                .bind(p.detail.as_str())
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(dbe)?;
-            }
-            sqlx::query(
-                "UPDATE bootstrap_rules SET allocated = allocated + $2 WHERE group_id = $1",
-            )
-            .bind(group_id)
-            .bind(plans.len() as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(dbe)?;
+                    &account_id,
+                    &rule,
+                    allocated,
+                    &iccids,
+                    now,
+                )
+                .await?;
             tx.commit().await.map_err(dbe)?;
             made.extend(plans);
         }
         Ok(made)
+    }
+
+    async fn plan_on_report(
+        &self,
+        owner_id: &str,
+        iccid: &str,
+        now: Millis,
+    ) -> Result<Option<PlanRecord>, StoreError> {
+        let mut tx = self.begin().await?;
+        let rule = sqlx::query(
+            "SELECT r.group_id AS group_id, r.rule AS rule, r.allocated AS allocated \
+             FROM bootstrap_rules r JOIN card_group_members m ON m.group_id = r.group_id \
+             LEFT JOIN bootstrap_plans p ON p.iccid = m.iccid \
+             WHERE m.iccid = $1 AND r.account_id = $2 AND r.trigger_on = 'notification' \
+             AND p.iccid IS NULL ORDER BY r.group_id LIMIT 1",
+        )
+        .bind(iccid)
+        .bind(owner_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(dbe)?;
+        let Some(r) = rule else {
+            tx.rollback().await.map_err(dbe)?;
+            return Ok(None);
+        };
+        let group_id: i64 = col(&r, "group_id")?;
+        let allocated: i64 = col(&r, "allocated")?;
+        let text: String = col(&r, "rule")?;
+        let rule: BootstrapRule = serde_json::from_str(&text)
+            .map_err(|e| StoreError::Database(format!("column rule: {e}")))?;
+        let mut plans = self
+            .allocate_plans(
+                &mut tx,
+                group_id,
+                owner_id,
+                &rule,
+                allocated,
+                &[iccid.to_string()],
+                now,
+            )
+            .await?;
+        tx.commit().await.map_err(dbe)?;
+        Ok(plans.pop())
     }
 
     async fn ready_plans(&self, limit: u32) -> Result<Vec<PlanRecord>, StoreError> {
