@@ -4,69 +4,19 @@
 //! receiver, slow to answer, has deliveries pending at the kill: every command's
 //! `command.completed` still arrives, once per delivery id, after its `command.por`.
 
+mod process_support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use process_support::{free_port, otagw, output, wait_healthy, Killed};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_otagw");
 const CARDS: usize = 12;
 const SEED: u64 = 5;
 const COMMANDS: usize = 240;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn otagw(dir: &Path, args: &[&str], envs: &[(&str, String)]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env("OTAGW_DATA_DIR", dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c
-}
-
-fn output(mut c: Command) -> String {
-    let out = c.stdout(Stdio::piped()).output().expect("run otagw");
-    assert!(out.status.success(), "{:?} failed", c);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/api/v1/ota/health")).send().await {
-            if r.status().as_u16() == 200 {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// One webhook request: (X-Otagw-Delivery, event, commandId).
 type Hit = (String, String, String);

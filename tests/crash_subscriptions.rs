@@ -5,70 +5,19 @@
 //! bind). In the end every operation has ended, every card is SYNCED, and each card's stored
 //! registry is the virtual card's own.
 
+mod process_support;
+
 use std::collections::BTreeSet;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use otagw::sim::subscriptions::EveryNetwork;
 use otagw::sim::Fleet;
 use otagw_sms::smsc_sim::{SmscConfig, SmscSimulator};
+use process_support::{free_port, otagw, output, wait_healthy, Killed};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_otagw");
 const CARDS: usize = 16;
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn otagw(dir: &Path, args: &[&str], envs: &[(&str, String)]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env("OTAGW_DATA_DIR", dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c
-}
-
-fn output(mut c: Command) -> String {
-    let out = c.stdout(Stdio::piped()).output().expect("run otagw");
-    assert!(out.status.success(), "{c:?} failed");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/api/v1/ota/health")).send().await {
-            if r.status().as_u16() == 200 {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn card_registry(fleet: &Fleet, iccid: &str) -> BTreeSet<(u64, String, bool, bool)> {
     fleet
