@@ -5,9 +5,10 @@
 //! bind). In the end every operation has ended, every card is SYNCED, and each card's stored
 //! registry is the virtual card's own.
 
+mod subscription_support;
+
 mod process_support;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,41 +17,9 @@ use otagw::sim::Fleet;
 use otagw_sms::smsc_sim::{SmscConfig, SmscSimulator};
 use process_support::{free_port, otagw, output, wait_healthy, Killed};
 use serde_json::{json, Value};
+use subscription_support::{card_registry, server_registry};
 
 const CARDS: usize = 16;
-
-fn card_registry(fleet: &Fleet, iccid: &str) -> BTreeSet<(u64, String, bool, bool)> {
-    fleet
-        .with_card_by_iccid(iccid, |c| {
-            c.subscriptions()
-                .map(|app| {
-                    app.subscriptions()
-                        .iter()
-                        .map(|s| (u64::from(s.id), s.imsi.clone(), s.enabled, s.fallback))
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .expect("card")
-}
-
-fn server_registry(body: &Value) -> BTreeSet<(u64, String, bool, bool)> {
-    body["subscriptions"]
-        .as_array()
-        .map(|subs| {
-            subs.iter()
-                .map(|s| {
-                    (
-                        s["id"].as_u64().unwrap_or(0),
-                        s["imsi"].as_str().unwrap_or("").to_string(),
-                        s["enabled"] == true,
-                        s["fallback"] == true,
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_enable_every_card_ends_synced_with_the_cards_registry() {

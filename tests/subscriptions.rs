@@ -3,6 +3,8 @@
 //! the cards' notifications coming back as MO SMS (card-originated command packets). On
 //! SQLite and on PostgreSQL.
 
+mod subscription_support;
+
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use otagw::script::subscription::{SubscriptionCommand, TAR_SUBSCRIPTIONS};
 use otagw::script::{CommandScript, ScriptFormat};
 use otagw::sim::subscriptions::{EveryNetwork, SeededNetwork};
 use serde_json::{json, Value};
+use subscription_support::{card_registry, server_registry};
 
 async fn env(store_url: Option<String>, notification_wait_secs: u64) -> DevEnv {
     devkit::start(DevOptions {
@@ -76,39 +79,6 @@ async fn sync_state(env: &DevEnv, iccid: &str, state: &str) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// (id, IMSI, enabled, fallback) of the server's registry.
-fn server_registry(body: &Value) -> BTreeSet<(u64, String, bool, bool)> {
-    body["subscriptions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["id"].as_u64().unwrap(),
-                s["imsi"].as_str().unwrap().to_string(),
-                s["enabled"].as_bool().unwrap(),
-                s["fallback"].as_bool().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// The same, read on the virtual card.
-fn card_registry(env: &DevEnv, iccid: &str) -> BTreeSet<(u64, String, bool, bool)> {
-    env.fleet
-        .with_card_by_iccid(iccid, |c| {
-            c.subscriptions()
-                .map(|app| {
-                    app.subscriptions()
-                        .iter()
-                        .map(|s| (u64::from(s.id), s.imsi.clone(), s.enabled, s.fallback))
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .unwrap()
 }
 
 fn unconfirmed(env: &DevEnv, iccid: &str) -> usize {
@@ -257,7 +227,7 @@ async fn download_enable_delete_fallback_audit(store_url: Option<String>) {
         (2, "262019000000001".to_string(), true, false),
     ]);
     assert_eq!(server_registry(&body), expected);
-    assert_eq!(card_registry(&env, &iccid), expected);
+    assert_eq!(card_registry(&env.fleet, &iccid), expected);
     assert_eq!(body["lastNotification"], 1);
 
     // The fallback cannot be deleted; moved, the old one can.
@@ -277,7 +247,7 @@ async fn download_enable_delete_fallback_audit(store_url: Option<String>) {
     let expected = BTreeSet::from([(2, "262019000000001".to_string(), true, true)]);
     let body = sync_state(&env, &iccid, "SYNCED").await;
     assert_eq!(server_registry(&body), expected);
-    assert_eq!(card_registry(&env, &iccid), expected);
+    assert_eq!(card_registry(&env.fleet, &iccid), expected);
     let (code, body) = env.delete(&format!("{path}/9")).await.unwrap();
     assert_eq!(
         (code, body["field"].as_str()),
@@ -440,7 +410,7 @@ async fn rollback_is_learned_from_the_notification(store_url: Option<String>) {
         (2, "262019000000002".to_string(), false, false),
     ]);
     assert_eq!(server_registry(&body), expected);
-    assert_eq!(card_registry(&env, &iccid), expected);
+    assert_eq!(card_registry(&env.fleet, &iccid), expected);
     env.shutdown().await;
 }
 
@@ -482,7 +452,7 @@ async fn lost_notification_dirty_then_audited(store_url: Option<String>) {
         (2, "262019000000003".to_string(), true, false),
     ]);
     assert_eq!(server_registry(&body), expected, "{body}");
-    assert_eq!(card_registry(&env, &iccid), expected);
+    assert_eq!(card_registry(&env.fleet, &iccid), expected);
     assert_eq!(body["lastNotification"], 1, "the audit's sequence number");
     let (_, trail) = env
         .get(&format!("/api/v1/cards/{iccid}/audit-trail"))
@@ -1028,7 +998,7 @@ async fn bootstrap_a_group(store_url: Option<String>) {
     for iccid in &iccids[..4] {
         let body = sync_state(&env, iccid, "SYNCED").await;
         let server = server_registry(&body);
-        assert_eq!(server, card_registry(&env, iccid), "{iccid}");
+        assert_eq!(server, card_registry(&env.fleet, iccid), "{iccid}");
         // Two operational subscriptions, the first enabled with the fallback; no bootstrap.
         let v: Vec<_> = server.iter().collect();
         assert_eq!(v.len(), 2, "{v:?}");
@@ -1043,7 +1013,7 @@ async fn bootstrap_a_group(store_url: Option<String>) {
     );
     let kept: Vec<_> = iccids[4..]
         .iter()
-        .map(|iccid| card_registry(&env, iccid))
+        .map(|iccid| card_registry(&env.fleet, iccid))
         .collect();
     assert!(
         kept.iter().any(|r| r.len() == 2
@@ -1114,7 +1084,7 @@ async fn bootstrap_on_the_cards_first_report() {
     let body = sync_state(&env, &reporting, "SYNCED").await;
     let expected = BTreeSet::from([(2, "262019400000000".to_string(), true, true)]);
     assert_eq!(server_registry(&body), expected);
-    assert_eq!(card_registry(&env, &reporting), expected);
+    assert_eq!(card_registry(&env.fleet, &reporting), expected);
     let (_, trail) = env
         .get(&format!("/api/v1/cards/{reporting}/audit-trail"))
         .await
@@ -1131,6 +1101,6 @@ async fn bootstrap_on_the_cards_first_report() {
         .await
         .unwrap();
     assert_eq!(body["fromProvisioning"], true, "{body}");
-    assert!(card_registry(&env, &silent).is_empty());
+    assert!(card_registry(&env.fleet, &silent).is_empty());
     env.shutdown().await;
 }

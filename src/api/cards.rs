@@ -582,7 +582,7 @@ pub async fn rotate_keys(
 
 /// ICCID of a path: F padding removed (a card of another account answers 404 like a missing
 /// one; a malformed ICCID names no card, so it answers 404 too).
-fn path_iccid(iccid: &str) -> String {
+pub(crate) fn path_iccid(iccid: &str) -> String {
     iccid.trim().trim_end_matches(['F', 'f']).to_string()
 }
 

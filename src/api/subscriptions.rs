@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
+use super::cards::path_iccid;
 use super::{ApiError, AppState, JsonBody};
 use crate::store::subscriptions::{
     BootstrapRule, GrantRecord, OperationRecord, Right, StoredSubscription, SubscriptionTemplate,
@@ -225,10 +226,6 @@ fn accepted(op: OperationRecord) -> impl IntoResponse {
     )
 }
 
-fn iccid_of(raw: &str) -> String {
-    raw.trim().trim_end_matches(['F', 'f']).to_string()
-}
-
 /// A card's subscriptions as last known, with its sync state.
 #[utoipa::path(get, path = "/api/v1/cards/{iccid}/subscriptions", tag = "subscriptions",
     params(("iccid" = String, Path, description = "ICCID")),
@@ -240,7 +237,7 @@ pub async fn list(
     Path(iccid): Path<String>,
 ) -> Result<Json<SubscriptionsView>, ApiError> {
     let known = router(&state)?
-        .known(&account.id, &iccid_of(&iccid))
+        .known(&account.id, &path_iccid(&iccid))
         .await
         .map_err(api_error)?;
     Ok(Json(SubscriptionsView {
@@ -269,7 +266,7 @@ pub async fn download(
     JsonBody(req): JsonBody<DownloadRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let op = router(&state)?
-        .download(&account.id, &iccid_of(&iccid), &req, &who(&account))
+        .download(&account.id, &path_iccid(&iccid), &req, &who(&account))
         .await
         .map_err(api_error)?;
     Ok(accepted(op))
@@ -291,7 +288,7 @@ pub async fn enable(
     let op = router(&state)?
         .enable(
             &account.id,
-            &iccid_of(&iccid),
+            &path_iccid(&iccid),
             sub_id(&sub)?,
             &who(&account),
         )
@@ -316,7 +313,7 @@ pub async fn delete(
     let op = router(&state)?
         .delete(
             &account.id,
-            &iccid_of(&iccid),
+            &path_iccid(&iccid),
             sub_id(&sub)?,
             &who(&account),
         )
@@ -341,7 +338,7 @@ pub async fn fallback(
     let op = router(&state)?
         .set_fallback(
             &account.id,
-            &iccid_of(&iccid),
+            &path_iccid(&iccid),
             sub_id(&sub)?,
             &who(&account),
         )
@@ -362,7 +359,7 @@ pub async fn audit(
     Path(iccid): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let op = router(&state)?
-        .audit(&account.id, &iccid_of(&iccid), &who(&account))
+        .audit(&account.id, &path_iccid(&iccid), &who(&account))
         .await
         .map_err(api_error)?;
     Ok(accepted(op))
@@ -388,7 +385,7 @@ pub async fn audit_trail(
         ));
     }
     let entries = router(&state)?
-        .trail(&account.id, &iccid_of(&iccid), q.before, limit)
+        .trail(&account.id, &path_iccid(&iccid), q.before, limit)
         .await
         .map_err(api_error)?;
     Ok(Json(entries.into_iter().map(TrailView::from).collect()))

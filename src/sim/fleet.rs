@@ -316,20 +316,7 @@ impl Fleet {
         network: &dyn crate::sim::subscriptions::Network,
     ) -> Vec<(String, crate::sim::subscriptions::Notification)> {
         let mut due = Vec::new();
-        for shard in self.shards.iter() {
-            let mut cards = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            for card in cards.iter_mut() {
-                if card.subscriptions().is_none() {
-                    continue;
-                }
-                let msisdn = card.msisdn();
-                due.extend(
-                    card.tick_subscriptions(now, network)
-                        .into_iter()
-                        .map(|n| (msisdn.clone(), n)),
-                );
-            }
-        }
+        self.tick_each(now, network, |card, n| due.push((card.msisdn(), n)));
         due
     }
 
@@ -341,21 +328,33 @@ impl Fleet {
         network: &dyn crate::sim::subscriptions::Network,
     ) -> Vec<(String, Vec<u8>)> {
         let mut due = Vec::new();
+        self.tick_each(now, network, |card, n| {
+            if let Some(ud) = card.notification_user_data(&n) {
+                due.push((card.msisdn(), ud));
+            }
+        });
+        due
+    }
+
+    /// Ticks every card whose subscription application was used, calling `f` with each
+    /// notification due.
+    fn tick_each(
+        &self,
+        now: i64,
+        network: &dyn crate::sim::subscriptions::Network,
+        mut f: impl FnMut(&VirtualCard, crate::sim::subscriptions::Notification),
+    ) {
         for shard in self.shards.iter() {
             let mut cards = shard.lock().unwrap_or_else(PoisonError::into_inner);
             for card in cards.iter_mut() {
                 if card.subscriptions().is_none() {
                     continue;
                 }
-                let notes = card.tick_subscriptions(now, network);
-                for n in notes {
-                    if let Some(ud) = card.notification_user_data(&n) {
-                        due.push((card.msisdn(), ud));
-                    }
+                for n in card.tick_subscriptions(now, network) {
+                    f(card, n);
                 }
             }
         }
-        due
     }
 
     /// Approximate heap and struct octets the cards and indexes hold (for reports).

@@ -522,16 +522,6 @@ pub trait SubscriptionStore: Send + Sync {
     /// RUNNING plans whose card has no operation in flight and is not DIRTY.
     async fn ready_plans(&self, limit: u32) -> Result<Vec<PlanRecord>, StoreError>;
 
-    /// Updates a plan.
-    async fn update_plan(
-        &self,
-        iccid: &str,
-        actions: u32,
-        state: &str,
-        detail: &str,
-        now: Millis,
-    ) -> Result<(), StoreError>;
-
     /// Plans of the owner's card group by state.
     async fn plan_counts(
         &self,

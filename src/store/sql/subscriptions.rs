@@ -17,6 +17,16 @@ const OPERATION_COLUMNS: &str = "id, account_id, iccid, kind, sub_id, params, st
 const SYNC_COLUMNS: &str =
     "state, operation_id, reason, last_seq, audit_attempts, next_audit_at, updated_at";
 
+/// `columns` ("a, b") read through table alias `alias`, under their own names
+/// ("x.a AS a, x.b AS b").
+fn qualified(alias: &str, columns: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("{alias}.{c} AS {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn json_col(row: &AnyRow, name: &str) -> Result<serde_json::Value, StoreError> {
     let text: String = col(row, name)?;
     serde_json::from_str(&text).map_err(|e| StoreError::Database(format!("column {name}: {e}")))
@@ -165,6 +175,17 @@ fn plans_for(
 }
 
 impl SqlStore {
+    /// Refuses a card group that is not `owner_id`'s (as not found).
+    async fn owned_group(&self, owner_id: &str, group_id: i64) -> Result<(), StoreError> {
+        match self.card_group(owner_id, group_id).await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotFound {
+                what: "card group",
+                key: group_id.to_string(),
+            }),
+        }
+    }
+
     /// Writes the plans of `iccids` in `tx` and moves the rule's allocation on.
     #[allow(clippy::too_many_arguments)]
     async fn allocate_plans(
@@ -429,11 +450,7 @@ impl SubscriptionStore for SqlStore {
         let Some(card) = sqlx::query(&format!(
             "SELECT c.imsi AS imsi, s.iccid AS synced, {} FROM cards c \
              LEFT JOIN card_sync s ON s.iccid = c.iccid WHERE c.account_id = $1 AND c.iccid = $2",
-            SYNC_COLUMNS
-                .split(", ")
-                .map(|c| format!("s.{c} AS {c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            qualified("s", SYNC_COLUMNS)
         ))
         .bind(account_id)
         .bind(iccid)
@@ -565,11 +582,7 @@ impl SubscriptionStore for SqlStore {
              ON c.account_id = o.account_id AND c.id = o.command_id \
              WHERE o.state = 'SENT' AND c.status IN ('SUCCESS', 'FAILED', 'CANCELLED', 'EXPIRED') \
              ORDER BY o.created_at LIMIT $1",
-            OPERATION_COLUMNS
-                .split(", ")
-                .map(|c| format!("o.{c} AS {c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            qualified("o", OPERATION_COLUMNS)
         ))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -797,12 +810,7 @@ impl SubscriptionStore for SqlStore {
         rights: &[Right],
         now: Millis,
     ) -> Result<GrantRecord, StoreError> {
-        if self.card_group(owner_id, group_id).await?.is_none() {
-            return Err(StoreError::NotFound {
-                what: "card group",
-                key: group_id.to_string(),
-            });
-        }
+        self.owned_group(owner_id, group_id).await?;
         let grantee =
             self.account_by_name(grantee_name)
                 .await?
@@ -855,12 +863,7 @@ impl SubscriptionStore for SqlStore {
         group_id: i64,
         grantee_name: &str,
     ) -> Result<bool, StoreError> {
-        if self.card_group(owner_id, group_id).await?.is_none() {
-            return Err(StoreError::NotFound {
-                what: "card group",
-                key: group_id.to_string(),
-            });
-        }
+        self.owned_group(owner_id, group_id).await?;
         let removed = sqlx::query(
             "DELETE FROM card_group_grants WHERE group_id = $1 AND grantee_id IN \
              (SELECT id FROM accounts WHERE name = $2)",
@@ -875,12 +878,7 @@ impl SubscriptionStore for SqlStore {
     }
 
     async fn grants(&self, owner_id: &str, group_id: i64) -> Result<Vec<GrantRecord>, StoreError> {
-        if self.card_group(owner_id, group_id).await?.is_none() {
-            return Err(StoreError::NotFound {
-                what: "card group",
-                key: group_id.to_string(),
-            });
-        }
+        self.owned_group(owner_id, group_id).await?;
         let rows = sqlx::query(
             "SELECT g.group_id AS group_id, g.grantee_id AS grantee_id, a.name AS grantee_name, \
              g.rights AS rights, g.created_at AS created_at FROM card_group_grants g \
@@ -900,12 +898,7 @@ impl SubscriptionStore for SqlStore {
         rule: &BootstrapRule,
         now: Millis,
     ) -> Result<(), StoreError> {
-        if self.card_group(owner_id, group_id).await?.is_none() {
-            return Err(StoreError::NotFound {
-                what: "card group",
-                key: group_id.to_string(),
-            });
-        }
+        self.owned_group(owner_id, group_id).await?;
         let text = json_text(rule, "rule")?;
         let mut tx = self.begin().await?;
         // A new rule keeps the IMSIs already handed out: a range is never reused.
@@ -1072,40 +1065,13 @@ impl SubscriptionStore for SqlStore {
              WHERE p.state = 'RUNNING' \
              AND (s.iccid IS NULL OR (s.operation_id IS NULL AND s.state = 'SYNCED')) \
              ORDER BY p.updated_at LIMIT $1",
-            PLAN_COLUMNS
-                .split(", ")
-                .map(|c| format!("p.{c} AS {c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            qualified("p", PLAN_COLUMNS)
         ))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(dbe)?;
         rows.iter().map(plan_from_row).collect()
-    }
-
-    async fn update_plan(
-        &self,
-        iccid: &str,
-        actions: u32,
-        state: &str,
-        detail: &str,
-        now: Millis,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE bootstrap_plans SET actions = $2, state = $3, detail = $4, updated_at = $5 \
-             WHERE iccid = $1",
-        )
-        .bind(iccid)
-        .bind(i64::from(actions))
-        .bind(state)
-        .bind(detail)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(dbe)?;
-        Ok(())
     }
 
     async fn plan_counts(
