@@ -78,6 +78,10 @@ pub struct DevOptions {
     pub clock: Option<Arc<dyn crate::clock::Clock>>,
     /// The Secure Router's settings (`[subscriptions]`); `None` keeps the defaults.
     pub subscriptions: Option<crate::config::SubscriptionsSettings>,
+    /// Subscriptions each card has from the factory besides its IMSI's (see
+    /// [`FleetDefaults::factory_subscriptions`]); the server learns them from the vendor file
+    /// with [`DevOptions::provision`].
+    pub factory_subscriptions: u8,
 }
 
 impl Default for DevOptions {
@@ -104,6 +108,7 @@ impl Default for DevOptions {
             smsc_faults: None,
             clock: None,
             subscriptions: None,
+            factory_subscriptions: 0,
         }
     }
 }
@@ -166,20 +171,45 @@ pub fn tick_fleet_subscriptions(
     system_id: String,
     network: Arc<dyn crate::sim::subscriptions::Network + Send + Sync>,
     every: Duration,
+    faults: NotificationFaults,
 ) -> SubscriptionTicker {
     let counts = Arc::new(TickerCounts::default());
     let c = counts.clone();
     let task = tokio::spawn(async move {
         use std::sync::atomic::Ordering::Relaxed;
+        let mut rng = otagw_sms::smsc_sim::XorShift64::new(faults.seed);
+        // Delayed notifications: (when they go, MSISDN, user data).
+        let mut held: Vec<(i64, String, Vec<u8>)> = Vec::new();
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            for (msisdn, ud) in fleet.tick_notifications(crate::clock::now_ms(), &*network) {
+            let now = crate::clock::now_ms();
+            let mut due: Vec<(String, Vec<u8>)> = Vec::new();
+            held.retain(|(at, msisdn, ud)| {
+                let go = *at <= now;
+                if go {
+                    due.push((msisdn.clone(), ud.clone()));
+                }
+                !go
+            });
+            for (msisdn, ud) in fleet.tick_notifications(now, &*network) {
                 if c.drop_next.load(Relaxed) > 0 {
                     c.drop_next.fetch_sub(1, Relaxed);
                     c.dropped.fetch_add(1, Relaxed);
                     continue;
                 }
+                match faults.decide(&mut rng) {
+                    NotificationFault::Drop => {
+                        c.dropped.fetch_add(1, Relaxed);
+                    }
+                    NotificationFault::Delay(ms) => {
+                        c.delayed.fetch_add(1, Relaxed);
+                        held.push((now + ms, msisdn, ud));
+                    }
+                    NotificationFault::None => due.push((msisdn, ud)),
+                }
+            }
+            for (msisdn, ud) in due {
                 if smsc.send_mo(&system_id, &msisdn, "otagw", &ud) {
                     c.sent.fetch_add(1, Relaxed);
                 }
@@ -187,6 +217,55 @@ pub fn tick_fleet_subscriptions(
         }
     });
     SubscriptionTicker { task, counts }
+}
+
+/// Seeded faults on the notifications a [`SubscriptionTicker`] sends, as a network loses
+/// or holds MO SMS: the card repeats an unconfirmed notification, so a lost one comes again
+/// later, and a held one may arrive after its repetition.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NotificationFaults {
+    /// Seed of the decisions.
+    pub seed: u64,
+    /// Share of notifications lost (0..=1).
+    pub drop_share: f64,
+    /// Share held back (0..=1, after the dropped ones).
+    pub delay_share: f64,
+    /// Longest hold, ms (each hold is drawn up to it).
+    pub max_delay_ms: i64,
+}
+
+impl Default for NotificationFaults {
+    fn default() -> Self {
+        NotificationFaults {
+            seed: 1,
+            drop_share: 0.0,
+            delay_share: 0.0,
+            max_delay_ms: 2_000,
+        }
+    }
+}
+
+/// What [`NotificationFaults`] decided for one notification.
+enum NotificationFault {
+    None,
+    Drop,
+    Delay(i64),
+}
+
+impl NotificationFaults {
+    fn decide(&self, rng: &mut otagw_sms::smsc_sim::XorShift64) -> NotificationFault {
+        if self.drop_share <= 0.0 && self.delay_share <= 0.0 {
+            return NotificationFault::None;
+        }
+        let u = rng.next_f64();
+        if u < self.drop_share {
+            NotificationFault::Drop
+        } else if u < self.drop_share + self.delay_share {
+            NotificationFault::Delay((rng.next_f64() * self.max_delay_ms.max(0) as f64) as i64)
+        } else {
+            NotificationFault::None
+        }
+    }
 }
 
 /// See [`DevEnv::tick_subscriptions`]; stops when dropped.
@@ -209,6 +288,8 @@ pub struct TickerCounts {
     pub sent: std::sync::atomic::AtomicU64,
     /// Notifications lost on purpose.
     pub dropped: std::sync::atomic::AtomicU64,
+    /// Notifications held back on purpose (sent later).
+    pub delayed: std::sync::atomic::AtomicU64,
     /// Lose this many of the next notifications (the card repeats them later).
     pub drop_next: std::sync::atomic::AtomicU64,
 }
@@ -272,8 +353,11 @@ pub fn temp_dir(prefix: &str) -> Result<PathBuf, DevkitError> {
 
 /// Starts the simulator, the gateway, an account and its token; adds the cards over REST.
 pub async fn start(options: DevOptions) -> Result<DevEnv, DevkitError> {
-    let fleet =
-        Arc::new(Fleet::generate(options.cards, options.seed, fleet_defaults()).map_err(err)?);
+    let defaults = FleetDefaults {
+        factory_subscriptions: options.factory_subscriptions,
+        ..fleet_defaults()
+    };
+    let fleet = Arc::new(Fleet::generate(options.cards, options.seed, defaults).map_err(err)?);
     let https = options
         .https
         .as_ref()
@@ -640,6 +724,16 @@ impl DevEnv {
         network: Arc<dyn crate::sim::subscriptions::Network + Send + Sync>,
         every: Duration,
     ) -> SubscriptionTicker {
+        self.tick_subscriptions_with(network, every, NotificationFaults::default())
+    }
+
+    /// [`DevEnv::tick_subscriptions`] with notifications lost or held back as `faults` says.
+    pub fn tick_subscriptions_with(
+        &self,
+        network: Arc<dyn crate::sim::subscriptions::Network + Send + Sync>,
+        every: Duration,
+        faults: NotificationFaults,
+    ) -> SubscriptionTicker {
         let system_id = self
             .config
             .smpp
@@ -651,6 +745,7 @@ impl DevEnv {
             system_id,
             network,
             every,
+            faults,
         )
     }
 

@@ -38,6 +38,7 @@ async fn sigkill_mid_enable_every_card_ends_synced_with_the_cards_registry() {
         "otagw".into(),
         Arc::new(EveryNetwork),
         Duration::from_millis(200),
+        otagw::devkit::NotificationFaults::default(),
     );
     let config = dir.join("otagw.toml");
     std::fs::write(

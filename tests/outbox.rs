@@ -134,6 +134,7 @@ async fn account_with_events(store: &SqlStore, url: &str, n: usize) -> (String, 
                     kid_algorithm: None,
                     rotated_at: None,
                 }],
+                factory_subscriptions: Vec::new(),
             }],
             1,
         )

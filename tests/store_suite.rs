@@ -54,6 +54,7 @@ fn card(iccid: &str) -> NewCard {
         msisdn: Some(format!("3361{}", &iccid[iccid.len() - 7..])),
         attributes,
         key_sets: vec![key_set(1, keys(1), 0)],
+        factory_subscriptions: Vec::new(),
     }
 }
 

@@ -1104,3 +1104,203 @@ async fn bootstrap_on_the_cards_first_report() {
     assert!(card_registry(&env.fleet, &silent).is_empty());
     env.shutdown().await;
 }
+
+/// Polls until every card is SYNCED with the registry its virtual card holds and no card
+/// still repeats a notification; returns the bodies.
+async fn all_synced_and_equal(env: &DevEnv, iccids: &[String], within: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut bodies = Vec::new();
+        let mut agree = true;
+        for iccid in iccids {
+            let (code, body) = env
+                .get(&format!("/api/v1/cards/{iccid}/subscriptions"))
+                .await
+                .unwrap();
+            assert_eq!(code, 200, "{body}");
+            agree &= body["syncState"] == "SYNCED"
+                && server_registry(&body) == card_registry(&env.fleet, iccid)
+                && unconfirmed(env, iccid) == 0;
+            bodies.push(body);
+        }
+        if agree {
+            return bodies;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all SYNCED and equal to the cards: {bodies:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Cards provisioned from a vendor file with factory subscriptions (IMSI2, IMSI3): the
+/// gateway knows their registry before it ever talks to them, enables a factory one, audits
+/// an untouched card, and deletes a card the router worked on.
+async fn factory_subscriptions_from_the_vendor_file(store_url: Option<String>) {
+    let env = devkit::start(DevOptions {
+        cards: 3,
+        store_url,
+        provision: true,
+        factory_subscriptions: 2,
+        subscriptions: Some(SubscriptionsSettings {
+            notification_wait_secs: 5,
+            audit_backoff_secs: 1,
+            audit_backoff_max_secs: 2,
+        }),
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit");
+    let _ticker = env.tick_subscriptions(Arc::new(EveryNetwork), Duration::from_millis(100));
+    let (switched, audited) = (env.iccid(1).unwrap(), env.iccid(2).unwrap());
+    let (code, body) = env
+        .get(&format!("/api/v1/cards/{switched}/subscriptions"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["fromProvisioning"], true, "{body}");
+    let factory = card_registry(&env.fleet, &switched);
+    assert_eq!(factory.len(), 3, "{factory:?}");
+    assert_eq!(server_registry(&body), factory, "{body}");
+    let bootstrap: Vec<bool> = body["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["bootstrap"].as_bool().unwrap())
+        .collect();
+    assert_eq!(bootstrap, [true, false, false], "{body}");
+
+    // Enable factory subscription 3: no download needed.
+    let (code, body) = env
+        .post(
+            &format!("/api/v1/cards/{switched}/subscriptions/3/enable"),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let done = settled(&env, body["operationId"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "DONE", "{done}");
+    let body = sync_state(&env, &switched, "SYNCED").await;
+    assert_eq!(server_registry(&body), card_registry(&env.fleet, &switched));
+    let enabled: Vec<u64> = body["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["enabled"] == true)
+        .map(|s| s["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(enabled, [3], "{body}");
+    let imsi3 = body["subscriptions"][2]["imsi"].as_str().unwrap().to_string();
+    assert_eq!(
+        env.fleet.with_card_by_iccid(&switched, |c| c.imsi()).unwrap(),
+        imsi3,
+        "EF IMSI follows the enabled subscription"
+    );
+
+    // An audit of an untouched card reads back what the vendor file said.
+    let (code, body) = env
+        .post(&format!("/api/v1/cards/{audited}/audit"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let done = settled(&env, body["operationId"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "DONE", "{done}");
+    let body = sync_state(&env, &audited, "SYNCED").await;
+    assert_eq!(body["fromProvisioning"], false, "{body}");
+    assert_eq!(server_registry(&body).len(), 3, "{body}");
+    assert_eq!(server_registry(&body), card_registry(&env.fleet, &audited));
+
+    // A card the router worked on can be deleted; its subscription records go with it.
+    let (code, body) = env
+        .delete(&format!("/api/v1/cards/{switched}"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = env
+        .get(&format!("/api/v1/cards/{switched}/subscriptions"))
+        .await
+        .unwrap();
+    assert_eq!(code, 404);
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn factory_subscriptions_from_the_vendor_file_sqlite() {
+    factory_subscriptions_from_the_vendor_file(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn factory_subscriptions_from_the_vendor_file_postgres() {
+    on_postgres(factory_subscriptions_from_the_vendor_file).await;
+}
+
+/// The far side misbehaves, seeded: a share of PoRs lost after the card ran the command, and
+/// of notifications lost or held back. Every operation still ends, and every card ends
+/// SYNCED with the registry its virtual card holds (through DIRTY and automatic audits where
+/// the gateway could not tell).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_pors_and_notifications_end_synced() {
+    const CARDS: usize = 8;
+    let env = devkit::start(DevOptions {
+        cards: CARDS,
+        provision: true,
+        factory_subscriptions: 2,
+        por_timeout: Duration::from_secs(2),
+        smsc_faults: Some(otagw_sms::smsc_sim::FaultConfig {
+            seed: 7,
+            por_drop_share: 0.3,
+            ..Default::default()
+        }),
+        subscriptions: Some(SubscriptionsSettings {
+            notification_wait_secs: 2,
+            audit_backoff_secs: 1,
+            audit_backoff_max_secs: 2,
+        }),
+        ..DevOptions::default()
+    })
+    .await
+    .expect("devkit");
+    let ticker = env.tick_subscriptions_with(
+        Arc::new(EveryNetwork),
+        Duration::from_millis(100),
+        devkit::NotificationFaults {
+            seed: 7,
+            drop_share: 0.3,
+            delay_share: 0.3,
+            max_delay_ms: 1_500,
+        },
+    );
+    let iccids: Vec<String> = (0..CARDS).map(|i| env.iccid(i).unwrap()).collect();
+    let mut ops = Vec::new();
+    for (i, iccid) in iccids.iter().enumerate() {
+        let slot = 2 + i % 2;
+        let (code, body) = env
+            .post(
+                &format!("/api/v1/cards/{iccid}/subscriptions/{slot}/enable"),
+                &json!({}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(code, 202, "{body}");
+        ops.push(body["operationId"].as_str().unwrap().to_string());
+    }
+    let mut states = BTreeSet::new();
+    for op in &ops {
+        let done = settled(&env, op).await;
+        states.insert(done["state"].as_str().unwrap().to_string());
+    }
+    all_synced_and_equal(&env, &iccids, Duration::from_secs(60)).await;
+    // The faults did happen (the seed makes them the same each run).
+    let stats = env.smsc.stats();
+    let (dropped, delayed) = (
+        ticker.counts.dropped.load(Relaxed),
+        ticker.counts.delayed.load(Relaxed),
+    );
+    assert!(stats.pors_dropped > 0, "{stats:?}");
+    assert!(dropped > 0 && delayed > 0, "{dropped} {delayed}");
+    // Some operation could not be told from the card's answers alone.
+    assert!(states.contains("FAILED"), "{states:?}");
+    env.shutdown().await;
+}

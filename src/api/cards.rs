@@ -232,6 +232,7 @@ fn card_of(i: usize, c: CardInput) -> Result<NewCard, ApiError> {
         msisdn,
         attributes: c.attributes,
         key_sets,
+        factory_subscriptions: Vec::new(),
     })
 }
 

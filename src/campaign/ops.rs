@@ -444,6 +444,7 @@ async fn provision_one(
             counter: 0,
             rotated_at: None,
         }],
+        factory_subscriptions: Vec::new(),
     };
     store
         .provision_cards(account_id, profile_id, &[card], None, now, &|_| {})

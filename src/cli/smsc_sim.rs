@@ -31,6 +31,10 @@ pub struct SmscSimArgs {
     /// Write the generated fleet as a vendor file, for the gateway to provision.
     #[arg(long, value_name = "FILE")]
     write_vendor_file: Option<PathBuf>,
+    /// Generated cards: subscriptions installed at the factory besides the bootstrap one
+    /// (slots 2, 3, ...; written as IMSI2.. columns by --write-vendor-file).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=7))]
+    factory_subscriptions: u8,
     /// Accept only this system_id (with --password); any when absent.
     #[arg(long, requires = "password")]
     system_id: Option<String>,
@@ -46,6 +50,23 @@ pub struct SmscSimArgs {
     /// Share of submit_sm delivered late (0..1), by 100 ms to 1 s.
     #[arg(long, default_value_t = 0.0)]
     delay_share: f64,
+    /// Share of delivered command packets whose PoR is lost (the card ran the command; 0..1).
+    #[arg(long, default_value_t = 0.0)]
+    por_drop_share: f64,
+    /// Share of subscription notifications (MO SMS) lost; the card repeats them (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    notification_drop_share: f64,
+    /// Share of subscription notifications held back by up to 2 s (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    notification_delay_share: f64,
+    /// Share of subscription IMSIs whose network refuses to attach them, decided once per
+    /// IMSI from --seed: a switch to one rolls back (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    attach_refuse_share: f64,
+    /// The bind system_id that receives the cards' subscription notifications (default:
+    /// --system-id, else "otagw").
+    #[arg(long)]
+    notify_system_id: Option<String>,
     /// Send no plain delivery receipts (PoRs in receipts still go out).
     #[arg(long)]
     no_receipts: bool,
@@ -92,10 +113,13 @@ pub fn run(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("--vendor-file {}", path.display()))?
         }
         None => {
-            let defaults = if a.algorithm == "aes" {
-                otagw::devkit::fleet_defaults()
-            } else {
-                FleetDefaults::default()
+            let defaults = FleetDefaults {
+                factory_subscriptions: a.factory_subscriptions,
+                ..if a.algorithm == "aes" {
+                    otagw::devkit::fleet_defaults()
+                } else {
+                    FleetDefaults::default()
+                }
             };
             Fleet::generate(a.cards, a.seed, defaults).context("generating the fleet")?
         }
@@ -115,6 +139,7 @@ pub fn run(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
             throttle_share: share("throttle-share", a.throttle_share)?,
             drop_share: share("drop-share", a.drop_share)?,
             delay_share: share("delay-share", a.delay_share)?,
+            por_drop_share: share("por-drop-share", a.por_drop_share)?,
             ..FaultConfig::default()
         },
         receipts: !a.no_receipts,
@@ -136,12 +161,29 @@ pub fn run(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
     };
     let cards = fleet.len();
     let tls_on = config.tls.is_some();
+    let notification_faults = otagw::devkit::NotificationFaults {
+        seed: a.seed,
+        drop_share: share("notification-drop-share", a.notification_drop_share)?,
+        delay_share: share("notification-delay-share", a.notification_delay_share)?,
+        ..Default::default()
+    };
+    let network = otagw::sim::subscriptions::SeededNetwork {
+        seed: a.seed,
+        refuse_share: share("attach-refuse-share", a.attach_refuse_share)?,
+        refused: Default::default(),
+    };
+    let notify_system_id = a
+        .notify_system_id
+        .clone()
+        .or_else(|| a.system_id.clone())
+        .unwrap_or_else(|| "otagw".to_string());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
     runtime.block_on(async move {
         let fleet = Arc::new(fleet);
+        let ticker_fleet = fleet.clone();
         let started = match &a.journal {
             Some(path) => {
                 let file = std::fs::OpenOptions::new()
@@ -159,6 +201,15 @@ pub fn run(a: SmscSimArgs) -> anyhow::Result<ExitCode> {
         };
         let handle =
             started.with_context(|| format!("starting the SMSC simulator on {}", a.listen))?;
+        // The cards' subscription applications: attach, roll back, notify (MO SMS).
+        let _ticker = otagw::devkit::tick_fleet_subscriptions(
+            ticker_fleet,
+            handle.mo_sender(),
+            notify_system_id,
+            Arc::new(network),
+            Duration::from_millis(250),
+            notification_faults,
+        );
         eprintln!(
             "otagw smsc-sim: listening on {}{} with {cards} virtual cards",
             handle.local_addr(),

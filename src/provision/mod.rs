@@ -17,7 +17,9 @@ use std::io::BufRead;
 pub(crate) mod vendor;
 
 use crate::digits::{luhn_digit, Digits};
-use crate::store::{CardChanges, KeyMaterial, KeySetRecord, NewCard, Store, StoreError};
+use crate::store::{
+    CardChanges, FactorySubscription, KeyMaterial, KeySetRecord, NewCard, Store, StoreError,
+};
 use vendor::{check_columns, header_columns, parse_counter, parse_key, split_fields, Column};
 
 /// Most problems an error lists (the rest are counted).
@@ -295,6 +297,7 @@ impl VendorParser {
         let mut attributes = BTreeMap::new();
         let mut keys: [RowKeys; 16] = Default::default();
         let mut all_counter = None;
+        let mut factory = Vec::new();
         for ((kind, name), value) in kinds.iter().zip(names).zip(&fields) {
             let mut bad = |reason: String| found.push((name.clone(), reason));
             let slot = |v: u8| usize::from(v).min(15);
@@ -332,6 +335,11 @@ impl VendorParser {
                     },
                     Err(e) => bad(e),
                 },
+                Column::FactoryImsi(_) if value.is_empty() => {}
+                Column::FactoryImsi(id) => match check_imsi(value) {
+                    Ok(v) => factory.push((name, FactorySubscription { id, imsi: v })),
+                    Err(e) => bad(e),
+                },
                 Column::Ignored => {
                     if !value.is_empty() && !secret_column(name) {
                         attributes.insert(name.clone(), (*value).to_string());
@@ -339,6 +347,16 @@ impl VendorParser {
                 }
             }
         }
+        // One IMSI per subscription on a card.
+        for (i, (name, f)) in factory.iter().enumerate() {
+            if imsi.as_ref() == Some(&f.imsi) || factory[..i].iter().any(|(_, g)| g.imsi == f.imsi) {
+                found.push((
+                    (*name).clone(),
+                    format!("{} is already another of the card's subscriptions", f.imsi),
+                ));
+            }
+        }
+        factory.sort_by_key(|(_, f)| f.id);
         if !found.is_empty() {
             for (field, reason) in found {
                 self.problem(n, Some(&field), reason);
@@ -395,6 +413,7 @@ impl VendorParser {
             msisdn: Some(msisdn),
             attributes,
             key_sets,
+            factory_subscriptions: factory.into_iter().map(|(_, f)| f).collect(),
         });
         self.file.lines.push(n);
     }
@@ -567,5 +586,62 @@ VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID
         assert_eq!(c.attributes.get("ACC").map(String::as_str), Some("0001"));
         assert!(!c.attributes.contains_key("PIN1"));
         assert_eq!(f.dropped_columns, vec!["PIN1", "PUK1"]);
+    }
+
+    #[test]
+    fn factory_subscriptions() {
+        // As the simulator writes them: IMSI2.. columns after the keys.
+        let defaults = crate::sim::FleetDefaults {
+            factory_subscriptions: 2,
+            ..Default::default()
+        };
+        let text = crate::sim::Fleet::generate(3, 1, defaults)
+            .unwrap()
+            .to_vendor_file();
+        assert!(text.lines().next().unwrap().ends_with(",IMSI2,IMSI3"), "{text}");
+        let f = parse_vendor_text(&text).unwrap();
+        assert_eq!(
+            f.cards[2].factory_subscriptions,
+            [
+                FactorySubscription {
+                    id: 2,
+                    imsi: "262030000000002".into()
+                },
+                FactorySubscription {
+                    id: 3,
+                    imsi: "262040000000002".into()
+                }
+            ]
+        );
+        assert!(f.cards[2].attributes.is_empty());
+
+        // Any column order, empty fields for empty slots; bad and repeated IMSIs named.
+        let k = "00112233445566778899AABBCCDDEEFF";
+        let text = format!(
+            "VAR_OUT:ICCID,IMSI5,IMSI,MSISDN,KIC,KID,IMSI2
+             89490000000000000007,,262010000000001,491700000001,{k},{k},262020000000001
+             89490000000000000015,2620X,262010000000002,491700000002,{k},{k},
+             89490000000000000023,262010000000003,262010000000003,491700000003,{k},{k},
+"
+        );
+        let e = parse_vendor_text(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("line 3, field IMSI5: \"2620X\" is not 6 to 15 digits"),
+            "{e}"
+        );
+        assert!(
+            e.contains("line 4, field IMSI5: 262010000000003 is already another of the card's subscriptions"),
+            "{e}"
+        );
+        let fine: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+        let f = parse_vendor_text(&fine).unwrap();
+        assert_eq!(f.cards[0].factory_subscriptions.len(), 1);
+        assert_eq!(f.cards[0].factory_subscriptions[0].id, 2);
+        // IMSI9 is past the application's 8 slots: an attribute like any other column.
+        assert_eq!(
+            vendor::column("IMSI9", 1),
+            vendor::Column::Ignored,
+            "slots 2..=8 only"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The SIM vendor output file's format, as provisioning and the simulator's fleets read it:
 //! the header (`VAR_OUT:` column names), the columns otagw knows, fields, keys and counters.
 
+use crate::script::subscription::SLOTS;
 use crate::security::Counter;
 
 /// A `VAR_OUT:` header that cannot be used.
@@ -35,6 +36,8 @@ pub(crate) enum Column {
     Kik(u8),
     /// Counter for one key version, or all (None).
     Counter(Option<u8>),
+    /// A factory subscription's IMSI in that slot (`IMSI2`..`IMSI8`; slot 1 is `IMSI`).
+    FactoryImsi(u8),
     Ignored,
 }
 
@@ -58,6 +61,12 @@ pub(crate) fn column(name: &str, main_version: u8) -> Column {
                 Column::Kid(v)
             } else if let Some(v) = numbered("KIK") {
                 Column::Kik(v)
+            } else if let Some(v) = name
+                .strip_prefix("IMSI")
+                .and_then(|n| n.parse::<u8>().ok())
+                .filter(|v| (2..=SLOTS as u8).contains(v))
+            {
+                Column::FactoryImsi(v)
             } else if let Some(v) = name.strip_prefix("CNTR").and_then(|n| n.parse::<u8>().ok()) {
                 if (1..=15).contains(&v) {
                     Column::Counter(Some(v))

@@ -723,6 +723,31 @@ impl VirtualCard {
         }
     }
 
+    /// Installs subscriptions besides the IMSI's, disabled, as the factory leaves them
+    /// (slot id, IMSI digits; the vendor file's `IMSI2`..`IMSI8`).
+    pub fn with_factory_subscriptions(mut self, others: &[(u8, String)]) -> Self {
+        if !others.is_empty() {
+            let app = SubscriptionApp::factory_with(&self.imsi.to_string(), others);
+            self.subscriptions = Some(Box::new(app));
+        }
+        self
+    }
+
+    /// The subscriptions installed besides slot 1 (slot id, IMSI), as a vendor file lists
+    /// them.
+    pub fn factory_subscriptions(&self) -> Vec<(u8, String)> {
+        self.subscriptions
+            .as_ref()
+            .map(|a| {
+                a.subscriptions()
+                    .iter()
+                    .filter(|s| s.id != 1)
+                    .map(|s| (s.id, s.imsi.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The subscription management application's state (`None`: never used, the factory
     /// state).
     pub fn subscriptions(&self) -> Option<&SubscriptionApp> {

@@ -16,6 +16,7 @@
 //! | `KIC1`..`KIC15`, `KID1`..`KID15` | hex keys for that key version |
 //! | `KIK`, `KIK1`..`KIK15` | optional key-encryption key (PUT KEY's DEK) of the `KIC`/`KID` key version / of that version |
 //! | `CNTR` / `COUNTER`, `CNTR1`..`CNTR15` | the card's counter (hex, up to 10 digits) for all key sets / one |
+//! | `IMSI2`..`IMSI8` | optional: a subscription installed at the factory in that slot, disabled (6 to 15 digits; empty: none). `IMSI` is slot 1: enabled, the fallback and the bootstrap subscription |
 //!
 //! Other columns (DEK, KVN, PIN, PUK, ACC, ...) are ignored. `KVN` in particular is not
 //! read as the SCP80 key version: vendors use it for the GlobalPlatform SCP02/SCP03 key
@@ -30,6 +31,7 @@ use otagw_sms::smsc_sim::{HandsetNetwork, HandsetReply};
 use crate::provision::vendor::{
     check_columns, header_columns, parse_counter, parse_key, split_fields, Column, HeaderError,
 };
+use crate::script::subscription::SLOTS;
 use crate::security::{CipherAlgorithm, Counter, IntegrityAlgorithm};
 
 use super::card::{parse_identity, CardOutcome, CardPolicy, KeySet, VirtualCard};
@@ -52,6 +54,9 @@ pub struct FleetDefaults {
     pub initial_counter: Counter,
     /// Behaviours of every card.
     pub policy: CardPolicy,
+    /// Generated cards: subscriptions installed at the factory besides the IMSI's, in slots
+    /// 2, 3, ... (0 to 7; IMSI `2620` + (slot + 1) + the card's index on 10 digits).
+    pub factory_subscriptions: u8,
 }
 
 impl Default for FleetDefaults {
@@ -62,6 +67,7 @@ impl Default for FleetDefaults {
             key_version: 1,
             initial_counter: Counter::default(),
             policy: CardPolicy::default(),
+            factory_subscriptions: 0,
         }
     }
 }
@@ -403,7 +409,16 @@ impl Fleet {
             .with_algorithms(d.kic_algorithm, d.kid_algorithm)?
             .with_kik(&kik)?
             .with_counter(d.initial_counter);
-        Ok(VirtualCard::from_parts(iccid, imsi, msisdn, vec![keys]).with_policy(d.policy))
+        let slots = 2..(2 + d.factory_subscriptions.min(SLOTS as u8 - 1));
+        let others: Vec<(u8, String)> = slots
+            .map(|slot| {
+                let mnc = u64::from(slot) + 1;
+                (slot, format!("2620{mnc}{i:010}"))
+            })
+            .collect();
+        Ok(VirtualCard::from_parts(iccid, imsi, msisdn, vec![keys])
+            .with_policy(d.policy)
+            .with_factory_subscriptions(&others))
     }
 
     /// Reads a SIM vendor output file (see the module documentation).
@@ -478,6 +493,7 @@ impl Fleet {
         let mut msisdn = "";
         let mut keys: RowKeys = Default::default();
         let mut all_counter = None;
+        let mut factory: Vec<(u8, String)> = Vec::new();
         for ((kind, name), value) in kinds.iter().zip(names).zip(fields) {
             let err = |reason: String| FleetError::Field {
                 line,
@@ -518,9 +534,15 @@ impl Fleet {
                 Column::Counter(Some(v)) => {
                     keys[slot(v)].counter = Some(parse_counter(value).map_err(err)?)
                 }
+                Column::FactoryImsi(_) if value.is_empty() => {}
+                Column::FactoryImsi(id) => {
+                    parse_identity("IMSI", value).map_err(|e| err(e.to_string()))?;
+                    factory.push((id, (*value).to_string()));
+                }
                 Column::Ignored => {}
             }
         }
+        factory.sort_by_key(|(id, _)| *id);
         let identity = |field: &'static str, value: &str| {
             parse_identity(field, value).map_err(|e| FleetError::Field {
                 line,
@@ -539,7 +561,8 @@ impl Fleet {
             identity("MSISDN", msisdn)?,
             Vec::new(),
         )
-        .with_policy(d.policy);
+        .with_policy(d.policy)
+        .with_factory_subscriptions(&factory);
         for (version, k) in keys.iter().enumerate() {
             if k.kic.is_none() && k.kid.is_none() && k.kik.is_none() {
                 continue;
@@ -567,7 +590,13 @@ impl Fleet {
         let mut versions = [false; 16];
         let mut counters = [false; 16];
         let mut kiks = [false; 16];
+        let mut factory_slots = [false; SLOTS + 1];
         self.for_each_card(|c| {
+            for (id, _) in c.factory_subscriptions() {
+                if let Some(used) = factory_slots.get_mut(usize::from(id)) {
+                    *used = true;
+                }
+            }
             for k in c.key_sets() {
                 let v = usize::from(k.version()).min(15);
                 versions[v] = true;
@@ -600,6 +629,12 @@ impl Fleet {
                 let _ = write!(out, ",CNTR{v}");
             }
         }
+        let factory: Vec<u8> = (2..=SLOTS as u8)
+            .filter(|&id| factory_slots[usize::from(id)])
+            .collect();
+        for &id in &factory {
+            let _ = write!(out, ",IMSI{id}");
+        }
         out.push('\n');
         self.for_each_card(|c| {
             let iccid = c.iccid();
@@ -630,6 +665,13 @@ impl Fleet {
                         let _ = write!(out, ",{:010X}", k.counter().value());
                     }
                     None => out.push(','),
+                }
+            }
+            let installed = c.factory_subscriptions();
+            for &id in &factory {
+                out.push(',');
+                if let Some((_, imsi)) = installed.iter().find(|(i, _)| *i == id) {
+                    out.push_str(imsi);
                 }
             }
             out.push('\n');
@@ -829,6 +871,42 @@ VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIK,KIC2,KID2,CNTR,CNTR2
         );
         let again = Fleet::from_vendor_file(&out, FleetDefaults::default()).unwrap();
         assert_eq!(again.to_vendor_file(), out);
+    }
+
+    #[test]
+    fn factory_subscriptions_round_trip() {
+        let d = FleetDefaults {
+            factory_subscriptions: 3,
+            ..FleetDefaults::default()
+        };
+        let fleet = Fleet::generate(4, 9, d).unwrap();
+        let out = fleet.to_vendor_file();
+        assert!(out.lines().next().unwrap().ends_with(",IMSI2,IMSI3,IMSI4"), "{out}");
+        let back = Fleet::from_vendor_file(&out, d).unwrap();
+        assert_eq!(back.to_vendor_file(), out);
+        let msisdn = fleet.msisdn_at(1).unwrap();
+        let subs = back
+            .with_card(&msisdn, |c| {
+                c.subscriptions()
+                    .unwrap()
+                    .subscriptions()
+                    .iter()
+                    .map(|s| (s.id, s.imsi.clone(), s.enabled, s.fallback, s.bootstrap))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        assert_eq!(
+            subs,
+            [
+                (1, "262010000000001".to_string(), true, true, true),
+                (2, "262030000000001".to_string(), false, false, false),
+                (3, "262040000000001".to_string(), false, false, false),
+                (4, "262050000000001".to_string(), false, false, false),
+            ]
+        );
+        // A fleet without them writes no IMSIn column.
+        let plain = Fleet::generate(2, 9, FleetDefaults::default()).unwrap();
+        assert!(!plain.to_vendor_file().contains("IMSI2"));
     }
 
     #[test]

@@ -183,17 +183,26 @@ impl SubscriptionApp {
     /// A card as it leaves the factory: one subscription (id 1, the card's IMSI), enabled,
     /// fallback and bootstrap.
     pub fn factory(imsi: &str) -> Self {
+        Self::factory_with(imsi, &[])
+    }
+
+    /// A card as it leaves the factory with more subscriptions installed (disabled) in
+    /// the slots `others` names (the vendor file's `IMSI2`..`IMSI8`).
+    pub fn factory_with(imsi: &str, others: &[(u8, String)]) -> Self {
+        let installed = |id: u8, imsi: &str, first: bool| Subscription {
+            id,
+            imsi: imsi.to_string(),
+            spn: Vec::new(),
+            plmns: Vec::new(),
+            keys: Vec::new(),
+            enabled: first,
+            fallback: first,
+            bootstrap: first,
+        };
         Self {
-            subscriptions: vec![Subscription {
-                id: 1,
-                imsi: imsi.to_string(),
-                spn: Vec::new(),
-                plmns: Vec::new(),
-                keys: Vec::new(),
-                enabled: true,
-                fallback: true,
-                bootstrap: true,
-            }],
+            subscriptions: std::iter::once(installed(1, imsi, true))
+                .chain(others.iter().map(|(id, imsi)| installed(*id, imsi, false)))
+                .collect(),
             attach_timeout_ms: DEFAULT_ATTACH_TIMEOUT_MS,
             return_to_primary_ms: 0,
             switching: None,

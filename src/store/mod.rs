@@ -135,6 +135,19 @@ pub struct NewCard {
     pub attributes: BTreeMap<String, String>,
     /// Its OTA key sets.
     pub key_sets: Vec<KeySetRecord>,
+    /// Subscriptions installed at the factory besides the IMSI's (the vendor file's
+    /// `IMSI2`..`IMSI8` columns). Empty: the IMSI is the card's one subscription.
+    pub factory_subscriptions: Vec<FactorySubscription>,
+}
+
+/// A subscription a card leaves the factory with, in a slot other than 1 (slot 1 holds the
+/// card's IMSI: enabled, the fallback, and the bootstrap subscription).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactorySubscription {
+    /// Slot, 2..=8.
+    pub id: u8,
+    /// Its IMSI, digits.
+    pub imsi: String,
 }
 
 /// A stored card (without key values).

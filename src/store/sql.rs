@@ -73,6 +73,8 @@ const SQLITE_READERS: u32 = 4;
 /// Rows per multi-row INSERT (the parameter count stays far below SQLite's 32766).
 const CARD_CHUNK: usize = 500;
 const KEY_SET_CHUNK: usize = 400;
+/// Factory subscription rows per insert (7 columns each).
+const SUBSCRIPTION_CHUNK: usize = 400;
 const EVENT_CHUNK: usize = 500;
 
 /// Status names of the commands a gateway may still work on.
@@ -492,6 +494,40 @@ impl SqlStore {
             }
             q.execute(&mut **tx).await.map_err(dbe)?;
             progress(chunk.len() as u64);
+        }
+
+        // Factory registries, for the cards whose vendor line names more than their IMSI
+        // (the others' registry is implied by their IMSI: see `subscription::Known`).
+        let rows: Vec<(&str, u8, &str, bool)> = cards
+            .iter()
+            .filter(|c| !c.factory_subscriptions.is_empty())
+            .flat_map(|c| {
+                let first = c.imsi.as_deref().map(|imsi| (c.iccid.as_str(), 1, imsi, true));
+                first.into_iter().chain(
+                    c.factory_subscriptions
+                        .iter()
+                        .map(move |f| (c.iccid.as_str(), f.id, f.imsi.as_str(), false)),
+                )
+            })
+            .collect();
+        for chunk in rows.chunks(SUBSCRIPTION_CHUNK) {
+            let sql = format!(
+                "INSERT INTO card_subscriptions (iccid, sub_id, imsi, enabled, fallback, \
+                 bootstrap, template) VALUES {}",
+                values_clause(self.dialect, chunk.len(), 7)
+            );
+            let mut q = sqlx::query(&sql);
+            for &(iccid, id, imsi, first) in chunk {
+                q = q
+                    .bind(iccid)
+                    .bind(i64::from(id))
+                    .bind(imsi)
+                    .bind(i64::from(first))
+                    .bind(i64::from(first))
+                    .bind(i64::from(first))
+                    .bind(None::<String>);
+            }
+            q.execute(&mut **tx).await.map_err(dbe)?;
         }
         Ok(None)
     }
@@ -1129,6 +1165,16 @@ fn check_new_cards(cards: &[NewCard]) -> Result<Vec<String>, StoreError> {
                 });
             }
             to_i64(ks.counter, "key set counter")?;
+        }
+        let mut slots = HashSet::new();
+        for f in &card.factory_subscriptions {
+            if !(2..=crate::script::subscription::SLOTS as u8).contains(&f.id) || !slots.insert(f.id)
+            {
+                return Err(StoreError::Invalid {
+                    field: format!("card {} factory subscription", card.iccid),
+                    problem: format!("slot {} is not one of 2..=8 given once", f.id),
+                });
+            }
         }
     }
     cards
@@ -2046,7 +2092,34 @@ impl Store for SqlStore {
                 "it is in campaign {name:?} ({status}); stop the campaign first"
             )));
         }
+        let pending = sqlx::query(
+            "SELECT operation_id FROM card_sync WHERE iccid = $1 AND state = 'PENDING'",
+        )
+        .bind(iccid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(dbe)?;
+        if let Some(row) = pending {
+            let op: Option<String> = col(&row, "operation_id")?;
+            return Err(busy(format!(
+                "subscription operation {} is in flight; let it finish first",
+                op.unwrap_or_default()
+            )));
+        }
         let mut deleted = CardDeleted::default();
+        // The router's records of the card (its audit trail stays, as past commands do).
+        for table in [
+            "card_subscriptions",
+            "card_sync",
+            "bootstrap_plans",
+            "subscription_operations",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE iccid = $1"))
+                .bind(iccid)
+                .execute(&mut *tx)
+                .await
+                .map_err(dbe)?;
+        }
         for table in ["key_sets", "scp81_keys"] {
             deleted.key_sets += sqlx::query(&format!("DELETE FROM {table} WHERE iccid = $1"))
                 .bind(iccid)

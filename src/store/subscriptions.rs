@@ -78,6 +78,21 @@ pub struct SyncRecord {
     pub updated_at: Millis,
 }
 
+impl SyncRecord {
+    /// A card the router never touched: SYNCED with what provisioning stored.
+    pub fn never_touched() -> Self {
+        SyncRecord {
+            state: SyncState::Synced,
+            operation_id: None,
+            reason: String::new(),
+            last_seq: 0,
+            audit_attempts: 0,
+            next_audit_at: None,
+            updated_at: 0,
+        }
+    }
+}
+
 /// A card's registry as last known, with its sync record (`None` when the router never
 /// touched the card: then its registry is the one provisioning implies).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +103,8 @@ pub struct CardRegistry {
     pub iccid: String,
     /// The card's IMSI as provisioned.
     pub imsi: Option<String>,
-    /// The subscriptions (empty when `sync` is `None`).
+    /// The subscriptions (when `sync` is `None`: the factory registry provisioning stored,
+    /// empty if the vendor file named only the IMSI).
     pub subscriptions: Vec<StoredSubscription>,
     /// The sync record.
     pub sync: Option<SyncRecord>,

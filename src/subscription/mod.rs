@@ -251,8 +251,16 @@ impl Known {
                 sync,
                 implied: false,
             },
-            // Never touched: the card left the factory with its provisioned IMSI as its one
-            // subscription (id 1), enabled, fallback and bootstrap (see `sim::subscriptions`).
+            // Never touched: the factory registry provisioning stored, or else the card's
+            // provisioned IMSI as its one subscription (id 1), enabled, fallback and
+            // bootstrap (see `sim::subscriptions`).
+            None if !reg.subscriptions.is_empty() => Known {
+                account_id: reg.account_id,
+                iccid: reg.iccid,
+                subscriptions: reg.subscriptions,
+                sync: SyncRecord::never_touched(),
+                implied: true,
+            },
             None => Known {
                 account_id: reg.account_id,
                 iccid: reg.iccid,
@@ -268,15 +276,7 @@ impl Known {
                     })
                     .into_iter()
                     .collect(),
-                sync: SyncRecord {
-                    state: SyncState::Synced,
-                    operation_id: None,
-                    reason: String::new(),
-                    last_seq: 0,
-                    audit_attempts: 0,
-                    next_audit_at: None,
-                    updated_at: 0,
-                },
+                sync: SyncRecord::never_touched(),
                 implied: true,
             },
         }

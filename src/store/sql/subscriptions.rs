@@ -461,17 +461,12 @@ impl SubscriptionStore for SqlStore {
             return Ok(None);
         };
         let synced: Option<String> = col(&card, "synced")?;
-        let Some(_) = synced else {
-            // Never touched: no subscription rows either.
-            return Ok(Some(CardRegistry {
-                account_id: account_id.to_string(),
-                iccid: iccid.to_string(),
-                imsi: col(&card, "imsi")?,
-                subscriptions: Vec::new(),
-                sync: None,
-            }));
+        // Never touched: the rows are the factory registry from the vendor file, if it
+        // named more than the IMSI.
+        let sync = match synced {
+            Some(_) => Some(sync_from_row(&card)?),
+            None => None,
         };
-        let sync = Some(sync_from_row(&card)?);
         let rows = sqlx::query(
             "SELECT sub_id, imsi, enabled, fallback, bootstrap, template FROM card_subscriptions \
              WHERE iccid = $1 ORDER BY sub_id",

@@ -42,6 +42,10 @@ pub struct FaultConfig {
     pub delay_min: Duration,
     /// Longest injected delay.
     pub delay_max: Duration,
+    /// Share of delivered command packets whose PoR is lost: the card ran the command, the
+    /// receipt says delivered, no PoR comes (its own generator, so the other decisions of a
+    /// seed stay as they were).
+    pub por_drop_share: f64,
 }
 
 impl Default for FaultConfig {
@@ -53,6 +57,7 @@ impl Default for FaultConfig {
             delay_share: 0.0,
             delay_min: Duration::from_millis(100),
             delay_max: Duration::from_millis(1000),
+            por_drop_share: 0.0,
         }
     }
 }

@@ -207,7 +207,11 @@ impl Shared {
                     self.send_receipt(m, ReceiptState::UnknownSubscriber, None, done);
                 }
             }
-            HandsetReply::Delivered { por } => {
+            HandsetReply::Delivered { mut por } => {
+                if por.is_some() && self.faults.drop_por() {
+                    Counters::inc(&self.counters.pors_dropped);
+                    por = None;
+                }
                 for m in earlier {
                     self.send_receipt(m, ReceiptState::Delivered, None, done);
                 }

@@ -65,6 +65,8 @@ pub(crate) struct FaultPlan {
     delay_min: Duration,
     delay_max: Duration,
     rng: Option<Mutex<XorShift64>>,
+    por_drop: f64,
+    por_rng: Option<Mutex<XorShift64>>,
 }
 
 fn share(x: f64) -> f64 {
@@ -87,6 +89,7 @@ impl FaultPlan {
             (config.delay_max, config.delay_min)
         };
         let active = throttle > 0.0 || drop > 0.0 || delay > 0.0;
+        let por_drop = share(config.por_drop_share);
         Self {
             throttle,
             drop,
@@ -94,7 +97,22 @@ impl FaultPlan {
             delay_min,
             delay_max,
             rng: active.then(|| Mutex::new(XorShift64::new(config.seed))),
+            por_drop,
+            por_rng: (por_drop > 0.0)
+                .then(|| Mutex::new(XorShift64::new(config.seed ^ 0x504F_5244_524F_5021))),
         }
+    }
+
+    /// Whether the PoR of a delivered command packet is lost; free when not configured.
+    pub(crate) fn drop_por(&self) -> bool {
+        let Some(rng) = &self.por_rng else {
+            return false;
+        };
+        let mut rng = match rng.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        rng.next_f64() < self.por_drop
     }
 
     /// One decision; free (no lock, no draw) when no fault is configured.

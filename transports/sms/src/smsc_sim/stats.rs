@@ -36,6 +36,8 @@ counters! {
     submits_dropped,
     /// Accepted submit_sm delivered late by fault injection.
     submits_delayed,
+    /// PoRs lost by fault injection (the card ran the command).
+    pors_dropped,
     /// submit_sm refused for another reason (not bound to transmit, empty destination).
     submits_rejected,
     /// Complete OTA command packets handed to the network.
