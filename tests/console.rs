@@ -791,3 +791,76 @@ async fn card_subscriptions_and_audit_now(backend: &str) {
     env.shutdown().await;
 }
 on_both!(subscriptions_panel, card_subscriptions_and_audit_now);
+
+/// An enterprise's user sees the cards of a group granted to its account: in the card list
+/// (marked granted) and on the card's page (identity and subscriptions, no key sets, no
+/// commands), and can press "Audit now" with the audit right; other cards stay 404.
+async fn a_granted_card_for_an_enterprise_user(backend: &str) {
+    let env = env_on(backend, 3).await;
+    let _ticker = env.tick_subscriptions(
+        std::sync::Arc::new(otagw::sim::subscriptions::EveryNetwork),
+        Duration::from_millis(100),
+    );
+    let (profile, _) = env.fleet_group.clone().unwrap();
+    let (granted, other) = (env.iccid(0).unwrap(), env.iccid(1).unwrap());
+    let (code, group) = env
+        .post(
+            "/api/v1/cardgroups",
+            &json!({"profileId": profile, "name": "acme-fleet", "iccids": [granted]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{group}");
+    let acme = env
+        .server
+        .store
+        .create_account("acme", otagw::clock::now_ms())
+        .await
+        .unwrap();
+    let (code, g) = env
+        .post(
+            &format!("/api/v1/cardgroups/{}/grants", group["id"]),
+            &json!({"account": "acme", "rights": ["audit"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{g}");
+    add_user(&env, &acme.id, "acme-ops", Role::Operator).await;
+    let user = Browser::signed_in(&env, "acme-ops").await;
+    let (code, list) = user.get("/console/cards").await;
+    assert_eq!(code, 200, "{list}");
+    assert!(
+        list.contains(&granted) && list.contains("granted"),
+        "{list}"
+    );
+    assert!(!list.contains(&other), "{list}");
+    let (code, page) = user.get(&format!("/console/cards/{granted}")).await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("id=\"sync-state\""), "{page}");
+    assert!(
+        !page.contains("Key sets") && !page.contains("Last commands"),
+        "{page}"
+    );
+    let (code, _) = user.get(&format!("/console/cards/{other}")).await;
+    assert_eq!(code, 404);
+    let csrf = user.csrf().await;
+    let (code, _, body) = user
+        .post(
+            &format!("/console/cards/{granted}/audit"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(code, 303, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, page) = user.get(&format!("/console/cards/{granted}")).await;
+        if page.contains("AUDIT done") {
+            assert!(page.contains("user:acme-ops"), "{page}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.shutdown().await;
+}
+on_both!(granted_cards, a_granted_card_for_an_enterprise_user);

@@ -798,12 +798,33 @@ async fn enterprise_grants(store_url: Option<String>) {
         .unwrap();
     assert_eq!(owner_trail, trail);
 
-    // Everything else answers 404: a card outside the group, the card itself on the card
-    // routes, the owner's commands and groups.
+    // The granted card is in acme's card list and readable, without its key versions;
+    // the card outside the group is not.
+    let (code, list) = as_acme(get.clone(), "/api/v1/cards".into(), None).await;
+    assert_eq!(code, 200, "{list}");
+    let listed: Vec<(&str, bool)> = list["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["iccid"].as_str().unwrap(), c["granted"] == true))
+        .collect();
+    assert_eq!(listed, [(granted.as_str(), true)], "{list}");
+    assert_eq!(list["cards"][0]["keyVersions"], json!([]), "{list}");
+    let (code, card) = as_acme(get.clone(), format!("/api/v1/cards/{granted}"), None).await;
+    assert_eq!((code, &card["granted"]), (200, &json!(true)), "{card}");
+    assert_eq!(card["keyVersions"], json!([]), "{card}");
+    let (_, own) = env.get(&format!("/api/v1/cards/{granted}")).await.unwrap();
+    assert!(own.get("granted").is_none(), "{own}");
+    assert_eq!(own["keyVersions"].as_array().unwrap().len(), 1, "{own}");
+    let (_, owner_list) = env.get("/api/v1/cards").await.unwrap();
+    assert_eq!(owner_list["cards"].as_array().unwrap().len(), 3);
+
+    // Everything else answers 404: a card outside the group, changing the card itself, the
+    // owner's commands and groups.
     for path in [
         format!("/api/v1/cards/{other}/subscriptions"),
         format!("/api/v1/cards/{other}/audit-trail"),
-        format!("/api/v1/cards/{granted}"),
+        format!("/api/v1/cards/{other}"),
         format!("/api/v1/cardgroups/{group}"),
         format!("/api/v1/cardgroups/{group}/grants"),
     ] {
@@ -812,6 +833,20 @@ async fn enterprise_grants(store_url: Option<String>) {
     }
     let (code, _) = as_acme(post.clone(), format!("/api/v1/cards/{other}/audit"), None).await;
     assert_eq!(code, 404);
+    let (code, _) = as_acme(
+        reqwest::Method::DELETE,
+        format!("/api/v1/cards/{granted}"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 404, "deleting stays the owner's");
+    let (code, _) = as_acme(
+        reqwest::Method::PATCH,
+        format!("/api/v1/cards/{granted}"),
+        Some(json!({"msisdn": "4912345"})),
+    )
+    .await;
+    assert_eq!(code, 404, "changing stays the owner's");
     let command = done_command(&env, &granted).await;
     let (code, _) = as_acme(get.clone(), format!("/api/v1/ota/commands/{command}"), None).await;
     assert_eq!(code, 404, "the carrying command is the owner's");
@@ -859,8 +894,17 @@ async fn enterprise_grants(store_url: Option<String>) {
     )
     .await;
     assert_eq!(code, 404);
-    let (code, _) = as_acme(get, format!("/api/v1/subscription-operations/{op}"), None).await;
+    let (code, _) = as_acme(
+        get.clone(),
+        format!("/api/v1/subscription-operations/{op}"),
+        None,
+    )
+    .await;
     assert_eq!(code, 404);
+    let (code, _) = as_acme(get.clone(), format!("/api/v1/cards/{granted}"), None).await;
+    assert_eq!(code, 404);
+    let (_, list) = as_acme(get, "/api/v1/cards".into(), None).await;
+    assert_eq!(list["cards"], json!([]), "{list}");
     let (code, body) = env
         .post(
             &format!("/api/v1/cardgroups/{group}/grants"),
@@ -1192,9 +1236,14 @@ async fn factory_subscriptions_from_the_vendor_file(store_url: Option<String>) {
         .map(|s| s["id"].as_u64().unwrap())
         .collect();
     assert_eq!(enabled, [3], "{body}");
-    let imsi3 = body["subscriptions"][2]["imsi"].as_str().unwrap().to_string();
+    let imsi3 = body["subscriptions"][2]["imsi"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
-        env.fleet.with_card_by_iccid(&switched, |c| c.imsi()).unwrap(),
+        env.fleet
+            .with_card_by_iccid(&switched, |c| c.imsi())
+            .unwrap(),
         imsi3,
         "EF IMSI follows the enabled subscription"
     );

@@ -312,12 +312,15 @@ pub struct CardView {
     pub msisdn: Option<String>,
     /// Attributes.
     pub attributes: BTreeMap<String, String>,
-    /// Key versions, counters, rotations.
+    /// Key versions, counters, rotations (empty on a granted card: keys stay the owner's).
     pub key_versions: Vec<KeyVersionView>,
     /// Added (RFC 3339, UTC, milliseconds).
     #[serde(with = "crate::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
+    /// Another account's card, seen through a card group grant (subscription management).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub granted: bool,
 }
 
 impl From<CardRecord> for CardView {
@@ -342,7 +345,19 @@ fn view(c: CardRecord) -> CardView {
             })
             .collect(),
         created_at: c.created_at,
+        granted: false,
     }
+}
+
+/// `c` as `account_id` may see it: whole for its owner, without key versions through a grant.
+fn view_for(account_id: &str, c: CardRecord) -> CardView {
+    let granted = c.account_id != account_id;
+    let mut v = view(c);
+    if granted {
+        v.key_versions.clear();
+        v.granted = true;
+    }
+    v
 }
 
 /// A card (key versions and counters, never key values).
@@ -356,13 +371,31 @@ pub async fn get_card(
     Path(iccid): Path<String>,
 ) -> Result<Json<CardView>, ApiError> {
     let iccid = path_iccid(&iccid);
-    let card = state
+    let not_found = || ApiError::not_found(Some("iccid"), format!("card {iccid} not found"));
+    if let Some(card) = state
         .store
         .card(&account.id, &iccid)
         .await
         .map_err(ApiError::store)?
-        .ok_or_else(|| ApiError::not_found(Some("iccid"), format!("card {iccid} not found")))?;
-    Ok(Json(view(card)))
+    {
+        return Ok(Json(view(card)));
+    }
+    // Another account's card, through a grant that includes `view`.
+    let Some(router) = state.router.as_ref() else {
+        return Err(not_found());
+    };
+    let owner = match router.known(&account.id, &iccid).await {
+        Ok(known) => known.account_id,
+        Err(crate::subscription::RouterError::Store(e)) => return Err(ApiError::store(e)),
+        Err(_) => return Err(not_found()),
+    };
+    let card = state
+        .store
+        .card(&owner, &iccid)
+        .await
+        .map_err(ApiError::store)?
+        .ok_or_else(not_found)?;
+    Ok(Json(view_for(&account.id, card)))
 }
 
 /// Start KEY_UPDATE for one card or several.
@@ -676,7 +709,10 @@ pub async fn list_cards(
         .then(|| cards.last().map(|c| c.iccid.clone()))
         .flatten();
     Ok(Json(CardPage {
-        cards: cards.into_iter().map(view).collect(),
+        cards: cards
+            .into_iter()
+            .map(|c| view_for(&account.id, c))
+            .collect(),
         next_after,
     }))
 }

@@ -106,7 +106,7 @@ pub async fn list(
                         td.mono { a href={ "/console/cards/" (c.iccid) } { (c.iccid) } }
                         td.mono { (c.imsi.as_deref().unwrap_or("—")) }
                         td.mono { (c.msisdn.as_deref().map(|m| format!("+{m}")).unwrap_or_else(|| "—".into())) }
-                        td { (c.key_versions.iter().map(|k| k.version.to_string()).collect::<Vec<_>>().join(", ")) }
+                        td { @if c.account_id != session.account_id() { span.badge.info { "granted" } } @else { (c.key_versions.iter().map(|k| k.version.to_string()).collect::<Vec<_>>().join(", ")) } }
                         td { (layout::time(c.created_at)) }
                     } } }
                 } }
@@ -124,19 +124,32 @@ pub async fn list(
         .into_response())
 }
 
-/// `GET /console/cards/{iccid}`: 404 for an unknown card or another account's.
+/// `GET /console/cards/{iccid}`: 404 for an unknown card or another account's, unless a
+/// card group grant lets this account view it (then the page shows its identity and
+/// subscriptions; key sets and commands stay the owner's).
 pub async fn show(
     State(state): State<ConsoleState>,
     session: Session,
     Path(iccid): Path<String>,
 ) -> Result<Markup, PageError> {
     let account = session.account_id();
-    let card = state
-        .app
-        .store
-        .card(account, &iccid)
-        .await?
-        .ok_or(PageError::NotFound)?;
+    let owned = state.app.store.card(account, &iccid).await?;
+    let card = match owned {
+        Some(card) => card,
+        None => {
+            let router = state.app.router.as_deref().ok_or(PageError::NotFound)?;
+            let owner = router.known(account, &iccid).await?.account_id;
+            state
+                .app
+                .store
+                .card(&owner, &iccid)
+                .await?
+                .ok_or(PageError::NotFound)?
+        }
+    };
+    if card.account_id != account {
+        return granted_card(&state, &session, card).await;
+    }
     let views = state.views()?;
     let key_sets = views.key_set_info(account, &card.iccid).await?;
     let commands = views
@@ -196,6 +209,35 @@ pub async fn show(
         &format!("Card {}", card.iccid),
         Section::Cards,
         &session,
+        body,
+    ))
+}
+
+/// Another account's card seen through a card group grant.
+async fn granted_card(
+    state: &ConsoleState,
+    session: &Session,
+    card: crate::store::CardRecord,
+) -> Result<Markup, PageError> {
+    let subscriptions = super::subscriptions::panels(state, session, &card.iccid).await?;
+    let body = html! {
+        h1 { "Card " span.mono { (card.iccid) } " " span.badge.info { "granted" } }
+        section.panel {
+            h2 { "Identity" }
+            p.sub { "A card of another account, granted to yours for subscription management." }
+            dl.facts {
+                dt { "ICCID" } dd.mono { (card.iccid) }
+                dt { "IMSI" } dd.mono { (card.imsi.as_deref().unwrap_or("—")) }
+                dt { "MSISDN" } dd.mono { (card.msisdn.as_deref().map(|m| format!("+{m}")).unwrap_or_else(|| "—".into())) }
+                dt { "Added" } dd { (layout::time(card.created_at)) }
+            }
+        }
+        (subscriptions)
+    };
+    Ok(layout::page(
+        &format!("Card {}", card.iccid),
+        Section::Cards,
+        session,
         body,
     ))
 }

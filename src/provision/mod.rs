@@ -349,7 +349,8 @@ impl VendorParser {
         }
         // One IMSI per subscription on a card.
         for (i, (name, f)) in factory.iter().enumerate() {
-            if imsi.as_ref() == Some(&f.imsi) || factory[..i].iter().any(|(_, g)| g.imsi == f.imsi) {
+            if imsi.as_ref() == Some(&f.imsi) || factory[..i].iter().any(|(_, g)| g.imsi == f.imsi)
+            {
                 found.push((
                     (*name).clone(),
                     format!("{} is already another of the card's subscriptions", f.imsi),
@@ -598,7 +599,10 @@ VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID
         let text = crate::sim::Fleet::generate(3, 1, defaults)
             .unwrap()
             .to_vendor_file();
-        assert!(text.lines().next().unwrap().ends_with(",IMSI2,IMSI3"), "{text}");
+        assert!(
+            text.lines().next().unwrap().ends_with(",IMSI2,IMSI3"),
+            "{text}"
+        );
         let f = parse_vendor_text(&text).unwrap();
         assert_eq!(
             f.cards[2].factory_subscriptions,

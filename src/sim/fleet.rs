@@ -881,7 +881,10 @@ VAR_OUT:ICCID,IMSI,MSISDN,KIC,KID,KIK,KIC2,KID2,CNTR,CNTR2
         };
         let fleet = Fleet::generate(4, 9, d).unwrap();
         let out = fleet.to_vendor_file();
-        assert!(out.lines().next().unwrap().ends_with(",IMSI2,IMSI3,IMSI4"), "{out}");
+        assert!(
+            out.lines().next().unwrap().ends_with(",IMSI2,IMSI3,IMSI4"),
+            "{out}"
+        );
         let back = Fleet::from_vendor_file(&out, d).unwrap();
         assert_eq!(back.to_vendor_file(), out);
         let msisdn = fleet.msisdn_at(1).unwrap();

@@ -608,8 +608,9 @@ pub trait Store: CampaignStore + OutboxStore + Send + Sync {
     ) -> Result<(), StoreError>;
     /// Cards of an account with their key versions (security status), up to `limit`.
     async fn cards(&self, account_id: &str, limit: u32) -> Result<Vec<CardRecord>, StoreError>;
-    /// A page of an account's cards in ICCID order, filtered by prefixes (Invalid, naming the
-    /// filter, when a prefix or `after` is not digits).
+    /// A page of the cards an account owns or sees through a card group grant (each record
+    /// names its owner), in ICCID order, filtered by prefixes (Invalid, naming the filter,
+    /// when a prefix or `after` is not digits).
     async fn search_cards(
         &self,
         account_id: &str,

@@ -502,7 +502,10 @@ impl SqlStore {
             .iter()
             .filter(|c| !c.factory_subscriptions.is_empty())
             .flat_map(|c| {
-                let first = c.imsi.as_deref().map(|imsi| (c.iccid.as_str(), 1, imsi, true));
+                let first = c
+                    .imsi
+                    .as_deref()
+                    .map(|imsi| (c.iccid.as_str(), 1, imsi, true));
                 first.into_iter().chain(
                     c.factory_subscriptions
                         .iter()
@@ -1168,7 +1171,8 @@ fn check_new_cards(cards: &[NewCard]) -> Result<Vec<String>, StoreError> {
         }
         let mut slots = HashSet::new();
         for f in &card.factory_subscriptions {
-            if !(2..=crate::script::subscription::SLOTS as u8).contains(&f.id) || !slots.insert(f.id)
+            if !(2..=crate::script::subscription::SLOTS as u8).contains(&f.id)
+                || !slots.insert(f.id)
             {
                 return Err(StoreError::Invalid {
                     field: format!("card {} factory subscription", card.iccid),
@@ -1928,10 +1932,25 @@ impl Store for SqlStore {
         account_id: &str,
         search: &CardSearch,
     ) -> Result<Vec<CardRecord>, StoreError> {
-        let mut sql = String::from(
+        // The account's own cards, and those of card groups granted to it (issue 15's
+        // enterprise customers); the grant check is skipped for accounts without grants.
+        let granted =
+            sqlx::query("SELECT 1 AS one FROM card_group_grants WHERE grantee_id = $1 LIMIT 1")
+                .bind(account_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(dbe)?
+                .is_some();
+        let mut sql = String::from(if granted {
             "SELECT iccid, account_id, imsi, msisdn, attributes, created_at FROM cards \
-             WHERE account_id = $1",
-        );
+             WHERE (account_id = $1 OR iccid IN (SELECT m.iccid FROM card_group_members m \
+             JOIN card_group_grants g ON g.group_id = m.group_id \
+             JOIN card_groups cg ON cg.id = m.group_id \
+             WHERE g.grantee_id = $1 AND cg.account_id = cards.account_id))"
+        } else {
+            "SELECT iccid, account_id, imsi, msisdn, attributes, created_at FROM cards \
+             WHERE account_id = $1"
+        });
         let mut binds = vec![account_id.to_string()];
         for (column, value) in [
             ("iccid", &search.iccid),
