@@ -801,7 +801,7 @@ async fn a_granted_card_for_an_enterprise_user(backend: &str) {
         std::sync::Arc::new(otagw::sim::subscriptions::EveryNetwork),
         Duration::from_millis(100),
     );
-    let (profile, _) = env.fleet_group.clone().unwrap();
+    let (profile, _) = env.fleet_group.unwrap();
     let (granted, other) = (env.iccid(0).unwrap(), env.iccid(1).unwrap());
     let (code, group) = env
         .post(

@@ -164,6 +164,7 @@ mod tests {
             delay_share: 0.25,
             delay_min: Duration::from_millis(10),
             delay_max: Duration::from_millis(20),
+            por_drop_share: 0.5,
         });
         let mut counts = [0usize; 4];
         for _ in 0..10_000 {
@@ -180,6 +181,10 @@ mod tests {
         for c in counts {
             assert!((2200..2800).contains(&c), "{counts:?}");
         }
+        // PoR losses come from their own generator, at their own share.
+        let lost = (0..10_000).filter(|_| plan.drop_por()).count();
+        assert!((4700..5300).contains(&lost), "{lost}");
+        assert!(!FaultPlan::new(&FaultConfig::default()).drop_por());
         let all = FaultPlan::new(&FaultConfig {
             throttle_share: 1.0,
             ..FaultConfig::default()
