@@ -39,6 +39,12 @@ pub fn run(a: SubscriptionLoadArgs) -> anyhow::Result<ExitCode> {
     if a.cards == 0 || a.tick_ms == 0 {
         bail!("--cards and --tick-ms must be at least 1");
     }
+    // Logs only when asked for (`RUST_LOG`): the figures are the output.
+    if std::env::var_os("RUST_LOG").is_some() {
+        otagw::logging::LogSettings::default()
+            .install()
+            .context("logging")?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

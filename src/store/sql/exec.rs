@@ -116,6 +116,12 @@ pub(super) trait Exec: Send {
         sql: &str,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<Vec<(String, String)>, ExecError>> + Send;
+    /// Runs a query returning at most one row of text columns (each possibly NULL).
+    fn fetch_texts(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Option<Vec<Option<String>>>, ExecError>> + Send;
 }
 
 fn bind<'q>(
@@ -160,5 +166,22 @@ impl Exec for sqlx::Transaction<'_, sqlx::Any> {
             pairs.push((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
         }
         Ok(pairs)
+    }
+
+    async fn fetch_texts(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<Vec<Option<String>>>, ExecError> {
+        use sqlx::Row;
+        let q = bind(sqlx::query(sql), args);
+        let Some(row) = q.fetch_optional(&mut **self).await? else {
+            return Ok(None);
+        };
+        let mut texts = Vec::with_capacity(row.len());
+        for i in 0..row.len() {
+            texts.push(row.try_get::<Option<String>, _>(i)?);
+        }
+        Ok(Some(texts))
     }
 }

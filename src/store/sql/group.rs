@@ -24,6 +24,7 @@ use super::lane::{LaneConnection, LaneSettings, LaneTx};
 use sqlx::AnyPool;
 
 use super::{dbe, Dialect, SqlStore, Tx};
+use crate::store::subscriptions::{Applied, RouterChange};
 use crate::store::{Millis, NewCommand, SecuredPacket, StoreError, Transition};
 
 /// Writes per transaction at most.
@@ -78,6 +79,9 @@ pub(super) enum Write {
         now: Millis,
         lease_until: Millis,
     },
+    /// The subscription router's changes (on SQLite with the command path's writes: one
+    /// writer, no wait for the write lock between two).
+    Router(Vec<RouterChange>),
 }
 
 /// What a write answered.
@@ -87,6 +91,7 @@ pub(super) enum Written {
     Flag(bool),
     Counter(u64),
     Claimed(Vec<(String, String)>),
+    Applied(Vec<Applied>),
 }
 
 impl Written {
@@ -302,6 +307,9 @@ impl SqlStore {
                 now,
                 lease_until,
             } => Written::Claimed(self.claim_in(tx, owner, *limit, *now, *lease_until).await?),
+            Write::Router(changes) => {
+                Written::Applied(self.apply_changes_in(tx, later, changes).await?)
+            }
         })
     }
 

@@ -226,4 +226,28 @@ impl Exec for LaneTx {
         });
         std::future::ready(done)
     }
+
+    fn fetch_texts(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Option<Vec<Option<String>>>, ExecError>> + Send {
+        let done = Self::bound(&self.conn, sql, args).and_then(|mut stmt| {
+            let columns = stmt.column_count();
+            let mut rows = stmt.raw_query();
+            let texts = match rows.next().map_err(exec_error)? {
+                Some(row) => {
+                    let mut texts = Vec::with_capacity(columns);
+                    for i in 0..columns {
+                        texts.push(row.get::<_, Option<String>>(i).map_err(exec_error)?);
+                    }
+                    Some(texts)
+                }
+                None => None,
+            };
+            while rows.next().map_err(exec_error)?.is_some() {}
+            Ok(texts)
+        });
+        std::future::ready(done)
+    }
 }

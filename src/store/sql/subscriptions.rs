@@ -3,7 +3,10 @@
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 
-use super::{col, dbe, json_text, map_insert, InsertFailure, SqlStore, Tx};
+use super::deferred::{statement_chunks, Deferred};
+use super::exec::{Arg, Constraint, Exec};
+use super::group::{Write, Written};
+use super::{col, dbe, json_text, map_insert, values_clause, InsertFailure, SqlStore, Tx};
 use crate::store::subscriptions::{
     nth_imsi, Applied, BootstrapRule, CardAccess, CardRegistry, GrantRecord, OperationRecord,
     PlanRecord, Right, RouterChange, StoredSubscription, SubscriptionStore, SubscriptionTemplate,
@@ -226,75 +229,103 @@ impl SqlStore {
         Ok(plans)
     }
 
-    /// The card's sync row in `tx`.
-    async fn sync_in(&self, tx: &mut Tx, iccid: &str) -> Result<Option<SyncRecord>, StoreError> {
-        sqlx::query(&format!(
-            "SELECT {SYNC_COLUMNS} FROM card_sync WHERE iccid = $1"
-        ))
-        .bind(iccid)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(dbe)?
-        .as_ref()
-        .map(sync_from_row)
-        .transpose()
+    /// The card's sync row in `tx`, as far as a refused start names it (state, operation in
+    /// flight, why DIRTY).
+    async fn sync_in<E: Exec>(tx: &mut E, iccid: &str) -> Result<Option<SyncRecord>, StoreError> {
+        let Some(row) = tx
+            .fetch_texts(
+                "SELECT state, operation_id, reason FROM card_sync WHERE iccid = $1",
+                &[Arg::from(iccid)],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let text = |i: usize| row.get(i).cloned().flatten();
+        let state = text(0).unwrap_or_default();
+        Ok(Some(SyncRecord {
+            state: SyncState::parse(&state)
+                .ok_or_else(|| StoreError::Database(format!("column card_sync.state: {state:?}")))?,
+            operation_id: text(1),
+            reason: text(2).unwrap_or_default(),
+            ..SyncRecord::never_touched()
+        }))
     }
 
-    async fn write_sync(&self, tx: &mut Tx, iccid: &str, s: &SyncRecord) -> Result<(), StoreError> {
-        let updated = sqlx::query(
-            "UPDATE card_sync SET state = $2, operation_id = $3, reason = $4, last_seq = $5, \
-             audit_attempts = $6, next_audit_at = $7, updated_at = $8 WHERE iccid = $1",
-        )
-        .bind(iccid)
-        .bind(s.state.as_str())
-        .bind(s.operation_id.as_deref())
-        .bind(s.reason.as_str())
-        .bind(i64::from(s.last_seq))
-        .bind(i64::from(s.audit_attempts))
-        .bind(s.next_audit_at)
-        .bind(s.updated_at)
-        .execute(&mut **tx)
-        .await
-        .map_err(dbe)?
-        .rows_affected();
+    async fn write_sync<E: Exec>(tx: &mut E, iccid: &str, s: &SyncRecord) -> Result<(), StoreError> {
+        let args = [
+            Arg::from(iccid),
+            Arg::from(s.state.as_str()),
+            Arg::from(s.operation_id.as_deref()),
+            Arg::from(s.reason.as_str()),
+            Arg::from(i64::from(s.last_seq)),
+            Arg::from(i64::from(s.audit_attempts)),
+            Arg::from(s.next_audit_at),
+            Arg::from(s.updated_at),
+        ];
+        let updated = tx
+            .execute(
+                "UPDATE card_sync SET state = $2, operation_id = $3, reason = $4, last_seq = $5, \
+                 audit_attempts = $6, next_audit_at = $7, updated_at = $8 WHERE iccid = $1",
+                &args,
+            )
+            .await?;
         if updated == 0 {
-            sqlx::query(&format!(
-                "INSERT INTO card_sync (iccid, {SYNC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            ))
-            .bind(iccid)
-            .bind(s.state.as_str())
-            .bind(s.operation_id.as_deref())
-            .bind(s.reason.as_str())
-            .bind(i64::from(s.last_seq))
-            .bind(i64::from(s.audit_attempts))
-            .bind(s.next_audit_at)
-            .bind(s.updated_at)
-            .execute(&mut **tx)
-            .await
-            .map_err(dbe)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO card_sync (iccid, {SYNC_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ),
+                &args,
+            )
+            .await?;
         }
         Ok(())
     }
 
-    async fn apply_in(&self, tx: &mut Tx, change: &RouterChange) -> Result<Applied, StoreError> {
+    /// The router's changes in `tx`, in order, each written whole or not at all: a change
+    /// answers [`Applied::Stale`] or [`Applied::Busy`] from its first conditional statement,
+    /// before it wrote anything (a change never both moves an operation on and starts one).
+    /// Its webhook events go to `later`, appended at the end of the transaction.
+    pub(super) async fn apply_changes_in<E: Exec>(
+        &self,
+        tx: &mut E,
+        later: &mut Deferred,
+        changes: &[RouterChange],
+    ) -> Result<Vec<Applied>, StoreError> {
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            let applied = self.apply_in(tx, change).await?;
+            if applied == Applied::Done {
+                later.outbox(&change.account_id, &change.events, change.at);
+            }
+            out.push(applied);
+        }
+        Ok(out)
+    }
+
+    async fn apply_in<E: Exec>(&self, tx: &mut E, change: &RouterChange) -> Result<Applied, StoreError> {
+        let iccid = change.iccid.as_str();
         if let Some(op) = &change.operation {
             let states: Vec<String> = op.from.iter().map(|s| format!("'{s}'")).collect();
             // The states are the router's constants, never input.
             let result = json_text(&op.result, "result")?;
-            let updated = sqlx::query(&format!(
-                "UPDATE subscription_operations SET state = $2, result = $3, deadline = $4, \
-                 updated_at = $5 WHERE id = $1 AND state IN ({})",
-                states.join(", ")
-            ))
-            .bind(op.id.as_str())
-            .bind(op.state)
-            .bind(result)
-            .bind(op.deadline)
-            .bind(op.at)
-            .execute(&mut **tx)
-            .await
-            .map_err(dbe)?
-            .rows_affected();
+            let updated = tx
+                .execute(
+                    &format!(
+                        "UPDATE subscription_operations SET state = $2, result = $3, \
+                         deadline = $4, updated_at = $5 WHERE id = $1 AND state IN ({})",
+                        states.join(", ")
+                    ),
+                    &[
+                        Arg::from(op.id.as_str()),
+                        Arg::from(op.state),
+                        Arg::from(result.as_str()),
+                        Arg::from(op.deadline),
+                        Arg::from(op.at),
+                    ],
+                )
+                .await?;
             if updated == 0 {
                 return Ok(Applied::Stale);
             }
@@ -302,121 +333,142 @@ impl SqlStore {
         if let Some((op, _)) = &change.start {
             // Taken with a conditional update (the row's lock holds it to the end of the
             // transaction), so two gateways never start two operations on one card.
-            let taken = sqlx::query(
-                "UPDATE card_sync SET operation_id = $2 WHERE iccid = $1 AND operation_id IS NULL \
-                 AND (state = 'SYNCED' OR (state = 'DIRTY' AND $3 = 'AUDIT'))",
-            )
-            .bind(change.iccid.as_str())
-            .bind(op.id.as_str())
-            .bind(op.kind.as_str())
-            .execute(&mut **tx)
-            .await
-            .map_err(dbe)?
-            .rows_affected();
+            let taken = tx
+                .execute(
+                    "UPDATE card_sync SET operation_id = $2 WHERE iccid = $1 \
+                     AND operation_id IS NULL \
+                     AND (state = 'SYNCED' OR (state = 'DIRTY' AND $3 = 'AUDIT'))",
+                    &[
+                        Arg::from(iccid),
+                        Arg::from(op.id.as_str()),
+                        Arg::from(op.kind.as_str()),
+                    ],
+                )
+                .await?;
             if taken == 0 {
-                match self.sync_in(tx, &change.iccid).await? {
+                match Self::sync_in(tx, iccid).await? {
                     Some(current) => return Ok(Applied::Busy(Some(current))),
                     // Never touched: the first row; a concurrent first start fails its
                     // insert on the key and answers Busy.
                     None => {
-                        let inserted = sqlx::query(
-                            "INSERT INTO card_sync (iccid, state, operation_id, reason, last_seq, \
-                             audit_attempts, next_audit_at, updated_at) \
-                             VALUES ($1, 'PENDING', $2, '', 0, 0, NULL, $3) \
-                             ON CONFLICT (iccid) DO NOTHING",
-                        )
-                        .bind(change.iccid.as_str())
-                        .bind(op.id.as_str())
-                        .bind(op.created_at)
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(dbe)?
-                        .rows_affected();
+                        let inserted = tx
+                            .execute(
+                                "INSERT INTO card_sync (iccid, state, operation_id, reason, \
+                                 last_seq, audit_attempts, next_audit_at, updated_at) \
+                                 VALUES ($1, 'PENDING', $2, '', 0, 0, NULL, $3) \
+                                 ON CONFLICT (iccid) DO NOTHING",
+                                &[
+                                    Arg::from(iccid),
+                                    Arg::from(op.id.as_str()),
+                                    Arg::from(op.created_at),
+                                ],
+                            )
+                            .await?;
                         if inserted == 0 {
                             return Ok(Applied::Busy(None));
                         }
                     }
                 }
             }
-            sqlx::query(&format!(
-                "INSERT INTO subscription_operations ({OPERATION_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-            ))
-            .bind(op.id.as_str())
-            .bind(op.account_id.as_str())
-            .bind(op.iccid.as_str())
-            .bind(op.kind.as_str())
-            .bind(op.sub_id.map(i64::from))
-            .bind(json_text(&op.params, "params")?)
-            .bind(op.state.as_str())
-            .bind(op.command_id.as_str())
-            .bind(op.requested_by.as_str())
-            .bind(json_text(&op.result, "result")?)
-            .bind(op.deadline)
-            .bind(op.created_at)
-            .bind(op.updated_at)
-            .execute(&mut **tx)
+            let params = json_text(&op.params, "params")?;
+            let result = json_text(&op.result, "result")?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO subscription_operations ({OPERATION_COLUMNS}) VALUES \
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                ),
+                &[
+                    Arg::from(op.id.as_str()),
+                    Arg::from(op.account_id.as_str()),
+                    Arg::from(op.iccid.as_str()),
+                    Arg::from(op.kind.as_str()),
+                    Arg::from(op.sub_id.map(i64::from)),
+                    Arg::from(params.as_str()),
+                    Arg::from(op.state.as_str()),
+                    Arg::from(op.command_id.as_str()),
+                    Arg::from(op.requested_by.as_str()),
+                    Arg::from(result.as_str()),
+                    Arg::from(op.deadline),
+                    Arg::from(op.created_at),
+                    Arg::from(op.updated_at),
+                ],
+            )
             .await
-            .map_err(|e| map_insert(e, "operation", &op.id, &op.account_id))?;
+            .map_err(|e| match e.constraint {
+                Some(Constraint::Unique) => StoreError::Duplicate {
+                    what: "operation",
+                    key: op.id.clone(),
+                },
+                Some(Constraint::ForeignKey) => StoreError::NotFound {
+                    what: "account",
+                    key: op.account_id.clone(),
+                },
+                None => e.error,
+            })?;
         }
         if let Some(registry) = &change.registry {
-            sqlx::query("DELETE FROM card_subscriptions WHERE iccid = $1")
-                .bind(change.iccid.as_str())
-                .execute(&mut **tx)
-                .await
-                .map_err(dbe)?;
-            for s in registry {
-                sqlx::query(
+            tx.execute(
+                "DELETE FROM card_subscriptions WHERE iccid = $1",
+                &[Arg::from(iccid)],
+            )
+            .await?;
+            for chunk in statement_chunks(registry) {
+                let sql = format!(
                     "INSERT INTO card_subscriptions (iccid, sub_id, imsi, enabled, fallback, \
-                     bootstrap, template) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(change.iccid.as_str())
-                .bind(i64::from(s.id))
-                .bind(s.imsi.as_str())
-                .bind(i64::from(s.enabled))
-                .bind(i64::from(s.fallback))
-                .bind(i64::from(s.bootstrap))
-                .bind(s.template.as_deref())
-                .execute(&mut **tx)
-                .await
-                .map_err(dbe)?;
+                     bootstrap, template) VALUES {}",
+                    values_clause(self.dialect, chunk.len(), 7)
+                );
+                let mut args = Vec::with_capacity(chunk.len() * 7);
+                for s in chunk {
+                    args.extend([
+                        Arg::from(iccid),
+                        Arg::from(i64::from(s.id)),
+                        Arg::from(s.imsi.as_str()),
+                        Arg::from(i64::from(s.enabled)),
+                        Arg::from(i64::from(s.fallback)),
+                        Arg::from(i64::from(s.bootstrap)),
+                        Arg::from(s.template.as_deref()),
+                    ]);
+                }
+                tx.execute(&sql, &args).await?;
             }
         }
         if let Some(sync) = &change.sync {
-            self.write_sync(tx, &change.iccid, sync).await?;
+            Self::write_sync(tx, iccid, sync).await?;
         }
         if let Some(t) = &change.trail {
-            sqlx::query(
+            let before = json_text(&t.before, "before")?;
+            let after = json_text(&t.after, "after")?;
+            tx.execute(
                 "INSERT INTO card_audit_trail (account_id, iccid, at, what, who, operation_id, \
                  answer, state_before, state_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    Arg::from(change.account_id.as_str()),
+                    Arg::from(iccid),
+                    Arg::from(t.at),
+                    Arg::from(t.what.as_str()),
+                    Arg::from(t.who.as_str()),
+                    Arg::from(t.operation_id.as_deref()),
+                    Arg::from(t.answer.as_str()),
+                    Arg::from(before.as_str()),
+                    Arg::from(after.as_str()),
+                ],
             )
-            .bind(change.account_id.as_str())
-            .bind(change.iccid.as_str())
-            .bind(t.at)
-            .bind(t.what.as_str())
-            .bind(t.who.as_str())
-            .bind(t.operation_id.as_deref())
-            .bind(t.answer.as_str())
-            .bind(json_text(&t.before, "before")?)
-            .bind(json_text(&t.after, "after")?)
-            .execute(&mut **tx)
-            .await
-            .map_err(dbe)?;
+            .await?;
         }
-        super::outbox::insert_outbox(tx, &change.account_id, &change.events, change.at).await?;
         if let Some(p) = &change.plan {
-            sqlx::query(
+            tx.execute(
                 "UPDATE bootstrap_plans SET actions = $2, state = $3, detail = $4, \
                  updated_at = $5 WHERE iccid = $1",
+                &[
+                    Arg::from(iccid),
+                    Arg::from(i64::from(p.actions)),
+                    Arg::from(p.state),
+                    Arg::from(p.detail.as_str()),
+                    Arg::from(change.at),
+                ],
             )
-            .bind(change.iccid.as_str())
-            .bind(i64::from(p.actions))
-            .bind(p.state)
-            .bind(p.detail.as_str())
-            .bind(change.at)
-            .execute(&mut **tx)
-            .await
-            .map_err(dbe)?;
+            .await?;
         }
         if let Some((_, command)) = &change.start {
             match self.insert_commands_tx(tx, &[command], None).await {
@@ -513,40 +565,21 @@ impl SubscriptionStore for SqlStore {
     }
 
     async fn apply(&self, change: &RouterChange) -> Result<Applied, StoreError> {
-        let mut tx = self.begin().await?;
-        match self.apply_in(&mut tx, change).await {
-            Ok(Applied::Done) => {
-                tx.commit().await.map_err(dbe)?;
-                Ok(Applied::Done)
-            }
-            Ok(other) => {
-                tx.rollback().await.map_err(dbe)?;
-                Ok(other)
-            }
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Err(e)
-            }
-        }
+        let mut applied = self.apply_all(std::slice::from_ref(change)).await?;
+        applied
+            .pop()
+            .ok_or_else(|| StoreError::Database("router change: no answer".into()))
     }
 
     async fn apply_all(&self, changes: &[RouterChange]) -> Result<Vec<Applied>, StoreError> {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin().await?;
-        let mut out = Vec::with_capacity(changes.len());
-        for change in changes {
-            match self.apply_in(&mut tx, change).await {
-                Ok(a) => out.push(a),
-                Err(e) => {
-                    let _ = tx.rollback().await;
-                    return Err(e);
-                }
-            }
+        // With the command path's writes (one writer, one commit for both on SQLite).
+        match self.grouped(Write::Router(changes.to_vec())).await? {
+            Written::Applied(applied) => Ok(applied),
+            other => Err(other.unexpected()),
         }
-        tx.commit().await.map_err(dbe)?;
-        Ok(out)
     }
 
     async fn operation(
