@@ -14,73 +14,102 @@ use crate::store::Store;
 use super::{finish_with_por, Shared};
 
 pub(super) async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote>) {
-    while let Some(note) = rx.recv().await {
-        match note {
-            DispatchNote::Accepted { id, network_refs } => {
-                let Some((account, command)) = shared.log.command_of(id) else {
-                    tap(&shared, DispatchNote::Accepted { id, network_refs });
-                    continue;
-                };
-                {
-                    let _ = shared
-                        .store
-                        .add_event(
-                            &account,
-                            &command,
-                            "ACCEPTED",
-                            &network_refs.join(","),
-                            shared.now(),
-                        )
-                        .await;
+    while let Some(first) = rx.recv().await {
+        // The notes that came meanwhile too: their store writes go out together, so they
+        // share a group commit instead of one commit (an fsync on SQLite) each. They are
+        // queued in arrival order, so a command's ACCEPTED is written before its delivery.
+        let mut batch = vec![first];
+        while batch.len() < NOTES_PER_BATCH {
+            match rx.try_recv() {
+                Ok(n) => batch.push(n),
+                Err(_) => break,
+            }
+        }
+        let mut writes = Vec::new();
+        for note in batch {
+            if let Some(write) = note_write(&shared, note) {
+                writes.push(write);
+            }
+        }
+        futures::future::join_all(writes).await;
+    }
+}
+
+/// Notes taken at once at most.
+const NOTES_PER_BATCH: usize = 512;
+
+type NoteWrite = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Handles a note; the store write it needs, if any, to be awaited with its batch's.
+fn note_write(shared: &Arc<Shared>, note: DispatchNote) -> Option<NoteWrite> {
+    match note {
+        DispatchNote::Accepted { id, network_refs } => {
+            let Some((account, command)) = shared.log.command_of(id) else {
+                tap(shared, DispatchNote::Accepted { id, network_refs });
+                return None;
+            };
+            let shared = shared.clone();
+            Some(Box::pin(async move {
+                let _ = shared
+                    .store
+                    .add_event(
+                        &account,
+                        &command,
+                        "ACCEPTED",
+                        &network_refs.join(","),
+                        shared.now(),
+                    )
+                    .await;
+            }))
+        }
+        DispatchNote::Delivered { id } => {
+            let Some((account, command)) = shared.log.command_of(id) else {
+                tap(shared, DispatchNote::Delivered { id });
+                return None;
+            };
+            let shared = shared.clone();
+            Some(Box::pin(async move {
+                let at = shared.now();
+                if let Ok(true) = shared.store.record_delivery(&account, &command, at).await {
+                    shared.metrics.delivered();
                 }
-            }
-            DispatchNote::Delivered { id } => {
-                let Some((account, command)) = shared.log.command_of(id) else {
-                    tap(&shared, DispatchNote::Delivered { id });
-                    continue;
+            }))
+        }
+        DispatchNote::CardPacket { from, packet, ack } => {
+            card_packet(shared, super::CardPacket { from, packet, ack });
+            None
+        }
+        DispatchNote::UnmatchedPor {
+            from,
+            packet,
+            scope,
+            reason,
+            ack,
+        } => {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                // Matched, the PoR is recorded before its acknowledgement goes.
+                let Some(ack) = match_in_store(&shared, &from, &packet, scope, ack).await else {
+                    return;
                 };
-                {
-                    let at = shared.now();
-                    if let Ok(true) = shared.store.record_delivery(&account, &command, at).await {
-                        shared.metrics.delivered();
-                    }
-                }
-            }
-            DispatchNote::CardPacket { from, packet, ack } => {
-                card_packet(&shared, super::CardPacket { from, packet, ack });
-            }
-            DispatchNote::UnmatchedPor {
-                from,
-                packet,
-                scope,
-                reason,
-                ack,
-            } => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    // Matched, the PoR is recorded before its acknowledgement goes.
-                    let Some(ack) = match_in_store(&shared, &from, &packet, scope, ack).await
-                    else {
-                        return;
-                    };
-                    shared.metrics.unmatched_por();
-                    tracing::debug!("PoR from {from} matches no command: {reason}");
-                    // Acknowledged now: no command waits for it. Campaign cards resumed after
-                    // a restart look for theirs among these (kept in memory a while, see
-                    // `campaign::runner::Orphans`); the network must not wait that long.
-                    drop(ack);
-                    tap(
-                        &shared,
-                        DispatchNote::UnmatchedPor {
-                            from,
-                            packet,
-                            scope,
-                            reason,
-                            ack: InboundAck::none(),
-                        },
-                    );
-                });
-            }
+                shared.metrics.unmatched_por();
+                tracing::debug!("PoR from {from} matches no command: {reason}");
+                // Acknowledged now: no command waits for it. Campaign cards resumed after
+                // a restart look for theirs among these (kept in memory a while, see
+                // `campaign::runner::Orphans`); the network must not wait that long.
+                drop(ack);
+                tap(
+                    &shared,
+                    DispatchNote::UnmatchedPor {
+                        from,
+                        packet,
+                        scope,
+                        reason,
+                        ack: InboundAck::none(),
+                    },
+                );
+            });
+            None
         }
     }
 }

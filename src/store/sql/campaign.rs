@@ -500,6 +500,20 @@ impl CampaignStore for SqlStore {
         now: Millis,
         lease_until: Millis,
     ) -> Result<Vec<CampaignRecord>, StoreError> {
+        // A read first: with no campaign to run, a poll takes no write lock (see
+        // `claim_outbox`).
+        let leasable = sqlx::query(
+            "SELECT 1 AS one FROM campaigns WHERE status = 'RUNNING' \
+             AND (owner IS NULL OR owner = $1 OR lease_until < $2) LIMIT 1",
+        )
+        .bind(owner)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        if leasable.is_none() {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(&format!(
             "UPDATE campaigns SET owner = $1, lease_until = $2 WHERE status = 'RUNNING' \
              AND (owner IS NULL OR owner = $1 OR lease_until < $3) RETURNING {CAMPAIGN_COLUMNS}"

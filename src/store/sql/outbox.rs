@@ -82,6 +82,18 @@ impl OutboxStore for SqlStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // A read first: an idle poll takes no write lock (on SQLite it would wait for the
+        // command path's writer, holding one of the pool's few connections meanwhile).
+        let claimable = sqlx::query(
+            "SELECT 1 AS one FROM outbox WHERE lease_until IS NULL OR lease_until < $1 LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe)?;
+        if claimable.is_none() {
+            return Ok(Vec::new());
+        }
         // $1 owner, $2 lease_until, $3 now, $4 limit, then the skipped accounts.
         let skip = if skip_accounts.is_empty() {
             String::new()

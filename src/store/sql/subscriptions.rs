@@ -244,15 +244,20 @@ impl SqlStore {
         let text = |i: usize| row.get(i).cloned().flatten();
         let state = text(0).unwrap_or_default();
         Ok(Some(SyncRecord {
-            state: SyncState::parse(&state)
-                .ok_or_else(|| StoreError::Database(format!("column card_sync.state: {state:?}")))?,
+            state: SyncState::parse(&state).ok_or_else(|| {
+                StoreError::Database(format!("column card_sync.state: {state:?}"))
+            })?,
             operation_id: text(1),
             reason: text(2).unwrap_or_default(),
             ..SyncRecord::never_touched()
         }))
     }
 
-    async fn write_sync<E: Exec>(tx: &mut E, iccid: &str, s: &SyncRecord) -> Result<(), StoreError> {
+    async fn write_sync<E: Exec>(
+        tx: &mut E,
+        iccid: &str,
+        s: &SyncRecord,
+    ) -> Result<(), StoreError> {
         let args = [
             Arg::from(iccid),
             Arg::from(s.state.as_str()),
@@ -304,7 +309,11 @@ impl SqlStore {
         Ok(out)
     }
 
-    async fn apply_in<E: Exec>(&self, tx: &mut E, change: &RouterChange) -> Result<Applied, StoreError> {
+    async fn apply_in<E: Exec>(
+        &self,
+        tx: &mut E,
+        change: &RouterChange,
+    ) -> Result<Applied, StoreError> {
         let iccid = change.iccid.as_str();
         if let Some(op) = &change.operation {
             let states: Vec<String> = op.from.iter().map(|s| format!("'{s}'")).collect();
