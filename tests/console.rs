@@ -864,3 +864,119 @@ async fn a_granted_card_for_an_enterprise_user(backend: &str) {
     env.shutdown().await;
 }
 on_both!(granted_cards, a_granted_card_for_an_enterprise_user);
+
+/// Card groups: the list and a group's page; an admin grants an enterprise account rights
+/// on the group and revokes them; an operator cannot; a bad account is named; another
+/// account's group is not found.
+async fn card_groups_and_grants(backend: &str) {
+    let env = env_on(backend, 2).await;
+    let (_, group) = env.fleet_group.unwrap();
+    let store = &env.server.store;
+    let acme = store
+        .create_account("acme", otagw::clock::now_ms())
+        .await
+        .unwrap();
+    add_user(&env, &env.account_id, "boss", Role::Admin).await;
+    add_user(&env, &env.account_id, "doer3", Role::Operator).await;
+    add_user(&env, &acme.id, "acme-admin", Role::Admin).await;
+    let admin = Browser::signed_in(&env, "boss").await;
+    let (code, list) = admin.get("/console/groups").await;
+    assert_eq!(code, 200, "{list}");
+    assert!(
+        list.contains(&format!("href=\"/console/groups/{group}\"")),
+        "{list}"
+    );
+    let page_path = format!("/console/groups/{group}");
+    let (code, page) = admin.get(&page_path).await;
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("No rule") && page.contains("No grant."),
+        "{page}"
+    );
+    assert!(page.contains("id=\"grant-form\""), "{page}");
+
+    let csrf = admin.csrf().await;
+    let (code, _, body) = admin
+        .post(
+            &format!("{page_path}/grants"),
+            &[("csrf", &csrf), ("account", "acme"), ("manage", "on")],
+        )
+        .await;
+    assert_eq!(code, 303, "{body}");
+    let (_, page) = admin.get(&page_path).await;
+    assert!(
+        page.contains("<td>acme</td><td>view, manage</td>"),
+        "{page}"
+    );
+    let (_, grants) = env
+        .get(&format!("/api/v1/cardgroups/{group}/grants"))
+        .await
+        .unwrap();
+    assert_eq!(grants[0]["rights"], json!(["view", "manage"]), "{grants}");
+
+    let (code, _, body) = admin
+        .post(
+            &format!("{page_path}/grants"),
+            &[("csrf", &csrf), ("account", "nobody")],
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("account"), "{body}");
+
+    let operator = Browser::signed_in(&env, "doer3").await;
+    let (_, page) = operator.get(&page_path).await;
+    assert!(!page.contains("id=\"grant-form\""), "{page}");
+    let op_csrf = operator.csrf().await;
+    let (code, _, _) = operator
+        .post(
+            &format!("{page_path}/grants/acme/revoke"),
+            &[("csrf", &op_csrf)],
+        )
+        .await;
+    assert_eq!(code, 403, "an operator cannot revoke");
+
+    let (code, _, body) = admin
+        .post(
+            &format!("{page_path}/grants/acme/revoke"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(code, 303, "{body}");
+    let (_, page) = admin.get(&page_path).await;
+    assert!(page.contains("No grant."), "{page}");
+
+    // A bootstrap rule shows with its subscriptions.
+    let (code, body) = env
+        .post(
+            "/api/v1/subscription-templates",
+            &json!({"name": "op-a", "spn": "otagw", "plmns": ["26201"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = env
+        .put(
+            &format!("/api/v1/cardgroups/{group}/rules"),
+            &json!({"subscriptions": [{"template": "op-a", "imsiFirst": "262019500000000",
+                                       "imsiCount": 10}],
+                    "bootstrap": "keep_as_fallback", "trigger": "notification"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (_, page) = admin.get(&page_path).await;
+    assert!(
+        page.contains("262019500000000") && page.contains("kept as the fallback"),
+        "{page}"
+    );
+    assert!(page.contains("when a card first reports"), "{page}");
+
+    // The enterprise's own admin does not see the operator's group.
+    let stranger = Browser::signed_in(&env, "acme-admin").await;
+    let (code, _) = stranger.get(&page_path).await;
+    assert_eq!(code, 404);
+    let (_, list) = stranger.get("/console/groups").await;
+    assert!(!list.contains(&page_path), "{list}");
+    env.shutdown().await;
+}
+on_both!(groups, card_groups_and_grants);

@@ -17,13 +17,16 @@ pub enum Section {
     Commands,
     /// Campaigns.
     Campaigns,
+    /// Card groups.
+    Groups,
 }
 
-const NAV: [(Section, &str, &str); 4] = [
+const NAV: [(Section, &str, &str); 5] = [
     (Section::Dashboard, "/console/", "Dashboard"),
     (Section::Cards, "/console/cards", "Cards"),
     (Section::Commands, "/console/commands", "Commands"),
     (Section::Campaigns, "/console/campaigns", "Campaigns"),
+    (Section::Groups, "/console/groups", "Card groups"),
 ];
 
 fn head(title: &str) -> Markup {

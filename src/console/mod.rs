@@ -14,6 +14,7 @@ pub mod cards;
 pub mod commands;
 pub mod dashboard;
 pub mod error;
+pub mod groups;
 pub mod layout;
 pub mod limiter;
 pub mod live;
@@ -142,6 +143,13 @@ pub fn router(state: ConsoleState) -> Router {
         .route(
             "/console/cards/{iccid}/audit",
             post(subscriptions::audit_now),
+        )
+        .route("/console/groups", get(groups::list))
+        .route("/console/groups/{id}", get(groups::show))
+        .route("/console/groups/{id}/grants", post(groups::grant))
+        .route(
+            "/console/groups/{id}/grants/{account}/revoke",
+            post(groups::revoke),
         )
         .route("/console/commands", get(commands::list))
         .route("/console/commands/{id}", get(commands::show))
