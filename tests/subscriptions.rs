@@ -1353,3 +1353,58 @@ async fn lost_pors_and_notifications_end_synced() {
     assert!(states.contains("FAILED"), "{states:?}");
     env.shutdown().await;
 }
+
+/// The same MSISDN on a card of another account (added later, so looked at first): the
+/// notification still goes to the card whose keys verify it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_msisdn_goes_to_the_card_that_verifies() {
+    use otagw::store::{KeyMaterial, KeySetRecord, NewCard};
+    let env = env(None, 10).await;
+    let _ticker = env.tick_subscriptions(Arc::new(EveryNetwork), Duration::from_millis(100));
+    template(&env).await;
+    let iccid = env.iccid(0).unwrap();
+    let msisdn = env.msisdn(0).unwrap();
+    let store = env.server.store.clone();
+    let now = otagw::clock::now_ms();
+    let other = store.create_account("other", now).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .insert_cards(
+            &other.id,
+            &[NewCard {
+                iccid: "8949000000000099993".into(),
+                imsi: Some("262010000099999".into()),
+                msisdn: Some(msisdn.clone()),
+                attributes: Default::default(),
+                key_sets: vec![KeySetRecord {
+                    version: 1,
+                    kic_algorithm: None,
+                    kid_algorithm: None,
+                    keys: KeyMaterial {
+                        kic: vec![0x11; 16],
+                        kid: vec![0x22; 16],
+                        kik: None,
+                    },
+                    counter: 0,
+                    rotated_at: None,
+                }],
+                factory_subscriptions: Vec::new(),
+            }],
+            otagw::clock::now_ms(),
+        )
+        .await
+        .unwrap();
+    let (code, body) = env
+        .post(
+            &format!("/api/v1/cards/{iccid}/subscriptions"),
+            &json!({"template": "op-a", "imsi": "262019000000077", "enable": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let done = settled(&env, body["operationId"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "DONE", "{done}");
+    let body = sync_state(&env, &iccid, "SYNCED").await;
+    assert_eq!(server_registry(&body), card_registry(&env.fleet, &iccid));
+    env.shutdown().await;
+}

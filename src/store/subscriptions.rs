@@ -410,8 +410,9 @@ pub trait SubscriptionStore: Send + Sync {
         iccid: &str,
     ) -> Result<Option<CardRegistry>, StoreError>;
 
-    /// The card whose MSISDN is `msisdn` (digits), in any account.
-    async fn card_by_msisdn(&self, msisdn: &str) -> Result<Option<(String, String)>, StoreError>;
+    /// The cards whose MSISDN is `msisdn` (digits), in any account, as (account id, ICCID),
+    /// newest first (at most a few: a number moved to a card of another account).
+    async fn cards_by_msisdn(&self, msisdn: &str) -> Result<Vec<(String, String)>, StoreError>;
 
     /// Writes a router decision in one transaction.
     async fn apply(&self, change: &RouterChange) -> Result<Applied, StoreError>;

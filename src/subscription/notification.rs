@@ -96,52 +96,73 @@ impl SecureRouter {
 
     async fn take(&self, p: &CardPacket) -> Result<Result<Taken, Refused>, RouterError> {
         let msisdn = p.from.trim_start_matches('+');
-        let Some((account_id, iccid)) = self.subs()?.card_by_msisdn(msisdn).await? else {
+        let candidates = self.subs()?.cards_by_msisdn(msisdn).await?;
+        if candidates.is_empty() {
             return Ok(Err(Refused::UnknownCard(msisdn.to_string())));
-        };
-        let unverified = |problem: String| Refused::Unverified {
-            iccid: iccid.clone(),
-            problem,
-        };
+        }
         let view = match CommandPacketView::parse(&p.packet) {
             Ok(v) => v,
-            Err(e) => return Ok(Err(unverified(e.to_string()))),
+            Err(e) => {
+                return Ok(Err(Refused::Unverified {
+                    iccid: candidates[0].1.clone(),
+                    problem: e.to_string(),
+                }))
+            }
         };
         if view.tar != TAR_SUBSCRIPTIONS {
             return Ok(Err(Refused::OtherTar(hex::encode_upper(view.tar))));
         }
-        let kic_set = self.store.key_set(&iccid, view.kic.version()).await?;
+        // An MSISDN may be on cards of several accounts (one re-provisioned elsewhere): the
+        // card is the one whose keys verify the packet.
+        let mut refused = None;
+        for (account_id, iccid) in candidates {
+            match self.open_notification(&iccid, &view).await? {
+                Ok(n) => return Ok(Ok(self.notification(&account_id, &iccid, n).await?)),
+                Err(problem) => {
+                    refused.get_or_insert(Refused::Unverified { iccid, problem });
+                }
+            }
+        }
+        Ok(Err(refused.unwrap_or_else(|| {
+            Refused::UnknownCard(msisdn.to_string())
+        })))
+    }
+
+    /// The notification in `view`, verified and deciphered with card `iccid`'s keys, or why
+    /// not.
+    async fn open_notification(
+        &self,
+        iccid: &str,
+        view: &CommandPacketView<'_>,
+    ) -> Result<Result<Notification, String>, RouterError> {
+        let kic_set = self.store.key_set(iccid, view.kic.version()).await?;
         let kid_set = if view.kid.version() == view.kic.version() {
             kic_set.clone()
         } else {
-            self.store.key_set(&iccid, view.kid.version()).await?
+            self.store.key_set(iccid, view.kid.version()).await?
         };
         let (Some(kic_set), Some(kid_set)) = (kic_set, kid_set) else {
-            return Ok(Err(unverified(format!(
+            return Ok(Err(format!(
                 "no key set version {} / {}",
                 view.kic.version(),
                 view.kid.version()
-            ))));
+            )));
         };
         let keys = match crate::pipeline::resolve::scp80_keys(
             &view.spi, view.kic.0, view.kid.0, &kic_set, &kid_set,
         ) {
             Ok(k) => k,
-            Err(e) => return Ok(Err(unverified(e.to_string()))),
+            Err(e) => return Ok(Err(e.to_string())),
         };
         // Verified: the CC (when the SPI asks for one) must match the card's key.
         if view.spi.integrity == crate::security::Integrity::None {
-            return Ok(Err(unverified("a notification must carry a CC".into())));
+            return Ok(Err("a notification must carry a CC".into()));
         }
         let opened = match view.open(&keys) {
             Ok(o) => o,
-            Err(e) => return Ok(Err(unverified(e.to_string()))),
+            Err(e) => return Ok(Err(e.to_string())),
         };
-        let n = match Notification::decode(&opened.data) {
-            Ok(n) => n,
-            Err(e) => return Ok(Err(unverified(e.to_string()))),
-        };
-        Ok(Ok(self.notification(&account_id, &iccid, n).await?))
+        Ok(Notification::decode(&opened.data).map_err(|e| e.to_string()))
     }
 
     /// What a notification changes, and its confirmation.

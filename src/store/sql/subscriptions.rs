@@ -559,18 +559,20 @@ impl SubscriptionStore for SqlStore {
         }))
     }
 
-    async fn card_by_msisdn(&self, msisdn: &str) -> Result<Option<(String, String)>, StoreError> {
+    async fn cards_by_msisdn(&self, msisdn: &str) -> Result<Vec<(String, String)>, StoreError> {
         let digits = msisdn.trim_start_matches('+');
-        let row = sqlx::query(
-            "SELECT account_id, iccid FROM cards WHERE msisdn = $1 OR msisdn = $2 LIMIT 1",
+        let rows = sqlx::query(
+            "SELECT account_id, iccid FROM cards WHERE msisdn = $1 OR msisdn = $2 \
+             ORDER BY created_at DESC, iccid LIMIT 8",
         )
         .bind(digits)
         .bind(format!("+{digits}"))
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(dbe)?;
-        row.map(|r| Ok((col(&r, "account_id")?, col(&r, "iccid")?)))
-            .transpose()
+        rows.iter()
+            .map(|r| Ok((col(r, "account_id")?, col(r, "iccid")?)))
+            .collect()
     }
 
     async fn apply(&self, change: &RouterChange) -> Result<Applied, StoreError> {
