@@ -980,3 +980,70 @@ async fn card_groups_and_grants(backend: &str) {
     env.shutdown().await;
 }
 on_both!(groups, card_groups_and_grants);
+
+/// Templates: an operator creates one through the form (it is then usable over REST); a bad
+/// PLMN and a repeated name are named; a viewer sees the list but not the form, and its
+/// forged post is refused.
+async fn subscription_templates(backend: &str) {
+    let env = env_on(backend, 1).await;
+    add_user(&env, &env.account_id, "doer4", Role::Operator).await;
+    add_user(&env, &env.account_id, "watcher4", Role::Viewer).await;
+    let op = Browser::signed_in(&env, "doer4").await;
+    let (code, page) = op.get("/console/templates").await;
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("No template yet.") && page.contains("id=\"template-form\""),
+        "{page}"
+    );
+    let csrf = op.csrf().await;
+    let (code, _, body) = op
+        .post(
+            "/console/templates",
+            &[
+                ("csrf", &csrf),
+                ("name", " op-b "),
+                ("spn", "Acme"),
+                ("plmns", "26201, 310410"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 303, "{body}");
+    let (_, list) = env.get("/api/v1/subscription-templates").await.unwrap();
+    assert_eq!(
+        list,
+        json!([{"name": "op-b", "spn": "Acme", "plmns": ["26201", "310410"]}])
+    );
+    let (_, page) = op.get("/console/templates").await;
+    assert!(page.contains("26201 310410"), "{page}");
+    let (code, _, body) = op
+        .post(
+            "/console/templates",
+            &[("csrf", &csrf), ("name", "op-c"), ("plmns", "2620")],
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("plmns[0]"), "{body}");
+    let (code, _, body) = op
+        .post("/console/templates", &[("csrf", &csrf), ("name", "op-b")])
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("exists"), "{body}");
+
+    let viewer = Browser::signed_in(&env, "watcher4").await;
+    let (code, page) = viewer.get("/console/templates").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("op-b") && !page.contains("id=\"template-form\""),
+        "{page}"
+    );
+    let v_csrf = viewer.csrf().await;
+    let (code, _, _) = viewer
+        .post(
+            "/console/templates",
+            &[("csrf", &v_csrf), ("name", "sneaky")],
+        )
+        .await;
+    assert_eq!(code, 403);
+    env.shutdown().await;
+}
+on_both!(templates, subscription_templates);

@@ -419,35 +419,10 @@ pub async fn create_template(
     Extension(account): Extension<Account>,
     JsonBody(t): JsonBody<SubscriptionTemplate>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let name = t.name.trim();
-    if name.is_empty() || name.chars().count() > 64 {
-        return Err(ApiError::invalid(
-            "name",
-            "1 to 64 characters, not only spaces",
-        ));
-    }
-    if t.spn.len() > 16 || !t.spn.bytes().all(|b| (0x20..=0x7E).contains(&b)) {
-        return Err(ApiError::invalid(
-            "spn",
-            format!("{:?}: at most 16 printable ASCII characters", t.spn),
-        ));
-    }
-    for (i, p) in t.plmns.iter().enumerate() {
-        let field = format!("plmns[{i}]");
-        crate::command::build::plmn_bcd(&field, p)
-            .map_err(|e| ApiError::invalid(field.clone(), e.problem()))?;
-    }
-    let template = SubscriptionTemplate {
-        name: name.to_string(),
-        ..t
-    };
-    let router = router(&state)?;
-    router
-        .records()
-        .map_err(api_error)?
-        .create_template(&account.id, &template, state.gateway.clock().now_ms())
+    let template = router(&state)?
+        .create_template(&account.id, t)
         .await
-        .map_err(ApiError::store)?;
+        .map_err(api_error)?;
     Ok((StatusCode::CREATED, Json(template)))
 }
 

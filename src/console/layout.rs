@@ -19,14 +19,17 @@ pub enum Section {
     Campaigns,
     /// Card groups.
     Groups,
+    /// Subscription templates.
+    Templates,
 }
 
-const NAV: [(Section, &str, &str); 5] = [
+const NAV: [(Section, &str, &str); 6] = [
     (Section::Dashboard, "/console/", "Dashboard"),
     (Section::Cards, "/console/cards", "Cards"),
     (Section::Commands, "/console/commands", "Commands"),
     (Section::Campaigns, "/console/campaigns", "Campaigns"),
     (Section::Groups, "/console/groups", "Card groups"),
+    (Section::Templates, "/console/templates", "Templates"),
 ];
 
 fn head(title: &str) -> Markup {

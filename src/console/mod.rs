@@ -22,6 +22,7 @@ pub mod login;
 pub mod password;
 pub mod session;
 pub mod subscriptions;
+pub mod templates;
 
 use std::sync::Arc;
 
@@ -150,6 +151,10 @@ pub fn router(state: ConsoleState) -> Router {
         .route(
             "/console/groups/{id}/grants/{account}/revoke",
             post(groups::revoke),
+        )
+        .route(
+            "/console/templates",
+            get(templates::list).post(templates::create),
         )
         .route("/console/commands", get(commands::list))
         .route("/console/commands/{id}", get(commands::show))

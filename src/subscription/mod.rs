@@ -220,6 +220,43 @@ impl SecureRouter {
             .await?)
     }
 
+    /// Checks and stores a subscription template: a name of 1 to 64 characters (trimmed,
+    /// unique in the account), an SPN of at most 16 printable ASCII characters, PLMNs as 5
+    /// or 6 digits.
+    pub async fn create_template(
+        &self,
+        account_id: &str,
+        t: crate::store::subscriptions::SubscriptionTemplate,
+    ) -> Result<crate::store::subscriptions::SubscriptionTemplate, RouterError> {
+        let invalid = |field: String, problem: String| RouterError::Invalid { field, problem };
+        let name = t.name.trim();
+        if name.is_empty() || name.chars().count() > 64 {
+            return Err(invalid(
+                "name".into(),
+                "1 to 64 characters, not only spaces".into(),
+            ));
+        }
+        if t.spn.len() > 16 || !t.spn.bytes().all(|b| (0x20..=0x7E).contains(&b)) {
+            return Err(invalid(
+                "spn".into(),
+                format!("{:?}: at most 16 printable ASCII characters", t.spn),
+            ));
+        }
+        for (i, p) in t.plmns.iter().enumerate() {
+            let field = format!("plmns[{i}]");
+            crate::command::build::plmn_bcd(&field, p)
+                .map_err(|e| invalid(field.clone(), e.problem()))?;
+        }
+        let template = crate::store::subscriptions::SubscriptionTemplate {
+            name: name.to_string(),
+            ..t
+        };
+        self.subs()?
+            .create_template(account_id, &template, self.now())
+            .await?;
+        Ok(template)
+    }
+
     /// The store's subscription records.
     pub fn records(&self) -> Result<&dyn SubscriptionStore, RouterError> {
         self.subs()
