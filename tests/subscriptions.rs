@@ -61,6 +61,15 @@ async fn settled(env: &DevEnv, op: &str) -> Value {
     }
 }
 
+/// Posts an operation, expects 202, waits for its end and expects DONE; returns it.
+async fn operation_done(env: &DevEnv, path: &str, body: &Value) -> Value {
+    let (code, r) = env.post(path, body).await.unwrap();
+    assert_eq!(code, 202, "{path}: {r}");
+    let done = settled(env, r["operationId"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "DONE", "{done}");
+    done
+}
+
 /// Polls a card's subscriptions until its sync state is `state`.
 async fn sync_state(env: &DevEnv, iccid: &str, state: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -256,13 +265,7 @@ async fn download_enable_delete_fallback_audit(store_url: Option<String>) {
     );
 
     // An audit reads the same registry back.
-    let (code, body) = env
-        .post(&format!("/api/v1/cards/{iccid}/audit"), &json!({}))
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{body}");
-    let done = settled(&env, body["operationId"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "DONE", "{done}");
+    operation_done(&env, &format!("/api/v1/cards/{iccid}/audit"), &json!({})).await;
     let body = sync_state(&env, &iccid, "SYNCED").await;
     assert_eq!(server_registry(&body), expected);
     assert_eq!(body["fromProvisioning"], false);
@@ -1216,16 +1219,12 @@ async fn factory_subscriptions_from_the_vendor_file(store_url: Option<String>) {
     assert_eq!(bootstrap, [true, false, false], "{body}");
 
     // Enable factory subscription 3: no download needed.
-    let (code, body) = env
-        .post(
-            &format!("/api/v1/cards/{switched}/subscriptions/3/enable"),
-            &json!({}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{body}");
-    let done = settled(&env, body["operationId"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "DONE", "{done}");
+    operation_done(
+        &env,
+        &format!("/api/v1/cards/{switched}/subscriptions/3/enable"),
+        &json!({}),
+    )
+    .await;
     let body = sync_state(&env, &switched, "SYNCED").await;
     assert_eq!(server_registry(&body), card_registry(&env.fleet, &switched));
     let enabled: Vec<u64> = body["subscriptions"]
@@ -1249,13 +1248,7 @@ async fn factory_subscriptions_from_the_vendor_file(store_url: Option<String>) {
     );
 
     // An audit of an untouched card reads back what the vendor file said.
-    let (code, body) = env
-        .post(&format!("/api/v1/cards/{audited}/audit"), &json!({}))
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{body}");
-    let done = settled(&env, body["operationId"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "DONE", "{done}");
+    operation_done(&env, &format!("/api/v1/cards/{audited}/audit"), &json!({})).await;
     let body = sync_state(&env, &audited, "SYNCED").await;
     assert_eq!(body["fromProvisioning"], false, "{body}");
     assert_eq!(server_registry(&body).len(), 3, "{body}");
@@ -1394,16 +1387,12 @@ async fn a_shared_msisdn_goes_to_the_card_that_verifies() {
         )
         .await
         .unwrap();
-    let (code, body) = env
-        .post(
-            &format!("/api/v1/cards/{iccid}/subscriptions"),
-            &json!({"template": "op-a", "imsi": "262019000000077", "enable": true}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{body}");
-    let done = settled(&env, body["operationId"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "DONE", "{done}");
+    operation_done(
+        &env,
+        &format!("/api/v1/cards/{iccid}/subscriptions"),
+        &json!({"template": "op-a", "imsi": "262019000000077", "enable": true}),
+    )
+    .await;
     let body = sync_state(&env, &iccid, "SYNCED").await;
     assert_eq!(server_registry(&body), card_registry(&env.fleet, &iccid));
     env.shutdown().await;
