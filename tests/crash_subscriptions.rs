@@ -37,7 +37,9 @@ async fn sigkill_mid_enable_every_card_ends_synced_with_the_cards_registry() {
         smsc.mo_sender(),
         "otagw".into(),
         Arc::new(EveryNetwork),
-        Duration::from_millis(200),
+        // The cards attach and notify at most every 600 ms, so switches are still under
+        // way when the gateway is killed (the path got fast enough to end them all first).
+        Duration::from_millis(600),
         otagw::devkit::NotificationFaults::default(),
     );
     let config = dir.join("otagw.toml");
