@@ -184,14 +184,14 @@ pub fn tick_fleet_subscriptions(
         loop {
             tick.tick().await;
             let now = crate::clock::now_ms();
-            let mut due: Vec<(String, Vec<u8>)> = Vec::new();
-            held.retain(|(at, msisdn, ud)| {
-                let go = *at <= now;
-                if go {
-                    due.push((msisdn.clone(), ud.clone()));
-                }
-                !go
-            });
+            let (ready, later) = std::mem::take(&mut held)
+                .into_iter()
+                .partition(|(at, _, _)| *at <= now);
+            held = later;
+            let mut due: Vec<(String, Vec<u8>)> = ready
+                .into_iter()
+                .map(|(_, msisdn, ud)| (msisdn, ud))
+                .collect();
             for (msisdn, ud) in fleet.tick_notifications(now, &*network) {
                 if c.drop_next.load(Relaxed) > 0 {
                     c.drop_next.fetch_sub(1, Relaxed);

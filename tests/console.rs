@@ -3,6 +3,7 @@
 //! key value in any page. Each store-facing case runs on SQLite and on PostgreSQL.
 
 mod console_support;
+mod subscription_support;
 
 use std::time::Duration;
 
@@ -801,16 +802,8 @@ async fn a_granted_card_for_an_enterprise_user(backend: &str) {
         std::sync::Arc::new(otagw::sim::subscriptions::EveryNetwork),
         Duration::from_millis(100),
     );
-    let (profile, _) = env.fleet_group.unwrap();
     let (granted, other) = (env.iccid(0).unwrap(), env.iccid(1).unwrap());
-    let (code, group) = env
-        .post(
-            "/api/v1/cardgroups",
-            &json!({"profileId": profile, "name": "acme-fleet", "iccids": [granted]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 201, "{group}");
+    let group = subscription_support::card_group(&env, "acme-fleet", &[&granted]).await;
     let acme = env
         .server
         .store
@@ -819,7 +812,7 @@ async fn a_granted_card_for_an_enterprise_user(backend: &str) {
         .unwrap();
     let (code, g) = env
         .post(
-            &format!("/api/v1/cardgroups/{}/grants", group["id"]),
+            &format!("/api/v1/cardgroups/{group}/grants"),
             &json!({"account": "acme", "rights": ["audit"]}),
         )
         .await

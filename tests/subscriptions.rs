@@ -693,17 +693,8 @@ async fn enterprise_grants(store_url: Option<String>) {
     .expect("devkit");
     let _ticker = env.tick_subscriptions(Arc::new(EveryNetwork), Duration::from_millis(100));
     template(&env).await;
-    let (profile, _) = env.fleet_group.unwrap();
     let (granted, other) = (env.iccid(0).unwrap(), env.iccid(1).unwrap());
-    let (code, group) = env
-        .post(
-            "/api/v1/cardgroups",
-            &json!({"profileId": profile, "name": "acme-fleet", "iccids": [granted]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 201, "{group}");
-    let group = group["id"].as_i64().unwrap();
+    let group = subscription_support::card_group(&env, "acme-fleet", &[&granted]).await;
     // The enterprise: its own account and token.
     let store = env.server.store.clone();
     let now = otagw::clock::now_ms();

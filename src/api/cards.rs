@@ -384,18 +384,11 @@ pub async fn get_card(
     let Some(router) = state.router.as_ref() else {
         return Err(not_found());
     };
-    let owner = match router.known(&account.id, &iccid).await {
-        Ok(known) => known.account_id,
-        Err(crate::subscription::RouterError::Store(e)) => return Err(ApiError::store(e)),
-        Err(_) => return Err(not_found()),
-    };
-    let card = state
-        .store
-        .card(&owner, &iccid)
-        .await
-        .map_err(ApiError::store)?
-        .ok_or_else(not_found)?;
-    Ok(Json(view_for(&account.id, card)))
+    match router.granted_card(&account.id, &iccid).await {
+        Ok(card) => Ok(Json(view_for(&account.id, card))),
+        Err(crate::subscription::RouterError::Store(e)) => Err(ApiError::store(e)),
+        Err(_) => Err(not_found()),
+    }
 }
 
 /// Start KEY_UPDATE for one card or several.

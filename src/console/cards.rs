@@ -138,13 +138,7 @@ pub async fn show(
         Some(card) => card,
         None => {
             let router = state.app.router.as_deref().ok_or(PageError::NotFound)?;
-            let owner = router.known(account, &iccid).await?.account_id;
-            state
-                .app
-                .store
-                .card(&owner, &iccid)
-                .await?
-                .ok_or(PageError::NotFound)?
+            router.granted_card(account, &iccid).await?
         }
     };
     if card.account_id != account {
@@ -168,15 +162,7 @@ pub async fn show(
         div.grid.narrow-first {
             section.panel {
                 h2 { "Identity" }
-                dl.facts {
-                    dt { "ICCID" } dd.mono { (card.iccid) }
-                    dt { "IMSI" } dd.mono { (card.imsi.as_deref().unwrap_or("—")) }
-                    dt { "MSISDN" } dd.mono { (card.msisdn.as_deref().map(|m| format!("+{m}")).unwrap_or_else(|| "—".into())) }
-                    dt { "Added" } dd { (layout::time(card.created_at)) }
-                    @for (k, v) in &card.attributes {
-                        dt { (k) } dd { (v) }
-                    }
-                }
+                (identity(&card, true))
             }
             section.panel {
                 h2 { "Key sets" }
@@ -213,6 +199,23 @@ pub async fn show(
     ))
 }
 
+/// A card's identity facts, with its attributes for its owner.
+fn identity(card: &crate::store::CardRecord, attributes: bool) -> Markup {
+    html! {
+        dl.facts {
+            dt { "ICCID" } dd.mono { (card.iccid) }
+            dt { "IMSI" } dd.mono { (card.imsi.as_deref().unwrap_or("—")) }
+            dt { "MSISDN" } dd.mono { (card.msisdn.as_deref().map(|m| format!("+{m}")).unwrap_or_else(|| "—".into())) }
+            dt { "Added" } dd { (layout::time(card.created_at)) }
+            @if attributes {
+                @for (k, v) in &card.attributes {
+                    dt { (k) } dd { (v) }
+                }
+            }
+        }
+    }
+}
+
 /// Another account's card seen through a card group grant.
 async fn granted_card(
     state: &ConsoleState,
@@ -225,12 +228,7 @@ async fn granted_card(
         section.panel {
             h2 { "Identity" }
             p.sub { "A card of another account, granted to yours for subscription management." }
-            dl.facts {
-                dt { "ICCID" } dd.mono { (card.iccid) }
-                dt { "IMSI" } dd.mono { (card.imsi.as_deref().unwrap_or("—")) }
-                dt { "MSISDN" } dd.mono { (card.msisdn.as_deref().map(|m| format!("+{m}")).unwrap_or_else(|| "—".into())) }
-                dt { "Added" } dd { (layout::time(card.created_at)) }
-            }
+            (identity(&card, false))
         }
         (subscriptions)
     };

@@ -14,23 +14,15 @@ use crate::store::Store;
 use super::{finish_with_por, Shared};
 
 pub(super) async fn notes(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<DispatchNote>) {
-    while let Some(first) = rx.recv().await {
-        // The notes that came meanwhile too: their store writes go out together, so they
-        // share a group commit instead of one commit (an fsync on SQLite) each. They are
-        // queued in arrival order, so a command's ACCEPTED is written before its delivery.
-        let mut batch = vec![first];
-        while batch.len() < NOTES_PER_BATCH {
-            match rx.try_recv() {
-                Ok(n) => batch.push(n),
-                Err(_) => break,
-            }
-        }
-        let mut writes = Vec::new();
-        for note in batch {
-            if let Some(write) = note_write(&shared, note) {
-                writes.push(write);
-            }
-        }
+    let mut batch = Vec::with_capacity(NOTES_PER_BATCH);
+    // A note and those that came meanwhile: their store writes go out together, so they
+    // share a group commit instead of one commit (an fsync on SQLite) each. They are queued
+    // in arrival order, so a command's ACCEPTED is written before its delivery.
+    while rx.recv_many(&mut batch, NOTES_PER_BATCH).await > 0 {
+        let writes: Vec<NoteWrite> = batch
+            .drain(..)
+            .filter_map(|note| note_write(&shared, note))
+            .collect();
         futures::future::join_all(writes).await;
     }
 }

@@ -23,6 +23,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::error::ErrorKind;
 use sqlx::{Any, AnyPool, Executor, Row};
 
+use super::subscriptions::StoredSubscription;
 use deferred::Deferred;
 use exec::{Arg, Constraint, Exec};
 
@@ -73,8 +74,6 @@ const SQLITE_READERS: u32 = 4;
 /// Rows per multi-row INSERT (the parameter count stays far below SQLite's 32766).
 const CARD_CHUNK: usize = 500;
 const KEY_SET_CHUNK: usize = 400;
-/// Factory subscription rows per insert (7 columns each).
-const SUBSCRIPTION_CHUNK: usize = 400;
 const EVENT_CHUNK: usize = 500;
 
 /// Status names of the commands a gateway may still work on.
@@ -498,40 +497,27 @@ impl SqlStore {
 
         // Factory registries, for the cards whose vendor line names more than their IMSI
         // (the others' registry is implied by their IMSI: see `subscription::Known`).
-        let rows: Vec<(&str, u8, &str, bool)> = cards
+        let factory: Vec<(&str, StoredSubscription)> = cards
             .iter()
             .filter(|c| !c.factory_subscriptions.is_empty())
             .flat_map(|c| {
                 let first = c
                     .imsi
                     .as_deref()
-                    .map(|imsi| (c.iccid.as_str(), 1, imsi, true));
-                first.into_iter().chain(
-                    c.factory_subscriptions
-                        .iter()
-                        .map(move |f| (c.iccid.as_str(), f.id, f.imsi.as_str(), false)),
-                )
+                    .map(|imsi| StoredSubscription::factory(1, imsi));
+                first
+                    .into_iter()
+                    .chain(
+                        c.factory_subscriptions
+                            .iter()
+                            .map(|f| StoredSubscription::factory(f.id, &f.imsi)),
+                    )
+                    .map(move |s| (c.iccid.as_str(), s))
             })
             .collect();
-        for chunk in rows.chunks(SUBSCRIPTION_CHUNK) {
-            let sql = format!(
-                "INSERT INTO card_subscriptions (iccid, sub_id, imsi, enabled, fallback, \
-                 bootstrap, template) VALUES {}",
-                values_clause(self.dialect, chunk.len(), 7)
-            );
-            let mut q = sqlx::query(&sql);
-            for &(iccid, id, imsi, first) in chunk {
-                q = q
-                    .bind(iccid)
-                    .bind(i64::from(id))
-                    .bind(imsi)
-                    .bind(i64::from(first))
-                    .bind(i64::from(first))
-                    .bind(i64::from(first))
-                    .bind(None::<String>);
-            }
-            q.execute(&mut **tx).await.map_err(dbe)?;
-        }
+        let rows: Vec<(&str, &StoredSubscription)> =
+            factory.iter().map(|(iccid, s)| (*iccid, s)).collect();
+        subscriptions::insert_registry(self.dialect, tx, &rows).await?;
         Ok(None)
     }
 

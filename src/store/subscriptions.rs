@@ -59,6 +59,22 @@ pub struct StoredSubscription {
     pub template: Option<String>,
 }
 
+impl StoredSubscription {
+    /// As the factory installs it: slot 1 (the card's IMSI) enabled, the fallback and the
+    /// bootstrap subscription; the other slots disabled (see `sim::subscriptions`).
+    pub fn factory(id: u8, imsi: &str) -> Self {
+        let first = id == 1;
+        StoredSubscription {
+            id,
+            imsi: imsi.to_string(),
+            enabled: first,
+            fallback: first,
+            bootstrap: first,
+            template: None,
+        }
+    }
+}
+
 /// A card's sync record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncRecord {

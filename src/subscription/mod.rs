@@ -142,6 +142,35 @@ impl SecureRouter {
         iccid: &str,
         right: Right,
     ) -> Result<Known, RouterError> {
+        let owner = self.owner_for(account_id, iccid, right).await?;
+        self.registry_of(&owner, iccid).await
+    }
+
+    /// Another account's card that `account_id` may view through a card group grant; not
+    /// found otherwise (no registry read).
+    pub async fn granted_card(
+        &self,
+        account_id: &str,
+        iccid: &str,
+    ) -> Result<crate::store::CardRecord, RouterError> {
+        let owner = self.owner_for(account_id, iccid, Right::View).await?;
+        self.store
+            .card(&owner, iccid)
+            .await?
+            .ok_or_else(|| RouterError::NotFound {
+                what: "card",
+                key: iccid.to_string(),
+                field: None,
+            })
+    }
+
+    /// The card's owner, if `account_id` may reach it with `right` (see [`Self::reach`]).
+    async fn owner_for(
+        &self,
+        account_id: &str,
+        iccid: &str,
+        right: Right,
+    ) -> Result<String, RouterError> {
         let not_found = || RouterError::NotFound {
             what: "card",
             key: iccid.to_string(),
@@ -161,7 +190,7 @@ impl SecureRouter {
                 right.as_str()
             )));
         }
-        self.registry_of(&access.owner_id, iccid).await
+        Ok(access.owner_id)
     }
 
     /// The registry of a card of `owner_id` (no access check: the router's own work).
@@ -303,14 +332,7 @@ impl Known {
                 iccid: reg.iccid,
                 subscriptions: reg
                     .imsi
-                    .map(|imsi| StoredSubscription {
-                        id: 1,
-                        imsi,
-                        enabled: true,
-                        fallback: true,
-                        bootstrap: true,
-                        template: None,
-                    })
+                    .map(|imsi| StoredSubscription::factory(1, &imsi))
                     .into_iter()
                     .collect(),
                 sync: SyncRecord::never_touched(),

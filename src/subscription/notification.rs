@@ -112,6 +112,12 @@ impl SecureRouter {
         if view.tar != TAR_SUBSCRIPTIONS {
             return Ok(Err(Refused::OtherTar(hex::encode_upper(view.tar))));
         }
+        if view.spi.integrity == crate::security::Integrity::None {
+            return Ok(Err(Refused::Unverified {
+                iccid: candidates[0].1.clone(),
+                problem: "a notification must carry a CC".into(),
+            }));
+        }
         // An MSISDN may be on cards of several accounts (one re-provisioned elsewhere): the
         // card is the one whose keys verify the packet.
         let mut refused = None;
@@ -154,10 +160,7 @@ impl SecureRouter {
             Ok(k) => k,
             Err(e) => return Ok(Err(e.to_string())),
         };
-        // Verified: the CC (when the SPI asks for one) must match the card's key.
-        if view.spi.integrity == crate::security::Integrity::None {
-            return Ok(Err("a notification must carry a CC".into()));
-        }
+        // Verified: the CC (the caller made sure there is one) must match the card's key.
         let opened = match view.open(&keys) {
             Ok(o) => o,
             Err(e) => return Ok(Err(e.to_string())),

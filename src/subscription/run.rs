@@ -16,23 +16,15 @@ pub fn spawn(router: Arc<SecureRouter>) -> tokio::task::JoinHandle<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     router.gateway.set_card_packet_tap(tx);
     tokio::spawn(async move {
+        let mut batch = Vec::new();
         let mut tick = tokio::time::interval(router.config.sweep);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                packet = rx.recv() => match packet {
-                    Some(p) => {
-                        // With those that came meanwhile.
-                        let mut batch = vec![p];
-                        while batch.len() < 512 {
-                            match rx.try_recv() {
-                                Ok(p) => batch.push(p),
-                                Err(_) => break,
-                            }
-                        }
-                        router.on_card_packets(batch).await;
-                    }
-                    None => return,
+                // A packet with those that came meanwhile.
+                n = rx.recv_many(&mut batch, 512) => match n {
+                    0 => return,
+                    _ => router.on_card_packets(std::mem::take(&mut batch)).await,
                 },
                 _ = tick.tick() => {
                     match router.sweep().await {

@@ -42,3 +42,17 @@ pub fn card_registry(fleet: &Fleet, iccid: &str) -> Registry {
         })
         .expect("card")
 }
+
+/// A card group `name` of the devkit's provisioned profile holding `iccids`; its id.
+pub async fn card_group(env: &otagw::devkit::DevEnv, name: &str, iccids: &[&str]) -> i64 {
+    let (profile, _) = env.fleet_group.expect("a provisioned fleet");
+    let (code, group) = env
+        .post(
+            "/api/v1/cardgroups",
+            &serde_json::json!({"profileId": profile, "name": name, "iccids": iccids}),
+        )
+        .await
+        .expect("POST cardgroups");
+    assert_eq!(code, 201, "{group}");
+    group["id"].as_i64().expect("group id")
+}

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use super::deferred::{statement_chunks, Deferred};
 use super::exec::{Arg, Constraint, Exec};
 use super::group::{Write, Written};
-use super::{col, dbe, json_text, map_insert, values_clause, InsertFailure, SqlStore, Tx};
+use super::{col, dbe, json_text, map_insert, values_clause, Dialect, InsertFailure, SqlStore, Tx};
 use crate::store::subscriptions::{
     nth_imsi, Applied, BootstrapRule, CardAccess, CardRegistry, GrantRecord, OperationRecord,
     PlanRecord, Right, RouterChange, StoredSubscription, SubscriptionStore, SubscriptionTemplate,
@@ -421,26 +421,9 @@ impl SqlStore {
                 &[Arg::from(iccid)],
             )
             .await?;
-            for chunk in statement_chunks(registry) {
-                let sql = format!(
-                    "INSERT INTO card_subscriptions (iccid, sub_id, imsi, enabled, fallback, \
-                     bootstrap, template) VALUES {}",
-                    values_clause(self.dialect, chunk.len(), 7)
-                );
-                let mut args = Vec::with_capacity(chunk.len() * 7);
-                for s in chunk {
-                    args.extend([
-                        Arg::from(iccid),
-                        Arg::from(i64::from(s.id)),
-                        Arg::from(s.imsi.as_str()),
-                        Arg::from(i64::from(s.enabled)),
-                        Arg::from(i64::from(s.fallback)),
-                        Arg::from(i64::from(s.bootstrap)),
-                        Arg::from(s.template.as_deref()),
-                    ]);
-                }
-                tx.execute(&sql, &args).await?;
-            }
+            let rows: Vec<(&str, &StoredSubscription)> =
+                registry.iter().map(|s| (iccid, s)).collect();
+            insert_registry(self.dialect, tx, &rows).await?;
         }
         if let Some(sync) = &change.sync {
             Self::write_sync(tx, iccid, sync).await?;
@@ -501,6 +484,36 @@ impl SqlStore {
     }
 }
 
+/// Registry rows ((ICCID, subscription) pairs) in multi-row statements: a router change's
+/// registry, or the factory registries of cards being provisioned.
+pub(super) async fn insert_registry<E: Exec>(
+    dialect: Dialect,
+    tx: &mut E,
+    rows: &[(&str, &StoredSubscription)],
+) -> Result<(), StoreError> {
+    for chunk in statement_chunks(rows) {
+        let sql = format!(
+            "INSERT INTO card_subscriptions (iccid, sub_id, imsi, enabled, fallback, \
+             bootstrap, template) VALUES {}",
+            values_clause(dialect, chunk.len(), 7)
+        );
+        let mut args = Vec::with_capacity(chunk.len() * 7);
+        for &(iccid, s) in chunk {
+            args.extend([
+                Arg::from(iccid),
+                Arg::from(i64::from(s.id)),
+                Arg::from(s.imsi.as_str()),
+                Arg::from(i64::from(s.enabled)),
+                Arg::from(i64::from(s.fallback)),
+                Arg::from(i64::from(s.bootstrap)),
+                Arg::from(s.template.as_deref()),
+            ]);
+        }
+        tx.execute(&sql, &args).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl SubscriptionStore for SqlStore {
     async fn registry(
@@ -524,10 +537,7 @@ impl SubscriptionStore for SqlStore {
         let synced: Option<String> = col(&card, "synced")?;
         // Never touched: the rows are the factory registry from the vendor file, if it
         // named more than the IMSI.
-        let sync = match synced {
-            Some(_) => Some(sync_from_row(&card)?),
-            None => None,
-        };
+        let sync = synced.map(|_| sync_from_row(&card)).transpose()?;
         let rows = sqlx::query(
             "SELECT sub_id, imsi, enabled, fallback, bootstrap, template FROM card_subscriptions \
              WHERE iccid = $1 ORDER BY sub_id",
